@@ -1,0 +1,283 @@
+//! The registry of event types and their schema versions: validates payloads
+//! against their JSON Schema and brings old versions up to the latest through
+//! chained upcasters (vN → vN+1 → …) when events are read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::envelope::EventEnvelope;
+use crate::error::{RegistryError, SchemaViolation, UpcastError, ValidationError};
+use crate::ids::{EventType, SchemaVersion};
+use crate::schemas::embedded_schema_files;
+
+/// Turns a payload of version N into one of version N+1.
+pub type Upcaster = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+
+/// At most this many violations are reported for one payload.
+const MAX_VIOLATIONS: usize = 10;
+
+struct VersionEntry {
+    validator: jsonschema::Validator,
+    schema: Value,
+}
+
+#[derive(Default)]
+struct TypeEntry {
+    versions: BTreeMap<SchemaVersion, VersionEntry>,
+    /// Keyed by the version they upcast from.
+    upcasters: BTreeMap<SchemaVersion, Upcaster>,
+}
+
+/// Every known event type with its schema versions and upcasters.
+#[derive(Default, Clone)]
+pub struct EventRegistry {
+    types: Arc<BTreeMap<EventType, TypeEntry>>,
+}
+
+impl fmt::Debug for EventRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.types.iter().map(|(t, e)| {
+                (
+                    t.as_str(),
+                    e.versions.keys().map(|v| v.get()).collect::<Vec<_>>(),
+                )
+            }))
+            .finish()
+    }
+}
+
+/// Builds an [`EventRegistry`].
+#[derive(Default)]
+pub struct RegistryBuilder {
+    types: BTreeMap<EventType, TypeEntry>,
+}
+
+impl fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("types", &self.types.len())
+            .finish()
+    }
+}
+
+impl RegistryBuilder {
+    /// Registers one version of an event type with its JSON Schema.
+    pub fn schema(
+        mut self,
+        event_type: EventType,
+        version: SchemaVersion,
+        schema: Value,
+    ) -> Result<Self, RegistryError> {
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| RegistryError::InvalidSchema {
+                event_type: event_type.clone(),
+                version,
+                reason: e.to_string(),
+            })?;
+        let entry = self.types.entry(event_type.clone()).or_default();
+        if entry.versions.contains_key(&version) {
+            return Err(RegistryError::Duplicate {
+                event_type,
+                version,
+            });
+        }
+        entry
+            .versions
+            .insert(version, VersionEntry { validator, schema });
+        Ok(self)
+    }
+
+    /// Registers the upcaster from `from` to the next version; both versions
+    /// must already be registered.
+    pub fn upcaster(
+        mut self,
+        event_type: EventType,
+        from: SchemaVersion,
+        upcast: impl Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> Result<Self, RegistryError> {
+        let entry = self.types.get_mut(&event_type);
+        match entry {
+            Some(e) if e.versions.contains_key(&from) && e.versions.contains_key(&from.next()) => {
+                e.upcasters.insert(from, Arc::new(upcast));
+                Ok(self)
+            }
+            _ => Err(RegistryError::UpcasterWithoutVersions { event_type, from }),
+        }
+    }
+
+    /// Registers every schema file shipped in `schemas/`.
+    pub fn embedded_schemas(mut self) -> Result<Self, RegistryError> {
+        for file in embedded_schema_files()? {
+            let schema: Value =
+                serde_json::from_str(file.text).map_err(|e| RegistryError::SchemaNotJson {
+                    path: file.path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            self = self.schema(file.event_type, file.version, schema)?;
+        }
+        Ok(self)
+    }
+
+    /// Fails unless every (type, version) in `declared` has a schema.
+    pub fn require(
+        self,
+        declared: impl IntoIterator<Item = (EventType, SchemaVersion)>,
+    ) -> Result<Self, RegistryError> {
+        for (event_type, version) in declared {
+            let known = self
+                .types
+                .get(&event_type)
+                .is_some_and(|e| e.versions.contains_key(&version));
+            if !known {
+                return Err(RegistryError::MissingSchema {
+                    event_type,
+                    version,
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn build(self) -> EventRegistry {
+        EventRegistry {
+            types: Arc::new(self.types),
+        }
+    }
+}
+
+impl EventRegistry {
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// The registry Herald runs with: every shipped schema, every domain's
+    /// upcasters, and a check that every event type declared in code has a
+    /// schema.
+    pub fn builtin() -> Result<Self, RegistryError> {
+        let builder = Self::builder()
+            .embedded_schemas()?
+            .require(crate::declared_event_types())?;
+        crate::register_upcasters(builder).map(RegistryBuilder::build)
+    }
+
+    /// All registered types with their versions, oldest first.
+    pub fn types(&self) -> impl Iterator<Item = (&EventType, Vec<SchemaVersion>)> {
+        self.types
+            .iter()
+            .map(|(t, e)| (t, e.versions.keys().copied().collect()))
+    }
+
+    pub fn contains(&self, event_type: &EventType, version: SchemaVersion) -> bool {
+        self.types
+            .get(event_type)
+            .is_some_and(|e| e.versions.contains_key(&version))
+    }
+
+    pub fn latest_version(&self, event_type: &EventType) -> Option<SchemaVersion> {
+        self.types
+            .get(event_type)
+            .and_then(|e| e.versions.keys().next_back().copied())
+    }
+
+    /// The JSON Schema of one version.
+    pub fn schema(&self, event_type: &EventType, version: SchemaVersion) -> Option<&Value> {
+        self.types
+            .get(event_type)
+            .and_then(|e| e.versions.get(&version))
+            .map(|v| &v.schema)
+    }
+
+    /// Checks a payload against its type's schema of `version`.
+    pub fn validate(
+        &self,
+        event_type: &EventType,
+        version: SchemaVersion,
+        payload: &Value,
+    ) -> Result<(), ValidationError> {
+        let entry = self
+            .types
+            .get(event_type)
+            .ok_or_else(|| ValidationError::UnknownType {
+                event_type: event_type.clone(),
+            })?;
+        let schema = entry
+            .versions
+            .get(&version)
+            .ok_or_else(|| ValidationError::UnknownVersion {
+                event_type: event_type.clone(),
+                version,
+                known: entry.versions.keys().map(|v| v.get()).collect(),
+            })?;
+        if !payload.is_object() {
+            return Err(ValidationError::NotAnObject {
+                event_type: event_type.clone(),
+                version,
+            });
+        }
+        let violations: Vec<SchemaViolation> = schema
+            .validator
+            .iter_errors(payload)
+            .take(MAX_VIOLATIONS)
+            .map(|e| SchemaViolation {
+                pointer: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError::SchemaViolation {
+                event_type: event_type.clone(),
+                version,
+                violations,
+            })
+        }
+    }
+
+    /// Brings a payload from `version` to the latest version of its type.
+    pub fn upcast_payload(
+        &self,
+        event_type: &EventType,
+        mut version: SchemaVersion,
+        mut payload: Value,
+    ) -> Result<(SchemaVersion, Value), UpcastError> {
+        let Some(entry) = self.types.get(event_type) else {
+            // Unknown types pass through unchanged: the store keeps what it
+            // was given, and readers of unknown types see it as stored.
+            return Ok((version, payload));
+        };
+        let latest = entry.versions.keys().next_back().copied().unwrap_or(version);
+        while version < latest {
+            let upcast = entry
+                .upcasters
+                .get(&version)
+                .ok_or_else(|| UpcastError::MissingUpcaster {
+                    event_type: event_type.clone(),
+                    from: version,
+                })?;
+            payload = upcast(payload).map_err(|reason| UpcastError::Failed {
+                event_type: event_type.clone(),
+                from: version,
+                reason,
+            })?;
+            version = version.next();
+        }
+        Ok((version, payload))
+    }
+
+    /// Brings an event to the latest version of its type. Its hash is left as
+    /// stored: the chain covers what was written, not what readers see.
+    pub fn upcast(&self, mut event: EventEnvelope) -> Result<EventEnvelope, UpcastError> {
+        let payload = std::mem::take(&mut event.payload);
+        let (version, payload) = self.upcast_payload(&event.event_type, event.version, payload)?;
+        event.version = version;
+        event.payload = payload;
+        Ok(event)
+    }
+}
