@@ -1,1 +1,140 @@
-//! placeholder
+//! Herald's event store, the source of truth. The [`EventStore`] trait
+//! (append with optimistic concurrency per stream, reads by stream and by
+//! global position, catch-up-then-live subscription) and its two backends:
+//! [`PostgresStore`] and [`EmbeddedStore`] (a SQLite file). Both group-commit
+//! concurrent appends, assign global positions in commit order, chain every
+//! event's audit hash, and pass the same conformance suite.
+
+mod clock;
+mod error;
+mod group_commit;
+mod hooks;
+mod migrate;
+mod model;
+mod plan;
+mod subscription;
+pub mod telemetry;
+
+pub mod embedded;
+pub mod postgres;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+pub use herald_events::EventEnvelope;
+use herald_events::{NewEvent, Position, StreamId, StreamVersion, TenantId};
+
+pub use clock::{Clock, SystemClock};
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use error::{Result, StoreError};
+pub use group_commit::GroupCommitConfig;
+pub use hooks::AppendHooks;
+pub use model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
+pub use plan::MAX_PRODUCER_LEN;
+pub use postgres::{PostgresConfig, PostgresStore};
+pub use subscription::{EventStream, PAGE_SIZE};
+
+/// The event store.
+///
+/// Guarantees, for every backend:
+/// - `append` is atomic: all its events are written or none;
+/// - it checks the expected stream version and writes nothing on a mismatch;
+/// - it is idempotent on event ids: repeating a whole earlier append returns
+///   that append's positions and writes nothing;
+/// - it answers only after the events are durably committed;
+/// - positions are gapless and assigned in commit order, so a reader of the
+///   global log that has seen position P never later finds an event below P.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// The backend's name, for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Appends events to a stream of a tenant.
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome>;
+
+    /// Up to `max` events of a stream with stream version ≥ `from`, in order.
+    async fn read_stream(
+        &self,
+        tenant: &TenantId,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> Result<Vec<EventEnvelope>>;
+
+    /// Up to `max` events of the global log with position ≥ `from`, in order.
+    async fn read_all(&self, from: Position, max: usize) -> Result<Vec<EventEnvelope>>;
+
+    /// Every event from position `from` on: the history, then live events as
+    /// they commit, each once and in position order.
+    fn subscribe_all(&self, from: Position) -> EventStream;
+
+    /// The stream's current version (0 when it has no events).
+    async fn stream_version(&self, tenant: &TenantId, stream: &StreamId) -> Result<StreamVersion>;
+
+    /// The last committed event of the global log.
+    async fn head(&self) -> Result<LogHead>;
+
+    /// Succeeds when the store answers a query.
+    async fn check(&self) -> Result<()>;
+
+    /// Stops taking appends, commits those already queued, and ends
+    /// subscriptions once they have read everything committed.
+    async fn close(&self);
+}
+
+/// Which backend to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite file `herald.db` in this directory.
+    Embedded { data_dir: PathBuf },
+    /// A Postgres database.
+    Postgres { url: String },
+}
+
+/// Settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub location: StoreLocation,
+    pub group_commit: GroupCommitConfig,
+    pub poll_interval: Duration,
+    /// Postgres connection pool size.
+    pub pool_size: usize,
+}
+
+impl StoreSettings {
+    pub fn new(location: StoreLocation) -> Self {
+        Self {
+            location,
+            group_commit: GroupCommitConfig::default(),
+            poll_interval: Duration::from_millis(500),
+            pool_size: 16,
+        }
+    }
+}
+
+/// Opens the store the settings name.
+pub async fn open(settings: StoreSettings) -> Result<Arc<dyn EventStore>> {
+    match settings.location {
+        StoreLocation::Embedded { data_dir } => {
+            let mut config = EmbeddedConfig::in_dir(data_dir);
+            config.group_commit = settings.group_commit;
+            config.poll_interval = settings.poll_interval;
+            Ok(Arc::new(EmbeddedStore::open(config).await?))
+        }
+        StoreLocation::Postgres { url } => {
+            let mut config = PostgresConfig::new(url);
+            config.group_commit = settings.group_commit;
+            config.poll_interval = settings.poll_interval;
+            config.pool_size = settings.pool_size;
+            Ok(Arc::new(PostgresStore::open(config).await?))
+        }
+    }
+}

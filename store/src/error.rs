@@ -1,0 +1,83 @@
+//! The store's one error type. Variants carry the context an operator or a
+//! caller needs (which stream, which versions, which backend), and
+//! [`StoreError::kind`] gives each a stable name for metrics and APIs.
+
+use herald_events::{EventId, Position, StreamId, StreamVersion, TenantId};
+
+use crate::model::ExpectedVersion;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream is not at the version the append expected; nothing was written.
+    #[error("stream {stream} of tenant {tenant} is at version {actual}, the append expected {expected}")]
+    WrongExpectedVersion {
+        tenant: TenantId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        actual: StreamVersion,
+    },
+    /// An event id in the append is already stored elsewhere (another stream,
+    /// or in an append that this one only partly repeats); nothing was written.
+    #[error("event id {id} is already stored at position {position} in stream {stream}; an append is idempotent only when it repeats a whole earlier append")]
+    DuplicateEventId {
+        id: EventId,
+        stream: StreamId,
+        position: Position,
+    },
+    /// The append is malformed (no events, an event of another domain, a
+    /// payload the store cannot keep); nothing was written.
+    #[error("invalid append to {stream}: {reason}")]
+    InvalidAppend { stream: StreamId, reason: String },
+    /// The backend cannot be reached.
+    #[error("the {backend} store is unavailable: {detail}")]
+    Unavailable {
+        backend: &'static str,
+        detail: String,
+    },
+    /// The backend answered with an error.
+    #[error("the {backend} store failed: {detail}")]
+    Backend {
+        backend: &'static str,
+        detail: String,
+    },
+    /// A stored row could not be read back as an event.
+    #[error("the event at position {position} cannot be decoded: {detail}")]
+    Corrupt { position: Position, detail: String },
+    /// A schema migration failed or the database has one this build does not know.
+    #[error("migration {version} failed: {detail}")]
+    Migration { version: i64, detail: String },
+    /// The store was closed; no more appends are taken.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// A stable, low-cardinality name of the variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::WrongExpectedVersion { .. } => "wrong_expected_version",
+            StoreError::DuplicateEventId { .. } => "duplicate_event_id",
+            StoreError::InvalidAppend { .. } => "invalid_append",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Backend { .. } => "backend",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Migration { .. } => "migration",
+            StoreError::Closed => "closed",
+        }
+    }
+
+    /// True when the append was refused for what it asked (so retrying the
+    /// same request cannot succeed), false for failures of the store itself.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self,
+            StoreError::WrongExpectedVersion { .. }
+                | StoreError::DuplicateEventId { .. }
+                | StoreError::InvalidAppend { .. }
+        )
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,232 @@
+//! Group commit: appends queue up (bounded, so a flood waits instead of
+//! growing memory) and one writer task commits them in batches, many appends
+//! to one transaction. A batch is bounded by event count and by how long the
+//! writer waits for more; a refused append fails alone, and a batch whose
+//! transaction fails is retried one append at a time so one bad append
+//! cannot fail its neighbours.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use herald_events::Position;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::error::StoreError;
+use crate::model::AppendOutcome;
+use crate::plan::{check_append, PendingAppend};
+use crate::telemetry;
+
+/// Limits of one group-commit batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitConfig {
+    /// A batch stops taking appends once it holds this many events (one
+    /// larger append still goes through, alone).
+    pub max_batch_events: usize,
+    /// How long the writer waits for more appends before committing a batch
+    /// that is not full. Zero commits as soon as the previous commit is done:
+    /// appends that arrive meanwhile form the next batch.
+    pub max_wait: Duration,
+    /// Appends that may wait for the writer; more wait to enter the queue.
+    pub queue_capacity: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 1000,
+            max_wait: Duration::ZERO,
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// The result of writing one batch.
+#[derive(Debug)]
+pub(crate) struct BatchWritten {
+    pub outcomes: Vec<Result<AppendOutcome, StoreError>>,
+    /// The log's last position after the commit.
+    pub head: Position,
+}
+
+/// A backend's batch transaction.
+#[async_trait]
+pub(crate) trait BatchWriter: Send + 'static {
+    const BACKEND: &'static str;
+
+    /// Writes the batch in one transaction. An `Err` means nothing was written.
+    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError>;
+}
+
+struct Job {
+    append: PendingAppend,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The queue in front of a backend's writer.
+pub(crate) struct GroupCommitter {
+    backend: &'static str,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl GroupCommitter {
+    pub fn start<W: BatchWriter>(
+        writer: W,
+        config: GroupCommitConfig,
+        head: watch::Sender<Position>,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let task = tokio::spawn(run(writer, config, rx, head));
+        Arc::new(Self {
+            backend: W::BACKEND,
+            queue: Mutex::new(Some(tx)),
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    pub async fn append(&self, append: PendingAppend) -> Result<AppendOutcome, StoreError> {
+        let enqueued = Instant::now();
+        if let Err(e) = check_append(&append) {
+            telemetry::append_settled(self.backend, e.kind(), enqueued.elapsed());
+            return Err(e);
+        }
+        let sender = self.queue.lock().await.clone().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Job {
+                append,
+                enqueued,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops taking appends, commits every queued one, and waits for the writer.
+    pub async fn close(&self) {
+        self.queue.lock().await.take();
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run<W: BatchWriter>(
+    mut writer: W,
+    config: GroupCommitConfig,
+    mut queue: mpsc::Receiver<Job>,
+    head: watch::Sender<Position>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut events = first.append.events.len();
+        let mut jobs = vec![first];
+        while events < config.max_batch_events {
+            match queue.try_recv() {
+                Ok(job) => {
+                    events += job.append.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if !config.max_wait.is_zero() && events < config.max_batch_events {
+            let deadline = tokio::time::Instant::now() + config.max_wait;
+            while events < config.max_batch_events {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(job)) => {
+                        events += job.append.events.len();
+                        jobs.push(job);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        commit(&mut writer, jobs, &head).await;
+    }
+}
+
+async fn commit<W: BatchWriter>(writer: &mut W, jobs: Vec<Job>, head: &watch::Sender<Position>) {
+    let mut waiters = Vec::with_capacity(jobs.len());
+    let mut appends = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        waiters.push((job.enqueued, job.reply));
+        appends.push(job.append);
+    }
+    let appends: Arc<[PendingAppend]> = appends.into();
+    match writer.write(appends.clone()).await {
+        Ok(written) => {
+            let events = written
+                .outcomes
+                .iter()
+                .filter_map(|o| o.as_ref().ok())
+                .filter(|o| !o.duplicate)
+                .map(|o| o.events.len())
+                .sum();
+            telemetry::batch_committed(W::BACKEND, waiters.len(), events);
+            advance(head, written.head);
+            for (waiter, outcome) in waiters.into_iter().zip(written.outcomes) {
+                answer(W::BACKEND, waiter, outcome);
+            }
+        }
+        Err(e) if waiters.len() > 1 => {
+            tracing::warn!(
+                backend = W::BACKEND,
+                appends = waiters.len(),
+                error = %e,
+                "Group-commit batch failed; retrying its appends one by one."
+            );
+            for (append, waiter) in appends.iter().zip(waiters) {
+                let single: Arc<[PendingAppend]> = Arc::from(vec![append.clone()]);
+                match writer.write(single).await {
+                    Ok(mut written) => {
+                        let events = written.outcomes.iter().flatten().filter(|o| !o.duplicate).map(|o| o.events.len()).sum();
+                        telemetry::batch_committed(W::BACKEND, 1, events);
+                        advance(head, written.head);
+                        let outcome = written.outcomes.pop().unwrap_or(Err(StoreError::Closed));
+                        answer(W::BACKEND, waiter, outcome);
+                    }
+                    Err(e) => answer(W::BACKEND, waiter, Err(e)),
+                }
+            }
+        }
+        Err(e) => {
+            for waiter in waiters {
+                answer(W::BACKEND, waiter, Err(e.clone()));
+            }
+        }
+    }
+}
+
+type Waiter = (Instant, oneshot::Sender<Result<AppendOutcome, StoreError>>);
+
+fn advance(head: &watch::Sender<Position>, to: Position) {
+    head.send_if_modified(|h| {
+        if to > *h {
+            *h = to;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+fn answer(backend: &'static str, (enqueued, reply): Waiter, outcome: Result<AppendOutcome, StoreError>) {
+    let label = match &outcome {
+        Ok(o) if o.duplicate => "duplicate",
+        Ok(_) => "written",
+        Err(e) => {
+            if !e.is_caller_error() {
+                telemetry::store_error(backend, e.kind());
+            }
+            e.kind()
+        }
+    };
+    telemetry::append_settled(backend, label, enqueued.elapsed());
+    // The caller may have gone away; the append is committed regardless and
+    // a retry with the same event ids gets these positions back.
+    let _ = reply.send(outcome);
+}

@@ -1,0 +1,69 @@
+//! Numbered SQL migrations, one list per backend, applied at start in order
+//! inside a lock so several processes starting at once apply each one once.
+//! An applied migration whose text changed is an error; one newer than this
+//! build is tolerated with a warning, so an old build keeps running during a
+//! rollout of a new one (migrations only add, backfill, switch, then drop).
+
+use sha2::{Digest, Sha256};
+
+/// One migration file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../migrations/postgres/0001_event_log.sql"),
+}];
+
+pub(crate) const EMBEDDED: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../migrations/embedded/0001_event_log.sql"),
+}];
+
+/// What to do with each migration given those already applied.
+pub(crate) fn pending<'a>(
+    migrations: &'a [Migration],
+    applied: &[(i64, String)],
+) -> Result<Vec<&'a Migration>, crate::StoreError> {
+    let known_max = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    for (version, checksum) in applied {
+        match migrations.iter().find(|m| m.version == *version) {
+            Some(m) if &m.checksum() != checksum => {
+                return Err(crate::StoreError::Migration {
+                    version: *version,
+                    detail: format!(
+                        "migration {} ({}) was applied with another text; applied migrations never change",
+                        m.version, m.name
+                    ),
+                })
+            }
+            Some(_) => {}
+            None if *version > known_max => tracing::warn!(
+                version,
+                "Database has a migration newer than this build; running on the schema it knows."
+            ),
+            None => {
+                return Err(crate::StoreError::Migration {
+                    version: *version,
+                    detail: "the database has a migration this build does not know".into(),
+                })
+            }
+        }
+    }
+    Ok(migrations
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+        .collect())
+}

@@ -1,0 +1,77 @@
+//! LISTEN on the log's notification channel over a dedicated connection, to
+//! wake subscribers when another process commits. Notifications are only a
+//! hint: after a reconnect, subscribers are woken anyway because any sent
+//! while the connection was down are lost, and polling stays the authority.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_events::Position;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::CHANNEL;
+
+pub(super) fn spawn(config: tokio_postgres::Config, head: watch::Sender<Position>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures: u32 = 0;
+        loop {
+            match listen_once(&config, &head).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "Postgres LISTEN connection lost; reconnecting.");
+                }
+            }
+            // Wake every subscriber: they re-read from their position.
+            head.send_modify(|_| {});
+            let backoff = Duration::from_millis(100u64 << failures.min(6));
+            tokio::time::sleep(backoff).await;
+        }
+    })
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    head: &watch::Sender<Position>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The connection must be polled for notifications to arrive; it ends
+    // when the server goes away, which closes the channel below.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            if tx.send(message).is_err() {
+                break;
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // Anything committed between connecting and LISTEN is picked up by the
+    // subscribers' next read, which this wake-up triggers.
+    head.send_modify(|_| {});
+    let result = loop {
+        match rx.recv().await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                if let Ok(position) = n.payload().parse::<u64>() {
+                    head.send_if_modified(|h| {
+                        if Position(position) > *h {
+                            *h = Position(position);
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+    };
+    driver.abort();
+    drop(client);
+    result
+}

@@ -1,0 +1,81 @@
+//! Catch-up-then-live reading of the global log. The subscription reads pages
+//! from the store until it is caught up, then waits for the head to move and
+//! reads again. Reading by position is always safe because positions are
+//! assigned in commit order; wake-ups (in-process, or Postgres NOTIFY) only
+//! shorten the wait, and a poll interval bounds it when a wake-up is lost.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use herald_events::{EventEnvelope, Position};
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::EventStore;
+
+/// Events of the global log in position order; an `Err` item reports a failed
+/// read, after which the subscription keeps trying.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<EventEnvelope, StoreError>> + Send>>;
+
+/// Events read per page.
+pub const PAGE_SIZE: usize = 512;
+
+struct State {
+    store: Arc<dyn EventStore>,
+    head: watch::Receiver<Position>,
+    next: Position,
+    buffer: VecDeque<EventEnvelope>,
+    poll: Duration,
+    failures: u32,
+}
+
+/// Subscribes to the log from `from` (inclusive; 0 and 1 both mean the start).
+pub fn catch_up_then_live(
+    store: Arc<dyn EventStore>,
+    head: watch::Receiver<Position>,
+    from: Position,
+    poll: Duration,
+) -> EventStream {
+    let state = State {
+        store,
+        head,
+        next: from.max(Position(1)),
+        buffer: VecDeque::new(),
+        poll,
+        failures: 0,
+    };
+    Box::pin(futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(event) = s.buffer.pop_front() {
+                return Some((Ok(event), s));
+            }
+            // Mark the current head as seen before reading, so a commit that
+            // lands after the read still wakes the wait below.
+            s.head.borrow_and_update();
+            match s.store.read_all(s.next, PAGE_SIZE).await {
+                Ok(events) if !events.is_empty() => {
+                    s.failures = 0;
+                    s.next = events[events.len() - 1].position.next();
+                    s.buffer.extend(events);
+                }
+                Ok(_) => {
+                    s.failures = 0;
+                    match tokio::time::timeout(s.poll, s.head.changed()).await {
+                        // The store is closed: end the subscription.
+                        Ok(Err(_)) => return None,
+                        Ok(Ok(())) | Err(_) => {}
+                    }
+                }
+                Err(e) => {
+                    s.failures = s.failures.saturating_add(1);
+                    let backoff = Duration::from_millis(50u64 << s.failures.min(6));
+                    tokio::time::sleep(backoff.min(s.poll.max(Duration::from_millis(50)))).await;
+                    return Some((Err(e), s));
+                }
+            }
+        }
+    }))
+}
