@@ -26,7 +26,10 @@ fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.join("../schemas").canonicalize().expect("schemas folder");
+    let root = manifest
+        .join("../schemas")
+        .canonicalize()
+        .expect("schemas folder");
     println!("cargo:rerun-if-changed={}", root.display());
 
     let mut files = Vec::new();
@@ -35,7 +38,12 @@ fn main() {
     let mut code = String::from("/// Every schema file, as (path under schemas/, contents).\n");
     code.push_str("pub static EMBEDDED_SCHEMAS: &[(&str, &str)] = &[\n");
     for (rel, path) in &files {
-        writeln!(code, "    ({rel:?}, include_str!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            code,
+            "    ({rel:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     code.push_str("];\n\n/// The contents of schemas/schemas.lock.\n");
     writeln!(
@@ -45,6 +53,7 @@ fn main() {
     )
     .unwrap();
 
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("embedded_schemas.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("embedded_schemas.rs");
     std::fs::write(out, code).expect("write embedded_schemas.rs");
 }

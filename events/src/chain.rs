@@ -132,7 +132,11 @@ fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) {
         // Postgres' numeric has no negative zero, so -0.0 is written as 0.0 to
         // hash the same before and after a round trip through jsonb.
         let f = if f == 0.0 { 0.0 } else { f };
-        let _ = write!(out, "{}", serde_json::Number::from_f64(f).unwrap_or(n.clone()));
+        let _ = write!(
+            out,
+            "{}",
+            serde_json::Number::from_f64(f).unwrap_or(n.clone())
+        );
     } else {
         let _ = write!(out, "{n}");
     }
@@ -214,6 +218,9 @@ mod tests {
 
     #[test]
     fn canonical_json_escapes_control_characters() {
-        assert_eq!(canonical_json(&json!("a\"b\\c\n\u{1}é")), "\"a\\\"b\\\\c\\n\\u0001é\"");
+        assert_eq!(
+            canonical_json(&json!("a\"b\\c\n\u{1}é")),
+            "\"a\\\"b\\\\c\\n\\u0001é\""
+        );
     }
 }

@@ -264,9 +264,7 @@ impl FromStr for EventType {
 string_newtype_serde!(EventType);
 
 /// An event's unique id: a UUID, v7 (time-ordered) when Herald makes it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(pub Uuid);
 
@@ -290,11 +288,13 @@ impl fmt::Display for EventId {
 impl FromStr for EventId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self).map_err(|_| IdError::Malformed {
-            kind: "event id",
-            value: s.chars().take(64).collect(),
-            expected: "a UUID",
-        })
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| IdError::Malformed {
+                kind: "event id",
+                value: s.chars().take(64).collect(),
+                expected: "a UUID",
+            })
     }
 }
 
@@ -419,7 +419,10 @@ mod tests {
         let long = format!("tickets/{}", "x".repeat(MAX_STREAM_ID_LEN + 1));
         assert!(matches!(
             long.parse::<StreamId>(),
-            Err(IdError::TooLong { kind: "stream id", .. })
+            Err(IdError::TooLong {
+                kind: "stream id",
+                ..
+            })
         ));
         assert!(matches!(
             "tickets".parse::<StreamId>(),

@@ -16,7 +16,9 @@ pub mod typed;
 pub use chain::{chain_hash, ChainHash};
 pub use codec::Codec;
 pub use envelope::{EventEnvelope, NewEvent};
-pub use error::{CodecError, IdError, RegistryError, SchemaViolation, UpcastError, ValidationError};
+pub use error::{
+    CodecError, IdError, RegistryError, SchemaViolation, UpcastError, ValidationError,
+};
 pub use ids::{
     Domain, EventId, EventType, Position, SchemaVersion, StreamId, StreamVersion, TenantId,
 };

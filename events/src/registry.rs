@@ -206,14 +206,15 @@ impl EventRegistry {
             .ok_or_else(|| ValidationError::UnknownType {
                 event_type: event_type.clone(),
             })?;
-        let schema = entry
-            .versions
-            .get(&version)
-            .ok_or_else(|| ValidationError::UnknownVersion {
-                event_type: event_type.clone(),
-                version,
-                known: entry.versions.keys().map(|v| v.get()).collect(),
-            })?;
+        let schema =
+            entry
+                .versions
+                .get(&version)
+                .ok_or_else(|| ValidationError::UnknownVersion {
+                    event_type: event_type.clone(),
+                    version,
+                    known: entry.versions.keys().map(|v| v.get()).collect(),
+                })?;
         if !payload.is_object() {
             return Err(ValidationError::NotAnObject {
                 event_type: event_type.clone(),
@@ -252,15 +253,21 @@ impl EventRegistry {
             // was given, and readers of unknown types see it as stored.
             return Ok((version, payload));
         };
-        let latest = entry.versions.keys().next_back().copied().unwrap_or(version);
+        let latest = entry
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(version);
         while version < latest {
-            let upcast = entry
-                .upcasters
-                .get(&version)
-                .ok_or_else(|| UpcastError::MissingUpcaster {
-                    event_type: event_type.clone(),
-                    from: version,
-                })?;
+            let upcast =
+                entry
+                    .upcasters
+                    .get(&version)
+                    .ok_or_else(|| UpcastError::MissingUpcaster {
+                        event_type: event_type.clone(),
+                        from: version,
+                    })?;
             payload = upcast(payload).map_err(|reason| UpcastError::Failed {
                 event_type: event_type.clone(),
                 from: version,

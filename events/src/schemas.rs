@@ -111,7 +111,11 @@ pub fn check_lock(files: &[(&str, &str)], lock: &str) -> Vec<LockMismatch> {
             }),
         }
     }
-    problems.extend(locked.into_keys().map(|path| LockMismatch::Removed { path }));
+    problems.extend(
+        locked
+            .into_keys()
+            .map(|path| LockMismatch::Removed { path }),
+    );
     problems
 }
 
@@ -148,8 +152,12 @@ mod tests {
         );
         let problems = check_lock(&[("a/x.v1.json", "new"), ("a/y.v1.json", "y")], &lock);
         assert_eq!(problems.len(), 3);
-        assert!(matches!(&problems[0], LockMismatch::Changed { path, .. } if path == "a/x.v1.json"));
-        assert!(matches!(&problems[1], LockMismatch::Unlocked { path, .. } if path == "a/y.v1.json"));
+        assert!(
+            matches!(&problems[0], LockMismatch::Changed { path, .. } if path == "a/x.v1.json")
+        );
+        assert!(
+            matches!(&problems[1], LockMismatch::Unlocked { path, .. } if path == "a/y.v1.json")
+        );
         assert!(matches!(&problems[2], LockMismatch::Removed { path } if path == "a/gone.v1.json"));
     }
 }

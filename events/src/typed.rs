@@ -34,6 +34,10 @@ pub trait TypedEvent: Serialize + DeserializeOwned {
 
     /// A new event carrying this payload.
     fn to_new_event(&self) -> NewEvent {
-        NewEvent::new(Self::event_type(), Self::schema_version(), self.to_payload())
+        NewEvent::new(
+            Self::event_type(),
+            Self::schema_version(),
+            self.to_payload(),
+        )
     }
 }

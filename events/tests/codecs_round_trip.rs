@@ -50,7 +50,18 @@ fn envelope() -> impl Strategy<Value = EventEnvelope> {
         any::<[u8; 32]>(),
     )
         .prop_map(
-            |(id, tenant, domain, sid, name, (sv, pos, ver), (occ, rec), (corr, caus, producer), payload, hash)| {
+            |(
+                id,
+                tenant,
+                domain,
+                sid,
+                name,
+                (sv, pos, ver),
+                (occ, rec),
+                (corr, caus, producer),
+                payload,
+                hash,
+            )| {
                 let stream: StreamId = format!("{domain}/{sid}").parse().unwrap();
                 EventEnvelope {
                     id: EventId(Uuid::from_u128(id)),
@@ -102,7 +113,10 @@ proptest! {
 #[test]
 fn content_types_name_their_codec() {
     for codec in [Codec::Json, Codec::Bincode] {
-        assert_eq!(Codec::from_content_type(codec.content_type()).unwrap(), codec);
+        assert_eq!(
+            Codec::from_content_type(codec.content_type()).unwrap(),
+            codec
+        );
     }
     assert!(Codec::from_content_type("text/plain").is_err());
 }

@@ -16,21 +16,31 @@ fn opened() -> EventType {
 #[test]
 fn a_valid_payload_passes() {
     let registry = EventRegistry::builtin().unwrap();
-    let payload = json!({"kind": "outage", "customer": "acme", "edge": "E-1", "description": "down"});
-    registry.validate(&opened(), SchemaVersion::V1, &payload).unwrap();
+    let payload =
+        json!({"kind": "outage", "customer": "acme", "edge": "E-1", "description": "down"});
+    registry
+        .validate(&opened(), SchemaVersion::V1, &payload)
+        .unwrap();
 }
 
 #[test]
 fn a_missing_field_is_named() {
     let registry = EventRegistry::builtin().unwrap();
     let err = registry
-        .validate(&opened(), SchemaVersion::V1, &json!({"kind": "outage", "description": "x"}))
+        .validate(
+            &opened(),
+            SchemaVersion::V1,
+            &json!({"kind": "outage", "description": "x"}),
+        )
         .unwrap_err();
     let ValidationError::SchemaViolation { violations, .. } = &err else {
         panic!("expected a schema violation, got {err:?}");
     };
     assert_eq!(violations.len(), 1);
-    assert!(violations[0].message.contains("\"customer\""), "{violations:?}");
+    assert!(
+        violations[0].message.contains("\"customer\""),
+        "{violations:?}"
+    );
     assert!(err.to_string().contains("customer"), "{err}");
 }
 
@@ -74,7 +84,11 @@ fn non_objects_unknown_types_and_unknown_versions_are_refused() {
         Err(ValidationError::NotAnObject { .. })
     ));
     assert!(matches!(
-        registry.validate(&"tickets.ticket_exploded".parse().unwrap(), SchemaVersion::V1, &json!({})),
+        registry.validate(
+            &"tickets.ticket_exploded".parse().unwrap(),
+            SchemaVersion::V1,
+            &json!({})
+        ),
         Err(ValidationError::UnknownType { .. })
     ));
     let err = registry

@@ -23,7 +23,11 @@ fn every_schema_file_matches_its_lock_line() {
             ),
         })
         .collect();
-    assert!(report.is_empty(), "schema lock check failed:\n{}", report.join("\n"));
+    assert!(
+        report.is_empty(),
+        "schema lock check failed:\n{}",
+        report.join("\n")
+    );
 }
 
 #[test]
@@ -45,7 +49,13 @@ fn the_tickets_domain_ships_its_six_v1_schemas() {
     let tickets: Vec<String> = registry
         .types()
         .filter(|(t, _)| t.domain() == "tickets")
-        .map(|(t, versions)| format!("{}:{:?}", t.name(), versions.iter().map(|v| v.get()).collect::<Vec<_>>()))
+        .map(|(t, versions)| {
+            format!(
+                "{}:{:?}",
+                t.name(),
+                versions.iter().map(|v| v.get()).collect::<Vec<_>>()
+            )
+        })
         .collect();
     assert_eq!(
         tickets,

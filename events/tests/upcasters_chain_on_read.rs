@@ -1,9 +1,7 @@
 //! Old versions stay readable: upcasters registered per step (vN → vN+1) are
 //! chained when an event is read, so readers see the latest version.
 
-use herald_events::{
-    EventRegistry, EventType, RegistryError, SchemaVersion, UpcastError,
-};
+use herald_events::{EventRegistry, EventType, RegistryError, SchemaVersion, UpcastError};
 use serde_json::{json, Value};
 
 fn v(n: u32) -> SchemaVersion {
@@ -16,9 +14,7 @@ fn thing() -> EventType {
 
 /// v1 {name}; v2 splits name into first/last; v3 adds a required `source`.
 fn registry() -> EventRegistry {
-    let obj = |required: Value, props: Value| {
-        json!({"type": "object", "required": required, "properties": props, "additionalProperties": false})
-    };
+    let obj = |required: Value, props: Value| json!({"type": "object", "required": required, "properties": props, "additionalProperties": false});
     EventRegistry::builder()
         .schema(thing(), v(1), obj(json!(["name"]), json!({"name": {"type": "string"}})))
         .unwrap()
@@ -58,7 +54,10 @@ fn a_v1_payload_is_brought_to_v3_through_every_step() {
         .upcast_payload(&thing(), v(1), json!({"name": "Ada Lovelace"}))
         .unwrap();
     assert_eq!(version, v(3));
-    assert_eq!(payload, json!({"first": "Ada", "last": "Lovelace", "source": "unknown"}));
+    assert_eq!(
+        payload,
+        json!({"first": "Ada", "last": "Lovelace", "source": "unknown"})
+    );
     registry.validate(&thing(), version, &payload).unwrap();
 }
 
@@ -66,7 +65,10 @@ fn a_v1_payload_is_brought_to_v3_through_every_step() {
 fn the_latest_version_is_left_alone() {
     let registry = registry();
     let p = json!({"first": "a", "last": "b", "source": "s"});
-    assert_eq!(registry.upcast_payload(&thing(), v(3), p.clone()).unwrap(), (v(3), p));
+    assert_eq!(
+        registry.upcast_payload(&thing(), v(3), p.clone()).unwrap(),
+        (v(3), p)
+    );
 }
 
 #[test]
@@ -76,7 +78,11 @@ fn a_failing_upcaster_reports_its_step() {
         .unwrap_err();
     assert_eq!(
         err,
-        UpcastError::Failed { event_type: thing(), from: v(1), reason: "name is not a string".into() }
+        UpcastError::Failed {
+            event_type: thing(),
+            from: v(1),
+            reason: "name is not a string".into()
+        }
     );
 }
 
@@ -89,8 +95,13 @@ fn a_gap_in_the_chain_is_reported() {
         .unwrap()
         .build();
     assert_eq!(
-        registry.upcast_payload(&thing(), v(1), json!({})).unwrap_err(),
-        UpcastError::MissingUpcaster { event_type: thing(), from: v(1) }
+        registry
+            .upcast_payload(&thing(), v(1), json!({}))
+            .unwrap_err(),
+        UpcastError::MissingUpcaster {
+            event_type: thing(),
+            from: v(1)
+        }
     );
 }
 
@@ -101,7 +112,13 @@ fn an_upcaster_needs_both_of_its_versions() {
         .unwrap()
         .upcaster(thing(), v(1), Ok)
         .unwrap_err();
-    assert_eq!(err, RegistryError::UpcasterWithoutVersions { event_type: thing(), from: v(1) });
+    assert_eq!(
+        err,
+        RegistryError::UpcasterWithoutVersions {
+            event_type: thing(),
+            from: v(1)
+        }
+    );
 }
 
 #[test]
@@ -109,5 +126,8 @@ fn an_invalid_schema_is_refused_at_registration() {
     let err = EventRegistry::builder()
         .schema(thing(), v(1), json!({"type": "no-such-type"}))
         .unwrap_err();
-    assert!(matches!(err, RegistryError::InvalidSchema { .. }), "{err:?}");
+    assert!(
+        matches!(err, RegistryError::InvalidSchema { .. }),
+        "{err:?}"
+    );
 }

@@ -11,7 +11,9 @@ use crate::model::ExpectedVersion;
 #[non_exhaustive]
 pub enum StoreError {
     /// The stream is not at the version the append expected; nothing was written.
-    #[error("stream {stream} of tenant {tenant} is at version {actual}, the append expected {expected}")]
+    #[error(
+        "stream {stream} of tenant {tenant} is at version {actual}, the append expected {expected}"
+    )]
     WrongExpectedVersion {
         tenant: TenantId,
         stream: StreamId,

@@ -183,7 +183,13 @@ async fn commit<W: BatchWriter>(writer: &mut W, jobs: Vec<Job>, head: &watch::Se
                 let single: Arc<[PendingAppend]> = Arc::from(vec![append.clone()]);
                 match writer.write(single).await {
                     Ok(mut written) => {
-                        let events = written.outcomes.iter().flatten().filter(|o| !o.duplicate).map(|o| o.events.len()).sum();
+                        let events = written
+                            .outcomes
+                            .iter()
+                            .flatten()
+                            .filter(|o| !o.duplicate)
+                            .map(|o| o.events.len())
+                            .sum();
                         telemetry::batch_committed(W::BACKEND, 1, events);
                         advance(head, written.head);
                         let outcome = written.outcomes.pop().unwrap_or(Err(StoreError::Closed));
@@ -214,7 +220,11 @@ fn advance(head: &watch::Sender<Position>, to: Position) {
     });
 }
 
-fn answer(backend: &'static str, (enqueued, reply): Waiter, outcome: Result<AppendOutcome, StoreError>) {
+fn answer(
+    backend: &'static str,
+    (enqueued, reply): Waiter,
+    outcome: Result<AppendOutcome, StoreError>,
+) {
     let label = match &outcome {
         Ok(o) if o.duplicate => "duplicate",
         Ok(_) => "written",

@@ -29,7 +29,9 @@ impl ExpectedVersion {
 
     /// `null` in JSON means any version.
     pub fn from_option(v: Option<u64>) -> Self {
-        v.map_or(ExpectedVersion::Any, |v| ExpectedVersion::Exact(StreamVersion(v)))
+        v.map_or(ExpectedVersion::Any, |v| {
+            ExpectedVersion::Exact(StreamVersion(v))
+        })
     }
 
     pub fn as_option(self) -> Option<u64> {

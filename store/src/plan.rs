@@ -137,7 +137,9 @@ pub fn plan_batch(
     mut facts: BatchFacts,
 ) -> BatchPlan {
     let now = to_stored_precision(now);
-    let recorded_at = head.recorded_at.map_or(now, |last| last.max(now));
+    let recorded_at = head
+        .recorded_at
+        .map_or(now, |last| to_stored_precision(last).max(now));
     let mut head = head;
     let mut rows = Vec::new();
     let mut outcomes = Vec::with_capacity(appends.len());
@@ -240,12 +242,7 @@ fn settle(append: &PendingAppend, facts: &BatchFacts) -> Result<Settled, StoreEr
             }));
         }
     }
-    if let Some((event, Some(s))) = append
-        .events
-        .iter()
-        .zip(&stored)
-        .find(|(_, s)| s.is_some())
-    {
+    if let Some((event, Some(s))) = append.events.iter().zip(&stored).find(|(_, s)| s.is_some()) {
         return Err(StoreError::DuplicateEventId {
             id: event.id,
             stream: s.key.stream.clone(),
@@ -292,8 +289,17 @@ mod tests {
     fn positions_versions_and_hashes_chain_across_the_batch() {
         let a = append("a", ExpectedVersion::NO_STREAM, vec![event(1), event(2)]);
         let b = append("b", ExpectedVersion::Any, vec![event(3)]);
-        let a2 = append("a", ExpectedVersion::Exact(StreamVersion(2)), vec![event(4)]);
-        let plan = plan_batch(LogHead::EMPTY, Utc::now(), &[a, b, a2], BatchFacts::default());
+        let a2 = append(
+            "a",
+            ExpectedVersion::Exact(StreamVersion(2)),
+            vec![event(4)],
+        );
+        let plan = plan_batch(
+            LogHead::EMPTY,
+            Utc::now(),
+            &[a, b, a2],
+            BatchFacts::default(),
+        );
         assert!(plan.outcomes.iter().all(Result::is_ok));
         let positions: Vec<u64> = plan.rows.iter().map(|r| r.position.get()).collect();
         assert_eq!(positions, [1, 2, 3, 4]);
@@ -313,11 +319,19 @@ mod tests {
         let ok1 = append("a", ExpectedVersion::NO_STREAM, vec![event(1)]);
         let bad = append("a", ExpectedVersion::NO_STREAM, vec![event(2)]);
         let ok2 = append("b", ExpectedVersion::Any, vec![event(3)]);
-        let plan = plan_batch(LogHead::EMPTY, Utc::now(), &[ok1, bad, ok2], BatchFacts::default());
+        let plan = plan_batch(
+            LogHead::EMPTY,
+            Utc::now(),
+            &[ok1, bad, ok2],
+            BatchFacts::default(),
+        );
         assert!(plan.outcomes[0].is_ok());
         assert!(matches!(
             plan.outcomes[1],
-            Err(StoreError::WrongExpectedVersion { actual: StreamVersion(1), .. })
+            Err(StoreError::WrongExpectedVersion {
+                actual: StreamVersion(1),
+                ..
+            })
         ));
         assert!(plan.outcomes[2].is_ok());
         assert_eq!(plan.rows.len(), 2);
@@ -329,8 +343,16 @@ mod tests {
         let events = vec![event(1), event(2)];
         let first = append("a", ExpectedVersion::NO_STREAM, events.clone());
         let again = append("a", ExpectedVersion::NO_STREAM, events);
-        let plan = plan_batch(LogHead::EMPTY, Utc::now(), &[first, again], BatchFacts::default());
-        let (a, b) = (plan.outcomes[0].as_ref().unwrap(), plan.outcomes[1].as_ref().unwrap());
+        let plan = plan_batch(
+            LogHead::EMPTY,
+            Utc::now(),
+            &[first, again],
+            BatchFacts::default(),
+        );
+        let (a, b) = (
+            plan.outcomes[0].as_ref().unwrap(),
+            plan.outcomes[1].as_ref().unwrap(),
+        );
         assert!(!a.duplicate && b.duplicate);
         assert_eq!(a.events, b.events);
         assert_eq!(plan.rows.len(), 2);
@@ -341,16 +363,33 @@ mod tests {
         let e1 = event(1);
         let first = append("a", ExpectedVersion::Any, vec![e1.clone()]);
         let partial = append("a", ExpectedVersion::Any, vec![e1, event(2)]);
-        let plan = plan_batch(LogHead::EMPTY, Utc::now(), &[first, partial], BatchFacts::default());
-        assert!(matches!(plan.outcomes[1], Err(StoreError::DuplicateEventId { .. })));
+        let plan = plan_batch(
+            LogHead::EMPTY,
+            Utc::now(),
+            &[first, partial],
+            BatchFacts::default(),
+        );
+        assert!(matches!(
+            plan.outcomes[1],
+            Err(StoreError::DuplicateEventId { .. })
+        ));
         assert_eq!(plan.rows.len(), 1);
     }
 
     #[test]
     fn record_time_never_goes_backwards() {
         let later = Utc::now() + chrono::Duration::hours(1);
-        let head = LogHead { position: Position(7), hash: ChainHash([3; 32]), recorded_at: Some(later) };
-        let plan = plan_batch(head, Utc::now(), &[append("a", ExpectedVersion::Any, vec![event(1)])], BatchFacts::default());
+        let head = LogHead {
+            position: Position(7),
+            hash: ChainHash([3; 32]),
+            recorded_at: Some(later),
+        };
+        let plan = plan_batch(
+            head,
+            Utc::now(),
+            &[append("a", ExpectedVersion::Any, vec![event(1)])],
+            BatchFacts::default(),
+        );
         assert_eq!(plan.rows[0].recorded_at, to_stored_precision(later));
         assert_eq!(plan.rows[0].position, Position(8));
     }
@@ -359,13 +398,26 @@ mod tests {
     fn malformed_appends_are_refused_before_writing() {
         let mut nul = event(1);
         nul.payload = json!({"note": "a\u{0}b"});
-        let wrong_domain = NewEvent::new("edges.edge_registered".parse().unwrap(), SchemaVersion::V1, json!({}));
+        let wrong_domain = NewEvent::new(
+            "edges.edge_registered".parse().unwrap(),
+            SchemaVersion::V1,
+            json!({}),
+        );
         let dup = event(2);
         for (bad, words) in [
-            (append("a", ExpectedVersion::Any, vec![]), "at least one event"),
+            (
+                append("a", ExpectedVersion::Any, vec![]),
+                "at least one event",
+            ),
             (append("a", ExpectedVersion::Any, vec![nul]), "U+0000"),
-            (append("a", ExpectedVersion::Any, vec![wrong_domain]), "domain tickets"),
-            (append("a", ExpectedVersion::Any, vec![dup.clone(), dup]), "appears twice"),
+            (
+                append("a", ExpectedVersion::Any, vec![wrong_domain]),
+                "domain tickets",
+            ),
+            (
+                append("a", ExpectedVersion::Any, vec![dup.clone(), dup]),
+                "appears twice",
+            ),
         ] {
             let err = check_append(&bad).unwrap_err();
             assert!(err.to_string().contains(words), "{err}");

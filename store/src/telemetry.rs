@@ -22,7 +22,9 @@ pub const APPEND_LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 /// Bucket bounds for the batch size histograms.
-pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 pub(crate) fn append_settled(backend: &'static str, outcome: &'static str, latency: Duration) {
     metrics::counter!(APPENDS_TOTAL, "backend" => backend, "outcome" => outcome).increment(1);

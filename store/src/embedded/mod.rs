@@ -69,8 +69,12 @@ pub(crate) fn sqlite_error(e: rusqlite::Error) -> StoreError {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
                 f.code,
-                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen
-                    | ErrorCode::ReadOnly | ErrorCode::DiskFull | ErrorCode::SystemIoFailure
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
             ) =>
         {
             StoreError::Unavailable {
@@ -246,7 +250,11 @@ fn migrate_file(conn: &mut Connection) -> Result<(), StoreError> {
             params![m.version, m.name, m.checksum(), herald_events::chain::canonical_time(&chrono::Utc::now())],
         )
         .map_err(sqlite_error)?;
-        tracing::info!(version = m.version, name = m.name, "Applied embedded store migration.");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "Applied embedded store migration."
+        );
     }
     tx.commit().map_err(sqlite_error)
 }
@@ -345,7 +353,11 @@ fn write_batch(
         for key in keys {
             let version: Option<i64> = version_of
                 .query_row(
-                    params![key.tenant.as_str(), key.stream.domain().as_str(), key.stream.id()],
+                    params![
+                        key.tenant.as_str(),
+                        key.stream.domain().as_str(),
+                        key.stream.id()
+                    ],
                     |r| r.get(0),
                 )
                 .map_err(sqlite_error)?;
@@ -367,7 +379,9 @@ fn write_batch(
             params![
                 plan.head.position.get() as i64,
                 plan.head.hash.as_bytes().as_slice(),
-                plan.head.recorded_at.map(|t| herald_events::chain::canonical_time(&t)),
+                plan.head
+                    .recorded_at
+                    .map(|t| herald_events::chain::canonical_time(&t)),
             ],
         )
         .map_err(sqlite_error)?;

@@ -104,12 +104,16 @@ pub(super) fn event(row: &Row<'_>) -> rusqlite::Result<Result<EventEnvelope, Sto
             causation_id: uuid(position, &causation_id)?,
             producer,
             payload: serde_json::from_str(&payload).map_err(|e| corrupt(position, e))?,
-            hash: ChainHash::from_slice(&hash).ok_or_else(|| corrupt(position, "hash is not 32 bytes"))?,
+            hash: ChainHash::from_slice(&hash)
+                .ok_or_else(|| corrupt(position, "hash is not 32 bytes"))?,
         })
     })())
 }
 
-pub(super) fn insert(stmt: &mut CachedStatement<'_>, row: &EventEnvelope) -> Result<(), StoreError> {
+pub(super) fn insert(
+    stmt: &mut CachedStatement<'_>,
+    row: &EventEnvelope,
+) -> Result<(), StoreError> {
     stmt.execute(params![
         row.position.get() as i64,
         row.id.as_uuid().hyphenated().to_string(),

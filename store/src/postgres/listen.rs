@@ -13,7 +13,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::CHANNEL;
 
-pub(super) fn spawn(config: tokio_postgres::Config, head: watch::Sender<Position>) -> JoinHandle<()> {
+pub(super) fn spawn(
+    config: tokio_postgres::Config,
+    head: watch::Sender<Position>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures: u32 = 0;
         loop {

@@ -111,10 +111,13 @@ impl PostgresStore {
     /// Connects, applies migrations and starts the writer and the listener.
     pub async fn open(config: PostgresConfig) -> Result<Self, StoreError> {
         let pg_config: tokio_postgres::Config =
-            config.url.parse().map_err(|e: tokio_postgres::Error| StoreError::Unavailable {
-                backend: BACKEND,
-                detail: format!("invalid Postgres URL: {e}"),
-            })?;
+            config
+                .url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Unavailable {
+                    backend: BACKEND,
+                    detail: format!("invalid Postgres URL: {e}"),
+                })?;
         let manager = Manager::from_config(
             pg_config.clone(),
             NoTls,
@@ -198,7 +201,11 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         )
         .await
         .map_err(pg_error)?;
-        tracing::info!(version = m.version, name = m.name, "Applied Postgres migration.");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "Applied Postgres migration."
+        );
     }
     tx.commit().await.map_err(pg_error)
 }
@@ -305,7 +312,9 @@ impl BatchWriter for PgWriter {
         if !plan.rows.is_empty() {
             let columns = rows::Columns::of(&plan.rows);
             let insert = tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?;
-            tx.execute(&insert, &columns.params()).await.map_err(pg_error)?;
+            tx.execute(&insert, &columns.params())
+                .await
+                .map_err(pg_error)?;
             let update = tx.prepare_cached(UPDATE_HEAD).await.map_err(pg_error)?;
             let notify = tx.prepare_cached(NOTIFY).await.map_err(pg_error)?;
             let position = plan.head.position.get() as i64;
@@ -321,10 +330,13 @@ impl BatchWriter for PgWriter {
             .map_err(pg_error)?;
         }
         if let Some(hooks) = &self.hooks {
-            hooks.before_commit(&plan.rows).await.map_err(|reason| StoreError::Backend {
-                backend: BACKEND,
-                detail: format!("batch aborted before commit: {reason}"),
-            })?;
+            hooks
+                .before_commit(&plan.rows)
+                .await
+                .map_err(|reason| StoreError::Backend {
+                    backend: BACKEND,
+                    detail: format!("batch aborted before commit: {reason}"),
+                })?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(BatchWritten {
@@ -442,7 +454,10 @@ impl EventStore for PostgresStore {
             .await
             .map_err(pg_error)?;
         let row = client
-            .query_opt(&stmt, &[&tenant.as_str(), &stream.domain().as_str(), &stream.id()])
+            .query_opt(
+                &stmt,
+                &[&tenant.as_str(), &stream.domain().as_str(), &stream.id()],
+            )
             .await
             .map_err(pg_error)?;
         Ok(StreamVersion(row.map_or(0, |r| r.get::<_, i64>(0) as u64)))

@@ -26,7 +26,8 @@ pub(super) fn head(row: &Row) -> Result<LogHead, StoreError> {
     let hash: Vec<u8> = row.get(1);
     Ok(LogHead {
         position: Position(position as u64),
-        hash: ChainHash::from_slice(&hash).ok_or_else(|| corrupt(position, "log head hash is not 32 bytes"))?,
+        hash: ChainHash::from_slice(&hash)
+            .ok_or_else(|| corrupt(position, "log head hash is not 32 bytes"))?,
         recorded_at: row.get(2),
     })
 }

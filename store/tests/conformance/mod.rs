@@ -24,6 +24,7 @@ pub enum Backend {
 pub struct Options {
     pub hooks: Option<Arc<dyn AppendHooks>>,
     pub group_commit: Option<GroupCommitConfig>,
+    pub pool_size: Option<usize>,
 }
 
 impl Backend {
@@ -51,11 +52,15 @@ impl Backend {
             Backend::Postgres(db) => {
                 let mut config = PostgresConfig::new(db.url());
                 config.hooks = options.hooks;
-                config.pool_size = 8;
+                config.pool_size = options.pool_size.unwrap_or(8);
                 if let Some(g) = options.group_commit {
                     config.group_commit = g;
                 }
-                Arc::new(PostgresStore::open(config).await.expect("open the Postgres store"))
+                Arc::new(
+                    PostgresStore::open(config)
+                        .await
+                        .expect("open the Postgres store"),
+                )
             }
             Backend::Embedded(dir) => {
                 let mut config = EmbeddedConfig::in_dir(dir.path());
@@ -63,7 +68,11 @@ impl Backend {
                 if let Some(g) = options.group_commit {
                     config.group_commit = g;
                 }
-                Arc::new(EmbeddedStore::open(config).await.expect("open the embedded store"))
+                Arc::new(
+                    EmbeddedStore::open(config)
+                        .await
+                        .expect("open the embedded store"),
+                )
             }
         }
     }
@@ -120,7 +129,11 @@ pub fn stream(id: &str) -> StreamId {
 /// A valid `tickets.note_appended` event.
 pub fn note(text: impl Into<String>) -> NewEvent {
     let event_type: EventType = "tickets.note_appended".parse().unwrap();
-    NewEvent::new(event_type, SchemaVersion::V1, json!({ "note": text.into() }))
+    NewEvent::new(
+        event_type,
+        SchemaVersion::V1,
+        json!({ "note": text.into() }),
+    )
 }
 
 pub fn notes(prefix: &str, n: usize) -> Vec<NewEvent> {
