@@ -1,1 +1,14 @@
-fn main() {}
+//! The `herald` command: parses the command line and runs it.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    match herald::cli::run(herald::cli::Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The logger may not be installed yet, so errors go to stderr directly.
+            eprintln!("herald: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

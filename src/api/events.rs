@@ -1,0 +1,51 @@
+//! `/v1/events`: the global log in position order, paged by position.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use herald_events::{EventEnvelope, Position};
+use serde::{Deserialize, Serialize};
+
+use super::problem::{ApiResult, Problem, ProblemKind};
+use super::streams::{parse_query, upcast_all, MAX_READ};
+use super::AppState;
+
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// First position to return (inclusive); 0 or absent for the start.
+    from: Option<u64>,
+    limit: Option<usize>,
+    #[serde(default)]
+    as_stored: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct LogPage {
+    events: Vec<EventEnvelope>,
+    /// The `from` of the next page.
+    next: u64,
+    /// The last committed position when read.
+    head: u64,
+}
+
+/// `GET /v1/events?from=P&limit=N`
+pub async fn read_all(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let query: LogQuery = parse_query(&req)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_READ {
+        return Err(Problem::new(
+            ProblemKind::InvalidQuery,
+            format!("limit must be 1 to {MAX_READ}"),
+        ));
+    }
+    let from = Position(query.from.unwrap_or(0).max(1));
+    let (head, events) = futures::try_join!(state.store.head(), state.store.read_all(from, limit))?;
+    let next = events.last().map_or(from.get(), |e| e.position.get() + 1);
+    let events = upcast_all(&state, events, query.as_stored)?;
+    Ok(HttpResponse::Ok().json(LogPage {
+        events,
+        next,
+        head: head.position.get().max(next - 1),
+    }))
+}

@@ -1,0 +1,115 @@
+//! The HTTP API: shared state, the route table, and request metrics. One
+//! module per resource: `streams` (append and read a stream), `events` (the
+//! global log), `admin` (health, readiness, metrics).
+
+mod admin;
+pub mod body;
+mod events;
+pub mod problem;
+mod streams;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use herald_events::EventRegistry;
+use herald_store::EventStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use problem::{Problem, ProblemKind};
+
+/// HTTP requests answered, by method, route pattern and status.
+pub const HTTP_REQUESTS_TOTAL: &str = "herald_http_requests_total";
+/// Time to answer an HTTP request, by method and route pattern.
+pub const HTTP_REQUEST_SECONDS: &str = "herald_http_request_duration_seconds";
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_events_per_append: usize,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    pub registry: EventRegistry,
+    pub limits: Limits,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store.backend())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(admin::healthz))
+        .route("/readyz", web::get().to(admin::readyz))
+        .route("/metrics", web::get().to(admin::metrics))
+        .service(
+            web::resource("/v1/streams/{domain}/{id}/events")
+                .route(web::post().to(streams::append))
+                .route(web::get().to(streams::read))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/events")
+                .route(web::get().to(events::read_all))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        format!("no resource at {}", req.path()),
+    )
+}
+
+async fn method_not_allowed(req: actix_web::HttpRequest) -> Problem {
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    )
+}
+
+impl actix_web::Responder for Problem {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
+/// Counts and times every request by its route pattern (never its raw path,
+/// which would put ids into labels).
+pub async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.call(req).await?;
+    let status = response.status().as_u16();
+    tracing::debug!(%method, %route, status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "Answered request.");
+    let status = status.to_string();
+    metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}

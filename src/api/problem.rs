@@ -1,0 +1,316 @@
+//! HTTP errors as RFC 9457 `application/problem+json`. Every kind of problem
+//! has a stable `type` URI (`urn:herald:problem:<slug>`), a title and a
+//! status; clients branch on `type`, never on the wording of `detail`.
+
+use std::fmt;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use herald_events::ValidationError;
+use herald_store::StoreError;
+use serde_json::{json, Map, Value};
+
+/// Every kind of problem Herald answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    InvalidJson,
+    InvalidUtf8,
+    InvalidRequest,
+    InvalidStreamId,
+    InvalidQuery,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    TooManyEvents,
+    UnknownEventType,
+    UnknownSchemaVersion,
+    PayloadNotObject,
+    SchemaViolation,
+    InvalidAppend,
+    WrongExpectedVersion,
+    DuplicateEventId,
+    NotFound,
+    StreamNotFound,
+    MethodNotAllowed,
+    StoreUnavailable,
+    ShuttingDown,
+    Internal,
+}
+
+impl ProblemKind {
+    pub const ALL: &'static [ProblemKind] = &[
+        ProblemKind::InvalidJson,
+        ProblemKind::InvalidUtf8,
+        ProblemKind::InvalidRequest,
+        ProblemKind::InvalidStreamId,
+        ProblemKind::InvalidQuery,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::BodyTooLarge,
+        ProblemKind::TooManyEvents,
+        ProblemKind::UnknownEventType,
+        ProblemKind::UnknownSchemaVersion,
+        ProblemKind::PayloadNotObject,
+        ProblemKind::SchemaViolation,
+        ProblemKind::InvalidAppend,
+        ProblemKind::WrongExpectedVersion,
+        ProblemKind::DuplicateEventId,
+        ProblemKind::NotFound,
+        ProblemKind::StreamNotFound,
+        ProblemKind::MethodNotAllowed,
+        ProblemKind::StoreUnavailable,
+        ProblemKind::ShuttingDown,
+        ProblemKind::Internal,
+    ];
+
+    /// (slug, title, status)
+    fn spec(self) -> (&'static str, &'static str, StatusCode) {
+        use ProblemKind::*;
+        match self {
+            InvalidJson => (
+                "invalid-json",
+                "The body is not valid JSON",
+                StatusCode::BAD_REQUEST,
+            ),
+            InvalidUtf8 => (
+                "invalid-utf8",
+                "The body is not valid UTF-8",
+                StatusCode::BAD_REQUEST,
+            ),
+            InvalidRequest => (
+                "invalid-request",
+                "The request does not have the expected shape",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            InvalidStreamId => (
+                "invalid-stream-id",
+                "The stream id is malformed",
+                StatusCode::BAD_REQUEST,
+            ),
+            InvalidQuery => (
+                "invalid-query",
+                "A query parameter is malformed",
+                StatusCode::BAD_REQUEST,
+            ),
+            UnsupportedMediaType => (
+                "unsupported-media-type",
+                "The body must be application/json",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            BodyTooLarge => (
+                "body-too-large",
+                "The body is larger than allowed",
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            TooManyEvents => (
+                "too-many-events",
+                "The request carries more events than allowed",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            UnknownEventType => (
+                "unknown-event-type",
+                "The event type is not registered",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            UnknownSchemaVersion => (
+                "unknown-schema-version",
+                "The event type has no such schema version",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            PayloadNotObject => (
+                "payload-not-object",
+                "The payload must be a JSON object",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            SchemaViolation => (
+                "schema-violation",
+                "The payload breaks its schema",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            InvalidAppend => (
+                "invalid-append",
+                "The append is malformed",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            WrongExpectedVersion => (
+                "wrong-expected-version",
+                "The stream is not at the expected version",
+                StatusCode::CONFLICT,
+            ),
+            DuplicateEventId => (
+                "duplicate-event-id",
+                "An event id is already stored elsewhere",
+                StatusCode::CONFLICT,
+            ),
+            NotFound => ("not-found", "No such resource", StatusCode::NOT_FOUND),
+            StreamNotFound => (
+                "stream-not-found",
+                "The stream has no events",
+                StatusCode::NOT_FOUND,
+            ),
+            MethodNotAllowed => (
+                "method-not-allowed",
+                "The method is not allowed on this resource",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            StoreUnavailable => (
+                "store-unavailable",
+                "The event store is unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            ShuttingDown => (
+                "shutting-down",
+                "Herald is shutting down",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            Internal => (
+                "internal",
+                "Internal error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        }
+    }
+
+    pub fn slug(self) -> &'static str {
+        self.spec().0
+    }
+
+    pub fn title(self) -> &'static str {
+        self.spec().1
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.spec().2
+    }
+
+    pub fn type_uri(self) -> String {
+        format!("urn:herald:problem:{}", self.slug())
+    }
+}
+
+/// One problem answer.
+#[derive(Debug)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            extensions: Map::new(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// Adds a member beside the standard ones.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The problem for an event the registry refused, naming its index.
+    pub fn from_validation(index: usize, e: &ValidationError) -> Self {
+        let kind = match e {
+            ValidationError::UnknownType { .. } => ProblemKind::UnknownEventType,
+            ValidationError::UnknownVersion { .. } => ProblemKind::UnknownSchemaVersion,
+            ValidationError::NotAnObject { .. } => ProblemKind::PayloadNotObject,
+            _ => ProblemKind::SchemaViolation,
+        };
+        let mut problem =
+            Problem::new(kind, format!("events[{index}]: {e}")).with("event_index", index);
+        if let ValidationError::SchemaViolation { violations, .. } = e {
+            problem = problem.with("violations", json!(violations));
+        }
+        problem
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.slug(), self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = Map::new();
+        body.insert("type".into(), self.kind.type_uri().into());
+        body.insert("title".into(), self.kind.title().into());
+        body.insert("status".into(), self.kind.status().as_u16().into());
+        body.insert("detail".into(), self.detail.clone().into());
+        for (k, v) in &self.extensions {
+            body.insert(k.clone(), v.clone());
+        }
+        let mut response = HttpResponse::build(self.kind.status());
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.body(Value::Object(body).to_string())
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+                ..
+            } => Problem::new(ProblemKind::WrongExpectedVersion, e.to_string())
+                .with("stream", stream.as_str())
+                .with("expected_version", json!(expected.as_option()))
+                .with("actual_version", actual.get()),
+            StoreError::DuplicateEventId {
+                id,
+                stream,
+                position,
+            } => Problem::new(ProblemKind::DuplicateEventId, e.to_string())
+                .with("event_id", id.to_string())
+                .with("stored_in_stream", stream.as_str())
+                .with("stored_at_position", position.get()),
+            StoreError::InvalidAppend { .. } => {
+                Problem::new(ProblemKind::InvalidAppend, e.to_string())
+            }
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "Event store unavailable.");
+                Problem::new(
+                    ProblemKind::StoreUnavailable,
+                    "the event store cannot be reached; retry later",
+                )
+                .retry_after(1)
+            }
+            StoreError::Closed => Problem::new(
+                ProblemKind::ShuttingDown,
+                "Herald is shutting down; retry on another instance or later",
+            )
+            .retry_after(1),
+            _ => {
+                tracing::error!(error = %e, kind = e.kind(), "Event store failed.");
+                Problem::new(
+                    ProblemKind::Internal,
+                    "the event store failed; the error is logged",
+                )
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, Problem>;

@@ -1,0 +1,31 @@
+//! The `herald` command line: one module per subcommand.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogArgs, ServeArgs};
+
+/// Herald: an event-sourced actor system on a message broker.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API over the event store (embedded by default).
+    Serve(ServeArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(&cli.log, args),
+    }
+}

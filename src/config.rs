@@ -1,0 +1,318 @@
+//! Herald's configuration: command-line flags, `HERALD_*` environment
+//! variables and an optional TOML file, in that order of precedence, over
+//! defaults that run everything embedded on one machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, CommandFactory, ValueEnum};
+use herald_store::{GroupCommitConfig, StoreLocation, StoreSettings};
+use serde::Deserialize;
+
+/// Where `herald serve` listens when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where the embedded store keeps its file when nothing says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Largest request body accepted when nothing says otherwise (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most events one append request may carry when nothing says otherwise.
+pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags and environment variables shared by every subcommand that opens the store.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded store [default: ./data]
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TOML configuration file; flags and environment variables override it
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The event store: `embedded` (a SQLite file in the data directory) or a
+    /// `postgres://user@host:port/db` URL [default: embedded]
+    #[arg(long, env = "HERALD_STORE", value_name = "STORE")]
+    pub store: Option<String>,
+
+    /// Postgres connections in the pool [default: 16]
+    #[arg(long, env = "HERALD_STORE_POOL_SIZE", value_name = "N")]
+    pub store_pool_size: Option<usize>,
+
+    /// Most events committed in one group-commit transaction [default: 1000]
+    #[arg(long, env = "HERALD_APPEND_BATCH_EVENTS", value_name = "N")]
+    pub append_batch_events: Option<usize>,
+
+    /// Longest wait, in milliseconds, for more appends to join a batch [default: 0]
+    #[arg(long, env = "HERALD_APPEND_BATCH_WAIT_MS", value_name = "MS")]
+    pub append_batch_wait_ms: Option<u64>,
+}
+
+/// Flags and environment variables of `herald serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Most events in one append request [default: 1000]
+    #[arg(long, env = "HERALD_MAX_EVENTS_PER_APPEND", value_name = "N")]
+    pub max_events_per_append: Option<usize>,
+
+    /// Seconds to let in-flight requests finish on SIGTERM or Ctrl-C [default: 30]
+    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// HTTP worker threads [default: the number of cores]
+    #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+/// Logging flags, shared by every subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// Log line format
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. `info` or `herald=debug,info` [default: info]
+    #[arg(long, env = "HERALD_LOG", value_name = "FILTER", global = true)]
+    pub log: Option<String>,
+}
+
+/// The configuration file: the same settings as the flags, snake_case.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub store_pool_size: Option<usize>,
+    pub append_batch_events: Option<usize>,
+    pub append_batch_wait_ms: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub max_events_per_append: Option<usize>,
+    pub shutdown_timeout_secs: Option<u64>,
+    pub workers: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    pub log: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("parsing the configuration file {}", path.display()))
+    }
+
+    pub fn load_optional(path: Option<&Path>) -> anyhow::Result<Self> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+}
+
+/// Resolved store settings.
+pub fn store_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<StoreSettings> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let store = args.store.clone().or_else(|| file.store.clone());
+    let location = match store.as_deref().map(str::trim) {
+        None | Some("") | Some("embedded") => StoreLocation::Embedded { data_dir },
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            StoreLocation::Postgres {
+                url: url.to_owned(),
+            }
+        }
+        Some(other) => bail!(
+            "HERALD_STORE / --store must be `embedded` or a postgres:// URL, not {:?}",
+            redact_url(other)
+        ),
+    };
+    let mut settings = StoreSettings::new(location);
+    let defaults = GroupCommitConfig::default();
+    settings.group_commit = GroupCommitConfig {
+        max_batch_events: args
+            .append_batch_events
+            .or(file.append_batch_events)
+            .unwrap_or(defaults.max_batch_events)
+            .max(1),
+        max_wait: Duration::from_millis(
+            args.append_batch_wait_ms
+                .or(file.append_batch_wait_ms)
+                .unwrap_or(defaults.max_wait.as_millis() as u64),
+        ),
+        queue_capacity: defaults.queue_capacity,
+    };
+    if let Some(n) = args.store_pool_size.or(file.store_pool_size) {
+        if n < 2 {
+            bail!("the store pool needs at least 2 connections (one writer, one reader)");
+        }
+        settings.pool_size = n;
+    }
+    Ok(settings)
+}
+
+/// Everything `herald serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub store: StoreSettings,
+    pub max_body_bytes: usize,
+    pub max_events_per_append: usize,
+    pub shutdown_timeout: Duration,
+    pub workers: Option<usize>,
+}
+
+impl ServeConfig {
+    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let listen = match args.listen.or(file.listen) {
+            Some(addr) => addr,
+            None => DEFAULT_LISTEN
+                .parse()
+                .context("the default listen address")?,
+        };
+        Ok(Self {
+            listen,
+            store: store_settings(&args.store, file)?,
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_events_per_append: args
+                .max_events_per_append
+                .or(file.max_events_per_append)
+                .unwrap_or(DEFAULT_MAX_EVENTS_PER_APPEND)
+                .max(1),
+            shutdown_timeout: Duration::from_secs(
+                args.shutdown_timeout_secs
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(30),
+            ),
+            workers: args.workers.or(file.workers).filter(|n| *n > 0),
+        })
+    }
+}
+
+/// Hides the password of a URL, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end],
+                    &userinfo[..colon],
+                    &rest[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Every `HERALD_*` variable the configuration reads, from the flag definitions.
+pub fn environment_variables() -> Vec<String> {
+    fn collect(cmd: &clap::Command, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                out.push(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            collect(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    collect(&crate::cli::Cli::command(), &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://herald:s3cret@db:5432/herald"),
+            "postgres://herald:***@db:5432/herald"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/postgres"),
+            "postgres://postgres@127.0.0.1/postgres"
+        );
+        assert_eq!(redact_url("embedded"), "embedded");
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nmax_body_bytes = 10\nstore = \"postgres://a@b/c\"",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            max_body_bytes: Some(20),
+            ..Default::default()
+        };
+        let config = ServeConfig::resolve(&args, &file).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.max_body_bytes, 20);
+        assert!(matches!(
+            config.store.location,
+            StoreLocation::Postgres { .. }
+        ));
+        let none = ServeConfig::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(none.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            none.store.location,
+            StoreLocation::Embedded {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR)
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_and_stores_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        let args = ServeArgs {
+            store: StoreArgs {
+                store: Some("mysql://x".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(ServeConfig::resolve(&args, &FileConfig::default()).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Shared helpers of the end-to-end tests: Herald's HTTP app in process over
+//! a fresh embedded store, and the `herald` binary as a child process.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::api::{AppState, Limits};
+use herald_events::EventRegistry;
+use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// Limits used in process unless a test sets its own.
+pub const TEST_LIMITS: Limits = Limits {
+    max_body_bytes: 64 * 1024,
+    max_events_per_append: 10,
+};
+
+/// App state over a fresh embedded store in `dir`.
+pub async fn embedded_state(dir: &Path, limits: Limits) -> AppState {
+    let store = EmbeddedStore::open(EmbeddedConfig::in_dir(dir))
+        .await
+        .expect("open the embedded store");
+    state(Arc::new(store), limits)
+}
+
+pub fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
+    AppState {
+        store,
+        registry: EventRegistry::builtin().expect("builtin registry"),
+        limits,
+        metrics: PrometheusBuilder::new().build_recorder().handle(),
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `herald` process, killed when dropped.
+pub struct Herald {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Herald {
+    /// Starts `herald <args>` in `cwd` with no `HERALD_*` variable but `env`.
+    pub fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HERALD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.current_dir(cwd)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let listen = args
+            .windows(2)
+            .find(|w| w[0] == "--listen")
+            .map(|w| w[1].to_owned())
+            .or_else(|| {
+                env.iter()
+                    .find(|(k, _)| *k == "HERALD_LISTEN")
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let child = cmd.spawn().expect("spawn herald");
+        Self {
+            child,
+            base: format!("http://{listen}"),
+        }
+    }
+
+    /// Waits until `/healthz` answers 200; returns how long that took.
+    pub async fn wait_healthy(&mut self, within: Duration) -> Duration {
+        let started = Instant::now();
+        let client = reqwest::Client::new();
+        let url = format!("{}/healthz", self.base);
+        let healthy = herald_testkit::eventually(within, || {
+            let request = client.get(&url).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("herald exited early with {status}");
+        }
+        assert!(healthy, "herald did not answer /healthz within {within:?}");
+        started.elapsed()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait_exit(within)
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for herald") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not stop within {within:?}"
+            );
+            // std has no wait with a timeout, so poll the exit status.
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
