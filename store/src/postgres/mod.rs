@@ -172,6 +172,10 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg_error)?;
+    // Keeps "already exists, skipping" notices out of the logs on every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(pg_error)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS herald_migrations (
             version bigint PRIMARY KEY,
