@@ -14,10 +14,15 @@ fn compose() -> Value {
 
 fn set_by_compose() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let services = compose()["services"].as_mapping().expect("services").clone();
+    let services = compose()["services"]
+        .as_mapping()
+        .expect("services")
+        .clone();
     for (_, service) in services {
         match &service["environment"] {
-            Value::Mapping(m) => names.extend(m.keys().filter_map(|k| k.as_str().map(str::to_owned))),
+            Value::Mapping(m) => {
+                names.extend(m.keys().filter_map(|k| k.as_str().map(str::to_owned)))
+            }
             Value::Sequence(items) => names.extend(
                 items
                     .iter()
@@ -42,16 +47,33 @@ fn set_by_dockerfile() -> BTreeSet<String> {
 
 #[test]
 fn compose_and_dockerfile_set_only_variables_the_config_reads() {
-    let read: BTreeSet<String> = herald::config::environment_variables().into_iter().collect();
-    assert!(read.contains("HERALD_STORE") && read.contains("HERALD_LISTEN"), "{read:?}");
+    let read: BTreeSet<String> = herald::config::environment_variables()
+        .into_iter()
+        .collect();
+    assert!(
+        read.contains("HERALD_STORE") && read.contains("HERALD_LISTEN"),
+        "{read:?}"
+    );
     let compose = set_by_compose();
-    assert!(compose.contains("HERALD_STORE"), "compose wires Herald to Postgres: {compose:?}");
-    let unknown: Vec<_> = compose.union(&set_by_dockerfile()).filter(|n| !read.contains(*n)).cloned().collect();
-    assert!(unknown.is_empty(), "set in docker/ but never read by Herald: {unknown:?}; Herald reads {read:?}");
+    assert!(
+        compose.contains("HERALD_STORE"),
+        "compose wires Herald to Postgres: {compose:?}"
+    );
+    let unknown: Vec<_> = compose
+        .union(&set_by_dockerfile())
+        .filter(|n| !read.contains(*n))
+        .cloned()
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "set in docker/ but never read by Herald: {unknown:?}; Herald reads {read:?}"
+    );
 }
 
 #[test]
 fn a_misspelt_variable_would_be_caught() {
-    let read: BTreeSet<String> = herald::config::environment_variables().into_iter().collect();
+    let read: BTreeSet<String> = herald::config::environment_variables()
+        .into_iter()
+        .collect();
     assert!(!read.contains("HERALD_STORE_URL"));
 }

@@ -19,7 +19,10 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         .envs(env.iter().copied())
         .output()
         .expect("run herald");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -27,15 +30,24 @@ fn an_unknown_store_kind_is_refused() {
     let (ok, stderr) = serve(&[], &[("HERALD_STORE", "mysql://root:hunter2@db/x")]);
     assert!(!ok);
     assert!(stderr.contains("postgres:// URL"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "a password reached the output: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "a password reached the output: {stderr}"
+    );
 }
 
 #[test]
 fn an_unreachable_postgres_is_named() {
-    let (ok, stderr) = serve(&[], &[("HERALD_STORE", "postgres://nobody:hunter2@127.0.0.1:1/none")]);
+    let (ok, stderr) = serve(
+        &[],
+        &[("HERALD_STORE", "postgres://nobody:hunter2@127.0.0.1:1/none")],
+    );
     assert!(!ok);
     assert!(stderr.contains("opening the event store"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "a password reached the output: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "a password reached the output: {stderr}"
+    );
 }
 
 #[test]

@@ -43,7 +43,12 @@ async fn acknowledged_appends_survive_sigterm(dir: &std::path::Path, env: &[(&st
         })
         .collect();
 
-    assert!(eventually(Duration::from_secs(30), || async { acknowledged.load(Ordering::SeqCst) >= 200 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            acknowledged.load(Ordering::SeqCst) >= 200
+        })
+        .await
+    );
     let status = tokio::task::spawn_blocking(move || {
         let status = herald.terminate(Duration::from_secs(30));
         (status, herald)
@@ -75,11 +80,20 @@ async fn acknowledged_appends_survive_sigterm(dir: &std::path::Path, env: &[(&st
         if events.is_empty() {
             break;
         }
-        stored.extend(events.iter().map(|e| e["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()));
+        stored.extend(
+            events
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()),
+        );
         from = page["next"].as_u64().unwrap();
     }
     let missing: Vec<_> = acked.difference(&stored).collect();
-    assert!(missing.is_empty(), "{} acknowledged appends are not stored, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged appends are not stored, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,15 +14,25 @@ async fn readiness_turns_503_when_postgres_goes_away() {
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut herald = Herald::start(dir.path(), &["serve", "--listen", &listen], &[("HERALD_STORE", db.url())]);
+    let mut herald = Herald::start(
+        dir.path(),
+        &["serve", "--listen", &listen],
+        &[("HERALD_STORE", db.url())],
+    );
     herald.wait_healthy(Duration::from_secs(10)).await;
     let client = reqwest::Client::new();
-    let ready = client.get(format!("{}/readyz", herald.base)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", herald.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.json::<Value>().await.unwrap()["store"], "postgres");
 
     // Take the database away under the running process.
-    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     admin
         .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", db.name()))
@@ -39,9 +49,20 @@ async fn readiness_turns_503_when_postgres_goes_away() {
         "/readyz never reported the store gone"
     );
     let problem = client.get(&url).send().await.unwrap();
-    assert_eq!(problem.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        problem.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = problem.json().await.unwrap();
     assert_eq!(problem["type"], "urn:herald:problem:store-unavailable");
-    let health = client.get(format!("{}/healthz", herald.base)).send().await.unwrap();
-    assert_eq!(health.status(), 200, "liveness must not depend on the store");
+    let health = client
+        .get(format!("{}/healthz", herald.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        health.status(),
+        200,
+        "liveness must not depend on the store"
+    );
 }

@@ -20,7 +20,8 @@ struct Step {
 
 /// The steps of every ```console block in the README's Walkthrough section.
 fn walkthrough() -> Vec<Step> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme
         .split("\n## Walkthrough")
         .nth(1)
@@ -58,7 +59,8 @@ fn matches(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
             if ek != ak {
                 return Err(format!("{path}: keys {ak:?}, the README shows {ek:?}"));
             }
-            e.iter().try_for_each(|(k, v)| matches(v, &a[k], &format!("{path}/{k}")))
+            e.iter()
+                .try_for_each(|(k, v)| matches(v, &a[k], &format!("{path}/{k}")))
         }
         (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
             .iter()
@@ -73,13 +75,19 @@ fn matches(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_defaults_and_the_walkthrough() {
     let steps = walkthrough();
-    assert!(steps.len() >= 8, "the walkthrough lost its steps: {steps:?}");
+    assert!(
+        steps.len() >= 8,
+        "the walkthrough lost its steps: {steps:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut herald = Herald::start(dir.path(), &["serve"], &[]);
     let took = herald.wait_healthy(Duration::from_secs(5)).await;
     assert_eq!(herald.base, "http://127.0.0.1:8080");
-    assert!(dir.path().join("data/herald.db").exists(), "the embedded store is not in ./data");
+    assert!(
+        dir.path().join("data/herald.db").exists(),
+        "the embedded store is not in ./data"
+    );
     eprintln!("herald answered /healthz {took:?} after start");
 
     for step in &steps {
@@ -87,12 +95,18 @@ async fn serve_on_defaults_and_the_walkthrough() {
             .args(["-c", &step.command])
             .output()
             .expect("run bash");
-        assert!(out.status.success(), "`{}` failed: {}", step.command, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "`{}` failed: {}",
+            step.command,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         let actual: Value = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("`{}` printed {stdout:?}, not JSON: {e}", step.command));
-        let expected: Value = serde_json::from_str(&step.expected)
-            .unwrap_or_else(|e| panic!("the README's answer to `{}` is not JSON: {e}", step.command));
+        let expected: Value = serde_json::from_str(&step.expected).unwrap_or_else(|e| {
+            panic!("the README's answer to `{}` is not JSON: {e}", step.command)
+        });
         if let Err(diff) = matches(&expected, &actual, "") {
             panic!("`{}`\n{diff}\nfull answer: {actual}", step.command);
         }

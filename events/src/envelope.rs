@@ -26,13 +26,33 @@ pub struct EventEnvelope {
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub version: SchemaVersion,
+    #[serde(with = "micros")]
     pub occurred_at: DateTime<Utc>,
+    #[serde(with = "micros")]
     pub recorded_at: DateTime<Utc>,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
     pub producer: String,
     pub payload: Value,
     pub hash: ChainHash,
+}
+
+/// Times written as the chain and the stores write them
+/// (`YYYY-MM-DDTHH:MM:SS.ffffffZ`), read from any RFC 3339 form.
+mod micros {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::chain::canonical_time(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// An event proposed for appending. The store adds the tenant, stream,

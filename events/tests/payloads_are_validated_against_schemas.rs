@@ -123,9 +123,9 @@ proptest! {
         a in text(), b in opt_text(), c in opt_text(), d in "[ -~]{0,60}",
     ) {
         let registry = EventRegistry::builtin().unwrap();
-        check(&registry, &TicketOpened { kind, customer: a.clone(), edge: b.clone(), description: d.clone(), opened_by: c.clone() })?;
+        check(&registry, &TicketOpened { kind, customer: a.clone(), edge: b.clone(), description: d, opened_by: c.clone() })?;
         check(&registry, &NoteAppended { note: a.clone(), author: b.clone() })?;
-        check(&registry, &TicketAssigned { assignee: a.clone(), assigned_by: c.clone() })?;
+        check(&registry, &TicketAssigned { assignee: a, assigned_by: c.clone() })?;
         check(&registry, &TicketResolved { resolution: b.clone(), resolved_by: c.clone() })?;
         check(&registry, &TicketReopened { reason: b.clone(), reopened_by: c.clone() })?;
         check(&registry, &TicketClosed { reason: c, closed_by: b })?;

@@ -145,8 +145,8 @@ pub fn plan_batch(
     let mut outcomes = Vec::with_capacity(appends.len());
 
     for append in appends {
-        let outcome = settle(append, &facts).and_then(|settled| match settled {
-            Settled::Repeat(outcome) => Ok(outcome),
+        let outcome = settle(append, &facts).map(|settled| match settled {
+            Settled::Repeat(outcome) => outcome,
             Settled::Write(current) => {
                 let key = append.key();
                 let mut appended = Vec::with_capacity(append.events.len());
@@ -187,11 +187,11 @@ pub fn plan_batch(
                     rows.push(row);
                 }
                 facts.versions.insert(key, version);
-                Ok(AppendOutcome {
+                AppendOutcome {
                     events: appended,
                     stream_version: version,
                     duplicate: false,
-                })
+                }
             }
         });
         outcomes.push(outcome);

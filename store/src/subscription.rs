@@ -63,16 +63,17 @@ pub fn catch_up_then_live(
                 }
                 Ok(_) => {
                     s.failures = 0;
-                    match tokio::time::timeout(s.poll, s.head.changed()).await {
-                        // The store is closed: end the subscription.
-                        Ok(Err(_)) => return None,
-                        Ok(Ok(())) | Err(_) => {}
+                    // A closed head channel means the store is closed: end here.
+                    if let Ok(Err(_)) = tokio::time::timeout(s.poll, s.head.changed()).await {
+                        return None;
                     }
                 }
                 Err(e) => {
                     s.failures = s.failures.saturating_add(1);
+                    // Back off (50 ms doubling, at most 3.2 s) so a store that is
+                    // down is not hammered by every subscriber.
                     let backoff = Duration::from_millis(50u64 << s.failures.min(6));
-                    tokio::time::sleep(backoff.min(s.poll.max(Duration::from_millis(50)))).await;
+                    tokio::time::sleep(backoff).await;
                     return Some((Err(e), s));
                 }
             }

@@ -80,7 +80,7 @@ async fn concurrent_appends_share_transactions_and_conflicts_fail_alone(backend:
 
     let transactions = commits.0.load(Ordering::SeqCst);
     assert!(
-        transactions < 64 && transactions >= 4,
+        (4..64).contains(&transactions),
         "{}: 64 appends took {transactions} transactions; batches hold at most 16 events",
         backend.name()
     );

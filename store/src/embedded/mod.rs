@@ -519,7 +519,7 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn head(&self) -> Result<LogHead, StoreError> {
-        self.inner.readers.with(|conn| read_head(conn)).await
+        self.inner.readers.with(read_head).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
