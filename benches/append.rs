@@ -119,6 +119,7 @@ fn main() {
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     if mode == Mode::List {
+        // Listing only names benchmarks, so it must work without Postgres.
         register(&mut criterion, None);
         return;
     }

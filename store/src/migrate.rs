@@ -20,11 +20,18 @@ impl Migration {
     }
 }
 
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../migrations/postgres/0001_event_log.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../migrations/postgres/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "lock_head_guard",
+        sql: include_str!("../migrations/postgres/0002_lock_head_guard.sql"),
+    },
+];
 
 pub(crate) const EMBEDDED: &[Migration] = &[Migration {
     version: 1,

@@ -70,6 +70,8 @@ pub struct BatchPlan {
     pub rows: Vec<EventEnvelope>,
     /// The log head once the rows are committed.
     pub head: LogHead,
+    /// Every stream of the batch at its version once the rows are committed.
+    pub versions: HashMap<StreamKey, StreamVersion>,
 }
 
 /// Checks what can be checked of an append before it joins a batch.
@@ -200,6 +202,7 @@ pub fn plan_batch(
         outcomes,
         rows,
         head,
+        versions: facts.versions,
     }
 }
 

@@ -6,8 +6,8 @@
 
 mod listen;
 mod rows;
+mod writer;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +16,15 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use herald_events::{NewEvent, Position, StreamId, StreamVersion, TenantId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
-use uuid::Uuid;
 
 use crate::clock::{self, Clock};
 use crate::error::StoreError;
-use crate::group_commit::{BatchWriter, BatchWritten, GroupCommitConfig, GroupCommitter};
+use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::hooks::AppendHooks;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
-use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
+use crate::plan::PendingAppend;
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{EventEnvelope, EventStore};
 
@@ -143,11 +141,11 @@ impl PostgresStore {
         let head = read_head(&pool).await?;
         let (head_tx, head_rx) = watch::channel(head.position);
         let listener = listen::spawn(pg_config, head_tx.clone());
-        let writer = PgWriter {
-            pool: pool.clone(),
-            hooks: config.hooks,
-            clock: config.clock.unwrap_or_else(clock::system),
-        };
+        let writer = writer::PgWriter::new(
+            pool.clone(),
+            config.hooks,
+            config.clock.unwrap_or_else(clock::system),
+        );
         let committer = GroupCommitter::start(writer, config.group_commit, head_tx);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -224,130 +222,6 @@ async fn read_head(pool: &Pool) -> Result<LogHead, StoreError> {
         .await
         .map_err(pg_error)?;
     rows::head(&row)
-}
-
-struct PgWriter {
-    pool: Pool,
-    hooks: Option<Arc<dyn AppendHooks>>,
-    clock: Arc<dyn Clock>,
-}
-
-const LOCK_HEAD: &str =
-    "SELECT position, hash, recorded_at FROM herald_log_head WHERE id = 1 FOR UPDATE";
-const STORED_IDS: &str = "SELECT event_id, position, tenant, domain, stream_id, stream_version \
-     FROM herald_events WHERE event_id = ANY($1)";
-const STREAM_VERSIONS: &str = "SELECT k.tenant, k.domain, k.stream_id, \
-       (SELECT e.stream_version FROM herald_events e \
-         WHERE e.tenant = k.tenant AND e.domain = k.domain AND e.stream_id = k.stream_id \
-         ORDER BY e.stream_version DESC LIMIT 1) \
-     FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, domain, stream_id)";
-const INSERT_EVENTS: &str = "INSERT INTO herald_events (position, event_id, tenant, domain, \
-       stream_id, stream_version, event_type, schema_version, occurred_at, recorded_at, \
-       correlation_id, causation_id, producer, payload, hash) \
-     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-       $6::bigint[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[], \
-       $11::uuid[], $12::uuid[], $13::text[], $14::jsonb[], $15::bytea[])";
-const UPDATE_HEAD: &str = "UPDATE herald_log_head SET position = $1, hash = $2, recorded_at = $3 \
-     WHERE id = 1";
-const NOTIFY: &str = "SELECT pg_notify('herald_events', $1)";
-
-#[async_trait]
-impl BatchWriter for PgWriter {
-    const BACKEND: &'static str = BACKEND;
-
-    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError> {
-        let batch = &batch[..];
-        if let Some(hooks) = &self.hooks {
-            hooks.before_lock().await;
-        }
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let lock = tx.prepare_cached(LOCK_HEAD).await.map_err(pg_error)?;
-        let head = rows::head(&tx.query_one(&lock, &[]).await.map_err(pg_error)?)?;
-
-        let ids: Vec<Uuid> = batch
-            .iter()
-            .flat_map(|a| a.events.iter().map(|e| e.id.as_uuid()))
-            .collect();
-        let keys: Vec<StreamKey> = batch
-            .iter()
-            .map(PendingAppend::key)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
-        let domains: Vec<&str> = keys.iter().map(|k| k.stream.domain().as_str()).collect();
-        let stream_ids: Vec<&str> = keys.iter().map(|k| k.stream.id()).collect();
-        let stored_stmt = tx.prepare_cached(STORED_IDS).await.map_err(pg_error)?;
-        let versions_stmt = tx.prepare_cached(STREAM_VERSIONS).await.map_err(pg_error)?;
-        let stored_params: [&(dyn ToSql + Sync); 1] = [&ids];
-        let versions_params: [&(dyn ToSql + Sync); 3] = [&tenants, &domains, &stream_ids];
-        let (stored, versions) = futures::try_join!(
-            tx.query(&stored_stmt, &stored_params),
-            tx.query(&versions_stmt, &versions_params),
-        )
-        .map_err(pg_error)?;
-
-        let mut facts = BatchFacts {
-            versions: HashMap::with_capacity(versions.len()),
-            stored_ids: HashMap::with_capacity(stored.len()),
-        };
-        for row in &versions {
-            let key = rows::stream_key(row, 0)?;
-            let version: Option<i64> = row.get(3);
-            facts
-                .versions
-                .insert(key, StreamVersion(version.unwrap_or(0) as u64));
-        }
-        for row in &stored {
-            let id: Uuid = row.get(0);
-            let position: i64 = row.get(1);
-            facts.stored_ids.insert(
-                herald_events::EventId(id),
-                StoredId {
-                    position: Position(position as u64),
-                    key: rows::stream_key(row, 2)?,
-                    stream_version: StreamVersion(row.get::<_, i64>(5) as u64),
-                },
-            );
-        }
-
-        let plan = plan_batch(head, self.clock.now(), batch, facts);
-        if !plan.rows.is_empty() {
-            let columns = rows::Columns::of(&plan.rows);
-            let insert = tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?;
-            tx.execute(&insert, &columns.params())
-                .await
-                .map_err(pg_error)?;
-            let update = tx.prepare_cached(UPDATE_HEAD).await.map_err(pg_error)?;
-            let notify = tx.prepare_cached(NOTIFY).await.map_err(pg_error)?;
-            let position = plan.head.position.get() as i64;
-            let hash = plan.head.hash.0.to_vec();
-            let position_text = plan.head.position.to_string();
-            let update_params: [&(dyn ToSql + Sync); 3] =
-                [&position, &hash, &plan.head.recorded_at];
-            let notify_params: [&(dyn ToSql + Sync); 1] = [&position_text];
-            futures::try_join!(
-                tx.execute(&update, &update_params),
-                tx.execute(&notify, &notify_params),
-            )
-            .map_err(pg_error)?;
-        }
-        if let Some(hooks) = &self.hooks {
-            hooks
-                .before_commit(&plan.rows)
-                .await
-                .map_err(|reason| StoreError::Backend {
-                    backend: BACKEND,
-                    detail: format!("batch aborted before commit: {reason}"),
-                })?;
-        }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(BatchWritten {
-            outcomes: plan.outcomes,
-            head: plan.head.position,
-        })
-    }
 }
 
 const SELECT_EVENT: &str = "SELECT position, event_id, tenant, domain, stream_id, stream_version, \

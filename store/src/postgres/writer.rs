@@ -1,0 +1,367 @@
+//! The Postgres group-commit writer: one transaction per batch, holding the
+//! lock on the log head row from its first statement to its commit.
+//!
+//! Steady state is one round trip per batch. The writer remembers the head
+//! (position and hash) and the versions of the streams it has written, plans
+//! the batch on them, and sends BEGIN, the head lock with a check that the
+//! head is still where it remembers it (`herald_lock_head`), the insert, the
+//! head update, the notification and COMMIT in one flight. Whatever makes the
+//! memory wrong aborts that transaction before it writes anything: another
+//! process moved the head (SQLSTATE HR001), a stream has more events than
+//! remembered (unique stream version), an event id is already stored (unique
+//! event id), or the plan refused an append on a remembered version. The
+//! batch is then planned again on facts read under the lock, with event ids
+//! looked up, which is also the path for streams not yet remembered.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use herald_events::{EventId, Position, StreamVersion};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{pg_error, pool_error, rows, BACKEND};
+use crate::clock::Clock;
+use crate::error::StoreError;
+use crate::group_commit::{BatchWriter, BatchWritten};
+use crate::hooks::AppendHooks;
+use crate::model::LogHead;
+use crate::plan::{plan_batch, BatchFacts, BatchPlan, PendingAppend, StoredId, StreamKey};
+
+/// Streams whose version the writer remembers; past this it forgets them all
+/// (a forgotten stream only costs a lookup).
+const REMEMBERED_STREAMS: usize = 100_000;
+
+const LOCK_HEAD: &str =
+    "SELECT position, hash, recorded_at FROM herald_log_head WHERE id = 1 FOR UPDATE";
+const LOCK_HEAD_AT: &str = "SELECT herald_lock_head($1)";
+const STORED_IDS: &str = "SELECT event_id, position, tenant, domain, stream_id, stream_version \
+     FROM herald_events WHERE event_id = ANY($1)";
+const STREAM_VERSIONS: &str = "SELECT k.tenant, k.domain, k.stream_id, \
+       (SELECT e.stream_version FROM herald_events e \
+         WHERE e.tenant = k.tenant AND e.domain = k.domain AND e.stream_id = k.stream_id \
+         ORDER BY e.stream_version DESC LIMIT 1) \
+     FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, domain, stream_id)";
+const INSERT_EVENTS: &str = "INSERT INTO herald_events (position, event_id, tenant, domain, \
+       stream_id, stream_version, event_type, schema_version, occurred_at, recorded_at, \
+       correlation_id, causation_id, producer, payload, hash) \
+     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+       $6::bigint[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[], \
+       $11::uuid[], $12::uuid[], $13::text[], $14::jsonb[], $15::bytea[])";
+const UPDATE_HEAD: &str = "UPDATE herald_log_head SET position = $1, hash = $2, recorded_at = $3 \
+     WHERE id = 1";
+const NOTIFY: &str = "SELECT pg_notify('herald_events', $1)";
+
+/// SQLSTATE raised by `herald_lock_head` when the head is not where expected.
+const HEAD_MOVED: &str = "HR001";
+
+pub(super) struct PgWriter {
+    pool: Pool,
+    hooks: Option<Arc<dyn AppendHooks>>,
+    clock: Arc<dyn Clock>,
+    /// The head after this writer's last commit, while nothing says otherwise.
+    head: Option<LogHead>,
+    versions: HashMap<StreamKey, StreamVersion>,
+}
+
+/// Why a remembered-state attempt did not write.
+enum Stale {
+    /// The memory may be wrong; plan again on what the database says.
+    Memory,
+    /// The database failed.
+    Failed(StoreError),
+}
+
+impl PgWriter {
+    pub fn new(pool: Pool, hooks: Option<Arc<dyn AppendHooks>>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            pool,
+            hooks,
+            clock,
+            head: None,
+            versions: HashMap::new(),
+        }
+    }
+
+    fn remember(&mut self, plan: &BatchPlan) {
+        self.head = Some(plan.head);
+        if self.versions.len() + plan.versions.len() > REMEMBERED_STREAMS {
+            self.versions.clear();
+        }
+        self.versions
+            .extend(plan.versions.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+
+    fn forget(&mut self) {
+        self.head = None;
+        self.versions.clear();
+    }
+
+    /// Plans on memory alone, when memory covers the whole batch.
+    fn plan_from_memory(&self, batch: &[PendingAppend]) -> Option<BatchPlan> {
+        let head = self.head?;
+        let mut facts = BatchFacts::default();
+        for append in batch {
+            let key = append.key();
+            let version = *self.versions.get(&key)?;
+            facts.versions.insert(key, version);
+        }
+        let plan = plan_batch(head, self.clock.now(), batch, facts);
+        // A refusal on a remembered version may be a retry of an append whose
+        // ids are stored: only the careful path can tell.
+        let refused = plan.outcomes.iter().any(Result::is_err);
+        (!refused && !plan.rows.is_empty()).then_some(plan)
+    }
+
+    async fn before_commit(&self, plan: &BatchPlan) -> Result<(), StoreError> {
+        match &self.hooks {
+            Some(hooks) => hooks
+                .before_commit(&plan.rows)
+                .await
+                .map_err(|reason| StoreError::Backend {
+                    backend: BACKEND,
+                    detail: format!("batch aborted before commit: {reason}"),
+                }),
+            None => Ok(()),
+        }
+    }
+
+    /// The one-round-trip path on remembered state.
+    async fn write_remembered(
+        &self,
+        client: &deadpool_postgres::Client,
+        plan: &BatchPlan,
+        expected_head: Position,
+    ) -> Result<(), Stale> {
+        let failed = |e| Stale::Failed(pg_error(e));
+        let lock = client.prepare_cached(LOCK_HEAD_AT).await.map_err(failed)?;
+        let insert = client.prepare_cached(INSERT_EVENTS).await.map_err(failed)?;
+        let update = client.prepare_cached(UPDATE_HEAD).await.map_err(failed)?;
+        let notify = client.prepare_cached(NOTIFY).await.map_err(failed)?;
+        let columns = rows::Columns::of(&plan.rows);
+        let insert_params = columns.params();
+        let expected = expected_head.get() as i64;
+        let head = HeadParams::of(&plan.head);
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&expected];
+        let (update_params, notify_params) = (head.update(), head.notify());
+        let commit_now = self.hooks.is_none();
+        let written = futures::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&lock, &lock_params),
+            client.execute(&insert, &insert_params),
+            client.execute(&update, &update_params),
+            client.execute(&notify, &notify_params),
+            commit_if(client, commit_now),
+        );
+        if let Err(e) = written {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(if memory_was_wrong(&e) {
+                Stale::Memory
+            } else {
+                Stale::Failed(pg_error(e))
+            });
+        }
+        if !commit_now {
+            if let Err(e) = self.before_commit(plan).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Stale::Failed(e));
+            }
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Stale::Failed(pg_error(e)))?;
+        }
+        Ok(())
+    }
+
+    /// The path on facts read under the lock, event ids included.
+    async fn write_careful(
+        &self,
+        client: &deadpool_postgres::Client,
+        batch: &[PendingAppend],
+    ) -> Result<BatchPlan, StoreError> {
+        let result = self.careful_transaction(client, batch).await;
+        if result.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn careful_transaction(
+        &self,
+        client: &deadpool_postgres::Client,
+        batch: &[PendingAppend],
+    ) -> Result<BatchPlan, StoreError> {
+        let lock = client.prepare_cached(LOCK_HEAD).await.map_err(pg_error)?;
+        let versions_stmt = client.prepare_cached(STREAM_VERSIONS).await.map_err(pg_error)?;
+        let insert = client.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?;
+        let update = client.prepare_cached(UPDATE_HEAD).await.map_err(pg_error)?;
+        let notify = client.prepare_cached(NOTIFY).await.map_err(pg_error)?;
+
+        let keys: Vec<StreamKey> = batch
+            .iter()
+            .map(PendingAppend::key)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let tenants: Vec<&str> = keys.iter().map(|k| k.tenant.as_str()).collect();
+        let domains: Vec<&str> = keys.iter().map(|k| k.stream.domain().as_str()).collect();
+        let stream_ids: Vec<&str> = keys.iter().map(|k| k.stream.id()).collect();
+        let versions_params: [&(dyn ToSql + Sync); 3] = [&tenants, &domains, &stream_ids];
+        let ids: Vec<Uuid> = batch
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.id.as_uuid()))
+            .collect();
+        let ids_params: [&(dyn ToSql + Sync); 1] = [&ids];
+
+        // Statements on one connection run in order, so both lookups run
+        // after the lock is granted and see every earlier commit. The id
+        // lookup is not prepared, so it is planned with the actual ids and
+        // uses the event_id index whatever the table's statistics say.
+        let (_, head_row, version_rows, stored_rows) = futures::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&lock, &[]),
+            client.query(&versions_stmt, &versions_params),
+            client.query(STORED_IDS, &ids_params),
+        )
+        .map_err(pg_error)?;
+
+        let mut facts = BatchFacts {
+            versions: HashMap::with_capacity(version_rows.len()),
+            stored_ids: HashMap::with_capacity(stored_rows.len()),
+        };
+        for row in &version_rows {
+            let version: Option<i64> = row.get(3);
+            facts.versions.insert(
+                rows::stream_key(row, 0)?,
+                StreamVersion(version.unwrap_or(0) as u64),
+            );
+        }
+        for row in &stored_rows {
+            facts.stored_ids.insert(
+                EventId(row.get(0)),
+                StoredId {
+                    position: Position(row.get::<_, i64>(1) as u64),
+                    key: rows::stream_key(row, 2)?,
+                    stream_version: StreamVersion(row.get::<_, i64>(5) as u64),
+                },
+            );
+        }
+
+        let plan = plan_batch(rows::head(&head_row)?, self.clock.now(), batch, facts);
+        if !plan.rows.is_empty() {
+            let columns = rows::Columns::of(&plan.rows);
+            let insert_params = columns.params();
+            let head = HeadParams::of(&plan.head);
+            let (update_params, notify_params) = (head.update(), head.notify());
+            futures::try_join!(
+                client.execute(&insert, &insert_params),
+                client.execute(&update, &update_params),
+                client.execute(&notify, &notify_params),
+            )
+            .map_err(pg_error)?;
+        }
+        self.before_commit(&plan).await?;
+        client.batch_execute("COMMIT").await.map_err(pg_error)?;
+        Ok(plan)
+    }
+}
+
+/// COMMIT in the same flight as the statements before it. A COMMIT that
+/// follows a failed statement only rolls back, and the failure is what the
+/// caller's `try_join` reports.
+async fn commit_if(
+    client: &deadpool_postgres::Client,
+    commit: bool,
+) -> Result<(), tokio_postgres::Error> {
+    if commit {
+        client.batch_execute("COMMIT").await
+    } else {
+        Ok(())
+    }
+}
+
+/// True for the errors that mean the writer's memory was out of date.
+fn memory_was_wrong(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code().code() == HEAD_MOVED
+            || (db.code() == &SqlState::UNIQUE_VIOLATION
+                && matches!(
+                    db.constraint(),
+                    Some("herald_events_event_id_key")
+                        | Some("herald_events_tenant_domain_stream_id_stream_version_key")
+                        | Some("herald_events_pkey")
+                ))
+    })
+}
+
+/// The head update's parameters, owned so they outlive the pipeline.
+struct HeadParams {
+    position: i64,
+    hash: Vec<u8>,
+    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+    position_text: String,
+}
+
+impl HeadParams {
+    fn of(head: &LogHead) -> Self {
+        Self {
+            position: head.position.get() as i64,
+            hash: head.hash.0.to_vec(),
+            recorded_at: head.recorded_at,
+            position_text: head.position.to_string(),
+        }
+    }
+
+    fn update(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.position, &self.hash, &self.recorded_at]
+    }
+
+    fn notify(&self) -> [&(dyn ToSql + Sync); 1] {
+        [&self.position_text]
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchWriter for PgWriter {
+    const BACKEND: &'static str = BACKEND;
+
+    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError> {
+        if let Some(hooks) = &self.hooks {
+            hooks.before_lock().await;
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        if let Some(plan) = self.plan_from_memory(&batch) {
+            let expected = self.head.map_or(Position::START, |h| h.position);
+            match self.write_remembered(&client, &plan, expected).await {
+                Ok(()) => {
+                    self.remember(&plan);
+                    return Ok(BatchWritten {
+                        outcomes: plan.outcomes,
+                        head: plan.head.position,
+                    });
+                }
+                Err(Stale::Memory) => self.forget(),
+                Err(Stale::Failed(e)) => {
+                    self.forget();
+                    return Err(e);
+                }
+            }
+        }
+        match self.write_careful(&client, &batch).await {
+            Ok(plan) => {
+                self.remember(&plan);
+                Ok(BatchWritten {
+                    outcomes: plan.outcomes,
+                    head: plan.head.position,
+                })
+            }
+            Err(e) => {
+                self.forget();
+                Err(e)
+            }
+        }
+    }
+}
