@@ -75,7 +75,34 @@ impl<'de> Deserialize<'de> for ChainHash {
 
 /// Formats a time the way the chain and the stores write it.
 pub fn canonical_time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    let mut out = Vec::with_capacity(27);
+    write_time(&mut out, t);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written directly: this runs for every
+/// event appended, and chrono's format strings are parsed on every call.
+fn write_time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        // A leap second shows as nanosecond ≥ 1e9; keep it in six digits.
+        (t.nanosecond() % 1_000_000_000) / 1000
+    );
+}
+
+fn write_quoted_uuid(out: &mut Vec<u8>, id: &uuid::Uuid) {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.push(b'"');
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut buf).as_bytes());
+    out.push(b'"');
 }
 
 /// Writes `value` as canonical JSON (see the module docs).
@@ -159,13 +186,15 @@ pub fn canonical_event_bytes(event: &EventEnvelope) -> Vec<u8> {
     };
     out.push(b'{');
     field(&mut out, true, "causation_id");
-    write_string(&mut out, &event.causation_id.hyphenated().to_string());
+    write_quoted_uuid(&mut out, &event.causation_id);
     field(&mut out, false, "correlation_id");
-    write_string(&mut out, &event.correlation_id.hyphenated().to_string());
+    write_quoted_uuid(&mut out, &event.correlation_id);
     field(&mut out, false, "id");
-    write_string(&mut out, &event.id.as_uuid().hyphenated().to_string());
+    write_quoted_uuid(&mut out, &event.id.as_uuid());
     field(&mut out, false, "occurred_at");
-    write_string(&mut out, &canonical_time(&event.occurred_at));
+    out.push(b'"');
+    write_time(&mut out, &event.occurred_at);
+    out.push(b'"');
     field(&mut out, false, "payload");
     write_canonical_json(&mut out, &event.payload);
     field(&mut out, false, "position");
@@ -173,7 +202,9 @@ pub fn canonical_event_bytes(event: &EventEnvelope) -> Vec<u8> {
     field(&mut out, false, "producer");
     write_string(&mut out, &event.producer);
     field(&mut out, false, "recorded_at");
-    write_string(&mut out, &canonical_time(&event.recorded_at));
+    out.push(b'"');
+    write_time(&mut out, &event.recorded_at);
+    out.push(b'"');
     field(&mut out, false, "stream");
     write_string(&mut out, event.stream.as_str());
     field(&mut out, false, "stream_version");
@@ -214,6 +245,14 @@ mod tests {
     fn canonical_json_writes_negative_zero_as_zero() {
         assert_eq!(canonical_json(&json!(-0.0)), "0.0");
         assert_eq!(canonical_json(&json!(-1.5)), "-1.5");
+    }
+
+    #[test]
+    fn times_have_exactly_six_fraction_digits() {
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000007Z").unwrap().with_timezone(&Utc);
+        assert_eq!(canonical_time(&t), "2026-01-02T03:04:05.000007Z");
+        let t = DateTime::parse_from_rfc3339("1999-12-31T23:59:59Z").unwrap().with_timezone(&Utc);
+        assert_eq!(canonical_time(&t), "1999-12-31T23:59:59.000000Z");
     }
 
     #[test]

@@ -146,6 +146,10 @@ async fn run<W: BatchWriter>(
             }
         }
         commit(&mut writer, jobs, &head).await;
+        // Let the appenders just answered run and queue their next appends
+        // before the next batch is taken, so they join it instead of
+        // splitting into ever smaller batches.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -28,8 +28,8 @@ pub(crate) const POSTGRES: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "lock_head_guard",
-        sql: include_str!("../migrations/postgres/0002_lock_head_guard.sql"),
+        name: "append_planned",
+        sql: include_str!("../migrations/postgres/0002_append_planned.sql"),
     },
 ];
 

@@ -36,7 +36,8 @@ const REMEMBERED_STREAMS: usize = 100_000;
 
 const LOCK_HEAD: &str =
     "SELECT position, hash, recorded_at FROM herald_log_head WHERE id = 1 FOR UPDATE";
-const LOCK_HEAD_AT: &str = "SELECT herald_lock_head($1)";
+const APPEND_PLANNED: &str = "SELECT herald_append_planned($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 const STORED_IDS: &str = "SELECT event_id, position, tenant, domain, stream_id, stream_version \
      FROM herald_events WHERE event_id = ANY($1)";
 const STREAM_VERSIONS: &str = "SELECT k.tenant, k.domain, k.stream_id, \
@@ -126,54 +127,6 @@ impl PgWriter {
                 }),
             None => Ok(()),
         }
-    }
-
-    /// The one-round-trip path on remembered state.
-    async fn write_remembered(
-        &self,
-        client: &deadpool_postgres::Client,
-        plan: &BatchPlan,
-        expected_head: Position,
-    ) -> Result<(), Stale> {
-        let failed = |e| Stale::Failed(pg_error(e));
-        let lock = client.prepare_cached(LOCK_HEAD_AT).await.map_err(failed)?;
-        let insert = client.prepare_cached(INSERT_EVENTS).await.map_err(failed)?;
-        let update = client.prepare_cached(UPDATE_HEAD).await.map_err(failed)?;
-        let notify = client.prepare_cached(NOTIFY).await.map_err(failed)?;
-        let columns = rows::Columns::of(&plan.rows);
-        let insert_params = columns.params();
-        let expected = expected_head.get() as i64;
-        let head = HeadParams::of(&plan.head);
-        let lock_params: [&(dyn ToSql + Sync); 1] = [&expected];
-        let (update_params, notify_params) = (head.update(), head.notify());
-        let commit_now = self.hooks.is_none();
-        let written = futures::try_join!(
-            client.batch_execute("BEGIN"),
-            client.query_one(&lock, &lock_params),
-            client.execute(&insert, &insert_params),
-            client.execute(&update, &update_params),
-            client.execute(&notify, &notify_params),
-            commit_if(client, commit_now),
-        );
-        if let Err(e) = written {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(if memory_was_wrong(&e) {
-                Stale::Memory
-            } else {
-                Stale::Failed(pg_error(e))
-            });
-        }
-        if !commit_now {
-            if let Err(e) = self.before_commit(plan).await {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(Stale::Failed(e));
-            }
-            client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| Stale::Failed(pg_error(e)))?;
-        }
-        Ok(())
     }
 
     /// The path on facts read under the lock, event ids included.
@@ -269,20 +222,6 @@ impl PgWriter {
     }
 }
 
-/// COMMIT in the same flight as the statements before it. A COMMIT that
-/// follows a failed statement only rolls back, and the failure is what the
-/// caller's `try_join` reports.
-async fn commit_if(
-    client: &deadpool_postgres::Client,
-    commit: bool,
-) -> Result<(), tokio_postgres::Error> {
-    if commit {
-        client.batch_execute("COMMIT").await
-    } else {
-        Ok(())
-    }
-}
-
 /// True for the errors that mean the writer's memory was out of date.
 fn memory_was_wrong(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|db| {
@@ -324,6 +263,63 @@ impl HeadParams {
     }
 }
 
+impl PgWriter {
+    /// `herald_append_planned` as a transaction of its own (with hooks,
+    /// inside BEGIN … COMMIT so the hooks run before the commit).
+    async fn write_remembered(
+        &self,
+        client: &deadpool_postgres::Client,
+        plan: &BatchPlan,
+        expected: LogHead,
+    ) -> Result<(), Stale> {
+        let append = client
+            .prepare_cached(APPEND_PLANNED)
+            .await
+            .map_err(|e| Stale::Failed(pg_error(e)))?;
+        let columns = rows::Columns::of(&plan.rows);
+        let expected_position = expected.position.get() as i64;
+        let expected_hash = expected.hash.0.to_vec();
+        let head = HeadParams::of(&plan.head);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &expected_position,
+            &expected_hash,
+            &head.position,
+            &head.hash,
+            &head.recorded_at,
+        ];
+        params.extend_from_slice(&columns.params());
+        let written = match &self.hooks {
+            None => client.execute(&append, &params).await.map(|_| ()),
+            Some(_) => futures::try_join!(
+                client.batch_execute("BEGIN"),
+                client.execute(&append, &params),
+            )
+            .map(|_| ()),
+        };
+        if let Err(e) = written {
+            if self.hooks.is_some() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            return Err(if memory_was_wrong(&e) {
+                Stale::Memory
+            } else {
+                Stale::Failed(pg_error(e))
+            });
+        }
+        if self.hooks.is_some() {
+            if let Err(e) = self.before_commit(plan).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Stale::Failed(e));
+            }
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Stale::Failed(pg_error(e)))?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl BatchWriter for PgWriter {
     const BACKEND: &'static str = BACKEND;
@@ -333,8 +329,7 @@ impl BatchWriter for PgWriter {
             hooks.before_lock().await;
         }
         let client = self.pool.get().await.map_err(pool_error)?;
-        if let Some(plan) = self.plan_from_memory(&batch) {
-            let expected = self.head.map_or(Position::START, |h| h.position);
+        if let (Some(expected), Some(plan)) = (self.head, self.plan_from_memory(&batch)) {
             match self.write_remembered(&client, &plan, expected).await {
                 Ok(()) => {
                     self.remember(&plan);
