@@ -4,7 +4,12 @@
 //! writer waits for more; a refused append fails alone, and a batch whose
 //! transaction fails is retried one append at a time so one bad append
 //! cannot fail its neighbours.
+//!
+//! A backend may keep two batches in flight (the second sent while the first
+//! commits, so the database never idles between them); batches are settled
+//! in the order they were started.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,13 +55,33 @@ pub(crate) struct BatchWritten {
     pub head: Position,
 }
 
+/// Batches in flight at most: one committing, one sent behind it.
+const PIPELINE_DEPTH: usize = 2;
+
 /// A backend's batch transaction.
 #[async_trait]
 pub(crate) trait BatchWriter: Send + 'static {
     const BACKEND: &'static str;
 
-    /// Writes the batch in one transaction. An `Err` means nothing was written.
-    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError>;
+    /// A started, unsettled batch.
+    type InFlight: Send;
+
+    /// Starts a batch; returns when the next one may be started.
+    async fn start(&mut self, batch: Arc<[PendingAppend]>) -> Self::InFlight;
+
+    /// Settles a started batch. Batches are settled in the order started. An
+    /// `Err` means nothing of the batch was written.
+    async fn finish(
+        &mut self,
+        batch: Arc<[PendingAppend]>,
+        in_flight: Self::InFlight,
+    ) -> Result<BatchWritten, StoreError>;
+
+    /// Writes a batch from start to finish.
+    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError> {
+        let in_flight = self.start(Arc::clone(&batch)).await;
+        self.finish(batch, in_flight).await
+    }
 }
 
 struct Job {
@@ -115,53 +140,105 @@ impl GroupCommitter {
     }
 }
 
-async fn run<W: BatchWriter>(
-    mut writer: W,
-    config: GroupCommitConfig,
-    mut queue: mpsc::Receiver<Job>,
-    head: watch::Sender<Position>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut events = first.append.events.len();
-        let mut jobs = vec![first];
-        while events < config.max_batch_events {
-            match queue.try_recv() {
-                Ok(job) => {
-                    events += job.append.events.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
+/// Takes queued appends into a batch, up to the event bound.
+fn fill(first: Job, queue: &mut mpsc::Receiver<Job>, max_events: usize) -> Vec<Job> {
+    let mut events = first.append.events.len();
+    let mut jobs = vec![first];
+    while events < max_events {
+        match queue.try_recv() {
+            Ok(job) => {
+                events += job.append.events.len();
+                jobs.push(job);
             }
+            Err(_) => break,
         }
-        if !config.max_wait.is_zero() && events < config.max_batch_events {
-            let deadline = tokio::time::Instant::now() + config.max_wait;
-            while events < config.max_batch_events {
-                match tokio::time::timeout_at(deadline, queue.recv()).await {
-                    Ok(Some(job)) => {
-                        events += job.append.events.len();
-                        jobs.push(job);
-                    }
-                    _ => break,
-                }
+    }
+    jobs
+}
+
+/// Waits up to `max_wait` for more appends to join a batch that is not full.
+async fn linger(jobs: &mut Vec<Job>, queue: &mut mpsc::Receiver<Job>, config: &GroupCommitConfig) {
+    let mut events: usize = jobs.iter().map(|j| j.append.events.len()).sum();
+    if config.max_wait.is_zero() || events >= config.max_batch_events {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + config.max_wait;
+    while events < config.max_batch_events {
+        match tokio::time::timeout_at(deadline, queue.recv()).await {
+            Ok(Some(job)) => {
+                events += job.append.events.len();
+                jobs.push(job);
             }
+            _ => break,
         }
-        commit(&mut writer, jobs, &head).await;
-        // Let the appenders just answered run and queue their next appends
-        // before the next batch is taken, so they join it instead of
-        // splitting into ever smaller batches.
-        tokio::task::yield_now().await;
     }
 }
 
-async fn commit<W: BatchWriter>(writer: &mut W, jobs: Vec<Job>, head: &watch::Sender<Position>) {
+fn split(jobs: Vec<Job>) -> (Vec<Waiter>, Arc<[PendingAppend]>) {
     let mut waiters = Vec::with_capacity(jobs.len());
     let mut appends = Vec::with_capacity(jobs.len());
     for job in jobs {
         waiters.push((job.enqueued, job.reply));
         appends.push(job.append);
     }
-    let appends: Arc<[PendingAppend]> = appends.into();
-    match writer.write(appends.clone()).await {
+    (waiters, appends.into())
+}
+
+async fn run<W: BatchWriter>(
+    mut writer: W,
+    config: GroupCommitConfig,
+    mut queue: mpsc::Receiver<Job>,
+    head: watch::Sender<Position>,
+) {
+    let mut in_flight: VecDeque<(Vec<Waiter>, Arc<[PendingAppend]>, W::InFlight)> =
+        VecDeque::with_capacity(PIPELINE_DEPTH);
+    loop {
+        let next = if in_flight.is_empty() {
+            match queue.recv().await {
+                Some(first) => {
+                    let mut jobs = fill(first, &mut queue, config.max_batch_events);
+                    linger(&mut jobs, &mut queue, &config).await;
+                    Some(jobs)
+                }
+                // Closed and drained, and every started batch is settled.
+                None => break,
+            }
+        } else if in_flight.len() < PIPELINE_DEPTH {
+            queue
+                .try_recv()
+                .ok()
+                .map(|first| fill(first, &mut queue, config.max_batch_events))
+        } else {
+            None
+        };
+        match next {
+            Some(jobs) => {
+                let (waiters, batch) = split(jobs);
+                let started = writer.start(Arc::clone(&batch)).await;
+                in_flight.push_back((waiters, batch, started));
+            }
+            None => {
+                if let Some((waiters, batch, started)) = in_flight.pop_front() {
+                    let result = writer.finish(Arc::clone(&batch), started).await;
+                    settle(&mut writer, waiters, batch, result, &head).await;
+                    // Let the appenders just answered run and queue their
+                    // next appends before the next batch is taken, so they
+                    // join it instead of splitting into ever smaller batches.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+}
+
+async fn settle<W: BatchWriter>(
+    writer: &mut W,
+    waiters: Vec<Waiter>,
+    appends: Arc<[PendingAppend]>,
+    result: Result<BatchWritten, StoreError>,
+    head: &watch::Sender<Position>,
+) {
+    match result {
         Ok(written) => {
             let events = written
                 .outcomes

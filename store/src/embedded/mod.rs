@@ -277,8 +277,10 @@ struct SqliteWriter {
 #[async_trait]
 impl BatchWriter for SqliteWriter {
     const BACKEND: &'static str = BACKEND;
+    /// One connection writes, so a batch is done before the next starts.
+    type InFlight = Result<BatchWritten, StoreError>;
 
-    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError> {
+    async fn start(&mut self, batch: Arc<[PendingAppend]>) -> Self::InFlight {
         let conn = Arc::clone(&self.conn);
         let hooks = self.hooks.clone();
         let clock = Arc::clone(&self.clock);
@@ -292,6 +294,14 @@ impl BatchWriter for SqliteWriter {
         })
         .await
         .map_err(join_error)?
+    }
+
+    async fn finish(
+        &mut self,
+        _batch: Arc<[PendingAppend]>,
+        in_flight: Self::InFlight,
+    ) -> Result<BatchWritten, StoreError> {
+        in_flight
     }
 }
 

@@ -14,7 +14,10 @@
 //! looked up, which is also the path for streams not yet remembered.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use deadpool_postgres::Pool;
 use herald_events::{EventId, Position, StreamVersion};
@@ -27,7 +30,7 @@ use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::group_commit::{BatchWriter, BatchWritten};
 use crate::hooks::AppendHooks;
-use crate::model::LogHead;
+use crate::model::{AppendOutcome, LogHead};
 use crate::plan::{plan_batch, BatchFacts, BatchPlan, PendingAppend, StoredId, StreamKey};
 
 /// Streams whose version the writer remembers; past this it forgets them all
@@ -65,10 +68,12 @@ pub(super) struct PgWriter {
     /// The head after this writer's last commit, while nothing says otherwise.
     head: Option<LogHead>,
     versions: HashMap<StreamKey, StreamVersion>,
+    /// The connection remembered batches are sent on.
+    connection: Option<Arc<deadpool_postgres::Object>>,
 }
 
 /// Why a remembered-state attempt did not write.
-enum Stale {
+pub(super) enum Stale {
     /// The memory may be wrong; plan again on what the database says.
     Memory,
     /// The database failed.
@@ -83,6 +88,7 @@ impl PgWriter {
             clock,
             head: None,
             versions: HashMap::new(),
+            connection: None,
         }
     }
 
@@ -320,16 +326,24 @@ impl PgWriter {
     }
 }
 
-#[async_trait::async_trait]
-impl BatchWriter for PgWriter {
-    const BACKEND: &'static str = BACKEND;
+/// The answer to a batch sent on the writer's own connection.
+type Reply = Pin<Box<dyn Future<Output = Result<(), Stale>> + Send>>;
 
-    async fn write(&mut self, batch: Arc<[PendingAppend]>) -> Result<BatchWritten, StoreError> {
-        if let Some(hooks) = &self.hooks {
-            hooks.before_lock().await;
-        }
+/// A batch sent on remembered state and not yet answered, or one settled.
+pub(super) enum PgInFlight {
+    Sent {
+        outcomes: Vec<Result<AppendOutcome, StoreError>>,
+        head: Position,
+        reply: Reply,
+    },
+    Done(Result<BatchWritten, StoreError>),
+}
+
+impl PgWriter {
+    /// Start to finish, waiting for each step: the path with hooks.
+    async fn write_now(&mut self, batch: &[PendingAppend]) -> Result<BatchWritten, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        if let (Some(expected), Some(plan)) = (self.head, self.plan_from_memory(&batch)) {
+        if let (Some(expected), Some(plan)) = (self.head, self.plan_from_memory(batch)) {
             match self.write_remembered(&client, &plan, expected).await {
                 Ok(()) => {
                     self.remember(&plan);
@@ -345,7 +359,12 @@ impl BatchWriter for PgWriter {
                 }
             }
         }
-        match self.write_careful(&client, &batch).await {
+        self.careful(batch).await
+    }
+
+    async fn careful(&mut self, batch: &[PendingAppend]) -> Result<BatchWritten, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        match self.write_careful(&client, batch).await {
             Ok(plan) => {
                 self.remember(&plan);
                 Ok(BatchWritten {
@@ -357,6 +376,120 @@ impl BatchWriter for PgWriter {
                 self.forget();
                 Err(e)
             }
+        }
+    }
+
+    /// The writer's own connection, on which remembered batches are sent one
+    /// behind the other: Postgres runs them in that order, so a batch sent
+    /// while the previous one commits needs no lock race to come second.
+    async fn own_connection(&mut self) -> Result<Arc<deadpool_postgres::Object>, StoreError> {
+        match &self.connection {
+            Some(c) if !c.is_closed() => Ok(Arc::clone(c)),
+            _ => {
+                let c = Arc::new(self.pool.get().await.map_err(pool_error)?);
+                self.connection = Some(Arc::clone(&c));
+                Ok(c)
+            }
+        }
+    }
+
+    /// Sends `herald_append_planned` for a batch planned on memory and
+    /// returns without waiting for the answer.
+    async fn send_remembered(
+        &mut self,
+        mut plan: BatchPlan,
+        expected: LogHead,
+    ) -> Result<PgInFlight, StoreError> {
+        let connection = self.own_connection().await?;
+        let append = connection
+            .prepare_cached(APPEND_PLANNED)
+            .await
+            .map_err(pg_error)?;
+        // The next batch is planned on top of this one.
+        self.remember(&plan);
+        let rows = std::mem::take(&mut plan.rows);
+        let head = HeadParams::of(&plan.head);
+        let mut reply: Reply = Box::pin(async move {
+            let columns = rows::Columns::of(&rows);
+            let expected_position = expected.position.get() as i64;
+            let expected_hash = expected.hash.0.to_vec();
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                &expected_position,
+                &expected_hash,
+                &head.position,
+                &head.hash,
+                &head.recorded_at,
+            ];
+            params.extend_from_slice(&columns.params());
+            connection
+                .execute(&append, &params)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if memory_was_wrong(&e) {
+                        Stale::Memory
+                    } else {
+                        Stale::Failed(pg_error(e))
+                    }
+                })
+        });
+        // The first poll puts the statement on the connection, so batches
+        // reach Postgres in the order they were started.
+        if let Poll::Ready(result) = futures::poll!(reply.as_mut()) {
+            reply = Box::pin(std::future::ready(result));
+        }
+        Ok(PgInFlight::Sent {
+            outcomes: plan.outcomes,
+            head: plan.head.position,
+            reply,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchWriter for PgWriter {
+    const BACKEND: &'static str = BACKEND;
+    type InFlight = PgInFlight;
+
+    async fn start(&mut self, batch: Arc<[PendingAppend]>) -> PgInFlight {
+        if let Some(hooks) = &self.hooks {
+            hooks.before_lock().await;
+            return PgInFlight::Done(self.write_now(&batch).await);
+        }
+        if let (Some(expected), Some(plan)) = (self.head, self.plan_from_memory(&batch)) {
+            return match self.send_remembered(plan, expected).await {
+                Ok(in_flight) => in_flight,
+                Err(e) => {
+                    self.forget();
+                    PgInFlight::Done(Err(e))
+                }
+            };
+        }
+        PgInFlight::Done(self.careful(&batch).await)
+    }
+
+    async fn finish(
+        &mut self,
+        batch: Arc<[PendingAppend]>,
+        in_flight: PgInFlight,
+    ) -> Result<BatchWritten, StoreError> {
+        match in_flight {
+            PgInFlight::Done(result) => result,
+            PgInFlight::Sent {
+                outcomes,
+                head,
+                reply,
+            } => match reply.await {
+                Ok(()) => Ok(BatchWritten { outcomes, head }),
+                Err(Stale::Memory) => {
+                    self.forget();
+                    self.careful(&batch).await
+                }
+                Err(Stale::Failed(e)) => {
+                    self.forget();
+                    Err(e)
+                }
+            },
         }
     }
 }
