@@ -203,7 +203,10 @@ async fn run<W: BatchWriter>(
                 // Closed and drained, and every started batch is settled.
                 None => break,
             }
-        } else if in_flight.len() < PIPELINE_DEPTH {
+        } else if in_flight.len() < PIPELINE_DEPTH && !queue.is_empty() {
+            // One more turn for the appenders still on their way, so the
+            // batch sent behind the committing one is not a sliver.
+            tokio::task::yield_now().await;
             queue
                 .try_recv()
                 .ok()
