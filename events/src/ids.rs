@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
@@ -97,8 +98,11 @@ macro_rules! string_newtype_serde {
 
 /// The tenant an event belongs to: `[A-Za-z0-9_-]{1,64}`. Streams are scoped
 /// by tenant, so two tenants may each have a stream `tickets/T-1`.
+///
+/// Ids are shared text (`Arc<str>`): they are cloned into every event and
+/// every batch, so a clone must not allocate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// The tenant used when none is given (anonymous, single-tenant use).
@@ -113,11 +117,11 @@ impl TenantId {
             |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
             "letters, digits, _ or -",
         )?;
-        Ok(Self(value))
+        Ok(Self(value.into()))
     }
 
     pub fn default_tenant() -> Self {
-        Self(Self::DEFAULT.to_owned())
+        Self(Self::DEFAULT.into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -135,13 +139,13 @@ string_newtype_serde!(TenantId);
 
 /// A domain: a group of streams and event types, e.g. `tickets`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Domain(String);
+pub struct Domain(Arc<str>);
 
 impl Domain {
     pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
         let value = value.into();
         check_snake("domain", &value, MAX_DOMAIN_LEN)?;
-        Ok(Self(value))
+        Ok(Self(value.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -163,9 +167,8 @@ string_newtype_serde!(Domain);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     domain: Domain,
-    id: String,
     /// `domain/id`, kept so `as_str` needs no allocation.
-    full: String,
+    full: Arc<str>,
 }
 
 impl StreamId {
@@ -178,8 +181,8 @@ impl StreamId {
             |c| c.is_ascii_alphanumeric() || "-_.:@~".contains(c),
             "letters, digits or one of - _ . : @ ~",
         )?;
-        let full = format!("{}/{}", domain.as_str(), id);
-        Ok(Self { domain, id, full })
+        let full = format!("{}/{}", domain.as_str(), id).into();
+        Ok(Self { domain, full })
     }
 
     /// Builds a stream id from its two parts as strings.
@@ -193,7 +196,7 @@ impl StreamId {
 
     /// The part after the domain.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.full[self.domain.as_str().len() + 1..]
     }
 
     /// `domain/id`.
@@ -220,7 +223,7 @@ string_newtype_serde!(StreamId);
 /// An event type, `domain.snake_case_past_tense` (`tickets.ticket_opened`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventType {
-    full: String,
+    full: Arc<str>,
     /// Byte index of the dot between domain and name.
     dot: usize,
 }
@@ -229,7 +232,7 @@ impl EventType {
     pub fn new(domain: &Domain, name: &str) -> Result<Self, IdError> {
         check_snake("event name", name, MAX_EVENT_NAME_LEN)?;
         Ok(Self {
-            full: format!("{}.{}", domain.as_str(), name),
+            full: format!("{}.{}", domain.as_str(), name).into(),
             dot: domain.as_str().len(),
         })
     }
