@@ -43,6 +43,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+/// The allocator the `herald` binary runs with, so the figures are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_SECONDS: f64 = 5.0;
 const APPENDER_LEVELS: [usize; 3] = [1, 8, 64];
 const STREAMS_PER_APPENDER: usize = 100;
