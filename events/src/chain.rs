@@ -249,9 +249,13 @@ mod tests {
 
     #[test]
     fn times_have_exactly_six_fraction_digits() {
-        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000007Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000007Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(canonical_time(&t), "2026-01-02T03:04:05.000007Z");
-        let t = DateTime::parse_from_rfc3339("1999-12-31T23:59:59Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("1999-12-31T23:59:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(canonical_time(&t), "1999-12-31T23:59:59.000000Z");
     }
 

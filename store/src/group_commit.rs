@@ -190,8 +190,7 @@ async fn run<W: BatchWriter>(
     mut queue: mpsc::Receiver<Job>,
     head: watch::Sender<Position>,
 ) {
-    let mut in_flight: VecDeque<(Vec<Waiter>, Arc<[PendingAppend]>, W::InFlight)> =
-        VecDeque::with_capacity(PIPELINE_DEPTH);
+    let mut in_flight: VecDeque<Started<W>> = VecDeque::with_capacity(PIPELINE_DEPTH);
     loop {
         let next = if in_flight.is_empty() {
             match queue.recv().await {
@@ -290,6 +289,13 @@ async fn settle<W: BatchWriter>(
         }
     }
 }
+
+/// A started batch: who waits for it, what it holds, and its backend state.
+type Started<W> = (
+    Vec<Waiter>,
+    Arc<[PendingAppend]>,
+    <W as BatchWriter>::InFlight,
+);
 
 type Waiter = (Instant, oneshot::Sender<Result<AppendOutcome, StoreError>>);
 

@@ -1,17 +1,26 @@
 //! The Postgres group-commit writer: one transaction per batch, holding the
-//! lock on the log head row from its first statement to its commit.
+//! lock on the log head row from its first statement to its commit, so
+//! positions follow commit order across every process sharing the database.
 //!
-//! Steady state is one round trip per batch. The writer remembers the head
+//! Steady state is one statement per batch. The writer remembers the head
 //! (position and hash) and the versions of the streams it has written, plans
-//! the batch on them, and sends BEGIN, the head lock with a check that the
-//! head is still where it remembers it (`herald_lock_head`), the insert, the
-//! head update, the notification and COMMIT in one flight. Whatever makes the
-//! memory wrong aborts that transaction before it writes anything: another
-//! process moved the head (SQLSTATE HR001), a stream has more events than
-//! remembered (unique stream version), an event id is already stored (unique
-//! event id), or the plan refused an append on a remembered version. The
-//! batch is then planned again on facts read under the lock, with event ids
-//! looked up, which is also the path for streams not yet remembered.
+//! the batch on them, and calls `herald_append_planned`, which locks the
+//! head, checks it is exactly where the writer remembers it, inserts the rows,
+//! moves the head and notifies, as one autocommit transaction. These calls go
+//! out on the writer's own connection one behind the other: the next batch,
+//! planned on top of the previous one, is sent while the previous one
+//! commits, and Postgres runs them in order.
+//!
+//! Whatever makes the memory wrong aborts that transaction before it writes
+//! anything: another process moved the head, or an earlier batch did not
+//! commit (SQLSTATE HR001); a stream has more events than remembered (unique
+//! stream version); an event id is already stored (unique event id); or the
+//! plan refused an append on a remembered version. The batch is then planned
+//! again on facts read under the lock, event ids included, in an explicit
+//! transaction on a pooled connection; that is also the path for streams the
+//! writer does not remember. With test hooks set, batches are not pipelined
+//! and each call runs inside BEGIN … COMMIT so the hooks can act before the
+//! commit.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -124,13 +133,15 @@ impl PgWriter {
 
     async fn before_commit(&self, plan: &BatchPlan) -> Result<(), StoreError> {
         match &self.hooks {
-            Some(hooks) => hooks
-                .before_commit(&plan.rows)
-                .await
-                .map_err(|reason| StoreError::Backend {
-                    backend: BACKEND,
-                    detail: format!("batch aborted before commit: {reason}"),
-                }),
+            Some(hooks) => {
+                hooks
+                    .before_commit(&plan.rows)
+                    .await
+                    .map_err(|reason| StoreError::Backend {
+                        backend: BACKEND,
+                        detail: format!("batch aborted before commit: {reason}"),
+                    })
+            }
             None => Ok(()),
         }
     }
@@ -154,8 +165,14 @@ impl PgWriter {
         batch: &[PendingAppend],
     ) -> Result<BatchPlan, StoreError> {
         let lock = client.prepare_cached(LOCK_HEAD).await.map_err(pg_error)?;
-        let versions_stmt = client.prepare_cached(STREAM_VERSIONS).await.map_err(pg_error)?;
-        let insert = client.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?;
+        let versions_stmt = client
+            .prepare_cached(STREAM_VERSIONS)
+            .await
+            .map_err(pg_error)?;
+        let insert = client
+            .prepare_cached(INSERT_EVENTS)
+            .await
+            .map_err(pg_error)?;
         let update = client.prepare_cached(UPDATE_HEAD).await.map_err(pg_error)?;
         let notify = client.prepare_cached(NOTIFY).await.map_err(pg_error)?;
 
