@@ -33,11 +33,15 @@ CREATE FUNCTION herald_append_planned(
 LANGUAGE plpgsql AS $$
 DECLARE
     current_position bigint;
-    current_hash bytea;
 BEGIN
-    SELECT position, hash INTO current_position, current_hash
-      FROM herald_log_head WHERE id = 1 FOR UPDATE;
-    IF current_position <> expected_position OR current_hash <> expected_hash THEN
+    -- Moving the head first takes its lock for the rest of the transaction;
+    -- the condition makes it move only from where the writer expects it
+    -- (re-checked on the latest row version if it had to wait for the lock).
+    UPDATE herald_log_head
+       SET position = head_position, hash = head_hash, recorded_at = head_recorded_at
+     WHERE id = 1 AND position = expected_position AND hash = expected_hash;
+    IF NOT FOUND THEN
+        SELECT position INTO current_position FROM herald_log_head WHERE id = 1;
         RAISE EXCEPTION USING
             ERRCODE = 'HR001',
             MESSAGE = format('the log head is at %s, the writer expected %s',
@@ -49,9 +53,6 @@ BEGIN
     SELECT * FROM unnest(positions, event_ids, tenants, domains, stream_ids, stream_versions,
                          event_types, schema_versions, occurred_ats, recorded_ats,
                          correlation_ids, causation_ids, producers, payloads, hashes);
-    UPDATE herald_log_head
-       SET position = head_position, hash = head_hash, recorded_at = head_recorded_at
-     WHERE id = 1;
     PERFORM pg_notify('herald_events', head_position::text);
 END
 $$;
