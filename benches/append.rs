@@ -6,7 +6,8 @@
 //! - raw baselines in `raw_events`, a copy of `herald_events` with the same
 //!   columns, indexes and constraints: one client inserting one row per
 //!   autocommit transaction, then one client inserting 1000 rows per
-//!   transaction with a single multi-row `INSERT … VALUES`;
+//!   transaction with a single multi-row `INSERT … VALUES`; measured before
+//!   and after herald's levels, and averaged, because they drift;
 //! - `PostgresStore::append` of one ~300-byte `tickets.note_appended` event
 //!   per call, by 1, 8 and 64 concurrent appenders, each cycling over its own
 //!   100 streams;
@@ -287,6 +288,8 @@ struct Report {
     payload_bytes: usize,
     raw_single: f64,
     raw_batch: f64,
+    /// (single-row, batch) before and after herald's levels.
+    raw_runs: [(f64, f64); 2],
     levels: Vec<Level>,
 }
 
@@ -297,30 +300,47 @@ struct Level {
     appends_per_commit: f64,
 }
 
-async fn throughput(db: &TestDatabase, store: &PostgresStore, timing: Timing) -> Report {
-    let payload = note_payload();
-    let admin = db.connect().await;
+/// The raw Postgres rates (single-row and batched), in one fresh scratch table.
+async fn raw_rates(
+    db: &TestDatabase,
+    admin: &Client,
+    payload: &Value,
+    timing: Timing,
+) -> (f64, f64) {
     admin
         .batch_execute("CREATE TABLE raw_events (LIKE herald_events INCLUDING ALL)")
         .await
         .expect("create raw_events");
     let shared = Arc::new(SharedColumns::new(payload.clone()));
-    let raw_single = raw_inserts(db, &admin, &shared, 1, timing).await;
-    let raw_batch = raw_inserts(db, &admin, &shared, BATCH_ROWS, timing).await;
+    let single = raw_inserts(db, admin, &shared, 1, timing).await;
+    let batch = raw_inserts(db, admin, &shared, BATCH_ROWS, timing).await;
     admin
         .batch_execute("DROP TABLE raw_events")
         .await
         .expect("drop raw_events");
+    (single, batch)
+}
+
+async fn throughput(db: &TestDatabase, store: &PostgresStore, timing: Timing) -> Report {
+    let payload = note_payload();
+    let admin = db.connect().await;
+    // The raw rates drift by tens of percent on a busy two-core machine, so
+    // they are measured before and after herald's levels and averaged.
+    let before = raw_rates(db, &admin, &payload, timing).await;
 
     let mut levels = Vec::new();
     for appenders in APPENDER_LEVELS {
         checkpoint(&admin).await;
         levels.push(herald_appends(store, &admin, appenders, &payload, timing).await);
     }
+
+    checkpoint(&admin).await;
+    let after = raw_rates(db, &admin, &payload, timing).await;
     Report {
         payload_bytes: payload.to_string().len(),
-        raw_single,
-        raw_batch,
+        raw_single: (before.0 + after.0) / 2.0,
+        raw_batch: (before.1 + after.1) / 2.0,
+        raw_runs: [before, after],
         levels,
     }
 }
@@ -526,12 +546,13 @@ impl Report {
             "payload {} bytes of JSON, 1 event per append, group commit defaults, pool {POOL_SIZE}",
             self.payload_bytes
         );
+        let [(single_before, batch_before), (single_after, batch_after)] = self.raw_runs;
         println!(
-            "raw single-row INSERT per txn:  {:>9.0} rows/s",
+            "raw single-row INSERT per txn:  {:>9.0} rows/s  (mean of {single_before:.0} before and {single_after:.0} after)",
             self.raw_single
         );
         println!(
-            "raw {BATCH_ROWS}-row INSERT per txn:   {:>9.0} rows/s",
+            "raw {BATCH_ROWS}-row INSERT per txn:   {:>9.0} rows/s  (mean of {batch_before:.0} before and {batch_after:.0} after)",
             self.raw_batch
         );
         for level in &self.levels {

@@ -130,7 +130,7 @@ fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
     }
 }
 
-/// Settles a batch. `now` is the record time; it never goes below the
+/// Settles a batch of appends that each passed [`check_append`]. `now` is the record time; it never goes below the
 /// previous head's, so record times never decrease along the log.
 pub fn plan_batch(
     head: LogHead,
@@ -213,8 +213,8 @@ enum Settled {
     Write(StreamVersion),
 }
 
+/// `append` has passed [`check_append`] before it joined the batch.
 fn settle(append: &PendingAppend, facts: &BatchFacts) -> Result<Settled, StoreError> {
-    check_append(append)?;
     let key = append.key();
     let stored: Vec<Option<&StoredId>> = append
         .events
