@@ -1,0 +1,77 @@
+//! The broker layer's one error type, with the context an operator needs.
+
+use herald_events::CodecError;
+
+/// Everything that can go wrong talking to a broker.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker cannot be reached (connection refused, lost, timed out).
+    #[error("the {backend} broker is unavailable: {detail}")]
+    Unavailable {
+        backend: &'static str,
+        detail: String,
+    },
+    /// The broker refused or failed an operation.
+    #[error("the {backend} broker failed to {operation}: {detail}")]
+    Failed {
+        backend: &'static str,
+        operation: &'static str,
+        detail: String,
+    },
+    /// The broker did not confirm a published message.
+    #[error("the {backend} broker did not confirm a message to {topic}: {detail}")]
+    NotConfirmed {
+        backend: &'static str,
+        topic: String,
+        detail: String,
+    },
+    /// An event could not be encoded for the wire.
+    #[error("event at position {position} cannot be encoded: {detail}")]
+    Encode { position: u64, detail: String },
+    /// A name (topic, group) is malformed.
+    #[error("{kind} {value:?} is malformed: {rule}")]
+    InvalidName {
+        kind: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+    /// The broker was closed.
+    #[error("the broker is closed")]
+    Closed,
+}
+
+impl BrokerError {
+    /// A stable, low-cardinality name of the variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BrokerError::Unavailable { .. } => "unavailable",
+            BrokerError::Failed { .. } => "failed",
+            BrokerError::NotConfirmed { .. } => "not_confirmed",
+            BrokerError::Encode { .. } => "encode",
+            BrokerError::InvalidName { .. } => "invalid_name",
+            BrokerError::Closed => "closed",
+        }
+    }
+}
+
+/// Why a delivered message could not be read as an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("message has no {0} header")]
+    MissingHeader(&'static str),
+    #[error("header {header} is malformed: {detail}")]
+    BadHeader {
+        header: &'static str,
+        detail: String,
+    },
+    #[error("body cannot be decoded: {0}")]
+    Body(String),
+}
+
+impl From<CodecError> for DecodeError {
+    fn from(e: CodecError) -> Self {
+        DecodeError::Body(e.to_string())
+    }
+}

@@ -1,0 +1,174 @@
+//! Herald's broker layer. Events leave the store only through a [`Broker`]:
+//! `publish_batch` returns once the broker confirmed every message, and
+//! `subscribe` joins a consumer group whose members share the topics'
+//! partitions and acknowledge (or dead-letter) each delivery. A stream always
+//! maps to one partition, so its events reach a group in order.
+//!
+//! Backends: [`memory`] (in-process, the default), [`amqp`] (RabbitMQ) and
+//! [`kafka`]; one conformance suite (`brokers/tests/`) runs against each.
+
+mod ack;
+mod error;
+pub mod memory;
+pub mod message;
+pub mod telemetry;
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use futures::Stream;
+use herald_events::EventEnvelope;
+
+pub use ack::ContiguousAcks;
+pub use error::{BrokerError, DecodeError};
+pub use message::{
+    decode, encode, partition_for, partition_key, ClaimCheck, ConsumerGroup, EventLoader, Payload,
+    ResolveError, Topic, WireMessage, WireSettings,
+};
+
+/// A message broker.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// The backend's name, for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// How this broker puts events on the wire.
+    fn wire(&self) -> &WireSettings;
+
+    /// Publishes already-encoded messages; returns once the broker confirmed
+    /// every one. On an error some may have been published (a retry then
+    /// publishes them again: consumers are idempotent).
+    async fn publish(&self, messages: Vec<WireMessage>) -> Result<(), BrokerError>;
+
+    /// Publishes events in order, each to its domain's topic and its stream's
+    /// partition, and returns once the broker confirmed every one.
+    async fn publish_batch(&self, events: &[EventEnvelope]) -> Result<(), BrokerError> {
+        let wire = self.wire();
+        let messages = events
+            .iter()
+            .map(|e| message::encode(e, wire))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.publish(messages).await
+    }
+
+    /// Joins `group` on `topics`. Dropping the subscription leaves the group;
+    /// what it had not acknowledged is delivered again to the group.
+    async fn subscribe(
+        &self,
+        group: &ConsumerGroup,
+        topics: &[Topic],
+    ) -> Result<Subscription, BrokerError>;
+
+    /// Up to `max` of the group's dead letters, oldest first, without
+    /// removing them.
+    async fn dead_letters(
+        &self,
+        group: &ConsumerGroup,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError>;
+
+    /// Succeeds when the broker answers.
+    async fn check(&self) -> Result<(), BrokerError>;
+
+    /// Releases connections; later calls fail with [`BrokerError::Closed`].
+    async fn close(&self);
+}
+
+/// Settles one delivery with its broker.
+#[async_trait]
+pub trait Settle: Send {
+    /// The effect is applied: never deliver this message to the group again.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// The message cannot be processed: move it to the group's dead letters
+    /// with `reason`, and go on with the rest of its partition.
+    async fn nack(self: Box<Self>, reason: String) -> Result<(), BrokerError>;
+}
+
+/// One message delivered to a consumer.
+pub struct Delivery {
+    pub topic: Topic,
+    pub partition: u32,
+    /// True when the broker may have delivered it before.
+    pub redelivered: bool,
+    /// The event (or claim check), or why the message could not be read.
+    pub content: Result<Payload, DecodeError>,
+    settle: Box<dyn Settle>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("redelivered", &self.redelivered)
+            .field("content", &self.content)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    pub fn new(
+        topic: Topic,
+        partition: u32,
+        redelivered: bool,
+        content: Result<Payload, DecodeError>,
+        settle: Box<dyn Settle>,
+    ) -> Self {
+        Self {
+            topic,
+            partition,
+            redelivered,
+            content,
+            settle,
+        }
+    }
+
+    pub async fn ack(self) -> Result<(), BrokerError> {
+        self.settle.ack().await
+    }
+
+    pub async fn nack(self, reason: impl Into<String>) -> Result<(), BrokerError> {
+        self.settle.nack(reason.into()).await
+    }
+}
+
+/// A group member's deliveries.
+pub struct Subscription {
+    deliveries: Pin<Box<dyn Stream<Item = Result<Delivery, BrokerError>> + Send>>,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub fn new(
+        deliveries: impl Stream<Item = Result<Delivery, BrokerError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            deliveries: Box::pin(deliveries),
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Delivery, BrokerError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.deliveries.as_mut().poll_next(cx)
+    }
+}
+
+/// A message a group rejected, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The topic it was consumed from.
+    pub topic: Topic,
+    pub error: String,
+    pub content: Result<Payload, DecodeError>,
+    pub message: WireMessage,
+}
