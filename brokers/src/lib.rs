@@ -8,7 +8,11 @@
 //! [`kafka`]; one conformance suite (`brokers/tests/`) runs against each.
 
 mod ack;
+#[cfg(feature = "amqp")]
+pub mod amqp;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 pub mod message;
 pub mod telemetry;

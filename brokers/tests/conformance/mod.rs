@@ -4,6 +4,11 @@
 //! its own group names, so tests run in parallel and leave nothing behind.
 #![allow(dead_code)]
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,10 @@ use herald_events::{
 /// Where a test's broker lives; `open` gives another client of it.
 pub enum Backend {
     Memory(MemoryBroker),
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpBackend),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaBackend),
 }
 
 impl Backend {
@@ -34,6 +43,10 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Memory(_) => "memory",
+            #[cfg(feature = "amqp")]
+            Backend::Amqp(_) => "amqp",
+            #[cfg(feature = "kafka")]
+            Backend::Kafka(_) => "kafka",
         }
     }
 
@@ -41,14 +54,36 @@ impl Backend {
     pub async fn open(&self) -> Arc<dyn Broker> {
         match self {
             Backend::Memory(b) => Arc::new(b.clone()),
+            #[cfg(feature = "amqp")]
+            Backend::Amqp(b) => b.open().await,
+            #[cfg(feature = "kafka")]
+            Backend::Kafka(b) => b.open().await,
         }
     }
 
     /// Creates the topics a test uses, where the backend needs that.
-    pub async fn prepare(&self, _topics: &[Topic]) {}
+    pub async fn prepare(&self, topics: &[Topic]) {
+        match self {
+            Backend::Memory(_) => {}
+            #[cfg(feature = "amqp")]
+            Backend::Amqp(b) => b.prepare(topics).await,
+            #[cfg(feature = "kafka")]
+            Backend::Kafka(b) => b.prepare(topics).await,
+        }
+        let _ = topics;
+    }
 
     /// Removes what the test created on a shared server.
-    pub async fn teardown(&self, _topics: &[Topic], _groups: &[ConsumerGroup]) {}
+    pub async fn teardown(&self, topics: &[Topic], groups: &[ConsumerGroup]) {
+        match self {
+            Backend::Memory(_) => {}
+            #[cfg(feature = "amqp")]
+            Backend::Amqp(b) => b.teardown(topics, groups).await,
+            #[cfg(feature = "kafka")]
+            Backend::Kafka(b) => b.teardown(topics, groups).await,
+        }
+        let _ = (topics, groups);
+    }
 }
 
 /// The wire settings every backend runs the suite with: 4 partitions.
@@ -67,6 +102,24 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn memory() {
                 let backend = $crate::conformance::Backend::memory();
+                super::$body(&backend).await;
+            }
+
+            #[cfg(feature = "amqp")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn amqp() {
+                let backend = $crate::conformance::Backend::Amqp(
+                    $crate::conformance::amqp::AmqpBackend::new().await,
+                );
+                super::$body(&backend).await;
+            }
+
+            #[cfg(feature = "kafka")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn kafka() {
+                let backend = $crate::conformance::Backend::Kafka(
+                    $crate::conformance::kafka::KafkaBackend::new().await,
+                );
                 super::$body(&backend).await;
             }
         }
