@@ -47,7 +47,7 @@ pub use subscription::{EventStream, PAGE_SIZE};
 /// - positions are gapless and assigned in commit order, so a reader of the
 ///   global log that has seen position P never later finds an event below P.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventStore: Coordination + Send + Sync + 'static {
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
 
@@ -88,6 +88,33 @@ pub trait EventStore: Send + Sync + 'static {
     /// Stops taking appends, commits those already queued, and ends
     /// subscriptions once they have read everything committed.
     async fn close(&self);
+}
+
+/// Durable coordination between processes sharing a store: leases (so one
+/// process does a job while others stand by) and named checkpoints (how far
+/// a job has got in the global log).
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now.
+    /// True when `holder` holds it afterwards; false when another holder's
+    /// lease has not expired.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives the lease up, if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// The position saved under `name`, if any.
+    async fn checkpoint(&self, name: &str) -> Result<Option<Position>>;
+
+    /// Saves a position under `name`. With `lease: Some((lease, holder))` it
+    /// is saved only while `holder` holds an unexpired `lease`; the answer
+    /// says whether it was saved (false: the lease was lost).
+    async fn save_checkpoint(
+        &self,
+        name: &str,
+        position: Position,
+        lease: Option<(&str, &str)>,
+    ) -> Result<bool>;
 }
 
 /// Which backend to open.

@@ -31,13 +31,25 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "append_planned",
         sql: include_str!("../migrations/postgres/0002_append_planned.sql"),
     },
+    Migration {
+        version: 3,
+        name: "coordination",
+        sql: include_str!("../migrations/postgres/0003_coordination.sql"),
+    },
 ];
 
-pub(crate) const EMBEDDED: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../migrations/embedded/0001_event_log.sql"),
-}];
+pub(crate) const EMBEDDED: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../migrations/embedded/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "coordination",
+        sql: include_str!("../migrations/embedded/0002_coordination.sql"),
+    },
+];
 
 /// What to do with each migration given those already applied.
 pub(crate) fn pending<'a>(

@@ -5,6 +5,7 @@
 //! follow commit order exactly as on Postgres. Reads use a small pool of
 //! read-only connections, which WAL lets run beside the writer.
 
+mod coordination;
 mod rows;
 
 use std::collections::HashSet;
@@ -154,6 +155,8 @@ impl ReadPool {
 
 struct Inner {
     readers: Arc<ReadPool>,
+    /// Shared with the group-commit writer; coordination writes use it between batches.
+    writer: Arc<Mutex<Connection>>,
     committer: Arc<GroupCommitter>,
     head: watch::Receiver<Position>,
     poll_interval: Duration,
@@ -193,8 +196,9 @@ impl EmbeddedStore {
         .map_err(join_error)??;
 
         let (head_tx, head_rx) = watch::channel(head.position);
+        let writer_conn = Arc::new(Mutex::new(writer_conn));
         let writer = SqliteWriter {
-            conn: Arc::new(Mutex::new(writer_conn)),
+            conn: Arc::clone(&writer_conn),
             hooks: config.hooks,
             clock: config.clock.unwrap_or_else(clock::system),
         };
@@ -206,6 +210,7 @@ impl EmbeddedStore {
                     idle: Mutex::new(Vec::new()),
                     max_idle: config.read_connections.max(1),
                 }),
+                writer: writer_conn,
                 committer,
                 head: head_rx,
                 poll_interval: config.poll_interval,
@@ -216,6 +221,33 @@ impl EmbeddedStore {
     /// The SQLite file.
     pub fn path(&self) -> &Path {
         &self.inner.readers.path
+    }
+
+    /// Runs `f` on a read connection.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.readers.with(f).await
+    }
+
+    /// Runs `f` on the writer connection (outside any append batch).
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.inner.writer);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(|_| StoreError::Backend {
+                backend: BACKEND,
+                detail: "writer connection poisoned by an earlier panic".into(),
+            })?;
+            f(&conn)
+        })
+        .await
+        .map_err(join_error)?
     }
 }
 

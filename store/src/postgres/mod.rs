@@ -4,6 +4,7 @@
 //! all processes commit one after another and positions follow commit order.
 //! Subscribers are woken by LISTEN/NOTIFY, with polling as the authority.
 
+mod coordination;
 mod listen;
 mod rows;
 mod writer;
@@ -95,7 +96,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
         other => StoreError::Unavailable {
