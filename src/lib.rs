@@ -1,8 +1,10 @@
 //! The `herald` binary's library: configuration (`config`), the HTTP API
-//! (`api`), telemetry setup (`telemetry`) and the command line (`cli`). The
-//! binary in `main.rs` only parses arguments and calls [`cli::run`].
+//! (`api`), the outbox relay (`relay`), telemetry setup (`telemetry`) and the
+//! command line (`cli`). The binary in `main.rs` only parses arguments and
+//! calls [`cli::run`].
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod relay;
 pub mod telemetry;

@@ -1,0 +1,308 @@
+//! The outbox relay: publishes the store's global log to the broker, in
+//! position order, after commit, with broker confirms, resuming from a
+//! durable checkpoint. One relay is active per store: it holds a lease in the
+//! store and renews it; the others stand by and take over when it expires.
+//!
+//! Delivery is at least once. A batch whose publish fails is published
+//! again, and a relay taking over starts from the last saved checkpoint, so
+//! consumers may see an event twice (they dedupe on event id or stream
+//! version); `herald_relay_republished_total` counts the events sent again.
+//!
+//! The relay follows the log through the store's subscription, which wakes
+//! on local commits at once, on other processes' commits through Postgres
+//! LISTEN/NOTIFY, and otherwise polls, so a lost notification only delays.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herald_brokers::Broker;
+use herald_events::{EventEnvelope, Position};
+use herald_store::EventStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Name of the relay's lease and checkpoint in the store.
+pub const RELAY_NAME: &str = "herald.relay";
+
+/// Events published by the active relay.
+pub const PUBLISHED_TOTAL: &str = "herald_relay_published_total";
+/// Events published again after a failed publish (possible duplicates).
+pub const REPUBLISHED_TOTAL: &str = "herald_relay_republished_total";
+/// Failed publish attempts, by broker error kind.
+pub const PUBLISH_FAILURES_TOTAL: &str = "herald_relay_publish_failures_total";
+/// 1 while this process's relay is the active one.
+pub const ACTIVE: &str = "herald_relay_active";
+/// The last position published and checkpointed.
+pub const CHECKPOINT_POSITION: &str = "herald_relay_checkpoint_position";
+
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Lease and checkpoint name; relays of one store share it.
+    pub name: String,
+    /// Most events per publish.
+    pub batch_max: usize,
+    /// How long a lease lasts without renewal: a dead relay's stand-by takes
+    /// over at most this long (plus `standby_poll`) after it died.
+    pub lease_ttl: Duration,
+    /// How often the active relay renews its lease.
+    pub renew_every: Duration,
+    /// How often a stand-by relay tries to take the lease.
+    pub standby_poll: Duration,
+    /// Longest wait between publish retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            name: RELAY_NAME.to_owned(),
+            batch_max: 500,
+            lease_ttl: Duration::from_secs(6),
+            renew_every: Duration::from_secs(2),
+            standby_poll: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a leadership term ended.
+enum TermEnd {
+    Shutdown,
+    LeaseLost,
+    StoreClosed,
+}
+
+/// One process's relay.
+pub struct Relay {
+    store: Arc<dyn EventStore>,
+    broker: Arc<dyn Broker>,
+    config: RelayConfig,
+    holder: String,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("holder", &self.holder)
+            .field("broker", &self.broker.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub fn new(store: Arc<dyn EventStore>, broker: Arc<dyn Broker>, config: RelayConfig) -> Self {
+        Self {
+            store,
+            broker,
+            config,
+            holder: format!("relay-{}", uuid::Uuid::now_v7()),
+        }
+    }
+
+    /// This relay's identity in the lease.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Runs the relay until `shutdown` turns true.
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self
+                .store
+                .acquire_lease(&self.config.name, &self.holder, self.config.lease_ttl)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    if wait(&mut shutdown, self.config.standby_poll).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Relay cannot reach the store to take its lease; retrying.");
+                    if wait(&mut shutdown, self.config.standby_poll).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            tracing::info!(holder = %self.holder, broker = self.broker.backend(), "Relay is active.");
+            metrics::gauge!(ACTIVE).set(1.0);
+            let end = self.lead(&mut shutdown).await;
+            metrics::gauge!(ACTIVE).set(0.0);
+            match end {
+                TermEnd::Shutdown => {
+                    let _ = self
+                        .store
+                        .release_lease(&self.config.name, &self.holder)
+                        .await;
+                    tracing::info!(holder = %self.holder, "Relay stopped and released its lease.");
+                    return;
+                }
+                TermEnd::StoreClosed => return,
+                TermEnd::LeaseLost => {
+                    tracing::warn!(holder = %self.holder, "Relay lost its lease; standing by.");
+                }
+            }
+        }
+    }
+
+    /// One term as the active relay.
+    async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> TermEnd {
+        let from = loop {
+            match self.store.checkpoint(&self.config.name).await {
+                Ok(checkpoint) => break checkpoint.unwrap_or(Position::START).next(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Relay cannot read its checkpoint; retrying.");
+                    if wait(shutdown, self.config.standby_poll).await {
+                        return TermEnd::Shutdown;
+                    }
+                }
+            }
+        };
+        tracing::info!(from = from.get(), "Relay publishing from its checkpoint.");
+        let mut log = self
+            .store
+            .subscribe_all(from)
+            .ready_chunks(self.config.batch_max.max(1));
+        let mut renewed = Instant::now();
+        loop {
+            let renew_at = tokio::time::Instant::from_std(renewed + self.config.renew_every);
+            let chunk = tokio::select! {
+                _ = shutdown.changed() => return TermEnd::Shutdown,
+                _ = tokio::time::sleep_until(renew_at) => {
+                    if !self.renew().await {
+                        return TermEnd::LeaseLost;
+                    }
+                    renewed = Instant::now();
+                    continue;
+                }
+                chunk = log.next() => chunk,
+            };
+            let Some(chunk) = chunk else {
+                return TermEnd::StoreClosed;
+            };
+            let mut batch = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                match item {
+                    Ok(event) => batch.push(event),
+                    // The subscription retries from where it stopped.
+                    Err(e) => tracing::warn!(error = %e, "Relay could not read the log; retrying."),
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            match self.publish(&batch, shutdown, &mut renewed).await {
+                Ok(()) => {}
+                Err(end) => return end,
+            }
+            let last = batch[batch.len() - 1].position;
+            match self
+                .store
+                .save_checkpoint(
+                    &self.config.name,
+                    last,
+                    Some((&self.config.name, &self.holder)),
+                )
+                .await
+            {
+                Ok(true) => {
+                    metrics::gauge!(CHECKPOINT_POSITION).set(last.get() as f64);
+                }
+                Ok(false) => return TermEnd::LeaseLost,
+                // The next batch's checkpoint covers this one.
+                Err(e) => {
+                    tracing::warn!(error = %e, position = last.get(), "Relay could not save its checkpoint.")
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch, retrying with backoff until the broker confirms.
+    async fn publish(
+        &self,
+        batch: &[EventEnvelope],
+        shutdown: &mut watch::Receiver<bool>,
+        renewed: &mut Instant,
+    ) -> Result<(), TermEnd> {
+        let mut backoff = Duration::from_millis(50);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if attempt > 1 {
+                metrics::counter!(REPUBLISHED_TOTAL).increment(batch.len() as u64);
+            }
+            match self.broker.publish_batch(batch).await {
+                Ok(()) => {
+                    metrics::counter!(PUBLISHED_TOTAL).increment(batch.len() as u64);
+                    if attempt > 1 {
+                        tracing::info!(
+                            attempts = attempt,
+                            events = batch.len(),
+                            "Relay published after retrying."
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    metrics::counter!(PUBLISH_FAILURES_TOTAL, "kind" => e.kind()).increment(1);
+                    tracing::warn!(
+                        error = %e,
+                        attempt,
+                        first = batch[0].position.get(),
+                        events = batch.len(),
+                        "Relay could not publish; retrying."
+                    );
+                    if wait(shutdown, backoff).await {
+                        return Err(TermEnd::Shutdown);
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    if renewed.elapsed() >= self.config.renew_every {
+                        if !self.renew().await {
+                            return Err(TermEnd::LeaseLost);
+                        }
+                        *renewed = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew(&self) -> bool {
+        match self
+            .store
+            .acquire_lease(&self.config.name, &self.holder, self.config.lease_ttl)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                // Keep going while the lease may still be valid; the fenced
+                // checkpoint refuses our progress if it lapsed meanwhile.
+                tracing::warn!(error = %e, "Relay could not renew its lease.");
+                true
+            }
+        }
+    }
+}
+
+/// Waits `pause` or until shutdown; true on shutdown.
+async fn wait(shutdown: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        changed = shutdown.changed() => changed.is_err() || *shutdown.borrow(),
+        _ = tokio::time::sleep(pause) => false,
+    }
+}
