@@ -85,6 +85,111 @@ pub struct ServeArgs {
     /// HTTP worker threads [default: the number of cores]
     #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
+
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+/// How events are encoded on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireCodec {
+    /// Compact binary envelopes.
+    #[default]
+    Bincode,
+    /// JSON envelopes, readable by any client.
+    Json,
+}
+
+/// Flags and environment variables choosing the broker and the relay.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BrokerArgs {
+    /// The broker: `memory` (in-process), `amqp://user:password@host:port/vhost`
+    /// (RabbitMQ) or `kafka://host:port[,host:port]` [default: memory]
+    #[arg(long, env = "HERALD_BROKER", value_name = "BROKER")]
+    pub broker: Option<String>,
+
+    /// Envelope encoding on the broker [default: bincode]
+    #[arg(long, env = "HERALD_BROKER_CODEC", value_enum)]
+    pub broker_codec: Option<WireCodec>,
+
+    /// Largest message body; larger events travel as claim checks [default: 1048576]
+    #[arg(long, env = "HERALD_BROKER_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub broker_max_message_bytes: Option<usize>,
+
+    /// Partitions per domain topic (shard queues on RabbitMQ) [default: 4]
+    #[arg(long, env = "HERALD_BROKER_PARTITIONS", value_name = "N")]
+    pub broker_partitions: Option<u32>,
+
+    /// Run the outbox relay (one process of a store is active, the others stand by) [default: true]
+    #[arg(long, env = "HERALD_RELAY", value_name = "BOOL")]
+    pub relay: Option<bool>,
+}
+
+/// Which broker to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerLocation {
+    Memory,
+    Amqp { url: String },
+    Kafka { bootstrap_servers: String },
+}
+
+/// Resolved broker settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    pub location: BrokerLocation,
+    pub wire: herald_brokers::WireSettings,
+    pub relay: bool,
+}
+
+/// Resolves the broker settings.
+pub fn broker_settings(args: &BrokerArgs, file: &FileConfig) -> anyhow::Result<BrokerSettings> {
+    let broker = args.broker.clone().or_else(|| file.broker.clone());
+    let location = match broker.as_deref().map(str::trim) {
+        None | Some("") | Some("memory") => BrokerLocation::Memory,
+        Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => {
+            BrokerLocation::Amqp {
+                url: url.to_owned(),
+            }
+        }
+        Some(url) if url.starts_with("kafka://") => {
+            let servers = url.trim_start_matches("kafka://").trim_end_matches('/');
+            if servers.is_empty() {
+                bail!("HERALD_BROKER kafka:// needs at least one host:port");
+            }
+            BrokerLocation::Kafka {
+                bootstrap_servers: servers.to_owned(),
+            }
+        }
+        Some(other) => bail!(
+            "HERALD_BROKER / --broker must be `memory`, an amqp:// URL or kafka://host:port, not {:?}",
+            redact_url(other)
+        ),
+    };
+    let defaults = herald_brokers::WireSettings::default();
+    let codec = match args.broker_codec.or(file.broker_codec).unwrap_or_default() {
+        WireCodec::Bincode => herald_events::Codec::Bincode,
+        WireCodec::Json => herald_events::Codec::Json,
+    };
+    let partitions = args
+        .broker_partitions
+        .or(file.broker_partitions)
+        .unwrap_or(defaults.partitions);
+    if partitions == 0 {
+        bail!("the broker needs at least one partition per topic");
+    }
+    Ok(BrokerSettings {
+        location,
+        wire: herald_brokers::WireSettings {
+            codec,
+            max_message_bytes: args
+                .broker_max_message_bytes
+                .or(file.broker_max_message_bytes)
+                .unwrap_or(defaults.max_message_bytes),
+            partitions,
+        },
+        relay: args.relay.or(file.relay).unwrap_or(true),
+    })
 }
 
 /// Logging flags, shared by every subcommand.
@@ -115,6 +220,11 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub log: Option<String>,
+    pub broker: Option<String>,
+    pub broker_codec: Option<WireCodec>,
+    pub broker_max_message_bytes: Option<usize>,
+    pub broker_partitions: Option<u32>,
+    pub relay: Option<bool>,
 }
 
 impl FileConfig {
@@ -183,6 +293,7 @@ pub struct ServeConfig {
     pub max_events_per_append: usize,
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
+    pub broker: BrokerSettings,
 }
 
 impl ServeConfig {
@@ -211,6 +322,7 @@ impl ServeConfig {
                     .unwrap_or(30),
             ),
             workers: args.workers.or(file.workers).filter(|n| *n > 0),
+            broker: broker_settings(&args.broker, file)?,
         })
     }
 }
@@ -301,6 +413,36 @@ mod tests {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR)
             }
         );
+    }
+
+    #[test]
+    fn brokers_are_chosen_by_url() {
+        let pick = |b: &str| {
+            broker_settings(
+                &BrokerArgs {
+                    broker: Some(b.into()),
+                    ..Default::default()
+                },
+                &FileConfig::default(),
+            )
+        };
+        assert_eq!(pick("memory").unwrap().location, BrokerLocation::Memory);
+        assert!(matches!(
+            pick("amqp://g:g@h:5672/%2f").unwrap().location,
+            BrokerLocation::Amqp { .. }
+        ));
+        assert_eq!(
+            pick("kafka://a:9092,b:9092").unwrap().location,
+            BrokerLocation::Kafka {
+                bootstrap_servers: "a:9092,b:9092".into()
+            }
+        );
+        let err = pick("nats://u:secret@h").unwrap_err().to_string();
+        assert!(err.contains("amqp://") && !err.contains("secret"), "{err}");
+        assert!(pick("kafka://").is_err());
+        let default = broker_settings(&BrokerArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(default.location, BrokerLocation::Memory);
+        assert!(default.relay);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Operational endpoints: liveness (`/healthz`), readiness (`/readyz`, only
-//! when the store answers) and Prometheus metrics (`/metrics`).
+//! when the store and the broker answer) and Prometheus metrics (`/metrics`).
 
 use std::time::Duration;
 
@@ -17,27 +17,47 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
-    match tokio::time::timeout(READY_TIMEOUT, state.store.check()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "store": state.store.backend(),
-        }))),
-        Ok(Err(e)) => Err(Problem::new(
+    let (store, broker) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, state.store.check()),
+        tokio::time::timeout(READY_TIMEOUT, state.broker.check()),
+    );
+    let unavailable = |what: &str, detail: String| {
+        Problem::new(
             ProblemKind::StoreUnavailable,
-            format!("the store does not answer: {e}"),
+            format!("the {what} does not answer: {detail}"),
         )
         .with("store", state.store.backend())
-        .retry_after(1)),
-        Err(_) => Err(Problem::new(
-            ProblemKind::StoreUnavailable,
-            format!(
-                "the store did not answer within {} s",
-                READY_TIMEOUT.as_secs()
-            ),
-        )
-        .with("store", state.store.backend())
-        .retry_after(1)),
+        .with("broker", state.broker.backend())
+        .retry_after(1)
+    };
+    match store {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(unavailable("store", e.to_string())),
+        Err(_) => {
+            return Err(unavailable(
+                "store",
+                format!("no answer within {} s", READY_TIMEOUT.as_secs()),
+            ))
+        }
     }
+    match broker {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(unavailable("broker", e.to_string()).kind(ProblemKind::BrokerUnavailable))
+        }
+        Err(_) => {
+            return Err(unavailable(
+                "broker",
+                format!("no answer within {} s", READY_TIMEOUT.as_secs()),
+            )
+            .kind(ProblemKind::BrokerUnavailable))
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "store": state.store.backend(),
+        "broker": state.broker.backend(),
+    })))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

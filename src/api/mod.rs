@@ -15,6 +15,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use herald_brokers::Broker;
 use herald_events::EventRegistry;
 use herald_store::EventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -37,6 +38,7 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
+    pub broker: Arc<dyn Broker>,
     pub registry: EventRegistry,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
@@ -46,6 +48,7 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("store", &self.store.backend())
+            .field("broker", &self.broker.backend())
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }

@@ -33,6 +33,7 @@ pub enum ProblemKind {
     StreamNotFound,
     MethodNotAllowed,
     StoreUnavailable,
+    BrokerUnavailable,
     ShuttingDown,
     Internal,
 }
@@ -58,6 +59,7 @@ impl ProblemKind {
         ProblemKind::StreamNotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::StoreUnavailable,
+        ProblemKind::BrokerUnavailable,
         ProblemKind::ShuttingDown,
         ProblemKind::Internal,
     ];
@@ -157,6 +159,11 @@ impl ProblemKind {
                 "The event store is unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
+            BrokerUnavailable => (
+                "broker-unavailable",
+                "The message broker is unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             ShuttingDown => (
                 "shutting-down",
                 "Herald is shutting down",
@@ -209,6 +216,12 @@ impl Problem {
     /// Adds a member beside the standard ones.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The same problem as another kind.
+    pub fn kind(mut self, kind: ProblemKind) -> Self {
+        self.kind = kind;
         self
     }
 

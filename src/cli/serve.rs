@@ -1,17 +1,24 @@
-//! `herald serve`: opens the store, serves the HTTP API, and on SIGTERM or
-//! Ctrl-C stops taking connections, lets in-flight requests finish (their
-//! appends commit), then drains the store's queue before exiting.
+//! `herald serve`: opens the store and the broker, runs the outbox relay,
+//! serves the HTTP API, and on SIGTERM or Ctrl-C stops taking connections,
+//! lets in-flight requests finish (their appends commit), stops the relay
+//! (the next one resumes from its checkpoint), then drains the store's queue
+//! before exiting.
 
 use std::sync::Arc;
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use herald_brokers::memory::{MemoryBroker, MemoryConfig};
+use herald_brokers::Broker;
 use herald_events::EventRegistry;
 use herald_store::StoreLocation;
 
 use crate::api::{self, AppState, Limits};
-use crate::config::{redact_url, FileConfig, LogArgs, ServeArgs, ServeConfig};
+use crate::config::{
+    redact_url, BrokerLocation, BrokerSettings, FileConfig, LogArgs, ServeArgs, ServeConfig,
+};
+use crate::relay::{Relay, RelayConfig};
 use crate::telemetry;
 
 pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -45,8 +52,23 @@ async fn serve(
         "Event store ready."
     );
 
+    let broker = open_broker(&config.broker)
+        .await
+        .context("connecting to the broker")?;
+    tracing::info!(broker = broker.backend(), "Broker ready.");
+    let (stop_relay, relay_stop) = tokio::sync::watch::channel(false);
+    let relay = config.broker.relay.then(|| {
+        Relay::new(
+            Arc::clone(&store),
+            Arc::clone(&broker),
+            RelayConfig::default(),
+        )
+        .spawn(relay_stop)
+    });
+
     let state = AppState {
         store: Arc::clone(&store),
+        broker: Arc::clone(&broker),
         registry,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
@@ -71,8 +93,48 @@ async fn serve(
     // waits up to the shutdown timeout for in-flight requests.
     server.run().await.context("running the HTTP server")?;
 
-    tracing::info!("HTTP server stopped; committing queued appends.");
+    tracing::info!("HTTP server stopped; stopping the relay and committing queued appends.");
+    let _ = stop_relay.send(true);
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
+    broker.close().await;
     store.close().await;
     tracing::info!("Herald stopped.");
     Ok(())
+}
+
+/// Connects to the configured broker.
+async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc<dyn Broker>> {
+    match &settings.location {
+        BrokerLocation::Memory => Ok(Arc::new(MemoryBroker::new(MemoryConfig {
+            wire: settings.wire,
+            ..MemoryConfig::default()
+        }))),
+        #[cfg(feature = "amqp")]
+        BrokerLocation::Amqp { url } => {
+            tracing::info!(url = %redact_url(url), "Connecting to RabbitMQ.");
+            let config = herald_brokers::amqp::AmqpConfig::new(url.clone(), settings.wire);
+            Ok(Arc::new(
+                herald_brokers::amqp::AmqpBroker::connect(config).await?,
+            ))
+        }
+        #[cfg(not(feature = "amqp"))]
+        BrokerLocation::Amqp { .. } => {
+            anyhow::bail!("this herald was built without RabbitMQ support (cargo feature `amqp`)")
+        }
+        #[cfg(feature = "kafka")]
+        BrokerLocation::Kafka { bootstrap_servers } => {
+            tracing::info!(bootstrap_servers = %bootstrap_servers, "Connecting to Kafka.");
+            let config =
+                herald_brokers::kafka::KafkaConfig::new(bootstrap_servers.clone(), settings.wire);
+            Ok(Arc::new(
+                herald_brokers::kafka::KafkaBroker::connect(config).await?,
+            ))
+        }
+        #[cfg(not(feature = "kafka"))]
+        BrokerLocation::Kafka { .. } => {
+            anyhow::bail!("this herald was built without Kafka support (cargo feature `kafka`)")
+        }
+    }
 }

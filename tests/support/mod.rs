@@ -30,6 +30,7 @@ pub async fn embedded_state(dir: &Path, limits: Limits) -> AppState {
 pub fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
     AppState {
         store,
+        broker: Arc::new(herald_brokers::memory::MemoryBroker::default()),
         registry: EventRegistry::builtin().expect("builtin registry"),
         limits,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
