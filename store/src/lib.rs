@@ -117,6 +117,11 @@ pub trait Coordination: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// A read limit as SQL wants it.
+pub(crate) fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Which backend to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {

@@ -29,6 +29,20 @@ pub struct PendingAppend {
 }
 
 impl PendingAppend {
+    pub fn new(
+        tenant: &TenantId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            tenant: tenant.clone(),
+            stream: stream.clone(),
+            expected,
+            events,
+        }
+    }
+
     pub fn key(&self) -> StreamKey {
         StreamKey {
             tenant: self.tenant.clone(),

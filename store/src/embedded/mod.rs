@@ -26,7 +26,7 @@ use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
 use crate::subscription::{catch_up_then_live, EventStream};
-use crate::{EventEnvelope, EventStore};
+use crate::{sql_limit, EventEnvelope, EventStore};
 
 pub(crate) const BACKEND: &str = "embedded";
 /// The file name inside the data directory.
@@ -443,10 +443,6 @@ fn write_batch(
     })
 }
 
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl EventStore for EmbeddedStore {
     fn backend(&self) -> &'static str {
@@ -462,12 +458,7 @@ impl EventStore for EmbeddedStore {
     ) -> Result<AppendOutcome, StoreError> {
         self.inner
             .committer
-            .append(PendingAppend {
-                tenant: tenant.clone(),
-                stream: stream.clone(),
-                expected,
-                events,
-            })
+            .append(PendingAppend::new(tenant, stream, expected, events))
             .await
     }
 
@@ -496,7 +487,7 @@ impl EventStore for EmbeddedStore {
                             stream.domain().as_str(),
                             stream.id(),
                             from.get() as i64,
-                            limit(max)
+                            sql_limit(max)
                         ],
                         rows::event,
                     )
@@ -520,7 +511,7 @@ impl EventStore for EmbeddedStore {
                     .map_err(sqlite_error)?;
                 let from = from.get().min(i64::MAX as u64) as i64;
                 let events = stmt
-                    .query_map(params![from, limit(max)], rows::event)
+                    .query_map(params![from, sql_limit(max)], rows::event)
                     .map_err(sqlite_error)?;
                 events
                     .map(|r| r.map_err(sqlite_error).and_then(|e| e))

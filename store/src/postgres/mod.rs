@@ -27,7 +27,7 @@ use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::PendingAppend;
 use crate::subscription::{catch_up_then_live, EventStream};
-use crate::{EventEnvelope, EventStore};
+use crate::{sql_limit, EventEnvelope, EventStore};
 
 pub(crate) const BACKEND: &str = "postgres";
 /// The NOTIFY channel carrying the last committed position.
@@ -229,10 +229,6 @@ const SELECT_EVENT: &str = "SELECT position, event_id, tenant, domain, stream_id
      event_type, schema_version, occurred_at, recorded_at, correlation_id, causation_id, \
      producer, payload, hash FROM herald_events";
 
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl EventStore for PostgresStore {
     fn backend(&self) -> &'static str {
@@ -248,12 +244,7 @@ impl EventStore for PostgresStore {
     ) -> Result<AppendOutcome, StoreError> {
         self.inner
             .committer
-            .append(PendingAppend {
-                tenant: tenant.clone(),
-                stream: stream.clone(),
-                expected,
-                events,
-            })
+            .append(PendingAppend::new(tenant, stream, expected, events))
             .await
     }
 
@@ -281,7 +272,7 @@ impl EventStore for PostgresStore {
                     &stream.domain().as_str(),
                     &stream.id(),
                     &from,
-                    &limit(max),
+                    &sql_limit(max),
                 ],
             )
             .await
@@ -301,7 +292,7 @@ impl EventStore for PostgresStore {
             .map_err(pg_error)?;
         let from = from.get().min(i64::MAX as u64) as i64;
         client
-            .query(&stmt, &[&from, &limit(max)])
+            .query(&stmt, &[&from, &sql_limit(max)])
             .await
             .map_err(pg_error)?
             .iter()
