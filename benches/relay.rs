@@ -120,13 +120,13 @@ impl Backend for InProcess {
 #[cfg(feature = "amqp")]
 mod amqp_backend {
     //! RabbitMQ: the real server; raw rate with lapin directly.
-    include!("relay_amqp.rs");
+    include!("relay_backends/amqp.rs");
 }
 
 #[cfg(feature = "kafka")]
 mod kafka_backend {
     //! Kafka: librdkafka's mock cluster; raw rate with rdkafka directly.
-    include!("relay_kafka.rs");
+    include!("relay_backends/kafka.rs");
 }
 
 #[derive(Debug)]
