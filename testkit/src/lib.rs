@@ -155,3 +155,76 @@ mod tests {
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }
+
+/// The RabbitMQ server tests use, unless `HERALD_TEST_AMQP_URL` names another.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The AMQP URL tests connect to.
+pub fn amqp_url() -> String {
+    std::env::var("HERALD_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned())
+}
+
+/// The test server's RabbitMQ application, stopped (`rabbitmqctl stop_app`)
+/// until [`RabbitOutage::end`] or until dropped, however the test ends.
+/// `HERALD_TEST_RABBITMQCTL` names the command (default `rabbitmqctl`; e.g.
+/// `docker compose -f docker/compose.yaml exec -T rabbitmq rabbitmqctl`).
+/// Tests using it must live alone in their file: cargo runs test binaries one
+/// after another, so nothing else talks to the server while it is down.
+#[derive(Debug)]
+pub struct RabbitOutage {
+    over: bool,
+}
+
+fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
+    let command: Vec<String> = std::env::var("HERALD_TEST_RABBITMQCTL")
+        .unwrap_or_else(|_| "rabbitmqctl".to_owned())
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let output = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {command:?} {args:?}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{command:?} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+impl RabbitOutage {
+    /// Stops the RabbitMQ application.
+    pub async fn begin() -> Self {
+        tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+            .await
+            .expect("rabbitmqctl ran")
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { over: false }
+    }
+
+    /// Starts it again and waits (bounded) until it runs.
+    pub async fn end(mut self) {
+        self.over = true;
+        tokio::task::spawn_blocking(|| {
+            rabbitmqctl(&["start_app"])?;
+            rabbitmqctl(&["--timeout", "60", "await_startup"])
+        })
+        .await
+        .expect("rabbitmqctl ran")
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for RabbitOutage {
+    fn drop(&mut self) {
+        if !self.over {
+            if let Err(e) = rabbitmqctl(&["start_app"]) {
+                eprintln!("could not start RabbitMQ again after the test: {e}");
+            }
+        }
+    }
+}
