@@ -2,22 +2,25 @@
 //! domain with `wire.partitions` partitions, each event sent to the
 //! partition its stream maps to; consumer groups are Kafka consumer groups.
 //!
-//! - Publishing ([`produce`]) uses an idempotent producer with `acks=all`
-//!   and returns once every record of the batch is confirmed.
-//! - Consuming ([`consume`]) commits a partition's offset only past
+//! - Publishing (`produce`) uses an idempotent producer with `acks=all` and
+//!   returns once every record of the batch is confirmed.
+//! - Consuming (`consume`) commits a partition's offset only past
 //!   acknowledged deliveries, hands revoked partitions over with what was
 //!   acknowledged committed, and leaves the group when a subscription is
 //!   dropped, so the group gets every unacknowledged message again.
 //! - A rejected delivery is copied, with the reason, to the group's
 //!   dead-letter topic `herald.dlq.<group>` before it is acknowledged
-//!   ([`dead_letters`] reads them back).
+//!   (`dead_letters` reads them back).
 //!
 //! Correctness does not rest on Kafka transactions: delivery is
 //! at-least-once and consumers are idempotent. librdkafka connects lazily
 //! and reconnects by itself; [`Broker::check`] tells whether the cluster
 //! answers. Topics are created with the admin API when `create_topics` is
-//! set ([`admin`]); otherwise they must exist (or the cluster auto-creates
-//! them, which gives its default partition count).
+//! set (`admin`), with a `max.message.bytes` that lets the largest inline
+//! body through; otherwise they must exist (or the cluster auto-creates
+//! them with its default partition count), and brokers or topics must
+//! accept records of `wire.max_message_bytes` plus 64 KiB (Kafka's default
+//! limit is 1 MiB, just under what Herald sends inline).
 
 mod admin;
 mod client;
