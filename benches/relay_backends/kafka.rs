@@ -58,6 +58,12 @@ impl super::Backend for Kafka {
         config
             .consumer_properties
             .insert("session.timeout.ms".into(), "6000".into());
+        // The mock answers a fetch only when its wait runs out, not when a
+        // record arrives as a real broker does (fetch.min.bytes=1), so the
+        // default 500 ms wait would be measured as latency.
+        config
+            .consumer_properties
+            .insert("fetch.wait.max.ms".into(), "10".into());
         Arc::new(
             KafkaBroker::connect(config)
                 .await
