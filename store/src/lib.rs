@@ -47,7 +47,7 @@ pub use subscription::{EventStream, PAGE_SIZE};
 /// - positions are gapless and assigned in commit order, so a reader of the
 ///   global log that has seen position P never later finds an event below P.
 #[async_trait]
-pub trait EventStore: Coordination + Send + Sync + 'static {
+pub trait EventStore: Coordination + ApiKeyStore + Send + Sync + 'static {
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
 
@@ -120,6 +120,37 @@ pub trait Coordination: Send + Sync {
 /// A read limit as SQL wants it.
 pub(crate) fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An API key as stored: its public id, its tenant and scopes, and the
+/// SHA-256 of its secret part (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub tenant: TenantId,
+    pub scopes: Vec<String>,
+    pub secret_sha256: [u8; 32],
+    pub label: Option<String>,
+    /// Requests per second allowed; `None` for the server's default.
+    pub rate_per_sec: Option<u32>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// API keys kept in the store, shared by every process using it, and the
+/// store's epoch (a random id fixed when the store was created).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key; fails if its id exists.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// The key with this id, revoked or not.
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// Marks the key revoked from now on; false when there is no such key.
+    async fn revoke_api_key(&self, key_id: &str) -> Result<bool>;
+    /// Every key, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// The store's epoch.
+    async fn epoch(&self) -> Result<String>;
 }
 
 /// Which backend to open.

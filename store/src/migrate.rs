@@ -36,6 +36,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "coordination",
         sql: include_str!("../migrations/postgres/0003_coordination.sql"),
     },
+    Migration {
+        version: 4,
+        name: "api_keys_and_epoch",
+        sql: include_str!("../migrations/postgres/0004_api_keys_and_epoch.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -48,6 +53,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 2,
         name: "coordination",
         sql: include_str!("../migrations/embedded/0002_coordination.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "api_keys_and_epoch",
+        sql: include_str!("../migrations/embedded/0003_api_keys_and_epoch.sql"),
     },
 ];
 

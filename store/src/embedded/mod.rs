@@ -6,6 +6,7 @@
 //! read-only connections, which WAL lets run beside the writer.
 
 mod coordination;
+mod keys;
 mod rows;
 
 use std::collections::HashSet;

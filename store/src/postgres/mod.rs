@@ -5,6 +5,7 @@
 //! Subscribers are woken by LISTEN/NOTIFY, with polling as the authority.
 
 mod coordination;
+mod keys;
 mod listen;
 mod rows;
 mod writer;
