@@ -88,6 +88,81 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub broker: BrokerArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Flags and environment variables of authentication.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// Accept HS256 JWTs signed with this secret (at least 32 bytes)
+    #[arg(
+        long,
+        env = "HERALD_JWT_HS256_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_hs256_secret: Option<String>,
+
+    /// Accept RS256 JWTs verified with this PEM public key file
+    #[arg(long, env = "HERALD_JWT_RS256_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub jwt_rs256_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` of JWTs
+    #[arg(long, env = "HERALD_JWT_ISSUER", value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of JWTs
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Requests per second per key or token subject, unless the key sets its own [default: 1000]
+    #[arg(long, env = "HERALD_RATE_LIMIT_PER_SEC", value_name = "N")]
+    pub rate_limit_per_sec: Option<u32>,
+}
+
+/// Resolves the authentication settings.
+pub fn auth_settings(
+    args: &AuthArgs,
+    file: &FileConfig,
+) -> anyhow::Result<crate::auth::AuthSettings> {
+    use crate::auth::{AuthSettings, JwtConfig, JwtKey};
+    let secret = args
+        .jwt_hs256_secret
+        .clone()
+        .or_else(|| file.jwt_hs256_secret.clone());
+    let pem_file = args
+        .jwt_rs256_public_key_file
+        .clone()
+        .or_else(|| file.jwt_rs256_public_key_file.clone());
+    let key = match (secret, pem_file) {
+        (Some(_), Some(_)) => {
+            bail!("configure either an HS256 secret or an RS256 public key, not both")
+        }
+        (Some(secret), None) => Some(JwtKey::Hs256(secret.into_bytes())),
+        (None, Some(path)) => Some(JwtKey::Rs256Pem(
+            std::fs::read(&path)
+                .with_context(|| format!("reading the JWT public key {}", path.display()))?,
+        )),
+        (None, None) => None,
+    };
+    let defaults = AuthSettings::default();
+    Ok(AuthSettings {
+        jwt: key.map(|key| JwtConfig {
+            key,
+            issuer: args.jwt_issuer.clone().or_else(|| file.jwt_issuer.clone()),
+            audience: args
+                .jwt_audience
+                .clone()
+                .or_else(|| file.jwt_audience.clone()),
+        }),
+        default_rate_per_sec: args
+            .rate_limit_per_sec
+            .or(file.rate_limit_per_sec)
+            .unwrap_or(defaults.default_rate_per_sec)
+            .max(1),
+    })
 }
 
 /// How events are encoded on the broker.
@@ -225,6 +300,11 @@ pub struct FileConfig {
     pub broker_max_message_bytes: Option<usize>,
     pub broker_partitions: Option<u32>,
     pub relay: Option<bool>,
+    pub jwt_hs256_secret: Option<String>,
+    pub jwt_rs256_public_key_file: Option<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub rate_limit_per_sec: Option<u32>,
 }
 
 impl FileConfig {
@@ -294,6 +374,7 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
     pub broker: BrokerSettings,
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl ServeConfig {
@@ -323,6 +404,7 @@ impl ServeConfig {
             ),
             workers: args.workers.or(file.workers).filter(|n| *n > 0),
             broker: broker_settings(&args.broker, file)?,
+            auth: auth_settings(&args.auth, file)?,
         })
     }
 }

@@ -1,9 +1,10 @@
 //! The `herald` binary's library: configuration (`config`), the HTTP API
-//! (`api`), the outbox relay (`relay`), telemetry setup (`telemetry`) and the
+//! (`api`), authentication and scopes (`auth`), the outbox relay (`relay`), telemetry setup (`telemetry`) and the
 //! command line (`cli`). The binary in `main.rs` only parses arguments and
 //! calls [`cli::run`].
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod relay;

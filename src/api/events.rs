@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::streams::{parse_query, upcast_all, MAX_READ};
 use super::AppState;
+use crate::auth::{Action, Identity};
 
 const DEFAULT_LIMIT: usize = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    tenant: Option<String>,
     /// First position to return (inclusive); 0 or absent for the start.
     from: Option<u64>,
     limit: Option<usize>,
@@ -29,9 +31,15 @@ struct LogPage {
     head: u64,
 }
 
-/// `GET /v1/events?from=P&limit=N`
-pub async fn read_all(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+/// `GET /v1/events?from=P&limit=N`: the caller's tenant's events it may
+/// read; `next` moves past everything scanned, shown or not.
+pub async fn read_all(
+    req: HttpRequest,
+    identity: Identity,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
     let query: LogQuery = parse_query(&req)?;
+    identity.require_tenant(query.tenant.as_deref())?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_READ {
         return Err(Problem::new(
@@ -42,6 +50,10 @@ pub async fn read_all(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
     let from = Position(query.from.unwrap_or(0).max(1));
     let (head, events) = futures::try_join!(state.store.head(), state.store.read_all(from, limit))?;
     let next = events.last().map_or(from.get(), |e| e.position.get() + 1);
+    let events: Vec<EventEnvelope> = events
+        .into_iter()
+        .filter(|e| e.tenant == identity.tenant && identity.allows(Action::Read, &e.event_type))
+        .collect();
     let events = upcast_all(&state, events, query.as_stored)?;
     Ok(HttpResponse::Ok().json(LogPage {
         events,

@@ -37,6 +37,7 @@ pub struct Limits {
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    pub auth: Arc<crate::auth::Authenticator>,
     pub store: Arc<dyn EventStore>,
     pub broker: Arc<dyn Broker>,
     pub registry: EventRegistry,

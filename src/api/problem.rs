@@ -29,6 +29,9 @@ pub enum ProblemKind {
     InvalidAppend,
     WrongExpectedVersion,
     DuplicateEventId,
+    Unauthorized,
+    Forbidden,
+    RateLimited,
     NotFound,
     StreamNotFound,
     MethodNotAllowed,
@@ -55,6 +58,9 @@ impl ProblemKind {
         ProblemKind::InvalidAppend,
         ProblemKind::WrongExpectedVersion,
         ProblemKind::DuplicateEventId,
+        ProblemKind::Unauthorized,
+        ProblemKind::Forbidden,
+        ProblemKind::RateLimited,
         ProblemKind::NotFound,
         ProblemKind::StreamNotFound,
         ProblemKind::MethodNotAllowed,
@@ -143,6 +149,21 @@ impl ProblemKind {
                 "An event id is already stored elsewhere",
                 StatusCode::CONFLICT,
             ),
+            Unauthorized => (
+                "unauthorized",
+                "The request is not authenticated",
+                StatusCode::UNAUTHORIZED,
+            ),
+            Forbidden => (
+                "forbidden",
+                "The credentials do not allow this",
+                StatusCode::FORBIDDEN,
+            ),
+            RateLimited => (
+                "rate-limited",
+                "Too many requests",
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
             NotFound => ("not-found", "No such resource", StatusCode::NOT_FOUND),
             StreamNotFound => (
                 "stream-not-found",
@@ -201,6 +222,8 @@ pub struct Problem {
     pub detail: String,
     pub extensions: Map<String, Value>,
     pub retry_after_secs: Option<u64>,
+    /// Adds `WWW-Authenticate: Bearer` (401 answers).
+    pub challenge: bool,
 }
 
 impl Problem {
@@ -210,6 +233,7 @@ impl Problem {
             detail: detail.into(),
             extensions: Map::new(),
             retry_after_secs: None,
+            challenge: false,
         }
     }
 
@@ -222,6 +246,12 @@ impl Problem {
     /// The same problem as another kind.
     pub fn kind(mut self, kind: ProblemKind) -> Self {
         self.kind = kind;
+        self
+    }
+
+    /// Asks the client to authenticate (`WWW-Authenticate: Bearer`).
+    pub fn challenge(mut self) -> Self {
+        self.challenge = true;
         self
     }
 
@@ -274,6 +304,9 @@ impl ResponseError for Problem {
         ));
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.challenge {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"herald\""));
         }
         response.body(Value::Object(body).to_string())
     }

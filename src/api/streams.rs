@@ -5,7 +5,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use herald_events::{
-    EventEnvelope, EventId, EventType, NewEvent, SchemaVersion, StreamId, StreamVersion, TenantId,
+    EventEnvelope, EventId, EventType, NewEvent, SchemaVersion, StreamId, StreamVersion,
 };
 use herald_store::ExpectedVersion;
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::body::read_json;
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::AppState;
+use crate::auth::{Action, Identity};
 
 /// Most events one read returns.
 pub const MAX_READ: usize = 1000;
@@ -77,6 +78,7 @@ fn to_new_event(
     body: EventBody,
     stream: &StreamId,
     state: &AppState,
+    identity: &Identity,
 ) -> ApiResult<NewEvent> {
     let at = |kind: ProblemKind, detail: String| {
         Problem::new(kind, format!("events[{index}]: {detail}")).with("event_index", index)
@@ -96,6 +98,9 @@ fn to_new_event(
             ),
         ));
     }
+    identity
+        .require(Action::Publish, &event_type)
+        .map_err(|p| p.with("event_index", index))?;
     let version = SchemaVersion::new(body.version)
         .map_err(|e| at(ProblemKind::UnknownSchemaVersion, e.to_string()))?;
     state
@@ -130,12 +135,15 @@ fn to_new_event(
 /// `POST /v1/streams/{domain}/{id}/events`
 pub async fn append(
     req: HttpRequest,
+    identity: Identity,
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let (domain, id) = path.into_inner();
     let stream = stream_from_path(&domain, &id)?;
+    let scope: TenantQuery = parse_query(&req)?;
+    identity.require_tenant(scope.tenant.as_deref())?;
     let body: AppendBody = read_json(&req, payload, state.limits.max_body_bytes).await?;
     if body.events.is_empty() {
         return Err(Problem::new(
@@ -158,14 +166,13 @@ pub async fn append(
         .events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| to_new_event(i, e, &stream, &state))
+        .map(|(i, e)| to_new_event(i, e, &stream, &state, &identity))
         .collect::<ApiResult<Vec<_>>>()?;
 
-    let tenant = TenantId::default_tenant();
     let expected = ExpectedVersion::from_option(body.expected_version);
     let outcome = state
         .store
-        .append(&tenant, &stream, expected, events)
+        .append(&identity.tenant, &stream, expected, events)
         .await?;
 
     let first = outcome.events.first().map_or(1, |e| e.stream_version.get());
@@ -200,9 +207,17 @@ pub async fn append(
         .json(answer))
 }
 
+/// `?tenant=`: optional, and when given it must be the caller's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuery {
+    pub tenant: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
+    tenant: Option<String>,
     from_version: Option<u64>,
     limit: Option<usize>,
     /// Return events as stored instead of upcast to their latest version.
@@ -256,12 +271,15 @@ pub(super) fn upcast_all(
 /// `GET /v1/streams/{domain}/{id}/events?from_version=&limit=`
 pub async fn read(
     req: HttpRequest,
+    identity: Identity,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let (domain, id) = path.into_inner();
     let stream = stream_from_path(&domain, &id)?;
     let query: ReadQuery = parse_query(&req)?;
+    identity.require_tenant(query.tenant.as_deref())?;
+    identity.require_domain(Action::Read, stream.domain().as_str())?;
     let limit = query.limit.unwrap_or(DEFAULT_READ);
     if limit == 0 || limit > MAX_READ {
         return Err(Problem::new(
@@ -269,11 +287,11 @@ pub async fn read(
             format!("limit must be 1 to {MAX_READ}"),
         ));
     }
-    let tenant = TenantId::default_tenant();
+    let tenant = &identity.tenant;
     let from = StreamVersion(query.from_version.unwrap_or(1).max(1));
     let (version, events) = futures::try_join!(
-        state.store.stream_version(&tenant, &stream),
-        state.store.read_stream(&tenant, &stream, from, limit),
+        state.store.stream_version(tenant, &stream),
+        state.store.read_stream(tenant, &stream, from, limit),
     )?;
     if version == StreamVersion::EMPTY && events.is_empty() {
         return Err(Problem::new(

@@ -1,5 +1,6 @@
 //! The `herald` command line: one module per subcommand.
 
+mod keys;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP API over the event store (embedded by default).
     Serve(ServeArgs),
+    /// Manage API keys.
+    Keys(keys::KeysArgs),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&cli.log, args),
+        Command::Keys(args) => keys::run(args),
     }
 }

@@ -15,6 +15,7 @@ use herald_events::EventRegistry;
 use herald_store::StoreLocation;
 
 use crate::api::{self, AppState, Limits};
+use crate::auth::Authenticator;
 use crate::config::{
     redact_url, BrokerLocation, BrokerSettings, FileConfig, LogArgs, ServeArgs, ServeConfig,
 };
@@ -52,6 +53,9 @@ async fn serve(
         "Event store ready."
     );
 
+    // Before anything else starts: this refuses an unauthenticated
+    // non-loopback listener.
+    let auth = Authenticator::start(Arc::clone(&store), &config.auth, config.listen).await?;
     let broker = open_broker(&config.broker)
         .await
         .context("connecting to the broker")?;
@@ -67,6 +71,7 @@ async fn serve(
     });
 
     let state = AppState {
+        auth,
         store: Arc::clone(&store),
         broker: Arc::clone(&broker),
         registry,

@@ -24,11 +24,20 @@ pub async fn embedded_state(dir: &Path, limits: Limits) -> AppState {
     let store = EmbeddedStore::open(EmbeddedConfig::in_dir(dir))
         .await
         .expect("open the embedded store");
-    state(Arc::new(store), limits)
+    state(Arc::new(store), limits).await
 }
 
-pub fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
+/// App state over `store`, authenticating as a loopback server would.
+pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
+    let auth = herald::auth::Authenticator::start(
+        Arc::clone(&store),
+        &herald::auth::AuthSettings::default(),
+        "127.0.0.1:8080".parse().expect("an address"),
+    )
+    .await
+    .expect("start authentication");
     AppState {
+        auth,
         store,
         broker: Arc::new(herald_brokers::memory::MemoryBroker::default()),
         registry: EventRegistry::builtin().expect("builtin registry"),

@@ -1,0 +1,229 @@
+//! Scopes: what an identity may do, per action and event-type pattern.
+//! Written `action:pattern` — `publish:edges.*`, `subscribe:tickets`,
+//! `read:*`, `admin`. A pattern is an event type with `*` wildcards, or a
+//! bare domain meaning every type of it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use herald_events::EventType;
+
+/// What a scope allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Append events (HTTP publish, stream appends, broker ingest).
+    Publish,
+    /// Follow events live (websocket, server-sent events).
+    Subscribe,
+    /// Read streams, the log and search.
+    Read,
+    /// Everything, and the admin endpoints.
+    Admin,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+            Action::Read => "read",
+            Action::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An event-type pattern with `*` matching any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TypePattern(String);
+
+impl TypePattern {
+    pub const ANY: &'static str = "*";
+
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let pattern = pattern.trim();
+        if pattern.is_empty() {
+            return Err("an empty pattern".into());
+        }
+        let ok = pattern
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '*'));
+        if !ok {
+            return Err(format!(
+                "pattern {pattern:?} may only hold a-z, 0-9, '_', '.' and '*'"
+            ));
+        }
+        // A bare domain means every type of the domain.
+        if !pattern.contains('.') && !pattern.contains('*') {
+            return Ok(Self(format!("{pattern}.*")));
+        }
+        Ok(Self(pattern.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        glob(self.0.as_bytes(), text.as_bytes())
+    }
+
+    pub fn matches_type(&self, event_type: &EventType) -> bool {
+        self.matches(event_type.as_str())
+    }
+
+    /// True when the pattern matches every type of `domain`.
+    pub fn covers_domain(&self, domain: &str) -> bool {
+        self.0 == "*" || self.0 == format!("{domain}.*")
+    }
+
+    /// True when the pattern may match some type of `domain`.
+    pub fn touches_domain(&self, domain: &str) -> bool {
+        let prefix = format!("{domain}.");
+        self.0.starts_with('*')
+            || self.0.starts_with(&prefix)
+            || glob(self.0.as_bytes(), prefix.as_bytes())
+            || self
+                .0
+                .split_once('*')
+                .is_some_and(|(head, _)| prefix.starts_with(head))
+    }
+}
+
+impl fmt::Display for TypePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `*` matches any run of bytes; everything else matches itself.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+/// One permission.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub action: Action,
+    pub pattern: TypePattern,
+}
+
+impl Scope {
+    pub fn allows(&self, action: Action, event_type: &EventType) -> bool {
+        (self.action == action || self.action == Action::Admin)
+            && self.pattern.matches_type(event_type)
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (action, pattern) = s.split_once(':').unwrap_or((s, TypePattern::ANY));
+        let action = match action {
+            "publish" => Action::Publish,
+            "subscribe" => Action::Subscribe,
+            "read" => Action::Read,
+            "admin" => Action::Admin,
+            other => {
+                return Err(format!(
+                    "unknown action {other:?} in scope {s:?}; use publish, subscribe, read or admin"
+                ))
+            }
+        };
+        Ok(Self {
+            action,
+            pattern: TypePattern::new(pattern).map_err(|e| format!("scope {s:?}: {e}"))?,
+        })
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.action, self.pattern)
+    }
+}
+
+/// Parses `a,b,c` (or whitespace-separated) scopes.
+pub fn parse_scopes(text: &str) -> Result<Vec<Scope>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> EventType {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn patterns_match_types_by_glob_and_bare_domains() {
+        let p = TypePattern::new("edges.*").unwrap();
+        assert!(p.matches_type(&t("edges.edge_went_offline")));
+        assert!(!p.matches_type(&t("tickets.ticket_opened")));
+        assert!(TypePattern::new("tickets")
+            .unwrap()
+            .matches_type(&t("tickets.ticket_opened")));
+        assert!(TypePattern::new("*").unwrap().matches_type(&t("a.b")));
+        let opened = TypePattern::new("*.ticket_*").unwrap();
+        assert!(opened.matches_type(&t("tickets.ticket_opened")));
+        assert!(!opened.matches_type(&t("tickets.note_appended")));
+        assert!(TypePattern::new("Tickets").is_err());
+    }
+
+    #[test]
+    fn domains_are_covered_or_touched() {
+        assert!(TypePattern::new("tickets")
+            .unwrap()
+            .covers_domain("tickets"));
+        assert!(!TypePattern::new("tickets.ticket_opened")
+            .unwrap()
+            .covers_domain("tickets"));
+        assert!(TypePattern::new("tickets.ticket_opened")
+            .unwrap()
+            .touches_domain("tickets"));
+        assert!(!TypePattern::new("edges.*")
+            .unwrap()
+            .touches_domain("tickets"));
+        assert!(TypePattern::new("*.x").unwrap().touches_domain("tickets"));
+    }
+
+    #[test]
+    fn scopes_parse_and_admin_allows_everything() {
+        let scopes = parse_scopes("publish:edges.*,subscribe:tickets read:*").unwrap();
+        assert_eq!(scopes.len(), 3);
+        assert!(scopes[0].allows(Action::Publish, &t("edges.x")));
+        assert!(!scopes[0].allows(Action::Read, &t("edges.x")));
+        let admin: Scope = "admin".parse().unwrap();
+        assert!(admin.allows(Action::Publish, &t("any.thing")));
+        assert!("write:*".parse::<Scope>().is_err());
+    }
+}
