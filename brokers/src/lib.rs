@@ -88,6 +88,12 @@ pub trait Settle: Send {
     /// The message cannot be processed: move it to the group's dead letters
     /// with `reason`, and go on with the rest of its partition.
     async fn nack(self: Box<Self>, reason: String) -> Result<(), BrokerError>;
+
+    /// The delivered message's headers, as sent.
+    fn headers(&self) -> &[(String, String)];
+
+    /// The delivered message's body, as sent.
+    fn body(&self) -> &[u8];
 }
 
 /// One message delivered to a consumer.
@@ -131,6 +137,17 @@ impl Delivery {
 
     pub async fn ack(self) -> Result<(), BrokerError> {
         self.settle.ack().await
+    }
+
+    /// The message's headers as sent (for messages that are not envelopes,
+    /// such as events published to an ingest topic).
+    pub fn headers(&self) -> &[(String, String)] {
+        self.settle.headers()
+    }
+
+    /// The message's body as sent.
+    pub fn body(&self) -> &[u8] {
+        self.settle.body()
     }
 
     pub async fn nack(self, reason: impl Into<String>) -> Result<(), BrokerError> {

@@ -692,6 +692,7 @@ impl Member {
             life,
             tag: d.delivery_tag,
             properties: d.properties,
+            headers,
             body: d.data,
         };
         Delivery::new(
@@ -774,6 +775,7 @@ struct AmqpSettle {
     life: Arc<Life>,
     tag: u64,
     properties: BasicProperties,
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -836,5 +838,13 @@ impl Settle for AmqpSettle {
         self.acknowledge()?;
         telemetry::settled(BACKEND, "nack");
         Ok(())
+    }
+
+    fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.body
     }
 }

@@ -538,4 +538,12 @@ impl Settle for KafkaSettle {
         telemetry::settled(BACKEND, "nack");
         Ok(())
     }
+
+    fn headers(&self) -> &[(String, String)] {
+        &self.message.headers
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.message.body
+    }
 }

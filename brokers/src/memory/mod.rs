@@ -438,4 +438,12 @@ impl Settle for MemorySettle {
         telemetry::settled(BACKEND, "nack");
         Ok(())
     }
+
+    fn headers(&self) -> &[(String, String)] {
+        &self.message.headers
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.message.body
+    }
 }
