@@ -1,5 +1,6 @@
 //! The `herald` binary's library: configuration (`config`), the HTTP API
-//! (`api`), authentication and scopes (`auth`), the outbox relay (`relay`), telemetry setup (`telemetry`) and the
+//! (`api`), authentication and scopes (`auth`), live subscriptions (`ws`),
+//! the outbox relay (`relay`), telemetry setup (`telemetry`) and the
 //! command line (`cli`). The binary in `main.rs` only parses arguments and
 //! calls [`cli::run`].
 
@@ -9,3 +10,4 @@ pub mod cli;
 pub mod config;
 pub mod relay;
 pub mod telemetry;
+pub mod ws;

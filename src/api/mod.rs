@@ -6,6 +6,8 @@ mod admin;
 pub mod body;
 mod events;
 pub mod problem;
+mod publish;
+mod search;
 mod streams;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
+    pub hub: crate::ws::Hub,
     pub store: Arc<dyn EventStore>,
     pub broker: Arc<dyn Broker>,
     pub registry: EventRegistry,
@@ -67,8 +70,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/v1/events/stream")
+                .route(web::get().to(crate::ws::sse::stream))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/subscribe")
+                .route(web::get().to(crate::ws::session::subscribe))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/events/search")
+                .route(web::get().to(search::search))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/v1/events")
                 .route(web::get().to(events::read_all))
+                .route(web::post().to(publish::publish))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));

@@ -283,12 +283,9 @@ impl fmt::Display for Problem {
     }
 }
 
-impl ResponseError for Problem {
-    fn status_code(&self) -> StatusCode {
-        self.kind.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
+impl Problem {
+    /// The problem document, as sent.
+    pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("type".into(), self.kind.type_uri().into());
         body.insert("title".into(), self.kind.title().into());
@@ -297,6 +294,17 @@ impl ResponseError for Problem {
         for (k, v) in &self.extensions {
             body.insert(k.clone(), v.clone());
         }
+        Value::Object(body)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = self.body();
         let mut response = HttpResponse::build(self.kind.status());
         response.insert_header((
             header::CONTENT_TYPE,
@@ -308,7 +316,7 @@ impl ResponseError for Problem {
         if self.challenge {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"herald\""));
         }
-        response.body(Value::Object(body).to_string())
+        response.body(body.to_string())
     }
 }
 
@@ -334,6 +342,9 @@ impl From<StoreError> for Problem {
                 .with("stored_at_position", position.get()),
             StoreError::InvalidAppend { .. } => {
                 Problem::new(ProblemKind::InvalidAppend, e.to_string())
+            }
+            StoreError::InvalidQuery { .. } => {
+                Problem::new(ProblemKind::InvalidQuery, e.to_string())
             }
             StoreError::Unavailable { .. } => {
                 tracing::warn!(error = %e, "Event store unavailable.");

@@ -73,7 +73,7 @@ pub(super) fn stream_from_path(domain: &str, id: &str) -> ApiResult<StreamId> {
     })
 }
 
-fn to_new_event(
+pub(super) fn to_new_event(
     index: usize,
     body: EventBody,
     stream: &StreamId,

@@ -70,8 +70,12 @@ async fn serve(
         .spawn(relay_stop)
     });
 
+    let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
+        .await
+        .context("starting the subscription hub")?;
     let state = AppState {
         auth,
+        hub,
         store: Arc::clone(&store),
         broker: Arc::clone(&broker),
         registry,

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// payload the store cannot keep); nothing was written.
     #[error("invalid append to {stream}: {reason}")]
     InvalidAppend { stream: StreamId, reason: String },
+    /// A search is malformed or over its bounds (a limit, a pattern, a
+    /// payload path); nothing was read.
+    #[error("invalid query: {reason}")]
+    InvalidQuery { reason: String },
     /// The backend cannot be reached.
     #[error("the {backend} store is unavailable: {detail}")]
     Unavailable {
@@ -62,6 +66,7 @@ impl StoreError {
             StoreError::WrongExpectedVersion { .. } => "wrong_expected_version",
             StoreError::DuplicateEventId { .. } => "duplicate_event_id",
             StoreError::InvalidAppend { .. } => "invalid_append",
+            StoreError::InvalidQuery { .. } => "invalid_query",
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Backend { .. } => "backend",
             StoreError::Corrupt { .. } => "corrupt",
@@ -70,14 +75,16 @@ impl StoreError {
         }
     }
 
-    /// True when the append was refused for what it asked (so retrying the
-    /// same request cannot succeed), false for failures of the store itself.
+    /// True when the append or query was refused for what it asked (so
+    /// retrying the same request cannot succeed), false for failures of the
+    /// store itself.
     pub fn is_caller_error(&self) -> bool {
         matches!(
             self,
             StoreError::WrongExpectedVersion { .. }
                 | StoreError::DuplicateEventId { .. }
                 | StoreError::InvalidAppend { .. }
+                | StoreError::InvalidQuery { .. }
         )
     }
 }

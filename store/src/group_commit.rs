@@ -90,10 +90,23 @@ struct Job {
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
+/// An all-or-nothing group of appends, committed as a batch of its own.
+struct AtomicJob {
+    appends: Vec<PendingAppend>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>,
+}
+
+/// What the writer's queue carries.
+enum Queued {
+    One(Job),
+    All(AtomicJob),
+}
+
 /// The queue in front of a backend's writer.
 pub(crate) struct GroupCommitter {
     backend: &'static str,
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<Option<mpsc::Sender<Queued>>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -121,11 +134,38 @@ impl GroupCommitter {
         let sender = self.queue.lock().await.clone().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         sender
-            .send(Job {
+            .send(Queued::One(Job {
                 append,
                 enqueued,
                 reply,
-            })
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends all of `appends` in one transaction, or none of them: the
+    /// first refusal is the answer.
+    pub async fn append_all(
+        &self,
+        mut appends: Vec<PendingAppend>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let enqueued = Instant::now();
+        for append in &mut appends {
+            check_append(append)?;
+            append.atomic = true;
+        }
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sender = self.queue.lock().await.clone().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Queued::All(AtomicJob {
+                appends,
+                enqueued,
+                reply,
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -140,16 +180,23 @@ impl GroupCommitter {
     }
 }
 
-/// Takes queued appends into a batch, up to the event bound.
-fn fill(first: Job, queue: &mut mpsc::Receiver<Job>, max_events: usize) -> Vec<Job> {
+/// Takes queued appends into a batch, up to the event bound; an atomic job
+/// met on the way waits in `held` for a batch of its own.
+fn fill(
+    first: Job,
+    queue: &mut mpsc::Receiver<Queued>,
+    max_events: usize,
+    held: &mut Option<AtomicJob>,
+) -> Vec<Job> {
     let mut events = first.append.events.len();
     let mut jobs = vec![first];
-    while events < max_events {
+    while events < max_events && held.is_none() {
         match queue.try_recv() {
-            Ok(job) => {
+            Ok(Queued::One(job)) => {
                 events += job.append.events.len();
                 jobs.push(job);
             }
+            Ok(Queued::All(atomic)) => *held = Some(atomic),
             Err(_) => break,
         }
     }
@@ -157,17 +204,26 @@ fn fill(first: Job, queue: &mut mpsc::Receiver<Job>, max_events: usize) -> Vec<J
 }
 
 /// Waits up to `max_wait` for more appends to join a batch that is not full.
-async fn linger(jobs: &mut Vec<Job>, queue: &mut mpsc::Receiver<Job>, config: &GroupCommitConfig) {
+async fn linger(
+    jobs: &mut Vec<Job>,
+    queue: &mut mpsc::Receiver<Queued>,
+    config: &GroupCommitConfig,
+    held: &mut Option<AtomicJob>,
+) {
     let mut events: usize = jobs.iter().map(|j| j.append.events.len()).sum();
-    if config.max_wait.is_zero() || events >= config.max_batch_events {
+    if config.max_wait.is_zero() || events >= config.max_batch_events || held.is_some() {
         return;
     }
     let deadline = tokio::time::Instant::now() + config.max_wait;
     while events < config.max_batch_events {
         match tokio::time::timeout_at(deadline, queue.recv()).await {
-            Ok(Some(job)) => {
+            Ok(Some(Queued::One(job))) => {
                 events += job.append.events.len();
                 jobs.push(job);
+            }
+            Ok(Some(Queued::All(atomic))) => {
+                *held = Some(atomic);
+                break;
             }
             _ => break,
         }
@@ -187,17 +243,33 @@ fn split(jobs: Vec<Job>) -> (Vec<Waiter>, Arc<[PendingAppend]>) {
 async fn run<W: BatchWriter>(
     mut writer: W,
     config: GroupCommitConfig,
-    mut queue: mpsc::Receiver<Job>,
+    mut queue: mpsc::Receiver<Queued>,
     head: watch::Sender<Position>,
 ) {
     let mut in_flight: VecDeque<Started<W>> = VecDeque::with_capacity(PIPELINE_DEPTH);
+    let mut held: Option<AtomicJob> = None;
     loop {
+        // An atomic job goes alone, after everything started before it.
+        if held.is_some() {
+            while let Some((waiters, batch, started)) = in_flight.pop_front() {
+                let result = writer.finish(Arc::clone(&batch), started).await;
+                settle(&mut writer, waiters, batch, result, &head).await;
+            }
+            if let Some(atomic) = held.take() {
+                commit_atomic(&mut writer, atomic, &head).await;
+            }
+            continue;
+        }
         let next = if in_flight.is_empty() {
             match queue.recv().await {
-                Some(first) => {
-                    let mut jobs = fill(first, &mut queue, config.max_batch_events);
-                    linger(&mut jobs, &mut queue, &config).await;
+                Some(Queued::One(first)) => {
+                    let mut jobs = fill(first, &mut queue, config.max_batch_events, &mut held);
+                    linger(&mut jobs, &mut queue, &config, &mut held).await;
                     Some(jobs)
+                }
+                Some(Queued::All(atomic)) => {
+                    held = Some(atomic);
+                    continue;
                 }
                 // Closed and drained, and every started batch is settled.
                 None => break,
@@ -206,10 +278,16 @@ async fn run<W: BatchWriter>(
             // One more turn for the appenders still on their way, so the
             // batch sent behind the committing one is not a sliver.
             tokio::task::yield_now().await;
-            queue
-                .try_recv()
-                .ok()
-                .map(|first| fill(first, &mut queue, config.max_batch_events))
+            match queue.try_recv() {
+                Ok(Queued::One(first)) => {
+                    Some(fill(first, &mut queue, config.max_batch_events, &mut held))
+                }
+                Ok(Queued::All(atomic)) => {
+                    held = Some(atomic);
+                    None
+                }
+                Err(_) => None,
+            }
         } else {
             None
         };
@@ -231,6 +309,45 @@ async fn run<W: BatchWriter>(
             }
         }
     }
+}
+
+/// Commits an atomic job as a batch of its own: all of it, or none.
+async fn commit_atomic<W: BatchWriter>(
+    writer: &mut W,
+    job: AtomicJob,
+    head: &watch::Sender<Position>,
+) {
+    let count = job.appends.len();
+    let batch: Arc<[PendingAppend]> = job.appends.into();
+    let answer = match writer.write(batch).await {
+        Ok(written) => {
+            if let Some(refused) = written.outcomes.iter().find_map(|o| o.as_ref().err()) {
+                Err(refused.clone())
+            } else {
+                let outcomes: Vec<AppendOutcome> = written.outcomes.into_iter().flatten().collect();
+                let events = outcomes
+                    .iter()
+                    .filter(|o| !o.duplicate)
+                    .map(|o| o.events.len())
+                    .sum();
+                telemetry::batch_committed(W::BACKEND, count, events);
+                advance(head, written.head);
+                Ok(outcomes)
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let label = match &answer {
+        Ok(_) => "written",
+        Err(e) => {
+            if !e.is_caller_error() {
+                telemetry::store_error(W::BACKEND, e.kind());
+            }
+            e.kind()
+        }
+    };
+    telemetry::append_settled(W::BACKEND, label, job.enqueued.elapsed());
+    let _ = job.reply.send(answer);
 }
 
 async fn settle<W: BatchWriter>(

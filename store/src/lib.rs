@@ -1,9 +1,10 @@
 //! Herald's event store, the source of truth. The [`EventStore`] trait
 //! (append with optimistic concurrency per stream, reads by stream and by
-//! global position, catch-up-then-live subscription) and its two backends:
-//! [`PostgresStore`] and [`EmbeddedStore`] (a SQLite file). Both group-commit
-//! concurrent appends, assign global positions in commit order, chain every
-//! event's audit hash, and pass the same conformance suite.
+//! global position, catch-up-then-live subscription, search within a tenant)
+//! and its two backends: [`PostgresStore`] and [`EmbeddedStore`] (a SQLite
+//! file). Both group-commit concurrent appends, assign global positions in
+//! commit order, chain every event's audit hash, and pass the same
+//! conformance suite.
 
 mod clock;
 mod error;
@@ -12,6 +13,7 @@ mod hooks;
 mod migrate;
 mod model;
 mod plan;
+pub mod search;
 mod subscription;
 pub mod telemetry;
 
@@ -34,6 +36,7 @@ pub use hooks::AppendHooks;
 pub use model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
 pub use plan::MAX_PRODUCER_LEN;
 pub use postgres::{PostgresConfig, PostgresStore};
+pub use search::{SearchPage, SearchQuery};
 pub use subscription::{EventStream, PAGE_SIZE};
 
 /// The event store.
@@ -47,7 +50,7 @@ pub use subscription::{EventStream, PAGE_SIZE};
 /// - positions are gapless and assigned in commit order, so a reader of the
 ///   global log that has seen position P never later finds an event below P.
 #[async_trait]
-pub trait EventStore: Coordination + ApiKeyStore + Send + Sync + 'static {
+pub trait EventStore: Coordination + ApiKeyStore + EventSearch + Send + Sync + 'static {
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
 
@@ -59,6 +62,14 @@ pub trait EventStore: Coordination + ApiKeyStore + Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome>;
+
+    /// Appends to several streams of a tenant in one transaction: all of it
+    /// or none. The answer is the first refusal, or one outcome per append.
+    async fn append_all(
+        &self,
+        tenant: &TenantId,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<AppendOutcome>>;
 
     /// Up to `max` events of a stream with stream version ≥ `from`, in order.
     async fn read_stream(
@@ -88,6 +99,18 @@ pub trait EventStore: Coordination + ApiKeyStore + Send + Sync + 'static {
     /// Stops taking appends, commits those already queued, and ends
     /// subscriptions once they have read everything committed.
     async fn close(&self);
+}
+
+/// Searching a tenant's events by type, domain, stream, recording time and
+/// payload fields; part of every [`EventStore`] (each backend implements it
+/// in its own `search` module).
+#[async_trait]
+pub trait EventSearch: Send + Sync {
+    /// Up to `query.limit` events of `query.tenant` after `query.after` that
+    /// match every filter of the query, in position order. Fails with
+    /// [`StoreError::InvalidQuery`] when the query is malformed or over its
+    /// bounds (see [`SearchQuery::validate`]).
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage>;
 }
 
 /// Durable coordination between processes sharing a store: leases (so one

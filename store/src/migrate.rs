@@ -41,6 +41,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "api_keys_and_epoch",
         sql: include_str!("../migrations/postgres/0004_api_keys_and_epoch.sql"),
     },
+    Migration {
+        version: 5,
+        name: "search",
+        sql: include_str!("../migrations/postgres/0005_search.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -58,6 +63,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 3,
         name: "api_keys_and_epoch",
         sql: include_str!("../migrations/embedded/0003_api_keys_and_epoch.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "search",
+        sql: include_str!("../migrations/embedded/0004_search.sql"),
     },
 ];
 

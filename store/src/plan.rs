@@ -26,6 +26,9 @@ pub struct PendingAppend {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
+    /// Part of an all-or-nothing batch: if any append of the batch is
+    /// refused, none is written. Such a batch holds nothing else.
+    pub atomic: bool,
 }
 
 impl PendingAppend {
@@ -40,6 +43,7 @@ impl PendingAppend {
             stream: stream.clone(),
             expected,
             events,
+            atomic: false,
         }
     }
 
@@ -152,6 +156,8 @@ pub fn plan_batch(
     appends: &[PendingAppend],
     mut facts: BatchFacts,
 ) -> BatchPlan {
+    let atomic = appends.iter().any(|a| a.atomic);
+    let before = atomic.then(|| (head, facts.versions.clone()));
     let now = to_stored_precision(now);
     let recorded_at = head
         .recorded_at
@@ -211,6 +217,18 @@ pub fn plan_batch(
             }
         });
         outcomes.push(outcome);
+    }
+    if let Some((head_before, versions_before)) = before {
+        if outcomes.iter().any(Result::is_err) {
+            // All or nothing: write none of it. The outcomes stay as they are
+            // so the caller can tell which append was refused and why.
+            return BatchPlan {
+                outcomes,
+                rows: Vec::new(),
+                head: head_before,
+                versions: versions_before,
+            };
+        }
     }
     BatchPlan {
         outcomes,
@@ -294,12 +312,33 @@ mod tests {
     }
 
     fn append(id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> PendingAppend {
-        PendingAppend {
-            tenant: TenantId::default_tenant(),
-            stream: format!("tickets/{id}").parse().unwrap(),
+        PendingAppend::new(
+            &TenantId::default_tenant(),
+            &format!("tickets/{id}").parse().unwrap(),
             expected,
             events,
-        }
+        )
+    }
+
+    #[test]
+    fn an_atomic_batch_with_one_refusal_writes_nothing() {
+        let mut ok = append("a", ExpectedVersion::NO_STREAM, vec![event(1)]);
+        let mut bad = append(
+            "b",
+            ExpectedVersion::Exact(StreamVersion(3)),
+            vec![event(2)],
+        );
+        ok.atomic = true;
+        bad.atomic = true;
+        let plan = plan_batch(
+            LogHead::EMPTY,
+            Utc::now(),
+            &[ok, bad],
+            BatchFacts::default(),
+        );
+        assert!(plan.rows.is_empty());
+        assert_eq!(plan.head, LogHead::EMPTY);
+        assert!(plan.outcomes[1].is_err());
     }
 
     #[test]

@@ -36,8 +36,15 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
     )
     .await
     .expect("start authentication");
+    let hub = herald::ws::Hub::start(
+        Arc::clone(&store),
+        EventRegistry::builtin().expect("builtin registry"),
+    )
+    .await
+    .expect("start the hub");
     AppState {
         auth,
+        hub,
         store,
         broker: Arc::new(herald_brokers::memory::MemoryBroker::default()),
         registry: EventRegistry::builtin().expect("builtin registry"),
@@ -139,5 +146,86 @@ impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `herald.v1` websocket client for tests.
+pub struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl WsClient {
+    /// Connects to `base` (http://host:port) and authenticates with `token`;
+    /// returns the client and the `ready` frame.
+    pub async fn connect(base: &str, token: &str) -> (Self, serde_json::Value) {
+        let mut client = Self::open(base).await;
+        client
+            .send(serde_json::json!({"type": "auth", "token": token}))
+            .await;
+        let ready = client.next().await.expect("a frame after auth");
+        (client, ready)
+    }
+
+    /// Connects without authenticating.
+    pub async fn open(base: &str) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/v1/subscribe", base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("a websocket request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "herald.v1".parse().expect("a header value"),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the websocket opens");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some("herald.v1")
+        );
+        Self { socket }
+    }
+
+    pub async fn send(&mut self, frame: serde_json::Value) {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .expect("send a frame");
+    }
+
+    /// The next JSON frame (skipping heartbeats and pings), or `None` when
+    /// the socket closed. Panics after 30 s of silence.
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        use futures::StreamExt;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .expect("a frame within 30 s")?;
+            match message {
+                Ok(tokio_tungstenite::tungstenite::Message::Text(text)) => {
+                    let value: serde_json::Value =
+                        serde_json::from_str(&text).expect("frames are JSON");
+                    if value["type"] != "heartbeat" {
+                        return Some(value);
+                    }
+                }
+                Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                    return Some(serde_json::json!({
+                        "type": "close",
+                        "code": frame.as_ref().map(|f| u16::from(f.code)),
+                        "reason": frame.as_ref().map(|f| f.reason.to_string()),
+                    }));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 mod coordination;
 mod keys;
 mod rows;
+mod search;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -460,6 +461,24 @@ impl EventStore for EmbeddedStore {
         self.inner
             .committer
             .append(PendingAppend::new(tenant, stream, expected, events))
+            .await
+    }
+
+    async fn append_all(
+        &self,
+        tenant: &TenantId,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.inner
+            .committer
+            .append_all(
+                appends
+                    .into_iter()
+                    .map(|(stream, expected, events)| {
+                        PendingAppend::new(tenant, &stream, expected, events)
+                    })
+                    .collect(),
+            )
             .await
     }
 

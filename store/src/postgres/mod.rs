@@ -8,6 +8,7 @@ mod coordination;
 mod keys;
 mod listen;
 mod rows;
+mod search;
 mod writer;
 
 use std::sync::Arc;
@@ -246,6 +247,24 @@ impl EventStore for PostgresStore {
         self.inner
             .committer
             .append(PendingAppend::new(tenant, stream, expected, events))
+            .await
+    }
+
+    async fn append_all(
+        &self,
+        tenant: &TenantId,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.inner
+            .committer
+            .append_all(
+                appends
+                    .into_iter()
+                    .map(|(stream, expected, events)| {
+                        PendingAppend::new(tenant, &stream, expected, events)
+                    })
+                    .collect(),
+            )
             .await
     }
 

@@ -1,0 +1,317 @@
+//! `POST /v1/events`: external producers publish one event or a batch. Each
+//! event names its stream, is checked against its schema and the caller's
+//! scopes, and is appended to the caller's tenant; the answer comes after
+//! commit. An idempotency key makes a retry return the original answer
+//! without appending: the event id is derived from the tenant and the key,
+//! and the store is idempotent on event ids. In a batch each event gets its
+//! own result; `"atomic": true` makes it all or nothing.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use herald_events::{EventId, NewEvent, StreamId, TenantId};
+use herald_store::{AppendOutcome, ExpectedVersion};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::body::{decode, read_json};
+use super::problem::{ApiResult, Problem, ProblemKind};
+use super::streams::{stream_from_path, to_new_event, EventBody};
+use super::AppState;
+use crate::auth::Identity;
+
+/// Most characters in an idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// One published event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishItem {
+    /// `domain/id`.
+    pub stream: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    pub payload: Value,
+    /// Repeating a key returns the first answer and appends nothing.
+    pub idempotency_key: Option<String>,
+    /// An explicit event id (ignored when an idempotency key is given).
+    pub id: Option<Uuid>,
+    /// Optional optimistic check of the stream's version.
+    pub expected_version: Option<u64>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub producer: Option<String>,
+    /// Optional; when given it must be the caller's tenant.
+    pub tenant: Option<String>,
+}
+
+/// The event id an idempotency key stands for, within a tenant.
+pub fn idempotent_id(tenant: &TenantId, key: &str) -> EventId {
+    // A fixed namespace: the same tenant and key always give the same id.
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_2d69_646d_706f_7465_6e74);
+    EventId(Uuid::new_v5(
+        &NAMESPACE,
+        format!("{tenant}\n{key}").as_bytes(),
+    ))
+}
+
+/// A checked event, ready to append.
+pub struct Prepared {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub event: NewEvent,
+}
+
+/// Checks one item; the problem names its index.
+pub fn prepare(
+    index: usize,
+    item: PublishItem,
+    state: &AppState,
+    identity: &Identity,
+) -> ApiResult<Prepared> {
+    let at = |p: Problem| p.with("event_index", index);
+    identity
+        .require_tenant(item.tenant.as_deref())
+        .map_err(at)?;
+    let (domain, id) = item.stream.split_once('/').ok_or_else(|| {
+        at(Problem::new(
+            ProblemKind::InvalidStreamId,
+            format!("events[{index}]: stream {:?} is not domain/id", item.stream),
+        ))
+    })?;
+    let stream = stream_from_path(domain, id).map_err(at)?;
+    let id = match &item.idempotency_key {
+        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
+            return Err(at(Problem::new(
+                ProblemKind::InvalidRequest,
+                format!(
+                    "events[{index}]: an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters"
+                ),
+            )))
+        }
+        Some(key) => Some(idempotent_id(&identity.tenant, key).as_uuid()),
+        None => item.id,
+    };
+    let body = EventBody {
+        id,
+        event_type: item.event_type,
+        version: item.version,
+        payload: item.payload,
+        occurred_at: item.occurred_at,
+        correlation_id: item.correlation_id,
+        causation_id: item.causation_id,
+        producer: item.producer,
+    };
+    let event = to_new_event(index, body, &stream, state, identity)?;
+    Ok(Prepared {
+        stream,
+        expected: ExpectedVersion::from_option(item.expected_version),
+        event,
+    })
+}
+
+/// One event's result.
+#[derive(Debug, Serialize)]
+struct ItemResult {
+    index: usize,
+    status: u16,
+    #[serde(flatten)]
+    detail: Map<String, Value>,
+}
+
+fn accepted(index: usize, stream: &StreamId, outcome: &AppendOutcome) -> ItemResult {
+    let e = outcome.events[0];
+    let mut detail = Map::new();
+    detail.insert("id".into(), Value::String(e.id.to_string()));
+    detail.insert("stream".into(), Value::String(stream.to_string()));
+    detail.insert("position".into(), e.position.get().into());
+    detail.insert("stream_version".into(), e.stream_version.get().into());
+    detail.insert("duplicate".into(), outcome.duplicate.into());
+    ItemResult {
+        index,
+        status: if outcome.duplicate { 200 } else { 201 },
+        detail,
+    }
+}
+
+fn refused(index: usize, problem: &Problem) -> ItemResult {
+    let mut detail = Map::new();
+    detail.insert("problem".into(), problem.body());
+    ItemResult {
+        index,
+        status: problem.kind.status().as_u16(),
+        detail,
+    }
+}
+
+/// `POST /v1/events`
+pub async fn publish(
+    req: HttpRequest,
+    identity: Identity,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let (items, atomic, single) = match body {
+        Value::Object(mut map) if map.contains_key("events") => {
+            let atomic = match map.remove("atomic") {
+                None | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(_) => {
+                    return Err(Problem::new(
+                        ProblemKind::InvalidRequest,
+                        "atomic must be true or false",
+                    ))
+                }
+            };
+            if let Some(extra) = map.keys().find(|k| k.as_str() != "events") {
+                return Err(Problem::new(
+                    ProblemKind::InvalidRequest,
+                    format!("unknown field {extra:?}; a batch is {{\"events\": [...], \"atomic\": bool}}"),
+                ));
+            }
+            let raw = serde_json::to_vec(&map["events"]).unwrap_or_default();
+            let items: Vec<Value> = decode(&raw)?;
+            (items, atomic, false)
+        }
+        Value::Object(map) => (vec![Value::Object(map)], true, true),
+        _ => {
+            return Err(Problem::new(
+                ProblemKind::InvalidRequest,
+                "send one event object or {\"events\": [...]}",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(Problem::new(
+            ProblemKind::InvalidAppend,
+            "events must hold at least one event",
+        ));
+    }
+    if items.len() > state.limits.max_events_per_append {
+        return Err(Problem::new(
+            ProblemKind::TooManyEvents,
+            format!(
+                "{} events in one request; the limit is {}",
+                items.len(),
+                state.limits.max_events_per_append
+            ),
+        )
+        .with("limit", state.limits.max_events_per_append));
+    }
+
+    // Check every item first.
+    let mut prepared: Vec<Result<Prepared, Problem>> = Vec::with_capacity(items.len());
+    for (index, raw) in items.into_iter().enumerate() {
+        let item = serde_json::from_value::<PublishItem>(raw).map_err(|e| {
+            Problem::new(ProblemKind::InvalidRequest, format!("events[{index}]: {e}"))
+                .with("event_index", index)
+        });
+        prepared.push(item.and_then(|item| prepare(index, item, &state, &identity)));
+    }
+    if single {
+        let p = prepared.pop().expect("one item")?;
+        let outcome = state
+            .store
+            .append(&identity.tenant, &p.stream, p.expected, vec![p.event])
+            .await?;
+        let result = accepted(0, &p.stream, &outcome);
+        return Ok(HttpResponse::build(
+            StatusCode::from_u16(result.status).unwrap_or(StatusCode::CREATED),
+        )
+        .json(result.detail));
+    }
+
+    if atomic {
+        if let Some(problem) = prepared.iter().find_map(|p| p.as_ref().err()) {
+            let results: Vec<ItemResult> = prepared
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().err().map(|problem| refused(i, problem)))
+                .collect();
+            return Err(Problem::new(
+                problem.kind,
+                format!("nothing was appended: {}", problem.detail),
+            )
+            .with("errors", serde_json::to_value(results).unwrap_or_default()));
+        }
+        let ok: Vec<Prepared> = prepared.into_iter().filter_map(Result::ok).collect();
+        let streams: Vec<StreamId> = ok.iter().map(|p| p.stream.clone()).collect();
+        let outcomes = state
+            .store
+            .append_all(
+                &identity.tenant,
+                ok.into_iter()
+                    .map(|p| (p.stream, p.expected, vec![p.event]))
+                    .collect(),
+            )
+            .await?;
+        let results: Vec<ItemResult> = outcomes
+            .iter()
+            .zip(&streams)
+            .enumerate()
+            .map(|(i, (outcome, stream))| accepted(i, stream, outcome))
+            .collect();
+        return Ok(answer(true, results));
+    }
+
+    // Not atomic: each event on its own; streams in parallel, each stream's
+    // events in the order given.
+    let mut results: Vec<Option<ItemResult>> = (0..prepared.len()).map(|_| None).collect();
+    let mut per_stream: BTreeMap<StreamId, Vec<(usize, Prepared)>> = BTreeMap::new();
+    for (index, p) in prepared.into_iter().enumerate() {
+        match p {
+            Ok(p) => per_stream
+                .entry(p.stream.clone())
+                .or_default()
+                .push((index, p)),
+            Err(problem) => results[index] = Some(refused(index, &problem)),
+        }
+    }
+    let tenant = identity.tenant.clone();
+    let store = &state.store;
+    let done = join_all(per_stream.into_values().map(|items| {
+        let tenant = tenant.clone();
+        async move {
+            let mut out = Vec::with_capacity(items.len());
+            for (index, p) in items {
+                let result = match store
+                    .append(&tenant, &p.stream, p.expected, vec![p.event])
+                    .await
+                {
+                    Ok(outcome) => accepted(index, &p.stream, &outcome),
+                    Err(e) => refused(index, &Problem::from(e).with("event_index", index)),
+                };
+                out.push(result);
+            }
+            out
+        }
+    }))
+    .await;
+    for result in done.into_iter().flatten() {
+        let index = result.index;
+        results[index] = Some(result);
+    }
+    Ok(answer(false, results.into_iter().flatten().collect()))
+}
+
+/// 201 when every event was appended (200 when all were repeats), 207
+/// Multi-Status when results differ.
+fn answer(atomic: bool, results: Vec<ItemResult>) -> HttpResponse {
+    let all_ok = results.iter().all(|r| r.status < 300);
+    let all_repeats = results.iter().all(|r| r.status == 200);
+    let status = if all_ok && all_repeats {
+        StatusCode::OK
+    } else if all_ok {
+        StatusCode::CREATED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    HttpResponse::build(status).json(serde_json::json!({ "atomic": atomic, "results": results }))
+}

@@ -1,0 +1,345 @@
+//! `GET /v1/events/search`: the caller's tenant's events filtered by type
+//! patterns, domains, streams, a range of recording times and payload
+//! fields, paged by an opaque cursor. The tenant comes from the credentials;
+//! only event types the caller may read are shown, and the cursor moves past
+//! everything the page scanned, shown or not (as `GET /v1/events` does).
+//!
+//! ```text
+//! type=tickets.ticket_*   event-type pattern, `*` any run of characters; repeatable, OR-ed
+//! domain=tickets          repeatable, OR-ed
+//! stream=tickets/T-1      repeatable, OR-ed
+//! from=<RFC 3339>         recorded at or after (inclusive)
+//! to=<RFC 3339>           recorded before (exclusive)
+//! payload.<key>[.<key>…]=<value>
+//!                         the payload holds value at that path of object keys;
+//!                         value is JSON when it parses as JSON (`true`, `42`,
+//!                         `null`, `"42"`), else a string; repeatable, AND-ed
+//! cursor=<next_cursor>    continue after the previous page
+//! limit=100               1 to 1000
+//! tenant=<own tenant>     optional; any other tenant is refused (403)
+//! as_stored=true          events exactly as stored instead of upcast
+//! ```
+//!
+//! Different parameters are AND-ed. Payload filters match the payload as
+//! stored (at the version it was written), not as upcast.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use herald_events::{Domain, EventEnvelope, Position, StreamId};
+use herald_store::search::MAX_SEARCH_LIMIT;
+use herald_store::SearchQuery;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::problem::{ApiResult, Problem, ProblemKind};
+use super::streams::upcast_all;
+use super::AppState;
+use crate::auth::{Action, Identity, TypePattern};
+
+const DEFAULT_LIMIT: usize = 100;
+/// Versions the cursor's text, so its format can change without old
+/// cursors being misread.
+const CURSOR_PREFIX: &str = "s1:";
+const PAYLOAD_PREFIX: &str = "payload.";
+const KNOWN: &str =
+    "type, domain, stream, from, to, payload.<path>, cursor, limit, tenant, as_stored";
+
+#[derive(Debug, Serialize)]
+struct SearchAnswer {
+    events: Vec<EventEnvelope>,
+    /// The `cursor` of the next page; `null` once the search reached the end.
+    next_cursor: Option<String>,
+}
+
+/// The query string, parsed.
+#[derive(Debug)]
+struct SearchParams {
+    /// The query with the caller's tenant still to be filled in.
+    query: SearchQuery,
+    tenant: Option<String>,
+    as_stored: bool,
+}
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::new(ProblemKind::InvalidQuery, detail)
+}
+
+fn encode_cursor(position: Position) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{position}"))
+}
+
+fn decode_cursor(cursor: &str) -> ApiResult<Position> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(CURSOR_PREFIX)?.parse::<u64>().ok())
+        .map(Position)
+        .ok_or_else(|| {
+            invalid("cursor is malformed; pass the next_cursor of an earlier answer unchanged")
+        })
+}
+
+fn time(name: &str, value: &str) -> ApiResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value)
+        // An unescaped `+` of an offset arrives as a space: a query string
+        // decodes `+` to a space, and no RFC 3339 time holds one there.
+        .or_else(|e| DateTime::parse_from_rfc3339(&value.replace(' ', "+")).map_err(|_| e))
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            invalid(format!(
+                "{name}: {value:?} is not an RFC 3339 time such as 2025-01-31T12:00:00Z ({e})"
+            ))
+        })
+}
+
+/// A payload literal: JSON when it parses as JSON, else the text itself.
+fn literal(value: &str) -> Value {
+    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+}
+
+/// Parses the raw query string. Repeated keys are why this does not go
+/// through a struct: serde's URL-encoded structs take each key once.
+fn parse(raw: &str) -> ApiResult<SearchParams> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(raw)
+        .map_err(|e| invalid(e.to_string()))?
+        .into_inner();
+    // The tenant is the caller's, filled in once the caller is known.
+    let mut query = SearchQuery::new(herald_events::TenantId::default_tenant());
+    query.limit = DEFAULT_LIMIT;
+    let mut tenant = None;
+    let mut as_stored = None;
+    let mut from = None;
+    let mut to = None;
+    let mut cursor = None;
+    let mut limit = None;
+    let mut unknown = Vec::new();
+    for (key, value) in pairs {
+        let once = |slot: &mut Option<String>| {
+            if slot.replace(value.clone()).is_some() {
+                Err(invalid(format!("{key} is given more than once")))
+            } else {
+                Ok(())
+            }
+        };
+        match key.as_str() {
+            "type" => query.types.push(value),
+            "domain" => query
+                .domains
+                .push(Domain::new(value.as_str()).map_err(|e| invalid(format!("domain: {e}")))?),
+            "stream" => query.streams.push(
+                value
+                    .parse::<StreamId>()
+                    .map_err(|e| invalid(format!("stream: {e}; a stream is named domain/id")))?,
+            ),
+            "tenant" => once(&mut tenant)?,
+            "as_stored" => once(&mut as_stored)?,
+            "from" => once(&mut from)?,
+            "to" => once(&mut to)?,
+            "cursor" => once(&mut cursor)?,
+            "limit" => once(&mut limit)?,
+            _ => match key.strip_prefix(PAYLOAD_PREFIX) {
+                Some(path) => {
+                    let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+                    if path.iter().any(String::is_empty) {
+                        return Err(invalid(format!(
+                            "{key}: a payload path is keys joined by dots, none of them empty"
+                        )));
+                    }
+                    query.payload_equals.push((path, literal(&value)));
+                }
+                None if unknown.contains(&key) => {}
+                None => unknown.push(key),
+            },
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(invalid(format!(
+            "unknown query parameters: {}; known: {KNOWN}",
+            unknown.join(", ")
+        ))
+        .with("unknown_parameters", unknown));
+    }
+    query.recorded_from = from.as_deref().map(|v| time("from", v)).transpose()?;
+    query.recorded_to = to.as_deref().map(|v| time("to", v)).transpose()?;
+    if let Some(cursor) = cursor {
+        query.after = decode_cursor(&cursor)?;
+    }
+    if let Some(limit) = limit {
+        query.limit = limit
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_SEARCH_LIMIT).contains(n))
+            .ok_or_else(|| invalid(format!("limit must be 1 to {MAX_SEARCH_LIMIT}")))?;
+    }
+    let as_stored = match as_stored.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "as_stored must be true or false, not {other:?}"
+            )))
+        }
+    };
+    Ok(SearchParams {
+        query,
+        tenant,
+        as_stored,
+    })
+}
+
+/// The patterns of the types `identity` may read; `None` when it may read
+/// every type.
+fn readable(identity: &Identity) -> Option<Vec<String>> {
+    let mut patterns: Vec<String> = Vec::new();
+    for scope in &identity.scopes {
+        if !matches!(scope.action, Action::Read | Action::Admin) {
+            continue;
+        }
+        if scope.pattern.as_str() == TypePattern::ANY {
+            return None;
+        }
+        if !patterns.iter().any(|p| p == scope.pattern.as_str()) {
+            patterns.push(scope.pattern.as_str().to_owned());
+        }
+    }
+    Some(patterns)
+}
+
+/// `GET /v1/events/search`
+pub async fn search(
+    req: HttpRequest,
+    identity: Identity,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let SearchParams {
+        mut query,
+        tenant,
+        as_stored,
+    } = parse(req.query_string())?;
+    identity.require_tenant(tenant.as_deref())?;
+    query.tenant = identity.tenant.clone();
+    let readable = readable(&identity);
+    if readable.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Problem::new(
+            ProblemKind::Forbidden,
+            "these credentials may not read any event type",
+        ));
+    }
+    // A search for any type by a caller who may read only some is, exactly,
+    // a search for those: asking the store for them spares scanning pages
+    // of events that would all be filtered out below. A scope list the store
+    // would refuse as a query keeps the unnarrowed search.
+    if let Some(patterns) = readable.filter(|_| query.types.is_empty()) {
+        let narrowed = SearchQuery {
+            types: patterns,
+            ..query.clone()
+        };
+        if narrowed.validate().is_ok() {
+            query = narrowed;
+        }
+    }
+
+    let page = state.store.search(&query).await?;
+    let events: Vec<EventEnvelope> = page
+        .events
+        .into_iter()
+        .filter(|e| e.tenant == identity.tenant && identity.allows(Action::Read, &e.event_type))
+        .collect();
+    let events = upcast_all(&state, events, as_stored)?;
+    Ok(HttpResponse::Ok().json(SearchAnswer {
+        events,
+        next_cursor: page.last_scanned.map(encode_cursor),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        let cursor = encode_cursor(Position(42));
+        assert!(cursor
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(decode_cursor(&cursor).unwrap(), Position(42));
+        for bad in [
+            "",
+            "42",
+            "!!",
+            "czE6",
+            "czE6eA",
+            &URL_SAFE_NO_PAD.encode("s2:42"),
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_or_ed_and_payload_values_read_as_json_first() {
+        let params = parse(
+            "type=tickets.ticket_*&type=edges.*&domain=tickets&stream=tickets%2FT-1\
+             &payload.customer=acme&payload.links.wan.up=true&payload.code=%2242%22\
+             &payload.n=42&from=2025-01-01T00:00:00%2B02:00&to=2025-01-02T00:00:00+02:00",
+        )
+        .unwrap();
+        let q = params.query;
+        assert_eq!(q.types, vec!["tickets.ticket_*", "edges.*"]);
+        assert_eq!(q.domains.len(), 1);
+        assert_eq!(q.streams[0].as_str(), "tickets/T-1");
+        assert_eq!(
+            q.payload_equals,
+            vec![
+                (vec!["customer".to_owned()], Value::from("acme")),
+                (
+                    vec!["links".to_owned(), "wan".to_owned(), "up".to_owned()],
+                    Value::from(true)
+                ),
+                (vec!["code".to_owned()], Value::from("42")),
+                (vec!["n".to_owned()], Value::from(42)),
+            ]
+        );
+        assert_eq!(
+            q.recorded_from.unwrap().to_rfc3339(),
+            "2024-12-31T22:00:00+00:00"
+        );
+        assert_eq!(
+            q.recorded_to.unwrap().to_rfc3339(),
+            "2025-01-01T22:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (raw, names) in [
+            ("foo=1&limit=5&bar=2", "foo, bar"),
+            ("payload=1", "payload"),
+        ] {
+            let problem = parse(raw).unwrap_err();
+            assert_eq!(problem.kind, ProblemKind::InvalidQuery);
+            assert!(problem.detail.contains(names), "{}", problem.detail);
+        }
+        for raw in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "limit=1&limit=2",
+            "from=yesterday",
+            "cursor=nope",
+            "payload.a..b=1",
+            "payload.=1",
+            "domain=Tickets",
+            "stream=T-1",
+            "as_stored=yes",
+        ] {
+            assert_eq!(
+                parse(raw).unwrap_err().kind,
+                ProblemKind::InvalidQuery,
+                "{raw}"
+            );
+        }
+    }
+}

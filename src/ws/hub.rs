@@ -1,0 +1,397 @@
+//! The subscription hub of one process: it follows the store's log once
+//! and hands every new event to the subscriptions it matches, and it brings
+//! new subscriptions from their cursor up to the live edge.
+//!
+//! No gap and no duplicate at the seam: a subscription is registered, under
+//! the hub's lock, together with the last position the hub has handed out
+//! (P). From then on the hub holds every later matching event for it (in a
+//! bounded buffer) while a catch-up task reads its history, from its cursor
+//! to P, from the store; then, again under the lock, the buffer is delivered
+//! and the subscription goes live. Positions follow commit order in the
+//! store, so everything up to P is committed and final.
+//!
+//! Memory is bounded: every subscription writes into its connection's
+//! bounded queue with `try_send`; a full queue, or a full catch-up buffer,
+//! marks the connection slow, and the connection closes it with the cursors
+//! to resume from.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use herald_events::{EventEnvelope, EventRegistry, Position};
+use herald_store::EventStore;
+use tokio::sync::{mpsc, Notify};
+
+use super::protocol::{json_string, Cursor, Filter};
+
+/// Events a catching-up subscription may have waiting before it is slow.
+const CATCH_UP_BUFFER: usize = 10_000;
+/// Events read per history page.
+const HISTORY_PAGE: usize = 512;
+
+/// What a connection's writer sends, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An event frame of subscription `sub`, at `position`.
+    Event {
+        sub: Arc<str>,
+        position: Position,
+        text: String,
+    },
+    /// A subscription starts at `position` (for its resume cursor).
+    Started { sub: Arc<str>, position: Position },
+    /// Any other frame.
+    Frame(String),
+    /// A websocket pong answering the client's ping.
+    Pong(Vec<u8>),
+}
+
+/// Marks a connection as too slow; its writer closes it.
+#[derive(Debug, Default)]
+pub struct Slow {
+    flagged: AtomicBool,
+    notify: Notify,
+}
+
+impl Slow {
+    pub fn flag(&self) {
+        if !self.flagged.swap(true, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn is_flagged(&self) -> bool {
+        self.flagged.load(Ordering::SeqCst)
+    }
+
+    pub async fn wait(&self) {
+        if !self.is_flagged() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Where a subscription's frames go.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub tx: mpsc::Sender<Outbound>,
+    pub slow: Arc<Slow>,
+}
+
+impl Sink {
+    fn offer(&self, out: Outbound) {
+        if self.tx.try_send(out).is_err() {
+            self.slow.flag();
+        }
+    }
+}
+
+/// An event as the hub hands it out: serialized once for every subscriber.
+#[derive(Debug)]
+struct LiveEvent {
+    envelope: EventEnvelope,
+    json: String,
+    cursor: String,
+}
+
+enum State {
+    CatchingUp(Vec<Arc<LiveEvent>>),
+    Live,
+}
+
+struct Subscription {
+    id: Arc<str>,
+    id_json: String,
+    filter: Filter,
+    sink: Sink,
+    /// Only events after this position are delivered.
+    after: Position,
+    state: State,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// The last position handed to subscriptions.
+    handed: Position,
+    subscriptions: HashMap<u64, Subscription>,
+    next_key: u64,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    events: EventRegistry,
+    epoch: String,
+    registry: Mutex<Registry>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cursor(&self, position: Position) -> String {
+        Cursor {
+            epoch: self.epoch.clone(),
+            position,
+        }
+        .encode()
+    }
+
+    fn live_event(&self, envelope: EventEnvelope) -> Arc<LiveEvent> {
+        // Subscribers see events at the latest version of their type, like
+        // every other read.
+        let envelope = match self.events.upcast(envelope.clone()) {
+            Ok(upcast) => upcast,
+            Err(e) => {
+                tracing::error!(position = envelope.position.get(), error = %e, "Event cannot be upcast; sent as stored.");
+                envelope
+            }
+        };
+        let json = serde_json::to_string(&envelope).unwrap_or_else(|_| "null".to_owned());
+        let cursor = self.cursor(envelope.position);
+        Arc::new(LiveEvent {
+            envelope,
+            json,
+            cursor,
+        })
+    }
+}
+
+fn event_frame(sub: &Subscription, event: &LiveEvent) -> Outbound {
+    Outbound::Event {
+        sub: Arc::clone(&sub.id),
+        position: event.envelope.position,
+        text: format!(
+            r#"{{"type":"event","subscription":{},"cursor":"{}","event":{}}}"#,
+            sub.id_json, event.cursor, event.json
+        ),
+    }
+}
+
+/// Identifies a registered subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionKey(u64);
+
+/// The process's hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("epoch", &self.inner.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Starts following the log from its current head.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        events: EventRegistry,
+    ) -> Result<Self, herald_store::StoreError> {
+        let epoch = store.epoch().await?;
+        let head = store.head().await?.position;
+        let inner = Arc::new(Inner {
+            store: Arc::clone(&store),
+            events,
+            epoch,
+            registry: Mutex::new(Registry {
+                handed: head,
+                ..Registry::default()
+            }),
+        });
+        let hub = Self {
+            inner: Arc::clone(&inner),
+        };
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut log = store.subscribe_all(head.next()).ready_chunks(256);
+            while let Some(chunk) = log.next().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let events: Vec<Arc<LiveEvent>> = chunk
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        Ok(e) => Some(inner.live_event(e)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Subscription hub could not read the log; retrying.");
+                            None
+                        }
+                    })
+                    .collect();
+                let mut registry = inner.lock();
+                for event in &events {
+                    for sub in registry.subscriptions.values_mut() {
+                        if event.envelope.position <= sub.after
+                            || !sub.filter.matches(&event.envelope)
+                        {
+                            continue;
+                        }
+                        if matches!(sub.state, State::Live) {
+                            let frame = event_frame(sub, event);
+                            sub.sink.offer(frame);
+                        } else if let State::CatchingUp(buffer) = &mut sub.state {
+                            if buffer.len() < CATCH_UP_BUFFER {
+                                buffer.push(Arc::clone(event));
+                            } else {
+                                sub.sink.slow.flag();
+                            }
+                        }
+                    }
+                    registry.handed = registry.handed.max(event.envelope.position);
+                }
+            }
+        });
+        Ok(hub)
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    /// The cursor of the last event the hub handed out.
+    pub fn head_cursor(&self) -> String {
+        let handed = self.inner.lock().handed;
+        self.inner.cursor(handed)
+    }
+
+    /// Registers a subscription delivering events after `after` (None: from
+    /// now on). History up to the live edge is sent first; a `live` frame
+    /// marks the edge.
+    pub fn subscribe(
+        &self,
+        id: &str,
+        filter: Filter,
+        after: Option<Position>,
+        sink: Sink,
+    ) -> SubscriptionKey {
+        let id: Arc<str> = Arc::from(id);
+        let id_json = json_string(&id);
+        let mut registry = self.inner.lock();
+        let handed = registry.handed;
+        let after = after.unwrap_or(handed);
+        let key = registry.next_key;
+        registry.next_key += 1;
+        let catching_up = after < handed;
+        sink.offer(Outbound::Started {
+            sub: Arc::clone(&id),
+            position: after,
+        });
+        sink.offer(Outbound::Frame(format!(
+            r#"{{"type":"subscribed","subscription":{id_json},"cursor":"{}"}}"#,
+            self.inner.cursor(after)
+        )));
+        if !catching_up {
+            sink.offer(Outbound::Frame(format!(
+                r#"{{"type":"live","subscription":{id_json},"cursor":"{}"}}"#,
+                self.inner.cursor(after.max(handed))
+            )));
+        }
+        registry.subscriptions.insert(
+            key,
+            Subscription {
+                id: Arc::clone(&id),
+                id_json,
+                filter: filter.clone(),
+                sink: sink.clone(),
+                after,
+                state: if catching_up {
+                    State::CatchingUp(Vec::new())
+                } else {
+                    State::Live
+                },
+            },
+        );
+        drop(registry);
+        if catching_up {
+            let inner = Arc::clone(&self.inner);
+            tokio::spawn(catch_up(
+                inner,
+                SubscriptionKey(key),
+                id,
+                filter,
+                after,
+                handed,
+                sink,
+            ));
+        }
+        SubscriptionKey(key)
+    }
+
+    pub fn unsubscribe(&self, key: SubscriptionKey) {
+        self.inner.lock().subscriptions.remove(&key.0);
+    }
+}
+
+/// Sends a subscription's history in (after, handed], then its buffer, then
+/// makes it live.
+async fn catch_up(
+    inner: Arc<Inner>,
+    key: SubscriptionKey,
+    id: Arc<str>,
+    filter: Filter,
+    after: Position,
+    handed: Position,
+    sink: Sink,
+) {
+    let id_json = json_string(&id);
+    let mut next = after.next();
+    while next <= handed {
+        if sink.slow.is_flagged() || sink.tx.is_closed() {
+            return;
+        }
+        let page = match inner.store.read_all(next, HISTORY_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "Subscription catch-up could not read the log; retrying.");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        next = last.position.next();
+        for envelope in page {
+            if envelope.position > handed {
+                break;
+            }
+            if !filter.matches(&envelope) {
+                continue;
+            }
+            let event = inner.live_event(envelope);
+            let frame = Outbound::Event {
+                sub: Arc::clone(&id),
+                position: event.envelope.position,
+                text: format!(
+                    r#"{{"type":"event","subscription":{},"cursor":"{}","event":{}}}"#,
+                    id_json, event.cursor, event.json
+                ),
+            };
+            // History waits for the client (backpressure); the live edge
+            // meanwhile collects in the bounded buffer.
+            if sink.tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+    let mut registry = inner.lock();
+    let Some(sub) = registry.subscriptions.get_mut(&key.0) else {
+        return;
+    };
+    if let State::CatchingUp(buffer) = std::mem::replace(&mut sub.state, State::Live) {
+        for event in &buffer {
+            let frame = event_frame(sub, event);
+            sub.sink.offer(frame);
+        }
+    }
+    let edge = registry.handed;
+    let sub = &registry.subscriptions[&key.0];
+    sub.sink.offer(Outbound::Frame(format!(
+        r#"{{"type":"live","subscription":{},"cursor":"{}"}}"#,
+        sub.id_json,
+        inner.cursor(edge)
+    )));
+}

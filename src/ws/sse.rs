@@ -1,0 +1,162 @@
+//! `GET /v1/events/stream`: server-sent events for clients that cannot use
+//! websockets. Same filters as a websocket subscription (repeated `type`,
+//! `domain`, `stream` query parameters), credentials in the `Authorization`
+//! header, and resumption with `Last-Event-ID` (each event's id is its
+//! cursor). A client too slow to keep up is disconnected; it reconnects with
+//! its last event id and continues exactly after it.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use herald_events::Position;
+use tokio::sync::mpsc;
+
+use super::hub::{Outbound, Sink, Slow};
+use super::protocol::{Cursor, Filter, FilterSpec};
+use super::session::{HEARTBEAT, QUEUE};
+use crate::api::problem::{ApiResult, Problem, ProblemKind};
+use crate::api::AppState;
+use crate::auth::Identity;
+
+/// Splits an `event` frame of the hub into its cursor and event JSON.
+fn sse_event(frame: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
+    let kind = value.get("type")?.as_str()?;
+    match kind {
+        "event" => Some(format!(
+            "id: {}\nevent: event\ndata: {}\n\n",
+            value.get("cursor")?.as_str()?,
+            value.get("event")?
+        )),
+        "live" => Some(format!("event: live\ndata: {value}\n\n")),
+        _ => None,
+    }
+}
+
+/// `GET /v1/events/stream?type=…&domain=…&stream=…&from=start|now|<cursor>`
+pub async fn stream(
+    req: HttpRequest,
+    identity: Identity,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let mut spec = FilterSpec::default();
+    let mut from: Option<String> = None;
+    let mut tenant: Option<String> = None;
+    for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        match key.as_ref() {
+            "type" => spec.types.push(value.into_owned()),
+            "domain" => spec.domains.push(value.into_owned()),
+            "stream" => spec.streams.push(value.into_owned()),
+            "from" => from = Some(value.into_owned()),
+            "tenant" => tenant = Some(value.into_owned()),
+            other => {
+                return Err(Problem::new(
+                    ProblemKind::InvalidQuery,
+                    format!(
+                        "unknown parameter {other:?}; use type, domain, stream, from or tenant"
+                    ),
+                ))
+            }
+        }
+    }
+    identity.require_tenant(tenant.as_deref())?;
+    let filter = Filter::new(spec, &identity).map_err(|why| {
+        let kind = if why.contains("may not") {
+            ProblemKind::Forbidden
+        } else {
+            ProblemKind::InvalidQuery
+        };
+        Problem::new(kind, why)
+    })?;
+    // Last-Event-ID (a reconnecting EventSource) wins over `from`.
+    let resume = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(from);
+    let after = match resume.as_deref() {
+        None | Some("now") => None,
+        Some("start") => Some(Position::START),
+        Some(text) => {
+            let cursor =
+                Cursor::decode(text).map_err(|why| Problem::new(ProblemKind::InvalidQuery, why))?;
+            if cursor.epoch != state.hub.epoch() {
+                return Err(Problem::new(
+                    ProblemKind::InvalidQuery,
+                    "the cursor is from another store; start over with from=start",
+                )
+                .with("resync_required", true));
+            }
+            Some(cursor.position)
+        }
+    };
+
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let slow = Arc::new(Slow::default());
+    let key = state.hub.subscribe(
+        "sse",
+        filter,
+        after,
+        Sink {
+            tx,
+            slow: Arc::clone(&slow),
+        },
+    );
+    let hub = state.hub.clone();
+    let body = async_stream(move |yielder| async move {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                biased;
+                _ = slow.wait() => {
+                    let _ = yielder.send(": slow consumer; reconnect with Last-Event-ID\n\n".to_owned()).await;
+                    break;
+                }
+                out = rx.recv() => match out {
+                    Some(Outbound::Event { text, .. }) | Some(Outbound::Frame(text)) => {
+                        if let Some(chunk) = sse_event(&text) {
+                            if yielder.send(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = heartbeat.tick() => {
+                    if yielder.send(": heartbeat\n\n".to_owned()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        hub.unsubscribe(key);
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body))
+}
+
+/// A body stream fed by a task: the task stops when the client goes away.
+/// A slow reader blocks the task's sends, so the hub's bounded queue fills
+/// and flags the subscription slow: memory stays bounded.
+fn async_stream<F, Fut>(
+    produce: F,
+) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>>
+where
+    F: FnOnce(mpsc::Sender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (tx, rx) = mpsc::channel::<String>(16);
+    actix_web::rt::spawn(produce(tx));
+    tokio_stream_from(rx).map(|chunk| Ok(web::Bytes::from(chunk)))
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<String>) -> impl futures::Stream<Item = String> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
