@@ -1,7 +1,9 @@
 //! The `herald` command line: one module per subcommand.
 
 mod keys;
+mod publish;
 mod serve;
+mod tail;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Manage API keys.
     Keys(keys::KeysArgs),
+    /// Publish events from a JSONL file or stdin to a running Herald.
+    Publish(publish::PublishArgs),
+    /// Follow events live and print each as a JSON line.
+    Tail(tail::TailArgs),
 }
 
 /// Runs the parsed command.
@@ -31,5 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&cli.log, args),
         Command::Keys(args) => keys::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Tail(args) => tail::run(args),
     }
 }

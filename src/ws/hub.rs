@@ -10,6 +10,12 @@
 //! and the subscription goes live. Positions follow commit order in the
 //! store, so everything up to P is committed and final.
 //!
+//! Dispatch is indexed: a subscription naming streams is only looked at for
+//! events of those streams, one naming domains only for events of those
+//! domains; the rest are checked against every event. Subscriptions with the
+//! same id share one rendered frame per event (its bytes are reference
+//! counted), so a popular event is serialized once, not once per subscriber.
+//!
 //! Memory is bounded: every subscription writes into its connection's
 //! bounded queue with `try_send`; a full queue, or a full catch-up buffer,
 //! marks the connection slow, and the connection closes it with the cursors
@@ -19,8 +25,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytestring::ByteString;
 use futures::StreamExt;
-use herald_events::{EventEnvelope, EventRegistry, Position};
+use herald_events::{EventEnvelope, EventRegistry, Position, StreamId};
 use herald_store::EventStore;
 use tokio::sync::{mpsc, Notify};
 
@@ -38,7 +45,7 @@ pub enum Outbound {
     Event {
         sub: Arc<str>,
         position: Position,
-        text: String,
+        text: ByteString,
     },
     /// A subscription starts at `position` (for its resume cursor).
     Started { sub: Arc<str>, position: Position },
@@ -116,7 +123,106 @@ struct Registry {
     /// The last position handed to subscriptions.
     handed: Position,
     subscriptions: HashMap<u64, Subscription>,
+    /// Subscriptions that name streams, by stream.
+    by_stream: HashMap<StreamId, Vec<u64>>,
+    /// Subscriptions that name domains but no stream, by domain.
+    by_domain: HashMap<String, Vec<u64>>,
+    /// Subscriptions that name neither: checked against every event.
+    unindexed: Vec<u64>,
     next_key: u64,
+}
+
+impl Registry {
+    fn insert(&mut self, key: u64, sub: Subscription) {
+        let filter = &sub.filter;
+        if !filter.streams().is_empty() {
+            for stream in filter.streams() {
+                self.by_stream.entry(stream.clone()).or_default().push(key);
+            }
+        } else if !filter.domains().is_empty() {
+            for domain in filter.domains() {
+                self.by_domain.entry(domain.clone()).or_default().push(key);
+            }
+        } else {
+            self.unindexed.push(key);
+        }
+        self.subscriptions.insert(key, sub);
+    }
+
+    fn remove(&mut self, key: u64) {
+        let Some(sub) = self.subscriptions.remove(&key) else {
+            return;
+        };
+        fn drop_key<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<u64>>, at: K, key: u64) {
+            if let std::collections::hash_map::Entry::Occupied(mut keys) = index.entry(at) {
+                keys.get_mut().retain(|k| *k != key);
+                if keys.get().is_empty() {
+                    keys.remove();
+                }
+            }
+        }
+        let filter = &sub.filter;
+        if !filter.streams().is_empty() {
+            for stream in filter.streams() {
+                drop_key(&mut self.by_stream, stream.clone(), key);
+            }
+        } else if !filter.domains().is_empty() {
+            for domain in filter.domains() {
+                drop_key(&mut self.by_domain, domain.clone(), key);
+            }
+        } else {
+            self.unindexed.retain(|k| *k != key);
+        }
+    }
+
+    /// Hands one event to every subscription it matches.
+    fn dispatch(&mut self, event: &Arc<LiveEvent>, frames: &mut HashMap<Arc<str>, ByteString>) {
+        frames.clear();
+        let envelope = &event.envelope;
+        let candidates = self
+            .by_stream
+            .get(&envelope.stream)
+            .into_iter()
+            .flatten()
+            .chain(
+                self.by_domain
+                    .get(envelope.stream.domain().as_str())
+                    .into_iter()
+                    .flatten(),
+            )
+            .chain(self.unindexed.iter());
+        for key in candidates {
+            // A subscription listed under two of its streams is still found
+            // once per event: an event has one stream.
+            let Some(sub) = self.subscriptions.get_mut(key) else {
+                continue;
+            };
+            if envelope.position <= sub.after || !sub.filter.matches(envelope) {
+                continue;
+            }
+            match &mut sub.state {
+                State::Live => {
+                    let text = frames
+                        .entry(Arc::clone(&sub.id))
+                        .or_insert_with(|| event_text(&sub.id_json, event))
+                        .clone();
+                    sub.sink.offer(Outbound::Event {
+                        sub: Arc::clone(&sub.id),
+                        position: envelope.position,
+                        text,
+                    });
+                }
+                State::CatchingUp(buffer) => {
+                    if buffer.len() < CATCH_UP_BUFFER {
+                        buffer.push(Arc::clone(event));
+                    } else {
+                        sub.sink.slow.flag();
+                    }
+                }
+            }
+        }
+        self.handed = self.handed.max(envelope.position);
+    }
 }
 
 struct Inner {
@@ -159,14 +265,18 @@ impl Inner {
     }
 }
 
+fn event_text(id_json: &str, event: &LiveEvent) -> ByteString {
+    ByteString::from(format!(
+        r#"{{"type":"event","subscription":{},"cursor":"{}","event":{}}}"#,
+        id_json, event.cursor, event.json
+    ))
+}
+
 fn event_frame(sub: &Subscription, event: &LiveEvent) -> Outbound {
     Outbound::Event {
         sub: Arc::clone(&sub.id),
         position: event.envelope.position,
-        text: format!(
-            r#"{{"type":"event","subscription":{},"cursor":"{}","event":{}}}"#,
-            sub.id_json, event.cursor, event.json
-        ),
+        text: event_text(&sub.id_json, event),
     }
 }
 
@@ -211,6 +321,7 @@ impl Hub {
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut log = store.subscribe_all(head.next()).ready_chunks(256);
+            let mut frames = HashMap::new();
             while let Some(chunk) = log.next().await {
                 let Some(inner) = weak.upgrade() else { return };
                 let events: Vec<Arc<LiveEvent>> = chunk
@@ -225,24 +336,7 @@ impl Hub {
                     .collect();
                 let mut registry = inner.lock();
                 for event in &events {
-                    for sub in registry.subscriptions.values_mut() {
-                        if event.envelope.position <= sub.after
-                            || !sub.filter.matches(&event.envelope)
-                        {
-                            continue;
-                        }
-                        if matches!(sub.state, State::Live) {
-                            let frame = event_frame(sub, event);
-                            sub.sink.offer(frame);
-                        } else if let State::CatchingUp(buffer) = &mut sub.state {
-                            if buffer.len() < CATCH_UP_BUFFER {
-                                buffer.push(Arc::clone(event));
-                            } else {
-                                sub.sink.slow.flag();
-                            }
-                        }
-                    }
-                    registry.handed = registry.handed.max(event.envelope.position);
+                    registry.dispatch(event, &mut frames);
                 }
             }
         });
@@ -291,7 +385,7 @@ impl Hub {
                 self.inner.cursor(after.max(handed))
             )));
         }
-        registry.subscriptions.insert(
+        registry.insert(
             key,
             Subscription {
                 id: Arc::clone(&id),
@@ -323,7 +417,7 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, key: SubscriptionKey) {
-        self.inner.lock().subscriptions.remove(&key.0);
+        self.inner.lock().remove(key.0);
     }
 }
 
@@ -365,10 +459,7 @@ async fn catch_up(
             let frame = Outbound::Event {
                 sub: Arc::clone(&id),
                 position: event.envelope.position,
-                text: format!(
-                    r#"{{"type":"event","subscription":{},"cursor":"{}","event":{}}}"#,
-                    id_json, event.cursor, event.json
-                ),
+                text: event_text(&id_json, &event),
             };
             // History waits for the client (backpressure); the live edge
             // meanwhile collects in the bounded buffer.

@@ -142,6 +142,16 @@ impl Filter {
         })
     }
 
+    /// The streams named by the filter (empty: any).
+    pub fn streams(&self) -> &[StreamId] {
+        &self.streams
+    }
+
+    /// The domains named by the filter (empty: any).
+    pub fn domains(&self) -> &[String] {
+        &self.domains
+    }
+
     /// True when the event is the subscriber's to see and the filter's.
     pub fn matches(&self, event: &EventEnvelope) -> bool {
         event.tenant == self.identity.tenant

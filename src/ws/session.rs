@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use bytestring::ByteString;
 use futures::StreamExt;
 use herald_events::Position;
 use tokio::sync::mpsc;
@@ -406,7 +407,7 @@ async fn write(
                         delivered.insert(sub, position);
                         text
                     }
-                    Outbound::Frame(text) => text,
+                    Outbound::Frame(text) => ByteString::from(text),
                     Outbound::Pong(payload) => {
                         if session.pong(&payload).await.is_err() {
                             return;

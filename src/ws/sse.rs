@@ -116,7 +116,14 @@ pub async fn stream(
                     break;
                 }
                 out = rx.recv() => match out {
-                    Some(Outbound::Event { text, .. }) | Some(Outbound::Frame(text)) => {
+                    Some(Outbound::Event { text, .. }) => {
+                        if let Some(chunk) = sse_event(&text) {
+                            if yielder.send(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Some(Outbound::Frame(text)) => {
                         if let Some(chunk) = sse_event(&text) {
                             if yielder.send(chunk).await.is_err() {
                                 break;
