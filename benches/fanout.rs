@@ -99,7 +99,6 @@ fn main() {
         command
             .current_dir(dir.path())
             .args(["serve", "--listen", &listen, "--log", "warn"])
-            .env("HERALD_RELAY", "false")
             .stdout(Stdio::null())
             .spawn()
             .expect("start herald"),

@@ -199,6 +199,47 @@ pub struct BrokerArgs {
     /// Run the outbox relay (one process of a store is active, the others stand by) [default: true]
     #[arg(long, env = "HERALD_RELAY", value_name = "BOOL")]
     pub relay: Option<bool>,
+
+    /// Append events producers publish onto the broker's ingest topic
+    /// [default: on for amqp and kafka, off for memory]
+    #[arg(long, env = "HERALD_INGEST", value_enum, value_name = "on|off")]
+    pub ingest: Option<Switch>,
+
+    /// The ingest topic (on RabbitMQ, the exchange) [default: herald.ingest]
+    #[arg(long, env = "HERALD_INGEST_TOPIC", value_name = "TOPIC")]
+    pub ingest_topic: Option<String>,
+}
+
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    #[value(alias = "true")]
+    On,
+    #[value(alias = "false")]
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Switch {
+    /// `"on"` / `"off"`, or a TOML boolean like `relay = true`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bool(true) => Ok(Switch::On),
+            Raw::Bool(false) => Ok(Switch::Off),
+            Raw::Text(text) => match text.as_str() {
+                "on" | "true" => Ok(Switch::On),
+                "off" | "false" => Ok(Switch::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected \"on\" or \"off\", not {other:?}"
+                ))),
+            },
+        }
+    }
 }
 
 /// Which broker to use.
@@ -215,6 +256,43 @@ pub struct BrokerSettings {
     pub location: BrokerLocation,
     pub wire: herald_brokers::WireSettings,
     pub relay: bool,
+    pub ingest: IngestSettings,
+}
+
+/// Resolved settings of the broker ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestSettings {
+    pub enabled: bool,
+    pub topic: herald_brokers::Topic,
+}
+
+/// Resolves the ingest settings; the ingest is on by default with a real
+/// broker, off with the in-process one (only this process could publish to it).
+fn ingest_settings(
+    args: &BrokerArgs,
+    file: &FileConfig,
+    location: &BrokerLocation,
+) -> anyhow::Result<IngestSettings> {
+    let enabled = match args.ingest.or(file.ingest) {
+        Some(switch) => switch == Switch::On,
+        None => *location != BrokerLocation::Memory,
+    };
+    let name = args
+        .ingest_topic
+        .clone()
+        .or_else(|| file.ingest_topic.clone())
+        .unwrap_or_else(|| crate::ingest::DEFAULT_TOPIC.to_owned());
+    let topic = herald_brokers::Topic::named(name.trim())
+        .map_err(|e| anyhow::anyhow!("HERALD_INGEST_TOPIC / --ingest-topic: {e}"))?;
+    let dead_letters = format!("{}dlq.", herald_brokers::Topic::PREFIX);
+    if topic.as_str().starts_with(&dead_letters) {
+        bail!(
+            "HERALD_INGEST_TOPIC / --ingest-topic {topic} is a dead-letter topic \
+             ({dead_letters}<group>); choose another name, e.g. {}",
+            crate::ingest::DEFAULT_TOPIC
+        );
+    }
+    Ok(IngestSettings { enabled, topic })
 }
 
 /// Resolves the broker settings.
@@ -253,8 +331,10 @@ pub fn broker_settings(args: &BrokerArgs, file: &FileConfig) -> anyhow::Result<B
     if partitions == 0 {
         bail!("the broker needs at least one partition per topic");
     }
+    let ingest = ingest_settings(args, file, &location)?;
     Ok(BrokerSettings {
         location,
+        ingest,
         wire: herald_brokers::WireSettings {
             codec,
             max_message_bytes: args
@@ -300,6 +380,8 @@ pub struct FileConfig {
     pub broker_max_message_bytes: Option<usize>,
     pub broker_partitions: Option<u32>,
     pub relay: Option<bool>,
+    pub ingest: Option<Switch>,
+    pub ingest_topic: Option<String>,
     pub jwt_hs256_secret: Option<String>,
     pub jwt_rs256_public_key_file: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
@@ -525,6 +607,60 @@ mod tests {
         let default = broker_settings(&BrokerArgs::default(), &FileConfig::default()).unwrap();
         assert_eq!(default.location, BrokerLocation::Memory);
         assert!(default.relay);
+    }
+
+    #[test]
+    fn the_ingest_follows_the_broker_unless_told() {
+        let resolve = |broker: &str, ingest: Option<Switch>, topic: Option<&str>| {
+            broker_settings(
+                &BrokerArgs {
+                    broker: Some(broker.into()),
+                    ingest,
+                    ingest_topic: topic.map(str::to_owned),
+                    ..Default::default()
+                },
+                &FileConfig::default(),
+            )
+            .map(|s| s.ingest)
+        };
+        let memory = resolve("memory", None, None).unwrap();
+        assert!(!memory.enabled);
+        assert_eq!(memory.topic.as_str(), crate::ingest::DEFAULT_TOPIC);
+        assert!(resolve("amqp://g:g@h/%2f", None, None).unwrap().enabled);
+        assert!(resolve("kafka://h:9092", None, None).unwrap().enabled);
+        assert!(
+            !resolve("kafka://h:9092", Some(Switch::Off), None)
+                .unwrap()
+                .enabled
+        );
+        assert!(resolve("memory", Some(Switch::On), None).unwrap().enabled);
+        assert_eq!(
+            resolve("memory", None, Some("acme.events"))
+                .unwrap()
+                .topic
+                .as_str(),
+            "acme.events"
+        );
+        let err = resolve("memory", None, Some("Bad Topic"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HERALD_INGEST_TOPIC") && err.contains("Bad Topic"),
+            "{err}"
+        );
+        let err = resolve("memory", None, Some("herald.dlq.herald-ingest"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dead-letter"), "{err}");
+    }
+
+    #[test]
+    fn the_ingest_switch_reads_on_off_and_booleans_from_the_file() {
+        let file = |text: &str| toml::from_str::<FileConfig>(text).map(|f| f.ingest);
+        assert_eq!(file("ingest = \"on\"").unwrap(), Some(Switch::On));
+        assert_eq!(file("ingest = false").unwrap(), Some(Switch::Off));
+        let err = file("ingest = \"maybe\"").unwrap_err().to_string();
+        assert!(err.contains("on") && err.contains("maybe"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The `herald` binary's library: configuration (`config`), the HTTP API
 //! (`api`), authentication and scopes (`auth`), live subscriptions (`ws`),
-//! the outbox relay (`relay`), telemetry setup (`telemetry`) and the
-//! command line (`cli`). The binary in `main.rs` only parses arguments and
-//! calls [`cli::run`].
+//! the outbox relay (`relay`), the broker ingest (`ingest`), telemetry setup
+//! (`telemetry`) and the command line (`cli`). The binary in `main.rs` only
+//! parses arguments and calls [`cli::run`].
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ingest;
 pub mod relay;
 pub mod telemetry;
 pub mod ws;

@@ -4,117 +4,24 @@
 //! commit. An idempotency key makes a retry return the original answer
 //! without appending: the event id is derived from the tenant and the key,
 //! and the store is idempotent on event ids. In a batch each event gets its
-//! own result; `"atomic": true` makes it all or nothing.
+//! own result; `"atomic": true` makes it all or nothing. The check of one
+//! event is shared with the broker ingest ([`crate::ingest::item`]).
 
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use herald_events::{EventId, NewEvent, StreamId, TenantId};
-use herald_store::{AppendOutcome, ExpectedVersion};
-use serde::{Deserialize, Serialize};
+use herald_events::StreamId;
+use herald_store::AppendOutcome;
+use serde::Serialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::body::{decode, read_json};
 use super::problem::{ApiResult, Problem, ProblemKind};
-use super::streams::{stream_from_path, to_new_event, EventBody};
 use super::AppState;
 use crate::auth::Identity;
-
-/// Most characters in an idempotency key.
-const MAX_IDEMPOTENCY_KEY: usize = 200;
-
-/// One published event.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishItem {
-    /// `domain/id`.
-    pub stream: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub version: u32,
-    pub payload: Value,
-    /// Repeating a key returns the first answer and appends nothing.
-    pub idempotency_key: Option<String>,
-    /// An explicit event id (ignored when an idempotency key is given).
-    pub id: Option<Uuid>,
-    /// Optional optimistic check of the stream's version.
-    pub expected_version: Option<u64>,
-    pub occurred_at: Option<DateTime<Utc>>,
-    pub correlation_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
-    pub producer: Option<String>,
-    /// Optional; when given it must be the caller's tenant.
-    pub tenant: Option<String>,
-}
-
-/// The event id an idempotency key stands for, within a tenant.
-pub fn idempotent_id(tenant: &TenantId, key: &str) -> EventId {
-    // A fixed namespace: the same tenant and key always give the same id.
-    const NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_2d69_646d_706f_7465_6e74);
-    EventId(Uuid::new_v5(
-        &NAMESPACE,
-        format!("{tenant}\n{key}").as_bytes(),
-    ))
-}
-
-/// A checked event, ready to append.
-pub struct Prepared {
-    pub stream: StreamId,
-    pub expected: ExpectedVersion,
-    pub event: NewEvent,
-}
-
-/// Checks one item; the problem names its index.
-pub fn prepare(
-    index: usize,
-    item: PublishItem,
-    state: &AppState,
-    identity: &Identity,
-) -> ApiResult<Prepared> {
-    let at = |p: Problem| p.with("event_index", index);
-    identity
-        .require_tenant(item.tenant.as_deref())
-        .map_err(at)?;
-    let (domain, id) = item.stream.split_once('/').ok_or_else(|| {
-        at(Problem::new(
-            ProblemKind::InvalidStreamId,
-            format!("events[{index}]: stream {:?} is not domain/id", item.stream),
-        ))
-    })?;
-    let stream = stream_from_path(domain, id).map_err(at)?;
-    let id = match &item.idempotency_key {
-        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
-            return Err(at(Problem::new(
-                ProblemKind::InvalidRequest,
-                format!(
-                    "events[{index}]: an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters"
-                ),
-            )))
-        }
-        Some(key) => Some(idempotent_id(&identity.tenant, key).as_uuid()),
-        None => item.id,
-    };
-    let body = EventBody {
-        id,
-        event_type: item.event_type,
-        version: item.version,
-        payload: item.payload,
-        occurred_at: item.occurred_at,
-        correlation_id: item.correlation_id,
-        causation_id: item.causation_id,
-        producer: item.producer,
-    };
-    let event = to_new_event(index, body, &stream, state, identity)?;
-    Ok(Prepared {
-        stream,
-        expected: ExpectedVersion::from_option(item.expected_version),
-        event,
-    })
-}
+use crate::ingest::item::{prepare, Prepared, PublishItem};
 
 /// One event's result.
 #[derive(Debug, Serialize)]
@@ -213,7 +120,7 @@ pub async fn publish(
             Problem::new(ProblemKind::InvalidRequest, format!("events[{index}]: {e}"))
                 .with("event_index", index)
         });
-        prepared.push(item.and_then(|item| prepare(index, item, &state, &identity)));
+        prepared.push(item.and_then(|item| prepare(index, item, &state.registry, &identity)));
     }
     if single {
         let p = prepared.pop().expect("one item")?;

@@ -1,8 +1,9 @@
-//! `herald serve`: opens the store and the broker, runs the outbox relay,
-//! serves the HTTP API, and on SIGTERM or Ctrl-C stops taking connections,
-//! lets in-flight requests finish (their appends commit), stops the relay
-//! (the next one resumes from its checkpoint), then drains the store's queue
-//! before exiting.
+//! `herald serve`: opens the store and the broker, runs the outbox relay
+//! and the broker ingest, serves the HTTP API, and on SIGTERM or Ctrl-C
+//! stops taking connections, lets in-flight requests finish (their appends
+//! commit), stops the relay (the next one resumes from its checkpoint) and
+//! the ingest (after the batch in hand; what it has not acknowledged is
+//! delivered again), then drains the store's queue before exiting.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::config::{
     redact_url, BrokerLocation, BrokerSettings, FileConfig, LogArgs, ServeArgs, ServeConfig,
 };
+use crate::ingest::{Ingest, IngestConfig};
 use crate::relay::{Relay, RelayConfig};
 use crate::telemetry;
 
@@ -60,14 +62,28 @@ async fn serve(
         .await
         .context("connecting to the broker")?;
     tracing::info!(broker = broker.backend(), "Broker ready.");
-    let (stop_relay, relay_stop) = tokio::sync::watch::channel(false);
+    let (stop_tasks, tasks_stop) = tokio::sync::watch::channel(false);
     let relay = config.broker.relay.then(|| {
         Relay::new(
             Arc::clone(&store),
             Arc::clone(&broker),
             RelayConfig::default(),
         )
-        .spawn(relay_stop)
+        .spawn(tasks_stop.clone())
+    });
+    let ingest = config.broker.ingest.enabled.then(|| {
+        tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
+        Ingest::new(
+            Arc::clone(&store),
+            Arc::clone(&broker),
+            registry.clone(),
+            IngestConfig {
+                topic: config.broker.ingest.topic.clone(),
+                max_body_bytes: config.max_body_bytes,
+                ..IngestConfig::default()
+            },
+        )
+        .spawn(tasks_stop)
     });
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
@@ -92,6 +108,10 @@ async fn serve(
             .configure(api::routes)
     })
     .shutdown_timeout(config.shutdown_timeout.as_secs())
+    // Subscribers get many small frames: without this, Nagle's algorithm
+    // holds a frame back until the previous one is acknowledged, which a
+    // client's delayed ACK can stretch to 40 ms.
+    .tcp_nodelay(true)
     .bind(config.listen)
     .with_context(|| format!("binding {}", config.listen))?;
     if let Some(workers) = config.workers {
@@ -102,10 +122,15 @@ async fn serve(
     // waits up to the shutdown timeout for in-flight requests.
     server.run().await.context("running the HTTP server")?;
 
-    tracing::info!("HTTP server stopped; stopping the relay and committing queued appends.");
-    let _ = stop_relay.send(true);
+    tracing::info!(
+        "HTTP server stopped; stopping the relay and the ingest and committing queued appends."
+    );
+    let _ = stop_tasks.send(true);
     if let Some(relay) = relay {
         let _ = relay.await;
+    }
+    if let Some(ingest) = ingest {
+        ingest.join().await;
     }
     broker.close().await;
     store.close().await;

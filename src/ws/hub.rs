@@ -16,13 +16,17 @@
 //! same id share one rendered frame per event (its bytes are reference
 //! counted), so a popular event is serialized once, not once per subscriber.
 //!
-//! Memory is bounded: every subscription writes into its connection's
-//! bounded queue with `try_send`; a full queue, or a full catch-up buffer,
-//! marks the connection slow, and the connection closes it with the cursors
-//! to resume from.
+//! Frames for one subscription that come out of one read of the log are
+//! queued together, so a connection is woken, and its socket written, once
+//! per batch rather than once per event.
+//!
+//! Memory is bounded: every connection's queue counts the event frames in
+//! it; a live batch that would take it past its bound, or a full catch-up
+//! buffer, marks the connection slow, and the connection closes it with the
+//! cursors to resume from.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytestring::ByteString;
@@ -41,11 +45,11 @@ const HISTORY_PAGE: usize = 512;
 /// What a connection's writer sends, in order.
 #[derive(Debug)]
 pub enum Outbound {
-    /// An event frame of subscription `sub`, at `position`.
-    Event {
+    /// Event frames of subscription `sub`, in position order, each with
+    /// its position.
+    Events {
         sub: Arc<str>,
-        position: Position,
-        text: ByteString,
+        frames: Vec<(Position, ByteString)>,
     },
     /// A subscription starts at `position` (for its resume cursor).
     Started { sub: Arc<str>, position: Position },
@@ -80,18 +84,85 @@ impl Slow {
     }
 }
 
-/// Where a subscription's frames go.
+/// Where a connection's frames go: the sending half of its queue.
 #[derive(Debug, Clone)]
 pub struct Sink {
     pub tx: mpsc::Sender<Outbound>,
     pub slow: Arc<Slow>,
+    /// Event frames queued and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+    /// Most event frames the queue may hold before the connection is slow.
+    bound: usize,
+}
+
+/// The receiving half of a connection's queue.
+#[derive(Debug)]
+pub struct Queue {
+    rx: mpsc::Receiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The next item; `None` once every sender is gone or the queue closed.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let out = self.rx.recv().await?;
+        if let Outbound::Events { frames, .. } = &out {
+            self.queued.fetch_sub(frames.len(), Ordering::AcqRel);
+        }
+        Some(out)
+    }
+
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
 }
 
 impl Sink {
+    /// A connection's queue, holding at most `bound` event frames.
+    pub fn queue(bound: usize) -> (Sink, Queue) {
+        // Other frames (acknowledgements, errors, pongs) are few; the
+        // channel leaves room for them beside a full load of event batches.
+        let (tx, rx) = mpsc::channel(bound + 64);
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Sink {
+                tx,
+                slow: Arc::new(Slow::default()),
+                queued: Arc::clone(&queued),
+                bound,
+            },
+            Queue { rx, queued },
+        )
+    }
+
     fn offer(&self, out: Outbound) {
         if self.tx.try_send(out).is_err() {
             self.slow.flag();
         }
+    }
+
+    /// Queues live event frames, or marks the connection slow when they
+    /// would take its queue past the bound.
+    fn offer_events(&self, sub: Arc<str>, frames: Vec<(Position, ByteString)>) {
+        let n = frames.len();
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.bound {
+            self.slow.flag();
+            return;
+        }
+        self.offer(Outbound::Events { sub, frames });
+    }
+
+    /// Queues history, waiting for room (history is paced by the client).
+    async fn send_events(
+        &self,
+        sub: Arc<str>,
+        frames: Vec<(Position, ByteString)>,
+    ) -> Result<(), ()> {
+        self.queued.fetch_add(frames.len(), Ordering::AcqRel);
+        self.tx
+            .send(Outbound::Events { sub, frames })
+            .await
+            .map_err(|_| ())
     }
 }
 
@@ -116,6 +187,8 @@ struct Subscription {
     /// Only events after this position are delivered.
     after: Position,
     state: State,
+    /// Live frames of the current read of the log, not yet queued.
+    pending: Vec<(Position, ByteString)>,
 }
 
 #[derive(Default)]
@@ -129,6 +202,8 @@ struct Registry {
     by_domain: HashMap<String, Vec<u64>>,
     /// Subscriptions that name neither: checked against every event.
     unindexed: Vec<u64>,
+    /// Subscriptions with pending frames.
+    touched: Vec<u64>,
     next_key: u64,
 }
 
@@ -206,11 +281,10 @@ impl Registry {
                         .entry(Arc::clone(&sub.id))
                         .or_insert_with(|| event_text(&sub.id_json, event))
                         .clone();
-                    sub.sink.offer(Outbound::Event {
-                        sub: Arc::clone(&sub.id),
-                        position: envelope.position,
-                        text,
-                    });
+                    if sub.pending.is_empty() {
+                        self.touched.push(*key);
+                    }
+                    sub.pending.push((envelope.position, text));
                 }
                 State::CatchingUp(buffer) => {
                     if buffer.len() < CATCH_UP_BUFFER {
@@ -222,6 +296,18 @@ impl Registry {
             }
         }
         self.handed = self.handed.max(envelope.position);
+    }
+
+    /// Queues the frames the last dispatches left pending.
+    fn flush(&mut self) {
+        for key in self.touched.drain(..) {
+            if let Some(sub) = self.subscriptions.get_mut(&key) {
+                let frames = std::mem::take(&mut sub.pending);
+                if !frames.is_empty() {
+                    sub.sink.offer_events(Arc::clone(&sub.id), frames);
+                }
+            }
+        }
     }
 }
 
@@ -270,14 +356,6 @@ fn event_text(id_json: &str, event: &LiveEvent) -> ByteString {
         r#"{{"type":"event","subscription":{},"cursor":"{}","event":{}}}"#,
         id_json, event.cursor, event.json
     ))
-}
-
-fn event_frame(sub: &Subscription, event: &LiveEvent) -> Outbound {
-    Outbound::Event {
-        sub: Arc::clone(&sub.id),
-        position: event.envelope.position,
-        text: event_text(&sub.id_json, event),
-    }
 }
 
 /// Identifies a registered subscription.
@@ -338,6 +416,7 @@ impl Hub {
                 for event in &events {
                     registry.dispatch(event, &mut frames);
                 }
+                registry.flush();
             }
         });
         Ok(hub)
@@ -398,6 +477,7 @@ impl Hub {
                 } else {
                     State::Live
                 },
+                pending: Vec::new(),
             },
         );
         drop(registry);
@@ -456,14 +536,14 @@ async fn catch_up(
                 continue;
             }
             let event = inner.live_event(envelope);
-            let frame = Outbound::Event {
-                sub: Arc::clone(&id),
-                position: event.envelope.position,
-                text: event_text(&id_json, &event),
-            };
+            let frame = (event.envelope.position, event_text(&id_json, &event));
             // History waits for the client (backpressure); the live edge
             // meanwhile collects in the bounded buffer.
-            if sink.tx.send(frame).await.is_err() {
+            if sink
+                .send_events(Arc::clone(&id), vec![frame])
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -473,9 +553,12 @@ async fn catch_up(
         return;
     };
     if let State::CatchingUp(buffer) = std::mem::replace(&mut sub.state, State::Live) {
-        for event in &buffer {
-            let frame = event_frame(sub, event);
-            sub.sink.offer(frame);
+        if !buffer.is_empty() {
+            let frames = buffer
+                .iter()
+                .map(|event| (event.envelope.position, event_text(&sub.id_json, event)))
+                .collect();
+            sub.sink.offer_events(Arc::clone(&sub.id), frames);
         }
     }
     let edge = registry.handed;

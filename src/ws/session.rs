@@ -13,9 +13,8 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 use bytestring::ByteString;
 use futures::StreamExt;
 use herald_events::Position;
-use tokio::sync::mpsc;
 
-use super::hub::{Outbound, Sink, Slow, SubscriptionKey};
+use super::hub::{Outbound, Queue, Sink, Slow, SubscriptionKey};
 use super::protocol::{close, json_string, ClientFrame, Cursor, Filter, SUBPROTOCOL};
 use crate::api::problem::{Problem, ProblemKind};
 use crate::api::AppState;
@@ -162,8 +161,8 @@ async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStre
     }
 
     // 2. A writer owns the socket from here; everything else queues frames.
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let slow = Arc::new(Slow::default());
+    let (sink, rx) = Sink::queue(QUEUE);
+    let slow = Arc::clone(&sink.slow);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Ending>();
     let writer = actix_web::rt::spawn(write(
         session,
@@ -172,7 +171,6 @@ async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStre
         end_rx,
         state.hub.epoch().to_owned(),
     ));
-    let sink = Sink { tx, slow };
 
     let mut connection = Connection {
         state: &state,
@@ -383,7 +381,7 @@ impl Sink {
 /// connection: on the reader's word, or when it is too slow.
 async fn write(
     mut session: Session,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: Queue,
     slow: Arc<Slow>,
     mut end: tokio::sync::oneshot::Receiver<Ending>,
     epoch: String,
@@ -403,9 +401,18 @@ async fn write(
                         delivered.insert(sub, position);
                         continue;
                     }
-                    Outbound::Event { sub, position, text } => {
-                        delivered.insert(sub, position);
-                        text
+                    Outbound::Events { sub, frames } => {
+                        let mut last = None;
+                        for (position, text) in frames {
+                            if session.text(text).await.is_err() {
+                                return;
+                            }
+                            last = Some(position);
+                        }
+                        if let Some(position) = last {
+                            delivered.insert(sub, position);
+                        }
+                        continue;
                     }
                     Outbound::Frame(text) => ByteString::from(text),
                     Outbound::Pong(payload) => {

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use herald_events::Position;
 use tokio::sync::mpsc;
 
-use super::hub::{Outbound, Sink, Slow};
+use super::hub::{Outbound, Sink};
 use super::protocol::{Cursor, Filter, FilterSpec};
 use super::session::{HEARTBEAT, QUEUE};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
@@ -94,17 +94,9 @@ pub async fn stream(
         }
     };
 
-    let (tx, mut rx) = mpsc::channel(QUEUE);
-    let slow = Arc::new(Slow::default());
-    let key = state.hub.subscribe(
-        "sse",
-        filter,
-        after,
-        Sink {
-            tx,
-            slow: Arc::clone(&slow),
-        },
-    );
+    let (sink, mut rx) = Sink::queue(QUEUE);
+    let slow = Arc::clone(&sink.slow);
+    let key = state.hub.subscribe("sse", filter, after, sink);
     let hub = state.hub.clone();
     let body = async_stream(move |yielder| async move {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -116,11 +108,18 @@ pub async fn stream(
                     break;
                 }
                 out = rx.recv() => match out {
-                    Some(Outbound::Event { text, .. }) => {
-                        if let Some(chunk) = sse_event(&text) {
-                            if yielder.send(chunk).await.is_err() {
-                                break;
+                    Some(Outbound::Events { frames, .. }) => {
+                        let mut gone = false;
+                        for (_, text) in frames {
+                            if let Some(chunk) = sse_event(&text) {
+                                if yielder.send(chunk).await.is_err() {
+                                    gone = true;
+                                    break;
+                                }
                             }
+                        }
+                        if gone {
+                            break;
                         }
                     }
                     Some(Outbound::Frame(text)) => {
