@@ -62,6 +62,10 @@ fn event_id(frame: &str) -> Option<u128> {
 }
 
 fn main() {
+    // The clients share the machine with the server: like `herald` itself,
+    // they run without transparent huge pages, whose 2 MiB page-zeroing
+    // faults would otherwise stall them and count as delivery latency.
+    herald::telemetry::disable_transparent_huge_pages();
     let smoke = std::env::args().any(|a| a == "--test");
     if std::env::args().any(|a| a == "--list") {
         println!("fanout: bench");
@@ -126,7 +130,13 @@ fn main() {
             request
                 .headers_mut()
                 .insert("sec-websocket-protocol", "herald.v1".parse().expect("a header"));
-            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+            // A small read buffer: tungstenite zeroes its buffer on every
+            // read, and each read here holds one or two frames.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(8 * 1024);
+            let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                .await
+                .expect("connect");
             let group = i % GROUPS;
             let streams: Vec<String> = (0..STREAMS_PER_GROUP).map(|n| stream(group, n)).collect();
             socket
@@ -152,7 +162,8 @@ fn main() {
             let arrived = Arc::clone(&arrived);
             let mut stopped = stopped.clone();
             readers.push(tokio::spawn(async move {
-                let mut got: HashMap<u128, Instant> = HashMap::new();
+                let mut got: HashMap<u128, Instant> =
+                    HashMap::with_capacity((rate * seconds) as usize / GROUPS + 64);
                 loop {
                     tokio::select! {
                         _ = stopped.changed() => break,
