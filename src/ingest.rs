@@ -45,9 +45,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::api::body::decode;
+use crate::api::item::{prepare, PublishItem, MAX_IDEMPOTENCY_KEY};
 use crate::api::problem::Problem;
 use crate::auth::{Action, Identity, Scope, TypePattern};
-use item::{prepare, PublishItem, MAX_IDEMPOTENCY_KEY};
 
 /// The topic consumed when nothing says otherwise.
 pub const DEFAULT_TOPIC: &str = "herald.ingest";
@@ -697,160 +697,6 @@ fn shorten(value: &str) -> String {
     value.chars().take(100).collect()
 }
 
-pub mod item {
-    //! The check of one published event, shared by `POST /v1/events` and
-    //! the broker ingest so both accept and refuse exactly the same events.
-    //! It knows nothing of HTTP: it takes the event registry and the
-    //! [`Identity`] the event is published as (its tenant and scopes), and
-    //! refuses with a [`Problem`] whose kind names what is wrong. (It lives
-    //! here because `api::publish` is private to `api`.)
-
-    use chrono::{DateTime, Utc};
-    use herald_events::{
-        EventId, EventRegistry, EventType, NewEvent, SchemaVersion, StreamId, TenantId,
-    };
-    use herald_store::ExpectedVersion;
-    use serde::Deserialize;
-    use serde_json::Value;
-    use uuid::Uuid;
-
-    use crate::api::problem::{Problem, ProblemKind};
-    use crate::auth::{Action, Identity};
-
-    /// Most characters in an idempotency key (and a message id).
-    pub const MAX_IDEMPOTENCY_KEY: usize = 200;
-
-    /// One published event.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct PublishItem {
-        /// `domain/id`.
-        pub stream: String,
-        #[serde(rename = "type")]
-        pub event_type: String,
-        pub version: u32,
-        pub payload: Value,
-        /// Repeating a key returns the first answer and appends nothing.
-        pub idempotency_key: Option<String>,
-        /// An explicit event id (ignored when an idempotency key is given).
-        pub id: Option<Uuid>,
-        /// Optional optimistic check of the stream's version.
-        pub expected_version: Option<u64>,
-        pub occurred_at: Option<DateTime<Utc>>,
-        pub correlation_id: Option<Uuid>,
-        pub causation_id: Option<Uuid>,
-        pub producer: Option<String>,
-        /// Optional; when given it must be the publisher's tenant.
-        pub tenant: Option<String>,
-    }
-
-    /// The event id an idempotency key stands for, within a tenant.
-    pub fn idempotent_id(tenant: &TenantId, key: &str) -> EventId {
-        // A fixed namespace: the same tenant and key always give the same id.
-        const NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_2d69_646d_706f_7465_6e74);
-        EventId(Uuid::new_v5(
-            &NAMESPACE,
-            format!("{tenant}\n{key}").as_bytes(),
-        ))
-    }
-
-    /// A checked event, ready to append.
-    #[derive(Debug)]
-    pub struct Prepared {
-        pub stream: StreamId,
-        pub expected: ExpectedVersion,
-        pub event: NewEvent,
-    }
-
-    /// Checks one item published as `identity`; the problem names its index
-    /// (`events[i]: …` and `event_index`).
-    pub fn prepare(
-        index: usize,
-        item: PublishItem,
-        registry: &EventRegistry,
-        identity: &Identity,
-    ) -> Result<Prepared, Problem> {
-        let at = |p: Problem| p.with("event_index", index);
-        let invalid = |kind: ProblemKind, detail: String| {
-            Problem::new(kind, format!("events[{index}]: {detail}")).with("event_index", index)
-        };
-        identity
-            .require_tenant(item.tenant.as_deref())
-            .map_err(at)?;
-        let (domain, id) = item.stream.split_once('/').ok_or_else(|| {
-            invalid(
-                ProblemKind::InvalidStreamId,
-                format!("stream {:?} is not domain/id", item.stream),
-            )
-        })?;
-        let stream = StreamId::parse_parts(domain, id).map_err(|e| {
-            at(Problem::new(
-                ProblemKind::InvalidStreamId,
-                format!("stream {domain}/{id}: {e}"),
-            ))
-        })?;
-        let id = match &item.idempotency_key {
-            Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
-                return Err(invalid(
-                    ProblemKind::InvalidRequest,
-                    format!("an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters"),
-                ))
-            }
-            Some(key) => Some(idempotent_id(&identity.tenant, key).as_uuid()),
-            None => item.id,
-        };
-
-        let event_type: EventType = item.event_type.parse().map_err(|e| {
-            invalid(
-                ProblemKind::UnknownEventType,
-                format!("type {:?}: {e}", item.event_type),
-            )
-        })?;
-        if event_type.domain() != stream.domain().as_str() {
-            return Err(invalid(
-                ProblemKind::InvalidAppend,
-                format!(
-                    "an event of type {event_type} cannot go into stream {stream} of domain {}",
-                    stream.domain()
-                ),
-            ));
-        }
-        identity.require(Action::Publish, &event_type).map_err(at)?;
-        let version = SchemaVersion::new(item.version)
-            .map_err(|e| invalid(ProblemKind::UnknownSchemaVersion, e.to_string()))?;
-        registry
-            .validate(&event_type, version, &item.payload)
-            .map_err(|e| Problem::from_validation(index, &e))?;
-        let mut event = NewEvent::new(event_type, version, item.payload);
-        if let Some(id) = id {
-            event = event.with_id(EventId(id));
-        }
-        if let Some(at) = item.occurred_at {
-            event = event.occurred_at(at);
-        }
-        let correlation = item.correlation_id.unwrap_or(event.correlation_id);
-        let causation = item.causation_id.unwrap_or(event.causation_id);
-        event = event.correlation(correlation, causation);
-        if let Some(producer) = item.producer {
-            if producer.is_empty() || producer.len() > herald_store::MAX_PRODUCER_LEN {
-                return Err(invalid(
-                    ProblemKind::InvalidRequest,
-                    format!(
-                        "producer must be 1 to {} bytes",
-                        herald_store::MAX_PRODUCER_LEN
-                    ),
-                ));
-            }
-            event = event.producer(producer);
-        }
-        Ok(Prepared {
-            stream,
-            expected: ExpectedVersion::from_option(item.expected_version),
-            event,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
@@ -882,7 +728,10 @@ mod tests {
         let id = |pairs: &[(&str, &str)], body: &Value| check(pairs, body).unwrap().event.id;
         let both = [("herald-tenant", "acme"), ("herald-message-id", "m")];
         let keyed = with(note(), "idempotency_key", json!("k"));
-        assert_eq!(id(&both, &keyed), item::idempotent_id(&acme, "k"));
+        assert_eq!(
+            id(&both, &keyed),
+            crate::api::item::idempotent_id(&acme, "k")
+        );
         let own = "0190b0a6-5c1e-7c3a-9f10-2b3c4d5e6f70";
         assert_eq!(id(&both, &with(note(), "id", json!(own))).to_string(), own);
         assert_eq!(id(&both, &note()), message_event_id(&acme, "m"));
@@ -894,7 +743,7 @@ mod tests {
         assert_ne!(id(&[], &note()), id(&[("herald-tenant", "acme")], &note()));
         assert_ne!(
             message_event_id(&acme, "k"),
-            item::idempotent_id(&acme, "k")
+            crate::api::item::idempotent_id(&acme, "k")
         );
     }
 

@@ -7,13 +7,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, Herald};
+use support::{free_port, herald_command, Herald, Output};
 
 /// What a finished `herald` command printed.
 #[derive(Debug)]
@@ -26,12 +25,7 @@ struct Ran {
 /// Runs `herald <args>` (no `HERALD_*` variable from the environment),
 /// feeding `stdin`; kills it and fails if it runs longer than a minute.
 fn herald(args: &[&str], stdin: Option<&str>) -> Ran {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HERALD_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = herald_command();
     let mut child = cmd
         .args(args)
         .stdin(if stdin.is_some() {
@@ -50,23 +44,7 @@ fn herald(args: &[&str], stdin: Option<&str>) -> Ran {
             let _ = pipe.write_all(text.as_bytes());
         });
     }
-    let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
-    let out_reader = {
-        let (pipe, stdout) = (child.stdout.take().unwrap(), stdout.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                stdout.lock().unwrap().push(line.unwrap());
-            }
-        })
-    };
-    let err_reader = {
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            pipe.read_to_string(&mut text).unwrap();
-            text
-        })
-    };
+    let mut output = Output::collect(&mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -79,9 +57,7 @@ fn herald(args: &[&str], stdin: Option<&str>) -> Ran {
         // std has no wait with a timeout, so poll the exit status.
         std::thread::park_timeout(Duration::from_millis(10));
     };
-    out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
-    let stdout = stdout.lock().unwrap().clone();
+    let (stdout, stderr) = output.finish();
     Ran {
         status,
         stdout,

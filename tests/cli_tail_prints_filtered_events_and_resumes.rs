@@ -8,34 +8,24 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_testkit::eventually;
 use serde_json::{json, Value};
-use support::{free_port, Herald};
+use support::{free_port, herald_command, Herald, Output};
 
 /// A running `herald tail`, its stdout collected line by line.
 struct Tail {
     child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    out_reader: Option<JoinHandle<()>>,
-    err_reader: Option<JoinHandle<String>>,
+    output: Output,
 }
 
 impl Tail {
     /// Starts `herald tail <args>` with no `HERALD_*` variable from the
     /// environment.
     fn start(args: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD_") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = herald_command();
         let mut child = cmd
             .arg("tail")
             .args(args)
@@ -44,37 +34,16 @@ impl Tail {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn herald tail");
-        let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
-        let out_reader = {
-            let (pipe, stdout) = (child.stdout.take().unwrap(), stdout.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    stdout.lock().unwrap().push(line.unwrap());
-                }
-            })
-        };
-        let err_reader = {
-            let mut pipe = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                pipe.read_to_string(&mut text).unwrap();
-                text
-            })
-        };
-        Self {
-            child,
-            stdout,
-            out_reader: Some(out_reader),
-            err_reader: Some(err_reader),
-        }
+        let output = Output::collect(&mut child);
+        Self { child, output }
     }
 
     fn lines(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
+        self.output.lines()
     }
 
     async fn wait_for_lines(&self, n: usize, within: Duration) {
-        let printed = eventually(within, || async { self.stdout.lock().unwrap().len() >= n }).await;
+        let printed = eventually(within, || async { self.output.lines().len() >= n }).await;
         assert!(
             printed,
             "herald tail printed {:?}, expected {n} lines",
@@ -97,9 +66,8 @@ impl Tail {
             // std has no wait with a timeout, so poll the exit status.
             std::thread::park_timeout(Duration::from_millis(10));
         };
-        self.out_reader.take().unwrap().join().unwrap();
-        let stderr = self.err_reader.take().unwrap().join().unwrap();
-        (status, self.lines(), stderr)
+        let (stdout, stderr) = self.output.finish();
+        (status, stdout, stderr)
     }
 }
 

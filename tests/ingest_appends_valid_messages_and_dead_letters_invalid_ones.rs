@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use herald::ingest::item::idempotent_id;
+use herald::api::item::idempotent_id;
 use herald::ingest::{
     body_event_id, message_event_id, Ingest, IngestConfig, IngestHandle, RETRIES_TOTAL,
 };

@@ -9,35 +9,10 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App};
-use chrono::Utc;
 use herald::api;
-use herald::auth::ApiKey;
-use herald_events::TenantId;
-use herald_store::{ApiKeyRecord, EmbeddedConfig, EmbeddedStore, EventStore};
+use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore};
 use serde_json::{json, Value};
-
-async fn create_key(
-    store: &Arc<dyn EventStore>,
-    tenant: &str,
-    scopes: &[&str],
-    rate: Option<u32>,
-) -> (String, String) {
-    let key = ApiKey::generate();
-    store
-        .insert_api_key(&ApiKeyRecord {
-            key_id: key.id.clone(),
-            tenant: TenantId::new(tenant).unwrap(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            secret_sha256: key.secret_sha256(),
-            label: None,
-            rate_per_sec: rate,
-            created_at: Utc::now(),
-            revoked_at: None,
-        })
-        .await
-        .unwrap();
-    (key.id.clone(), key.reveal())
-}
+use support::create_key;
 
 fn opened(description: &str) -> Value {
     json!({"events": [{"type": "tickets.ticket_opened", "version": 1,

@@ -13,29 +13,11 @@ use actix_web::http::StatusCode;
 use actix_web::{test, web, App};
 use chrono::{DateTime, Utc};
 use herald::api;
-use herald::auth::ApiKey;
 use herald_events::envelope::to_stored_precision;
 use herald_events::{EventType, NewEvent, SchemaVersion, TenantId};
-use herald_store::{ApiKeyRecord, EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion};
+use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion};
 use serde_json::{json, Value};
-
-async fn create_key(store: &Arc<dyn EventStore>, tenant: &str, scopes: &[&str]) -> String {
-    let key = ApiKey::generate();
-    store
-        .insert_api_key(&ApiKeyRecord {
-            key_id: key.id.clone(),
-            tenant: TenantId::new(tenant).unwrap(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            secret_sha256: key.secret_sha256(),
-            label: None,
-            rate_per_sec: Some(10_000),
-            created_at: Utc::now(),
-            revoked_at: None,
-        })
-        .await
-        .unwrap();
-    key.reveal()
-}
+use support::create_key;
 
 /// An edges event, appended through the store: no edges schema ships yet,
 /// and the store keeps what it is given.
@@ -148,10 +130,28 @@ async fn search_filters_and_pages_within_the_tenant() {
             .await
             .unwrap(),
     );
-    let acme = create_key(&store, "acme", &["publish:tickets", "read:*"]).await;
-    let acme_edges = create_key(&store, "acme", &["read:edges"]).await;
-    let acme_writer = create_key(&store, "acme", &["publish:tickets", "subscribe:*"]).await;
-    let globex = create_key(&store, "globex", &["publish:tickets", "read:*"]).await;
+    let acme = create_key(&store, "acme", &["publish:tickets", "read:*"], Some(10_000))
+        .await
+        .1;
+    let acme_edges = create_key(&store, "acme", &["read:edges"], Some(10_000))
+        .await
+        .1;
+    let acme_writer = create_key(
+        &store,
+        "acme",
+        &["publish:tickets", "subscribe:*"],
+        Some(10_000),
+    )
+    .await
+    .1;
+    let globex = create_key(
+        &store,
+        "globex",
+        &["publish:tickets", "read:*"],
+        Some(10_000),
+    )
+    .await
+    .1;
     let state = support::state(store.clone(), support::TEST_LIMITS).await;
     let app = test::init_service(
         App::new()

@@ -5,6 +5,7 @@
 mod admin;
 pub mod body;
 mod events;
+pub mod item;
 pub mod problem;
 mod publish;
 mod search;

@@ -5,7 +5,7 @@
 //! without appending: the event id is derived from the tenant and the key,
 //! and the store is idempotent on event ids. In a batch each event gets its
 //! own result; `"atomic": true` makes it all or nothing. The check of one
-//! event is shared with the broker ingest ([`crate::ingest::item`]).
+//! event is shared with the broker ingest ([`super::item`]).
 
 use std::collections::BTreeMap;
 
@@ -18,10 +18,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::body::{decode, read_json};
+use super::item::{prepare, Prepared, PublishItem};
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::AppState;
 use crate::auth::Identity;
-use crate::ingest::item::{prepare, Prepared, PublishItem};
 
 /// One event's result.
 #[derive(Debug, Serialize)]

@@ -4,15 +4,14 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use herald_events::{
-    EventEnvelope, EventId, EventType, NewEvent, SchemaVersion, StreamId, StreamVersion,
-};
+use herald_events::{EventEnvelope, EventId, NewEvent, StreamId, StreamVersion};
 use herald_store::ExpectedVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::body::read_json;
+use super::item::EventFields;
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::AppState;
 use crate::auth::{Action, Identity};
@@ -80,56 +79,22 @@ pub(super) fn to_new_event(
     state: &AppState,
     identity: &Identity,
 ) -> ApiResult<NewEvent> {
-    let at = |kind: ProblemKind, detail: String| {
-        Problem::new(kind, format!("events[{index}]: {detail}")).with("event_index", index)
-    };
-    let event_type: EventType = body.event_type.parse().map_err(|e| {
-        at(
-            ProblemKind::UnknownEventType,
-            format!("type {:?}: {e}", body.event_type),
-        )
-    })?;
-    if event_type.domain() != stream.domain().as_str() {
-        return Err(at(
-            ProblemKind::InvalidAppend,
-            format!(
-                "an event of type {event_type} cannot go into stream {stream} of domain {}",
-                stream.domain()
-            ),
-        ));
-    }
-    identity
-        .require(Action::Publish, &event_type)
-        .map_err(|p| p.with("event_index", index))?;
-    let version = SchemaVersion::new(body.version)
-        .map_err(|e| at(ProblemKind::UnknownSchemaVersion, e.to_string()))?;
-    state
-        .registry
-        .validate(&event_type, version, &body.payload)
-        .map_err(|e| Problem::from_validation(index, &e))?;
-    let mut event = NewEvent::new(event_type, version, body.payload);
-    if let Some(id) = body.id {
-        event = event.with_id(EventId(id));
-    }
-    if let Some(at) = body.occurred_at {
-        event = event.occurred_at(at);
-    }
-    let correlation = body.correlation_id.unwrap_or(event.correlation_id);
-    let causation = body.causation_id.unwrap_or(event.causation_id);
-    event = event.correlation(correlation, causation);
-    if let Some(producer) = body.producer {
-        if producer.is_empty() || producer.len() > herald_store::MAX_PRODUCER_LEN {
-            return Err(at(
-                ProblemKind::InvalidRequest,
-                format!(
-                    "producer must be 1 to {} bytes",
-                    herald_store::MAX_PRODUCER_LEN
-                ),
-            ));
-        }
-        event = event.producer(producer);
-    }
-    Ok(event)
+    super::item::check_event(
+        index,
+        stream,
+        EventFields {
+            event_type: body.event_type,
+            version: body.version,
+            payload: body.payload,
+            id: body.id,
+            occurred_at: body.occurred_at,
+            correlation_id: body.correlation_id,
+            causation_id: body.causation_id,
+            producer: body.producer,
+        },
+        &state.registry,
+        identity,
+    )
 }
 
 /// `POST /v1/streams/{domain}/{id}/events`

@@ -2,15 +2,19 @@
 //! a fresh embedded store, and the `herald` binary as a child process.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use herald::api::{AppState, Limits};
-use herald_events::EventRegistry;
-use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore};
+use herald::auth::ApiKey;
+use herald_events::{EventRegistry, TenantId};
+use herald_store::{ApiKeyRecord, EmbeddedConfig, EmbeddedStore, EventStore};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// Limits used in process unless a test sets its own.
@@ -61,6 +65,97 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Stores a new API key of `tenant` with `scopes` (and its own rate, if
+/// given); returns its id and the full key to present.
+pub async fn create_key(
+    store: &Arc<dyn EventStore>,
+    tenant: &str,
+    scopes: &[&str],
+    rate: Option<u32>,
+) -> (String, String) {
+    let key = ApiKey::generate();
+    store
+        .insert_api_key(&ApiKeyRecord {
+            key_id: key.id.clone(),
+            tenant: TenantId::new(tenant).expect("a valid tenant"),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            secret_sha256: key.secret_sha256(),
+            label: None,
+            rate_per_sec: rate,
+            created_at: Utc::now(),
+            revoked_at: None,
+        })
+        .await
+        .expect("store the key");
+    (key.id.clone(), key.reveal())
+}
+
+/// The `herald` binary, with no `HERALD_*` variable of the test's
+/// environment (so a developer's settings cannot change a test).
+pub fn herald_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A child's output, read on threads as it comes: stdout line by line,
+/// stderr whole.
+pub struct Output {
+    stdout: Arc<Mutex<Vec<String>>>,
+    out_reader: Option<JoinHandle<()>>,
+    err_reader: Option<JoinHandle<String>>,
+}
+
+impl Output {
+    /// Takes the child's piped stdout and stderr.
+    pub fn collect(child: &mut Child) -> Self {
+        let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out_reader = {
+            let (pipe, stdout) = (child.stdout.take().expect("piped stdout"), stdout.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    stdout.lock().unwrap().push(line.unwrap());
+                }
+            })
+        };
+        let err_reader = {
+            let mut pipe = child.stderr.take().expect("piped stderr");
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                pipe.read_to_string(&mut text).unwrap();
+                text
+            })
+        };
+        Self {
+            stdout,
+            out_reader: Some(out_reader),
+            err_reader: Some(err_reader),
+        }
+    }
+
+    /// The stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// After the child exited: every stdout line and the whole stderr.
+    pub fn finish(&mut self) -> (Vec<String>, String) {
+        if let Some(reader) = self.out_reader.take() {
+            reader.join().unwrap();
+        }
+        let stderr = self
+            .err_reader
+            .take()
+            .map(|r| r.join().unwrap())
+            .unwrap_or_default();
+        (self.lines(), stderr)
+    }
+}
+
 /// A running `herald` process, killed when dropped.
 pub struct Herald {
     pub child: Child,
@@ -70,12 +165,7 @@ pub struct Herald {
 impl Herald {
     /// Starts `herald <args>` in `cwd` with no `HERALD_*` variable but `env`.
     pub fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD_") {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = herald_command();
         cmd.current_dir(cwd)
             .args(args)
             .envs(env.iter().copied())
