@@ -32,6 +32,17 @@ pub struct PendingAppend {
 }
 
 impl PendingAppend {
+    /// The appends of one `append_all` call: several streams of a tenant.
+    pub fn all_of(
+        tenant: &TenantId,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Vec<Self> {
+        appends
+            .into_iter()
+            .map(|(stream, expected, events)| Self::new(tenant, &stream, expected, events))
+            .collect()
+    }
+
     pub fn new(
         tenant: &TenantId,
         stream: &StreamId,

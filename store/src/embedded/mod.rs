@@ -471,14 +471,7 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         self.inner
             .committer
-            .append_all(
-                appends
-                    .into_iter()
-                    .map(|(stream, expected, events)| {
-                        PendingAppend::new(tenant, &stream, expected, events)
-                    })
-                    .collect(),
-            )
+            .append_all(PendingAppend::all_of(tenant, appends))
             .await
     }
 
