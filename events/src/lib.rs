@@ -5,12 +5,14 @@
 
 pub mod chain;
 pub mod codec;
+pub mod edges;
 pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod registry;
 pub mod schemas;
 pub mod tickets;
+pub mod timers;
 pub mod typed;
 
 pub use chain::{chain_hash, ChainHash};
@@ -28,7 +30,11 @@ pub use typed::TypedEvent;
 /// Every event type and version that domain code declares; each must have a
 /// schema file.
 pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
-    let domains: &[(&str, &[(&str, u32)])] = &[(tickets::DOMAIN, tickets::EVENT_TYPES)];
+    let domains: &[(&str, &[(&str, u32)])] = &[
+        (tickets::DOMAIN, tickets::EVENT_TYPES),
+        (edges::DOMAIN, edges::EVENT_TYPES),
+        (timers::DOMAIN, timers::EVENT_TYPES),
+    ];
     domains
         .iter()
         .flat_map(|(domain, types)| {

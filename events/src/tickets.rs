@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::typed::TypedEvent;
+use crate::typed::typed_events;
 
 /// The domain's name, the first part of its streams and event types.
 pub const DOMAIN: &str = "tickets";
@@ -74,20 +74,7 @@ pub struct TicketClosed {
     pub closed_by: Option<String>,
 }
 
-macro_rules! typed {
-    ($($ty:ident => $name:literal),* $(,)?) => {
-        $(impl TypedEvent for $ty {
-            const DOMAIN: &'static str = DOMAIN;
-            const NAME: &'static str = $name;
-            const VERSION: u32 = 1;
-        })*
-
-        /// Every event type of the domain with its current version.
-        pub const EVENT_TYPES: &[(&str, u32)] = &[$(($name, 1)),*];
-    };
-}
-
-typed! {
+typed_events! {
     TicketOpened => "ticket_opened",
     NoteAppended => "note_appended",
     TicketAssigned => "ticket_assigned",

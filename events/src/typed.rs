@@ -41,3 +41,129 @@ pub trait TypedEvent: Serialize + DeserializeOwned {
         )
     }
 }
+
+/// Implements [`TypedEvent`] at version 1 for each payload type of a domain
+/// module, and defines the module's `EVENT_TYPES` (every event type of the
+/// domain with its current version). The calling module must define
+/// `DOMAIN`.
+macro_rules! typed_events {
+    ($($ty:ident => $name:literal),* $(,)?) => {
+        $(impl $crate::typed::TypedEvent for $ty {
+            const DOMAIN: &'static str = DOMAIN;
+            const NAME: &'static str = $name;
+            const VERSION: u32 = 1;
+        })*
+
+        /// Every event type of the domain with its current version.
+        pub const EVENT_TYPES: &[(&str, u32)] = &[$(($name, 1)),*];
+    };
+}
+pub(crate) use typed_events;
+
+/// Helpers for the domain modules' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::fmt::Debug;
+    use std::sync::LazyLock;
+
+    use chrono::{DateTime, Utc};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::TypedEvent;
+    use crate::registry::EventRegistry;
+    use crate::schemas::embedded_schema_files;
+
+    static REGISTRY: LazyLock<EventRegistry> =
+        LazyLock::new(|| EventRegistry::builtin().expect("the builtin registry builds"));
+
+    /// The registry Herald runs with (built once per test binary).
+    pub(crate) fn registry() -> EventRegistry {
+        REGISTRY.clone()
+    }
+
+    /// The event names of `domain` that have a v1 schema file, sorted.
+    pub(crate) fn domain_schema_names(domain: &str) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = embedded_schema_files()
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.event_type.domain() == domain && f.version.get() == 1)
+            .map(|f| {
+                f.path
+                    .strip_prefix(domain)
+                    .and_then(|p| p.strip_prefix('/'))
+                    .and_then(|p| p.strip_suffix(".v1.json"))
+                    .unwrap()
+            })
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The event's payload passes its schema, and it reads back equal both
+    /// from the payload value and from JSON text.
+    pub(crate) fn check<T: TypedEvent + PartialEq + Debug>(
+        registry: &EventRegistry,
+        event: &T,
+    ) -> Result<(), TestCaseError> {
+        let payload = event.to_payload();
+        prop_assert!(payload.is_object(), "{payload}");
+        registry
+            .validate(&T::event_type(), T::schema_version(), &payload)
+            .map_err(|e| TestCaseError::fail(format!("{e}\npayload: {payload}")))?;
+        let back =
+            T::from_payload(payload.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&back, event);
+        prop_assert_eq!(back.to_payload(), payload);
+        let text = serde_json::to_string(event).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let parsed: T =
+            serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&parsed, event);
+        Ok(())
+    }
+
+    pub(crate) fn assert_valid_and_round_trips<T: TypedEvent + PartialEq + Debug>(
+        registry: &EventRegistry,
+        event: &T,
+    ) {
+        if let Err(e) = check(registry, event) {
+            panic!("{} {event:?}: {e}", T::event_type());
+        }
+    }
+
+    /// Neither the schema nor the Rust type accepts `payload`.
+    pub(crate) fn assert_refused<T: TypedEvent + Debug>(registry: &EventRegistry, payload: Value) {
+        assert_schema_refuses::<T>(registry, &payload);
+        if let Ok(e) = T::from_payload(payload.clone()) {
+            panic!("{} read {payload} as {e:?}", T::event_type());
+        }
+    }
+
+    /// The schema refuses `payload`.
+    pub(crate) fn assert_schema_refuses<T: TypedEvent>(registry: &EventRegistry, payload: &Value) {
+        assert!(
+            registry
+                .validate(&T::event_type(), T::schema_version(), payload)
+                .is_err(),
+            "{} v{} accepted {payload}",
+            T::event_type(),
+            T::schema_version()
+        );
+    }
+
+    pub(crate) fn text() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 äé日本-]{1,40}"
+    }
+
+    pub(crate) fn opt_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(text())
+    }
+
+    /// Instants from 1970 to 9999 (RFC 3339 has four-digit years), whole
+    /// seconds or with nanoseconds.
+    pub(crate) fn time() -> impl Strategy<Value = DateTime<Utc>> {
+        let nanos = prop_oneof![Just(0u32), 0u32..1_000_000_000];
+        (0i64..253_402_300_800, nanos)
+            .prop_map(|(s, n)| DateTime::from_timestamp(s, n).expect("in chrono's range"))
+    }
+}

@@ -36,6 +36,10 @@ pub enum StoreError {
     /// payload path); nothing was read.
     #[error("invalid query: {reason}")]
     InvalidQuery { reason: String },
+    /// A snapshot the store cannot keep (version 0, a state too large or
+    /// holding U+0000, a time out of range); nothing was written.
+    #[error("invalid snapshot of {stream}: {reason}")]
+    InvalidSnapshot { stream: StreamId, reason: String },
     /// The backend cannot be reached.
     #[error("the {backend} store is unavailable: {detail}")]
     Unavailable {
@@ -67,6 +71,7 @@ impl StoreError {
             StoreError::DuplicateEventId { .. } => "duplicate_event_id",
             StoreError::InvalidAppend { .. } => "invalid_append",
             StoreError::InvalidQuery { .. } => "invalid_query",
+            StoreError::InvalidSnapshot { .. } => "invalid_snapshot",
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Backend { .. } => "backend",
             StoreError::Corrupt { .. } => "corrupt",
@@ -75,7 +80,7 @@ impl StoreError {
         }
     }
 
-    /// True when the append or query was refused for what it asked (so
+    /// True when the append, query or snapshot was refused for what it asked (so
     /// retrying the same request cannot succeed), false for failures of the
     /// store itself.
     pub fn is_caller_error(&self) -> bool {
@@ -85,6 +90,7 @@ impl StoreError {
                 | StoreError::DuplicateEventId { .. }
                 | StoreError::InvalidAppend { .. }
                 | StoreError::InvalidQuery { .. }
+                | StoreError::InvalidSnapshot { .. }
         )
     }
 }

@@ -1,10 +1,10 @@
 //! Herald's event store, the source of truth. The [`EventStore`] trait
 //! (append with optimistic concurrency per stream, reads by stream and by
-//! global position, catch-up-then-live subscription, search within a tenant)
-//! and its two backends: [`PostgresStore`] and [`EmbeddedStore`] (a SQLite
-//! file). Both group-commit concurrent appends, assign global positions in
-//! commit order, chain every event's audit hash, and pass the same
-//! conformance suite.
+//! global position, catch-up-then-live subscription, search within a tenant,
+//! aggregate snapshots beside the log) and its two backends: [`PostgresStore`]
+//! and [`EmbeddedStore`] (a SQLite file). Both group-commit concurrent
+//! appends, assign global positions in commit order, chain every event's
+//! audit hash, and pass the same conformance suite.
 
 mod clock;
 mod error;
@@ -14,6 +14,7 @@ mod migrate;
 mod model;
 mod plan;
 pub mod search;
+pub mod snapshot;
 mod subscription;
 pub mod telemetry;
 
@@ -37,6 +38,7 @@ pub use model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
 pub use plan::MAX_PRODUCER_LEN;
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use search::{SearchPage, SearchQuery};
+pub use snapshot::{Snapshot, MAX_SNAPSHOT_STATE_BYTES};
 pub use subscription::{EventStream, PAGE_SIZE};
 
 /// The event store.
@@ -50,7 +52,9 @@ pub use subscription::{EventStream, PAGE_SIZE};
 /// - positions are gapless and assigned in commit order, so a reader of the
 ///   global log that has seen position P never later finds an event below P.
 #[async_trait]
-pub trait EventStore: Coordination + ApiKeyStore + EventSearch + Send + Sync + 'static {
+pub trait EventStore:
+    Coordination + ApiKeyStore + EventSearch + SnapshotStore + Send + Sync + 'static
+{
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
 
@@ -111,6 +115,32 @@ pub trait EventSearch: Send + Sync {
     /// [`StoreError::InvalidQuery`] when the query is malformed or over its
     /// bounds (see [`SearchQuery::validate`]).
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage>;
+}
+
+/// Aggregate snapshots, one per stream of a tenant: the latest state folded
+/// from the stream's events, from which the actor runtime rehydrates an
+/// aggregate (the snapshot, then the events after its `stream_version`).
+/// Part of every [`EventStore`] (each backend implements it in its own
+/// `snapshot` module). Snapshots are kept beside the log, outside the hash
+/// chain; deleting one loses nothing but the time to fold the stream again.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Keeps `snapshot` as its stream's snapshot, unless the one kept has a
+    /// higher stream version (a slow writer never moves it back; an equal
+    /// version replaces it). One statement, so concurrent saves keep the
+    /// highest. The log is not read: callers save only states folded from
+    /// events they have read. Fails with [`StoreError::InvalidSnapshot`],
+    /// writing nothing, for a stream version of 0, a state over
+    /// [`MAX_SNAPSHOT_STATE_BYTES`] of JSON or holding U+0000, or a time
+    /// outside the years 1 to 9999. `taken_at` is kept to the microsecond.
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+
+    /// The snapshot kept for the stream of the tenant, if any.
+    async fn load_snapshot(&self, tenant: &TenantId, stream: &StreamId)
+        -> Result<Option<Snapshot>>;
+
+    /// Forgets the stream's snapshot, if any.
+    async fn delete_snapshots(&self, tenant: &TenantId, stream: &StreamId) -> Result<()>;
 }
 
 /// Durable coordination between processes sharing a store: leases (so one

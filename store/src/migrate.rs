@@ -46,6 +46,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "search",
         sql: include_str!("../migrations/postgres/0005_search.sql"),
     },
+    Migration {
+        version: 6,
+        name: "snapshots",
+        sql: include_str!("../migrations/postgres/0006_snapshots.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -68,6 +73,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 4,
         name: "search",
         sql: include_str!("../migrations/embedded/0004_search.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "snapshots",
+        sql: include_str!("../migrations/embedded/0005_snapshots.sql"),
     },
 ];
 

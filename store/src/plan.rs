@@ -140,7 +140,8 @@ pub fn check_append(append: &PendingAppend) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
+/// The path of the first string or key in `value` holding U+0000, if any.
+pub(crate) fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
     use serde_json::Value;
     match value {
         Value::String(s) if s.contains('\0') => Some(path),

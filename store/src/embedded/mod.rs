@@ -9,6 +9,7 @@ mod coordination;
 mod keys;
 mod rows;
 mod search;
+mod snapshot;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

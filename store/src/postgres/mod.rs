@@ -9,6 +9,7 @@ mod keys;
 mod listen;
 mod rows;
 mod search;
+mod snapshot;
 mod writer;
 
 use std::sync::Arc;

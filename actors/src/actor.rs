@@ -1,0 +1,518 @@
+//! One actix actor per stream: it holds the aggregate's state, runs one
+//! command at a time through decide → append → apply, and stops itself when
+//! idle or when its group asks it to (passivation).
+//!
+//! State is rehydrated on the first command from the latest snapshot (when
+//! its state version is the aggregate's) plus the events after it. An append
+//! refused because another process wrote first (wrong expected version) is
+//! followed by reading what was written and deciding again, a bounded
+//! number of times. Commands sent on behalf of a reaction carry a dedupe
+//! key: their events get ids derived from it, so a redelivered trigger
+//! appends nothing twice (the store is idempotent on event ids, atomically
+//! with the append itself).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use herald_events::{EventId, EventRegistry, NewEvent, StreamId, StreamVersion, TenantId};
+use herald_store::{EventStore, ExpectedVersion, Snapshot, StoreError};
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, CommandContext, DomainEvent};
+use crate::error::CommandError;
+use crate::group::GroupConfig;
+
+/// Events read per page while rehydrating.
+const READ_PAGE: usize = 1000;
+
+/// Who sent a command and why: flows into the events it causes.
+#[derive(Debug, Clone, Default)]
+pub struct CommandMeta {
+    /// The correlation the caused events join (their own id when absent).
+    pub correlation_id: Option<Uuid>,
+    /// The event or request that caused the command.
+    pub causation_id: Option<Uuid>,
+    /// Set by reactions: the same key always gives the same event ids, so a
+    /// repeat of the command appends nothing.
+    pub dedupe_key: Option<String>,
+    /// Recorded as the events' producer (`herald-actors` when absent).
+    pub producer: Option<String>,
+}
+
+/// The answer to a command that was done (or changed nothing).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Executed {
+    pub stream: String,
+    /// The stream's version after the command.
+    pub stream_version: u64,
+    /// True when the command's events were already stored (a repeat).
+    pub duplicate: bool,
+    pub events: Vec<ExecutedEvent>,
+}
+
+/// One event a command caused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExecutedEvent {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub position: u64,
+    pub stream_version: u64,
+}
+
+/// Runs a command.
+#[derive(Debug)]
+pub struct Execute<A: Aggregate> {
+    pub command: A::Command,
+    pub meta: CommandMeta,
+}
+
+impl<A: Aggregate> Message for Execute<A> {
+    type Result = Result<Executed, CommandError>;
+}
+
+/// Answers the current state and version.
+#[derive(Debug)]
+pub struct GetState;
+
+impl Message for GetState {
+    type Result = Result<(serde_json::Value, u64), CommandError>;
+}
+
+/// Asks the actor to stop once the messages before this one are done.
+#[derive(Debug)]
+pub struct Passivate;
+
+impl Message for Passivate {
+    type Result = ();
+}
+
+/// The state as far as it has been read.
+#[derive(Debug, Clone)]
+struct Loaded<A> {
+    state: A,
+    version: u64,
+    /// The version of the last snapshot saved or loaded.
+    snapshot_version: u64,
+}
+
+/// What every actor of a group shares.
+pub(crate) struct Shared {
+    pub store: Arc<dyn EventStore>,
+    pub registry: EventRegistry,
+    pub config: GroupConfig,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("store", &self.store.backend())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Called when an actor stops, so the group forgets it.
+pub(crate) type OnStop = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The actor of one stream.
+pub struct AggregateActor<A: Aggregate> {
+    id: u64,
+    tenant: TenantId,
+    stream: StreamId,
+    shared: Arc<Shared>,
+    /// None until rehydrated, and while a command holds the state.
+    loaded: Option<Loaded<A>>,
+    last_active: Instant,
+    pending: Arc<AtomicUsize>,
+    on_stop: OnStop,
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateActor<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateActor")
+            .field("stream", &self.stream)
+            .field("version", &self.loaded.as_ref().map(|l| l.version))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate> AggregateActor<A> {
+    pub(crate) fn new(
+        id: u64,
+        tenant: TenantId,
+        stream: StreamId,
+        shared: Arc<Shared>,
+        pending: Arc<AtomicUsize>,
+        on_stop: OnStop,
+    ) -> Self {
+        Self {
+            id,
+            tenant,
+            stream,
+            shared,
+            loaded: None,
+            last_active: Instant::now(),
+            pending,
+            on_stop,
+        }
+    }
+}
+
+impl<A: Aggregate> Actor for AggregateActor<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The group bounds what waits for this actor; the mailbox only
+        // needs to hold that much.
+        ctx.set_mailbox_capacity(self.shared.config.mailbox + 1);
+        let idle = self.shared.config.idle_timeout;
+        let check = (idle / 2).max(Duration::from_millis(10));
+        ctx.run_interval(check, move |actor, ctx| {
+            if actor.last_active.elapsed() >= idle
+                && actor.pending.load(Ordering::Acquire) == 0
+                && actor.loaded.is_some()
+            {
+                ctx.stop();
+            }
+        });
+        metrics::gauge!("herald_actors_live", "domain" => A::DOMAIN).increment(1.0);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!("herald_actors_live", "domain" => A::DOMAIN).decrement(1.0);
+        metrics::counter!("herald_actors_passivated_total", "domain" => A::DOMAIN).increment(1);
+        (self.on_stop)(self.id);
+    }
+}
+
+impl<A: Aggregate> Handler<Execute<A>> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, Result<Executed, CommandError>>;
+
+    fn handle(&mut self, msg: Execute<A>, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let run = Run {
+            tenant: self.tenant.clone(),
+            stream: self.stream.clone(),
+            shared: Arc::clone(&self.shared),
+        };
+        // Only this future touches the state until it is done (the response
+        // is atomic), so it takes the state and gives it back.
+        let loaded = self.loaded.take();
+        let span = tracing::info_span!("command", domain = A::DOMAIN, stream = %self.stream, tenant = %self.tenant);
+        AtomicResponse::new(Box::pin(
+            async move {
+                let _enter = span.enter();
+                run.execute(loaded, msg).await
+            }
+            .into_actor(self)
+            .map(|(loaded, result), actor, _ctx| {
+                actor.loaded = loaded;
+                actor.last_active = Instant::now();
+                result
+            }),
+        ))
+    }
+}
+
+impl<A: Aggregate> Handler<GetState> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, Result<(serde_json::Value, u64), CommandError>>;
+
+    fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let run = Run {
+            tenant: self.tenant.clone(),
+            stream: self.stream.clone(),
+            shared: Arc::clone(&self.shared),
+        };
+        let loaded = self.loaded.take();
+        AtomicResponse::new(Box::pin(
+            async move {
+                // Another process may have written: read up to the head.
+                let loaded = match loaded {
+                    Some(loaded) => run.catch_up(loaded).await,
+                    None => run.rehydrate::<A>().await,
+                };
+                match loaded {
+                    Ok(loaded) => {
+                        let state = serde_json::to_value(&loaded.state)
+                            .map_err(|e| CommandError::Internal(e.to_string()));
+                        let answer = state.map(|s| (s, loaded.version));
+                        (Some(loaded), answer)
+                    }
+                    Err(e) => (None, Err(e)),
+                }
+            }
+            .into_actor(self)
+            .map(|(loaded, result), actor, _ctx| {
+                actor.loaded = loaded;
+                result
+            }),
+        ))
+    }
+}
+
+impl<A: Aggregate> Handler<Passivate> for AggregateActor<A> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// The I/O of one command, outside the actor so it can be awaited.
+struct Run {
+    tenant: TenantId,
+    stream: StreamId,
+    shared: Arc<Shared>,
+}
+
+impl Run {
+    async fn execute<A: Aggregate>(
+        &self,
+        loaded: Option<Loaded<A>>,
+        msg: Execute<A>,
+    ) -> (Option<Loaded<A>>, Result<Executed, CommandError>) {
+        let mut loaded = match loaded {
+            Some(loaded) => loaded,
+            None => match self.rehydrate::<A>().await {
+                Ok(loaded) => loaded,
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ctx = CommandContext {
+                tenant: self.tenant.clone(),
+                stream: self.stream.clone(),
+                version: loaded.version,
+                now: Utc::now(),
+            };
+            let events = match loaded.state.decide(msg.command.clone(), &ctx) {
+                Ok(events) => events,
+                Err(refusal) => {
+                    metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "refused").increment(1);
+                    return (Some(loaded), Err(CommandError::Refused(refusal)));
+                }
+            };
+            if events.is_empty() {
+                metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "unchanged").increment(1);
+                let executed = Executed {
+                    stream: self.stream.to_string(),
+                    stream_version: loaded.version,
+                    duplicate: false,
+                    events: Vec::new(),
+                };
+                return (Some(loaded), Ok(executed));
+            }
+            let new_events = match self.new_events(&events, &msg.meta) {
+                Ok(new_events) => new_events,
+                Err(refusal) => return (Some(loaded), Err(CommandError::Refused(refusal))),
+            };
+            let expected = ExpectedVersion::Exact(StreamVersion(loaded.version));
+            match self
+                .shared
+                .store
+                .append(&self.tenant, &self.stream, expected, new_events)
+                .await
+            {
+                Ok(outcome) => {
+                    if outcome.duplicate {
+                        // The same command took effect before: its events
+                        // are in the log, maybe with others after them.
+                        metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "duplicate").increment(1);
+                        let executed = executed(&self.stream, &events, &outcome, true);
+                        return match self.catch_up(loaded).await {
+                            Ok(loaded) => (Some(loaded), Ok(executed)),
+                            Err(e) => (None, Err(e)),
+                        };
+                    }
+                    for event in &events {
+                        loaded.state.apply(event);
+                    }
+                    loaded.version = outcome.stream_version.get();
+                    metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "done").increment(1);
+                    self.maybe_snapshot(&mut loaded).await;
+                    let executed = executed(&self.stream, &events, &outcome, false);
+                    return (Some(loaded), Ok(executed));
+                }
+                Err(StoreError::WrongExpectedVersion { .. })
+                | Err(StoreError::DuplicateEventId { .. })
+                    if attempt < self.shared.config.conflict_retries =>
+                {
+                    // Another writer got there first (or, for a repeated
+                    // reaction, part of it did): read it and decide again.
+                    metrics::counter!("herald_command_conflicts_total", "domain" => A::DOMAIN)
+                        .increment(1);
+                    loaded = match self.catch_up(loaded).await {
+                        Ok(loaded) => loaded,
+                        Err(e) => return (None, Err(e)),
+                    };
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => {
+                    return (None, Err(CommandError::Contended { attempts: attempt }));
+                }
+                Err(e) => {
+                    // What the store holds now is unknown: read it again next time.
+                    return (None, Err(CommandError::Store(e)));
+                }
+            }
+        }
+    }
+
+    /// The store's events for what `decide` returned, each checked against
+    /// its schema (a command whose fields break it is refused as invalid).
+    fn new_events<E: DomainEvent>(
+        &self,
+        events: &[E],
+        meta: &CommandMeta,
+    ) -> Result<Vec<NewEvent>, crate::aggregate::Refusal> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let mut new = event.to_new_event();
+                if let Some(key) = &meta.dedupe_key {
+                    new = new.with_id(EventId(dedupe_id(key, &self.stream, i)));
+                }
+                let correlation = meta.correlation_id.unwrap_or(new.correlation_id);
+                let causation = meta.causation_id.unwrap_or(new.causation_id);
+                new = new.correlation(correlation, causation);
+                let new = new.producer(meta.producer.as_deref().unwrap_or("herald-actors"));
+                self.shared
+                    .registry
+                    .validate(&new.event_type, new.version, &new.payload)
+                    .map_err(|e| crate::aggregate::Refusal::invalid(e.to_string()))?;
+                Ok(new)
+            })
+            .collect()
+    }
+
+    /// Snapshot if enough events passed since the last one; a failure only
+    /// costs a longer rehydration later.
+    async fn maybe_snapshot<A: Aggregate>(&self, loaded: &mut Loaded<A>) {
+        let every = self.shared.config.snapshot_every;
+        if every == 0 || loaded.version < loaded.snapshot_version + every {
+            return;
+        }
+        let state = match serde_json::to_value(&loaded.state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "Aggregate state cannot be serialized; no snapshot.");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            tenant: self.tenant.clone(),
+            stream: self.stream.clone(),
+            stream_version: StreamVersion(loaded.version),
+            state_version: A::STATE_VERSION,
+            state,
+            taken_at: Utc::now(),
+        };
+        match self.shared.store.save_snapshot(&snapshot).await {
+            Ok(()) => {
+                loaded.snapshot_version = loaded.version;
+                metrics::counter!("herald_snapshots_saved_total", "domain" => A::DOMAIN)
+                    .increment(1);
+            }
+            Err(e) => tracing::warn!(error = %e, "Snapshot not saved."),
+        }
+    }
+
+    /// The state from the latest usable snapshot and the events after it.
+    async fn rehydrate<A: Aggregate>(&self) -> Result<Loaded<A>, CommandError> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+            snapshot_version: 0,
+        };
+        match self
+            .shared
+            .store
+            .load_snapshot(&self.tenant, &self.stream)
+            .await
+        {
+            Ok(Some(snapshot)) if snapshot.state_version == A::STATE_VERSION => {
+                match serde_json::from_value::<A>(snapshot.state) {
+                    Ok(state) => {
+                        loaded.state = state;
+                        loaded.version = snapshot.stream_version.get();
+                        loaded.snapshot_version = loaded.version;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Snapshot unreadable; rebuilding from events.")
+                    }
+                }
+            }
+            // Another state version: its shape or meaning changed, so the
+            // events are the only truth.
+            Ok(_) => {}
+            Err(e) => return Err(CommandError::Store(e)),
+        }
+        self.catch_up(loaded).await
+    }
+
+    /// Applies the stream's events after `loaded.version`.
+    async fn catch_up<A: Aggregate>(
+        &self,
+        mut loaded: Loaded<A>,
+    ) -> Result<Loaded<A>, CommandError> {
+        loop {
+            let page = self
+                .shared
+                .store
+                .read_stream(
+                    &self.tenant,
+                    &self.stream,
+                    StreamVersion(loaded.version + 1),
+                    READ_PAGE,
+                )
+                .await
+                .map_err(CommandError::Store)?;
+            let full = page.len() == READ_PAGE;
+            for envelope in &page {
+                let event = A::Event::from_envelope(envelope).map_err(CommandError::Decode)?;
+                loaded.state.apply(&event);
+                loaded.version = envelope.stream_version.get();
+            }
+            if !full {
+                return Ok(loaded);
+            }
+        }
+    }
+}
+
+/// The id of the `index`-th event of a deduplicated command.
+fn dedupe_id(key: &str, stream: &StreamId, index: usize) -> Uuid {
+    // A fixed namespace: the same key, stream and index give the same id.
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_2d61_6374_6f72_732d_6964);
+    Uuid::new_v5(&NAMESPACE, format!("{key}\n{stream}\n{index}").as_bytes())
+}
+
+fn executed<E: DomainEvent>(
+    stream: &StreamId,
+    events: &[E],
+    outcome: &herald_store::AppendOutcome,
+    duplicate: bool,
+) -> Executed {
+    Executed {
+        stream: stream.to_string(),
+        stream_version: outcome.stream_version.get(),
+        duplicate,
+        events: events
+            .iter()
+            .zip(&outcome.events)
+            .map(|(event, appended)| ExecutedEvent {
+                id: appended.id.as_uuid(),
+                event_type: format!("{}.{}", stream.domain(), event.name()),
+                position: appended.position.get(),
+                stream_version: appended.stream_version.get(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,45 @@
+//! Why a command (or a state query) was not done, in terms the HTTP edge
+//! maps to statuses: refused by the aggregate, too busy, contended, or the
+//! store failing.
+
+use herald_store::StoreError;
+
+use crate::aggregate::{DecodeError, Refusal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The aggregate refused the command (409 or 422 by its kind).
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The aggregate id is not a valid stream id (400).
+    #[error("invalid aggregate id: {0}")]
+    InvalidStream(String),
+    /// No such command in the domain (404).
+    #[error("the {domain} domain has no command {command:?}")]
+    UnknownCommand { domain: String, command: String },
+    /// The command's body does not fit the command (422).
+    #[error("the body of {command} is invalid: {reason}")]
+    InvalidBody { command: String, reason: String },
+    /// The aggregate's mailbox is full: try again later (503).
+    #[error("the {domain} aggregate {stream} has {pending} commands waiting; try again later")]
+    Busy {
+        domain: String,
+        stream: String,
+        pending: usize,
+    },
+    /// Other writers kept changing the stream (409).
+    #[error("the stream kept changing under the command ({attempts} attempts)")]
+    Contended { attempts: u32 },
+    /// A stored event is not one of the aggregate's (500).
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// The store failed (503 when unavailable, 500 otherwise).
+    #[error(transparent)]
+    Store(StoreError),
+    /// The runtime is stopping or an actor died (503).
+    #[error("the actor runtime is unavailable: {0}")]
+    Unavailable(String),
+    /// A bug (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,20 @@
+//! Herald's actor runtime on actix and the domains that run on it.
+//!
+//! A domain writes an [`Aggregate`] (decide/apply) and its events; the
+//! runtime runs one actor per stream in an [`AggregateGroup`] (started on
+//! demand, passivated when idle or past the group's cap, rehydrated from a
+//! snapshot plus later events, bounded mailbox, conflicts retried), and
+//! [`testing`] gives given/when/then tests of the decisions. The domains
+//! live in one folder each.
+
+pub mod actor;
+pub mod aggregate;
+pub mod error;
+pub mod group;
+pub mod testing;
+pub mod tickets;
+
+pub use actor::{CommandMeta, Executed, ExecutedEvent};
+pub use aggregate::{Aggregate, CommandContext, DecodeError, DomainEvent, Refusal, RefusalKind};
+pub use error::CommandError;
+pub use group::{ActorRuntime, AggregateGroup, CommandTarget, Domains, GroupConfig};
