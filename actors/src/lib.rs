@@ -9,10 +9,12 @@
 
 pub mod actor;
 pub mod aggregate;
+pub mod edges;
 pub mod error;
 pub mod group;
 pub mod testing;
 pub mod tickets;
+pub mod timers;
 
 pub use actor::{CommandMeta, Executed, ExecutedEvent};
 pub use aggregate::{Aggregate, CommandContext, DecodeError, DomainEvent, Refusal, RefusalKind};

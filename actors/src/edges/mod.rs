@@ -1,0 +1,1 @@
+//! The `edges` domain: network edge devices (being written).

@@ -1,0 +1,1 @@
+//! The `timers` domain: durable timers and email countdowns (being written).
