@@ -91,6 +91,117 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub actors: ActorArgs,
+}
+
+/// Flags and environment variables of the actor runtime and its domains.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ActorArgs {
+    /// Most live actors per domain; past it the least recently used stops [default: 10000]
+    #[arg(long, env = "HERALD_ACTORS_MAX", value_name = "N")]
+    pub actors_max: Option<usize>,
+
+    /// Seconds an idle actor lives before it stops [default: 120]
+    #[arg(long, env = "HERALD_ACTORS_IDLE_SECS", value_name = "SECS")]
+    pub actors_idle_secs: Option<u64>,
+
+    /// Most commands waiting for one aggregate before more get 503 [default: 64]
+    #[arg(long, env = "HERALD_ACTORS_MAILBOX", value_name = "N")]
+    pub actors_mailbox: Option<usize>,
+
+    /// A snapshot of an aggregate every N of its events; 0 for none [default: 100]
+    #[arg(long, env = "HERALD_SNAPSHOT_EVERY", value_name = "N")]
+    pub snapshot_every: Option<u64>,
+
+    /// Threads the actors run on [default: the number of cores]
+    #[arg(long, env = "HERALD_ACTOR_THREADS", value_name = "N")]
+    pub actor_threads: Option<usize>,
+
+    /// How long an edge stays offline before its outage ticket opens, e.g. `5s`, `500ms`, `2m` [default: 5s]
+    #[arg(long, env = "HERALD_OUTAGE_RECHECK", value_name = "DURATION")]
+    pub outage_recheck: Option<String>,
+}
+
+/// Resolved settings of the actor runtime.
+#[derive(Debug, Clone)]
+pub struct ActorSettings {
+    pub group: herald_actors::GroupConfig,
+    pub threads: usize,
+    pub outage_recheck: Duration,
+}
+
+/// Parses `500ms`, `5s`, `2m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Resolves the actor runtime's settings.
+pub fn actor_settings(args: &ActorArgs, file: &FileConfig) -> anyhow::Result<ActorSettings> {
+    let defaults = herald_actors::GroupConfig::default();
+    let recheck = match args
+        .outage_recheck
+        .as_ref()
+        .or(file.outage_recheck.as_ref())
+    {
+        Some(text) => parse_duration(text)
+            .map_err(|e| anyhow::anyhow!("HERALD_OUTAGE_RECHECK / --outage-recheck: {e}"))?,
+        None => herald_actors::outage::DEFAULT_RECHECK,
+    };
+    let max_actors = args
+        .actors_max
+        .or(file.actors_max)
+        .unwrap_or(defaults.max_actors);
+    if max_actors == 0 {
+        anyhow::bail!("HERALD_ACTORS_MAX / --actors-max must be at least 1");
+    }
+    let mailbox = args
+        .actors_mailbox
+        .or(file.actors_mailbox)
+        .unwrap_or(defaults.mailbox);
+    if mailbox == 0 {
+        anyhow::bail!("HERALD_ACTORS_MAILBOX / --actors-mailbox must be at least 1");
+    }
+    Ok(ActorSettings {
+        group: herald_actors::GroupConfig {
+            max_actors,
+            idle_timeout: args
+                .actors_idle_secs
+                .or(file.actors_idle_secs)
+                .map_or(defaults.idle_timeout, |s| Duration::from_secs(s.max(1))),
+            mailbox,
+            snapshot_every: args
+                .snapshot_every
+                .or(file.snapshot_every)
+                .unwrap_or(defaults.snapshot_every),
+            conflict_retries: defaults.conflict_retries,
+        },
+        threads: args
+            .actor_threads
+            .or(file.actor_threads)
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        outage_recheck: recheck,
+    })
 }
 
 /// Flags and environment variables of authentication.
@@ -387,6 +498,12 @@ pub struct FileConfig {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub rate_limit_per_sec: Option<u32>,
+    pub actors_max: Option<usize>,
+    pub actors_idle_secs: Option<u64>,
+    pub actors_mailbox: Option<usize>,
+    pub snapshot_every: Option<u64>,
+    pub actor_threads: Option<usize>,
+    pub outage_recheck: Option<String>,
 }
 
 impl FileConfig {
@@ -457,6 +574,7 @@ pub struct ServeConfig {
     pub workers: Option<usize>,
     pub broker: BrokerSettings,
     pub auth: crate::auth::AuthSettings,
+    pub actors: ActorSettings,
 }
 
 impl ServeConfig {
@@ -487,6 +605,7 @@ impl ServeConfig {
             workers: args.workers.or(file.workers).filter(|n| *n > 0),
             broker: broker_settings(&args.broker, file)?,
             auth: auth_settings(&args.auth, file)?,
+            actors: actor_settings(&args.actors, file)?,
         })
     }
 }

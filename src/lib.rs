@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod domains;
 pub mod ingest;
 pub mod relay;
 pub mod telemetry;

@@ -12,6 +12,8 @@ pub mod aggregate;
 pub mod edges;
 pub mod error;
 pub mod group;
+pub mod outage;
+pub mod reactions;
 pub mod testing;
 pub mod tickets;
 pub mod timers;

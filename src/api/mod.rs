@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod body;
+mod commands;
 mod events;
 pub mod item;
 pub mod problem;
@@ -42,6 +43,8 @@ pub struct Limits {
 pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     pub hub: crate::ws::Hub,
+    /// Every domain's actor group, by domain name.
+    pub domains: herald_actors::Domains,
     pub store: Arc<dyn EventStore>,
     pub broker: Arc<dyn Broker>,
     pub registry: EventRegistry,
@@ -89,6 +92,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/events")
                 .route(web::get().to(events::read_all))
                 .route(web::post().to(publish::publish))
+                .default_service(web::to(method_not_allowed)),
+        )
+        // Last: the generic domain routes must not shadow the ones above.
+        .service(
+            web::resource("/v1/{domain}/{id}/{command}")
+                .route(web::post().to(commands::execute))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/{domain}/{id}")
+                .route(web::get().to(commands::state))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));

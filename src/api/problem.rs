@@ -39,6 +39,12 @@ pub enum ProblemKind {
     BrokerUnavailable,
     ShuttingDown,
     Internal,
+    CommandRefused,
+    InvalidCommand,
+    UnknownCommand,
+    AggregateNotFound,
+    Contended,
+    Busy,
 }
 
 impl ProblemKind {
@@ -68,6 +74,12 @@ impl ProblemKind {
         ProblemKind::BrokerUnavailable,
         ProblemKind::ShuttingDown,
         ProblemKind::Internal,
+        ProblemKind::CommandRefused,
+        ProblemKind::InvalidCommand,
+        ProblemKind::UnknownCommand,
+        ProblemKind::AggregateNotFound,
+        ProblemKind::Contended,
+        ProblemKind::Busy,
     ];
 
     /// (slug, title, status)
@@ -194,6 +206,36 @@ impl ProblemKind {
                 "internal",
                 "Internal error",
                 StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            CommandRefused => (
+                "command-refused",
+                "The aggregate's current state forbids the command",
+                StatusCode::CONFLICT,
+            ),
+            InvalidCommand => (
+                "invalid-command",
+                "The command is invalid",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            UnknownCommand => (
+                "unknown-command",
+                "The domain has no such command",
+                StatusCode::NOT_FOUND,
+            ),
+            AggregateNotFound => (
+                "aggregate-not-found",
+                "No such aggregate",
+                StatusCode::NOT_FOUND,
+            ),
+            Contended => (
+                "contended",
+                "Other writers kept changing the aggregate",
+                StatusCode::CONFLICT,
+            ),
+            Busy => (
+                "busy",
+                "The aggregate has too many commands waiting",
+                StatusCode::SERVICE_UNAVAILABLE,
             ),
         }
     }

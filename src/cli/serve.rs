@@ -83,8 +83,9 @@ async fn serve(
                 ..IngestConfig::default()
             },
         )
-        .spawn(tasks_stop)
+        .spawn(tasks_stop.clone())
     });
+    let running = crate::domains::start(&config.actors, &store, &registry, &broker, tasks_stop);
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
@@ -92,6 +93,7 @@ async fn serve(
     let state = AppState {
         auth,
         hub,
+        domains: running.domains.clone(),
         store: Arc::clone(&store),
         broker: Arc::clone(&broker),
         registry,
@@ -132,6 +134,7 @@ async fn serve(
     if let Some(ingest) = ingest {
         ingest.join().await;
     }
+    running.stop().await;
     broker.close().await;
     store.close().await;
     tracing::info!("Herald stopped.");

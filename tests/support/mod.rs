@@ -47,6 +47,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
     .await
     .expect("start the hub");
     AppState {
+        domains: herald_actors::Domains::default(),
         auth,
         hub,
         store,

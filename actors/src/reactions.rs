@@ -1,0 +1,269 @@
+//! Reactions: a group's consumer of other domains' events that sends
+//! commands in answer (sagas, process managers).
+//!
+//! Each reaction consumes through the [`Broker`] as its own consumer group
+//! (`reaction.<name>`), one delivery at a time per partition, and
+//! acknowledges a delivery only after its commands took effect. Delivery is
+//! at least once; the effect is at most once: every command a reaction
+//! sends carries a dedupe key made of the reaction, the triggering event's
+//! id and a step name, so its events get ids derived from that key and a
+//! repeat appends nothing — the dedupe state is the events themselves,
+//! committed in the same append as the effect. Caused events carry the
+//! trigger's correlation id and the trigger's id as causation.
+//!
+//! A reaction that fails transiently (store or actor unavailable) leaves the
+//! delivery unacknowledged and retries it with a backoff; one that fails
+//! for good (a malformed event) dead-letters the delivery with the reason,
+//! so its partition moves on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use herald_brokers::{Broker, ConsumerGroup, EventLoader, Topic};
+use herald_events::{Domain, EventEnvelope, Position};
+use herald_store::EventStore;
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::actor::{CommandMeta, Executed};
+use crate::error::CommandError;
+use crate::group::Domains;
+
+/// A reaction to events of some domains.
+#[async_trait]
+pub trait Reaction: Send + Sync + 'static {
+    /// Its name: its consumer group is `reaction.<name>`.
+    fn name(&self) -> &'static str;
+    /// The domains whose events it reads.
+    fn domains(&self) -> &'static [&'static str];
+    /// Handles one event (it sees every event of its domains; it ignores
+    /// what it does not care about).
+    async fn react(
+        &self,
+        event: &EventEnvelope,
+        ctx: &ReactionContext<'_>,
+    ) -> Result<(), ReactionError>;
+}
+
+/// Why a reaction did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactionError {
+    /// Try again later; the delivery stays unacknowledged.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// It can never succeed; the delivery is dead-lettered with the reason.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<CommandError> for ReactionError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Store(_)
+            | CommandError::Busy { .. }
+            | CommandError::Unavailable(_)
+            | CommandError::Contended { .. } => ReactionError::Transient(e.to_string()),
+            _ => ReactionError::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// What a reaction may do while handling one event.
+pub struct ReactionContext<'a> {
+    reaction: &'static str,
+    event: &'a EventEnvelope,
+    domains: &'a Domains,
+}
+
+impl std::fmt::Debug for ReactionContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactionContext")
+            .field("reaction", &self.reaction)
+            .field("event", &self.event.id)
+            .finish()
+    }
+}
+
+impl<'a> ReactionContext<'a> {
+    pub fn new(reaction: &'static str, event: &'a EventEnvelope, domains: &'a Domains) -> Self {
+        Self {
+            reaction,
+            event,
+            domains,
+        }
+    }
+
+    /// Sends `command` to the aggregate `domain/id` of the event's tenant.
+    /// `step` names this command among the reaction's commands for the same
+    /// event: the same step for the same event appends nothing twice.
+    pub async fn send(
+        &self,
+        domain: &str,
+        id: &str,
+        command: &str,
+        body: Value,
+        step: &str,
+    ) -> Result<Executed, CommandError> {
+        let target = self.domains.get(domain).ok_or_else(|| {
+            CommandError::Internal(format!(
+                "reaction {} names no domain {domain}",
+                self.reaction
+            ))
+        })?;
+        let meta = CommandMeta {
+            correlation_id: Some(self.event.correlation_id),
+            causation_id: Some(self.event.id.as_uuid()),
+            dedupe_key: Some(format!("{}/{}/{step}", self.reaction, self.event.id)),
+            producer: Some(format!("reaction:{}", self.reaction)),
+        };
+        target
+            .execute_json(&self.event.tenant, id, command, body, meta)
+            .await
+    }
+
+    /// The current state of `domain/id` of the event's tenant, if it has one.
+    pub async fn state(
+        &self,
+        domain: &str,
+        id: &str,
+    ) -> Result<Option<(Value, u64)>, CommandError> {
+        let target = self.domains.get(domain).ok_or_else(|| {
+            CommandError::Internal(format!(
+                "reaction {} names no domain {domain}",
+                self.reaction
+            ))
+        })?;
+        target.state_json(&self.event.tenant, id).await
+    }
+}
+
+/// Loads claim-checked events from the store.
+struct StoreLoader(Arc<dyn EventStore>);
+
+#[async_trait]
+impl EventLoader for StoreLoader {
+    async fn load(&self, position: Position) -> Result<Option<EventEnvelope>, String> {
+        let events = self
+            .0
+            .read_all(position, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(events.into_iter().next().filter(|e| e.position == position))
+    }
+}
+
+/// Runs one reaction until `shutdown` turns true.
+pub fn spawn_reaction(
+    reaction: Arc<dyn Reaction>,
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn EventStore>,
+    domains: Domains,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let name = reaction.name();
+        let group = match ConsumerGroup::new(format!("reaction.{name}")) {
+            Ok(group) => group,
+            Err(e) => {
+                tracing::error!(reaction = name, error = %e, "Reaction has an invalid name; not started.");
+                return;
+            }
+        };
+        let topics: Vec<Topic> = reaction
+            .domains()
+            .iter()
+            .filter_map(|d| Domain::new(*d).ok().map(|d| Topic::for_domain(&d)))
+            .collect();
+        let loader = StoreLoader(store);
+        let mut failures = 0u32;
+        loop {
+            let mut subscription = match broker.subscribe(&group, &topics).await {
+                Ok(subscription) => subscription,
+                Err(e) => {
+                    tracing::warn!(reaction = name, error = %e, "Reaction cannot subscribe; retrying.");
+                    if pause(&mut shutdown, backoff(&mut failures)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(reaction = name, "Reaction subscribed.");
+            loop {
+                let delivery = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    delivery = subscription.next() => delivery,
+                };
+                let Some(delivery) = delivery else { break };
+                let delivery = match delivery {
+                    Ok(delivery) => delivery,
+                    Err(e) => {
+                        tracing::warn!(reaction = name, error = %e, "Reaction subscription failed.");
+                        break;
+                    }
+                };
+                let event = match delivery.content.clone() {
+                    Ok(payload) => payload.resolve(&loader).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(why) => {
+                        metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "dead_lettered").increment(1);
+                        let _ = delivery.nack(format!("unreadable: {why}")).await;
+                        continue;
+                    }
+                };
+                // Retry this delivery until it takes effect, fails for
+                // good, or the process stops (it is then delivered again).
+                loop {
+                    let ctx = ReactionContext::new(name, &event, &domains);
+                    let span = tracing::info_span!("reaction", reaction = name, event = %event.id, event_type = %event.event_type, stream = %event.stream);
+                    match reaction.react(&event, &ctx).instrument(span).await {
+                        Ok(()) => {
+                            failures = 0;
+                            metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "done").increment(1);
+                            if let Err(e) = delivery.ack().await {
+                                tracing::warn!(reaction = name, error = %e, "Reaction could not acknowledge; the event comes again.");
+                            }
+                            break;
+                        }
+                        Err(ReactionError::Permanent(why)) => {
+                            tracing::warn!(reaction = name, event = %event.id, reason = %why, "Reaction failed for good; dead-lettering.");
+                            metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "dead_lettered").increment(1);
+                            let _ = delivery.nack(why).await;
+                            break;
+                        }
+                        Err(ReactionError::Transient(why)) => {
+                            tracing::warn!(reaction = name, event = %event.id, reason = %why, "Reaction failed; retrying.");
+                            metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "retried").increment(1);
+                            if pause(&mut shutdown, backoff(&mut failures)).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if pause(&mut shutdown, backoff(&mut failures)).await {
+                return;
+            }
+        }
+    })
+}
+
+/// 100 ms doubling up to 5 s.
+fn backoff(failures: &mut u32) -> Duration {
+    *failures = failures.saturating_add(1);
+    Duration::from_millis((100u64 << (*failures).min(6)).min(5_000))
+}
+
+/// Waits `d`; true when the process is stopping.
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => true,
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+    }
+}

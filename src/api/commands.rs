@@ -1,0 +1,143 @@
+//! Commands and aggregate states of every domain:
+//! `POST /v1/{domain}/{id}/{command}` with the command's JSON body runs it
+//! through the domain's actor group and answers with the events it caused;
+//! `GET /v1/{domain}/{id}` answers the aggregate's current state and
+//! version. A command needs a `publish` scope covering every event type of
+//! its domain; a state needs `read` on the domain. Both act in the caller's
+//! tenant only.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use herald_actors::{CommandError, CommandMeta, RefusalKind};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::body::read_json;
+use super::problem::{ApiResult, Problem, ProblemKind};
+use super::AppState;
+use crate::auth::{Action, Identity};
+
+/// `POST /v1/{domain}/{id}/{command}`
+pub async fn execute(
+    req: HttpRequest,
+    identity: Identity,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (domain, id, command) = path.into_inner();
+    let Some(group) = state.domains.get(&domain) else {
+        return Err(unknown_domain(&domain));
+    };
+    identity.require_domain(Action::Publish, &domain)?;
+    let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let meta = CommandMeta {
+        correlation_id: correlation(&req)?,
+        causation_id: None,
+        dedupe_key: None,
+        producer: Some(format!("http:{}", identity.subject)),
+    };
+    let executed = group
+        .execute_json(&identity.tenant, &id, &command, body, meta)
+        .await
+        .map_err(problem)?;
+    let status = if executed.events.is_empty() || executed.duplicate {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status).json(executed))
+}
+
+/// `GET /v1/{domain}/{id}`
+pub async fn state(
+    identity: Identity,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (domain, id) = path.into_inner();
+    let Some(group) = state.domains.get(&domain) else {
+        return Err(unknown_domain(&domain));
+    };
+    identity.require_domain(Action::Read, &domain)?;
+    match group
+        .state_json(&identity.tenant, &id)
+        .await
+        .map_err(problem)?
+    {
+        Some((aggregate, version)) => Ok(HttpResponse::Ok().json(json!({
+            "domain": domain,
+            "id": id,
+            "version": version,
+            "state": aggregate,
+        }))),
+        None => Err(Problem::new(
+            ProblemKind::AggregateNotFound,
+            format!("{domain}/{id} has no events"),
+        )),
+    }
+}
+
+fn unknown_domain(domain: &str) -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        format!(
+            "no domain {:?} takes commands here",
+            domain.chars().take(64).collect::<String>()
+        ),
+    )
+}
+
+/// An optional `X-Correlation-Id` header joins the command's events to an
+/// existing correlation.
+fn correlation(req: &HttpRequest) -> ApiResult<Option<Uuid>> {
+    match req.headers().get("x-correlation-id") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| Uuid::parse_str(v).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Problem::new(
+                    ProblemKind::InvalidRequest,
+                    "X-Correlation-Id must be a UUID",
+                )
+            }),
+    }
+}
+
+/// The HTTP face of a command's failure.
+fn problem(e: CommandError) -> Problem {
+    match e {
+        CommandError::Refused(refusal) => {
+            let kind = match refusal.kind {
+                RefusalKind::Forbidden => ProblemKind::CommandRefused,
+                RefusalKind::Invalid => ProblemKind::InvalidCommand,
+                RefusalKind::NotFound => ProblemKind::AggregateNotFound,
+            };
+            Problem::new(kind, refusal.message)
+        }
+        CommandError::InvalidStream(why) => Problem::new(ProblemKind::InvalidStreamId, why),
+        CommandError::UnknownCommand { domain, command } => Problem::new(
+            ProblemKind::UnknownCommand,
+            format!("the {domain} domain has no command {command:?}"),
+        ),
+        CommandError::InvalidBody { command, reason } => Problem::new(
+            ProblemKind::InvalidRequest,
+            format!("the body of {command}: {reason}"),
+        ),
+        CommandError::Busy { .. } => Problem::new(ProblemKind::Busy, e.to_string()).retry_after(1),
+        CommandError::Contended { .. } => Problem::new(ProblemKind::Contended, e.to_string()),
+        CommandError::Store(store) => Problem::from(store),
+        CommandError::Unavailable(why) => {
+            Problem::new(ProblemKind::ShuttingDown, why).retry_after(1)
+        }
+        CommandError::Decode(_) | CommandError::Internal(_) => {
+            tracing::error!(error = %e, "Command failed inside Herald.");
+            Problem::new(
+                ProblemKind::Internal,
+                "the command failed; the error is logged",
+            )
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Starts the domains of `herald serve`: the actor runtime, one actor group
+//! per domain, the reactions (the outage monitor) and the timer scheduler,
+//! and stops them in order at shutdown.
+
+use std::sync::Arc;
+
+use herald_actors::outage::OutageMonitor;
+use herald_actors::reactions::spawn_reaction;
+use herald_actors::tickets::Ticket;
+use herald_actors::{ActorRuntime, AggregateGroup, Domains};
+use herald_brokers::Broker;
+use herald_events::EventRegistry;
+use herald_store::EventStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::ActorSettings;
+
+/// The running domains.
+pub struct RunningDomains {
+    pub domains: Domains,
+    runtime: Arc<ActorRuntime>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningDomains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningDomains")
+            .field("domains", &self.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts every domain; its background tasks stop when `stop` turns true.
+/// Must be called inside the actix system.
+pub fn start(
+    settings: &ActorSettings,
+    store: &Arc<dyn EventStore>,
+    registry: &EventRegistry,
+    broker: &Arc<dyn Broker>,
+    stop: watch::Receiver<bool>,
+) -> RunningDomains {
+    let runtime = ActorRuntime::start(settings.threads);
+    let tickets = AggregateGroup::<Ticket>::new(
+        Arc::clone(store),
+        registry.clone(),
+        Arc::clone(&runtime),
+        settings.group.clone(),
+    );
+    let domains = Domains::default().with(Arc::new(tickets));
+    let monitor = OutageMonitor {
+        recheck: settings.outage_recheck,
+    };
+    let tasks = vec![spawn_reaction(
+        Arc::new(monitor),
+        Arc::clone(broker),
+        Arc::clone(store),
+        domains.clone(),
+        stop,
+    )];
+    tracing::info!(domains = ?domains, threads = settings.threads, "Actor runtime started.");
+    RunningDomains {
+        domains,
+        runtime,
+        tasks,
+    }
+}
+
+impl RunningDomains {
+    /// Waits for the background tasks (after the stop signal), then stops
+    /// the actors.
+    pub async fn stop(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.runtime.stop();
+    }
+}
