@@ -3,6 +3,7 @@
 //! and stops them in order at shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_actors::outage::OutageMonitor;
 use herald_actors::reactions::spawn_reaction;
@@ -31,9 +32,13 @@ impl std::fmt::Debug for RunningDomains {
     }
 }
 
-/// Starts every domain; its background tasks stop when `stop` turns true.
-/// Must be called inside the actix system.
-pub fn start(
+/// How long startup waits for the reactions to join their groups.
+const SUBSCRIBE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Starts every domain and waits (bounded) until its reactions listen, so
+/// that events of the first commands reach them; its background tasks stop
+/// when `stop` turns true. Must be called inside the actix system.
+pub async fn start(
     settings: &ActorSettings,
     store: &Arc<dyn EventStore>,
     registry: &EventRegistry,
@@ -51,13 +56,19 @@ pub fn start(
     let monitor = OutageMonitor {
         recheck: settings.outage_recheck,
     };
-    let tasks = vec![spawn_reaction(
+    let mut reactions = vec![spawn_reaction(
         Arc::new(monitor),
         Arc::clone(broker),
         Arc::clone(store),
         domains.clone(),
         stop,
     )];
+    for reaction in &mut reactions {
+        if !reaction.subscribed(SUBSCRIBE_PATIENCE).await {
+            tracing::warn!("A reaction has not joined its consumer group yet; it keeps trying.");
+        }
+    }
+    let tasks = reactions.into_iter().map(|r| r.task).collect();
     tracing::info!(domains = ?domains, threads = settings.threads, "Actor runtime started.");
     RunningDomains {
         domains,

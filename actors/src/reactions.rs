@@ -155,6 +155,24 @@ impl EventLoader for StoreLoader {
     }
 }
 
+/// A running reaction.
+#[derive(Debug)]
+pub struct ReactionHandle {
+    pub task: tokio::task::JoinHandle<()>,
+    subscribed: watch::Receiver<bool>,
+}
+
+impl ReactionHandle {
+    /// Waits until the reaction has joined its group (on RabbitMQ, events
+    /// published before that reach nobody); false if it did not within
+    /// `within`.
+    pub async fn subscribed(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.subscribed.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
 /// Runs one reaction until `shutdown` turns true.
 pub fn spawn_reaction(
     reaction: Arc<dyn Reaction>,
@@ -162,8 +180,9 @@ pub fn spawn_reaction(
     store: Arc<dyn EventStore>,
     domains: Domains,
     mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> ReactionHandle {
+    let (subscribed_tx, subscribed) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let name = reaction.name();
         let group = match ConsumerGroup::new(format!("reaction.{name}")) {
             Ok(group) => group,
@@ -191,6 +210,7 @@ pub fn spawn_reaction(
                 }
             };
             tracing::info!(reaction = name, "Reaction subscribed.");
+            let _ = subscribed_tx.send(true);
             loop {
                 let delivery = tokio::select! {
                     biased;
@@ -251,7 +271,8 @@ pub fn spawn_reaction(
                 return;
             }
         }
-    })
+    });
+    ReactionHandle { task, subscribed }
 }
 
 /// 100 ms doubling up to 5 s.

@@ -63,6 +63,16 @@ async fn serve(
         .context("connecting to the broker")?;
     tracing::info!(broker = broker.backend(), "Broker ready.");
     let (stop_tasks, tasks_stop) = tokio::sync::watch::channel(false);
+    // The domains' reactions join their consumer groups before the relay
+    // publishes, so no event is published to nobody.
+    let running = crate::domains::start(
+        &config.actors,
+        &store,
+        &registry,
+        &broker,
+        tasks_stop.clone(),
+    )
+    .await;
     let relay = config.broker.relay.then(|| {
         Relay::new(
             Arc::clone(&store),
@@ -83,9 +93,8 @@ async fn serve(
                 ..IngestConfig::default()
             },
         )
-        .spawn(tasks_stop.clone())
+        .spawn(tasks_stop)
     });
-    let running = crate::domains::start(&config.actors, &store, &registry, &broker, tasks_stop);
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
