@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_actors::edges::Edge;
 use herald_actors::outage::OutageMonitor;
 use herald_actors::reactions::spawn_reaction;
 use herald_actors::tickets::Ticket;
@@ -52,7 +53,15 @@ pub async fn start(
         Arc::clone(&runtime),
         settings.group.clone(),
     );
-    let domains = Domains::default().with(Arc::new(tickets));
+    let edges = AggregateGroup::<Edge>::new(
+        Arc::clone(store),
+        registry.clone(),
+        Arc::clone(&runtime),
+        settings.group.clone(),
+    );
+    let domains = Domains::default()
+        .with(Arc::new(tickets))
+        .with(Arc::new(edges));
     let monitor = OutageMonitor {
         recheck: settings.outage_recheck,
     };

@@ -6,7 +6,9 @@
 //! `edge_status_reported`, whether or not it changes anything; the transitions
 //! it causes (offline, back online, a link degraded or recovered) are
 //! recorded as their own events. Which report causes which transition is the
-//! aggregate's decision, not this module's.
+//! aggregate's decision, not this module's. When the outage monitor checks
+//! an offline edge again and finds it still offline, the outage is
+//! confirmed (`outage_confirmed`, once per outage).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -150,6 +152,21 @@ pub struct EdgeDecommissioned {
     pub reason: Option<String>,
 }
 
+/// The edge was still offline, continuously, when the outage monitor
+/// checked again: the outage that began with the `edge_went_offline` at
+/// `offline_since_version` is confirmed. At most one per outage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageConfirmed {
+    /// The stream version of the `edge_went_offline` event that began the
+    /// outage, ≥ 1.
+    pub offline_since_version: u64,
+    /// When the edge went offline (the `reported_at` of the report that
+    /// took it offline), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_since: Option<DateTime<Utc>>,
+}
+
 typed_events! {
     EdgeRegistered => "edge_registered",
     EdgeStatusReported => "edge_status_reported",
@@ -159,6 +176,7 @@ typed_events! {
     LinkRecovered => "link_recovered",
     EdgeThresholdsSet => "edge_thresholds_set",
     EdgeDecommissioned => "edge_decommissioned",
+    OutageConfirmed => "outage_confirmed",
 }
 
 #[cfg(test)]
@@ -289,6 +307,20 @@ mod tests {
                 reason: Some("site closed".into()),
             },
         );
+        assert_valid_and_round_trips(
+            &r,
+            &OutageConfirmed {
+                offline_since_version: 3,
+                offline_since: Some(now()),
+            },
+        );
+        assert_valid_and_round_trips(
+            &r,
+            &OutageConfirmed {
+                offline_since_version: u64::MAX,
+                offline_since: None,
+            },
+        );
     }
 
     #[test]
@@ -316,6 +348,22 @@ mod tests {
         );
         let set = EdgeThresholdsSet::from(thresholds());
         assert_eq!(set.thresholds(), thresholds());
+        assert_eq!(
+            OutageConfirmed {
+                offline_since_version: 7,
+                offline_since: Some(now()),
+            }
+            .to_payload(),
+            json!({"offline_since_version": 7, "offline_since": "2025-03-01T12:30:00.250Z"})
+        );
+        assert_eq!(
+            OutageConfirmed {
+                offline_since_version: 7,
+                offline_since: None,
+            }
+            .to_payload(),
+            json!({"offline_since_version": 7})
+        );
     }
 
     #[test]
@@ -383,6 +431,19 @@ mod tests {
         ] {
             assert_schema_refuses::<EdgeThresholdsSet>(&r, &bad);
         }
+        for bad in [
+            json!({}),
+            json!({"offline_since": "2025-03-01T12:30:00Z"}),
+            json!({"offline_since_version": -1}),
+            json!({"offline_since_version": 1.5}),
+            json!({"offline_since_version": "3"}),
+            json!({"offline_since_version": 3, "offline_since": "2025-13-01T00:00:00Z"}),
+            json!({"offline_since_version": 3, "edge": "E-17"}),
+        ] {
+            assert_refused::<OutageConfirmed>(&r, bad);
+        }
+        // Version 0 is no event: the schema alone refuses it.
+        assert_schema_refuses::<OutageConfirmed>(&r, &json!({"offline_since_version": 0}));
     }
 
     fn state() -> impl Strategy<Value = EdgeState> {
@@ -431,6 +492,7 @@ mod tests {
             l in link_report(),
             t in any_thresholds(),
             (at, reason) in (proptest::option::of(time()), opt_text()),
+            version in 1u64..=u64::MAX,
         ) {
             let r = registry();
             check(&r, &EdgeRegistered { customer: a.clone(), serial: b, site: c })?;
@@ -447,6 +509,7 @@ mod tests {
             check(&r, &LinkRecovered { link: a })?;
             check(&r, &EdgeThresholdsSet::from(t))?;
             check(&r, &EdgeDecommissioned { reason })?;
+            check(&r, &OutageConfirmed { offline_since_version: version, offline_since: at })?;
         }
     }
 }
