@@ -9,6 +9,7 @@ use herald_actors::edges::Edge;
 use herald_actors::outage::OutageMonitor;
 use herald_actors::reactions::spawn_reaction;
 use herald_actors::tickets::Ticket;
+use herald_actors::timers::{Timer, TimerScheduler};
 use herald_actors::{ActorRuntime, AggregateGroup, Domains};
 use herald_brokers::Broker;
 use herald_events::EventRegistry;
@@ -59,9 +60,18 @@ pub async fn start(
         Arc::clone(&runtime),
         settings.group.clone(),
     );
+    let timers = AggregateGroup::<Timer>::new(
+        Arc::clone(store),
+        registry.clone(),
+        Arc::clone(&runtime),
+        settings.group.clone(),
+    );
+    // Every group a timer may deliver to is in `domains` before the
+    // scheduler starts (it keeps a copy).
     let domains = Domains::default()
         .with(Arc::new(tickets))
-        .with(Arc::new(edges));
+        .with(Arc::new(edges))
+        .with(Arc::new(timers.clone()));
     let monitor = OutageMonitor {
         recheck: settings.outage_recheck,
     };
@@ -70,14 +80,17 @@ pub async fn start(
         Arc::clone(broker),
         Arc::clone(store),
         domains.clone(),
-        stop,
+        stop.clone(),
     )];
     for reaction in &mut reactions {
         if !reaction.subscribed(SUBSCRIBE_PATIENCE).await {
             tracing::warn!("A reaction has not joined its consumer group yet; it keeps trying.");
         }
     }
-    let tasks = reactions.into_iter().map(|r| r.task).collect();
+    let mut tasks: Vec<JoinHandle<()>> = reactions.into_iter().map(|r| r.task).collect();
+    let scheduler = TimerScheduler::new(Arc::clone(store), timers, domains.clone(), registry.clone())
+        .spawn(stop);
+    tasks.push(scheduler.task);
     tracing::info!(domains = ?domains, threads = settings.threads, "Actor runtime started.");
     RunningDomains {
         domains,
