@@ -88,8 +88,9 @@ pub async fn start(
         }
     }
     let mut tasks: Vec<JoinHandle<()>> = reactions.into_iter().map(|r| r.task).collect();
-    let scheduler = TimerScheduler::new(Arc::clone(store), timers, domains.clone(), registry.clone())
-        .spawn(stop);
+    let scheduler =
+        TimerScheduler::new(Arc::clone(store), timers, domains.clone(), registry.clone())
+            .spawn(stop);
     tasks.push(scheduler.task);
     tracing::info!(domains = ?domains, threads = settings.threads, "Actor runtime started.");
     RunningDomains {

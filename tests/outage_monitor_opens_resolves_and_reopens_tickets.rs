@@ -43,8 +43,14 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
         threads: 2,
         outage_recheck: Duration::from_millis(500),
     };
-    let running = herald::domains::start(&settings, &store, &registry, &broker, stopped.clone()).await;
-    let relay = Relay::new(Arc::clone(&store), Arc::clone(&broker), RelayConfig::default()).spawn(stopped);
+    let running =
+        herald::domains::start(&settings, &store, &registry, &broker, stopped.clone()).await;
+    let relay = Relay::new(
+        Arc::clone(&store),
+        Arc::clone(&broker),
+        RelayConfig::default(),
+    )
+    .spawn(stopped);
     let mut state = support::state(Arc::clone(&store), support::TEST_LIMITS).await;
     state.domains = running.domains.clone();
     let app = test::init_service(
@@ -55,20 +61,36 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
     .await;
 
     let command = |path: String, body: Value| {
-        test::TestRequest::post().uri(&path).set_json(body).to_request()
+        test::TestRequest::post()
+            .uri(&path)
+            .set_json(body)
+            .to_request()
     };
-    let report = |state: &str| {
-        json!({"state": state, "links": [{"name": "wan0", "latency_ms": 12.0, "jitter_ms": 1.0, "packet_loss_pct": 0.0}]})
-    };
+    let report = |state: &str| json!({"state": state, "links": [{"name": "wan0", "latency_ms": 12.0, "jitter_ms": 1.0, "packet_loss_pct": 0.0}]});
     let ticket_path = format!("/v1/tickets/outage.{edge}");
 
-    let resp = test::call_service(&app, command(format!("/v1/edges/{edge}/register"), json!({"customer": "acme", "serial": "SN-1", "site": "Lyon"}))).await;
+    let resp = test::call_service(
+        &app,
+        command(
+            format!("/v1/edges/{edge}/register"),
+            json!({"customer": "acme", "serial": "SN-1", "site": "Lyon"}),
+        ),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let resp = test::call_service(&app, command(format!("/v1/edges/{edge}/report_status"), report("online"))).await;
+    let resp = test::call_service(
+        &app,
+        command(format!("/v1/edges/{edge}/report_status"), report("online")),
+    )
+    .await;
     assert!(resp.status().is_success(), "{}", resp.status());
 
     // Offline: after the recheck, one outage ticket is open.
-    let resp = test::call_service(&app, command(format!("/v1/edges/{edge}/report_status"), report("offline"))).await;
+    let resp = test::call_service(
+        &app,
+        command(format!("/v1/edges/{edge}/report_status"), report("offline")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let ticket = |status: &'static str| {
         let app = &app;
@@ -76,7 +98,8 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
         move || {
             let path = path.clone();
             async move {
-                let resp = test::call_service(app, test::TestRequest::get().uri(&path).to_request()).await;
+                let resp =
+                    test::call_service(app, test::TestRequest::get().uri(&path).to_request()).await;
                 if resp.status() != StatusCode::OK {
                     return false;
                 }
@@ -85,24 +108,45 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
             }
         }
     };
-    assert!(eventually(PATIENCE, ticket("open")).await, "no outage ticket opened after the recheck");
+    assert!(
+        eventually(PATIENCE, ticket("open")).await,
+        "no outage ticket opened after the recheck"
+    );
 
     // Online: resolved.
-    let resp = test::call_service(&app, command(format!("/v1/edges/{edge}/report_status"), report("online"))).await;
+    let resp = test::call_service(
+        &app,
+        command(format!("/v1/edges/{edge}/report_status"), report("online")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert!(eventually(PATIENCE, ticket("resolved")).await, "the outage ticket was not resolved");
+    assert!(
+        eventually(PATIENCE, ticket("resolved")).await,
+        "the outage ticket was not resolved"
+    );
 
     // The monitor's inputs so far, delivered again: nothing may change.
     let tenant = TenantId::default_tenant();
     let edge_stream = StreamId::new(Domain::new("edges").unwrap(), edge).unwrap();
-    let edge_events = store.read_stream(&tenant, &edge_stream, StreamVersion(1), 100).await.unwrap();
+    let edge_events = store
+        .read_stream(&tenant, &edge_stream, StreamVersion(1), 100)
+        .await
+        .unwrap();
     broker.publish_batch(&edge_events).await.unwrap();
 
     // Offline again: the same ticket reopened.
-    let resp = test::call_service(&app, command(format!("/v1/edges/{edge}/report_status"), report("offline"))).await;
+    let resp = test::call_service(
+        &app,
+        command(format!("/v1/edges/{edge}/report_status"), report("offline")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let reopened = eventually(PATIENCE, || async {
-        let resp = test::call_service(&app, test::TestRequest::get().uri(&ticket_path).to_request()).await;
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::get().uri(&ticket_path).to_request(),
+        )
+        .await;
         let body: Value = test::read_body_json(resp).await;
         body["state"]["status"] == "open" && body["state"]["times_reopened"] == 1
     })
@@ -111,13 +155,24 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
 
     // Everything once more, then a marker: once the marker's effect shows,
     // the repeats before it (same stream, same partition) were handled.
-    let edge_events = store.read_stream(&tenant, &edge_stream, StreamVersion(1), 100).await.unwrap();
+    let edge_events = store
+        .read_stream(&tenant, &edge_stream, StreamVersion(1), 100)
+        .await
+        .unwrap();
     broker.publish_batch(&edge_events).await.unwrap();
-    let resp = test::call_service(&app, command(format!("/v1/edges/{edge}/report_status"), report("online"))).await;
+    let resp = test::call_service(
+        &app,
+        command(format!("/v1/edges/{edge}/report_status"), report("online")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert!(eventually(PATIENCE, ticket("resolved")).await, "the reopened ticket was not resolved");
+    assert!(
+        eventually(PATIENCE, ticket("resolved")).await,
+        "the reopened ticket was not resolved"
+    );
 
-    let ticket_stream = StreamId::new(Domain::new("tickets").unwrap(), format!("outage.{edge}")).unwrap();
+    let ticket_stream =
+        StreamId::new(Domain::new("tickets").unwrap(), format!("outage.{edge}")).unwrap();
     let history: Vec<String> = store
         .read_stream(&tenant, &ticket_stream, StreamVersion(1), 100)
         .await
@@ -146,7 +201,10 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
         .unwrap();
     assert_eq!(opened.events.len(), 1, "{:?}", opened.events);
     // Each event caused by the monitor names its cause and correlation.
-    let first = &store.read_stream(&tenant, &ticket_stream, StreamVersion(1), 1).await.unwrap()[0];
+    let first = &store
+        .read_stream(&tenant, &ticket_stream, StreamVersion(1), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(first.producer, "reaction:outage-monitor");
     assert_ne!(first.causation_id, first.id.as_uuid());
 
@@ -158,7 +216,8 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
 
 #[actix_web::test]
 async fn on_the_in_process_broker() {
-    let broker: Arc<dyn Broker> = Arc::new(herald_brokers::memory::MemoryBroker::new(Default::default()));
+    let broker: Arc<dyn Broker> =
+        Arc::new(herald_brokers::memory::MemoryBroker::new(Default::default()));
     scenario(broker, &format!("E-{}", suffix())).await;
 }
 
@@ -168,9 +227,17 @@ async fn on_rabbitmq() {
     use herald_brokers::amqp::{AmqpBroker, AmqpConfig};
     use herald_brokers::{ConsumerGroup, Topic, WireSettings};
 
-    let amqp = AmqpBroker::connect(AmqpConfig::new(herald_testkit::amqp_url(), WireSettings::default()))
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ at {} is not reachable ({e}); start it with `rabbitmq-server -detached`", herald_testkit::amqp_url()));
+    let amqp = AmqpBroker::connect(AmqpConfig::new(
+        herald_testkit::amqp_url(),
+        WireSettings::default(),
+    ))
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "RabbitMQ at {} is not reachable ({e}); start it with `rabbitmq-server -detached`",
+            herald_testkit::amqp_url()
+        )
+    });
     let topics: Vec<Topic> = ["edges", "tickets", "timers"]
         .iter()
         .map(|d| Topic::for_domain(&Domain::new(*d).unwrap()))

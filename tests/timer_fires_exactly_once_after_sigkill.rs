@@ -40,7 +40,10 @@ async fn events(client: &reqwest::Client, base: &str, stream: &str) -> Vec<Value
 }
 
 fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 fn kill9(herald: &mut Herald) {
@@ -62,7 +65,13 @@ async fn a_timer_fires_exactly_once_across_sigkill() {
     let mut herald = Herald::start(dir.path(), &args, &[]);
     herald.wait_healthy(PATIENCE).await;
     let base = herald.base.clone();
-    let (status, body) = post(&client, &base, "/v1/tickets/T-1/open", json!({"kind": "other", "customer": "acme", "description": "watch"})).await;
+    let (status, body) = post(
+        &client,
+        &base,
+        "/v1/tickets/T-1/open",
+        json!({"kind": "other", "customer": "acme", "description": "watch"}),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let due = Utc::now() + chrono::Duration::seconds(2);
     let (status, body) = post(
@@ -90,17 +99,24 @@ async fn a_timer_fires_exactly_once_across_sigkill() {
     let mut herald = Herald::start(dir.path(), &args, &[]);
     herald.wait_healthy(PATIENCE).await;
     let noted = eventually(PATIENCE, || async {
-        types(&events(&client, &base, "tickets/T-1").await).contains(&"tickets.note_appended".to_owned())
+        types(&events(&client, &base, "tickets/T-1").await)
+            .contains(&"tickets.note_appended".to_owned())
     })
     .await;
-    assert!(noted, "the timer's command was not delivered after the restart");
+    assert!(
+        noted,
+        "the timer's command was not delivered after the restart"
+    );
     let fired: Vec<Value> = events(&client, &base, "timers/reminder-1")
         .await
         .into_iter()
         .filter(|e| e["type"] == "timers.timer_fired")
         .collect();
     assert_eq!(fired.len(), 1, "{fired:?}");
-    assert_eq!(fired[0]["payload"]["late"], true, "it came due while Herald was down");
+    assert_eq!(
+        fired[0]["payload"]["late"], true,
+        "it came due while Herald was down"
+    );
 
     // Killed again right after: the restart re-delivers idempotently. A
     // second timer, fired after the restart, marks the point by which the
