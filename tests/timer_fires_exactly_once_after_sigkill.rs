@@ -56,13 +56,23 @@ fn kill9(herald: &mut Herald) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timer_fires_exactly_once_across_sigkill() {
+async fn on_the_embedded_store() {
+    scenario(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres() {
+    let db = herald_testkit::TestDatabase::create().await;
+    scenario(&[("HERALD_STORE", db.url())]).await;
+}
+
+async fn scenario(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let args = ["serve", "--listen", listen.as_str()];
     let client = reqwest::Client::new();
 
-    let mut herald = Herald::start(dir.path(), &args, &[]);
+    let mut herald = Herald::start(dir.path(), &args, env);
     herald.wait_healthy(PATIENCE).await;
     let base = herald.base.clone();
     let (status, body) = post(
@@ -96,7 +106,7 @@ async fn a_timer_fires_exactly_once_across_sigkill() {
         tokio::time::sleep(left).await;
     }
     assert!(Utc::now() > due);
-    let mut herald = Herald::start(dir.path(), &args, &[]);
+    let mut herald = Herald::start(dir.path(), &args, env);
     herald.wait_healthy(PATIENCE).await;
     let noted = eventually(PATIENCE, || async {
         types(&events(&client, &base, "tickets/T-1").await)
@@ -122,7 +132,7 @@ async fn a_timer_fires_exactly_once_across_sigkill() {
     // second timer, fired after the restart, marks the point by which the
     // scheduler has gone over the first one again.
     kill9(&mut herald);
-    let mut herald = Herald::start(dir.path(), &args, &[]);
+    let mut herald = Herald::start(dir.path(), &args, env);
     herald.wait_healthy(PATIENCE).await;
     let (status, body) = post(
         &client,
