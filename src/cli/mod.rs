@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API over the event store (embedded by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys(keys::KeysArgs),
     /// Publish events from a JSONL file or stdin to a running Herald.
@@ -35,7 +35,7 @@ pub enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(&cli.log, args),
+        Command::Serve(args) => serve::run(&cli.log, *args),
         Command::Keys(args) => keys::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => tail::run(args),
