@@ -7,6 +7,8 @@
 //! instead of queueing; a repeated reaction command (same dedupe key)
 //! appends nothing twice.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,53 +19,10 @@ use herald_actors::{
 };
 use herald_events::tickets::TicketKind;
 use herald_events::{Domain, EventRegistry, StreamId, StreamVersion, TenantId};
-use herald_store::{
-    EmbeddedConfig, EmbeddedStore, EventStore, PostgresConfig, PostgresStore, Snapshot,
-};
-use herald_testkit::{eventually, TestDatabase};
+use herald_store::{EventStore, Snapshot};
+use herald_testkit::eventually;
 use serde_json::json;
-
-enum Backend {
-    Postgres(TestDatabase),
-    Embedded(tempfile::TempDir),
-}
-
-impl Backend {
-    async fn open(&self) -> Arc<dyn EventStore> {
-        match self {
-            Backend::Postgres(db) => Arc::new(
-                PostgresStore::open(PostgresConfig::new(db.url()))
-                    .await
-                    .expect("open the Postgres store"),
-            ),
-            Backend::Embedded(dir) => Arc::new(
-                EmbeddedStore::open(EmbeddedConfig::in_dir(dir.path()))
-                    .await
-                    .expect("open the embedded store"),
-            ),
-        }
-    }
-}
-
-macro_rules! on_both_stores {
-    ($body:ident) => {
-        mod $body {
-            #[actix_rt::test]
-            async fn postgres() {
-                let backend =
-                    super::Backend::Postgres(herald_testkit::TestDatabase::create().await);
-                super::$body(&backend).await;
-            }
-
-            #[actix_rt::test]
-            async fn embedded() {
-                let backend =
-                    super::Backend::Embedded(tempfile::tempdir().expect("a temporary directory"));
-                super::$body(&backend).await;
-            }
-        }
-    };
-}
+use support::Backend;
 
 fn group(
     store: &Arc<dyn EventStore>,

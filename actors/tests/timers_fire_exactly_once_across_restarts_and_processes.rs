@@ -11,6 +11,8 @@
 //! Every wait is a condition with a deadline; "nothing more happened" is
 //! checked after a later timer (a barrier) was delivered.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,65 +31,15 @@ use herald_events::timers::{CountdownExpired, TimerFired, TimerScheduled};
 use herald_events::{
     Domain, EventEnvelope, EventRegistry, StreamId, StreamVersion, TenantId, TypedEvent,
 };
-use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore, PostgresConfig, PostgresStore};
-use herald_testkit::{eventually, TestDatabase};
+use herald_store::EventStore;
+use herald_testkit::eventually;
 use serde_json::{json, Value};
+use support::Backend;
 use tokio::sync::watch;
 
 /// Long enough for a loaded machine; the conditions usually hold in
 /// about a second.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-enum Backend {
-    Postgres(TestDatabase),
-    Embedded(tempfile::TempDir),
-}
-
-impl Backend {
-    async fn open(&self) -> Arc<dyn EventStore> {
-        let poll = Duration::from_millis(50);
-        match self {
-            Backend::Postgres(db) => {
-                let mut config = PostgresConfig::new(db.url());
-                config.poll_interval = poll;
-                Arc::new(
-                    PostgresStore::open(config)
-                        .await
-                        .expect("open the Postgres store"),
-                )
-            }
-            Backend::Embedded(dir) => {
-                let mut config = EmbeddedConfig::in_dir(dir.path());
-                config.poll_interval = poll;
-                Arc::new(
-                    EmbeddedStore::open(config)
-                        .await
-                        .expect("open the embedded store"),
-                )
-            }
-        }
-    }
-}
-
-macro_rules! on_both_stores {
-    ($body:ident) => {
-        mod $body {
-            #[actix_rt::test]
-            async fn postgres() {
-                let backend =
-                    super::Backend::Postgres(herald_testkit::TestDatabase::create().await);
-                super::$body(&backend).await;
-            }
-
-            #[actix_rt::test]
-            async fn embedded() {
-                let backend =
-                    super::Backend::Embedded(tempfile::tempdir().expect("a temporary directory"));
-                super::$body(&backend).await;
-            }
-        }
-    };
-}
 
 fn acme() -> TenantId {
     TenantId::new("acme").unwrap()
