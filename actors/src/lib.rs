@@ -9,6 +9,7 @@
 
 pub mod actor;
 pub mod aggregate;
+pub mod drafts;
 pub mod edges;
 pub mod error;
 pub mod group;

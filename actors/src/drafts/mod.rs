@@ -1,0 +1,1 @@
+//! The `drafts` domain: autosaved JSON documents edited by many clients (being written).
