@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_actors::drafts::Draft;
 use herald_actors::edges::Edge;
 use herald_actors::outage::OutageMonitor;
 use herald_actors::reactions::spawn_reaction;
@@ -60,6 +61,12 @@ pub async fn start(
         Arc::clone(&runtime),
         settings.group.clone(),
     );
+    let drafts = AggregateGroup::<Draft>::new(
+        Arc::clone(store),
+        registry.clone(),
+        Arc::clone(&runtime),
+        settings.group.clone(),
+    );
     let timers = AggregateGroup::<Timer>::new(
         Arc::clone(store),
         registry.clone(),
@@ -71,6 +78,7 @@ pub async fn start(
     let domains = Domains::default()
         .with(Arc::new(tickets))
         .with(Arc::new(edges))
+        .with(Arc::new(drafts))
         .with(Arc::new(timers.clone()));
     let monitor = OutageMonitor {
         recheck: settings.outage_recheck,

@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod codec;
+pub mod drafts;
 pub mod edges;
 pub mod envelope;
 pub mod error;
@@ -34,6 +35,7 @@ pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
         (tickets::DOMAIN, tickets::EVENT_TYPES),
         (edges::DOMAIN, edges::EVENT_TYPES),
         (timers::DOMAIN, timers::EVENT_TYPES),
+        (drafts::DOMAIN, drafts::EVENT_TYPES),
     ];
     domains
         .iter()

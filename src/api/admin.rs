@@ -12,10 +12,39 @@ use super::AppState;
 /// How long readiness waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `GET /healthz`
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "admin",
+    operation_id = "healthz",
+    summary = "Liveness",
+    description = "200 while the process runs. Needs no credentials.",
+    responses((status = 200, description = "The process runs", body = super::openapi::Health)),
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// `GET /readyz`
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "admin",
+    operation_id = "readyz",
+    summary = "Readiness",
+    description = "200 when the store and the broker both answer within 2 s. Needs no credentials.",
+    responses(
+        (status = 200, description = "The store and the broker answer", body = super::openapi::Readiness),
+        (
+            status = 503,
+            description = "`store-unavailable` or `broker-unavailable`; `store` and `broker` name the backends",
+            body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait")),
+        ),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let (store, broker) = tokio::join!(
         tokio::time::timeout(READY_TIMEOUT, state.store.check()),
@@ -60,6 +89,21 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
     })))
 }
 
+/// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "The process's metrics in the Prometheus text format (the README's \"HTTP API\" lists them). Needs no credentials.",
+    responses((
+        status = 200,
+        description = "Prometheus text exposition format 0.0.4",
+        body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+    )),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.run_upkeep();
     HttpResponse::Ok()

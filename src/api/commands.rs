@@ -17,6 +17,58 @@ use super::AppState;
 use crate::auth::{Action, Identity};
 
 /// `POST /v1/{domain}/{id}/{command}`
+#[utoipa::path(
+    post,
+    path = "/v1/{domain}/{id}/{command}",
+    tag = "commands",
+    operation_id = "execute_command",
+    summary = "Run a command",
+    description = "Runs the command on the aggregate `{domain}/{id}` of the caller's tenant through \
+        the domain's actor group and answers with the events it caused. Each domain's commands \
+        and their JSON bodies are documented in the README, \"Domains and commands\". Needs a \
+        `publish` scope covering the whole domain (`publish:tickets`).",
+    params(
+        ("domain" = super::openapi::CommandDomain, Path, description = "A domain Herald runs; its commands and their bodies are in the README, \"Domains and commands\""),
+        ("id" = String, Path, description = "The aggregate's id (its stream's id)", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("command" = super::openapi::CommandName, Path, description = "One of the domain's commands (README, \"Domains and commands\")"),
+        ("X-Correlation-Id" = Option<Uuid>, Header, description = "Joins the caused events to an existing correlation"),
+    ),
+    request_body = super::openapi::CommandBody,
+    responses(
+        (status = 201, description = "Done: the events it caused", body = super::openapi::CommandAnswer),
+        (status = 200, description = "Nothing changed, or a repeat of a stored command", body = super::openapi::CommandAnswer),
+        (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: no `publish` scope covering the domain", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 404,
+            description = "`not-found` (no such domain), `unknown-command`, or `aggregate-not-found` (the \
+                command needs an aggregate that does not exist yet)",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (status = 409, description = "`command-refused` (the aggregate's state forbids it) or `contended`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`: over `max_body_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 422,
+            description = "`invalid-command` (a field breaks a rule or its event's schema) or \
+                `invalid-request` (a body of the wrong shape, or a malformed `X-Correlation-Id`)",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (
+            status = 503,
+            description = "`busy` (too many commands wait for the aggregate), `store-unavailable` or \
+                `shutting-down` (`Retry-After` given)",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn execute(
     req: HttpRequest,
     identity: Identity,
@@ -49,6 +101,31 @@ pub async fn execute(
 }
 
 /// `GET /v1/{domain}/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/{domain}/{id}",
+    tag = "commands",
+    operation_id = "aggregate_state",
+    summary = "An aggregate's state",
+    description = "The current state and version of the aggregate `{domain}/{id}` of the caller's \
+        tenant. Each domain's state is described in the README, \"Domains and commands\". Needs \
+        `read` on the domain.",
+    params(
+        ("domain" = super::openapi::CommandDomain, Path, description = "A domain Herald runs; its commands and their bodies are in the README, \"Domains and commands\""),
+        ("id" = String, Path, description = "The aggregate's id (its stream's id)", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+    ),
+    responses(
+        (status = 200, description = "The state and version", body = super::openapi::AggregateState),
+        (status = 400, description = "`invalid-stream-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: no `read` scope on the domain", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found` (no such domain) or `aggregate-not-found` (no events yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn state(
     identity: Identity,
     path: web::Path<(String, String)>,

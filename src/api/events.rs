@@ -11,19 +11,27 @@ use crate::auth::{Action, Identity};
 
 const DEFAULT_LIMIT: usize = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    /// Optional; any tenant but the caller's own is refused (403).
     tenant: Option<String>,
     /// First position to return (inclusive); 0 or absent for the start.
     from: Option<u64>,
+    /// Events to scan, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Return events as stored instead of upcast to their latest version.
     #[serde(default)]
     as_stored: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the global log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LogPage {
+    /// The scanned events the caller may read.
+    #[schema(value_type = Vec<super::openapi::EventEnvelope>)]
     events: Vec<EventEnvelope>,
     /// The `from` of the next page.
     next: u64,
@@ -33,6 +41,27 @@ struct LogPage {
 
 /// `GET /v1/events?from=P&limit=N`: the caller's tenant's events it may
 /// read; `next` moves past everything scanned, shown or not.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "read_log",
+    summary = "Read the global log",
+    description = "The caller's tenant's events in position order from `from`, leaving out types \
+        the caller may not read; `next` moves past everything scanned, shown or not. Upcast to \
+        the latest schema versions unless `as_stored=true`.",
+    params(LogQuery),
+    responses(
+        (status = 200, description = "A page of the log", body = LogPage),
+        (status = 400, description = "`invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: another tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn read_all(
     req: HttpRequest,
     identity: Identity,

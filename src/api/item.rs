@@ -21,14 +21,20 @@ use crate::auth::{Action, Identity};
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// One published event.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishItem {
     /// `domain/id`.
+    #[schema(example = "tickets/T-1001")]
     pub stream: String,
+    /// A registered event type of the stream's domain, `domain.name`.
     #[serde(rename = "type")]
+    #[schema(example = "tickets.ticket_opened")]
     pub event_type: String,
+    /// The schema version the payload is written in.
     pub version: u32,
+    /// The event's data, checked against its type's schema.
+    #[schema(value_type = Object)]
     pub payload: Value,
     /// Repeating a key returns the first answer and appends nothing.
     pub idempotency_key: Option<String>,

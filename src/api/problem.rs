@@ -413,3 +413,73 @@ impl From<StoreError> for Problem {
 }
 
 pub type ApiResult<T> = Result<T, Problem>;
+
+/// The OpenAPI schema of a problem document as [`Problem::body`] writes it,
+/// its `type` one of every kind's URI (from [`ProblemKind::ALL`], so it
+/// cannot drift from what Herald sends).
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaFormat, Type};
+        let kinds: String = ProblemKind::ALL
+            .iter()
+            .map(|k| {
+                format!(
+                    "\n- `{}` ({}): {}",
+                    k.slug(),
+                    k.status().as_u16(),
+                    k.title()
+                )
+            })
+            .collect();
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        let example = Problem::new(
+            ProblemKind::StreamNotFound,
+            "stream tickets/T-1 has no events",
+        )
+        .with("stream", "tickets/T-1")
+        .body();
+        ObjectBuilder::new()
+            .description(Some(
+                "An RFC 9457 problem document, sent as `application/problem+json`. \
+                 Clients branch on `type`, never on the wording of `detail`. Members \
+                 beside the four standard ones name what went wrong where useful \
+                 (`event_index`, `violations`, `expected_version`, `actual_version`, \
+                 `limit`, `errors`, …).",
+            ))
+            .property(
+                "type",
+                string(&format!(
+                    "`urn:herald:problem:<slug>`, one per kind of problem:{kinds}"
+                ))
+                .format(Some(SchemaFormat::Custom("uri".into())))
+                .enum_values(Some(ProblemKind::ALL.iter().map(|k| k.type_uri()))),
+            )
+            .required("type")
+            .property("title", string("The kind's fixed title."))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("The HTTP status, repeated."))
+                    .minimum(Some(400))
+                    .maximum(Some(599)),
+            )
+            .required("status")
+            .property("detail", string("What is wrong with this request."))
+            .required("detail")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .examples([example])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Problem")
+    }
+}

@@ -58,6 +58,48 @@ fn refused(index: usize, problem: &Problem) -> ItemResult {
 }
 
 /// `POST /v1/events`
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "publish_events",
+    summary = "Publish one event or a batch",
+    description = "Each event names its stream, is checked against its schema and the caller's \
+        `publish` scopes, and is appended to the caller's tenant; the answer comes after commit. \
+        An `idempotency_key` stands for the event id, so a retry appends nothing and answers the \
+        first answer. A batch (`{\"events\": [...], \"atomic\": false}`) answers one result per \
+        event; with `\"atomic\": true` it is all or nothing. The README's \"Publishing events\" \
+        has examples.",
+    request_body = super::openapi::PublishBody,
+    responses(
+        (status = 201, description = "Every event was appended", body = super::openapi::PublishResponse),
+        (status = 200, description = "Every event repeated an earlier one: nothing new was written", body = super::openapi::PublishResponse),
+        (
+            status = 207,
+            description = "A batch that is not atomic, some of whose events failed (the others are stored)",
+            body = super::openapi::PublishAnswer,
+        ),
+        (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: another tenant, or an event type outside the caller's `publish` scopes", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`wrong-expected-version` or `duplicate-event-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`: over `max_body_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 422,
+            description = "`invalid-request`, `invalid-append`, `too-many-events`, `unknown-event-type`, \
+                `unknown-schema-version`, `payload-not-object` or `schema-violation` (`event_index` names \
+                the event). An atomic batch that fails answers its first failing event's problem, \
+                with `errors` holding each failing event's result; nothing was appended",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn publish(
     req: HttpRequest,
     identity: Identity,

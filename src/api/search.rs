@@ -46,8 +46,10 @@ const PAYLOAD_PREFIX: &str = "payload.";
 const KNOWN: &str =
     "type, domain, stream, from, to, payload.<path>, cursor, limit, tenant, as_stored";
 
-#[derive(Debug, Serialize)]
+/// A page of a search.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SearchAnswer {
+    #[schema(value_type = Vec<super::openapi::EventEnvelope>)]
     events: Vec<EventEnvelope>,
     /// The `cursor` of the next page; `null` once the search reached the end.
     next_cursor: Option<String>,
@@ -209,6 +211,40 @@ fn readable(identity: &Identity) -> Option<Vec<String>> {
 }
 
 /// `GET /v1/events/search`
+#[utoipa::path(
+    get,
+    path = "/v1/events/search",
+    tag = "search",
+    operation_id = "search_events",
+    summary = "Search the tenant's events",
+    description = "The caller's tenant's events in position order, of the types it may read, \
+        filtered by the parameters below (repeated ones OR-ed, different ones AND-ed) and by \
+        payload fields: `payload.<key>[.<key>…]=<value>` matches events whose payload (as \
+        stored) holds the value at that path of object keys; the value is JSON when it parses as \
+        JSON (`true`, `42`, `null`, `\"42\"`), else a string; repeatable, AND-ed. A malformed \
+        or unknown parameter is a 400 `invalid-query` naming it.",
+    params(
+        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern, `*` any run of characters (`tickets.ticket_*`); repeatable, OR-ed"),
+        ("domain" = Option<Vec<String>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
+        ("stream" = Option<Vec<String>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Recorded at or after (RFC 3339, inclusive)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Recorded before (RFC 3339, exclusive)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, unchanged"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Events to scan, 1 to 1000 (default 100)"),
+        ("tenant" = Option<String>, Query, description = "Optional; any tenant but the caller's own is refused (403)"),
+        ("as_stored" = Option<bool>, Query, description = "Events exactly as stored instead of upcast"),
+    ),
+    responses(
+        (status = 200, description = "A page of matching events; `next_cursor` is `null` at the end", body = SearchAnswer),
+        (status = 400, description = "`invalid-query`: a malformed or unknown parameter, named", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: another tenant, or credentials that may read no event type", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn search(
     req: HttpRequest,
     identity: Identity,

@@ -21,40 +21,52 @@ pub const MAX_READ: usize = 1000;
 const DEFAULT_READ: usize = 100;
 
 /// The body of an append.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
     /// The stream version the producer last saw; `null` or absent for no check,
     /// `0` for "the stream must not exist yet".
     #[serde(default)]
     pub expected_version: Option<u64>,
+    /// 1 to `max_events_per_append` events, each of a type of the stream's
+    /// domain.
     pub events: Vec<EventBody>,
 }
 
 /// One event of an append.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
     /// Makes retries idempotent; Herald makes a UUID v7 when absent.
     pub id: Option<Uuid>,
+    /// A registered event type, `domain.name`.
     #[serde(rename = "type")]
+    #[schema(example = "tickets.ticket_opened")]
     pub event_type: String,
+    /// The schema version the payload is written in.
     pub version: u32,
+    /// The event's data, checked against its type's schema.
+    #[schema(value_type = Object)]
     pub payload: Value,
+    /// When it happened; the time of the append when absent.
     pub occurred_at: Option<DateTime<Utc>>,
     pub correlation_id: Option<Uuid>,
     pub causation_id: Option<Uuid>,
+    /// The sender's name.
     pub producer: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One appended event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AppendedBody {
+    #[schema(value_type = Uuid)]
     id: EventId,
     position: u64,
     stream_version: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to an append.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AppendAnswer {
     stream: String,
     stream_version: u64,
@@ -98,6 +110,56 @@ pub(super) fn to_new_event(
 }
 
 /// `POST /v1/streams/{domain}/{id}/events`
+#[utoipa::path(
+    post,
+    path = "/v1/streams/{domain}/{id}/events",
+    tag = "streams",
+    operation_id = "append_to_stream",
+    summary = "Append events to a stream",
+    description = "Appends the events to the stream `{domain}/{id}` of the caller's tenant, each \
+        checked against its type's schema and the caller's `publish` scopes, and answers after \
+        commit. Each event's type must belong to the stream's domain. `expected_version` makes \
+        the append conditional. Repeating an append (the same event ids) appends nothing and \
+        answers 200.",
+    params(
+        ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
+        ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        TenantQuery,
+    ),
+    request_body = AppendBody,
+    responses(
+        (
+            status = 201,
+            description = "Appended",
+            body = AppendAnswer,
+            headers(("Location" = String, description = "Reads the stream from the first appended event")),
+        ),
+        (
+            status = 200,
+            description = "A repeat of an earlier append: nothing new was written",
+            body = AppendAnswer,
+            headers(("Location" = String, description = "Reads the stream from the first event of the append")),
+        ),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, `invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: another tenant, or an event type outside the caller's `publish` scopes", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`wrong-expected-version` (`expected_version`, `actual_version` given) or `duplicate-event-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`: over `max_body_bytes` (`limit_bytes` given)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (
+            status = 422,
+            description = "`invalid-request`, `invalid-append`, `too-many-events`, `unknown-event-type`, \
+                `unknown-schema-version`, `payload-not-object` or `schema-violation`; `event_index` names \
+                the event and `violations` lists each schema violation with a JSON pointer",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn append(
     req: HttpRequest,
     identity: Identity,
@@ -173,28 +235,38 @@ pub async fn append(
 }
 
 /// `?tenant=`: optional, and when given it must be the caller's own.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TenantQuery {
+    /// Optional; any tenant but the caller's own is refused (403).
     pub tenant: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
+    /// Optional; any tenant but the caller's own is refused (403).
     tenant: Option<String>,
+    /// The first stream version to return (default 1).
     from_version: Option<u64>,
+    /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Return events as stored instead of upcast to their latest version.
     #[serde(default)]
     as_stored: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StreamPage {
+    /// `domain/id`.
     stream: String,
     /// The stream's version when read.
     stream_version: u64,
+    #[schema(value_type = Vec<super::openapi::EventEnvelope>)]
     events: Vec<EventEnvelope>,
     /// The `from_version` of the next page.
     next_version: u64,
@@ -234,6 +306,31 @@ pub(super) fn upcast_all(
 }
 
 /// `GET /v1/streams/{domain}/{id}/events?from_version=&limit=`
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{domain}/{id}/events",
+    tag = "streams",
+    operation_id = "read_stream",
+    summary = "Read a stream",
+    description = "The stream's events from `from_version` in order, upcast to their types' latest \
+        schema versions unless `as_stored=true`. Needs `read` on the domain.",
+    params(
+        ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
+        ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ReadQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the stream; `next_version` is the `from_version` of the next", body = StreamPage),
+        (status = 400, description = "`invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: another tenant, or no `read` scope on the domain", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`stream-not-found`: the stream has no events", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn read(
     req: HttpRequest,
     identity: Identity,

@@ -37,6 +37,40 @@ const MAX_SUBSCRIPTIONS: usize = 100;
 const MAX_FRAME: usize = 64 * 1024;
 
 /// `GET /v1/subscribe`: upgrades to a `herald.v1` websocket.
+#[utoipa::path(
+    get,
+    path = "/v1/subscribe",
+    tag = "subscriptions",
+    operation_id = "subscribe",
+    summary = "Websocket subscriptions (herald.v1)",
+    description = "Upgrades to a websocket speaking the `herald.v1` subprotocol, which carries \
+        several subscriptions, each with a filter (types with wildcards, domains, streams) and a \
+        starting point (a cursor, `start` or `now`): history, then live with no gap and no \
+        duplicate. The credential is not a header: the client's first frame is \
+        `{\"type\": \"auth\", \"token\": \"<credential>\"}` (close code 4001 otherwise), so \
+        the upgrade itself needs none. Frames, close codes (4008 for a slow consumer, with the \
+        cursors to resume from) and examples: [docs/websocket.md](docs/websocket.md).",
+    params(
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake nonce"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Protocol" = String, Header, description = "Must offer `herald.v1`"),
+    ),
+    responses(
+        (
+            status = 101,
+            description = "Switching Protocols: the connection is a `herald.v1` websocket",
+            headers(("Sec-WebSocket-Protocol" = String, description = "`herald.v1`")),
+        ),
+        (
+            status = 422,
+            description = "`invalid-request`: `herald.v1` not offered, or not a websocket upgrade",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+    ),
+)]
 pub async fn subscribe(
     req: HttpRequest,
     body: web::Payload,

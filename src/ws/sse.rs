@@ -36,6 +36,36 @@ fn sse_event(frame: &str) -> Option<String> {
 }
 
 /// `GET /v1/events/stream?type=…&domain=…&stream=…&from=start|now|<cursor>`
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "subscriptions",
+    operation_id = "stream_events",
+    summary = "Server-sent events",
+    description = "The caller's tenant's events as server-sent events, for clients that cannot use \
+        the websocket: the same filters as a websocket subscription, history from `from` then \
+        live with no gap. Each `event: event` carries an event envelope as `data:` and its cursor \
+        as `id:`; `event: live` marks the end of history; comments are heartbeats. Reconnecting \
+        with `Last-Event-ID` resumes right after that event; a client too slow to keep up is \
+        disconnected and resumes the same way. Cursors and filters: \
+        [docs/websocket.md](docs/websocket.md).",
+    params(
+        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern with `*`; repeatable, OR-ed"),
+        ("domain" = Option<Vec<String>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
+        ("stream" = Option<Vec<String>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
+        ("from" = Option<String>, Query, description = "`start`, `now` (the default) or a cursor"),
+        ("tenant" = Option<String>, Query, description = "Optional; any tenant but the caller's own is refused (403)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last cursor received; wins over `from`"),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid-query`: an unknown parameter, a malformed filter or cursor, or a cursor of another store (`resync_required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::api::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: another tenant, or types outside the caller's `subscribe` scopes", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::api::openapi::RateLimited),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn stream(
     req: HttpRequest,
     identity: Identity,

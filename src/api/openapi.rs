@@ -1,0 +1,465 @@
+//! The OpenAPI 3.1 document of every HTTP endpoint, served at
+//! `GET /openapi.json` (no credentials, like `/healthz`). Each handler
+//! carries its own `#[utoipa::path]`; this module gathers them, adds the
+//! bearer scheme and the schemas of answers built as ad-hoc JSON or by
+//! other crates, and lists the domains `herald serve` runs.
+//! `tests/openapi_covers_every_endpoint.rs` keeps the document equal to
+//! [`super::ROUTES`] and `ROUTES` equal to what `routes()` serves.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use chrono::{DateTime, Utc};
+use herald_actors::drafts::Draft;
+use herald_actors::edges::Edge;
+use herald_actors::tickets::Ticket;
+use herald_actors::timers::Timer;
+use herald_actors::Aggregate;
+use serde_json::Value;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
+use uuid::Uuid;
+
+use super::item::PublishItem;
+use super::problem::{ApiResult, Problem, ProblemKind};
+
+/// The domains `herald serve` runs (`src/domains.rs`), with the commands
+/// each takes: the values of `{domain}` and `{command}` in
+/// `/v1/{domain}/{id}/{command}`. A domain added to `herald serve` is added
+/// here too (the test compares the two).
+pub const DOMAINS: &[(&str, &[&str])] = &[
+    (Ticket::DOMAIN, Ticket::COMMANDS),
+    (Edge::DOMAIN, Edge::COMMANDS),
+    (Draft::DOMAIN, Draft::COMMANDS),
+    (Timer::DOMAIN, Timer::COMMANDS),
+];
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+const DESCRIPTION: &str = "\
+Herald is an event-sourced actor system on a message broker: producers append \
+events to streams (checked against their JSON schemas, answered after commit), \
+read streams, the global log and searches, subscribe live over a websocket or \
+server-sent events, and send commands to the aggregates of each domain.
+
+Every `/v1` request names its caller with `Authorization: Bearer <credential>`: \
+an API key `hk_<id>_<secret>` or a JWT (the websocket sends it in its first \
+frame instead). Scopes are `action:pattern` (`publish`, `subscribe`, `read`, \
+`admin`); each credential belongs to one tenant and acts only in it. See the \
+README's \"Authentication and tenants\".
+
+Errors are `application/problem+json` (the `Problem` schema) with a stable \
+`type` URI to branch on. Any path outside the routes below answers 404 \
+`not-found`, and a method a route does not take answers 405 \
+`method-not-allowed` (or 404 on the operational routes).";
+
+/// Every path and schema of the HTTP API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Herald", version = env!("CARGO_PKG_VERSION"), description = DESCRIPTION),
+    paths(
+        super::admin::healthz,
+        super::admin::readyz,
+        super::admin::metrics,
+        serve,
+        super::streams::append,
+        super::streams::read,
+        super::events::read_all,
+        super::publish::publish,
+        super::search::search,
+        crate::ws::sse::stream,
+        crate::ws::session::subscribe,
+        super::commands::execute,
+        super::commands::state,
+    ),
+    components(
+        schemas(
+            Problem,
+            EventEnvelope,
+            CommandDomain,
+            CommandName,
+            CommandBody,
+            CommandAnswer,
+            CommandEvent,
+            AggregateState,
+            PublishBody,
+            PublishBatch,
+            PublishResponse,
+            PublishedEvent,
+            PublishAnswer,
+            PublishResult,
+            Health,
+            Readiness,
+        ),
+        responses(Unauthorized, RateLimited, InternalError),
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "streams", description = "Append to a stream and read it back."),
+        (name = "events", description = "The global log, and publishing events to any stream."),
+        (name = "search", description = "Search the tenant's events."),
+        (name = "subscriptions", description = "Live events: the `herald.v1` websocket and server-sent events (docs/websocket.md)."),
+        (name = "commands", description = "Commands and aggregate states of each domain (README \"Domains and commands\")."),
+        (name = "admin", description = "Liveness, readiness, metrics and this document; no credentials."),
+    ),
+)]
+#[derive(Clone, Copy)]
+pub struct ApiDoc;
+
+/// The document as JSON, made once.
+fn document() -> &'static Result<String, String> {
+    static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
+    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()))
+}
+
+/// `GET /openapi.json`
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "admin",
+    operation_id = "openapi",
+    summary = "This OpenAPI document",
+    description = "The OpenAPI 3.1 document of every endpoint. Needs no credentials.",
+    responses(
+        (status = 200, description = "The document", body = Object, content_type = "application/json"),
+        (status = 500, response = InternalError),
+    ),
+)]
+pub async fn serve() -> ApiResult<HttpResponse> {
+    match document() {
+        Ok(json) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json.as_str())),
+        Err(e) => Err(Problem::new(
+            ProblemKind::Internal,
+            format!("the OpenAPI document cannot be written: {e}"),
+        )),
+    }
+}
+
+/// Adds the bearer scheme the operations name.
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("hk_<id>_<secret> API key, or JWT")
+                        .description(Some(
+                            "An API key made with `herald keys create`, or a JWT (HS256 or \
+                             RS256) with a `tenant` claim when `HERALD_JWT_*` is set. With no \
+                             credentials configured, a loopback Herald serves anonymously.",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
+
+fn string(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+}
+
+fn problem_response(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        PROBLEM_JSON,
+        Content::new(Some(Ref::from_schema_name(Problem::name()))),
+    )
+}
+
+/// 401 `unauthorized`, as any authenticated route answers it.
+#[derive(Debug)]
+pub struct Unauthorized;
+
+impl<'r> ToResponse<'r> for Unauthorized {
+    fn response() -> (&'r str, RefOr<Response>) {
+        (
+            "Unauthorized",
+            problem_response(
+                "`unauthorized`: no credentials, or a malformed, unknown, revoked or expired one",
+            )
+            .header(
+                "WWW-Authenticate",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                    .description(Some("`Bearer realm=\"herald\"`"))
+                    .build(),
+            )
+            .build()
+            .into(),
+        )
+    }
+}
+
+/// 429 `rate-limited`, as any authenticated route answers it.
+#[derive(Debug)]
+pub struct RateLimited;
+
+impl<'r> ToResponse<'r> for RateLimited {
+    fn response() -> (&'r str, RefOr<Response>) {
+        (
+            "RateLimited",
+            problem_response("`rate-limited`: over the key's or the subject's rate")
+                .header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                        .description(Some("Seconds to wait"))
+                        .build(),
+                )
+                .build()
+                .into(),
+        )
+    }
+}
+
+/// 500 `internal`.
+#[derive(Debug)]
+pub struct InternalError;
+
+impl<'r> ToResponse<'r> for InternalError {
+    fn response() -> (&'r str, RefOr<Response>) {
+        (
+            "InternalError",
+            problem_response("`internal`: a bug or a corrupt row; the error is logged")
+                .build()
+                .into(),
+        )
+    }
+}
+
+/// `{domain}` of the command routes: a domain `herald serve` runs.
+#[derive(Debug)]
+pub struct CommandDomain;
+
+impl PartialSchema for CommandDomain {
+    fn schema() -> RefOr<Schema> {
+        string(
+            "A domain Herald runs. Each domain's commands and their bodies are in the \
+             README, \"Domains and commands\".",
+        )
+        .enum_values(Some(DOMAINS.iter().map(|(domain, _)| *domain)))
+        .into()
+    }
+}
+
+impl ToSchema for CommandDomain {}
+
+/// `{command}` of `/v1/{domain}/{id}/{command}`.
+#[derive(Debug)]
+pub struct CommandName;
+
+impl PartialSchema for CommandName {
+    fn schema() -> RefOr<Schema> {
+        let per_domain: String = DOMAINS
+            .iter()
+            .map(|(domain, commands)| format!("\n- `{domain}`: {}", commands.join(", ")))
+            .collect();
+        let mut all: Vec<&str> = DOMAINS
+            .iter()
+            .flat_map(|(_, commands)| commands.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        string(&format!(
+            "A command of the domain (another answers 404 `unknown-command`); the body \
+             of each is in the README, \"Domains and commands\":{per_domain}"
+        ))
+        .enum_values(Some(all))
+        .into()
+    }
+}
+
+impl ToSchema for CommandName {}
+
+/// The body of a command.
+#[derive(Debug)]
+pub struct CommandBody;
+
+impl PartialSchema for CommandBody {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "The command's fields, which depend on the domain and the command: see the \
+                 README, \"Domains and commands\" (e.g. tickets `open`: `{\"kind\": \"outage\", \
+                 \"customer\": \"acme\", \"edge\": \"E-17\", \"description\": \"edge offline\"}`). \
+                 A field that breaks a rule answers 422 `invalid-command`; a body of the wrong \
+                 shape 422 `invalid-request`.",
+            ))
+            .examples([serde_json::json!({
+                "kind": "outage",
+                "customer": "acme",
+                "edge": "E-17",
+                "description": "edge offline"
+            })])
+            .into()
+    }
+}
+
+impl ToSchema for CommandBody {}
+
+/// A committed event as reads, searches and subscriptions answer it.
+#[derive(Debug, ToSchema)]
+pub struct EventEnvelope {
+    /// The event's id, a UUID (v7 when Herald made it).
+    pub id: Uuid,
+    /// The tenant the event belongs to.
+    pub tenant: String,
+    /// `domain/id`.
+    #[schema(example = "tickets/T-1001")]
+    pub stream: String,
+    /// The event's version within its stream, from 1.
+    pub stream_version: u64,
+    /// The event's position in the global log, from 1.
+    pub position: u64,
+    /// `domain.name`.
+    #[serde(rename = "type")]
+    #[schema(example = "tickets.ticket_opened")]
+    pub event_type: String,
+    /// The schema version of `payload`: the latest, unless read with
+    /// `as_stored=true`.
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    /// Who sent the event.
+    pub producer: String,
+    /// The event's data, valid against its type's schema at `version`.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// The audit chain's hash, 64 hex digits (docs/hash-chain.md).
+    pub hash: String,
+}
+
+/// What a command answers.
+#[derive(Debug, ToSchema)]
+pub struct CommandAnswer {
+    /// `domain/id`.
+    pub stream: String,
+    /// The stream's version after the command.
+    pub stream_version: u64,
+    /// True when the command's events were already stored (a repeat).
+    pub duplicate: bool,
+    /// The events the command caused; none when it changed nothing.
+    pub events: Vec<CommandEvent>,
+}
+
+/// One event a command caused.
+#[derive(Debug, ToSchema)]
+pub struct CommandEvent {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub position: u64,
+    pub stream_version: u64,
+}
+
+/// An aggregate's current state.
+#[derive(Debug, ToSchema)]
+pub struct AggregateState {
+    pub domain: String,
+    pub id: String,
+    /// The aggregate's stream version.
+    pub version: u64,
+    /// The state, as the domain defines it.
+    #[schema(value_type = Object)]
+    pub state: Value,
+}
+
+/// `POST /v1/events`: one event, or a batch.
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+pub enum PublishBody {
+    One(Box<PublishItem>),
+    Batch(PublishBatch),
+}
+
+/// A batch of published events.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    /// 1 to `max_events_per_append` events.
+    pub events: Vec<PublishItem>,
+    /// All or nothing: when one event fails, none is appended.
+    #[serde(default)]
+    pub atomic: bool,
+}
+
+/// The answer to `POST /v1/events`: one event's, or a batch's.
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+pub enum PublishResponse {
+    One(PublishedEvent),
+    Batch(PublishAnswer),
+}
+
+/// One appended event.
+#[derive(Debug, ToSchema)]
+pub struct PublishedEvent {
+    pub id: Uuid,
+    /// `domain/id`.
+    pub stream: String,
+    pub position: u64,
+    pub stream_version: u64,
+    /// True when this repeated an earlier idempotency key or event id:
+    /// nothing new was written.
+    pub duplicate: bool,
+}
+
+/// A batch's answer: one result per event, in order.
+#[derive(Debug, ToSchema)]
+pub struct PublishAnswer {
+    pub atomic: bool,
+    pub results: Vec<PublishResult>,
+}
+
+/// One event's result in a batch: the appended event's fields, or a
+/// `problem`.
+#[derive(Debug, ToSchema)]
+pub struct PublishResult {
+    /// The event's index in `events`.
+    pub index: usize,
+    /// 201 appended, 200 a repeat, else the problem's status.
+    pub status: u16,
+    pub id: Option<Uuid>,
+    pub stream: Option<String>,
+    pub position: Option<u64>,
+    pub stream_version: Option<u64>,
+    pub duplicate: Option<bool>,
+    pub problem: Option<Problem>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `GET /readyz` when the store and the broker answer.
+#[derive(Debug, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: String,
+    /// The store's backend.
+    #[schema(example = "postgres")]
+    pub store: String,
+    /// The broker's backend.
+    #[schema(example = "kafka")]
+    pub broker: String,
+}

@@ -1,0 +1,757 @@
+//! `GET /openapi.json` documents exactly the routes Herald serves, and
+//! what they answer. `herald::api::ROUTES` is the one list of (method,
+//! path): its paths must be the app's resource patterns, and probing every
+//! method on each shows that the listed routes are served (routed to their
+//! own resource, neither the catch-all 404 nor a 405) and no others, so the
+//! list cannot drift from `routes()`; the document's operations must then
+//! equal the list. Every
+//! operation has a success and problem+json errors, every `$ref` resolves,
+//! the command routes' `domain` enum is what `herald serve` runs, and real
+//! answers (successes and problems) fit the responses documented for their
+//! status.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::Method;
+use actix_web::{test, web, App};
+use herald::api::{self, ROUTES};
+use herald::config::ActorSettings;
+use herald_actors::GroupConfig;
+use herald_brokers::Broker;
+use herald_events::EventRegistry;
+use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore};
+use serde_json::{json, Value};
+
+/// The header the test's middleware sets to the route pattern a request
+/// matched (none for the catch-all).
+const MATCHED: &str = "x-test-matched-route";
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// Operational routes: no credentials, no input, so no 4xx to document.
+const OPERATIONAL: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// A request path for a route template.
+fn sample(template: &str) -> String {
+    template
+        .replace("{domain}", "tickets")
+        .replace("{id}", "T-1")
+        .replace("{command}", "open")
+}
+
+/// An answer, read whole unless it is an endless event stream.
+struct Answer {
+    status: u16,
+    matched: Option<String>,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The app's catch-all: no route matched.
+    fn is_catch_all(&self) -> bool {
+        let body = self.json();
+        self.status == 404
+            && body["type"] == "urn:herald:problem:not-found"
+            && body["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("no resource at"))
+    }
+
+    fn is_method_not_allowed(&self) -> bool {
+        self.status == 405 && self.json()["type"] == "urn:herald:problem:method-not-allowed"
+    }
+}
+
+async fn answer(response: ServiceResponse) -> Answer {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let matched = header(MATCHED);
+    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or_default();
+    let body = if content_type.starts_with("text/event-stream") || status == 101 {
+        Vec::new()
+    } else {
+        test::read_body(response).await.to_vec()
+    };
+    Answer {
+        status,
+        matched,
+        content_type,
+        body,
+    }
+}
+
+/// Resolves a local `$ref` (`#/components/...`).
+fn resolve<'a>(doc: &'a Value, mut node: &'a Value) -> &'a Value {
+    while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("non-local $ref {reference}"));
+        node = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("$ref {reference} does not resolve"));
+    }
+    node
+}
+
+/// Every `$ref` anywhere in `node`.
+fn refs(node: &Value, out: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(value, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+fn type_matches(name: &str, value: &Value) -> bool {
+    match name {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        other => panic!("unknown schema type {other}"),
+    }
+}
+
+/// Whether `value` fits `schema`, strictly: an object may hold only the
+/// properties its schema declares (unless it declares none, or allows
+/// others), so an answer with an undocumented member fails.
+fn fits(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(doc, schema);
+    if let Some(branches) = schema
+        .get("oneOf")
+        .or_else(|| schema.get("anyOf"))
+        .and_then(Value::as_array)
+    {
+        let errors: Vec<String> = branches
+            .iter()
+            .filter_map(|b| fits(doc, b, value, at).err())
+            .collect();
+        if errors.len() == branches.len() {
+            return Err(format!("{at}: fits no branch: {}", errors.join("; ")));
+        }
+    }
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        for part in parts {
+            fits(doc, part, value, at)?;
+        }
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) if !type_matches(t, value) => {
+            return Err(format!("{at}: {value} is not {t}"))
+        }
+        Some(Value::Array(ts)) if !ts.iter().any(|t| type_matches(t.as_str().unwrap(), value)) => {
+            return Err(format!("{at}: {value} is none of {ts:?}"))
+        }
+        _ => {}
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        if !values.contains(value) {
+            return Err(format!("{at}: {value} is not one of the enum"));
+        }
+    }
+    if let (Some(items), Value::Array(elements)) = (schema.get("items"), value) {
+        for (i, element) in elements.iter().enumerate() {
+            fits(doc, items, element, &format!("{at}[{i}]"))?;
+        }
+    }
+    if let Value::Object(members) = value {
+        let required = schema.get("required").and_then(Value::as_array);
+        for name in required.into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            if !members.contains_key(name) {
+                return Err(format!("{at}: required {name} is missing"));
+            }
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            let others = schema
+                .get("additionalProperties")
+                .is_some_and(|a| a != &Value::Bool(false));
+            for (name, member) in members {
+                match properties.get(name) {
+                    Some(property) => fits(doc, property, member, &format!("{at}.{name}"))?,
+                    None if others => {}
+                    None => return Err(format!("{at}: undocumented member {name}")),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The documented response of an operation for a status (through `$ref`).
+fn documented<'a>(doc: &'a Value, method: &str, template: &str, status: u16) -> &'a Value {
+    let operation = &doc["paths"][template][method.to_ascii_lowercase()];
+    let response = operation["responses"]
+        .get(status.to_string())
+        .unwrap_or_else(|| {
+            panic!("{method} {template} answered {status}, which is not documented")
+        });
+    resolve(doc, response)
+}
+
+/// Checks a real answer against the response documented for its status:
+/// the media type is documented, and a JSON body fits its schema.
+fn check(doc: &Value, method: &str, template: &str, answer: &Answer) {
+    let response = documented(doc, method, template, answer.status);
+    let what = format!("{method} {template} {}", answer.status);
+    let Some(content) = response.get("content").and_then(Value::as_object) else {
+        assert!(
+            answer.body.is_empty(),
+            "{what}: a body where none is documented"
+        );
+        return;
+    };
+    let media = answer.content_type.split(';').next().unwrap_or("").trim();
+    let (_, documented) = content
+        .iter()
+        .find(|(k, _)| k.split(';').next().unwrap_or("").trim() == media)
+        .unwrap_or_else(|| panic!("{what}: {media:?} is not documented ({content:?})"));
+    if media.ends_with("json") {
+        let body: Value = serde_json::from_slice(&answer.body)
+            .unwrap_or_else(|e| panic!("{what}: the body is not JSON: {e}"));
+        let schema = documented
+            .get("schema")
+            .unwrap_or_else(|| panic!("{what}: no schema"));
+        if let Err(e) = fits(doc, schema, &body, "body") {
+            panic!("{what}: the answer does not fit its documented schema: {e}\n{body:#}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn openapi_covers_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        EmbeddedStore::open(EmbeddedConfig::in_dir(dir.path()))
+            .await
+            .unwrap(),
+    );
+    let registry = EventRegistry::builtin().unwrap();
+    let broker: Arc<dyn Broker> = Arc::new(herald_brokers::memory::MemoryBroker::default());
+    // The domains exactly as `herald serve` starts them.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let settings = ActorSettings {
+        group: GroupConfig::default(),
+        threads: 2,
+        outage_recheck: Duration::from_secs(60),
+    };
+    let running = herald::domains::start(&settings, &store, &registry, &broker, stopped).await;
+    let mut state = support::state(Arc::clone(&store), support::TEST_LIMITS).await;
+    state.domains = running.domains.clone();
+    state.broker = Arc::clone(&broker);
+    // The app as the in-process tests build it, plus a middleware that names the
+    // route each request matched and keeps the app's resource map.
+    let resource_map: Arc<Mutex<String>> = Arc::default();
+    let seen = Arc::clone(&resource_map);
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(state))
+            .wrap_fn(move |req, srv| {
+                seen.lock()
+                    .unwrap()
+                    .replace_range(.., &format!("{:?}", req.request().resource_map()));
+                let matched = req.match_pattern();
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    if let Some(pattern) = matched {
+                        response.headers_mut().insert(
+                            HeaderName::from_static(MATCHED),
+                            HeaderValue::from_str(&pattern).unwrap(),
+                        );
+                    }
+                    Ok(response)
+                }
+            })
+            .configure(api::routes),
+    )
+    .await;
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let mut request = test::TestRequest::default()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path);
+        if let Some(body) = body {
+            request = request.set_json(body);
+        }
+        let request = request.to_request();
+        let app = &app;
+        async move { answer(test::call_service(app, request).await).await }
+    };
+
+    // The document.
+    let served = call("GET", "/openapi.json", None).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.content_type, "application/json");
+    let doc: Value = serde_json::from_slice(&served.body).expect("the document is JSON");
+    let version = doc["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3.1."), "openapi {version}");
+    assert_eq!(doc["info"]["title"], "Herald");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    // The list has no repeats, and is what the app serves. Its paths are
+    // the app's resource patterns; each method on each of them is served
+    // (routed to that very resource, answered neither by the catch-all nor
+    // with a 405) exactly when the list names it.
+    let listed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(listed.len(), ROUTES.len(), "ROUTES repeats a route");
+    let templates: BTreeSet<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
+    let registered = patterns(&resource_map.lock().unwrap());
+    assert_eq!(
+        registered
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        templates,
+        "the app's resource patterns are the paths of ROUTES"
+    );
+    let mut served = BTreeSet::new();
+    for template in &templates {
+        for method in METHODS {
+            let body = matches!(*method, "POST" | "PUT" | "PATCH").then(|| json!({}));
+            let got = call(method, &sample(template), body).await;
+            if got.is_catch_all() || got.is_method_not_allowed() {
+                continue;
+            }
+            assert_eq!(
+                got.matched.as_deref(),
+                Some(*template),
+                "{method} {template} is routed elsewhere"
+            );
+            assert!(
+                listed.contains(&(method.to_string(), template.to_string())),
+                "{method} {template} is served ({}) but not listed in ROUTES",
+                got.status
+            );
+            check(&doc, method, template, &got);
+            served.insert((method.to_string(), template.to_string()));
+        }
+    }
+    assert_eq!(served, listed, "every route in ROUTES is served");
+    // Paths beside them get the catch-all.
+    for path in [
+        "/",
+        "/nope",
+        "/v1",
+        "/v1/",
+        "/v1/tickets",
+        "/v2/events",
+        "/healthz/x",
+        "/openapi.yaml",
+        "/v1/openapi.json",
+        "/v1/streams/tickets/T-1/events/x",
+        "/v1/tickets/T-1/open/x",
+    ] {
+        for method in ["GET", "POST"] {
+            let got = call(method, path, None).await;
+            assert!(
+                got.is_catch_all() && got.matched.is_none(),
+                "{method} {path} is served ({})",
+                got.status
+            );
+            check_problem(&doc, &got);
+        }
+    }
+
+    // The document's operations are exactly the list.
+    let mut operations: BTreeMap<(String, String), &Value> = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            if METHODS.contains(&method.to_ascii_uppercase().as_str()) || method == "trace" {
+                operations.insert((method.to_ascii_uppercase(), path.clone()), operation);
+            }
+        }
+    }
+    let documented_routes: BTreeSet<(String, String)> = operations.keys().cloned().collect();
+    assert_eq!(
+        documented_routes,
+        listed,
+        "documented but not served: {:?}; served but not documented: {:?}",
+        documented_routes.difference(&listed).collect::<Vec<_>>(),
+        listed.difference(&documented_routes).collect::<Vec<_>>()
+    );
+
+    // Every operation: a unique id, a known tag, its path's parameters, a
+    // success, problem+json errors (4xx ones unless operational), and
+    // bearer security exactly when it can answer 401.
+    let tags = [
+        "streams",
+        "events",
+        "commands",
+        "search",
+        "subscriptions",
+        "admin",
+    ];
+    let mut ids = BTreeSet::new();
+    for ((method, path), operation) in &operations {
+        let what = format!("{method} {path}");
+        let id = operation["operationId"].as_str().expect("an operationId");
+        assert!(
+            ids.insert(id.to_owned()),
+            "{what}: operationId {id} repeats"
+        );
+        let op_tags = operation["tags"].as_array().expect("tags");
+        assert!(
+            !op_tags.is_empty() && op_tags.iter().all(|t| tags.contains(&t.as_str().unwrap())),
+            "{what}: tags {op_tags:?}"
+        );
+        assert!(
+            operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{what}: no summary"
+        );
+        let in_path: BTreeSet<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        let params: BTreeSet<&str> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "path")
+            .map(|p| {
+                assert_eq!(p["required"], true, "{what}: path parameter {p}");
+                p["name"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(params, in_path, "{what}: path parameters");
+
+        let responses = operation["responses"].as_object().expect("responses");
+        let statuses: Vec<u16> = responses.keys().map(|s| s.parse().unwrap()).collect();
+        let success = |s: &u16| (200..300).contains(s) || (*s == 101 && path == "/v1/subscribe");
+        assert!(statuses.iter().any(success), "{what}: no success response");
+        for (status, response) in responses {
+            let status: u16 = status.parse().unwrap();
+            let response = resolve(&doc, response);
+            assert!(
+                response["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{what} {status}: no description"
+            );
+            if status >= 400 {
+                let content = response["content"].as_object().expect("error content");
+                assert_eq!(
+                    content.keys().collect::<Vec<_>>(),
+                    ["application/problem+json"],
+                    "{what} {status}"
+                );
+                assert_eq!(
+                    content["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{what} {status}"
+                );
+            }
+        }
+        if !OPERATIONAL.contains(&path.as_str()) {
+            assert!(
+                statuses.iter().any(|s| (400..500).contains(s)),
+                "{what}: no 4xx problem response"
+            );
+        }
+        let bearer = operation["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+        assert_eq!(
+            bearer,
+            statuses.contains(&401),
+            "{what}: bearer security exactly when it answers 401"
+        );
+    }
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+
+    // Every $ref resolves.
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for reference in &all {
+        resolve(&doc, &json!({ "$ref": reference }));
+    }
+
+    // The command routes' domains are the ones `herald serve` runs.
+    let domains: BTreeSet<&str> = doc["components"]["schemas"]["CommandDomain"]["enum"]
+        .as_array()
+        .expect("the domain enum")
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let running_domains: BTreeSet<&str> = running.domains.names().collect();
+    assert_eq!(domains, running_domains, "update api::openapi::DOMAINS");
+    for (method, path) in [
+        ("POST", "/v1/{domain}/{id}/{command}"),
+        ("GET", "/v1/{domain}/{id}"),
+    ] {
+        let operation = operations[&(method.to_owned(), path.to_owned())];
+        let domain = operation["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "domain")
+            .unwrap();
+        assert_eq!(
+            domain["schema"]["$ref"],
+            "#/components/schemas/CommandDomain"
+        );
+        let described = format!("{} {}", operation["description"], domain["description"]);
+        assert!(
+            described.contains("Domains and commands"),
+            "{method} {path} says where command bodies are documented"
+        );
+    }
+    for path in ["/v1/subscribe", "/v1/events/stream"] {
+        let described = operations[&("GET".to_owned(), path.to_owned())]["description"]
+            .as_str()
+            .unwrap();
+        assert!(described.contains("docs/websocket.md"), "{path}");
+    }
+
+    // Real answers fit what is documented for their status, and every
+    // route answers a success.
+    let opened = json!({"type": "tickets.ticket_opened", "version": 1,
+        "payload": {"kind": "outage", "customer": "acme", "edge": "E-1", "description": "down"}});
+    let published = |stream: &str, key: &str| {
+        json!({"stream": stream, "type": "tickets.ticket_opened", "version": 1, "idempotency_key": key,
+               "payload": {"kind": "other", "customer": "acme", "description": "slow"}})
+    };
+    let upgrade = test::TestRequest::get()
+        .uri("/v1/subscribe")
+        .insert_header(("upgrade", "websocket"))
+        .insert_header(("connection", "Upgrade"))
+        .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
+        .insert_header(("sec-websocket-version", "13"))
+        .insert_header(("sec-websocket-protocol", "herald.v1"))
+        .to_request();
+    let upgraded = answer(test::call_service(&app, upgrade).await).await;
+    let mut successes: Vec<(&str, &str, Answer)> = vec![("GET", "/v1/subscribe", upgraded)];
+    for (method, template, path, body) in [
+        ("GET", "/healthz", "/healthz".to_owned(), None),
+        ("GET", "/readyz", "/readyz".to_owned(), None),
+        ("GET", "/metrics", "/metrics".to_owned(), None),
+        ("GET", "/openapi.json", "/openapi.json".to_owned(), None),
+        (
+            "POST",
+            "/v1/streams/{domain}/{id}/events",
+            "/v1/streams/tickets/T-9/events".to_owned(),
+            Some(json!({"expected_version": 0, "events": [opened.clone()]})),
+        ),
+        (
+            "GET",
+            "/v1/streams/{domain}/{id}/events",
+            "/v1/streams/tickets/T-9/events".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/events/stream",
+            "/v1/events/stream?from=start&type=tickets.*".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/events/search",
+            "/v1/events/search?type=tickets.*&payload.edge=E-1".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/events",
+            "/v1/events?from=0&limit=10".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/events",
+            "/v1/events".to_owned(),
+            Some(published("tickets/T-10", "k-1")),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            "/v1/events".to_owned(),
+            Some(json!({"events": [published("tickets/T-11", "k-2"), {"stream": "tickets/T-12"}]})),
+        ),
+        (
+            "POST",
+            "/v1/{domain}/{id}/{command}",
+            "/v1/tickets/T-20/open".to_owned(),
+            Some(json!({"kind": "other", "customer": "acme", "description": "slow link"})),
+        ),
+        (
+            "GET",
+            "/v1/{domain}/{id}",
+            "/v1/tickets/T-20".to_owned(),
+            None,
+        ),
+    ] {
+        let got = call(method, &path, body).await;
+        successes.push((method, template, got));
+    }
+    let mut succeeded = BTreeSet::new();
+    for (method, template, got) in &successes {
+        check(&doc, method, template, got);
+        if (200..300).contains(&got.status) || got.status == 101 {
+            succeeded.insert((method.to_string(), template.to_string()));
+        }
+    }
+    assert_eq!(
+        succeeded,
+        listed,
+        "every route answers a success: {:?}",
+        successes
+            .iter()
+            .map(|(m, t, a)| (
+                m,
+                t,
+                a.status,
+                String::from_utf8_lossy(&a.body).into_owned()
+            ))
+            .collect::<Vec<_>>()
+    );
+    let statuses: Vec<u16> = successes.iter().map(|(_, _, a)| a.status).collect();
+    assert!(
+        statuses.contains(&207),
+        "a batch with a failing event: {statuses:?}"
+    );
+    // The hand-written envelope schema is checked on a real event.
+    let page = successes
+        .iter()
+        .find(|(m, t, _)| *m == "GET" && *t == "/v1/streams/{domain}/{id}/events")
+        .unwrap();
+    assert_eq!(page.2.json()["events"].as_array().map(Vec::len), Some(1));
+
+    // Errors fit the Problem schema and their documented statuses.
+    for (method, template, path, body) in [
+        (
+            "GET",
+            "/v1/streams/{domain}/{id}/events",
+            "/v1/streams/tickets/T-404/events",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/streams/{domain}/{id}/events",
+            "/v1/streams/tickets/T-9/events?limit=0",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/streams/{domain}/{id}/events",
+            "/v1/streams/tickets/T-9/events",
+            Some(json!({"expected_version": 0, "events": [opened.clone()]})),
+        ),
+        (
+            "POST",
+            "/v1/streams/{domain}/{id}/events",
+            "/v1/streams/tickets/T-9/events",
+            Some(
+                json!({"events": [{"type": "tickets.ticket_opened", "version": 1, "payload": {}}]}),
+            ),
+        ),
+        (
+            "GET",
+            "/v1/events/search",
+            "/v1/events/search?bogus=1",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/events/stream",
+            "/v1/events/stream?from=nonsense",
+            None,
+        ),
+        ("GET", "/v1/events", "/v1/events?limit=5000", None),
+        (
+            "POST",
+            "/v1/events",
+            "/v1/events",
+            Some(
+                json!({"events": [published("tickets/T-13", "k-3"), {"stream": "tickets/T-14"}], "atomic": true}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/{domain}/{id}/{command}",
+            "/v1/tickets/T-20/open",
+            Some(json!({"kind": "other", "customer": "acme", "description": "again"})),
+        ),
+        (
+            "POST",
+            "/v1/{domain}/{id}/{command}",
+            "/v1/tickets/T-20/explode",
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            "/v1/{domain}/{id}/{command}",
+            "/v1/nodomain/T-20/open",
+            Some(json!({})),
+        ),
+        ("GET", "/v1/{domain}/{id}", "/v1/tickets/T-404", None),
+    ] {
+        let got = call(method, path, body).await;
+        assert!(got.status >= 400, "{method} {path}: {}", got.status);
+        assert_eq!(got.content_type, "application/problem+json");
+        check(&doc, method, template, &got);
+        check_problem(&doc, &got);
+    }
+
+    let _ = stop.send(true);
+    running.stop().await;
+}
+
+/// The path patterns of the app's resources, from the `Debug` form of its
+/// resource map (actix-web has no other way to list them); the test fails
+/// loudly if that form changes.
+fn patterns(resource_map: &str) -> BTreeSet<String> {
+    const MARK: &str = "patterns: Single(\"";
+    assert!(
+        resource_map.contains(MARK) && !resource_map.contains("patterns: List("),
+        "cannot read the resource map: {resource_map}"
+    );
+    resource_map
+        .match_indices(MARK)
+        .map(|(at, _)| {
+            let rest = &resource_map[at + MARK.len()..];
+            rest[..rest.find("\")").expect("a closing quote")].to_owned()
+        })
+        .filter(|pattern| !pattern.is_empty())
+        .collect()
+}
+
+/// A problem answer fits the `Problem` schema.
+fn check_problem(doc: &Value, got: &Answer) {
+    let schema = json!({"$ref": "#/components/schemas/Problem"});
+    if let Err(e) = fits(doc, &schema, &got.json(), "problem") {
+        panic!("{e}");
+    }
+}
