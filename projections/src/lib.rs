@@ -1,0 +1,21 @@
+//! Herald's read side: the [`ProjectionRunner`], which projects the event
+//! store's global log into Postgres read models with exactly-once effect.
+//!
+//! Each [`Projection`] consumes the log as a named group. A batch's writes and
+//! the projection's checkpoint commit in one transaction, so a crash before
+//! the commit redoes the batch and a crash after it skips it. A poison event
+//! is parked with its error (in the same transaction that moves the
+//! checkpoint past it) and can be retried later; lag and last progress are
+//! reported by [`ProjectionRunner::status`] and as metrics.
+
+mod error;
+mod projection;
+mod runner;
+mod schema;
+mod status;
+
+pub use error::ProjectionError;
+pub use projection::Projection;
+pub use runner::{ProjectionRunner, RunnerConfig};
+pub use schema::ParkedEvent;
+pub use status::ProjectionStatus;

@@ -1,0 +1,177 @@
+//! What the projection tests share: a Postgres store on a fresh test
+//! database (the read models live in the same database), appending helpers,
+//! and a counting projection that can be made to hang mid-batch (to kill it
+//! with a transaction open) or to refuse poison events.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use herald_events::{
+    EventEnvelope, EventType, NewEvent, Position, SchemaVersion, StreamId, TenantId,
+};
+use herald_projections::{Projection, ProjectionError};
+use herald_store::{EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
+use herald_testkit::TestDatabase;
+use serde_json::json;
+use tokio::sync::Notify;
+
+pub const NAME: &str = "counting";
+
+/// A fresh database with a Postgres store on it, and that store's pool.
+pub async fn store() -> (TestDatabase, Arc<dyn EventStore>, Pool) {
+    let db = TestDatabase::create().await;
+    let mut config = PostgresConfig::new(db.url());
+    config.pool_size = 8;
+    let store = PostgresStore::open(config)
+        .await
+        .expect("open the Postgres store");
+    let pool = store.pool().clone();
+    (db, Arc::new(store), pool)
+}
+
+/// A pool of its own on the database, so a runner can be killed with its
+/// connections without touching the store's.
+pub fn own_pool(db: &TestDatabase) -> Pool {
+    let config: tokio_postgres::Config = db.url().parse().expect("a valid URL");
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(4)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .expect("a pool")
+}
+
+pub fn stream(id: &str) -> StreamId {
+    format!("tickets/{id}").parse().expect("a valid stream id")
+}
+
+pub fn note(payload: serde_json::Value) -> NewEvent {
+    let event_type: EventType = "tickets.note_appended".parse().unwrap();
+    NewEvent::new(event_type, SchemaVersion::V1, payload)
+}
+
+pub async fn append(store: &Arc<dyn EventStore>, stream_id: &str, events: Vec<NewEvent>) {
+    store
+        .append(
+            &TenantId::default_tenant(),
+            &stream(stream_id),
+            ExpectedVersion::Any,
+            events,
+        )
+        .await
+        .expect("append");
+}
+
+/// Makes `apply` hang, after writing half its rows, on the batch holding
+/// position `at`: the transaction stays open until the task is killed.
+#[derive(Debug)]
+pub struct Hang {
+    pub at: Position,
+    pub reached: Notify,
+}
+
+/// Counts events per stream and in total, and logs every applied position
+/// under a primary key, so applying an event twice fails (and would show).
+#[derive(Debug, Default)]
+pub struct Counting {
+    pub hang: Option<Hang>,
+    /// Events whose payload has `"poison": true` are refused until this is set.
+    pub fixed: AtomicBool,
+}
+
+#[async_trait]
+impl Projection for Counting {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn accepts(&self, event: &EventEnvelope) -> bool {
+        event.stream.domain().as_str() == "tickets"
+    }
+
+    async fn setup(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), ProjectionError> {
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS counting_streams (stream text PRIMARY KEY, n bigint NOT NULL);
+             CREATE TABLE IF NOT EXISTS counting_total (id int PRIMARY KEY, n bigint NOT NULL);
+             INSERT INTO counting_total VALUES (1, 0) ON CONFLICT DO NOTHING;
+             CREATE TABLE IF NOT EXISTS counting_applied (position bigint PRIMARY KEY, stream text NOT NULL);",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[EventEnvelope],
+    ) -> Result<(), ProjectionError> {
+        let hang_here = self
+            .hang
+            .as_ref()
+            .filter(|h| events.iter().any(|e| e.position == h.at));
+        for (i, event) in events.iter().enumerate() {
+            if let Some(hang) = hang_here {
+                if i == events.len() / 2 {
+                    hang.reached.notify_one();
+                    std::future::pending::<()>().await;
+                }
+            }
+            if event.payload["poison"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
+                return Err(ProjectionError::Rejected(format!(
+                    "poison event at position {}",
+                    event.position
+                )));
+            }
+            let stream = event.stream.as_str();
+            tx.execute(
+                "INSERT INTO counting_applied (position, stream) VALUES ($1, $2)",
+                &[&(event.position.get() as i64), &stream],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO counting_streams (stream, n) VALUES ($1, 1) \
+                 ON CONFLICT (stream) DO UPDATE SET n = counting_streams.n + 1",
+                &[&stream],
+            )
+            .await?;
+            tx.execute("UPDATE counting_total SET n = n + 1 WHERE id = 1", &[])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn checkpoint(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_opt(
+            "SELECT position FROM herald_projection_checkpoints WHERE name = $1",
+            &[&NAME],
+        )
+        .await
+        .expect("read the checkpoint")
+        .map_or(0, |r| r.get(0))
+}
+
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+pub const WAIT: Duration = Duration::from_secs(60);
