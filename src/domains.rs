@@ -11,7 +11,7 @@ use herald_actors::outage::OutageMonitor;
 use herald_actors::reactions::spawn_reaction;
 use herald_actors::tickets::Ticket;
 use herald_actors::timers::{Timer, TimerScheduler};
-use herald_actors::{ActorRuntime, AggregateGroup, Domains};
+use herald_actors::{ActorRuntime, Aggregate, AggregateGroup, Domains};
 use herald_brokers::Broker;
 use herald_events::EventRegistry;
 use herald_store::EventStore;
@@ -49,30 +49,10 @@ pub async fn start(
     stop: watch::Receiver<bool>,
 ) -> RunningDomains {
     let runtime = ActorRuntime::start(settings.threads);
-    let tickets = AggregateGroup::<Ticket>::new(
-        Arc::clone(store),
-        registry.clone(),
-        Arc::clone(&runtime),
-        settings.group.clone(),
-    );
-    let edges = AggregateGroup::<Edge>::new(
-        Arc::clone(store),
-        registry.clone(),
-        Arc::clone(&runtime),
-        settings.group.clone(),
-    );
-    let drafts = AggregateGroup::<Draft>::new(
-        Arc::clone(store),
-        registry.clone(),
-        Arc::clone(&runtime),
-        settings.group.clone(),
-    );
-    let timers = AggregateGroup::<Timer>::new(
-        Arc::clone(store),
-        registry.clone(),
-        Arc::clone(&runtime),
-        settings.group.clone(),
-    );
+    let tickets = group::<Ticket>(store, registry, &runtime, settings);
+    let edges = group::<Edge>(store, registry, &runtime, settings);
+    let drafts = group::<Draft>(store, registry, &runtime, settings);
+    let timers = group::<Timer>(store, registry, &runtime, settings);
     // Every group a timer may deliver to is in `domains` before the
     // scheduler starts (it keeps a copy).
     let domains = Domains::default()
@@ -106,6 +86,21 @@ pub async fn start(
         runtime,
         tasks,
     }
+}
+
+/// The actor group of one domain, with the process's settings.
+fn group<A: Aggregate>(
+    store: &Arc<dyn EventStore>,
+    registry: &EventRegistry,
+    runtime: &Arc<ActorRuntime>,
+    settings: &ActorSettings,
+) -> AggregateGroup<A> {
+    AggregateGroup::new(
+        Arc::clone(store),
+        registry.clone(),
+        Arc::clone(runtime),
+        settings.group.clone(),
+    )
 }
 
 impl RunningDomains {
