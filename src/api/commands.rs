@@ -122,7 +122,7 @@ pub async fn execute(
         (status = 404, description = "`not-found` (no such domain) or `aggregate-not-found` (no events yet)", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = super::openapi::RateLimited),
         (status = 500, response = super::openapi::InternalError),
-        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = super::openapi::StoreUnavailable),
     ),
     security(("bearer" = [])),
 )]

@@ -95,7 +95,7 @@ Errors are `application/problem+json` (the `Problem` schema) with a stable \
             Health,
             Readiness,
         ),
-        responses(Unauthorized, RateLimited, InternalError),
+        responses(Unauthorized, RateLimited, InternalError, StoreUnavailable),
     ),
     modifiers(&BearerAuth),
     tags(
@@ -213,6 +213,29 @@ impl<'r> ToResponse<'r> for RateLimited {
         (
             "RateLimited",
             problem_response("`rate-limited`: over the key's or the subject's rate")
+                .header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                        .description(Some("Seconds to wait"))
+                        .build(),
+                )
+                .build()
+                .into(),
+        )
+    }
+}
+
+/// 503 `store-unavailable` or `shutting-down`, as any route that reads or
+/// writes the store answers it.
+#[derive(Debug)]
+pub struct StoreUnavailable;
+
+impl<'r> ToResponse<'r> for StoreUnavailable {
+    fn response() -> (&'r str, RefOr<Response>) {
+        (
+            "StoreUnavailable",
+            problem_response("`store-unavailable` or `shutting-down` (`Retry-After` given)")
                 .header(
                     "Retry-After",
                     HeaderBuilder::new()

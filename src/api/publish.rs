@@ -96,7 +96,7 @@ fn refused(index: usize, problem: &Problem) -> ItemResult {
         ),
         (status = 429, response = super::openapi::RateLimited),
         (status = 500, response = super::openapi::InternalError),
-        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = super::openapi::StoreUnavailable),
     ),
     security(("bearer" = [])),
 )]

@@ -156,7 +156,7 @@ pub(super) fn to_new_event(
         ),
         (status = 429, response = super::openapi::RateLimited),
         (status = 500, response = super::openapi::InternalError),
-        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = super::openapi::StoreUnavailable),
     ),
     security(("bearer" = [])),
 )]
@@ -327,7 +327,7 @@ pub(super) fn upcast_all(
         (status = 404, description = "`stream-not-found`: the stream has no events", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = super::openapi::RateLimited),
         (status = 500, response = super::openapi::InternalError),
-        (status = 503, description = "`store-unavailable` or `shutting-down` (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = super::openapi::StoreUnavailable),
     ),
     security(("bearer" = [])),
 )]
