@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::{append, note, Counting, NAME, WAIT};
 use herald_events::Position;
@@ -22,7 +21,14 @@ async fn lag_is_reported_until_the_projection_catches_up() {
         (0..10).map(|i| note(json!({ "n": i }))).collect(),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The second batch must be recorded at least 100 ms after the first, so
+    // the lag in seconds is measurable: wait for the clock to get there.
+    let first = store.read_all(Position(1), 1).await.unwrap()[0].recorded_at;
+    let later = eventually(WAIT, || async {
+        chrono::Utc::now() - first >= chrono::Duration::milliseconds(100)
+    })
+    .await;
+    assert!(later, "the clock did not move");
     append(
         &store,
         "b",
