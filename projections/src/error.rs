@@ -30,6 +30,13 @@ pub enum ProjectionError {
         stored: u32,
         code: u32,
     },
+    /// Nothing serves this read model yet (its projection never started).
+    #[error("the read model {0} is not being served yet")]
+    NotServing(String),
+    /// The generation being moved was retired meanwhile (a newer one took
+    /// over); the runner looks again at what to move.
+    #[error("a generation of {0} was retired while the runner moved it")]
+    Retired(&'static str),
     /// No projection of that name is registered with the runner.
     #[error("no projection named {0} is registered")]
     UnknownProjection(String),
@@ -46,7 +53,7 @@ impl ProjectionError {
     pub fn is_transient(&self) -> bool {
         match self {
             ProjectionError::Database(e) => is_transient_pg(e),
-            ProjectionError::Pool(_) => true,
+            ProjectionError::Pool(_) | ProjectionError::Retired(_) => true,
             ProjectionError::Store(e) => {
                 matches!(
                     e,
@@ -54,6 +61,7 @@ impl ProjectionError {
                 )
             }
             ProjectionError::Rejected(_)
+            | ProjectionError::NotServing(_)
             | ProjectionError::VersionMismatch { .. }
             | ProjectionError::UnknownProjection(_)
             | ProjectionError::NotParked { .. } => false,

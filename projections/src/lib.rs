@@ -1,5 +1,7 @@
 //! Herald's read side: the [`ProjectionRunner`], which projects the event
-//! store's global log into Postgres read models with exactly-once effect.
+//! store's global log into Postgres read models with exactly-once effect,
+//! rebuilds them blue-green, and the [`read_models`] of every domain with
+//! their queries (served over HTTP by the `herald` crate).
 //!
 //! Each [`Projection`] consumes the log as a named group. A batch's writes and
 //! the projection's checkpoint commit in one transaction, so a crash before
@@ -10,12 +12,15 @@
 
 mod error;
 mod projection;
+pub mod read_models;
 mod runner;
 mod schema;
+mod serving;
 mod status;
 
 pub use error::ProjectionError;
 pub use projection::Projection;
 pub use runner::{ProjectionRunner, RunnerConfig};
-pub use schema::ParkedEvent;
-pub use status::ProjectionStatus;
+pub use schema::{schema_name, GenerationState, ParkedEvent};
+pub use serving::ReadModels;
+pub use status::{ProjectionStatus, RebuildStatus};

@@ -1,9 +1,10 @@
 //! The [`ProjectionRunner`]: the loop that reads the store's log from each
-//! projection's checkpoint, applies bounded batches in one transaction with
-//! the checkpoint, isolates and parks poison events, and answers status and
-//! parked-event requests.
+//! generation's checkpoint, applies bounded batches in one transaction with
+//! the checkpoint, isolates and parks poison events, builds new generations
+//! beside the serving one and switches to them (blue-green), and answers
+//! status and parked-event requests.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,27 +15,38 @@ use herald_events::{EventEnvelope, Position};
 use herald_store::EventStore;
 use tokio::sync::{watch, OnceCell};
 
-use crate::{schema, status, Projection, ProjectionError, ProjectionStatus};
+use crate::schema::{self, Generation, GenerationState};
+use crate::{status, Projection, ProjectionError, ProjectionStatus, RebuildStatus};
 
 /// How the runner reads and waits.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Events read (and at most applied) per transaction; bounds the work a
-    /// crash throws away and the time a transaction stays open.
+    /// Events read (and at most applied) per transaction by a serving
+    /// generation; bounds the work a crash throws away and the time a
+    /// transaction stays open.
     pub batch_size: usize,
+    /// The same for a generation being built from the start of the log,
+    /// where bigger batches mean fewer round trips.
+    pub rebuild_batch_size: usize,
     /// How long to wait before reading again once caught up. Polling is the
     /// authority: no wake-up can be lost.
     pub poll_interval: Duration,
     /// The longest pause between retries after a transient error.
     pub max_backoff: Duration,
+    /// How long a generation replaced by a rebuild is kept before its
+    /// tables are dropped, so that queries which resolved it just before
+    /// the switch still find them.
+    pub retire_grace: Duration,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            rebuild_batch_size: 2_000,
             poll_interval: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            retire_grace: Duration::from_secs(30),
         }
     }
 }
@@ -45,18 +57,16 @@ impl Default for RunnerConfig {
 pub struct ProjectionRunner {
     pool: Pool,
     store: Arc<dyn EventStore>,
-    projections: Arc<HashMap<&'static str, Arc<dyn Projection>>>,
+    projections: Arc<BTreeMap<&'static str, Arc<dyn Projection>>>,
     config: RunnerConfig,
     tables: Arc<OnceCell<()>>,
 }
 
 impl fmt::Debug for ProjectionRunner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<_> = self.projections.keys().collect();
-        names.sort();
         f.debug_struct("ProjectionRunner")
             .field("store", &self.store.backend())
-            .field("projections", &names)
+            .field("projections", &self.projections.keys().collect::<Vec<_>>())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -68,19 +78,34 @@ enum Outcome {
     /// The checkpoint was not where this runner thought (another runner of
     /// the same projection moved it): nothing was applied.
     Moved(Position),
+    /// The generation was retired or dropped meanwhile: nothing was applied.
+    Gone,
+}
+
+/// A name that is safe to splice into a schema name.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 40
 }
 
 impl ProjectionRunner {
-    /// A runner of these projections. Panics if two share a name, since they
-    /// would share (and corrupt) one checkpoint.
+    /// A runner of these projections. Panics if two share a name (they
+    /// would share, and corrupt, one checkpoint) or a name is not a plain
+    /// lower-case identifier (it becomes part of schema names).
     pub fn new(
         pool: Pool,
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Self {
-        let mut by_name = HashMap::new();
+        let mut by_name = BTreeMap::new();
         for p in projections {
             let name = p.name();
+            assert!(
+                valid_name(name),
+                "projection name {name:?} is not [a-z][a-z0-9_]*"
+            );
             assert!(
                 by_name.insert(name, p).is_none(),
                 "two projections are named {name}"
@@ -100,10 +125,20 @@ impl ProjectionRunner {
         self
     }
 
+    /// The names of the projections this runner runs, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.keys().copied().collect()
+    }
+
+    /// The query side's handle on the same database.
+    pub fn read_models(&self) -> crate::ReadModels {
+        crate::ReadModels::new(self.pool.clone())
+    }
+
     /// Runs every projection until `stop` turns true (or its sender is
     /// dropped). Transient errors are retried forever with backoff; the
-    /// answer is an error only for what retrying cannot fix (a checkpoint of
-    /// another version).
+    /// answer is an error only for what retrying cannot fix (a read model
+    /// already served by a newer version of the projection).
     pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         let loops = self
             .projections
@@ -113,8 +148,8 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    /// Creates the runner's tables and every projection's tables and
-    /// checkpoint; `run` does this itself.
+    /// Creates the runner's tables and every projection's serving (or
+    /// building) generation; `run` does this itself.
     pub async fn install(&self) -> Result<(), ProjectionError> {
         for p in self.projections.values() {
             self.install_one(p.as_ref()).await?;
@@ -135,21 +170,139 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    async fn install_one(&self, p: &dyn Projection) -> Result<Position, ProjectionError> {
+    /// Brings the generations of `p` in line with this code's version: the
+    /// first start creates a serving generation; a version above the
+    /// serving one's starts building a new generation (the old one keeps
+    /// serving until the new one catches up); a build for an older version
+    /// is abandoned. A serving generation of a newer version is an error:
+    /// this (older) code must not write to it.
+    async fn install_one(&self, p: &dyn Projection) -> Result<(), ProjectionError> {
+        self.ensure_tables().await?;
+        let name = p.name();
+        let version = p.version();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let generations = schema::lock_generations(&tx, name).await?;
+        let active = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .copied();
+        let building = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Building)
+            .copied();
+        if let Some(b) = building {
+            if b.version < version {
+                tracing::info!(
+                    projection = name,
+                    generation = b.generation,
+                    "abandoning the build of an older version"
+                );
+                schema::set_state(&tx, name, b.generation, GenerationState::Retired).await?;
+            }
+        }
+        let building = building.filter(|b| b.version >= version);
+        match (active, building) {
+            (None, None) => {
+                let g =
+                    schema::create_generation(&tx, name, version, GenerationState::Active).await?;
+                p.setup(&tx, &schema::schema_name(name, g.generation))
+                    .await?;
+            }
+            (None, Some(b)) => {
+                // A build with nothing serving yet: it may as well serve.
+                schema::set_state(&tx, name, b.generation, GenerationState::Active).await?;
+                if b.version == version {
+                    p.setup(&tx, &schema::schema_name(name, b.generation))
+                        .await?;
+                }
+            }
+            (Some(a), _) if a.version > version => {
+                return Err(ProjectionError::VersionMismatch {
+                    name,
+                    stored: a.version,
+                    code: version,
+                });
+            }
+            (Some(a), building) if a.version == version => {
+                p.setup(&tx, &schema::schema_name(name, a.generation))
+                    .await?;
+                if let Some(b) = building.filter(|b| b.version == version) {
+                    // A rebuild requested earlier goes on.
+                    p.setup(&tx, &schema::schema_name(name, b.generation))
+                        .await?;
+                }
+            }
+            (Some(a), Some(b)) if b.version == version => {
+                tracing::info!(
+                    projection = name,
+                    from = a.version,
+                    to = version,
+                    generation = b.generation,
+                    "resuming the blue-green build of a new version"
+                );
+                p.setup(&tx, &schema::schema_name(name, b.generation))
+                    .await?;
+            }
+            (Some(a), _) => {
+                let b = schema::create_generation(&tx, name, version, GenerationState::Building)
+                    .await?;
+                tracing::info!(
+                    projection = name,
+                    from = a.version,
+                    to = version,
+                    generation = b.generation,
+                    "building a new version of the read model beside the serving one"
+                );
+                p.setup(&tx, &schema::schema_name(name, b.generation))
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a blue-green rebuild of `name` with this code: a new
+    /// generation is filled from the start of the log while the serving one
+    /// keeps answering, and replaces it once it has caught up. Returns the
+    /// new generation's number (or that of the build already under way).
+    pub async fn rebuild(&self, name: &str) -> Result<u32, ProjectionError> {
+        let p = Arc::clone(self.projection(name)?);
         self.ensure_tables().await?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let checkpoint = schema::register(&tx, p.name(), p.version()).await?;
-        if checkpoint.version != p.version() {
-            return Err(ProjectionError::VersionMismatch {
-                name: p.name(),
-                stored: checkpoint.version,
-                code: p.version(),
-            });
+        let generations = schema::lock_generations(&tx, p.name()).await?;
+        if let Some(b) = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Building)
+        {
+            if b.version == p.version() {
+                return Ok(b.generation);
+            }
+            schema::set_state(&tx, p.name(), b.generation, GenerationState::Retired).await?;
         }
-        p.setup(&tx).await?;
+        let b = schema::create_generation(&tx, p.name(), p.version(), GenerationState::Building)
+            .await?;
+        p.setup(&tx, &schema::schema_name(p.name(), b.generation))
+            .await?;
         tx.commit().await?;
-        Ok(checkpoint.position)
+        tracing::info!(
+            projection = p.name(),
+            generation = b.generation,
+            "rebuild requested"
+        );
+        Ok(b.generation)
+    }
+
+    /// The generations this code moves: those of its version that are not
+    /// retired (the serving one and, during a rebuild, the one being built).
+    async fn targets(&self, p: &dyn Projection) -> Result<Vec<Generation>, ProjectionError> {
+        let client = self.pool.get().await?;
+        Ok(schema::generations(&**client, p.name())
+            .await?
+            .into_iter()
+            .filter(|g| g.version == p.version() && g.state != GenerationState::Retired)
+            .collect())
     }
 
     async fn run_one(
@@ -159,9 +312,9 @@ impl ProjectionRunner {
     ) -> Result<(), ProjectionError> {
         let name = p.name();
         let mut failures = 0u32;
-        let mut checkpoint = loop {
+        loop {
             match self.install_one(p.as_ref()).await {
-                Ok(position) => break position,
+                Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(projection = name, error = %e, "cannot install the projection; retrying");
                     failures += 1;
@@ -171,21 +324,24 @@ impl ProjectionRunner {
                 }
                 Err(e) => return Err(e),
             }
-        };
-        failures = 0;
-        tracing::info!(projection = name, position = %checkpoint, "projection started");
+        }
+        tracing::info!(
+            projection = name,
+            version = p.version(),
+            "projection started"
+        );
+        let mut targets: Option<Vec<Generation>> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            match self.step(p.as_ref(), checkpoint).await {
-                Ok(Some(position)) => {
+            match self.round(p.as_ref(), &mut targets).await {
+                Ok(true) => failures = 0,
+                Ok(false) => {
                     failures = 0;
-                    checkpoint = position;
-                }
-                Ok(None) => {
-                    failures = 0;
-                    status::record(name, checkpoint, checkpoint);
+                    // Idle: see rebuilds requested elsewhere, clean up.
+                    targets = None;
+                    self.drop_retired(p.as_ref()).await;
                     if self.pause(self.config.poll_interval, &mut stop).await {
                         return Ok(());
                     }
@@ -194,18 +350,116 @@ impl ProjectionRunner {
                     // Every error that reaches here is retried: a consumer
                     // must never stop quietly. Lag metrics show a stall.
                     failures += 1;
+                    targets = None;
                     tracing::warn!(projection = name, error = %e, failures, "batch failed; retrying");
                     if self.pause(self.backoff(failures), &mut stop).await {
                         return Ok(());
                     }
-                    // The checkpoint may have moved meanwhile (another runner).
-                    if let Ok(client) = self.pool.get().await {
-                        if let Ok(Some(c)) = schema::load(&**client, name).await {
-                            checkpoint = c.position;
-                        }
+                }
+            }
+        }
+    }
+
+    /// One batch for each generation this code moves (so a build never
+    /// starves the serving generation); a build that has caught up takes
+    /// over. True when anything moved.
+    async fn round(
+        &self,
+        p: &dyn Projection,
+        targets: &mut Option<Vec<Generation>>,
+    ) -> Result<bool, ProjectionError> {
+        if targets.is_none() {
+            *targets = Some(self.targets(p).await?);
+        }
+        let mut moved = false;
+        let mut switched = false;
+        for g in targets.iter_mut().flatten() {
+            match self.step(p, g).await? {
+                Some(position) => {
+                    g.position = position;
+                    moved = true;
+                }
+                None if g.state == GenerationState::Building => {
+                    self.switch(p, g).await?;
+                    switched = true;
+                    moved = true;
+                }
+                None => {
+                    if g.state == GenerationState::Active {
+                        status::record(p.name(), g.position, g.position);
                     }
                 }
             }
+        }
+        if switched {
+            *targets = None;
+        }
+        Ok(moved)
+    }
+
+    /// Makes a caught-up build the serving generation and retires the one it
+    /// replaces, in one transaction.
+    async fn switch(&self, p: &dyn Projection, built: &Generation) -> Result<(), ProjectionError> {
+        let name = p.name();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let generations = schema::lock_generations(&tx, name).await?;
+        let still_building = generations
+            .iter()
+            .any(|g| g.generation == built.generation && g.state == GenerationState::Building);
+        if !still_building {
+            return Ok(());
+        }
+        let replaced = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .copied();
+        if let Some(old) = replaced {
+            schema::set_state(&tx, name, old.generation, GenerationState::Retired).await?;
+        }
+        schema::set_state(&tx, name, built.generation, GenerationState::Active).await?;
+        tx.commit().await?;
+        metrics::counter!("herald_projection_switches_total", "projection" => name).increment(1);
+        tracing::info!(
+            projection = name,
+            generation = built.generation,
+            version = built.version,
+            replaced = replaced.map(|g| g.generation),
+            "the rebuilt generation serves now"
+        );
+        Ok(())
+    }
+
+    /// Drops generations retired longer ago than the grace period. Failures
+    /// (a query still holding a table) are left for the next idle moment.
+    async fn drop_retired(&self, p: &dyn Projection) {
+        let name = p.name();
+        let result = async {
+            let mut client = self.pool.get().await?;
+            let now = Utc::now();
+            let grace = chrono::Duration::from_std(self.config.retire_grace)
+                .unwrap_or(chrono::Duration::MAX);
+            for g in schema::generations(&**client, name).await? {
+                let expired = g.state == GenerationState::Retired
+                    && g.switched_at.is_none_or(|at| at + grace <= now);
+                if !expired {
+                    continue;
+                }
+                let tx = client.transaction().await?;
+                tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
+                schema::drop_generation(&tx, name, g.generation).await?;
+                tx.commit().await?;
+                tracing::info!(
+                    projection = name,
+                    generation = g.generation,
+                    "dropped a retired generation"
+                );
+            }
+            Ok::<_, ProjectionError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(projection = name, error = %e, "cannot drop a retired generation yet");
         }
     }
 
@@ -222,31 +476,36 @@ impl ProjectionRunner {
         }
     }
 
-    /// Reads and applies one batch after `checkpoint`. The new checkpoint, or
-    /// `None` when there was nothing to read.
+    /// Reads and applies one batch after the generation's checkpoint. The
+    /// new checkpoint, or `None` when there was nothing to read.
     async fn step(
         &self,
         p: &dyn Projection,
-        checkpoint: Position,
+        g: &Generation,
     ) -> Result<Option<Position>, ProjectionError> {
-        let events = self
-            .store
-            .read_all(checkpoint.next(), self.config.batch_size.max(1))
-            .await?;
+        let size = match g.state {
+            GenerationState::Building => self.config.rebuild_batch_size,
+            _ => self.config.batch_size,
+        };
+        let checkpoint = g.position;
+        let events = self.store.read_all(checkpoint.next(), size.max(1)).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(None);
         };
         let accepted: Vec<EventEnvelope> = events.into_iter().filter(|e| p.accepts(e)).collect();
-        let reached = match self.commit(p, checkpoint, &accepted, last, None).await {
+        let reached = match self.commit(p, g, checkpoint, &accepted, last, None).await {
             Ok(Outcome::Committed) => last,
             Ok(Outcome::Moved(position)) => position,
+            Ok(Outcome::Gone) => return Err(ProjectionError::Retired(p.name())),
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 tracing::warn!(projection = p.name(), error = %e, "batch refused; applying its events one by one");
-                self.isolate(p, checkpoint, &accepted, last).await?
+                self.isolate(p, g, checkpoint, &accepted, last).await?
             }
         };
-        self.report(p.name(), reached).await;
+        if g.state == GenerationState::Active {
+            self.report(p.name(), reached).await;
+        }
         Ok(Some(reached))
     }
 
@@ -255,6 +514,7 @@ impl ProjectionRunner {
     async fn isolate(
         &self,
         p: &dyn Projection,
+        g: &Generation,
         mut checkpoint: Position,
         accepted: &[EventEnvelope],
         last: Position,
@@ -262,12 +522,13 @@ impl ProjectionRunner {
         for event in accepted {
             let single = std::slice::from_ref(event);
             let outcome = match self
-                .commit(p, checkpoint, single, event.position, None)
+                .commit(p, g, checkpoint, single, event.position, None)
                 .await
             {
                 Err(e) if !e.is_transient() => {
                     tracing::error!(
                         projection = p.name(),
+                        generation = g.generation,
                         position = %event.position,
                         event_id = %event.id,
                         error = %e,
@@ -275,7 +536,7 @@ impl ProjectionRunner {
                     );
                     let error = e.to_string();
                     let outcome = self
-                        .commit(p, checkpoint, &[], event.position, Some((event, &error)))
+                        .commit(p, g, checkpoint, &[], event.position, Some((event, &error)))
                         .await?;
                     metrics::counter!("herald_projection_parked_total", "projection" => p.name())
                         .increment(1);
@@ -286,21 +547,26 @@ impl ProjectionRunner {
             match outcome {
                 Outcome::Committed => checkpoint = event.position,
                 Outcome::Moved(position) => return Ok(position),
+                Outcome::Gone => return Err(ProjectionError::Retired(p.name())),
             }
         }
         if checkpoint < last {
-            if let Outcome::Moved(position) = self.commit(p, checkpoint, &[], last, None).await? {
-                return Ok(position);
+            match self.commit(p, g, checkpoint, &[], last, None).await? {
+                Outcome::Committed => {}
+                Outcome::Moved(position) => return Ok(position),
+                Outcome::Gone => return Err(ProjectionError::Retired(p.name())),
             }
         }
         Ok(last)
     }
 
-    /// One transaction: lock the checkpoint, check it is still `expected`,
-    /// apply `events`, park one if asked, advance the checkpoint to `to`.
+    /// One transaction: lock the generation's row, check its checkpoint is
+    /// still `expected`, apply `events`, park one if asked, advance the
+    /// checkpoint to `to`.
     async fn commit(
         &self,
         p: &dyn Projection,
+        g: &Generation,
         expected: Position,
         events: &[EventEnvelope],
         to: Position,
@@ -308,17 +574,23 @@ impl ProjectionRunner {
     ) -> Result<Outcome, ProjectionError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let current = schema::lock(&tx, p.name()).await?;
+        let Some((current, state)) = schema::lock(&tx, p.name(), g.generation).await? else {
+            return Ok(Outcome::Gone);
+        };
+        if state == GenerationState::Retired {
+            return Ok(Outcome::Gone);
+        }
         if current != expected {
             return Ok(Outcome::Moved(current));
         }
         if !events.is_empty() {
-            p.apply(&tx, events).await?;
+            p.apply(&tx, &schema::schema_name(p.name(), g.generation), events)
+                .await?;
         }
         if let Some((event, error)) = park {
-            schema::park(&tx, p.name(), event.position, event.id, error).await?;
+            schema::park(&tx, p.name(), g.generation, event.position, event.id, error).await?;
         }
-        schema::advance(&tx, p.name(), to).await?;
+        schema::advance(&tx, p.name(), g.generation, to).await?;
         tx.commit().await?;
         Ok(Outcome::Committed)
     }
@@ -339,13 +611,38 @@ impl ProjectionRunner {
             .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
     }
 
-    /// Where a projection stands against the store's head.
+    /// Where every projection stands, by name.
+    pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        let mut all = Vec::with_capacity(self.projections.len());
+        for name in self.projections.keys() {
+            all.push(self.status(name).await?);
+        }
+        Ok(all)
+    }
+
+    /// Where a projection's serving generation stands against the store's
+    /// head, and the progress of a rebuild under way.
     pub async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
+        let p = Arc::clone(self.projection(name)?);
         self.ensure_tables().await?;
         let client = self.pool.get().await?;
-        let checkpoint = schema::load(&**client, name).await?;
+        let generations = schema::generations(&**client, name).await?;
+        let active = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .copied();
+        let building = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Building)
+            .copied();
+        let parked = match active {
+            Some(a) => schema::list_parked(&**client, name, a.generation)
+                .await?
+                .len(),
+            None => 0,
+        };
         drop(client);
-        let position = checkpoint.map_or(Position::START, |c| c.position);
+        let position = active.map_or(Position::START, |g| g.position);
         let head = self.store.head().await?;
         let lag_events = head.position.get().saturating_sub(position.get());
         let mut lag_seconds = 0.0;
@@ -361,29 +658,45 @@ impl ProjectionRunner {
                     .max(0.0);
             }
         }
-        if let Some(p) = self.projections.get(name) {
-            status::record(p.name(), position, head.position);
-        }
+        status::record(p.name(), position, head.position);
+        let moved = active.is_some_and(|a| a.position > Position::START);
         Ok(ProjectionStatus {
+            name: p.name().to_owned(),
+            version: p.version(),
+            serving_version: active.map(|g| g.version),
+            generation: active.map(|g| g.generation),
             position,
             head: head.position,
             lag_events,
             lag_seconds,
-            last_progress_at: checkpoint.map(|c| c.updated_at),
+            last_progress_at: active.filter(|_| moved).map(|g| g.updated_at),
+            parked,
+            rebuild: building.map(|b| RebuildStatus {
+                generation: b.generation,
+                version: b.version,
+                position: b.position,
+                lag_events: head.position.get().saturating_sub(b.position.get()),
+            }),
         })
     }
 
-    /// The events a projection has parked, in position order.
+    /// The events a projection's serving generation has parked, in position
+    /// order.
     pub async fn parked(&self, name: &str) -> Result<Vec<crate::ParkedEvent>, ProjectionError> {
+        self.projection(name)?;
         self.ensure_tables().await?;
         let client = self.pool.get().await?;
-        schema::list_parked(&**client, name).await
+        match schema::active_generation(&**client, name).await? {
+            Some(generation) => schema::list_parked(&**client, name, generation).await,
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Applies a parked event again (after the cause was fixed) and, if it
-    /// now succeeds, removes it from the parked events, in one transaction.
-    /// It is applied out of order (later events went on without it), which
-    /// is what parking means. On failure the parked row keeps the new error.
+    /// Applies a parked event of the serving generation again (after the
+    /// cause was fixed) and, if it now succeeds, removes it from the parked
+    /// events, in one transaction. It is applied out of order (later events
+    /// went on without it), which is what parking means. On failure the
+    /// parked row keeps the new error.
     pub async fn retry_parked(
         &self,
         name: &str,
@@ -395,6 +708,10 @@ impl ProjectionRunner {
             name: name.to_owned(),
             position,
         };
+        let mut client = self.pool.get().await?;
+        let generation = schema::active_generation(&**client, name)
+            .await?
+            .ok_or_else(not_parked)?;
         let event = self
             .store
             .read_all(position, 1)
@@ -402,28 +719,34 @@ impl ProjectionRunner {
             .into_iter()
             .find(|e| e.position == position)
             .ok_or_else(not_parked)?;
-        let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // Same lock order as the runner (checkpoint first), so a retry and
-        // a batch never deadlock and never interleave.
-        schema::lock(&tx, p.name()).await?;
-        if schema::lock_parked(&tx, p.name(), position)
+        // Same lock order as the runner (generation row first), so a retry
+        // and a batch never deadlock and never interleave.
+        schema::lock(&tx, p.name(), generation).await?;
+        if schema::lock_parked(&tx, p.name(), generation, position)
             .await?
             .is_none()
         {
             return Err(not_parked());
         }
-        let applied = p.apply(&tx, std::slice::from_ref(&event)).await;
+        let applied = p
+            .apply(
+                &tx,
+                &schema::schema_name(p.name(), generation),
+                std::slice::from_ref(&event),
+            )
+            .await;
         match applied {
             Ok(()) => {
-                schema::unpark(&tx, p.name(), position).await?;
+                schema::unpark(&tx, p.name(), generation, position).await?;
                 tx.commit().await?;
                 tracing::info!(projection = name, position = %position, "parked event applied");
                 Ok(())
             }
             Err(e) => {
                 tx.rollback().await?;
-                schema::set_parked_error(&**client, p.name(), position, &e.to_string()).await?;
+                schema::set_parked_error(&**client, p.name(), generation, position, &e.to_string())
+                    .await?;
                 Err(e)
             }
         }

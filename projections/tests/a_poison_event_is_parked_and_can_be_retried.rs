@@ -21,7 +21,7 @@ async fn a_poison_event_is_parked_and_can_be_retried() {
         .map(|i| note(json!({ "n": i, "poison": i == 5 })))
         .collect();
     append(&store, "p", events).await;
-    let sql = db.connect().await;
+    let sql = common::connect(&db).await;
 
     let projection = Arc::new(Counting::default());
     let runner = ProjectionRunner::new(pool, store.clone(), vec![projection.clone()]);

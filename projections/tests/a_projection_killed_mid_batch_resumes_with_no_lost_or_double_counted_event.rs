@@ -23,7 +23,7 @@ async fn a_projection_killed_mid_batch_resumes_with_no_lost_or_double_counted_ev
         let events = (0..PER_STREAM).map(|i| note(json!({ "n": i }))).collect();
         append(&store, &format!("s{s}"), events).await;
     }
-    let sql = db.connect().await;
+    let sql = common::connect(&db).await;
     let config = RunnerConfig {
         batch_size: 500,
         ..RunnerConfig::default()

@@ -13,6 +13,7 @@ pub mod problem;
 mod publish;
 mod search;
 mod streams;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +53,11 @@ pub struct AppState {
     pub registry: EventRegistry,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
+    /// The read models' database (`None` on the embedded store).
+    pub read_models: Option<herald_projections::ReadModels>,
+    /// The projection runner, for status, parked events and rebuilds
+    /// (`None` on the embedded store).
+    pub projections: Option<herald_projections::ProjectionRunner>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,6 +87,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/events/search"),
     ("GET", "/v1/events"),
     ("POST", "/v1/events"),
+    ("GET", "/v1/projections"),
+    ("GET", "/v1/projections/{name}"),
+    ("POST", "/v1/projections/{name}/rebuild"),
+    ("POST", "/v1/projections/{name}/parked/{position}/retry"),
+    ("GET", "/v1/views/tickets"),
+    ("GET", "/v1/views/tickets/{id}"),
+    ("GET", "/v1/views/edges"),
+    ("GET", "/v1/views/edges/{id}"),
+    ("GET", "/v1/views/timers"),
+    ("GET", "/v1/views/timers/{id}"),
+    ("GET", "/v1/views/countdowns"),
+    ("GET", "/v1/views/countdowns/{id}"),
+    ("GET", "/v1/views/drafts"),
+    ("GET", "/v1/views/drafts/{id}"),
+    ("GET", "/v1/views/drafts/{id}/versions"),
+    ("GET", "/v1/views/statistics"),
     ("POST", "/v1/{domain}/{id}/{command}"),
     ("GET", "/v1/{domain}/{id}"),
 ];
@@ -119,6 +141,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(publish::publish))
                 .default_service(web::to(method_not_allowed)),
         )
+        .configure(views::routes)
         // Last: the generic domain routes must not shadow the ones above.
         .service(
             web::resource("/v1/{domain}/{id}/{command}")
@@ -140,7 +163,7 @@ async fn not_found(req: actix_web::HttpRequest) -> Problem {
     )
 }
 
-async fn method_not_allowed(req: actix_web::HttpRequest) -> Problem {
+pub(crate) async fn method_not_allowed(req: actix_web::HttpRequest) -> Problem {
     Problem::new(
         ProblemKind::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.path()),

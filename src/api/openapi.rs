@@ -113,7 +113,17 @@ pub struct ApiDoc;
 /// The document as JSON, made once.
 fn document() -> &'static Result<String, String> {
     static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
-    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()))
+    DOCUMENT.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        // The read-model endpoints keep their paths beside their handlers.
+        let views = super::views::openapi();
+        doc.paths.paths.extend(views.paths.paths);
+        if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {
+            components.schemas.extend(more.schemas);
+            components.responses.extend(more.responses);
+        }
+        doc.to_json().map_err(|e| e.to_string())
+    })
 }
 
 /// `GET /openapi.json`

@@ -45,6 +45,10 @@ pub enum ProblemKind {
     AggregateNotFound,
     Contended,
     Busy,
+    ReadModelUnavailable,
+    ProjectionNotFound,
+    NotParked,
+    ParkedEventFailed,
 }
 
 impl ProblemKind {
@@ -80,6 +84,10 @@ impl ProblemKind {
         ProblemKind::AggregateNotFound,
         ProblemKind::Contended,
         ProblemKind::Busy,
+        ProblemKind::ReadModelUnavailable,
+        ProblemKind::ProjectionNotFound,
+        ProblemKind::NotParked,
+        ProblemKind::ParkedEventFailed,
     ];
 
     /// (slug, title, status)
@@ -186,6 +194,26 @@ impl ProblemKind {
                 "method-not-allowed",
                 "The method is not allowed on this resource",
                 StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ReadModelUnavailable => (
+                "read-model-unavailable",
+                "The read model is not available",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            ProjectionNotFound => (
+                "projection-not-found",
+                "No projection has this name",
+                StatusCode::NOT_FOUND,
+            ),
+            ParkedEventFailed => (
+                "parked-event-failed",
+                "The parked event failed again and stays parked",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            NotParked => (
+                "not-parked",
+                "The projection has no parked event at this position",
+                StatusCode::NOT_FOUND,
             ),
             StoreUnavailable => (
                 "store-unavailable",

@@ -93,8 +93,31 @@ async fn serve(
                 ..IngestConfig::default()
             },
         )
-        .spawn(tasks_stop)
+        .spawn(tasks_stop.clone())
     });
+
+    let projections = match &config.store.location {
+        StoreLocation::Postgres { url } => {
+            let runner = herald_projections::ProjectionRunner::new(
+                read_model_pool(url)?,
+                Arc::clone(&store),
+                herald_projections::read_models::all(),
+            );
+            tracing::info!(projections = ?runner.names(), "Starting the projections.");
+            let running = runner.clone();
+            let stop = tasks_stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = running.run(stop).await {
+                    tracing::error!(error = %e, "A projection stopped.");
+                }
+            });
+            Some(runner)
+        }
+        StoreLocation::Embedded { .. } => {
+            tracing::info!("Read models need Postgres: the embedded store runs without them.");
+            None
+        }
+    };
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
@@ -111,6 +134,10 @@ async fn serve(
             max_events_per_append: config.max_events_per_append,
         },
         metrics,
+        read_models: projections
+            .as_ref()
+            .map(herald_projections::ProjectionRunner::read_models),
+        projections,
     };
     let mut server = HttpServer::new(move || {
         App::new()
@@ -183,4 +210,22 @@ async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc<dyn Broker
             anyhow::bail!("this herald was built without Kafka support (cargo feature `kafka`)")
         }
     }
+}
+
+/// A pool of its own on the read models' database (the store's), so that
+/// queries and projection batches never wait behind the store's writer.
+fn read_model_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    let config: tokio_postgres::Config = url.parse().context("parsing the Postgres URL")?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .context("building the read-model pool")
 }

@@ -55,6 +55,8 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         registry: EventRegistry::builtin().expect("builtin registry"),
         limits,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
+        read_models: None,
+        projections: None,
     }
 }
 
@@ -319,4 +321,47 @@ impl WsClient {
             }
         }
     }
+}
+
+/// App state over a Postgres store on `db` with read models: a projection
+/// runner of `projections` (polling every 20 ms) runs in the background
+/// until the returned sender is dropped or sends `true`.
+pub async fn postgres_state_with_projections(
+    db: &herald_testkit::TestDatabase,
+    projections: Vec<Arc<dyn herald_projections::Projection>>,
+) -> (
+    AppState,
+    herald_projections::ProjectionRunner,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let store = herald_store::PostgresStore::open(herald_store::PostgresConfig::new(db.url()))
+        .await
+        .expect("open the Postgres store");
+    let pool = store.pool().clone();
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let runner = herald_projections::ProjectionRunner::new(pool, Arc::clone(&store), projections)
+        .with_config(herald_projections::RunnerConfig {
+            poll_interval: Duration::from_millis(20),
+            ..herald_projections::RunnerConfig::default()
+        });
+    runner.install().await.expect("install the projections");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let running = runner.clone();
+    tokio::spawn(async move { running.run(stop).await });
+    let mut state = state(store, TEST_LIMITS).await;
+    state.read_models = Some(runner.read_models());
+    state.projections = Some(runner.clone());
+    (state, runner, stop_tx)
+}
+
+/// Waits until every projection of `runner` has applied the store's head.
+pub async fn caught_up(runner: &herald_projections::ProjectionRunner, within: Duration) {
+    let done = herald_testkit::eventually(within, || async {
+        match runner.statuses().await {
+            Ok(all) => all.iter().all(|s| s.lag_events == 0 && s.rebuild.is_none()),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(done, "the projections catch up within {within:?}");
 }

@@ -84,6 +84,10 @@ pub struct Hang {
 /// under a primary key, so applying an event twice fails (and would show).
 #[derive(Debug, Default)]
 pub struct Counting {
+    /// The projection's version; 1 when `None`.
+    pub version: Option<u32>,
+    /// A pause per batch, to make a rebuild last long enough to watch.
+    pub batch_delay: Option<Duration>,
     pub hang: Option<Hang>,
     /// Events whose payload has `"poison": true` are refused until this is set.
     pub fixed: AtomicBool,
@@ -96,20 +100,28 @@ impl Projection for Counting {
     }
 
     fn version(&self) -> u32 {
-        1
+        self.version.unwrap_or(1)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["counting_streams", "counting_total", "counting_applied"]
     }
 
     fn accepts(&self, event: &EventEnvelope) -> bool {
         event.stream.domain().as_str() == "tickets"
     }
 
-    async fn setup(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), ProjectionError> {
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS counting_streams (stream text PRIMARY KEY, n bigint NOT NULL);
-             CREATE TABLE IF NOT EXISTS counting_total (id int PRIMARY KEY, n bigint NOT NULL);
-             INSERT INTO counting_total VALUES (1, 0) ON CONFLICT DO NOTHING;
-             CREATE TABLE IF NOT EXISTS counting_applied (position bigint PRIMARY KEY, stream text NOT NULL);",
-        )
+    async fn setup(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        schema: &str,
+    ) -> Result<(), ProjectionError> {
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.counting_streams (stream text PRIMARY KEY, n bigint NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.counting_total (id int PRIMARY KEY, n bigint NOT NULL);
+             INSERT INTO {schema}.counting_total VALUES (1, 0) ON CONFLICT DO NOTHING;
+             CREATE TABLE IF NOT EXISTS {schema}.counting_applied (position bigint PRIMARY KEY, stream text NOT NULL);",
+        ))
         .await?;
         Ok(())
     }
@@ -117,8 +129,12 @@ impl Projection for Counting {
     async fn apply(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
+        schema: &str,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
+        if let Some(delay) = self.batch_delay {
+            tokio::time::sleep(delay).await;
+        }
         let hang_here = self
             .hang
             .as_ref()
@@ -138,27 +154,46 @@ impl Projection for Counting {
             }
             let stream = event.stream.as_str();
             tx.execute(
-                "INSERT INTO counting_applied (position, stream) VALUES ($1, $2)",
+                &format!(
+                    "INSERT INTO {schema}.counting_applied (position, stream) VALUES ($1, $2)"
+                ),
                 &[&(event.position.get() as i64), &stream],
             )
             .await?;
             tx.execute(
-                "INSERT INTO counting_streams (stream, n) VALUES ($1, 1) \
-                 ON CONFLICT (stream) DO UPDATE SET n = counting_streams.n + 1",
+                &format!(
+                    "INSERT INTO {schema}.counting_streams (stream, n) VALUES ($1, 1) \
+                     ON CONFLICT (stream) DO UPDATE SET n = counting_streams.n + 1"
+                ),
                 &[&stream],
             )
             .await?;
-            tx.execute("UPDATE counting_total SET n = n + 1 WHERE id = 1", &[])
-                .await?;
+            tx.execute(
+                &format!("UPDATE {schema}.counting_total SET n = n + 1 WHERE id = 1"),
+                &[],
+            )
+            .await?;
         }
         Ok(())
     }
 }
 
+/// A connection whose unqualified table names are those of the counting
+/// projection's first generation (the one these tests read).
+pub async fn connect(db: &TestDatabase) -> tokio_postgres::Client {
+    let client = db.connect().await;
+    client
+        .batch_execute("SET search_path TO rm_counting_g1, public")
+        .await
+        .expect("set the search path");
+    client
+}
+
+/// The serving generation's checkpoint.
 pub async fn checkpoint(client: &tokio_postgres::Client) -> i64 {
     client
         .query_opt(
-            "SELECT position FROM herald_projection_checkpoints WHERE name = $1",
+            "SELECT position FROM herald_read_models WHERE name = $1 AND state = 'active'",
             &[&NAME],
         )
         .await
