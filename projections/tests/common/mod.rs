@@ -210,3 +210,12 @@ pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
 }
 
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A count with one text parameter.
+pub async fn scalar_with(client: &tokio_postgres::Client, sql: &str, param: &str) -> i64 {
+    client
+        .query_one(sql, &[&param])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
