@@ -20,7 +20,7 @@ mod status;
 
 pub use error::ProjectionError;
 pub use projection::Projection;
-pub use runner::{ProjectionRunner, RunnerConfig};
+pub use runner::{ProjectionRunner, RunnerConfig, LIVE_GROUP};
 pub use schema::{schema_name, GenerationState, ParkedEvent};
 pub use serving::ReadModels;
 pub use status::{ProjectionStatus, RebuildStatus};

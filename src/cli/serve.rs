@@ -98,11 +98,24 @@ async fn serve(
 
     let projections = match &config.store.location {
         StoreLocation::Postgres { url } => {
-            let runner = herald_projections::ProjectionRunner::new(
+            let mut runner = herald_projections::ProjectionRunner::new(
                 read_model_pool(url)?,
                 Arc::clone(&store),
                 herald_projections::read_models::all(),
             );
+            if config.broker.relay {
+                // Live events arrive through the broker once the relay has
+                // published them; the store serves catch-up and rebuilds.
+                let topics = herald_projections::read_models::DOMAINS
+                    .iter()
+                    .map(|d| {
+                        let domain: herald_events::Domain =
+                            d.parse().expect("the read models' domains are valid");
+                        herald_brokers::Topic::for_domain(&domain)
+                    })
+                    .collect();
+                runner = runner.with_broker(Arc::clone(&broker), topics);
+            }
             tracing::info!(projections = ?runner.names(), "Starting the projections.");
             let running = runner.clone();
             let stop = tasks_stop.clone();

@@ -17,6 +17,10 @@ use std::sync::Arc;
 
 use crate::Projection;
 
+/// The domains whose events the read models read: the broker topics a
+/// live runner follows.
+pub const DOMAINS: &[&str] = &["tickets", "edges", "drafts", "timers", "statistics"];
+
 /// Every domain's projection, as `herald serve` runs them.
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![]

@@ -1,0 +1,1 @@
+//! The edges read model and its queries (being written).
