@@ -376,3 +376,54 @@ pub async fn raw_inserts(
         .await
         .per_second
 }
+
+/// The raw binary `COPY` rate: `rows` rows of herald's shape (with
+/// `payload`) streamed by one client in one `COPY ... FROM STDIN (FORMAT
+/// binary)` into a fresh copy of `herald_events` (same indexes and
+/// constraints); rows/s. The fastest way Postgres takes rows in, so the
+/// ceiling for anything that writes a read model.
+#[allow(dead_code)] // only the rebuild bench needs it
+pub async fn raw_copy_rate(db: &TestDatabase, admin: &Client, payload: &Value, rows: u64) -> f64 {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS raw_copy; CREATE TABLE raw_copy (LIKE herald_events INCLUDING ALL)",
+        )
+        .await
+        .expect("create raw_copy");
+    checkpoint(admin).await;
+    let shared = SharedColumns::new(payload.clone());
+    let prepared: Vec<RawRow> = (0..rows).map(RawRow::new).collect();
+    let client = db.connect().await;
+    let types: Vec<_> = client
+        .prepare(&format!("SELECT {COLUMNS} FROM raw_copy"))
+        .await
+        .expect("describe raw_copy")
+        .columns()
+        .iter()
+        .map(|c| c.type_().clone())
+        .collect();
+    let started = Instant::now();
+    let sink = client
+        .copy_in(&format!(
+            "COPY raw_copy ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .expect("start COPY");
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for row in &prepared {
+        writer
+            .as_mut()
+            .write(&row.params(&shared))
+            .await
+            .expect("write a row");
+    }
+    let copied = writer.finish().await.expect("finish COPY");
+    let rate = copied as f64 / started.elapsed().as_secs_f64();
+    admin
+        .batch_execute("DROP TABLE raw_copy")
+        .await
+        .expect("drop raw_copy");
+    rate
+}
