@@ -407,6 +407,8 @@ async fn openapi_covers_every_endpoint() {
         "commands",
         "search",
         "subscriptions",
+        "views",
+        "projections",
         "admin",
     ];
     let mut ids = BTreeSet::new();

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod registry;
 pub mod schemas;
+pub mod statistics;
 pub mod tickets;
 pub mod timers;
 pub mod typed;
@@ -36,6 +37,7 @@ pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
         (edges::DOMAIN, edges::EVENT_TYPES),
         (timers::DOMAIN, timers::EVENT_TYPES),
         (drafts::DOMAIN, drafts::EVENT_TYPES),
+        (statistics::DOMAIN, statistics::EVENT_TYPES),
     ];
     domains
         .iter()

@@ -104,6 +104,8 @@ Errors are `application/problem+json` (the `Problem` schema) with a stable \
         (name = "search", description = "Search the tenant's events."),
         (name = "subscriptions", description = "Live events: the `herald.v1` websocket and server-sent events (docs/websocket.md)."),
         (name = "commands", description = "Commands and aggregate states of each domain (README \"Domains and commands\")."),
+        (name = "views", description = "Read models: tickets, edges, timers and countdowns, drafts and statistics, projected from the log into Postgres, with filters, sorting and cursor pagination (README \"Read models\")."),
+        (name = "projections", description = "The projection runner: lag, parked events, retries and blue-green rebuilds; admin scope."),
         (name = "admin", description = "Liveness, readiness, metrics and this document; no credentials."),
     ),
 )]

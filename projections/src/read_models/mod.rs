@@ -23,5 +23,11 @@ pub const DOMAINS: &[&str] = &["tickets", "edges", "drafts", "timers", "statisti
 
 /// Every domain's projection, as `herald serve` runs them.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![]
+    vec![
+        Arc::new(tickets::TicketsProjection),
+        Arc::new(edges::EdgesProjection),
+        Arc::new(timers::TimersProjection),
+        Arc::new(drafts::DraftsProjection),
+        Arc::new(statistics::StatisticsProjection),
+    ]
 }

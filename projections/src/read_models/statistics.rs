@@ -927,7 +927,15 @@ pub async fn query(
     group: GroupBy,
     customer: Option<&str>,
 ) -> Result<Vec<StatisticsRow>, ProjectionError> {
-    let (client, schema) = read_models.serving(NAME).await?;
+    let (mut client, schema) = read_models.serving(NAME).await?;
+    // One snapshot for the three tables, so that a batch committed midway
+    // cannot show in one metric and not in another.
+    let client = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let filter =
         "WHERE tenant = $1 AND day BETWEEN $2 AND $3 AND ($4::text IS NULL OR customer = $4)";
     let params: [&(dyn ToSql + Sync); 4] = [&tenant.as_str(), &from, &to, &customer];
@@ -938,6 +946,8 @@ pub async fn query(
         .iter()
         .map(|c| format!("sum({c})::bigint"))
         .collect();
+    // HAVING: ungrouped, an aggregate over no rows is still one row (of
+    // nulls); the total row is added by `finish` anyway.
     let sql = format!(
         "SELECT {keys}, {} FROM {schema}.daily {filter} {group_sql} HAVING count(*) > 0",
         sums.join(", ")
@@ -974,6 +984,7 @@ pub async fn query(
     for row in client.query(&sql, &params).await? {
         rows.outage_micros.insert(row_key(&row), row.get(3));
     }
+    client.commit().await?;
     Ok(rows.finish(group))
 }
 
