@@ -107,7 +107,9 @@ impl TicketRow {
         let kind: &str = row.get("kind");
         let status: &str = row.get("status");
         let corrupt = |what: &str, value: &str| {
-            ProjectionError::Rejected(format!("the tickets table holds an unknown {what} {value:?}"))
+            ProjectionError::Rejected(format!(
+                "the tickets table holds an unknown {what} {value:?}"
+            ))
         };
         Ok(Self {
             tenant: row.get("tenant"),
