@@ -83,7 +83,6 @@ pub struct ProjectionList {
 /// A projection's status and its parked events.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectionDetail {
-    #[serde(flatten)]
     pub status: StatusDoc,
     pub parked_events: Vec<ParkedDoc>,
 }
