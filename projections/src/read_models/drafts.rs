@@ -21,7 +21,7 @@ use herald_events::drafts::{
     DraftCreated, DraftDeleted, DraftPatched, DraftPublished, DraftRenamed, DraftRestored, DOMAIN,
 };
 use herald_events::{EventEnvelope, TypedEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
@@ -146,8 +146,8 @@ fn snapshot_below(version: i64) -> i64 {
 /// `patch` (stored RFC 6902 JSON) applied to `document` in place, all or
 /// nothing, as the aggregate applies it.
 fn apply_patch(document: &mut Value, patch: &Value) -> Result<(), String> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| format!("malformed patch: {e}"))?;
+    let patch =
+        json_patch::Patch::deserialize(patch).map_err(|e| format!("malformed patch: {e}"))?;
     json_patch::patch(document, &patch).map_err(|e| e.to_string())
 }
 
@@ -220,35 +220,32 @@ impl Batch {
                         created_by: e.created_by,
                     },
                 );
-                return Ok(());
             }
             DraftPatched::NAME => {
                 let e: DraftPatched = decode(event)?;
                 let patch = serde_json::to_value(&e.patch).expect("a patch serializes");
                 let draft = self.draft(event)?;
-                draft.stream_version = stream_version;
-                if let Err(reason) = apply_patch(&mut draft.document, &patch) {
+                match apply_patch(&mut draft.document, &patch) {
+                    Ok(()) => {
+                        draft.version += 1;
+                        let row = VersionRow {
+                            tenant: draft.tenant.clone(),
+                            draft_id: draft.id.clone(),
+                            version: draft.version,
+                            kind: VersionKind::Patched,
+                            document: is_snapshot(draft.version).then(|| draft.document.clone()),
+                            patch: Some(patch),
+                            occurred_at: at,
+                            author: e.author,
+                        };
+                        self.versions.push(row);
+                    }
                     // A fact the aggregate also skips: no version is made.
-                    tracing::warn!(
+                    Err(reason) => tracing::warn!(
                         stream = %event.stream, position = %event.position, %reason,
                         "A stored draft patch does not apply; the read model's document is left as it was."
-                    );
-                    return Ok(());
+                    ),
                 }
-                draft.version += 1;
-                draft.updated_at = at;
-                let row = VersionRow {
-                    tenant: draft.tenant.clone(),
-                    draft_id: draft.id.clone(),
-                    version: draft.version,
-                    kind: VersionKind::Patched,
-                    document: is_snapshot(draft.version).then(|| draft.document.clone()),
-                    patch: Some(patch),
-                    occurred_at: at,
-                    author: e.author,
-                };
-                self.versions.push(row);
-                return Ok(());
             }
             DraftRenamed::NAME => {
                 let e: DraftRenamed = decode(event)?;
@@ -538,19 +535,12 @@ impl DraftSummary {
 /// A draft's document at one version, with the draft as it is now.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DraftDocument {
-    /// The draft as it is now (its `version` is the current one).
-    #[serde(flatten)]
+    /// The draft as it is now (`draft.version` is its current version).
     pub draft: DraftSummary,
-    /// The version of `document`.
-    pub document_version: i64,
-    /// When that version was made.
-    pub version_at: DateTime<Utc>,
-    /// Who made it, if recorded.
-    pub author: Option<String>,
-    pub kind: VersionKind,
-    /// Whether that version was published.
-    pub published: bool,
-    /// The document at `document_version`: a JSON object.
+    /// The version whose document this is: when and how it was made, and
+    /// whether it was published.
+    pub version: DraftVersion,
+    /// The document at that version: a JSON object.
     pub document: Value,
 }
 
@@ -750,14 +740,9 @@ pub async fn draft(
             &[&tenant, &id, &version],
         )
         .await?;
-    let meta = DraftVersion::from_row(&meta)?;
     Ok(Some(DraftDocument {
         draft,
-        document_version: version,
-        version_at: meta.at,
-        author: meta.author,
-        kind: meta.kind,
-        published: meta.published,
+        version: DraftVersion::from_row(&meta)?,
         document,
     }))
 }

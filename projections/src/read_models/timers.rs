@@ -198,7 +198,8 @@ pub(super) fn decode<T: TypedEvent>(event: &EventEnvelope) -> Result<T, Projecti
             T::VERSION
         )));
     }
-    T::from_payload(event.payload.clone()).map_err(|e| {
+    // From a borrow: the payload stays in the envelope, uncloned.
+    T::deserialize(&event.payload).map_err(|e| {
         ProjectionError::Rejected(format!(
             "{} at position {}: {e}",
             event.event_type, event.position
@@ -653,10 +654,9 @@ pub struct TimerFiring {
 /// A timer with its latest firings.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TimerDetail {
-    #[serde(flatten)]
     pub timer: TimerView,
-    /// Its latest firings, the most recent first: at most
-    /// [`MAX_PAGE_SIZE`] (`fired_count` counts them all).
+    /// Its latest firings, the most recent first: at most 500
+    /// (`timer.fired_count` counts them all).
     pub firings: Vec<TimerFiring>,
 }
 
@@ -780,7 +780,8 @@ pub struct CountdownQuery {
 }
 
 /// A sort column and the SQL type of its values, which the cursor's value
-/// must parse as.
+/// must parse as: the keyset pagination of the lists here and in `drafts`
+/// (one SQL text with fixed parameters, whatever the filters and sort).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SortKey {
     column: &'static str,
@@ -846,6 +847,7 @@ impl SortKey {
     }
 }
 
+/// The cursor after a row sorted by a time column.
 pub(super) fn time_cursor(sort: &str, at: DateTime<Utc>, id: &str) -> Cursor {
     Cursor {
         sort: sort.to_owned(),
@@ -854,6 +856,7 @@ pub(super) fn time_cursor(sort: &str, at: DateTime<Utc>, id: &str) -> Cursor {
     }
 }
 
+/// The cursor after a row sorted by its id.
 pub(super) fn id_cursor(sort: &str, id: &str) -> Cursor {
     Cursor {
         sort: sort.to_owned(),
@@ -862,6 +865,7 @@ pub(super) fn id_cursor(sort: &str, id: &str) -> Cursor {
     }
 }
 
+/// The rows to fetch for a page of `limit`: one more shows there is a next.
 pub(super) fn page_size(limit: usize) -> i64 {
     limit.clamp(1, MAX_PAGE_SIZE) as i64 + 1
 }
