@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use herald_events::{EventEnvelope, Position};
 use futures::StreamExt;
 use herald_brokers::{Broker, ConsumerGroup, Topic};
+use herald_events::{EventEnvelope, Position};
 use herald_store::EventStore;
 use tokio::sync::{watch, OnceCell};
 

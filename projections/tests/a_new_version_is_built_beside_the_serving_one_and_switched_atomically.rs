@@ -60,8 +60,12 @@ async fn a_new_version_is_built_beside_the_serving_one_and_switched_atomically()
     let sql = db.connect().await;
 
     // Version 1 serves everything.
-    let v1 = ProjectionRunner::new(pool.clone(), store.clone(), vec![Arc::new(Counting::default())])
-        .with_config(config());
+    let v1 = ProjectionRunner::new(
+        pool.clone(),
+        store.clone(),
+        vec![Arc::new(Counting::default())],
+    )
+    .with_config(config());
     let read_models = v1.read_models();
     let (stop_v1, stop) = watch::channel(false);
     let task = tokio::spawn({
@@ -114,7 +118,10 @@ async fn a_new_version_is_built_beside_the_serving_one_and_switched_atomically()
                     assert_eq!(total, first_total, "the old generation serves unchanged");
                 } else {
                     assert_eq!(schema, "rm_counting_g2");
-                    assert!(total >= first_total, "the new generation serves only once built");
+                    assert!(
+                        total >= first_total,
+                        "the new generation serves only once built"
+                    );
                 }
                 if seen.last() != Some(&schema) {
                     seen.push(schema);
@@ -138,7 +145,12 @@ async fn a_new_version_is_built_beside_the_serving_one_and_switched_atomically()
     assert_eq!(during.generation, Some(1));
     assert_eq!(during.rebuild.as_ref().unwrap().version, 2);
     for s in 0..STREAMS {
-        append(&store, &format!("s{s}"), vec![note(json!({ "late": true }))]).await;
+        append(
+            &store,
+            &format!("s{s}"),
+            vec![note(json!({ "late": true }))],
+        )
+        .await;
     }
     let total = first_total + STREAMS as i64;
 
@@ -168,15 +180,26 @@ async fn a_new_version_is_built_beside_the_serving_one_and_switched_atomically()
         "each event applied once across the switch"
     );
     assert!(
-        eventually(WAIT, || async { !schema_exists(&sql, "rm_counting_g1").await }).await,
+        eventually(WAIT, || async {
+            !schema_exists(&sql, "rm_counting_g1").await
+        })
+        .await,
         "the retired generation is dropped after its grace period"
     );
 
     // The older code refuses to touch a read model a newer version serves.
-    let stale = ProjectionRunner::new(pool.clone(), store.clone(), vec![Arc::new(Counting::default())]);
+    let stale = ProjectionRunner::new(
+        pool.clone(),
+        store.clone(),
+        vec![Arc::new(Counting::default())],
+    );
     assert!(matches!(
         stale.install().await,
-        Err(ProjectionError::VersionMismatch { stored: 2, code: 1, .. })
+        Err(ProjectionError::VersionMismatch {
+            stored: 2,
+            code: 1,
+            ..
+        })
     ));
 
     // A rebuild on request, same version: a third generation replaces the

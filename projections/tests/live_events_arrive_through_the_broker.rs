@@ -36,11 +36,18 @@ async fn live_events_arrive_through_the_broker() {
     });
     let sql = common::connect(&db).await;
     // The runner is idle (nothing to read) before anything is appended.
-    assert!(eventually(Duration::from_secs(10), || async { runner.status(NAME).await.is_ok() }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            runner.status(NAME).await.is_ok()
+        })
+        .await
+    );
 
     let mut published = 0;
     for round in 0..5 {
-        let events = (0..3).map(|i| note(json!({ "round": round, "i": i }))).collect();
+        let events = (0..3)
+            .map(|i| note(json!({ "round": round, "i": i })))
+            .collect();
         append(&store, &format!("s{round}"), events).await;
         // What the relay does after commit.
         let events = store.read_all(Position(published + 1), 100).await.unwrap();
@@ -56,7 +63,11 @@ async fn live_events_arrive_through_the_broker() {
         );
     }
     assert_eq!(
-        common::scalar(&sql, "SELECT count(DISTINCT position) FROM counting_applied").await,
+        common::scalar(
+            &sql,
+            "SELECT count(DISTINCT position) FROM counting_applied"
+        )
+        .await,
         15
     );
 }
