@@ -11,6 +11,7 @@
 //! reported by [`ProjectionRunner::status`] and as metrics.
 
 mod error;
+mod plan;
 mod projection;
 pub mod read_models;
 mod runner;

@@ -17,6 +17,7 @@ use herald_events::{EventEnvelope, Position};
 use herald_store::EventStore;
 use tokio::sync::{watch, OnceCell};
 
+use crate::plan::{self, Step};
 use crate::schema::{self, Generation, GenerationState};
 use crate::{status, Projection, ProjectionError, ProjectionStatus, RebuildStatus};
 
@@ -254,88 +255,58 @@ impl ProjectionRunner {
     /// this (older) code must not write to it.
     async fn install_one(&self, p: &dyn Projection) -> Result<(), ProjectionError> {
         self.ensure_tables().await?;
-        let name = p.name();
-        let version = p.version();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let generations = schema::lock_generations(&tx, name).await?;
-        let active = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Active)
-            .copied();
-        let building = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Building)
-            .copied();
-        if let Some(b) = building {
-            if b.version < version {
-                tracing::info!(
-                    projection = name,
-                    generation = b.generation,
-                    "abandoning the build of an older version"
-                );
-                schema::set_state(&tx, name, b.generation, GenerationState::Retired).await?;
+        let generations = schema::lock_generations(&tx, p.name()).await?;
+        let steps = plan::install(&generations, p.version()).map_err(|newer| {
+            ProjectionError::VersionMismatch {
+                name: p.name(),
+                stored: newer.stored,
+                code: p.version(),
             }
-        }
-        let building = building.filter(|b| b.version >= version);
-        match (active, building) {
-            (None, None) => {
-                let g =
-                    schema::create_generation(&tx, name, version, GenerationState::Active).await?;
-                p.setup(&tx, &schema::schema_name(name, g.generation))
-                    .await?;
-            }
-            (None, Some(b)) => {
-                // A build with nothing serving yet: it may as well serve.
-                schema::set_state(&tx, name, b.generation, GenerationState::Active).await?;
-                if b.version == version {
-                    p.setup(&tx, &schema::schema_name(name, b.generation))
-                        .await?;
-                }
-            }
-            (Some(a), _) if a.version > version => {
-                return Err(ProjectionError::VersionMismatch {
-                    name,
-                    stored: a.version,
-                    code: version,
-                });
-            }
-            (Some(a), building) if a.version == version => {
-                p.setup(&tx, &schema::schema_name(name, a.generation))
-                    .await?;
-                if let Some(b) = building.filter(|b| b.version == version) {
-                    // A rebuild requested earlier goes on.
-                    p.setup(&tx, &schema::schema_name(name, b.generation))
-                        .await?;
-                }
-            }
-            (Some(a), Some(b)) if b.version == version => {
-                tracing::info!(
-                    projection = name,
-                    from = a.version,
-                    to = version,
-                    generation = b.generation,
-                    "resuming the blue-green build of a new version"
-                );
-                p.setup(&tx, &schema::schema_name(name, b.generation))
-                    .await?;
-            }
-            (Some(a), _) => {
-                let b = schema::create_generation(&tx, name, version, GenerationState::Building)
-                    .await?;
-                tracing::info!(
-                    projection = name,
-                    from = a.version,
-                    to = version,
-                    generation = b.generation,
-                    "building a new version of the read model beside the serving one"
-                );
-                p.setup(&tx, &schema::schema_name(name, b.generation))
-                    .await?;
-            }
-        }
+        })?;
+        self.carry_out(&tx, p, &steps).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Applies a plan's steps to the generation rows and tables.
+    async fn carry_out(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        p: &dyn Projection,
+        steps: &[Step],
+    ) -> Result<Option<u32>, ProjectionError> {
+        let name = p.name();
+        let mut created = None;
+        for step in steps {
+            match *step {
+                Step::Retire(generation) => {
+                    tracing::info!(projection = name, generation, "retiring a generation");
+                    schema::set_state(tx, name, generation, GenerationState::Retired).await?;
+                }
+                Step::Activate(generation) => {
+                    schema::set_state(tx, name, generation, GenerationState::Active).await?;
+                }
+                Step::Create(state) => {
+                    let g = schema::create_generation(tx, name, p.version(), state).await?;
+                    tracing::info!(
+                        projection = name,
+                        generation = g.generation,
+                        version = p.version(),
+                        ?state,
+                        "new generation of the read model"
+                    );
+                    p.setup(tx, &schema::schema_name(name, g.generation))
+                        .await?;
+                    created = Some(g.generation);
+                }
+                Step::Setup(generation) => {
+                    p.setup(tx, &schema::schema_name(name, generation)).await?;
+                }
+            }
+        }
+        Ok(created)
     }
 
     /// Starts a blue-green rebuild of `name` with this code: a new
@@ -348,26 +319,17 @@ impl ProjectionRunner {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let generations = schema::lock_generations(&tx, p.name()).await?;
-        if let Some(b) = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Building)
-        {
-            if b.version == p.version() {
-                return Ok(b.generation);
-            }
-            schema::set_state(&tx, p.name(), b.generation, GenerationState::Retired).await?;
-        }
-        let b = schema::create_generation(&tx, p.name(), p.version(), GenerationState::Building)
-            .await?;
-        p.setup(&tx, &schema::schema_name(p.name(), b.generation))
-            .await?;
+        let steps = match plan::rebuild(&generations, p.version()) {
+            Ok(under_way) => return Ok(under_way),
+            Err(steps) => steps,
+        };
+        let generation = self
+            .carry_out(&tx, p.as_ref(), &steps)
+            .await?
+            .expect("a rebuild creates a generation");
         tx.commit().await?;
-        tracing::info!(
-            projection = p.name(),
-            generation = b.generation,
-            "rebuild requested"
-        );
-        Ok(b.generation)
+        tracing::info!(projection = p.name(), generation, "rebuild requested");
+        Ok(generation)
     }
 
     /// The generations this code moves: those of its version that are not
@@ -480,18 +442,11 @@ impl ProjectionRunner {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let generations = schema::lock_generations(&tx, name).await?;
-        let still_building = generations
-            .iter()
-            .any(|g| g.generation == built.generation && g.state == GenerationState::Building);
-        if !still_building {
+        let Some(replaced) = plan::switch(&generations, built.generation) else {
             return Ok(());
-        }
-        let replaced = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Active)
-            .copied();
+        };
         if let Some(old) = replaced {
-            schema::set_state(&tx, name, old.generation, GenerationState::Retired).await?;
+            schema::set_state(&tx, name, old, GenerationState::Retired).await?;
         }
         schema::set_state(&tx, name, built.generation, GenerationState::Active).await?;
         tx.commit().await?;
@@ -500,7 +455,7 @@ impl ProjectionRunner {
             projection = name,
             generation = built.generation,
             version = built.version,
-            replaced = replaced.map(|g| g.generation),
+            replaced,
             "the rebuilt generation serves now"
         );
         Ok(())
