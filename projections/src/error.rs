@@ -13,6 +13,12 @@ pub enum ProjectionError {
     /// No connection could be had from the read-model pool.
     #[error("read-model pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A query on the embedded (SQLite) read models failed.
+    #[error("embedded read models: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A bug: a task panicked or an invariant broke.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Reading the event store failed.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
@@ -54,6 +60,11 @@ impl ProjectionError {
         match self {
             ProjectionError::Database(e) => is_transient_pg(e),
             ProjectionError::Pool(_) | ProjectionError::Retired(_) => true,
+            ProjectionError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            ProjectionError::Internal(_) => false,
             ProjectionError::Store(e) => {
                 matches!(
                     e,

@@ -58,6 +58,10 @@ pub struct AppState {
     /// The projection runner, for status, parked events and rebuilds
     /// (`None` on the embedded store).
     pub projections: Option<herald_projections::ProjectionRunner>,
+    /// The SQLite read models of the embedded store (`None` on Postgres).
+    pub embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
+    /// Their runner (`None` on Postgres).
+    pub embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -151,6 +151,8 @@ async fn serve(
             .as_ref()
             .map(herald_projections::ProjectionRunner::read_models),
         projections,
+        embedded_read_models: None,
+        embedded_projections: None,
     };
     let mut server = HttpServer::new(move || {
         App::new()

@@ -57,6 +57,8 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         read_models: None,
         projections: None,
+        embedded_read_models: None,
+        embedded_projections: None,
     }
 }
 

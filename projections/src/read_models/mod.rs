@@ -9,6 +9,7 @@ pub mod statistics;
 pub mod tickets;
 pub mod timers;
 
+pub mod embedded;
 mod page;
 
 pub use page::{paginate, Cursor, Page, SortOrder, MAX_PAGE_SIZE};

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use actix_web::web;
 use chrono::{DateTime, Utc};
 use herald_projections::read_models::{Cursor, SortOrder, MAX_PAGE_SIZE};
+use herald_projections::embedded::EmbeddedReadModels;
 use herald_projections::{ProjectionError, ReadModels};
 use utoipa::OpenApi;
 
@@ -46,13 +47,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The read models, or 503 when this Herald has none (embedded store).
+/// Where this Herald's read models are: Postgres (with a `postgres://`
+/// store) or SQLite beside the embedded store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend<'a> {
+    Postgres(&'a ReadModels),
+    Embedded(&'a EmbeddedReadModels),
+}
+
+/// The read models, or 503 when this Herald runs none.
+pub(crate) fn backend(state: &AppState) -> ApiResult<Backend<'_>> {
+    match (&state.read_models, &state.embedded_read_models) {
+        (Some(postgres), _) => Ok(Backend::Postgres(postgres)),
+        (None, Some(embedded)) => Ok(Backend::Embedded(embedded)),
+        (None, None) => Err(Problem::new(
+            ProblemKind::ReadModelUnavailable,
+            "this Herald runs no read models",
+        )),
+    }
+}
+
+/// The Postgres read models, or 503 when this Herald has none.
 pub(crate) fn read_models(state: &AppState) -> ApiResult<&ReadModels> {
     state.read_models.as_ref().ok_or_else(|| {
         Problem::new(
             ProblemKind::ReadModelUnavailable,
-            "read models are projected into Postgres; this Herald runs on the embedded \
-             store (set HERALD_STORE to a postgres:// URL)",
+            "this Herald runs no Postgres read models",
         )
     })
 }
@@ -78,7 +98,9 @@ pub(crate) fn problem(e: ProjectionError) -> Problem {
         ),
         ProjectionError::Store(store) => Problem::from(store),
         ProjectionError::Rejected(why) => Problem::new(ProblemKind::InvalidQuery, why),
-        ProjectionError::Pool(_) | ProjectionError::Database(_) if e.is_transient() => {
+        ProjectionError::Pool(_) | ProjectionError::Database(_) | ProjectionError::Sqlite(_)
+            if e.is_transient() =>
+        {
             tracing::warn!(error = %e, "Read-model database unavailable.");
             Problem::new(
                 ProblemKind::ReadModelUnavailable,

@@ -1,0 +1,66 @@
+//! Read models on the embedded store's backend: SQLite, in a file of their
+//! own beside the event store's (`read-models.db` in the data directory),
+//! so `herald serve` with no server still serves every view.
+//!
+//! The same rules as on Postgres: a batch and its checkpoint commit in one
+//! transaction (exactly-once effect), poison events are parked, and every
+//! generation of a read model has tables of its own — named with the prefix
+//! `rm_<name>_g<N>_` rather than a schema — so a rebuild fills new tables
+//! while the serving ones answer, and one row update switches them. The
+//! runner works on one blocking thread with one write connection; queries
+//! use a small pool of read connections (WAL lets them read beside it).
+
+mod runner;
+mod schema;
+mod serving;
+
+pub use runner::EmbeddedRunner;
+pub use serving::EmbeddedReadModels;
+
+use herald_events::EventEnvelope;
+
+use crate::ProjectionError;
+
+/// A read model fed from the log into SQLite: the embedded twin of
+/// [`Projection`](crate::Projection), synchronous since SQLite is.
+///
+/// Tables are named `{prefix}<table>`; `apply` writes only through `tx`
+/// and must not commit.
+pub trait SqliteProjection: Send + Sync + 'static {
+    /// The same name as the Postgres projection of the read model.
+    fn name(&self) -> &'static str;
+    /// The version of the read model's shape and logic.
+    fn version(&self) -> u32;
+    /// The tables `setup` creates (without the prefix).
+    fn tables(&self) -> &'static [&'static str];
+    /// Which events `apply` sees.
+    fn accepts(&self, event: &EventEnvelope) -> bool;
+    /// Creates the tables `IF NOT EXISTS`.
+    fn setup(&self, tx: &rusqlite::Transaction<'_>, prefix: &str) -> Result<(), ProjectionError>;
+    /// Writes the effect of a batch of accepted events, in position order.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        prefix: &str,
+        events: &[EventEnvelope],
+    ) -> Result<(), ProjectionError>;
+}
+
+/// How the SQLite read models store an instant: RFC 3339 text in UTC with
+/// microseconds (`2026-11-30T06:00:00.000000Z`), which sorts and compares
+/// as text the way instants do.
+pub fn time_text(at: chrono::DateTime<chrono::Utc>) -> String {
+    schema::text(at)
+}
+
+/// The instant in a [`time_text`] column.
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ProjectionError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ProjectionError::Internal(format!("a stored time {text:?}: {e}")))
+}
+
+/// The table-name prefix of a generation.
+pub fn table_prefix(name: &str, generation: u32) -> String {
+    format!("rm_{name}_g{generation}_")
+}

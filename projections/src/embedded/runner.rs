@@ -1,0 +1,527 @@
+//! [`EmbeddedRunner`]: the projection runner over SQLite. The same loop as
+//! the Postgres runner — a batch and its checkpoint in one transaction, a
+//! refused batch applied event by event to park the poison one, a build
+//! beside the serving generation switched in one transaction — on one
+//! blocking thread with one write connection.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_events::{EventEnvelope, Position};
+use herald_store::EventStore;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use super::serving::{open, EmbeddedReadModels};
+use super::{schema, table_prefix, SqliteProjection};
+use crate::plan::{self, Step};
+use crate::schema::{Generation, GenerationState};
+use crate::{ParkedEvent, ProjectionError, ProjectionStatus, RebuildStatus, RunnerConfig};
+
+/// Runs SQLite projections over the store's log. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedRunner {
+    path: PathBuf,
+    store: Arc<dyn EventStore>,
+    projections: Arc<BTreeMap<&'static str, Arc<dyn SqliteProjection>>>,
+    config: RunnerConfig,
+}
+
+impl std::fmt::Debug for EmbeddedRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedRunner")
+            .field("path", &self.path)
+            .field("projections", &self.projections.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of a batch's transaction.
+enum Outcome {
+    Committed,
+    Moved,
+    Gone,
+}
+
+impl EmbeddedRunner {
+    /// A runner of `projections` writing to the SQLite file at `path`.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn SqliteProjection>>,
+    ) -> Self {
+        let mut by_name = BTreeMap::new();
+        for p in projections {
+            assert!(
+                by_name.insert(p.name(), p).is_none(),
+                "two projections share a name"
+            );
+        }
+        Self {
+            path: path.into(),
+            store,
+            projections: Arc::new(by_name),
+            config: RunnerConfig::default(),
+        }
+    }
+
+    pub fn with_config(mut self, config: RunnerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.keys().copied().collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The query side's handle on the same file.
+    pub fn read_models(&self) -> EmbeddedReadModels {
+        EmbeddedReadModels::new(self.path.clone())
+    }
+
+    fn projection(&self, name: &str) -> Result<Arc<dyn SqliteProjection>, ProjectionError> {
+        self.projections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+    }
+
+    /// Runs `work` on a blocking thread with a write connection.
+    async fn write<T, F>(&self, work: F) -> Result<T, ProjectionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, ProjectionError> + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open(&path, false)?;
+            schema::create_tables(&conn)?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| ProjectionError::Internal(format!("a read-model task panicked: {e}")))?
+    }
+
+    /// Creates every projection's serving (or building) generation.
+    pub async fn install(&self) -> Result<(), ProjectionError> {
+        let projections: Vec<_> = self.projections.values().cloned().collect();
+        self.write(move |conn| {
+            for p in &projections {
+                install_one(conn, p.as_ref())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Starts a blue-green rebuild of `name`; the generation being built.
+    pub async fn rebuild(&self, name: &str) -> Result<u32, ProjectionError> {
+        let p = self.projection(name)?;
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let generations = schema::generations(&tx, p.name())?;
+            let generation = match plan::rebuild(&generations, p.version()) {
+                Ok(under_way) => under_way,
+                Err(steps) => carry_out(&tx, p.as_ref(), &steps)?
+                    .ok_or_else(|| ProjectionError::Internal("no generation made".into()))?,
+            };
+            tx.commit()?;
+            Ok(generation)
+        })
+        .await
+    }
+
+    /// Runs every projection until `stop` turns true.
+    pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        let runner = self.clone();
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || runner.run_blocking(&handle, stop))
+            .await
+            .map_err(|e| ProjectionError::Internal(format!("the runner panicked: {e}")))?
+    }
+
+    fn run_blocking(
+        &self,
+        handle: &Handle,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let mut failures = 0u32;
+        let mut conn = loop {
+            let attempt = open(&self.path, false).and_then(|mut conn| {
+                schema::create_tables(&conn)?;
+                for p in self.projections.values() {
+                    install_one(&mut conn, p.as_ref())?;
+                }
+                Ok(conn)
+            });
+            match attempt {
+                Ok(conn) => break conn,
+                Err(e) if e.is_transient() => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "cannot install the embedded read models; retrying");
+                    if self.pause(handle, self.backoff(failures), &mut stop) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        failures = 0;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let mut moved = false;
+            let mut error = None;
+            for p in self.projections.values() {
+                match self.round(handle, &mut conn, p.as_ref()) {
+                    Ok(m) => moved |= m,
+                    Err(e) => {
+                        tracing::warn!(projection = p.name(), error = %e, "batch failed; retrying");
+                        error = Some(e);
+                    }
+                }
+            }
+            if error.is_some() {
+                failures += 1;
+                if self.pause(handle, self.backoff(failures), &mut stop) {
+                    return Ok(());
+                }
+            } else {
+                failures = 0;
+                if !moved {
+                    for p in self.projections.values() {
+                        self.drop_retired(&mut conn, p.as_ref());
+                    }
+                    if self.pause(handle, self.config.poll_interval, &mut stop) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        (Duration::from_millis(50) * 2u32.saturating_pow(failures.min(16)))
+            .min(self.config.max_backoff)
+    }
+
+    fn pause(&self, handle: &Handle, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+        handle.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => *stop.borrow(),
+                changed = stop.changed() => changed.is_err() || *stop.borrow(),
+            }
+        })
+    }
+
+    /// One batch for each generation of this code's version; a build that
+    /// has caught up takes over. True when anything moved.
+    fn round(
+        &self,
+        handle: &Handle,
+        conn: &mut Connection,
+        p: &dyn SqliteProjection,
+    ) -> Result<bool, ProjectionError> {
+        let targets: Vec<Generation> = schema::generations(conn, p.name())?
+            .into_iter()
+            .filter(|g| g.version == p.version() && g.state != GenerationState::Retired)
+            .collect();
+        let mut moved = false;
+        for g in &targets {
+            let size = match g.state {
+                GenerationState::Building => self.config.rebuild_batch_size,
+                _ => self.config.batch_size,
+            };
+            let events = handle.block_on(self.store.read_all(g.position.next(), size.max(1)))?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                if g.state == GenerationState::Building {
+                    switch(conn, p, g.generation)?;
+                    moved = true;
+                }
+                continue;
+            };
+            let accepted: Vec<EventEnvelope> =
+                events.into_iter().filter(|e| p.accepts(e)).collect();
+            match commit(conn, p, g.generation, g.position, &accepted, last, None) {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projection = p.name(), error = %e, "batch refused; applying its events one by one");
+                    isolate(conn, p, g.generation, g.position, &accepted, last)?;
+                }
+            }
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    fn drop_retired(&self, conn: &mut Connection, p: &dyn SqliteProjection) {
+        let grace =
+            chrono::Duration::from_std(self.config.retire_grace).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let result = (|| {
+            for g in schema::generations(conn, p.name())? {
+                if g.state == GenerationState::Retired
+                    && g.switched_at.is_none_or(|at| at + grace <= now)
+                {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    schema::drop_generation(&tx, p.name(), g.generation, p.tables())?;
+                    tx.commit()?;
+                    tracing::info!(projection = p.name(), generation = g.generation, "dropped a retired generation");
+                }
+            }
+            Ok::<_, ProjectionError>(())
+        })();
+        if let Err(e) = result {
+            tracing::debug!(projection = p.name(), error = %e, "cannot drop a retired generation yet");
+        }
+    }
+
+    /// Where a projection's serving generation stands, and a rebuild's.
+    pub async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
+        let p = self.projection(name)?;
+        let owned = name.to_owned();
+        let (generations, parked) = self
+            .write(move |conn| {
+                let generations = schema::generations(conn, &owned)?;
+                let parked = match generations
+                    .iter()
+                    .find(|g| g.state == GenerationState::Active)
+                {
+                    Some(a) => schema::list_parked(conn, &owned, a.generation)?.len(),
+                    None => 0,
+                };
+                Ok((generations, parked))
+            })
+            .await?;
+        let active = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .copied();
+        let building = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Building)
+            .copied();
+        let position = active.map_or(Position::START, |g| g.position);
+        let head = self.store.head().await?;
+        let lag_events = head.position.get().saturating_sub(position.get());
+        let mut lag_seconds = 0.0;
+        if lag_events > 0 {
+            let since = self.store.read_all(position.max(Position(1)), 1).await?;
+            if let (Some(event), Some(head_at)) = (since.first(), head.recorded_at) {
+                lag_seconds = ((head_at - event.recorded_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1e6)
+                    .max(0.0);
+            }
+        }
+        crate::status::record(p.name(), position, head.position);
+        let moved = active.is_some_and(|a| a.position > Position::START);
+        Ok(ProjectionStatus {
+            name: p.name().to_owned(),
+            version: p.version(),
+            serving_version: active.map(|g| g.version),
+            generation: active.map(|g| g.generation),
+            position,
+            head: head.position,
+            lag_events,
+            lag_seconds,
+            last_progress_at: active.filter(|_| moved).map(|g| g.updated_at),
+            parked,
+            rebuild: building.map(|b| RebuildStatus {
+                generation: b.generation,
+                version: b.version,
+                position: b.position,
+                lag_events: head.position.get().saturating_sub(b.position.get()),
+            }),
+        })
+    }
+
+    pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        let mut all = Vec::new();
+        for name in self.names() {
+            all.push(self.status(name).await?);
+        }
+        Ok(all)
+    }
+
+    /// The serving generation's parked events.
+    pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ProjectionError> {
+        let p = self.projection(name)?;
+        self.write(move |conn| match schema::active_generation(conn, p.name())? {
+            Some(generation) => schema::list_parked(conn, p.name(), generation),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    /// Applies a parked event again and un-parks it when it succeeds.
+    pub async fn retry_parked(
+        &self,
+        name: &str,
+        position: Position,
+    ) -> Result<(), ProjectionError> {
+        let p = self.projection(name)?;
+        let not_parked = {
+            let name = name.to_owned();
+            move || ProjectionError::NotParked { name, position }
+        };
+        let event = self
+            .store
+            .read_all(position, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.position == position)
+            .ok_or_else(not_parked.clone())?;
+        self.write(move |conn| {
+            let generation = schema::active_generation(conn, p.name())?.ok_or_else(not_parked.clone())?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !schema::is_parked(&tx, p.name(), generation, position)? {
+                return Err(not_parked());
+            }
+            match p.apply(&tx, &table_prefix(p.name(), generation), std::slice::from_ref(&event)) {
+                Ok(()) => {
+                    schema::unpark(&tx, p.name(), generation, position)?;
+                    tx.commit()?;
+                    Ok(())
+                }
+                Err(e) => {
+                    tx.rollback()?;
+                    schema::set_parked_error(conn, p.name(), generation, position, &e.to_string())?;
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn install_one(conn: &mut Connection, p: &dyn SqliteProjection) -> Result<(), ProjectionError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let generations = schema::generations(&tx, p.name())?;
+    let steps = plan::install(&generations, p.version()).map_err(|newer| {
+        ProjectionError::VersionMismatch {
+            name: p.name(),
+            stored: newer.stored,
+            code: p.version(),
+        }
+    })?;
+    carry_out(&tx, p, &steps)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn carry_out(
+    tx: &rusqlite::Transaction<'_>,
+    p: &dyn SqliteProjection,
+    steps: &[Step],
+) -> Result<Option<u32>, ProjectionError> {
+    let name = p.name();
+    let mut created = None;
+    for step in steps {
+        match *step {
+            Step::Retire(generation) => {
+                schema::set_state(tx, name, generation, GenerationState::Retired)?
+            }
+            Step::Activate(generation) => {
+                schema::set_state(tx, name, generation, GenerationState::Active)?
+            }
+            Step::Create(state) => {
+                let generation = schema::create_generation(tx, name, p.version(), state)?;
+                p.setup(tx, &table_prefix(name, generation))?;
+                created = Some(generation);
+            }
+            Step::Setup(generation) => p.setup(tx, &table_prefix(name, generation))?,
+        }
+    }
+    Ok(created)
+}
+
+fn switch(
+    conn: &mut Connection,
+    p: &dyn SqliteProjection,
+    built: u32,
+) -> Result<(), ProjectionError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let generations = schema::generations(&tx, p.name())?;
+    let Some(replaced) = plan::switch(&generations, built) else {
+        return Ok(());
+    };
+    if let Some(old) = replaced {
+        schema::set_state(&tx, p.name(), old, GenerationState::Retired)?;
+    }
+    schema::set_state(&tx, p.name(), built, GenerationState::Active)?;
+    tx.commit()?;
+    tracing::info!(projection = p.name(), generation = built, replaced, "the rebuilt generation serves now");
+    Ok(())
+}
+
+/// One transaction: check the checkpoint, apply, park if asked, advance.
+fn commit(
+    conn: &mut Connection,
+    p: &dyn SqliteProjection,
+    generation: u32,
+    expected: Position,
+    events: &[EventEnvelope],
+    to: Position,
+    park: Option<(&EventEnvelope, &str)>,
+) -> Result<Outcome, ProjectionError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some((current, state)) = schema::checkpoint(&tx, p.name(), generation)? else {
+        return Ok(Outcome::Gone);
+    };
+    if state == GenerationState::Retired {
+        return Ok(Outcome::Gone);
+    }
+    if current != expected {
+        return Ok(Outcome::Moved);
+    }
+    if !events.is_empty() {
+        p.apply(&tx, &table_prefix(p.name(), generation), events)?;
+    }
+    if let Some((event, error)) = park {
+        schema::park(&tx, p.name(), generation, event.position, event.id, error)?;
+    }
+    schema::advance(&tx, p.name(), generation, to)?;
+    tx.commit()?;
+    Ok(Outcome::Committed)
+}
+
+fn isolate(
+    conn: &mut Connection,
+    p: &dyn SqliteProjection,
+    generation: u32,
+    mut checkpoint: Position,
+    accepted: &[EventEnvelope],
+    last: Position,
+) -> Result<(), ProjectionError> {
+    for event in accepted {
+        let single = std::slice::from_ref(event);
+        let outcome = match commit(conn, p, generation, checkpoint, single, event.position, None) {
+            Err(e) if !e.is_transient() => {
+                tracing::error!(projection = p.name(), position = %event.position, error = %e, "parking an event the projection cannot apply");
+                let error = e.to_string();
+                commit(conn, p, generation, checkpoint, &[], event.position, Some((event, &error)))?
+            }
+            other => other?,
+        };
+        match outcome {
+            Outcome::Committed => checkpoint = event.position,
+            Outcome::Moved | Outcome::Gone => return Ok(()),
+        }
+    }
+    if checkpoint < last {
+        commit(conn, p, generation, checkpoint, &[], last, None)?;
+    }
+    Ok(())
+}

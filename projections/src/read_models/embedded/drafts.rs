@@ -1,0 +1,1 @@
+//! The drafts read model on SQLite (being written).

@@ -1,0 +1,1 @@
+//! The edges read model on SQLite (being written).

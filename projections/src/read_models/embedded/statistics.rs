@@ -1,0 +1,1 @@
+//! The statistics read model on SQLite (being written).

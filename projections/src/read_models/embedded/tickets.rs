@@ -1,0 +1,1 @@
+//! The tickets read model on SQLite (being written).

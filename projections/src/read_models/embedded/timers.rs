@@ -1,0 +1,1 @@
+//! The timers read model on SQLite (being written).
