@@ -12,6 +12,7 @@
 
 pub mod embedded;
 mod error;
+mod live;
 mod plan;
 mod projection;
 pub mod read_models;
@@ -22,7 +23,8 @@ mod status;
 
 pub use error::ProjectionError;
 pub use projection::Projection;
-pub use runner::{ProjectionRunner, RunnerConfig, LIVE_GROUP};
+pub use live::LIVE_GROUP;
+pub use runner::{ProjectionRunner, RunnerConfig};
 pub use schema::{schema_name, GenerationState, ParkedEvent};
 pub use serving::ReadModels;
 pub use status::{ProjectionStatus, RebuildStatus};

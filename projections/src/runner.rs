@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use futures::StreamExt;
-use herald_brokers::{Broker, ConsumerGroup, Topic};
+use herald_brokers::{Broker, Topic};
 use herald_events::{EventEnvelope, Position};
 use herald_store::EventStore;
 use tokio::sync::{watch, OnceCell};
 
+use crate::live::LiveFeed;
 use crate::plan::{self, Step};
 use crate::schema::{self, Generation, GenerationState};
 use crate::{status, Projection, ProjectionError, ProjectionStatus, RebuildStatus};
@@ -63,15 +63,9 @@ pub struct ProjectionRunner {
     projections: Arc<BTreeMap<&'static str, Arc<dyn Projection>>>,
     config: RunnerConfig,
     tables: Arc<OnceCell<()>>,
-    /// Where live events come from, when not only from polling the store.
-    live: Option<(Arc<dyn Broker>, Vec<Topic>)>,
-    /// The highest position the broker has delivered: the loops wake up on
-    /// every change instead of waiting out their poll interval.
-    delivered: Arc<watch::Sender<u64>>,
+    /// The broker deliveries that wake the loops, when there is a broker.
+    live: Option<LiveFeed>,
 }
-
-/// The consumer group live projections join on the broker.
-pub const LIVE_GROUP: &str = "herald-projections";
 
 impl fmt::Debug for ProjectionRunner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,18 +123,17 @@ impl ProjectionRunner {
             config: RunnerConfig::default(),
             tables: Arc::new(OnceCell::new()),
             live: None,
-            delivered: Arc::new(watch::channel(0).0),
         }
     }
 
     /// Follows the log live through `broker` (the `topics` of the domains
-    /// the projections read, consumer group [`LIVE_GROUP`]): each delivery
+    /// the projections read, consumer group [`LIVE_GROUP`](crate::LIVE_GROUP)): each delivery
     /// wakes the projections, which then read on from their checkpoints in
     /// the store. The store stays the authority (order, gaps, catch-up after
     /// downtime, rebuilds); the broker turns a poll interval of latency into
     /// a delivery's, and polling still covers a broker that is down.
     pub fn with_broker(mut self, broker: Arc<dyn Broker>, topics: Vec<Topic>) -> Self {
-        self.live = Some((broker, topics));
+        self.live = Some(LiveFeed::new(broker, topics));
         self
     }
 
@@ -168,61 +161,14 @@ impl ProjectionRunner {
             .projections
             .values()
             .map(|p| self.run_one(Arc::clone(p), stop.clone()));
-        let listener = self.listen(stop.clone());
+        let listener = async {
+            if let Some(feed) = &self.live {
+                feed.listen(stop.clone()).await;
+            }
+        };
         let (result, ()) = tokio::join!(futures::future::try_join_all(loops), listener);
         result?;
         Ok(())
-    }
-
-    /// Takes deliveries from the broker (when there is one) and wakes the
-    /// projection loops. Acknowledging at once is safe: a delivery carries no
-    /// effect here, the store read that follows does.
-    async fn listen(&self, mut stop: watch::Receiver<bool>) {
-        let Some((broker, topics)) = &self.live else {
-            return;
-        };
-        let group = ConsumerGroup::new(LIVE_GROUP).expect("a valid group name");
-        let mut failures = 0u32;
-        while !*stop.borrow() {
-            let mut subscription = match broker.subscribe(&group, topics).await {
-                Ok(subscription) => subscription,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "cannot follow the broker; projections poll the store meanwhile");
-                    if self.pause(self.backoff(failures), &mut stop).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            failures = 0;
-            loop {
-                let delivery = tokio::select! {
-                    delivery = subscription.next() => delivery,
-                    _ = stop.changed() => return,
-                };
-                match delivery {
-                    Some(Ok(delivery)) => {
-                        if let Ok(payload) = &delivery.content {
-                            let position = payload.position().get();
-                            self.delivered.send_if_modified(|seen| {
-                                let newer = position > *seen;
-                                *seen = (*seen).max(position);
-                                newer
-                            });
-                        }
-                        if let Err(e) = delivery.ack().await {
-                            tracing::debug!(error = %e, "cannot acknowledge a wake-up");
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the broker subscription failed; joining again");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
     }
 
     /// Creates the runner's tables and every projection's serving (or
@@ -502,19 +448,7 @@ impl ProjectionRunner {
     /// Sleeps, or less if asked to stop or (when following a broker) woken
     /// by a delivery; true when asked to stop.
     async fn pause(&self, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-        let mut delivered = self.delivered.subscribe();
-        let woken = async {
-            if self.live.is_some() {
-                let _ = delivered.changed().await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => *stop.borrow(),
-            () = woken => *stop.borrow(),
-            changed = stop.changed() => changed.is_err() || *stop.borrow(),
-        }
+        crate::live::pause(wait, stop, self.live.as_ref()).await
     }
 
     /// Reads and applies one batch after the generation's checkpoint. The

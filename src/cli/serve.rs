@@ -96,41 +96,7 @@ async fn serve(
         .spawn(tasks_stop.clone())
     });
 
-    let projections = match &config.store.location {
-        StoreLocation::Postgres { url } => {
-            let mut runner = herald_projections::ProjectionRunner::new(
-                read_model_pool(url)?,
-                Arc::clone(&store),
-                herald_projections::read_models::all(),
-            );
-            if config.broker.relay {
-                // Live events arrive through the broker once the relay has
-                // published them; the store serves catch-up and rebuilds.
-                let topics = herald_projections::read_models::DOMAINS
-                    .iter()
-                    .map(|d| {
-                        let domain: herald_events::Domain =
-                            d.parse().expect("the read models' domains are valid");
-                        herald_brokers::Topic::for_domain(&domain)
-                    })
-                    .collect();
-                runner = runner.with_broker(Arc::clone(&broker), topics);
-            }
-            tracing::info!(projections = ?runner.names(), "Starting the projections.");
-            let running = runner.clone();
-            let stop = tasks_stop.clone();
-            tokio::spawn(async move {
-                if let Err(e) = running.run(stop).await {
-                    tracing::error!(error = %e, "A projection stopped.");
-                }
-            });
-            Some(runner)
-        }
-        StoreLocation::Embedded { .. } => {
-            tracing::info!("Read models need Postgres: the embedded store runs without them.");
-            None
-        }
-    };
+    let read_side = start_read_models(&config, &store, &broker, tasks_stop.clone())?;
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
@@ -147,12 +113,10 @@ async fn serve(
             max_events_per_append: config.max_events_per_append,
         },
         metrics,
-        read_models: projections
-            .as_ref()
-            .map(herald_projections::ProjectionRunner::read_models),
-        projections,
-        embedded_read_models: None,
-        embedded_projections: None,
+        read_models: read_side.read_models,
+        projections: read_side.projections,
+        embedded_read_models: read_side.embedded_read_models,
+        embedded_projections: read_side.embedded_projections,
     };
     let mut server = HttpServer::new(move || {
         App::new()
@@ -243,4 +207,79 @@ fn read_model_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .context("building the read-model pool")
+}
+
+/// The runners of the read models and their query handles: on Postgres in
+/// the store's database, on the embedded store in `read-models.db` beside
+/// it.
+#[derive(Default)]
+struct ReadSide {
+    read_models: Option<herald_projections::ReadModels>,
+    projections: Option<herald_projections::ProjectionRunner>,
+    embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
+    embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
+}
+
+/// Starts the projections of every read model. Live events arrive through
+/// the broker once the relay has published them; the store serves catch-up
+/// and rebuilds.
+fn start_read_models(
+    config: &ServeConfig,
+    store: &Arc<dyn herald_store::EventStore>,
+    broker: &Arc<dyn Broker>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ReadSide> {
+    use herald_projections::read_models;
+    let topics: Vec<herald_brokers::Topic> = read_models::DOMAINS
+        .iter()
+        .map(|d| {
+            let domain: herald_events::Domain =
+                d.parse().expect("the read models' domains are valid");
+            herald_brokers::Topic::for_domain(&domain)
+        })
+        .collect();
+    let live = config.broker.relay.then_some((Arc::clone(broker), topics));
+    let mut side = ReadSide::default();
+    match &config.store.location {
+        StoreLocation::Postgres { url } => {
+            let mut runner = herald_projections::ProjectionRunner::new(
+                read_model_pool(url)?,
+                Arc::clone(store),
+                read_models::all(),
+            );
+            if let Some((broker, topics)) = live {
+                runner = runner.with_broker(broker, topics);
+            }
+            tracing::info!(projections = ?runner.names(), "Starting the projections into Postgres.");
+            let running = runner.clone();
+            tokio::spawn(async move {
+                if let Err(e) = running.run(stop).await {
+                    tracing::error!(error = %e, "A projection stopped.");
+                }
+            });
+            side.read_models = Some(runner.read_models());
+            side.projections = Some(runner);
+        }
+        StoreLocation::Embedded { data_dir } => {
+            let path = data_dir.join("read-models.db");
+            let mut runner = herald_projections::embedded::EmbeddedRunner::new(
+                &path,
+                Arc::clone(store),
+                read_models::embedded::all(),
+            );
+            if let Some((broker, topics)) = live {
+                runner = runner.with_broker(broker, topics);
+            }
+            tracing::info!(projections = ?runner.names(), path = %path.display(), "Starting the projections into SQLite.");
+            let running = runner.clone();
+            tokio::spawn(async move {
+                if let Err(e) = running.run(stop).await {
+                    tracing::error!(error = %e, "A projection stopped.");
+                }
+            });
+            side.embedded_read_models = Some(runner.read_models());
+            side.embedded_projections = Some(runner);
+        }
+    }
+    Ok(side)
 }

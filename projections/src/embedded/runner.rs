@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use herald_brokers::{Broker, Topic};
 use herald_events::{EventEnvelope, Position};
 use herald_store::EventStore;
 use rusqlite::{Connection, TransactionBehavior};
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 
 use super::serving::{open, EmbeddedReadModels};
 use super::{schema, table_prefix, SqliteProjection};
+use crate::live::LiveFeed;
 use crate::plan::{self, Step};
 use crate::schema::{Generation, GenerationState};
 use crate::{ParkedEvent, ProjectionError, ProjectionStatus, RebuildStatus, RunnerConfig};
@@ -29,6 +31,7 @@ pub struct EmbeddedRunner {
     store: Arc<dyn EventStore>,
     projections: Arc<BTreeMap<&'static str, Arc<dyn SqliteProjection>>>,
     config: RunnerConfig,
+    live: Option<LiveFeed>,
 }
 
 impl std::fmt::Debug for EmbeddedRunner {
@@ -66,7 +69,15 @@ impl EmbeddedRunner {
             store,
             projections: Arc::new(by_name),
             config: RunnerConfig::default(),
+            live: None,
         }
+    }
+
+    /// Wakes on broker deliveries instead of waiting out the poll interval
+    /// (see [`ProjectionRunner::with_broker`](crate::ProjectionRunner::with_broker)).
+    pub fn with_broker(mut self, broker: Arc<dyn Broker>, topics: Vec<Topic>) -> Self {
+        self.live = Some(LiveFeed::new(broker, topics));
+        self
     }
 
     pub fn with_config(mut self, config: RunnerConfig) -> Self {
@@ -143,9 +154,15 @@ impl EmbeddedRunner {
     pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         let runner = self.clone();
         let handle = Handle::current();
-        tokio::task::spawn_blocking(move || runner.run_blocking(&handle, stop))
-            .await
-            .map_err(|e| ProjectionError::Internal(format!("the runner panicked: {e}")))?
+        let listening = stop.clone();
+        let listener = async move {
+            if let Some(feed) = &self.live {
+                feed.listen(listening).await;
+            }
+        };
+        let work = tokio::task::spawn_blocking(move || runner.run_blocking(&handle, stop));
+        let (result, ()) = tokio::join!(work, listener);
+        result.map_err(|e| ProjectionError::Internal(format!("the runner panicked: {e}")))?
     }
 
     fn run_blocking(
@@ -215,12 +232,7 @@ impl EmbeddedRunner {
     }
 
     fn pause(&self, handle: &Handle, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-        handle.block_on(async {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => *stop.borrow(),
-                changed = stop.changed() => changed.is_err() || *stop.borrow(),
-            }
-        })
+        handle.block_on(crate::live::pause(wait, stop, self.live.as_ref()))
     }
 
     /// One batch for each generation of this code's version; a build that
@@ -276,7 +288,11 @@ impl EmbeddedRunner {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     schema::drop_generation(&tx, p.name(), g.generation, p.tables())?;
                     tx.commit()?;
-                    tracing::info!(projection = p.name(), generation = g.generation, "dropped a retired generation");
+                    tracing::info!(
+                        projection = p.name(),
+                        generation = g.generation,
+                        "dropped a retired generation"
+                    );
                 }
             }
             Ok::<_, ProjectionError>(())
@@ -358,10 +374,12 @@ impl EmbeddedRunner {
     /// The serving generation's parked events.
     pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ProjectionError> {
         let p = self.projection(name)?;
-        self.write(move |conn| match schema::active_generation(conn, p.name())? {
-            Some(generation) => schema::list_parked(conn, p.name(), generation),
-            None => Ok(Vec::new()),
-        })
+        self.write(
+            move |conn| match schema::active_generation(conn, p.name())? {
+                Some(generation) => schema::list_parked(conn, p.name(), generation),
+                None => Ok(Vec::new()),
+            },
+        )
         .await
     }
 
@@ -384,12 +402,17 @@ impl EmbeddedRunner {
             .find(|e| e.position == position)
             .ok_or_else(not_parked.clone())?;
         self.write(move |conn| {
-            let generation = schema::active_generation(conn, p.name())?.ok_or_else(not_parked.clone())?;
+            let generation =
+                schema::active_generation(conn, p.name())?.ok_or_else(not_parked.clone())?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if !schema::is_parked(&tx, p.name(), generation, position)? {
                 return Err(not_parked());
             }
-            match p.apply(&tx, &table_prefix(p.name(), generation), std::slice::from_ref(&event)) {
+            match p.apply(
+                &tx,
+                &table_prefix(p.name(), generation),
+                std::slice::from_ref(&event),
+            ) {
                 Ok(()) => {
                     schema::unpark(&tx, p.name(), generation, position)?;
                     tx.commit()?;
@@ -462,7 +485,12 @@ fn switch(
     }
     schema::set_state(&tx, p.name(), built, GenerationState::Active)?;
     tx.commit()?;
-    tracing::info!(projection = p.name(), generation = built, replaced, "the rebuilt generation serves now");
+    tracing::info!(
+        projection = p.name(),
+        generation = built,
+        replaced,
+        "the rebuilt generation serves now"
+    );
     Ok(())
 }
 
@@ -507,11 +535,27 @@ fn isolate(
 ) -> Result<(), ProjectionError> {
     for event in accepted {
         let single = std::slice::from_ref(event);
-        let outcome = match commit(conn, p, generation, checkpoint, single, event.position, None) {
+        let outcome = match commit(
+            conn,
+            p,
+            generation,
+            checkpoint,
+            single,
+            event.position,
+            None,
+        ) {
             Err(e) if !e.is_transient() => {
                 tracing::error!(projection = p.name(), position = %event.position, error = %e, "parking an event the projection cannot apply");
                 let error = e.to_string();
-                commit(conn, p, generation, checkpoint, &[], event.position, Some((event, &error)))?
+                commit(
+                    conn,
+                    p,
+                    generation,
+                    checkpoint,
+                    &[],
+                    event.position,
+                    Some((event, &error)),
+                )?
             }
             other => other?,
         };
