@@ -47,12 +47,15 @@ use crate::{Projection, ProjectionError, ReadModels};
 /// The projection's name.
 pub const NAME: &str = "statistics";
 
+/// The version of the tables' shape and of the fold (both backends).
+pub(crate) const VERSION: u32 = 1;
+
 /// The longest range of days one query may cover.
 pub const MAX_RANGE_DAYS: u64 = 366;
 
 /// The daily counters, in the order of [`COUNTER_COLUMNS`].
 #[derive(Debug, Clone, Copy)]
-enum Counter {
+pub(crate) enum Counter {
     TicketsOpened,
     TicketsResolved,
     TicketsReopened,
@@ -66,7 +69,7 @@ enum Counter {
 }
 
 /// The columns of `daily`, one per [`Counter`].
-const COUNTER_COLUMNS: [&str; 10] = [
+pub(crate) const COUNTER_COLUMNS: [&str; 10] = [
     "tickets_opened",
     "tickets_resolved",
     "tickets_reopened",
@@ -79,14 +82,14 @@ const COUNTER_COLUMNS: [&str; 10] = [
     "session_micros",
 ];
 
-type Counters = [i64; COUNTER_COLUMNS.len()];
+pub(crate) type Counters = [i64; COUNTER_COLUMNS.len()];
 
 /// Rolls up the other domains' events per tenant, customer and day.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StatisticsProjection;
 
 /// What one accepted event means to the statistics.
-enum Fact {
+pub(crate) enum Fact {
     TicketOpened {
         customer: String,
     },
@@ -163,6 +166,25 @@ fn fact(event: &EventEnvelope) -> Result<Option<Fact>, ProjectionError> {
     Ok(Some(fact))
 }
 
+/// Whether the statistics read `event` (both backends).
+pub(crate) fn accepts(event: &EventEnvelope) -> bool {
+    ACCEPTED.contains(&event.event_type.as_str())
+}
+
+/// What a batch's events mean, every payload read before anything is
+/// counted, so that a poison event fails the batch before any work.
+pub(crate) fn facts(
+    events: &[EventEnvelope],
+) -> Result<Vec<(&EventEnvelope, Fact)>, ProjectionError> {
+    let mut facts = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(fact) = fact(event)? {
+            facts.push((event, fact));
+        }
+    }
+    Ok(facts)
+}
+
 const ACCEPTED: &[&str] = &[
     "tickets.ticket_opened",
     "tickets.ticket_resolved",
@@ -178,41 +200,46 @@ const ACCEPTED: &[&str] = &[
 ];
 
 /// (tenant, id within the domain): a ticket, an edge or a session.
-type EntityKey = (String, String);
+pub(crate) type EntityKey = (String, String);
 
 #[derive(Debug, Clone)]
-struct TicketOpening {
-    customer: String,
-    opened_at: DateTime<Utc>,
+pub(crate) struct TicketOpening {
+    pub(crate) customer: String,
+    pub(crate) opened_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct EdgeState {
-    customer: String,
-    offline_since: Option<DateTime<Utc>>,
+pub(crate) struct EdgeState {
+    pub(crate) customer: String,
+    pub(crate) offline_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
-struct SessionStart {
-    customer: String,
-    started_at: DateTime<Utc>,
+pub(crate) struct SessionStart {
+    pub(crate) customer: String,
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 /// A batch's effect, folded in memory: deltas of the rollups, and the
 /// helper rows it read and changed.
+///
+/// Both backends fold the same way: load the helper rows the batch's
+/// facts need ([`Needed::of`]) into `tickets`, `edges` and `sessions`,
+/// [`absorb`](Fold::absorb) the facts, then add the deltas to the rollups
+/// and upsert the changed helper rows.
 #[derive(Default)]
-struct Fold {
-    daily: HashMap<(String, NaiveDate, String), Counters>,
+pub(crate) struct Fold {
+    pub(crate) daily: HashMap<(String, NaiveDate, String), Counters>,
     /// (tenant, day, customer, micros) → resolutions of that length.
-    durations: HashMap<(String, NaiveDate, String, i64), i64>,
+    pub(crate) durations: HashMap<(String, NaiveDate, String, i64), i64>,
     /// (tenant, day, customer, edge) → microseconds offline.
-    outages: HashMap<(String, NaiveDate, String, String), i64>,
-    tickets: HashMap<EntityKey, TicketOpening>,
-    edges: HashMap<EntityKey, EdgeState>,
-    sessions: HashMap<EntityKey, SessionStart>,
-    changed_tickets: HashSet<EntityKey>,
-    changed_edges: HashSet<EntityKey>,
-    changed_sessions: HashSet<EntityKey>,
+    pub(crate) outages: HashMap<(String, NaiveDate, String, String), i64>,
+    pub(crate) tickets: HashMap<EntityKey, TicketOpening>,
+    pub(crate) edges: HashMap<EntityKey, EdgeState>,
+    pub(crate) sessions: HashMap<EntityKey, SessionStart>,
+    pub(crate) changed_tickets: HashSet<EntityKey>,
+    pub(crate) changed_edges: HashSet<EntityKey>,
+    pub(crate) changed_sessions: HashSet<EntityKey>,
 }
 
 fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
@@ -243,6 +270,13 @@ fn split_by_day(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(NaiveDate, i64)>
 }
 
 impl Fold {
+    /// Folds a batch's facts, in position order, into the loaded state.
+    pub(crate) fn absorb(&mut self, facts: Vec<(&EventEnvelope, Fact)>) {
+        for (event, fact) in facts {
+            self.apply(event, fact);
+        }
+    }
+
     fn count(&mut self, tenant: &str, day: NaiveDate, customer: &str, counter: Counter, n: i64) {
         let row = self
             .daily
@@ -340,14 +374,14 @@ impl Fold {
 
 /// The keys of the helper rows a batch needs from earlier batches.
 #[derive(Default)]
-struct Needed {
-    tickets: HashSet<EntityKey>,
-    edges: HashSet<EntityKey>,
-    sessions: HashSet<EntityKey>,
+pub(crate) struct Needed {
+    pub(crate) tickets: HashSet<EntityKey>,
+    pub(crate) edges: HashSet<EntityKey>,
+    pub(crate) sessions: HashSet<EntityKey>,
 }
 
 impl Needed {
-    fn of(facts: &[(&EventEnvelope, Fact)]) -> Self {
+    pub(crate) fn of(facts: &[(&EventEnvelope, Fact)]) -> Self {
         let mut needed = Needed::default();
         for (event, fact) in facts {
             let key = || {
@@ -373,18 +407,233 @@ impl Needed {
     }
 }
 
+/// A column's type, as each backend spells it.
+#[derive(Debug, Clone, Copy)]
+enum Type {
+    Text,
+    Day,
+    Int,
+    Time,
+    /// A nullable instant.
+    MaybeTime,
+}
+
+/// The SQL of the backend a statistics table lives in. Postgres tables are
+/// `{schema}.<table>`, SQLite ones `{prefix}<table>`: the functions below
+/// take that qualifier (`"rm_statistics_g1."` or `"rm_statistics_g1_"`).
+/// On SQLite a day is an INTEGER (`NaiveDate::num_days_from_ce`, which
+/// orders like the days) and an instant is [`time_text`](crate::embedded::time_text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    fn type_name(self, ty: Type) -> &'static str {
+        match (self, ty) {
+            (Dialect::Postgres, Type::Text) => "text",
+            (Dialect::Postgres, Type::Day) => "date",
+            (Dialect::Postgres, Type::Int) => "bigint",
+            (Dialect::Postgres, Type::Time | Type::MaybeTime) => "timestamptz",
+            (Dialect::Sqlite, Type::Text | Type::Time | Type::MaybeTime) => "TEXT",
+            (Dialect::Sqlite, Type::Day | Type::Int) => "INTEGER",
+        }
+    }
+
+    /// The `n`th query parameter (from 1).
+    fn param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+        }
+    }
+
+    /// `expr` as a value of type `ty` (SQLite needs no cast).
+    fn cast(self, expr: &str, ty: Type) -> String {
+        match self {
+            Dialect::Postgres => format!("{expr}::{}", self.type_name(ty)),
+            Dialect::Sqlite => expr.to_owned(),
+        }
+    }
+}
+
+/// The statistics tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Daily,
+    Durations,
+    Outages,
+    TicketOpenings,
+    EdgeStates,
+    SessionStarts,
+}
+
+/// The tables of a generation (without the schema or prefix).
+pub(crate) const TABLES: &[&str] = &[
+    Table::Daily.name(),
+    Table::Durations.name(),
+    Table::Outages.name(),
+    Table::TicketOpenings.name(),
+    Table::EdgeStates.name(),
+    Table::SessionStarts.name(),
+];
+
+const ALL_TABLES: [Table; 6] = [
+    Table::Daily,
+    Table::Durations,
+    Table::Outages,
+    Table::TicketOpenings,
+    Table::EdgeStates,
+    Table::SessionStarts,
+];
+
+impl Table {
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Table::Daily => "daily",
+            Table::Durations => "resolution_durations",
+            Table::Outages => "outages",
+            Table::TicketOpenings => "ticket_openings",
+            Table::EdgeStates => "edge_states",
+            Table::SessionStarts => "session_starts",
+        }
+    }
+
+    /// The primary key's columns.
+    fn key(self) -> &'static [(&'static str, Type)] {
+        const DAY: [(&str, Type); 3] = [
+            ("tenant", Type::Text),
+            ("day", Type::Day),
+            ("customer", Type::Text),
+        ];
+        match self {
+            Table::Daily => &DAY,
+            Table::Durations => &[DAY[0], DAY[1], DAY[2], ("micros", Type::Int)],
+            Table::Outages => &[DAY[0], DAY[1], DAY[2], ("edge", Type::Text)],
+            Table::TicketOpenings => &[("tenant", Type::Text), ("ticket", Type::Text)],
+            Table::EdgeStates => &[("tenant", Type::Text), ("edge", Type::Text)],
+            Table::SessionStarts => &[("tenant", Type::Text), ("session", Type::Text)],
+        }
+    }
+
+    /// The other columns.
+    fn values(self) -> Vec<(&'static str, Type)> {
+        match self {
+            Table::Daily => COUNTER_COLUMNS.iter().map(|c| (*c, Type::Int)).collect(),
+            Table::Durations => vec![("resolutions", Type::Int)],
+            Table::Outages => vec![("micros", Type::Int)],
+            Table::TicketOpenings => vec![("customer", Type::Text), ("opened_at", Type::Time)],
+            Table::EdgeStates => vec![("customer", Type::Text), ("offline_since", Type::MaybeTime)],
+            Table::SessionStarts => vec![("customer", Type::Text), ("started_at", Type::Time)],
+        }
+    }
+
+    /// Whether an upsert adds to the stored values (the rollups) rather
+    /// than replacing them (the helper rows).
+    fn adds(self) -> bool {
+        matches!(self, Table::Daily | Table::Durations | Table::Outages)
+    }
+
+    /// The id column of a helper table (keyed by tenant and id).
+    pub(crate) fn id_column(self) -> &'static str {
+        self.key()[1].0
+    }
+
+    /// The value columns, comma-separated, each prefixed with `alias`.
+    pub(crate) fn value_columns(self, alias: &str) -> String {
+        let columns: Vec<String> = self
+            .values()
+            .iter()
+            .map(|(c, _)| format!("{alias}{c}"))
+            .collect();
+        columns.join(", ")
+    }
+
+    fn create_sql(self, dialect: Dialect, tables: &str) -> String {
+        let columns: Vec<String> = self
+            .key()
+            .iter()
+            .copied()
+            .chain(self.values())
+            .map(|(c, ty)| {
+                let null = if matches!(ty, Type::MaybeTime) {
+                    ""
+                } else {
+                    " NOT NULL"
+                };
+                format!("{c} {}{null}", dialect.type_name(ty))
+            })
+            .collect();
+        let key: Vec<&str> = self.key().iter().map(|(c, _)| *c).collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {tables}{} ({}, PRIMARY KEY ({}));",
+            self.name(),
+            columns.join(", "),
+            key.join(", ")
+        )
+    }
+
+    /// The upsert of rows: on Postgres from one array per column (`unnest`),
+    /// on SQLite one row of parameters. The rollups add, the helper rows
+    /// are replaced.
+    pub(crate) fn upsert_sql(self, dialect: Dialect, tables: &str) -> String {
+        let key: Vec<&str> = self.key().iter().map(|(c, _)| *c).collect();
+        let all: Vec<(&str, Type)> = self.key().iter().copied().chain(self.values()).collect();
+        let params = all
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| match dialect {
+                Dialect::Postgres => format!("${}::{}[]", i + 1, dialect.type_name(*ty)),
+                Dialect::Sqlite => dialect.param(i + 1),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let source = match dialect {
+            Dialect::Postgres => format!("SELECT * FROM unnest({params})"),
+            Dialect::Sqlite => format!("VALUES ({params})"),
+        };
+        let updates: Vec<String> = self
+            .values()
+            .iter()
+            .map(|(c, _)| {
+                if self.adds() {
+                    format!("{c} = t.{c} + EXCLUDED.{c}")
+                } else {
+                    format!("{c} = EXCLUDED.{c}")
+                }
+            })
+            .collect();
+        let columns: Vec<&str> = all.iter().map(|(c, _)| *c).collect();
+        format!(
+            "INSERT INTO {tables}{} AS t ({}) {source} ON CONFLICT ({}) DO UPDATE SET {}",
+            self.name(),
+            columns.join(", "),
+            key.join(", "),
+            updates.join(", ")
+        )
+    }
+}
+
+/// Creates every table of a generation, `IF NOT EXISTS`.
+pub(crate) fn ddl(dialect: Dialect, tables: &str) -> String {
+    ALL_TABLES
+        .iter()
+        .map(|t| t.create_sql(dialect, tables))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Splits keys into the two text arrays `unnest` takes.
 fn key_columns(keys: &HashSet<EntityKey>) -> (Vec<&str>, Vec<&str>) {
     keys.iter().map(|(t, id)| (t.as_str(), id.as_str())).unzip()
 }
 
-/// The helper rows of `table` (keyed by tenant and `id_column`) for `keys`.
+/// The helper rows of `table` (keyed by tenant and its id) for `keys`.
 async fn load(
     tx: &Transaction<'_>,
     schema: &str,
-    table: &str,
-    id_column: &str,
-    columns: &str,
+    table: Table,
     keys: &HashSet<EntityKey>,
 ) -> Result<Vec<tokio_postgres::Row>, ProjectionError> {
     if keys.is_empty() {
@@ -392,9 +641,12 @@ async fn load(
     }
     let (tenants, ids) = key_columns(keys);
     let sql = format!(
-        "SELECT h.tenant, h.{id_column}, {columns} FROM {schema}.{table} h \
+        "SELECT h.tenant, h.{id}, {columns} FROM {schema}.{table} h \
          JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) \
-         ON h.tenant = k.tenant AND h.{id_column} = k.id"
+         ON h.tenant = k.tenant AND h.{id} = k.id",
+        id = table.id_column(),
+        columns = table.value_columns("h."),
+        table = table.name(),
     );
     Ok(tx.query(&sql, &[&tenants, &ids]).await?)
 }
@@ -407,16 +659,7 @@ impl Fold {
         needed: &Needed,
     ) -> Result<(), ProjectionError> {
         let key = |row: &tokio_postgres::Row| (row.get::<_, String>(0), row.get::<_, String>(1));
-        for row in load(
-            tx,
-            schema,
-            "ticket_openings",
-            "ticket",
-            "h.customer, h.opened_at",
-            &needed.tickets,
-        )
-        .await?
-        {
+        for row in load(tx, schema, Table::TicketOpenings, &needed.tickets).await? {
             self.tickets.insert(
                 key(&row),
                 TicketOpening {
@@ -425,16 +668,7 @@ impl Fold {
                 },
             );
         }
-        for row in load(
-            tx,
-            schema,
-            "edge_states",
-            "edge",
-            "h.customer, h.offline_since",
-            &needed.edges,
-        )
-        .await?
-        {
+        for row in load(tx, schema, Table::EdgeStates, &needed.edges).await? {
             self.edges.insert(
                 key(&row),
                 EdgeState {
@@ -443,16 +677,7 @@ impl Fold {
                 },
             );
         }
-        for row in load(
-            tx,
-            schema,
-            "session_starts",
-            "session",
-            "h.customer, h.started_at",
-            &needed.sessions,
-        )
-        .await?
-        {
+        for row in load(tx, schema, Table::SessionStarts, &needed.sessions).await? {
             self.sessions.insert(
                 key(&row),
                 SessionStart {
@@ -465,13 +690,14 @@ impl Fold {
     }
 
     async fn write(self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        self.write_daily(tx, schema).await?;
-        self.write_durations(tx, schema).await?;
-        self.write_outages(tx, schema).await?;
-        self.write_helpers(tx, schema).await
+        let tables = format!("{schema}.");
+        self.write_daily(tx, &tables).await?;
+        self.write_durations(tx, &tables).await?;
+        self.write_outages(tx, &tables).await?;
+        self.write_helpers(tx, &tables).await
     }
 
-    async fn write_daily(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
+    async fn write_daily(&self, tx: &Transaction<'_>, tables: &str) -> Result<(), ProjectionError> {
         if self.daily.is_empty() {
             return Ok(());
         }
@@ -489,29 +715,15 @@ impl Fold {
         }
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenants, &days, &customers];
         params.extend(counters.iter().map(|c| c as &(dyn ToSql + Sync)));
-        let columns = COUNTER_COLUMNS.join(", ");
-        let arrays: Vec<String> = (0..COUNTER_COLUMNS.len())
-            .map(|i| format!("${}::bigint[]", i + 4))
-            .collect();
-        let updates: Vec<String> = COUNTER_COLUMNS
-            .iter()
-            .map(|c| format!("{c} = d.{c} + EXCLUDED.{c}"))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {schema}.daily AS d (tenant, day, customer, {columns}) \
-             SELECT * FROM unnest($1::text[], $2::date[], $3::text[], {}) \
-             ON CONFLICT (tenant, day, customer) DO UPDATE SET {}",
-            arrays.join(", "),
-            updates.join(", ")
-        );
-        tx.execute(&sql, &params).await?;
+        tx.execute(&Table::Daily.upsert_sql(Dialect::Postgres, tables), &params)
+            .await?;
         Ok(())
     }
 
     async fn write_durations(
         &self,
         tx: &Transaction<'_>,
-        schema: &str,
+        tables: &str,
     ) -> Result<(), ProjectionError> {
         if self.durations.is_empty() {
             return Ok(());
@@ -528,13 +740,7 @@ impl Fold {
             lengths.push(*length);
             counts.push(*count);
         }
-        let sql = format!(
-            "INSERT INTO {schema}.resolution_durations AS r \
-                 (tenant, day, customer, micros, resolutions) \
-             SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[]) \
-             ON CONFLICT (tenant, day, customer, micros) \
-             DO UPDATE SET resolutions = r.resolutions + EXCLUDED.resolutions"
-        );
+        let sql = Table::Durations.upsert_sql(Dialect::Postgres, tables);
         tx.execute(&sql, &[&tenants, &days, &customers, &lengths, &counts])
             .await?;
         Ok(())
@@ -543,7 +749,7 @@ impl Fold {
     async fn write_outages(
         &self,
         tx: &Transaction<'_>,
-        schema: &str,
+        tables: &str,
     ) -> Result<(), ProjectionError> {
         if self.outages.is_empty() {
             return Ok(());
@@ -560,11 +766,7 @@ impl Fold {
             edges.push(edge.as_str());
             lengths.push(*length);
         }
-        let sql = format!(
-            "INSERT INTO {schema}.outages AS o (tenant, day, customer, edge, micros) \
-             SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::bigint[]) \
-             ON CONFLICT (tenant, day, customer, edge) DO UPDATE SET micros = o.micros + EXCLUDED.micros"
-        );
+        let sql = Table::Outages.upsert_sql(Dialect::Postgres, tables);
         tx.execute(&sql, &[&tenants, &days, &customers, &edges, &lengths])
             .await?;
         Ok(())
@@ -573,7 +775,7 @@ impl Fold {
     async fn write_helpers(
         &self,
         tx: &Transaction<'_>,
-        schema: &str,
+        tables: &str,
     ) -> Result<(), ProjectionError> {
         if !self.changed_tickets.is_empty() {
             let (tenants, ids) = key_columns(&self.changed_tickets);
@@ -585,12 +787,7 @@ impl Fold {
                     (o.customer.as_str(), o.opened_at)
                 })
                 .unzip();
-            let sql = format!(
-                "INSERT INTO {schema}.ticket_openings (tenant, ticket, customer, opened_at) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
-                 ON CONFLICT (tenant, ticket) DO UPDATE \
-                 SET customer = EXCLUDED.customer, opened_at = EXCLUDED.opened_at"
-            );
+            let sql = Table::TicketOpenings.upsert_sql(Dialect::Postgres, tables);
             tx.execute(&sql, &[&tenants, &ids, &customers, &times])
                 .await?;
         }
@@ -604,12 +801,7 @@ impl Fold {
                     (e.customer.as_str(), e.offline_since)
                 })
                 .unzip();
-            let sql = format!(
-                "INSERT INTO {schema}.edge_states (tenant, edge, customer, offline_since) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
-                 ON CONFLICT (tenant, edge) DO UPDATE \
-                 SET customer = EXCLUDED.customer, offline_since = EXCLUDED.offline_since"
-            );
+            let sql = Table::EdgeStates.upsert_sql(Dialect::Postgres, tables);
             tx.execute(&sql, &[&tenants, &ids, &customers, &times])
                 .await?;
         }
@@ -623,12 +815,7 @@ impl Fold {
                     (s.customer.as_str(), s.started_at)
                 })
                 .unzip();
-            let sql = format!(
-                "INSERT INTO {schema}.session_starts (tenant, session, customer, started_at) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
-                 ON CONFLICT (tenant, session) DO UPDATE \
-                 SET customer = EXCLUDED.customer, started_at = EXCLUDED.started_at"
-            );
+            let sql = Table::SessionStarts.upsert_sql(Dialect::Postgres, tables);
             tx.execute(&sql, &[&tenants, &ids, &customers, &times])
                 .await?;
         }
@@ -643,52 +830,20 @@ impl Projection for StatisticsProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        VERSION
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[
-            "daily",
-            "resolution_durations",
-            "outages",
-            "ticket_openings",
-            "edge_states",
-            "session_starts",
-        ]
+        TABLES
     }
 
     fn accepts(&self, event: &EventEnvelope) -> bool {
-        ACCEPTED.contains(&event.event_type.as_str())
+        accepts(event)
     }
 
     async fn setup(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        let counters: String = COUNTER_COLUMNS
-            .iter()
-            .map(|c| format!(", {c} bigint NOT NULL"))
-            .collect();
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.daily (
-                 tenant text NOT NULL, day date NOT NULL, customer text NOT NULL{counters},
-                 PRIMARY KEY (tenant, day, customer));
-             CREATE TABLE IF NOT EXISTS {schema}.resolution_durations (
-                 tenant text NOT NULL, day date NOT NULL, customer text NOT NULL,
-                 micros bigint NOT NULL, resolutions bigint NOT NULL,
-                 PRIMARY KEY (tenant, day, customer, micros));
-             CREATE TABLE IF NOT EXISTS {schema}.outages (
-                 tenant text NOT NULL, day date NOT NULL, customer text NOT NULL,
-                 edge text NOT NULL, micros bigint NOT NULL,
-                 PRIMARY KEY (tenant, day, customer, edge));
-             CREATE TABLE IF NOT EXISTS {schema}.ticket_openings (
-                 tenant text NOT NULL, ticket text NOT NULL, customer text NOT NULL,
-                 opened_at timestamptz NOT NULL, PRIMARY KEY (tenant, ticket));
-             CREATE TABLE IF NOT EXISTS {schema}.edge_states (
-                 tenant text NOT NULL, edge text NOT NULL, customer text NOT NULL,
-                 offline_since timestamptz, PRIMARY KEY (tenant, edge));
-             CREATE TABLE IF NOT EXISTS {schema}.session_starts (
-                 tenant text NOT NULL, session text NOT NULL, customer text NOT NULL,
-                 started_at timestamptz NOT NULL, PRIMARY KEY (tenant, session));"
-        ))
-        .await?;
+        tx.batch_execute(&ddl(Dialect::Postgres, &format!("{schema}.")))
+            .await?;
         Ok(())
     }
 
@@ -698,19 +853,10 @@ impl Projection for StatisticsProjection {
         schema: &str,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
-        // Every payload is read before anything is counted, so a poison
-        // event fails the batch before any work.
-        let mut facts = Vec::with_capacity(events.len());
-        for event in events {
-            if let Some(fact) = fact(event)? {
-                facts.push((event, fact));
-            }
-        }
+        let facts = facts(events)?;
         let mut fold = Fold::default();
         fold.load_helpers(tx, schema, &Needed::of(&facts)).await?;
-        for (event, fact) in facts {
-            fold.apply(event, fact);
-        }
+        fold.absorb(facts);
         fold.write(tx, schema).await
     }
 }
@@ -765,19 +911,19 @@ impl GroupBy {
 
     /// The select list of the key columns (null where not grouped) and
     /// the GROUP BY clause, for a table with or without an edge column.
-    fn sql(&self, with_edge: bool) -> (String, String) {
+    fn sql(&self, dialect: Dialect, with_edge: bool) -> (String, String) {
         let mut select = Vec::new();
         let mut group = Vec::new();
-        for (on, column, null) in [
-            (self.day, "day", "NULL::date"),
-            (self.customer, "customer", "NULL::text"),
-            (self.edge && with_edge, "edge", "NULL::text"),
+        for (on, column, ty) in [
+            (self.day, "day", Type::Day),
+            (self.customer, "customer", Type::Text),
+            (self.edge && with_edge, "edge", Type::Text),
         ] {
             if on {
                 select.push(column.to_owned());
                 group.push(column);
             } else {
-                select.push(null.to_owned());
+                select.push(dialect.cast("NULL", ty));
             }
         }
         let group = if group.is_empty() {
@@ -829,7 +975,7 @@ pub struct StatisticsRow {
 }
 
 /// The key of a row: day, customer, edge (each null unless grouped).
-type RowKey = (Option<NaiveDate>, Option<String>, Option<String>);
+pub(crate) type RowKey = (Option<NaiveDate>, Option<String>, Option<String>);
 
 /// The nearest-rank 90th percentile of a histogram sorted by value
 /// ascending: the value at rank ⌈0.9·n⌉ (from 1) of the n values.
@@ -846,9 +992,65 @@ fn p90(histogram: &[(i64, i64)]) -> Option<i64> {
     })
 }
 
+/// The three statements of a query, over the tables `{tables}<table>`;
+/// their parameters are the tenant, the first and last days and the
+/// customer (null for all). Each answers the row key (day, customer,
+/// edge) in its first three columns, then:
+/// - `daily`: the sums of [`COUNTER_COLUMNS`], in that order;
+/// - `durations`: micros and resolutions, micros ascending;
+/// - `outages`: the microseconds offline.
+pub(crate) struct QuerySql {
+    pub(crate) daily: String,
+    pub(crate) durations: String,
+    pub(crate) outages: String,
+}
+
+impl QuerySql {
+    pub(crate) fn new(dialect: Dialect, tables: &str, group: GroupBy) -> Self {
+        let p = |n| dialect.param(n);
+        let filter = format!(
+            "WHERE tenant = {} AND day BETWEEN {} AND {} AND ({} IS NULL OR customer = {})",
+            p(1),
+            p(2),
+            p(3),
+            dialect.cast(&p(4), Type::Text),
+            p(4)
+        );
+        let sum = |column: &str| dialect.cast(&format!("sum({column})"), Type::Int);
+        let (keys, group_sql) = group.sql(dialect, false);
+        let sums: Vec<String> = COUNTER_COLUMNS.iter().map(|c| sum(c)).collect();
+        // HAVING: ungrouped, an aggregate over no rows is still one row (of
+        // nulls); the total row is added by `finish` anyway.
+        let daily = format!(
+            "SELECT {keys}, {} FROM {tables}daily {filter} {group_sql} HAVING count(*) > 0",
+            sums.join(", ")
+        );
+        let with_micros = if group_sql.is_empty() {
+            "GROUP BY micros".to_owned()
+        } else {
+            format!("{group_sql}, micros")
+        };
+        let durations = format!(
+            "SELECT {keys}, micros, {} FROM {tables}resolution_durations \
+             {filter} {with_micros} ORDER BY micros",
+            sum("resolutions")
+        );
+        let (keys, group_sql) = group.sql(dialect, true);
+        let outages = format!(
+            "SELECT {keys}, {} FROM {tables}outages {filter} {group_sql} HAVING count(*) > 0",
+            sum("micros")
+        );
+        QuerySql {
+            daily,
+            durations,
+            outages,
+        }
+    }
+}
+
 /// Accumulates the rows of a query from the three tables.
 #[derive(Default)]
-struct Rows {
+pub(crate) struct Rows {
     counters: BTreeMap<RowKey, Counters>,
     /// Per row: (micros, resolutions), micros ascending.
     durations: BTreeMap<RowKey, Vec<(i64, i64)>>,
@@ -856,7 +1058,25 @@ struct Rows {
 }
 
 impl Rows {
-    fn finish(mut self, group: GroupBy) -> Vec<StatisticsRow> {
+    /// A row of [`QuerySql::daily`].
+    pub(crate) fn add_counters(&mut self, key: RowKey, counters: Counters) {
+        self.counters.insert(key, counters);
+    }
+
+    /// A row of [`QuerySql::durations`] (in their order).
+    pub(crate) fn add_durations(&mut self, key: RowKey, micros: i64, resolutions: i64) {
+        self.durations
+            .entry(key)
+            .or_default()
+            .push((micros, resolutions));
+    }
+
+    /// A row of [`QuerySql::outages`].
+    pub(crate) fn add_outage(&mut self, key: RowKey, micros: i64) {
+        self.outage_micros.insert(key, micros);
+    }
+
+    pub(crate) fn finish(mut self, group: GroupBy) -> Vec<StatisticsRow> {
         let mut keys: Vec<RowKey> = self
             .counters
             .keys()
@@ -936,53 +1156,21 @@ pub async fn query(
         .read_only(true)
         .start()
         .await?;
-    let filter =
-        "WHERE tenant = $1 AND day BETWEEN $2 AND $3 AND ($4::text IS NULL OR customer = $4)";
     let params: [&(dyn ToSql + Sync); 4] = [&tenant.as_str(), &from, &to, &customer];
+    let sql = QuerySql::new(Dialect::Postgres, &format!("{schema}."), group);
     let mut rows = Rows::default();
-
-    let (keys, group_sql) = group.sql(false);
-    let sums: Vec<String> = COUNTER_COLUMNS
-        .iter()
-        .map(|c| format!("sum({c})::bigint"))
-        .collect();
-    // HAVING: ungrouped, an aggregate over no rows is still one row (of
-    // nulls); the total row is added by `finish` anyway.
-    let sql = format!(
-        "SELECT {keys}, {} FROM {schema}.daily {filter} {group_sql} HAVING count(*) > 0",
-        sums.join(", ")
-    );
-    for row in client.query(&sql, &params).await? {
+    for row in client.query(&sql.daily, &params).await? {
         let mut counters = Counters::default();
         for (i, value) in counters.iter_mut().enumerate() {
             *value = row.get(i + 3);
         }
-        rows.counters.insert(row_key(&row), counters);
+        rows.add_counters(row_key(&row), counters);
     }
-
-    let with_micros = if group_sql.is_empty() {
-        "GROUP BY micros".to_owned()
-    } else {
-        format!("{group_sql}, micros")
-    };
-    let sql = format!(
-        "SELECT {keys}, micros, sum(resolutions)::bigint FROM {schema}.resolution_durations \
-         {filter} {with_micros} ORDER BY micros"
-    );
-    for row in client.query(&sql, &params).await? {
-        rows.durations
-            .entry(row_key(&row))
-            .or_default()
-            .push((row.get(3), row.get(4)));
+    for row in client.query(&sql.durations, &params).await? {
+        rows.add_durations(row_key(&row), row.get(3), row.get(4));
     }
-
-    let (keys, group_sql) = group.sql(true);
-    let sql = format!(
-        "SELECT {keys}, sum(micros)::bigint FROM {schema}.outages {filter} {group_sql} \
-         HAVING count(*) > 0"
-    );
-    for row in client.query(&sql, &params).await? {
-        rows.outage_micros.insert(row_key(&row), row.get(3));
+    for row in client.query(&sql.outages, &params).await? {
+        rows.add_outage(row_key(&row), row.get(3));
     }
     client.commit().await?;
     Ok(rows.finish(group))

@@ -5,11 +5,12 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{Days, NaiveDate, Utc};
+use herald_projections::read_models::embedded::statistics as embedded;
 use herald_projections::read_models::statistics::{self, GroupBy, StatisticsRow, MAX_RANGE_DAYS};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::{invalid, problem, read_models, Params};
+use super::{backend, invalid, problem, Backend, Params};
 use crate::api::problem::{ApiResult, Problem};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -130,10 +131,16 @@ pub async fn show(
     let (from, to) = range(&params)?;
     let group = GroupBy::parse(params.get("group_by").unwrap_or("")).map_err(invalid)?;
     let customer = params.get("customer");
-    let read_models = read_models(&state)?;
-    let rows = statistics::query(read_models, &identity.tenant, from, to, group, customer)
-        .await
-        .map_err(problem)?;
+    let tenant = &identity.tenant;
+    let rows = match backend(&state)? {
+        Backend::Postgres(read_models) => {
+            statistics::query(read_models, tenant, from, to, group, customer).await
+        }
+        Backend::Embedded(read_models) => {
+            embedded::query(read_models, tenant, from, to, group, customer).await
+        }
+    }
+    .map_err(problem)?;
     Ok(HttpResponse::Ok().json(StatisticsAnswer {
         from,
         to,

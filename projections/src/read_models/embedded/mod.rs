@@ -16,5 +16,11 @@ use crate::embedded::SqliteProjection;
 /// Every domain's SQLite projection, as `herald serve` runs them on the
 /// embedded store.
 pub fn all() -> Vec<Arc<dyn SqliteProjection>> {
-    vec![]
+    vec![
+        Arc::new(super::tickets::TicketsProjection),
+        Arc::new(super::edges::EdgesProjection),
+        Arc::new(super::timers::TimersProjection),
+        Arc::new(super::drafts::DraftsProjection),
+        Arc::new(super::statistics::StatisticsProjection),
+    ]
 }
