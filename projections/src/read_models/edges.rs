@@ -16,13 +16,15 @@ use herald_events::edges::{
     EdgeCameOnline, EdgeDecommissioned, EdgeRegistered, EdgeState, EdgeStatusReported,
     EdgeThresholdsSet, EdgeWentOffline, LinkDegraded, LinkRecovered, OutageConfirmed, DOMAIN,
 };
+use herald_events::envelope::to_stored_precision;
 use herald_events::{EventEnvelope, TenantId, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, Row, Transaction};
+use tokio_postgres::{IsolationLevel, Transaction};
 use utoipa::ToSchema;
 
+use super::tickets::{DecodedBatch, Dialect, RowKey, StoredRow};
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::{Projection, ProjectionError, ReadModels};
 
@@ -59,7 +61,7 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             IncidentKind::Outage => "outage",
             IncidentKind::LinkDegraded => "link_degraded",
@@ -79,12 +81,28 @@ pub struct EdgesProjection;
 
 const TABLES: &[&str] = &["edges", "incidents"];
 
-const EDGE_COLUMNS: &str = "tenant, id, registered, customer, serial, site, state, \
+pub(super) const EDGE_COLUMNS: &str = "tenant, id, registered, customer, serial, site, state, \
     last_contact_at, offline_since, decommissioned, decommissioned_at, latency_ms, jitter_ms, \
     packet_loss_pct, degraded_links, open_incidents, registered_at, updated_at, version";
 
-const INCIDENT_COLUMNS: &str =
+/// What an upsert of [`EDGE_COLUMNS`] does to a stored edge.
+pub(super) const EDGE_UPSERT: &str = "ON CONFLICT (tenant, id) DO UPDATE SET \
+    registered = EXCLUDED.registered, customer = EXCLUDED.customer, serial = EXCLUDED.serial, \
+    site = EXCLUDED.site, state = EXCLUDED.state, last_contact_at = EXCLUDED.last_contact_at, \
+    offline_since = EXCLUDED.offline_since, decommissioned = EXCLUDED.decommissioned, \
+    decommissioned_at = EXCLUDED.decommissioned_at, latency_ms = EXCLUDED.latency_ms, \
+    jitter_ms = EXCLUDED.jitter_ms, packet_loss_pct = EXCLUDED.packet_loss_pct, \
+    degraded_links = EXCLUDED.degraded_links, open_incidents = EXCLUDED.open_incidents, \
+    registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at, \
+    version = EXCLUDED.version";
+
+pub(super) const INCIDENT_COLUMNS: &str =
     "tenant, edge_id, seq, kind, link, started_at, ended_at, confirmed_at";
+
+/// What an upsert of [`INCIDENT_COLUMNS`] does to a stored incident: it
+/// ends, or is confirmed.
+pub(super) const INCIDENT_UPSERT: &str = "ON CONFLICT (tenant, edge_id, seq) DO UPDATE SET \
+    ended_at = EXCLUDED.ended_at, confirmed_at = EXCLUDED.confirmed_at";
 
 /// The state an edge that never reported counts as (the edge aggregate's
 /// `ASSUMED_INITIAL_STATE`): reachable since its registration.
@@ -92,23 +110,23 @@ const ASSUMED_STATE: EdgeState = EdgeState::Online;
 
 /// A row of `edges`.
 #[derive(Debug, Clone)]
-struct EdgeRow {
-    tenant: String,
-    id: String,
-    registered: bool,
-    customer: Option<String>,
-    serial: Option<String>,
-    site: Option<String>,
-    state: EdgeState,
-    last_contact_at: Option<DateTime<Utc>>,
-    offline_since: Option<DateTime<Utc>>,
-    decommissioned: bool,
-    decommissioned_at: Option<DateTime<Utc>>,
-    thresholds: Option<EdgeThresholdsSet>,
-    degraded_links: BTreeSet<String>,
-    registered_at: Option<DateTime<Utc>>,
-    updated_at: DateTime<Utc>,
-    version: i64,
+pub(super) struct EdgeRow {
+    pub(super) tenant: String,
+    pub(super) id: String,
+    pub(super) registered: bool,
+    pub(super) customer: Option<String>,
+    pub(super) serial: Option<String>,
+    pub(super) site: Option<String>,
+    pub(super) state: EdgeState,
+    pub(super) last_contact_at: Option<DateTime<Utc>>,
+    pub(super) offline_since: Option<DateTime<Utc>>,
+    pub(super) decommissioned: bool,
+    pub(super) decommissioned_at: Option<DateTime<Utc>>,
+    pub(super) thresholds: Option<EdgeThresholdsSet>,
+    pub(super) degraded_links: BTreeSet<String>,
+    pub(super) registered_at: Option<DateTime<Utc>>,
+    pub(super) updated_at: DateTime<Utc>,
+    pub(super) version: i64,
 }
 
 fn corrupt(table: &str, what: &str, value: &str) -> ProjectionError {
@@ -139,12 +157,12 @@ impl EdgeRow {
         }
     }
 
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
-        let state: &str = row.get("state");
+    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+        let state = row.text("state")?;
         let thresholds = match (
-            row.get::<_, Option<f64>>("latency_ms"),
-            row.get::<_, Option<f64>>("jitter_ms"),
-            row.get::<_, Option<f64>>("packet_loss_pct"),
+            row.maybe_real("latency_ms")?,
+            row.maybe_real("jitter_ms")?,
+            row.maybe_real("packet_loss_pct")?,
         ) {
             (Some(latency_ms), Some(jitter_ms), Some(packet_loss_pct)) => Some(EdgeThresholdsSet {
                 latency_ms,
@@ -154,56 +172,61 @@ impl EdgeRow {
             _ => None,
         };
         Ok(Self {
-            tenant: row.get("tenant"),
-            id: row.get("id"),
-            registered: row.get("registered"),
-            customer: row.get("customer"),
-            serial: row.get("serial"),
-            site: row.get("site"),
-            state: parse_state(state).ok_or_else(|| corrupt("edges", "state", state))?,
-            last_contact_at: row.get("last_contact_at"),
-            offline_since: row.get("offline_since"),
-            decommissioned: row.get("decommissioned"),
-            decommissioned_at: row.get("decommissioned_at"),
+            tenant: row.text("tenant")?,
+            id: row.text("id")?,
+            registered: row.flag("registered")?,
+            customer: row.maybe_text("customer")?,
+            serial: row.maybe_text("serial")?,
+            site: row.maybe_text("site")?,
+            state: parse_state(&state).ok_or_else(|| corrupt("edges", "state", &state))?,
+            last_contact_at: row.maybe_time("last_contact_at")?,
+            offline_since: row.maybe_time("offline_since")?,
+            decommissioned: row.flag("decommissioned")?,
+            decommissioned_at: row.maybe_time("decommissioned_at")?,
             thresholds,
-            degraded_links: serde_json::from_value(row.get("degraded_links"))
+            degraded_links: serde_json::from_value(row.json("degraded_links")?)
                 .map_err(|_| corrupt("edges", "degraded_links", "(not a list of names)"))?,
-            registered_at: row.get("registered_at"),
-            updated_at: row.get("updated_at"),
-            version: row.get("version"),
+            registered_at: row.maybe_time("registered_at")?,
+            updated_at: row.time("updated_at")?,
+            version: row.int("version")?,
         })
+    }
+
+    /// The degraded links as stored: a JSON array of names.
+    pub(super) fn links_json(&self) -> Value {
+        Value::from_iter(self.degraded_links.iter().cloned())
     }
 }
 
 /// A row of `incidents`: identified by its edge and `seq`, the stream
 /// version of the event that began it.
 #[derive(Debug, Clone)]
-struct IncidentRow {
-    seq: i64,
-    kind: IncidentKind,
-    link: Option<String>,
-    started_at: DateTime<Utc>,
-    ended_at: Option<DateTime<Utc>>,
-    confirmed_at: Option<DateTime<Utc>>,
+pub(super) struct IncidentRow {
+    pub(super) seq: i64,
+    pub(super) kind: IncidentKind,
+    pub(super) link: Option<String>,
+    pub(super) started_at: DateTime<Utc>,
+    pub(super) ended_at: Option<DateTime<Utc>>,
+    pub(super) confirmed_at: Option<DateTime<Utc>>,
 }
 
 impl IncidentRow {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
-        let kind: &str = row.get("kind");
+    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+        let kind = row.text("kind")?;
         Ok(Self {
-            seq: row.get("seq"),
-            kind: IncidentKind::parse(kind).ok_or_else(|| corrupt("incidents", "kind", kind))?,
-            link: row.get("link"),
-            started_at: row.get("started_at"),
-            ended_at: row.get("ended_at"),
-            confirmed_at: row.get("confirmed_at"),
+            seq: row.int("seq")?,
+            kind: IncidentKind::parse(&kind).ok_or_else(|| corrupt("incidents", "kind", &kind))?,
+            link: row.maybe_text("link")?,
+            started_at: row.time("started_at")?,
+            ended_at: row.maybe_time("ended_at")?,
+            confirmed_at: row.maybe_time("confirmed_at")?,
         })
     }
 }
 
 /// A decoded `edges.*` event.
 #[derive(Debug)]
-enum Change {
+pub(super) enum Change {
     Registered(EdgeRegistered),
     StatusReported(EdgeStatusReported),
     WentOffline,
@@ -228,7 +251,7 @@ fn payload<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
 
 impl Change {
     /// `None` for an event type this model does not know (a newer one).
-    fn of(event: &EventEnvelope) -> Result<Option<Self>, ProjectionError> {
+    pub(super) fn of(event: &EventEnvelope) -> Result<Option<Self>, ProjectionError> {
         let change = match event.event_type.name() {
             EdgeRegistered::NAME => Change::Registered(payload(event)?),
             EdgeStatusReported::NAME => Change::StatusReported(payload(event)?),
@@ -259,13 +282,60 @@ impl Change {
 /// An edge during the fold of a batch: its row, its open incidents, and the
 /// incidents that ended in this batch (still to be written).
 #[derive(Debug)]
-struct EdgeFold {
-    edge: EdgeRow,
-    open: Vec<IncidentRow>,
-    ended: Vec<IncidentRow>,
+pub(super) struct EdgeFold {
+    pub(super) edge: EdgeRow,
+    pub(super) open: Vec<IncidentRow>,
+    pub(super) ended: Vec<IncidentRow>,
 }
 
+/// The edges a batch touched, as stored (those that were), by key.
+pub(super) type StoredEdges = HashMap<RowKey, EdgeFold>;
+
 impl EdgeFold {
+    /// A stored edge, before its open incidents are added.
+    pub(super) fn stored(edge: EdgeRow) -> Self {
+        Self {
+            edge,
+            open: Vec::new(),
+            ended: Vec::new(),
+        }
+    }
+
+    /// Adds a stored open incident of the edge of `tenant` and `edge_id`,
+    /// if it is among `edges`.
+    pub(super) fn add_open(
+        edges: &mut StoredEdges,
+        tenant: String,
+        edge_id: String,
+        incident: IncidentRow,
+    ) {
+        if let Some(fold) = edges.get_mut(&(tenant, edge_id)) {
+            fold.open.push(incident);
+        }
+    }
+
+    /// Folds a batch's events over the stored state of their edges; an
+    /// edge not stored yet starts at its first event.
+    pub(super) fn fold_batch(
+        mut folds: StoredEdges,
+        changes: &[(&EventEnvelope, Change)],
+    ) -> Vec<EdgeFold> {
+        for (event, change) in changes {
+            let (tenant, id) = (event.tenant.as_str(), event.stream.id());
+            let fold = folds
+                .entry((tenant.to_owned(), id.to_owned()))
+                .or_insert_with(|| EdgeFold::stored(EdgeRow::new(tenant, id, event.occurred_at)));
+            fold.apply(change, event.stream_version.get() as i64, event.occurred_at);
+        }
+        folds.into_values().collect()
+    }
+
+    /// Every incident to write: the open ones and those that ended in the
+    /// batch.
+    pub(super) fn incidents(&self) -> impl Iterator<Item = &IncidentRow> {
+        self.open.iter().chain(&self.ended)
+    }
+
     fn open_incident(
         &mut self,
         kind: IncidentKind,
@@ -308,7 +378,9 @@ impl EdgeFold {
             }
             Change::StatusReported(e) => {
                 edge.state = e.state;
-                let contact = e.reported_at.unwrap_or(at);
+                // At the precision instants are stored at (a report's own
+                // time may be finer), so that both backends keep the same.
+                let contact = to_stored_precision(e.reported_at.unwrap_or(at));
                 edge.last_contact_at =
                     Some(edge.last_contact_at.map_or(contact, |t| t.max(contact)));
             }
@@ -358,14 +430,12 @@ impl EdgeFold {
     }
 }
 
-type EdgeKey = (String, String);
-
 /// The stored rows and open incidents of the edges `keys` names.
 async fn stored_edges(
     tx: &Transaction<'_>,
     schema: &str,
-    keys: &[EdgeKey],
-) -> Result<HashMap<EdgeKey, EdgeFold>, ProjectionError> {
+    keys: &[RowKey],
+) -> Result<StoredEdges, ProjectionError> {
     let (tenants, ids): (Vec<&str>, Vec<&str>) =
         keys.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
     let mut edges = HashMap::new();
@@ -380,12 +450,10 @@ async fn stored_edges(
         .await?
     {
         let edge = EdgeRow::from_row(&row)?;
-        let fold = EdgeFold {
-            edge,
-            open: Vec::new(),
-            ended: Vec::new(),
-        };
-        edges.insert((fold.edge.tenant.clone(), fold.edge.id.clone()), fold);
+        edges.insert(
+            (edge.tenant.clone(), edge.id.clone()),
+            EdgeFold::stored(edge),
+        );
     }
     for row in tx
         .query(
@@ -399,10 +467,8 @@ async fn stored_edges(
         )
         .await?
     {
-        let key = (row.get("tenant"), row.get("edge_id"));
-        if let Some(fold) = edges.get_mut(&key) {
-            fold.open.push(IncidentRow::from_row(&row)?);
-        }
+        let incident = IncidentRow::from_row(&row)?;
+        EdgeFold::add_open(&mut edges, row.get("tenant"), row.get("edge_id"), incident);
     }
     Ok(edges)
 }
@@ -432,9 +498,7 @@ async fn write_edges(
         .map(|e| e.thresholds.map(|t| t.packet_loss_pct))
         .collect();
     // A JSON array per edge: unnest would flatten a text[][] into rows.
-    let degraded_links: Vec<Value> = edges()
-        .map(|e| Value::from_iter(e.degraded_links.iter().cloned()))
-        .collect();
+    let degraded_links: Vec<Value> = edges().map(EdgeRow::links_json).collect();
     let open_incidents: Vec<i64> = folds.iter().map(|f| f.open.len() as i64).collect();
     let registered_at: Vec<_> = edges().map(|e| e.registered_at).collect();
     let updated_at: Vec<_> = edges().map(|e| e.updated_at).collect();
@@ -468,18 +532,7 @@ async fn write_edges(
                          $11::timestamptz[], $12::float8[], $13::float8[], $14::float8[],
                          $15::jsonb[], $16::bigint[], $17::timestamptz[], $18::timestamptz[],
                          $19::bigint[])
-             ON CONFLICT (tenant, id) DO UPDATE SET registered = EXCLUDED.registered,
-                 customer = EXCLUDED.customer, serial = EXCLUDED.serial, site = EXCLUDED.site,
-                 state = EXCLUDED.state, last_contact_at = EXCLUDED.last_contact_at,
-                 offline_since = EXCLUDED.offline_since,
-                 decommissioned = EXCLUDED.decommissioned,
-                 decommissioned_at = EXCLUDED.decommissioned_at,
-                 latency_ms = EXCLUDED.latency_ms, jitter_ms = EXCLUDED.jitter_ms,
-                 packet_loss_pct = EXCLUDED.packet_loss_pct,
-                 degraded_links = EXCLUDED.degraded_links,
-                 open_incidents = EXCLUDED.open_incidents,
-                 registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
-                 version = EXCLUDED.version"
+             {EDGE_UPSERT}"
         ),
         &columns,
     )
@@ -497,7 +550,7 @@ async fn write_incidents(
 ) -> Result<(), ProjectionError> {
     let incidents: Vec<(&EdgeRow, &IncidentRow)> = folds
         .iter()
-        .flat_map(|f| f.open.iter().chain(&f.ended).map(move |i| (&f.edge, i)))
+        .flat_map(|f| f.incidents().map(move |i| (&f.edge, i)))
         .collect();
     if incidents.is_empty() {
         return Ok(());
@@ -515,8 +568,7 @@ async fn write_incidents(
             "INSERT INTO {schema}.incidents ({INCIDENT_COLUMNS})
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                                   $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
-             ON CONFLICT (tenant, edge_id, seq) DO UPDATE SET ended_at = EXCLUDED.ended_at,
-                 confirmed_at = EXCLUDED.confirmed_at"
+             {INCIDENT_UPSERT}"
         ),
         &[
             &tenant,
@@ -599,34 +651,12 @@ impl Projection for EdgesProjection {
         schema: &str,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
-        let mut changes = Vec::with_capacity(events.len());
-        for event in events {
-            if let Some(change) = Change::of(event)? {
-                changes.push((event, change));
-            }
-        }
-        let mut keys: Vec<EdgeKey> = changes
-            .iter()
-            .map(|(e, _)| (e.tenant.as_str().to_owned(), e.stream.id().to_owned()))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
+        let batch = DecodedBatch::decode(events, Change::of)?;
+        if batch.keys.is_empty() {
             return Ok(());
         }
-        let mut folds = stored_edges(tx, schema, &keys).await?;
-        for (event, change) in &changes {
-            let (tenant, id) = (event.tenant.as_str(), event.stream.id());
-            let fold = folds
-                .entry((tenant.to_owned(), id.to_owned()))
-                .or_insert_with(|| EdgeFold {
-                    edge: EdgeRow::new(tenant, id, event.occurred_at),
-                    open: Vec::new(),
-                    ended: Vec::new(),
-                });
-            fold.apply(change, event.stream_version.get() as i64, event.occurred_at);
-        }
-        let folds: Vec<EdgeFold> = folds.into_values().collect();
+        let stored = stored_edges(tx, schema, &batch.keys).await?;
+        let folds = EdgeFold::fold_batch(stored, &batch.changes);
         write_edges(tx, schema, &folds).await?;
         write_incidents(tx, schema, &folds).await?;
         Ok(())
@@ -680,7 +710,7 @@ pub struct EdgeView {
 }
 
 impl EdgeRow {
-    fn view(self, open_incidents: u64) -> EdgeView {
+    pub(super) fn view(self, open_incidents: u64) -> EdgeView {
         let e = self;
         EdgeView {
             id: e.id,
@@ -720,6 +750,12 @@ pub struct EdgeIncident {
     pub ended_at: Option<DateTime<Utc>>,
     /// When the outage monitor confirmed an outage.
     pub confirmed_at: Option<DateTime<Utc>>,
+}
+
+impl EdgeIncident {
+    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+        IncidentRow::from_row(row).map(Self::from)
+    }
 }
 
 impl From<IncidentRow> for EdgeIncident {
@@ -772,10 +808,12 @@ impl EdgeSort {
 
     /// The sort key in SQL: never NULL, so that row comparisons order
     /// edges that never reported (first, as the earliest contact).
-    fn key(self) -> &'static str {
+    pub(super) fn key(self, dialect: Dialect) -> String {
         match self {
-            EdgeSort::Id => "id",
-            EdgeSort::LastContactAt => "COALESCE(last_contact_at, '-infinity')",
+            EdgeSort::Id => "id".to_owned(),
+            EdgeSort::LastContactAt => {
+                format!("COALESCE(last_contact_at, {})", dialect.earliest())
+            }
         }
     }
 
@@ -840,9 +878,114 @@ fn bad_cursor() -> ProjectionError {
     )
 }
 
-fn edge_view(row: &Row) -> Result<EdgeView, ProjectionError> {
-    let open_incidents: i64 = row.get("open_incidents");
+pub(super) fn edge_view(row: &impl StoredRow) -> Result<EdgeView, ProjectionError> {
+    let open_incidents = row.int("open_incidents")?;
     Ok(EdgeRow::from_row(row)?.view(open_incidents as u64))
+}
+
+/// Where a page starts after its cursor: the last edge's id, and (for the
+/// `last_contact_at` sort) its last contact, `None` when it never reported.
+pub(super) struct After<'a> {
+    pub(super) id: Option<&'a str>,
+    pub(super) contact: Option<DateTime<Utc>>,
+}
+
+impl EdgeQuery {
+    /// The statement of a page, on either backend. Its parameters: the
+    /// tenant, the four filters (state, customer, site, has an open
+    /// incident; NULL when absent), the cursor's sort value and id (NULL
+    /// without a cursor) and the row limit.
+    pub(super) fn sql(&self, dialect: Dialect, at: &str) -> String {
+        let p = |n, ty| dialect.param(n, ty);
+        let edges = dialect.table(at, "edges");
+        let key = self.sort.key(dialect);
+        let (direction, beyond) = (self.order.sql(), self.order.after());
+        // The id sort compares (id, id): the same row comparison serves
+        // both, with the cursor's value typed for its sort.
+        let cursor_key = match self.sort {
+            EdgeSort::Id => p(6, "text"),
+            EdgeSort::LastContactAt => {
+                format!("COALESCE({}, {})", p(6, "timestamptz"), dialect.earliest())
+            }
+        };
+        format!(
+            "SELECT {EDGE_COLUMNS} FROM {edges}
+             WHERE tenant = {}
+               AND ({} IS NULL OR state = {})
+               AND ({} IS NULL OR customer = {})
+               AND ({} IS NULL OR site = {})
+               AND ({} IS NULL OR (open_incidents > 0) = {})
+               AND ({} IS NULL OR ({key}, id) {beyond} ({cursor_key}, {}))
+             ORDER BY {key} {direction}, id {direction}
+             LIMIT {}",
+            p(1, "text"),
+            p(2, "text"),
+            p(2, "text"),
+            p(3, "text"),
+            p(3, "text"),
+            p(4, "text"),
+            p(4, "text"),
+            p(5, "bool"),
+            p(5, "bool"),
+            p(7, "text"),
+            p(7, "text"),
+            p(8, "bigint"),
+        )
+    }
+
+    /// Where the page starts.
+    pub(super) fn after(&self) -> Result<After<'_>, ProjectionError> {
+        let contact = match (&self.cursor, self.sort) {
+            (Some(cursor), EdgeSort::LastContactAt) => contact_after(cursor)?,
+            _ => None,
+        };
+        Ok(After {
+            id: self.cursor.as_ref().map(|c| c.id.as_str()),
+            contact,
+        })
+    }
+
+    /// The page of the `limit + 1` edges the statement found.
+    pub(super) fn page(&self, edges: Vec<EdgeView>) -> Page<EdgeView> {
+        let sort = self.sort;
+        paginate(edges, self.limit, |e| Cursor {
+            sort: sort.as_str().to_owned(),
+            value: sort.value(e),
+            id: e.id.clone(),
+        })
+    }
+}
+
+/// The statements of an edge's detail, on either backend; each takes the
+/// tenant and the edge's id, and the recent incidents the limit third.
+pub(super) struct DetailSql {
+    pub(super) edge: String,
+    pub(super) open_incidents: String,
+    pub(super) recent_incidents: String,
+}
+
+impl DetailSql {
+    pub(super) fn new(dialect: Dialect, at: &str) -> Self {
+        let (tenant, id) = (dialect.param(1, "text"), dialect.param(2, "text"));
+        let incidents = dialect.table(at, "incidents");
+        let of_edge = format!("WHERE tenant = {tenant} AND edge_id = {id}");
+        Self {
+            edge: format!(
+                "SELECT {EDGE_COLUMNS} FROM {} WHERE tenant = {tenant} AND id = {id}",
+                dialect.table(at, "edges")
+            ),
+            open_incidents: format!(
+                "SELECT {INCIDENT_COLUMNS} FROM {incidents}
+                 {of_edge} AND ended_at IS NULL ORDER BY seq"
+            ),
+            recent_incidents: format!(
+                "SELECT {INCIDENT_COLUMNS} FROM {incidents}
+                 {of_edge} AND ended_at IS NOT NULL
+                 ORDER BY ended_at DESC, seq DESC LIMIT {}",
+                dialect.param(3, "bigint")
+            ),
+        }
+    }
 }
 
 /// A page of `tenant`'s edges.
@@ -852,33 +995,14 @@ pub async fn list(
     query: &EdgeQuery,
 ) -> Result<Page<EdgeView>, ProjectionError> {
     let (client, schema) = read_models.serving(NAME).await?;
-    let after_id = query.cursor.as_ref().map(|c| c.id.as_str());
-    let contact = match (&query.cursor, query.sort) {
-        (Some(cursor), EdgeSort::LastContactAt) => contact_after(cursor)?,
-        _ => None,
+    let after = query.after()?;
+    let cursor_value: &(dyn ToSql + Sync) = match query.sort {
+        EdgeSort::Id => &after.id,
+        EdgeSort::LastContactAt => &after.contact,
     };
-    let key = query.sort.key();
-    let (direction, beyond) = (query.order.sql(), query.order.after());
-    // The id sort compares (id, id): the same row comparison serves both,
-    // with the cursor's value typed for its sort.
-    let (cursor_key, cursor_value): (&str, &(dyn ToSql + Sync)) = match query.sort {
-        EdgeSort::Id => ("$6::text", &after_id),
-        EdgeSort::LastContactAt => ("COALESCE($6::timestamptz, '-infinity')", &contact),
-    };
-    let sql = format!(
-        "SELECT {EDGE_COLUMNS} FROM {schema}.edges
-         WHERE tenant = $1
-           AND ($2::text IS NULL OR state = $2)
-           AND ($3::text IS NULL OR customer = $3)
-           AND ($4::text IS NULL OR site = $4)
-           AND ($5::bool IS NULL OR (open_incidents > 0) = $5)
-           AND ($7::text IS NULL OR ({key}, id) {beyond} ({cursor_key}, $7))
-         ORDER BY {key} {direction}, id {direction}
-         LIMIT $8"
-    );
     let rows = client
         .query(
-            &sql,
+            &query.sql(Dialect::Postgres, &schema),
             &[
                 &tenant.as_str(),
                 &query.state.map(state_name),
@@ -886,18 +1010,13 @@ pub async fn list(
                 &query.site,
                 &query.has_open_incident,
                 cursor_value,
-                &after_id,
+                &after.id,
                 &(query.limit as i64 + 1),
             ],
         )
         .await?;
     let edges = rows.iter().map(edge_view).collect::<Result<Vec<_>, _>>()?;
-    let sort = query.sort;
-    Ok(paginate(edges, query.limit, |e| Cursor {
-        sort: sort.as_str().to_owned(),
-        value: sort.value(e),
-        id: e.id.clone(),
-    }))
+    Ok(query.page(edges))
 }
 
 /// `tenant`'s edge `id` with its open and recent incidents; `None` when
@@ -908,6 +1027,7 @@ pub async fn get(
     id: &str,
 ) -> Result<Option<EdgeDetail>, ProjectionError> {
     let (mut client, schema) = read_models.serving(NAME).await?;
+    let sql = DetailSql::new(Dialect::Postgres, &schema);
     // One snapshot, so the edge's count of open incidents is the list shown.
     let tx = client
         .build_transaction()
@@ -915,42 +1035,26 @@ pub async fn get(
         .read_only(true)
         .start()
         .await?;
-    let Some(row) = tx
-        .query_opt(
-            &format!("SELECT {EDGE_COLUMNS} FROM {schema}.edges WHERE tenant = $1 AND id = $2"),
-            &[&tenant.as_str(), &id],
-        )
-        .await?
-    else {
+    let key: [&(dyn ToSql + Sync); 2] = [&tenant.as_str(), &id];
+    let Some(row) = tx.query_opt(&sql.edge, &key).await? else {
         return Ok(None);
     };
     let edge = edge_view(&row)?;
-    let incidents = |rows: Vec<Row>| {
-        rows.iter()
-            .map(|r| IncidentRow::from_row(r).map(EdgeIncident::from))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let open_incidents = incidents(
-        tx.query(
-            &format!(
-                "SELECT {INCIDENT_COLUMNS} FROM {schema}.incidents
-                 WHERE tenant = $1 AND edge_id = $2 AND ended_at IS NULL ORDER BY seq"
-            ),
-            &[&tenant.as_str(), &id],
-        )
-        .await?,
-    )?;
-    let recent_incidents = incidents(
-        tx.query(
-            &format!(
-                "SELECT {INCIDENT_COLUMNS} FROM {schema}.incidents
-                 WHERE tenant = $1 AND edge_id = $2 AND ended_at IS NOT NULL
-                 ORDER BY ended_at DESC, seq DESC LIMIT $3"
-            ),
+    let open_incidents = tx
+        .query(&sql.open_incidents, &key)
+        .await?
+        .iter()
+        .map(EdgeIncident::from_row)
+        .collect::<Result<_, _>>()?;
+    let recent_incidents = tx
+        .query(
+            &sql.recent_incidents,
             &[&tenant.as_str(), &id, &(RECENT_INCIDENTS as i64)],
         )
-        .await?,
-    )?;
+        .await?
+        .iter()
+        .map(EdgeIncident::from_row)
+        .collect::<Result<_, _>>()?;
     tx.commit().await?;
     Ok(Some(EdgeDetail {
         edge,

@@ -19,11 +19,154 @@ use herald_events::{EventEnvelope, TenantId, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, Row, Transaction};
+use tokio_postgres::{IsolationLevel, Transaction};
 use utoipa::ToSchema;
 
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::{Projection, ProjectionError, ReadModels};
+
+// ------------------------------------------------- shared by both backends
+
+/// The SQL of a statement both backends run, written for one of them:
+/// Postgres (`{schema}.table`, typed `$n` parameters) or SQLite
+/// (`{prefix}table`, `?n` parameters, instants as RFC 3339 text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// Parameter `n` (from 1), of SQL type `ty` on Postgres.
+    pub(crate) fn param(self, n: usize, ty: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}::{ty}"),
+            Dialect::Sqlite => format!("?{n}"),
+        }
+    }
+
+    /// A table of a generation: `at` is its schema (Postgres) or its table
+    /// prefix (SQLite).
+    pub(crate) fn table(self, at: &str, table: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{at}.{table}"),
+            Dialect::Sqlite => format!("{at}{table}"),
+        }
+    }
+
+    /// An instant before every stored one (what a missing time sorts as).
+    pub(crate) fn earliest(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "'-infinity'",
+            Dialect::Sqlite => "''",
+        }
+    }
+}
+
+/// A stored row read by column name, on either backend: the read models'
+/// rows are decoded once for both.
+pub(crate) trait StoredRow {
+    fn text(&self, column: &str) -> Result<String, ProjectionError>;
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, ProjectionError>;
+    fn int(&self, column: &str) -> Result<i64, ProjectionError>;
+    fn flag(&self, column: &str) -> Result<bool, ProjectionError>;
+    fn maybe_real(&self, column: &str) -> Result<Option<f64>, ProjectionError>;
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, ProjectionError>;
+    fn maybe_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError>;
+    fn json(&self, column: &str) -> Result<Value, ProjectionError>;
+}
+
+impl StoredRow for tokio_postgres::Row {
+    fn text(&self, column: &str) -> Result<String, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn maybe_real(&self, column: &str) -> Result<Option<f64>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn maybe_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+    fn json(&self, column: &str) -> Result<Value, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+/// SQLite keeps instants as [`time_text`](crate::embedded::time_text) and
+/// JSON as text.
+impl StoredRow for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String, ProjectionError> {
+        Ok(self.get(column)?)
+    }
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, ProjectionError> {
+        Ok(self.get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64, ProjectionError> {
+        Ok(self.get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool, ProjectionError> {
+        Ok(self.get(column)?)
+    }
+    fn maybe_real(&self, column: &str) -> Result<Option<f64>, ProjectionError> {
+        Ok(self.get(column)?)
+    }
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, ProjectionError> {
+        crate::embedded::parse_time(&self.text(column)?)
+    }
+    fn maybe_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        self.maybe_text(column)?
+            .map(|text| crate::embedded::parse_time(&text))
+            .transpose()
+    }
+    fn json(&self, column: &str) -> Result<Value, ProjectionError> {
+        serde_json::from_str(&self.text(column)?).map_err(|e| {
+            ProjectionError::Internal(format!("the stored JSON of {column} does not parse: {e}"))
+        })
+    }
+}
+
+/// The key of an entity's row: its tenant and its stream's id.
+pub(crate) type RowKey = (String, String);
+
+/// The events of a batch this model knows, decoded, and the keys of the
+/// rows they touch (sorted, once each).
+pub(crate) struct DecodedBatch<'a, C> {
+    pub(crate) changes: Vec<(&'a EventEnvelope, C)>,
+    pub(crate) keys: Vec<RowKey>,
+}
+
+impl<'a, C> DecodedBatch<'a, C> {
+    /// Decodes `events` with `decode` (`None`: an event type left out).
+    pub(crate) fn decode(
+        events: &'a [EventEnvelope],
+        decode: impl Fn(&EventEnvelope) -> Result<Option<C>, ProjectionError>,
+    ) -> Result<Self, ProjectionError> {
+        let mut changes = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(change) = decode(event)? {
+                changes.push((event, change));
+            }
+        }
+        let mut keys: Vec<RowKey> = changes
+            .iter()
+            .map(|(e, _)| (e.tenant.as_str().to_owned(), e.stream.id().to_owned()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Self { changes, keys })
+    }
+}
 
 /// The projection's name (checkpoint, schema prefix, metric label).
 pub const NAME: &str = "tickets";
@@ -78,56 +221,72 @@ const TABLES: &[&str] = &["tickets", "notes", "history"];
 
 /// The columns of `tickets`, in the order [`TicketRow::from_row`] and the
 /// upsert use.
-const TICKET_COLUMNS: &str = "tenant, id, kind, status, customer, edge, description, assignee, \
-    opened_by, opened_at, updated_at, resolved_at, closed_at, reopen_count, note_count, version";
+pub(super) const TICKET_COLUMNS: &str = "tenant, id, kind, status, customer, edge, description, \
+    assignee, opened_by, opened_at, updated_at, resolved_at, closed_at, reopen_count, note_count, \
+    version";
+
+/// What an upsert of [`TICKET_COLUMNS`] does to a stored ticket.
+pub(super) const TICKET_UPSERT: &str =
+    "ON CONFLICT (tenant, id) DO UPDATE SET kind = EXCLUDED.kind, \
+    status = EXCLUDED.status, customer = EXCLUDED.customer, edge = EXCLUDED.edge, \
+    description = EXCLUDED.description, assignee = EXCLUDED.assignee, \
+    opened_by = EXCLUDED.opened_by, opened_at = EXCLUDED.opened_at, \
+    updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at, \
+    closed_at = EXCLUDED.closed_at, reopen_count = EXCLUDED.reopen_count, \
+    note_count = EXCLUDED.note_count, version = EXCLUDED.version";
+
+pub(super) const NOTE_COLUMNS: &str = "tenant, ticket_id, stream_version, note, author, at";
+
+pub(super) const HISTORY_COLUMNS: &str =
+    "tenant, ticket_id, stream_version, position, event_type, at, summary";
 
 /// A row of `tickets`.
 #[derive(Debug, Clone)]
-struct TicketRow {
-    tenant: String,
-    id: String,
-    kind: TicketKind,
-    status: TicketStatus,
-    customer: String,
-    edge: Option<String>,
-    description: String,
-    assignee: Option<String>,
-    opened_by: Option<String>,
-    opened_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    resolved_at: Option<DateTime<Utc>>,
-    closed_at: Option<DateTime<Utc>>,
-    reopen_count: i64,
-    note_count: i64,
-    version: i64,
+pub(super) struct TicketRow {
+    pub(super) tenant: String,
+    pub(super) id: String,
+    pub(super) kind: TicketKind,
+    pub(super) status: TicketStatus,
+    pub(super) customer: String,
+    pub(super) edge: Option<String>,
+    pub(super) description: String,
+    pub(super) assignee: Option<String>,
+    pub(super) opened_by: Option<String>,
+    pub(super) opened_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+    pub(super) resolved_at: Option<DateTime<Utc>>,
+    pub(super) closed_at: Option<DateTime<Utc>>,
+    pub(super) reopen_count: i64,
+    pub(super) note_count: i64,
+    pub(super) version: i64,
 }
 
 impl TicketRow {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
-        let kind: &str = row.get("kind");
-        let status: &str = row.get("status");
+    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+        let kind = row.text("kind")?;
+        let status = row.text("status")?;
         let corrupt = |what: &str, value: &str| {
             ProjectionError::Rejected(format!(
                 "the tickets table holds an unknown {what} {value:?}"
             ))
         };
         Ok(Self {
-            tenant: row.get("tenant"),
-            id: row.get("id"),
-            kind: parse_kind(kind).ok_or_else(|| corrupt("kind", kind))?,
-            status: TicketStatus::parse(status).ok_or_else(|| corrupt("status", status))?,
-            customer: row.get("customer"),
-            edge: row.get("edge"),
-            description: row.get("description"),
-            assignee: row.get("assignee"),
-            opened_by: row.get("opened_by"),
-            opened_at: row.get("opened_at"),
-            updated_at: row.get("updated_at"),
-            resolved_at: row.get("resolved_at"),
-            closed_at: row.get("closed_at"),
-            reopen_count: row.get("reopen_count"),
-            note_count: row.get("note_count"),
-            version: row.get("version"),
+            tenant: row.text("tenant")?,
+            id: row.text("id")?,
+            kind: parse_kind(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+            status: TicketStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+            customer: row.text("customer")?,
+            edge: row.maybe_text("edge")?,
+            description: row.text("description")?,
+            assignee: row.maybe_text("assignee")?,
+            opened_by: row.maybe_text("opened_by")?,
+            opened_at: row.time("opened_at")?,
+            updated_at: row.time("updated_at")?,
+            resolved_at: row.maybe_time("resolved_at")?,
+            closed_at: row.maybe_time("closed_at")?,
+            reopen_count: row.int("reopen_count")?,
+            note_count: row.int("note_count")?,
+            version: row.int("version")?,
         })
     }
 
@@ -189,7 +348,7 @@ impl TicketRow {
 
 /// A decoded `tickets.*` event.
 #[derive(Debug)]
-enum Change {
+pub(super) enum Change {
     Opened(TicketOpened),
     Note(NoteAppended),
     Assigned(TicketAssigned),
@@ -210,7 +369,7 @@ fn decode<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
 impl Change {
     /// The event's payload; `None` for an event type this model does not
     /// know (a newer one), which it leaves out.
-    fn decode(event: &EventEnvelope) -> Result<Option<Self>, ProjectionError> {
+    pub(super) fn decode(event: &EventEnvelope) -> Result<Option<Self>, ProjectionError> {
         Ok(Some(match event.event_type.name() {
             TicketOpened::NAME => Change::Opened(decode(event)?),
             NoteAppended::NAME => Change::Note(decode(event)?),
@@ -245,37 +404,37 @@ impl Change {
 /// The rows one batch writes: the final state of each ticket it touched,
 /// and the notes and history entries it added.
 #[derive(Default)]
-struct BatchWrites {
-    tickets: HashMap<(String, String), TicketRow>,
-    notes: NoteColumns,
-    history: HistoryColumns,
+pub(super) struct BatchWrites {
+    pub(super) tickets: HashMap<RowKey, TicketRow>,
+    pub(super) notes: NoteColumns,
+    pub(super) history: HistoryColumns,
 }
 
 #[derive(Default)]
-struct NoteColumns {
-    tenant: Vec<String>,
-    ticket_id: Vec<String>,
-    stream_version: Vec<i64>,
-    note: Vec<String>,
-    author: Vec<Option<String>>,
-    at: Vec<DateTime<Utc>>,
+pub(super) struct NoteColumns {
+    pub(super) tenant: Vec<String>,
+    pub(super) ticket_id: Vec<String>,
+    pub(super) stream_version: Vec<i64>,
+    pub(super) note: Vec<String>,
+    pub(super) author: Vec<Option<String>>,
+    pub(super) at: Vec<DateTime<Utc>>,
 }
 
 #[derive(Default)]
-struct HistoryColumns {
-    tenant: Vec<String>,
-    ticket_id: Vec<String>,
-    stream_version: Vec<i64>,
-    position: Vec<i64>,
-    event_type: Vec<String>,
-    at: Vec<DateTime<Utc>>,
-    summary: Vec<Value>,
+pub(super) struct HistoryColumns {
+    pub(super) tenant: Vec<String>,
+    pub(super) ticket_id: Vec<String>,
+    pub(super) stream_version: Vec<i64>,
+    pub(super) position: Vec<i64>,
+    pub(super) event_type: Vec<String>,
+    pub(super) at: Vec<DateTime<Utc>>,
+    pub(super) summary: Vec<Value>,
 }
 
 impl BatchWrites {
     /// Folds the batch's events over the stored state of their tickets.
-    fn fold(
-        stored: HashMap<(String, String), TicketRow>,
+    pub(super) fn fold(
+        stored: HashMap<RowKey, TicketRow>,
         events: &[(&EventEnvelope, Change)],
     ) -> Self {
         let mut writes = BatchWrites {
@@ -327,8 +486,8 @@ impl BatchWrites {
 async fn stored_tickets(
     tx: &Transaction<'_>,
     schema: &str,
-    keys: &[(String, String)],
-) -> Result<HashMap<(String, String), TicketRow>, ProjectionError> {
+    keys: &[RowKey],
+) -> Result<HashMap<RowKey, TicketRow>, ProjectionError> {
     let (tenants, ids): (Vec<&str>, Vec<&str>) =
         keys.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
     let rows = tx
@@ -415,13 +574,7 @@ async fn write_tickets(
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], \
                  $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::bigint[], \
                  $15::bigint[], $16::bigint[]) \
-             ON CONFLICT (tenant, id) DO UPDATE SET kind = EXCLUDED.kind, \
-                 status = EXCLUDED.status, customer = EXCLUDED.customer, edge = EXCLUDED.edge, \
-                 description = EXCLUDED.description, assignee = EXCLUDED.assignee, \
-                 opened_by = EXCLUDED.opened_by, opened_at = EXCLUDED.opened_at, \
-                 updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at, \
-                 closed_at = EXCLUDED.closed_at, reopen_count = EXCLUDED.reopen_count, \
-                 note_count = EXCLUDED.note_count, version = EXCLUDED.version"
+             {TICKET_UPSERT}"
         ),
         &columns,
     )
@@ -439,7 +592,7 @@ async fn write_notes(
     }
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.notes (tenant, ticket_id, stream_version, note, author, at) \
+            "INSERT INTO {schema}.notes ({NOTE_COLUMNS}) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
                  $6::timestamptz[]) \
              ON CONFLICT DO NOTHING"
@@ -467,8 +620,7 @@ async fn write_history(
     }
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.history \
-                 (tenant, ticket_id, stream_version, position, event_type, at, summary) \
+            "INSERT INTO {schema}.history ({HISTORY_COLUMNS}) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
                  $5::text[], $6::timestamptz[], $7::jsonb[]) \
              ON CONFLICT DO NOTHING"
@@ -560,23 +712,12 @@ impl Projection for TicketsProjection {
         schema: &str,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
-        let mut changes = Vec::with_capacity(events.len());
-        for event in events {
-            if let Some(change) = Change::decode(event)? {
-                changes.push((event, change));
-            }
-        }
-        let mut keys: Vec<(String, String)> = changes
-            .iter()
-            .map(|(e, _)| (e.tenant.as_str().to_owned(), e.stream.id().to_owned()))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
+        let batch = DecodedBatch::decode(events, Change::decode)?;
+        if batch.keys.is_empty() {
             return Ok(());
         }
-        let stored = stored_tickets(tx, schema, &keys).await?;
-        let writes = BatchWrites::fold(stored, &changes);
+        let stored = stored_tickets(tx, schema, &batch.keys).await?;
+        let writes = BatchWrites::fold(stored, &batch.changes);
         write_tickets(tx, schema, writes.tickets.into_values().collect()).await?;
         write_notes(tx, schema, &writes.notes).await?;
         write_history(tx, schema, &writes.history).await?;
@@ -651,6 +792,17 @@ pub struct TicketNote {
     pub at: DateTime<Utc>,
 }
 
+impl TicketNote {
+    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            stream_version: row.int("stream_version")? as u64,
+            note: row.text("note")?,
+            author: row.maybe_text("author")?,
+            at: row.time("at")?,
+        })
+    }
+}
+
 /// One event of a ticket's history.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TicketHistoryEntry {
@@ -664,6 +816,18 @@ pub struct TicketHistoryEntry {
     /// The event's payload without its long texts (description, note).
     #[schema(value_type = Object)]
     pub summary: Value,
+}
+
+impl TicketHistoryEntry {
+    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            stream_version: row.int("stream_version")? as u64,
+            position: row.int("position")? as u64,
+            event_type: row.text("event_type")?,
+            at: row.time("at")?,
+            summary: row.json("summary")?,
+        })
+    }
 }
 
 /// A ticket with its notes and its history, oldest first.
@@ -739,7 +903,7 @@ impl Default for TicketQuery {
 }
 
 /// The time a cursor of a time sort points after.
-fn cursor_time(cursor: &Cursor) -> Result<DateTime<Utc>, ProjectionError> {
+pub(super) fn cursor_time(cursor: &Cursor) -> Result<DateTime<Utc>, ProjectionError> {
     cursor
         .value
         .as_str()
@@ -753,6 +917,97 @@ fn cursor_time(cursor: &Cursor) -> Result<DateTime<Utc>, ProjectionError> {
         })
 }
 
+impl TicketQuery {
+    /// The statement of a page, on either backend. Its parameters: the
+    /// tenant, the five filters (status, kind, customer, edge, assignee;
+    /// NULL when absent), the cursor's time and id (NULL without a cursor)
+    /// and the row limit.
+    pub(super) fn sql(&self, dialect: Dialect, at: &str) -> String {
+        let p = |n, ty| dialect.param(n, ty);
+        let tickets = dialect.table(at, "tickets");
+        let column = self.sort.as_str();
+        let (direction, beyond) = (self.order.sql(), self.order.after());
+        // Absent filters are NULL parameters: one statement serves every
+        // combination, and the planner drops the NULL tests of each call.
+        format!(
+            "SELECT {TICKET_COLUMNS} FROM {tickets}
+             WHERE tenant = {}
+               AND ({} IS NULL OR status = {})
+               AND ({} IS NULL OR kind = {})
+               AND ({} IS NULL OR customer = {})
+               AND ({} IS NULL OR edge = {})
+               AND ({} IS NULL OR assignee = {})
+               AND ({} IS NULL OR ({column}, id) {beyond} ({}, {}))
+             ORDER BY {column} {direction}, id {direction}
+             LIMIT {}",
+            p(1, "text"),
+            p(2, "text"),
+            p(2, "text"),
+            p(3, "text"),
+            p(3, "text"),
+            p(4, "text"),
+            p(4, "text"),
+            p(5, "text"),
+            p(5, "text"),
+            p(6, "text"),
+            p(6, "text"),
+            p(8, "text"),
+            p(7, "timestamptz"),
+            p(8, "text"),
+            p(9, "bigint"),
+        )
+    }
+
+    /// The cursor's time and id, if there is a cursor.
+    pub(super) fn after(&self) -> Result<Option<(DateTime<Utc>, &str)>, ProjectionError> {
+        self.cursor
+            .as_ref()
+            .map(|c| Ok((cursor_time(c)?, c.id.as_str())))
+            .transpose()
+    }
+
+    /// The page of the `limit + 1` rows the statement found.
+    pub(super) fn page(&self, rows: Vec<TicketRow>) -> Page<TicketView> {
+        let tickets = rows.into_iter().map(TicketView::from).collect();
+        let sort = self.sort;
+        paginate(tickets, self.limit, |t| Cursor {
+            sort: sort.as_str().to_owned(),
+            value: Value::String(sort.value(t).to_rfc3339_opts(SecondsFormat::Micros, true)),
+            id: t.id.clone(),
+        })
+    }
+}
+
+/// The statements of a ticket's detail, on either backend; each takes the
+/// tenant and the ticket's id.
+pub(super) struct DetailSql {
+    pub(super) ticket: String,
+    pub(super) notes: String,
+    pub(super) history: String,
+}
+
+impl DetailSql {
+    pub(super) fn new(dialect: Dialect, at: &str) -> Self {
+        let (tenant, id) = (dialect.param(1, "text"), dialect.param(2, "text"));
+        let of_ticket =
+            format!("WHERE tenant = {tenant} AND ticket_id = {id} ORDER BY stream_version");
+        Self {
+            ticket: format!(
+                "SELECT {TICKET_COLUMNS} FROM {} WHERE tenant = {tenant} AND id = {id}",
+                dialect.table(at, "tickets")
+            ),
+            notes: format!(
+                "SELECT {NOTE_COLUMNS} FROM {} {of_ticket}",
+                dialect.table(at, "notes")
+            ),
+            history: format!(
+                "SELECT {HISTORY_COLUMNS} FROM {} {of_ticket}",
+                dialect.table(at, "history")
+            ),
+        }
+    }
+}
+
 /// A page of `tenant`'s tickets.
 pub async fn list(
     read_models: &ReadModels,
@@ -760,27 +1015,10 @@ pub async fn list(
     query: &TicketQuery,
 ) -> Result<Page<TicketView>, ProjectionError> {
     let (client, schema) = read_models.serving(NAME).await?;
-    let after = query.cursor.as_ref().map(cursor_time).transpose()?;
-    let after_id = query.cursor.as_ref().map(|c| c.id.as_str());
-    let column = query.sort.as_str();
-    let (direction, beyond) = (query.order.sql(), query.order.after());
-    // Absent filters are NULL parameters: one statement serves every
-    // combination, and the planner drops the NULL tests of each call.
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM {schema}.tickets
-         WHERE tenant = $1
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR kind = $3)
-           AND ($4::text IS NULL OR customer = $4)
-           AND ($5::text IS NULL OR edge = $5)
-           AND ($6::text IS NULL OR assignee = $6)
-           AND ($8::text IS NULL OR ({column}, id) {beyond} ($7::timestamptz, $8))
-         ORDER BY {column} {direction}, id {direction}
-         LIMIT $9"
-    );
+    let after = query.after()?;
     let rows = client
         .query(
-            &sql,
+            &query.sql(Dialect::Postgres, &schema),
             &[
                 &tenant.as_str(),
                 &query.status.map(TicketStatus::as_str),
@@ -788,22 +1026,17 @@ pub async fn list(
                 &query.customer,
                 &query.edge,
                 &query.assignee,
-                &after,
-                &after_id,
+                &after.map(|(time, _)| time),
+                &after.map(|(_, id)| id),
                 &(query.limit as i64 + 1),
             ],
         )
         .await?;
     let tickets = rows
         .iter()
-        .map(|row| TicketRow::from_row(row).map(TicketView::from))
+        .map(TicketRow::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let sort = query.sort;
-    Ok(paginate(tickets, query.limit, |t| Cursor {
-        sort: sort.as_str().to_owned(),
-        value: Value::String(sort.value(t).to_rfc3339_opts(SecondsFormat::Micros, true)),
-        id: t.id.clone(),
-    }))
+    Ok(query.page(tickets))
 }
 
 /// `tenant`'s ticket `id` with its notes and history; `None` when there is
@@ -814,6 +1047,7 @@ pub async fn get(
     id: &str,
 ) -> Result<Option<TicketDetail>, ProjectionError> {
     let (mut client, schema) = read_models.serving(NAME).await?;
+    let sql = DetailSql::new(Dialect::Postgres, &schema);
     // One snapshot: the ticket's counts agree with the notes and history
     // shown, even while the runner commits a batch.
     let tx = client
@@ -823,51 +1057,22 @@ pub async fn get(
         .start()
         .await?;
     let key: [&(dyn ToSql + Sync); 2] = [&tenant.as_str(), &id];
-    let Some(row) = tx
-        .query_opt(
-            &format!("SELECT {TICKET_COLUMNS} FROM {schema}.tickets WHERE tenant = $1 AND id = $2"),
-            &key,
-        )
-        .await?
-    else {
+    let Some(row) = tx.query_opt(&sql.ticket, &key).await? else {
         return Ok(None);
     };
     let ticket = TicketView::from(TicketRow::from_row(&row)?);
     let notes = tx
-        .query(
-            &format!(
-                "SELECT stream_version, note, author, at FROM {schema}.notes
-                 WHERE tenant = $1 AND ticket_id = $2 ORDER BY stream_version"
-            ),
-            &key,
-        )
+        .query(&sql.notes, &key)
         .await?
         .iter()
-        .map(|r| TicketNote {
-            stream_version: r.get::<_, i64>(0) as u64,
-            note: r.get(1),
-            author: r.get(2),
-            at: r.get(3),
-        })
-        .collect();
+        .map(TicketNote::from_row)
+        .collect::<Result<_, _>>()?;
     let history = tx
-        .query(
-            &format!(
-                "SELECT stream_version, position, event_type, at, summary FROM {schema}.history
-                 WHERE tenant = $1 AND ticket_id = $2 ORDER BY stream_version"
-            ),
-            &key,
-        )
+        .query(&sql.history, &key)
         .await?
         .iter()
-        .map(|r| TicketHistoryEntry {
-            stream_version: r.get::<_, i64>(0) as u64,
-            position: r.get::<_, i64>(1) as u64,
-            event_type: r.get(2),
-            at: r.get(3),
-            summary: r.get(4),
-        })
-        .collect();
+        .map(TicketHistoryEntry::from_row)
+        .collect::<Result<_, _>>()?;
     tx.commit().await?;
     Ok(Some(TicketDetail {
         ticket,
