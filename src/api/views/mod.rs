@@ -4,8 +4,9 @@
 //! models, turning projection errors into problems, and the query
 //! parameters every list takes (`limit`, `cursor`, `sort`, `order`).
 //!
-//! Read models need Postgres: with the embedded store these endpoints
-//! answer 503 `read-model-unavailable`.
+//! The read models live in Postgres with a `postgres://` store and in SQLite
+//! beside the embedded store; [`backend`] says which, and each handler asks
+//! the same query of either.
 
 pub mod drafts;
 pub mod edges;
@@ -65,16 +66,6 @@ pub(crate) fn backend(state: &AppState) -> ApiResult<Backend<'_>> {
             "this Herald runs no read models",
         )),
     }
-}
-
-/// The Postgres read models, or 503 when this Herald has none.
-pub(crate) fn read_models(state: &AppState) -> ApiResult<&ReadModels> {
-    state.read_models.as_ref().ok_or_else(|| {
-        Problem::new(
-            ProblemKind::ReadModelUnavailable,
-            "this Herald runs no Postgres read models",
-        )
-    })
 }
 
 /// The HTTP face of a projection or read-model error.

@@ -244,7 +244,7 @@ fn parked_doc(p: ParkedEvent) -> ParkedDoc {
         (status = 403, description = "`forbidden`: not an admin key", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable` (embedded store, or the database is down) or `store-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`read-model-unavailable` (the read-model database is down) or `store-unavailable`", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
