@@ -13,7 +13,7 @@
 //! below it with at most `SNAPSHOT_EVERY - 1` patches, without a copy of
 //! the document per version.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -24,9 +24,9 @@ use herald_events::{EventEnvelope, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::{GenericClient, Transaction};
 
-use super::timers::{decode, id_cursor, orphan, page_size, time_cursor, SortKey};
+use super::timers::{decode, id_cursor, keys, orphan, page_size, time_cursor, Columns, SortKey};
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::{Projection, ProjectionError, ReadModels};
 
@@ -41,44 +41,51 @@ pub const SNAPSHOT_EVERY: i64 = 32;
 #[derive(Debug, Default)]
 pub struct DraftsProjection;
 
-const DRAFT_COLUMNS: &str = "tenant, id, title, document, version, stream_version, deleted, \
+pub(super) const DRAFT_COLUMNS: &str =
+    "tenant, id, title, document, version, stream_version, deleted, \
     published_version, created_at, updated_at, created_by, size_bytes";
 
 /// The columns of a list item: everything but the document.
-const SUMMARY_COLUMNS: &str = "tenant, id, title, version, stream_version, deleted, \
+pub(super) const SUMMARY_COLUMNS: &str = "tenant, id, title, version, stream_version, deleted, \
     published_version, created_at, updated_at, created_by, size_bytes";
 
 /// A draft row as the batch leaves it.
 #[derive(Debug, Clone)]
-struct DraftRow {
-    tenant: String,
-    id: String,
-    title: String,
-    document: Value,
-    version: i64,
-    stream_version: i64,
-    deleted: bool,
-    published_version: Option<i64>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    created_by: Option<String>,
+pub(super) struct DraftRow {
+    pub(super) tenant: String,
+    pub(super) id: String,
+    pub(super) title: String,
+    pub(super) document: Value,
+    pub(super) version: i64,
+    pub(super) stream_version: i64,
+    pub(super) deleted: bool,
+    pub(super) published_version: Option<i64>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+    pub(super) created_by: Option<String>,
 }
 
 impl DraftRow {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
+    /// The row of [`DRAFT_COLUMNS`], from either database.
+    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
         Ok(Self {
-            tenant: row.try_get("tenant")?,
-            id: row.try_get("id")?,
-            title: row.try_get("title")?,
-            document: row.try_get("document")?,
-            version: row.try_get("version")?,
-            stream_version: row.try_get("stream_version")?,
-            deleted: row.try_get("deleted")?,
-            published_version: row.try_get("published_version")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            created_by: row.try_get("created_by")?,
+            tenant: row.text("tenant")?,
+            id: row.text("id")?,
+            title: row.text("title")?,
+            document: row.json("document")?,
+            version: row.int("version")?,
+            stream_version: row.int("stream_version")?,
+            deleted: row.flag("deleted")?,
+            published_version: row.int_opt("published_version")?,
+            created_at: row.time("created_at")?,
+            updated_at: row.time("updated_at")?,
+            created_by: row.text_opt("created_by")?,
         })
+    }
+
+    /// The size of its document as JSON text, in bytes.
+    pub(super) fn size_bytes(&self) -> i64 {
+        size_of(&self.document)
     }
 }
 
@@ -93,7 +100,7 @@ pub enum VersionKind {
 }
 
 impl VersionKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             VersionKind::Created => "created",
             VersionKind::Patched => "patched",
@@ -111,35 +118,36 @@ impl VersionKind {
 
 /// A version row to insert.
 #[derive(Debug)]
-struct VersionRow {
-    tenant: String,
-    draft_id: String,
-    version: i64,
-    kind: VersionKind,
+pub(super) struct VersionRow {
+    pub(super) tenant: String,
+    pub(super) draft_id: String,
+    pub(super) version: i64,
+    pub(super) kind: VersionKind,
     /// The whole document, on snapshot versions.
-    document: Option<Value>,
-    patch: Option<Value>,
-    occurred_at: DateTime<Utc>,
-    author: Option<String>,
+    pub(super) document: Option<Value>,
+    pub(super) patch: Option<Value>,
+    pub(super) occurred_at: DateTime<Utc>,
+    pub(super) author: Option<String>,
 }
 
 /// A publication to mark on its version row (which may be in an earlier
 /// batch).
 #[derive(Debug)]
-struct Publication {
-    tenant: String,
-    draft_id: String,
-    version: i64,
-    at: DateTime<Utc>,
-    by: Option<String>,
+pub(super) struct Publication {
+    pub(super) tenant: String,
+    pub(super) draft_id: String,
+    pub(super) version: i64,
+    pub(super) at: DateTime<Utc>,
+    pub(super) by: Option<String>,
 }
 
 fn is_snapshot(version: i64) -> bool {
     (version - 1) % SNAPSHOT_EVERY == 0
 }
 
-/// The snapshot version at or below `version`.
-fn snapshot_below(version: i64) -> i64 {
+/// The snapshot version at or below `version`: the first row read to
+/// rebuild the document of `version`.
+pub(super) fn snapshot_below(version: i64) -> i64 {
     version - (version - 1) % SNAPSHOT_EVERY
 }
 
@@ -158,12 +166,13 @@ fn size_of(document: &Value) -> i64 {
 
 type Key = (String, String);
 
-/// The rows a batch touches, loaded once, folded in memory, written back.
+/// The rows a batch touches, loaded once, folded in memory, written back
+/// (by each backend's projection).
 #[derive(Default)]
-struct Batch {
-    drafts: HashMap<Key, DraftRow>,
-    versions: Vec<VersionRow>,
-    publications: Vec<Publication>,
+pub(super) struct Batch {
+    pub(super) drafts: HashMap<Key, DraftRow>,
+    pub(super) versions: Vec<VersionRow>,
+    pub(super) publications: Vec<Publication>,
 }
 
 impl Batch {
@@ -177,7 +186,7 @@ impl Batch {
             .ok_or_else(|| orphan(event, "draft"))
     }
 
-    fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
+    pub(super) fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
         let at = event.occurred_at;
         let stream_version = event.stream_version.get() as i64;
         match event.event_type.name() {
@@ -302,15 +311,7 @@ impl Batch {
         schema: &str,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
-        let mut tenants = Vec::new();
-        let mut ids = Vec::new();
-        let mut seen = HashSet::new();
-        for e in events {
-            if seen.insert((e.tenant.as_str(), e.stream.id())) {
-                tenants.push(e.tenant.as_str());
-                ids.push(e.stream.id());
-            }
-        }
+        let (tenants, ids): (Vec<&str>, Vec<&str>) = keys(events).into_iter().unzip();
         let rows = tx
             .query(
                 &format!(
@@ -326,6 +327,15 @@ impl Batch {
                 .insert((draft.tenant.clone(), draft.id.clone()), draft);
         }
         Ok(())
+    }
+
+    /// The batch's publications, one per version: the last of each.
+    pub(super) fn latest_publications(&self) -> Vec<&Publication> {
+        let mut latest: HashMap<(&str, &str, i64), &Publication> = HashMap::new();
+        for p in &self.publications {
+            latest.insert((&p.tenant, &p.draft_id, p.version), p);
+        }
+        latest.into_values().collect()
     }
 
     async fn write(self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
@@ -358,7 +368,7 @@ impl Batch {
                     &d.iter()
                         .map(|r| r.created_by.as_deref())
                         .collect::<Vec<_>>(),
-                    &d.iter().map(|r| size_of(&r.document)).collect::<Vec<_>>(),
+                    &d.iter().map(|r| r.size_bytes()).collect::<Vec<_>>(),
                 ],
             )
             .await?;
@@ -393,11 +403,7 @@ impl Batch {
             // After the inserts, so a version made and published in the
             // same batch is found. An UPDATE ... FROM joining two rows to
             // one target applies either, so keep one per version: the last.
-            let mut latest: HashMap<(&str, &str, i64), &Publication> = HashMap::new();
-            for p in &self.publications {
-                latest.insert((&p.tenant, &p.draft_id, p.version), p);
-            }
-            let p: Vec<&Publication> = latest.into_values().collect();
+            let p = self.latest_publications();
             tx.execute(
                 &format!(
                     "UPDATE {schema}.versions v
@@ -516,18 +522,19 @@ pub struct DraftSummary {
 }
 
 impl DraftSummary {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
+    /// The row of [`SUMMARY_COLUMNS`], from either database.
+    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
         Ok(Self {
-            id: row.try_get("id")?,
-            title: row.try_get("title")?,
-            version: row.try_get("version")?,
-            stream_version: row.try_get("stream_version")?,
-            deleted: row.try_get("deleted")?,
-            published_version: row.try_get("published_version")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            created_by: row.try_get("created_by")?,
-            size_bytes: row.try_get("size_bytes")?,
+            id: row.text("id")?,
+            title: row.text("title")?,
+            version: row.int("version")?,
+            stream_version: row.int("stream_version")?,
+            deleted: row.flag("deleted")?,
+            published_version: row.int_opt("published_version")?,
+            created_at: row.time("created_at")?,
+            updated_at: row.time("updated_at")?,
+            created_by: row.text_opt("created_by")?,
+            size_bytes: row.int("size_bytes")?,
         })
     }
 }
@@ -560,16 +567,18 @@ pub struct DraftVersion {
 }
 
 impl DraftVersion {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
+    /// The row of the version columns (`operations` computed from the
+    /// patch), from either database.
+    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
         Ok(Self {
-            version: row.try_get("version")?,
-            at: row.try_get("occurred_at")?,
-            author: row.try_get("author")?,
-            kind: VersionKind::from_column(row.try_get("kind")?),
-            operations: row.try_get("operations")?,
-            published: row.try_get("published")?,
-            published_at: row.try_get("published_at")?,
-            published_by: row.try_get("published_by")?,
+            version: row.int("version")?,
+            at: row.time("occurred_at")?,
+            author: row.text_opt("author")?,
+            kind: VersionKind::from_column(&row.text("kind")?),
+            operations: row.int("operations")?,
+            published: row.flag("published")?,
+            published_at: row.time_opt("published_at")?,
+            published_by: row.text_opt("published_by")?,
         })
     }
 }
@@ -599,7 +608,7 @@ impl DraftSort {
         }
     }
 
-    fn key(self) -> SortKey {
+    pub(super) fn key(self) -> SortKey {
         match self {
             DraftSort::UpdatedAt => SortKey::time("updated_at"),
             DraftSort::CreatedAt => SortKey::time("created_at"),
@@ -675,12 +684,17 @@ pub async fn list_drafts(
         .iter()
         .map(DraftSummary::from_row)
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(draft_page(rows, query))
+}
+
+/// The page of `query` from the rows fetched for it (`limit + 1` at most).
+pub(super) fn draft_page(rows: Vec<DraftSummary>, query: &DraftQuery) -> Page<DraftSummary> {
     let sort = query.sort;
-    Ok(paginate(rows, query.limit, |r| match sort {
+    paginate(rows, query.limit, |r| match sort {
         DraftSort::UpdatedAt => time_cursor("updated_at", r.updated_at, &r.id),
         DraftSort::CreatedAt => time_cursor("created_at", r.created_at, &r.id),
         DraftSort::Id => id_cursor("id", &r.id),
-    }))
+    })
 }
 
 /// One of the tenant's drafts with its document at `at`; `None` when the
@@ -703,28 +717,21 @@ pub async fn draft(
         return Ok(None);
     };
     let draft = DraftSummary::from_row(&row)?;
-    let version = match at {
-        DraftAt::Current => draft.version,
-        DraftAt::Version(v) => match i64::try_from(v) {
-            Ok(v) if (1..=draft.version).contains(&v) => v,
-            _ => return Ok(None),
-        },
-        DraftAt::Instant(instant) => {
-            let latest: Option<i64> = client
-                .query_one(
-                    &format!(
-                        "SELECT max(version) FROM {schema}.versions
-                         WHERE tenant = $1 AND draft_id = $2 AND occurred_at <= $3"
-                    ),
-                    &[&tenant, &id, &instant],
-                )
-                .await?
-                .try_get(0)?;
-            match latest {
-                Some(v) => v,
-                None => return Ok(None),
-            }
-        }
+    let latest = match at {
+        DraftAt::Instant(instant) => client
+            .query_one(
+                &format!(
+                    "SELECT max(version) FROM {schema}.versions
+                     WHERE tenant = $1 AND draft_id = $2 AND occurred_at <= $3"
+                ),
+                &[&tenant, &id, &instant],
+            )
+            .await?
+            .try_get(0)?,
+        _ => None,
+    };
+    let Some(version) = version_at(at, draft.version, latest) else {
+        return Ok(None);
     };
     let document = if version == draft.version {
         row.try_get("document")?
@@ -747,6 +754,48 @@ pub async fn draft(
     }))
 }
 
+/// The draft version `at` names, given the draft's current one and, for an
+/// instant, the latest version made at or before it; `None` when there is
+/// no such version.
+pub(super) fn version_at(at: DraftAt, current: i64, latest: Option<i64>) -> Option<i64> {
+    match at {
+        DraftAt::Current => Some(current),
+        DraftAt::Version(v) => i64::try_from(v).ok().filter(|v| (1..=current).contains(v)),
+        DraftAt::Instant(_) => latest,
+    }
+}
+
+/// A version row read to rebuild a document: its `version`, `document`
+/// (on snapshots) and `patch`.
+pub(super) type RebuildRow = (i64, Option<Value>, Option<Value>);
+
+pub(super) fn rebuild_row(row: &impl Columns) -> Result<RebuildRow, ProjectionError> {
+    Ok((
+        row.int("version")?,
+        row.json_opt("document")?,
+        row.json_opt("patch")?,
+    ))
+}
+
+/// The document that `rows` rebuild: the first one's (a snapshot's)
+/// document, patched by each one after it, in order.
+pub(super) fn rebuild_document(tenant: &str, id: &str, rows: Vec<RebuildRow>) -> Value {
+    let mut rows = rows.into_iter();
+    let mut document = rows
+        .next()
+        .and_then(|(_, snapshot, _)| snapshot)
+        .unwrap_or(Value::Null);
+    for (number, _, patch) in rows {
+        // Every stored patch applied when it was projected, to this very
+        // document; should one not, it is skipped as the projection skips
+        // a patch that does not apply.
+        if let Err(reason) = apply_patch(&mut document, patch.as_ref().unwrap_or(&Value::Null)) {
+            tracing::error!(tenant, draft = id, version = number, %reason, "A stored draft version does not rebuild.");
+        }
+    }
+    document
+}
+
 /// The document of an existing `version`: the snapshot at or below it,
 /// patched up to it.
 async fn document_at(
@@ -766,24 +815,11 @@ async fn document_at(
             &[&tenant, &id, &snapshot_below(version), &version],
         )
         .await?;
-    let mut rows = rows.iter();
-    let mut document: Value = match rows.next() {
-        Some(row) => row
-            .try_get::<_, Option<Value>>("document")?
-            .unwrap_or(Value::Null),
-        None => Value::Null,
-    };
-    for row in rows {
-        let patch: Option<Value> = row.try_get("patch")?;
-        let number: i64 = row.try_get("version")?;
-        // Every stored patch applied when it was projected, to this very
-        // document; should one not, it is skipped as the projection skips
-        // a patch that does not apply.
-        if let Err(reason) = apply_patch(&mut document, patch.as_ref().unwrap_or(&Value::Null)) {
-            tracing::error!(tenant, draft = id, version = number, %reason, "A stored draft version does not rebuild.");
-        }
-    }
-    Ok(document)
+    let rows = rows
+        .iter()
+        .map(rebuild_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rebuild_document(tenant, id, rows))
 }
 
 /// A page of one of the tenant's drafts' versions; `None` when the tenant
@@ -794,14 +830,7 @@ pub async fn draft_versions(
     id: &str,
     query: &VersionQuery,
 ) -> Result<Option<Page<DraftVersion>>, ProjectionError> {
-    let after: Option<i64> = match &query.cursor {
-        None => None,
-        Some(cursor) => Some(cursor.value.as_i64().ok_or_else(|| {
-            ProjectionError::Rejected(
-                "the cursor does not belong to this list; pass next_cursor unchanged".into(),
-            )
-        })?),
-    };
+    let after = version_after(query)?;
     let (client, schema) = read_models.serving(NAME).await?;
     let exists = client
         .query_opt(
@@ -827,9 +856,29 @@ pub async fn draft_versions(
         .iter()
         .map(DraftVersion::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(paginate(rows, query.limit, |v| Cursor {
+    Ok(Some(version_page(rows, query)))
+}
+
+/// The version after which `query`'s page starts; a forged cursor is
+/// refused.
+pub(super) fn version_after(query: &VersionQuery) -> Result<Option<i64>, ProjectionError> {
+    match &query.cursor {
+        None => Ok(None),
+        Some(cursor) => Some(cursor.value.as_i64().ok_or_else(|| {
+            ProjectionError::Rejected(
+                "the cursor does not belong to this list; pass next_cursor unchanged".into(),
+            )
+        }))
+        .transpose(),
+    }
+}
+
+/// The page of `query` from the versions fetched for it (`limit + 1` at
+/// most).
+pub(super) fn version_page(rows: Vec<DraftVersion>, query: &VersionQuery) -> Page<DraftVersion> {
+    paginate(rows, query.limit, |v| Cursor {
         sort: "version".into(),
         value: Value::from(v.version),
         id: v.version.to_string(),
-    })))
+    })
 }

@@ -33,56 +33,58 @@ pub const NAME: &str = "timers";
 #[derive(Debug, Default)]
 pub struct TimersProjection;
 
-const TIMER_COLUMNS: &str = "tenant, id, label, status, due_at, first_due_at, next_due_at, \
+pub(super) const TIMER_COLUMNS: &str =
+    "tenant, id, label, status, due_at, first_due_at, next_due_at, \
     every_secs, fired_count, last_fired_at, late_count, deliver, scheduled_at, cancelled_at, \
     cancel_reason, version";
 
-const COUNTDOWN_COLUMNS: &str =
+pub(super) const COUNTDOWN_COLUMNS: &str =
     "tenant, id, label, deadline, views, last_viewed_at, expired, expired_at, created_at, version";
 
 /// A timer row as the batch leaves it.
 #[derive(Debug, Clone)]
-struct TimerRow {
-    tenant: String,
-    id: String,
-    label: Option<String>,
-    status: TimerStatus,
+pub(super) struct TimerRow {
+    pub(super) tenant: String,
+    pub(super) id: String,
+    pub(super) label: Option<String>,
+    pub(super) status: TimerStatus,
     /// The due time of the next occurrence while pending; of the last one
     /// (fired, or pending when cancelled) once finished. Never null, so it
     /// sorts and pages every timer.
-    due_at: DateTime<Utc>,
-    first_due_at: DateTime<Utc>,
-    next_due_at: Option<DateTime<Utc>>,
-    every_secs: Option<i64>,
-    fired_count: i64,
-    last_fired_at: Option<DateTime<Utc>>,
-    late_count: i64,
-    deliver: Value,
-    scheduled_at: DateTime<Utc>,
-    cancelled_at: Option<DateTime<Utc>>,
-    cancel_reason: Option<String>,
-    version: i64,
+    pub(super) due_at: DateTime<Utc>,
+    pub(super) first_due_at: DateTime<Utc>,
+    pub(super) next_due_at: Option<DateTime<Utc>>,
+    pub(super) every_secs: Option<i64>,
+    pub(super) fired_count: i64,
+    pub(super) last_fired_at: Option<DateTime<Utc>>,
+    pub(super) late_count: i64,
+    pub(super) deliver: Value,
+    pub(super) scheduled_at: DateTime<Utc>,
+    pub(super) cancelled_at: Option<DateTime<Utc>>,
+    pub(super) cancel_reason: Option<String>,
+    pub(super) version: i64,
 }
 
 impl TimerRow {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
+    /// The row of [`TIMER_COLUMNS`], from either database.
+    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
         Ok(Self {
-            tenant: row.try_get("tenant")?,
-            id: row.try_get("id")?,
-            label: row.try_get("label")?,
-            status: TimerStatus::from_column(row.try_get("status")?),
-            due_at: row.try_get("due_at")?,
-            first_due_at: row.try_get("first_due_at")?,
-            next_due_at: row.try_get("next_due_at")?,
-            every_secs: row.try_get("every_secs")?,
-            fired_count: row.try_get("fired_count")?,
-            last_fired_at: row.try_get("last_fired_at")?,
-            late_count: row.try_get("late_count")?,
-            deliver: row.try_get("deliver")?,
-            scheduled_at: row.try_get("scheduled_at")?,
-            cancelled_at: row.try_get("cancelled_at")?,
-            cancel_reason: row.try_get("cancel_reason")?,
-            version: row.try_get("version")?,
+            tenant: row.text("tenant")?,
+            id: row.text("id")?,
+            label: row.text_opt("label")?,
+            status: TimerStatus::from_column(&row.text("status")?),
+            due_at: row.time("due_at")?,
+            first_due_at: row.time("first_due_at")?,
+            next_due_at: row.time_opt("next_due_at")?,
+            every_secs: row.int_opt("every_secs")?,
+            fired_count: row.int("fired_count")?,
+            last_fired_at: row.time_opt("last_fired_at")?,
+            late_count: row.int("late_count")?,
+            deliver: row.json("deliver")?,
+            scheduled_at: row.time("scheduled_at")?,
+            cancelled_at: row.time_opt("cancelled_at")?,
+            cancel_reason: row.text_opt("cancel_reason")?,
+            version: row.int("version")?,
         })
     }
 
@@ -139,45 +141,99 @@ impl TimerRow {
 
 /// A countdown row as the batch leaves it.
 #[derive(Debug, Clone)]
-struct CountdownRow {
-    tenant: String,
-    id: String,
-    label: String,
-    deadline: DateTime<Utc>,
-    views: i64,
-    last_viewed_at: Option<DateTime<Utc>>,
-    expired: bool,
-    expired_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    version: i64,
+pub(super) struct CountdownRow {
+    pub(super) tenant: String,
+    pub(super) id: String,
+    pub(super) label: String,
+    pub(super) deadline: DateTime<Utc>,
+    pub(super) views: i64,
+    pub(super) last_viewed_at: Option<DateTime<Utc>>,
+    pub(super) expired: bool,
+    pub(super) expired_at: Option<DateTime<Utc>>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) version: i64,
 }
 
 impl CountdownRow {
-    fn from_row(row: &Row) -> Result<Self, ProjectionError> {
+    /// The row of [`COUNTDOWN_COLUMNS`], from either database.
+    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
         Ok(Self {
-            tenant: row.try_get("tenant")?,
-            id: row.try_get("id")?,
-            label: row.try_get("label")?,
-            deadline: row.try_get("deadline")?,
-            views: row.try_get("views")?,
-            last_viewed_at: row.try_get("last_viewed_at")?,
-            expired: row.try_get("expired")?,
-            expired_at: row.try_get("expired_at")?,
-            created_at: row.try_get("created_at")?,
-            version: row.try_get("version")?,
+            tenant: row.text("tenant")?,
+            id: row.text("id")?,
+            label: row.text("label")?,
+            deadline: row.time("deadline")?,
+            views: row.int("views")?,
+            last_viewed_at: row.time_opt("last_viewed_at")?,
+            expired: row.flag("expired")?,
+            expired_at: row.time_opt("expired_at")?,
+            created_at: row.time("created_at")?,
+            version: row.int("version")?,
         })
     }
 }
 
 /// One firing to record.
 #[derive(Debug)]
-struct FiringRow {
-    tenant: String,
-    timer_id: String,
-    occurrence: i64,
-    due_at: DateTime<Utc>,
-    fired_at: DateTime<Utc>,
-    late: bool,
+pub(super) struct FiringRow {
+    pub(super) tenant: String,
+    pub(super) timer_id: String,
+    pub(super) occurrence: i64,
+    pub(super) due_at: DateTime<Utc>,
+    pub(super) fired_at: DateTime<Utc>,
+    pub(super) late: bool,
+}
+
+/// A row's columns by name, whichever database it was read from: how the
+/// rows of this read model and of `drafts` are read on Postgres and on
+/// SQLite (where the embedded module implements it).
+pub(super) trait Columns {
+    fn text_opt(&self, column: &str) -> Result<Option<String>, ProjectionError>;
+    fn int_opt(&self, column: &str) -> Result<Option<i64>, ProjectionError>;
+    fn flag(&self, column: &str) -> Result<bool, ProjectionError>;
+    fn time_opt(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError>;
+    fn json_opt(&self, column: &str) -> Result<Option<Value>, ProjectionError>;
+
+    fn text(&self, column: &str) -> Result<String, ProjectionError> {
+        self.text_opt(column)?.ok_or_else(|| null(column))
+    }
+
+    fn int(&self, column: &str) -> Result<i64, ProjectionError> {
+        self.int_opt(column)?.ok_or_else(|| null(column))
+    }
+
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, ProjectionError> {
+        self.time_opt(column)?.ok_or_else(|| null(column))
+    }
+
+    fn json(&self, column: &str) -> Result<Value, ProjectionError> {
+        self.json_opt(column)?.ok_or_else(|| null(column))
+    }
+}
+
+fn null(column: &str) -> ProjectionError {
+    ProjectionError::Internal(format!("the column {column} is unexpectedly null"))
+}
+
+impl Columns for Row {
+    fn text_opt(&self, column: &str) -> Result<Option<String>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int_opt(&self, column: &str) -> Result<Option<i64>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn time_opt(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn json_opt(&self, column: &str) -> Result<Option<Value>, ProjectionError> {
+        Ok(self.try_get(column)?)
+    }
 }
 
 /// A count from an event, as the bigint it is stored as.
@@ -215,18 +271,30 @@ pub(super) fn orphan(event: &EventEnvelope, what: &str) -> ProjectionError {
     ))
 }
 
-type Key = (String, String);
+pub(super) type Key = (String, String);
 
-/// The rows a batch touches, loaded once, folded in memory, written back.
+/// The (tenant, stream id) keys of `events`, each once, in order of
+/// appearance: the rows a batch loads.
+pub(super) fn keys(events: &[EventEnvelope]) -> Vec<(&str, &str)> {
+    let mut seen = std::collections::HashSet::new();
+    events
+        .iter()
+        .map(|e| (e.tenant.as_str(), e.stream.id()))
+        .filter(|key| seen.insert(*key))
+        .collect()
+}
+
+/// The rows a batch touches, loaded once, folded in memory, written back
+/// (by each backend's projection).
 #[derive(Default)]
-struct Batch {
-    timers: HashMap<Key, TimerRow>,
-    countdowns: HashMap<Key, CountdownRow>,
-    firings: Vec<FiringRow>,
+pub(super) struct Batch {
+    pub(super) timers: HashMap<Key, TimerRow>,
+    pub(super) countdowns: HashMap<Key, CountdownRow>,
+    pub(super) firings: Vec<FiringRow>,
 }
 
 impl Batch {
-    fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
+    pub(super) fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
         let key = (
             event.tenant.as_str().to_owned(),
             event.stream.id().to_owned(),
@@ -329,15 +397,7 @@ impl Batch {
         schema: &str,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
-        let mut tenants = Vec::new();
-        let mut ids = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for e in events {
-            if seen.insert((e.tenant.as_str(), e.stream.id())) {
-                tenants.push(e.tenant.as_str());
-                ids.push(e.stream.id());
-            }
-        }
+        let (tenants, ids): (Vec<&str>, Vec<&str>) = keys(events).into_iter().unzip();
         let keys = "JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) USING (tenant, id)";
         for row in tx
             .query(
@@ -651,6 +711,17 @@ pub struct TimerFiring {
     pub late: bool,
 }
 
+impl TimerFiring {
+    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            occurrence: row.int("occurrence")?,
+            due_at: row.time("due_at")?,
+            fired_at: row.time("fired_at")?,
+            late: row.flag("late")?,
+        })
+    }
+}
+
 /// A timer with its latest firings.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TimerDetail {
@@ -682,7 +753,7 @@ pub struct CountdownView {
 }
 
 impl CountdownView {
-    fn new(r: CountdownRow, now: DateTime<Utc>) -> Self {
+    pub(super) fn new(r: CountdownRow, now: DateTime<Utc>) -> Self {
         Self {
             remaining_secs: (r.deadline - now).num_seconds().max(0),
             id: r.id,
@@ -717,7 +788,7 @@ impl TimerSort {
         }
     }
 
-    fn key(self) -> SortKey {
+    pub(super) fn key(self) -> SortKey {
         match self {
             TimerSort::DueAt => SortKey::time("due_at"),
             TimerSort::Id => SortKey::id(),
@@ -760,7 +831,7 @@ impl CountdownSort {
         }
     }
 
-    fn key(self) -> SortKey {
+    pub(super) fn key(self) -> SortKey {
         match self {
             CountdownSort::Deadline => SortKey::time("deadline"),
             CountdownSort::Views => SortKey::integer("views"),
@@ -784,8 +855,9 @@ pub struct CountdownQuery {
 /// (one SQL text with fixed parameters, whatever the filters and sort).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SortKey {
-    column: &'static str,
-    sql_type: &'static str,
+    pub(super) column: &'static str,
+    /// `timestamptz`, `bigint` or `text`.
+    pub(super) sql_type: &'static str,
 }
 
 impl SortKey {
@@ -904,15 +976,20 @@ pub async fn list_timers(
         .iter()
         .map(TimerRow::from_row)
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(timer_page(rows, query))
+}
+
+/// The page of `query` from the rows fetched for it (`limit + 1` at most).
+pub(super) fn timer_page(rows: Vec<TimerRow>, query: &TimerQuery) -> Page<TimerView> {
     let sort = query.sort;
     let page = paginate(rows, query.limit, |r| match sort {
         TimerSort::DueAt => time_cursor("due_at", r.due_at, &r.id),
         TimerSort::Id => id_cursor("id", &r.id),
     });
-    Ok(Page {
+    Page {
         items: page.items.into_iter().map(TimerView::from).collect(),
         next_cursor: page.next_cursor,
-    })
+    }
 }
 
 /// One of the tenant's timers with its latest firings; `None` when the
@@ -942,14 +1019,7 @@ pub async fn timer(
         )
         .await?
         .iter()
-        .map(|r| {
-            Ok(TimerFiring {
-                occurrence: r.try_get("occurrence")?,
-                due_at: r.try_get("due_at")?,
-                fired_at: r.try_get("fired_at")?,
-                late: r.try_get("late")?,
-            })
-        })
+        .map(TimerFiring::from_row)
         .collect::<Result<Vec<_>, ProjectionError>>()?;
     Ok(Some(TimerDetail {
         timer: TimerRow::from_row(&row)?.into(),
@@ -986,6 +1056,16 @@ pub async fn list_countdowns(
         .iter()
         .map(CountdownRow::from_row)
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(countdown_page(rows, query, now))
+}
+
+/// The page of `query` from the rows fetched for it (`limit + 1` at most),
+/// their remaining time taken at `now`.
+pub(super) fn countdown_page(
+    rows: Vec<CountdownRow>,
+    query: &CountdownQuery,
+    now: DateTime<Utc>,
+) -> Page<CountdownView> {
     let sort = query.sort;
     let page = paginate(rows, query.limit, |r| match sort {
         CountdownSort::Deadline => time_cursor("deadline", r.deadline, &r.id),
@@ -996,14 +1076,14 @@ pub async fn list_countdowns(
         },
         CountdownSort::Id => id_cursor("id", &r.id),
     });
-    Ok(Page {
+    Page {
         items: page
             .items
             .into_iter()
             .map(|r| CountdownView::new(r, now))
             .collect(),
         next_cursor: page.next_cursor,
-    })
+    }
 }
 
 /// One of the tenant's countdowns, its remaining time taken at `now`;

@@ -8,11 +8,12 @@ use herald_projections::read_models::drafts::{
     self, DraftAt, DraftDocument, DraftQuery, DraftSort, DraftSummary, DraftVersion, VersionKind,
     VersionQuery,
 };
+use herald_projections::read_models::embedded::drafts as embedded;
 use herald_projections::read_models::{Page, SortOrder};
 use utoipa::OpenApi;
 
 use super::timers::{flag, not_found};
-use super::{invalid, problem, read_models, Params};
+use super::{backend, invalid, problem, Backend, Params};
 use crate::api::problem::{ApiResult, Problem};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -72,7 +73,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 403, description = "`forbidden`: the credential may not read `drafts`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: the embedded store, a read-model database that cannot be reached, or a read model not served yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`read-model-unavailable`: a read-model database that cannot be reached, or a read model not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -104,10 +105,12 @@ pub async fn list_drafts(
         limit: params.limit()?,
         cursor: params.cursor(sort)?,
     };
-    let read_models = read_models(&state)?;
-    let page = drafts::list_drafts(read_models, identity.tenant.as_str(), &query)
-        .await
-        .map_err(problem)?;
+    let tenant = identity.tenant.as_str();
+    let page = match backend(&state)? {
+        Backend::Postgres(rm) => drafts::list_drafts(rm, tenant, &query).await,
+        Backend::Embedded(rm) => embedded::list_drafts(rm, tenant, &query).await,
+    }
+    .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -160,11 +163,12 @@ pub async fn show_draft(
         (None, Some(instant)) => DraftAt::Instant(instant),
         (None, None) => DraftAt::Current,
     };
-    let read_models = read_models(&state)?;
-    match drafts::draft(read_models, identity.tenant.as_str(), &id, at)
-        .await
-        .map_err(problem)?
-    {
+    let tenant = identity.tenant.as_str();
+    let draft = match backend(&state)? {
+        Backend::Postgres(rm) => drafts::draft(rm, tenant, &id, at).await,
+        Backend::Embedded(rm) => embedded::draft(rm, tenant, &id, at).await,
+    };
+    match draft.map_err(problem)? {
         Some(draft) => Ok(HttpResponse::Ok().json(draft)),
         None => Err(match at {
             DraftAt::Current => not_found("draft", &id),
@@ -218,11 +222,12 @@ pub async fn list_draft_versions(
         limit: params.limit()?,
         cursor: params.cursor("version")?,
     };
-    let read_models = read_models(&state)?;
-    match drafts::draft_versions(read_models, identity.tenant.as_str(), &id, &query)
-        .await
-        .map_err(problem)?
-    {
+    let tenant = identity.tenant.as_str();
+    let versions = match backend(&state)? {
+        Backend::Postgres(rm) => drafts::draft_versions(rm, tenant, &id, &query).await,
+        Backend::Embedded(rm) => embedded::draft_versions(rm, tenant, &id, &query).await,
+    };
+    match versions.map_err(problem)? {
         Some(page) => Ok(HttpResponse::Ok().json(page)),
         None => Err(not_found("draft", &id)),
     }

@@ -5,6 +5,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
+use herald_projections::read_models::embedded::timers as embedded;
 use herald_projections::read_models::timers::{
     self, CountdownQuery, CountdownSort, CountdownView, TimerDetail, TimerQuery, TimerSort,
     TimerStatus, TimerView,
@@ -12,7 +13,7 @@ use herald_projections::read_models::timers::{
 use herald_projections::read_models::{Page, SortOrder};
 use utoipa::OpenApi;
 
-use super::{invalid, problem, read_models, Params};
+use super::{backend, invalid, problem, Backend, Params};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -127,10 +128,12 @@ pub async fn list_timers(
         limit: params.limit()?,
         cursor: params.cursor(sort)?,
     };
-    let read_models = read_models(&state)?;
-    let page = timers::list_timers(read_models, identity.tenant.as_str(), &query)
-        .await
-        .map_err(problem)?;
+    let tenant = identity.tenant.as_str();
+    let page = match backend(&state)? {
+        Backend::Postgres(rm) => timers::list_timers(rm, tenant, &query).await,
+        Backend::Embedded(rm) => embedded::list_timers(rm, tenant, &query).await,
+    }
+    .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -166,11 +169,12 @@ pub async fn show_timer(
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
     identity.require_domain(Action::Read, "timers")?;
-    let read_models = read_models(&state)?;
-    match timers::timer(read_models, identity.tenant.as_str(), &id)
-        .await
-        .map_err(problem)?
-    {
+    let tenant = identity.tenant.as_str();
+    let timer = match backend(&state)? {
+        Backend::Postgres(rm) => timers::timer(rm, tenant, &id).await,
+        Backend::Embedded(rm) => embedded::timer(rm, tenant, &id).await,
+    };
+    match timer.map_err(problem)? {
         Some(timer) => Ok(HttpResponse::Ok().json(timer)),
         None => Err(not_found("timer", &id)),
     }
@@ -223,10 +227,12 @@ pub async fn list_countdowns(
         limit: params.limit()?,
         cursor: params.cursor(sort)?,
     };
-    let read_models = read_models(&state)?;
-    let page = timers::list_countdowns(read_models, identity.tenant.as_str(), &query, Utc::now())
-        .await
-        .map_err(problem)?;
+    let (tenant, now) = (identity.tenant.as_str(), Utc::now());
+    let page = match backend(&state)? {
+        Backend::Postgres(rm) => timers::list_countdowns(rm, tenant, &query, now).await,
+        Backend::Embedded(rm) => embedded::list_countdowns(rm, tenant, &query, now).await,
+    }
+    .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -272,11 +278,12 @@ pub async fn show_countdown(
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
     identity.require_domain(Action::Read, "timers")?;
-    let read_models = read_models(&state)?;
-    match timers::countdown(read_models, identity.tenant.as_str(), &id, Utc::now())
-        .await
-        .map_err(problem)?
-    {
+    let (tenant, now) = (identity.tenant.as_str(), Utc::now());
+    let countdown = match backend(&state)? {
+        Backend::Postgres(rm) => timers::countdown(rm, tenant, &id, now).await,
+        Backend::Embedded(rm) => embedded::countdown(rm, tenant, &id, now).await,
+    };
+    match countdown.map_err(problem)? {
         Some(countdown) => Ok(HttpResponse::Ok().json(countdown)),
         None => Err(not_found("countdown", &id)),
     }
