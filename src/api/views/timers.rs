@@ -89,7 +89,7 @@ pub(super) fn not_found(what: &str, id: &str) -> Problem {
         (status = 403, description = "`forbidden`: the credential may not read `timers`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: the embedded store, a read-model database that cannot be reached, or a read model not served yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`read-model-unavailable`: a read-model database that cannot be reached, or a read model not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
