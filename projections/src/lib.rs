@@ -22,8 +22,8 @@ mod serving;
 mod status;
 
 pub use error::ProjectionError;
-pub use projection::Projection;
 pub use live::LIVE_GROUP;
+pub use projection::Projection;
 pub use runner::{ProjectionRunner, RunnerConfig};
 pub use schema::{schema_name, GenerationState, ParkedEvent};
 pub use serving::ReadModels;

@@ -126,7 +126,13 @@ pub(crate) fn set_state(
     tx.execute(
         "UPDATE herald_read_models SET state = ?3, updated_at = ?4, switched_at = ?5 \
          WHERE name = ?1 AND generation = ?2",
-        params![name, generation, state_text(state), text(Utc::now()), switched],
+        params![
+            name,
+            generation,
+            state_text(state),
+            text(Utc::now()),
+            switched
+        ],
     )?;
     Ok(())
 }
@@ -160,12 +166,7 @@ pub(crate) fn advance(
         "UPDATE herald_read_models SET position = ?3, updated_at = ?4 \
          WHERE name = ?1 AND generation = ?2",
     )?
-    .execute(params![
-        name,
-        generation,
-        to.get() as i64,
-        text(Utc::now())
-    ])?;
+    .execute(params![name, generation, to.get() as i64, text(Utc::now())])?;
     Ok(())
 }
 
@@ -267,11 +268,7 @@ pub(crate) fn list_parked(
             name: r.get(0)?,
             generation: r.get::<_, i64>(1)? as u32,
             position: Position(r.get::<_, i64>(2)? as u64),
-            event_id: EventId(
-                r.get::<_, String>(3)?
-                    .parse()
-                    .unwrap_or_default(),
-            ),
+            event_id: EventId(r.get::<_, String>(3)?.parse().unwrap_or_default()),
             error: r.get(4)?,
             parked_at: time(&r.get::<_, String>(5)?),
         })

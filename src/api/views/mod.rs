@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
-use herald_projections::read_models::{Cursor, SortOrder, MAX_PAGE_SIZE};
 use herald_projections::embedded::EmbeddedReadModels;
+use herald_projections::read_models::{Cursor, SortOrder, MAX_PAGE_SIZE};
 use herald_projections::{ProjectionError, ReadModels};
 use utoipa::OpenApi;
 
