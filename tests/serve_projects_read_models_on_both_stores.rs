@@ -20,7 +20,7 @@ async fn scenario(herald: &mut Herald, store: &str) {
     let base = herald.base.clone();
     let opened = client
         .post(format!("{base}/v1/tickets/T-1/open"))
-        .json(&json!({"kind": "outage", "customer": "acme", "edge": "E-1", "description": "edge down"}))
+        .json(&json!({"kind": "other", "customer": "acme", "description": "slow link"}))
         .send()
         .await
         .unwrap();
