@@ -409,6 +409,7 @@ async fn openapi_covers_every_endpoint() {
         "subscriptions",
         "views",
         "projections",
+        "audit",
         "admin",
     ];
     let mut ids = BTreeSet::new();
@@ -614,6 +615,12 @@ async fn openapi_covers_every_endpoint() {
             "/v1/tickets/T-20".to_owned(),
             None,
         ),
+        (
+            "GET",
+            "/v1/streams/{domain}/{id}",
+            "/v1/streams/tickets/T-20?at=2100-01-01T00:00:00Z".to_owned(),
+            None,
+        ),
     ] {
         let got = call(method, &path, body).await;
         successes.push((method, template, got));
@@ -744,6 +751,12 @@ async fn openapi_covers_every_endpoint() {
             "GET",
             "/v1/views/statistics",
             "/v1/views/statistics?from=2026-11-01&to=2026-11-30&group_by=day,customer".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/audit/verify",
+            "/v1/audit/verify?from=1".to_owned(),
             None,
         ),
         (

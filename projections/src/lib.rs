@@ -10,6 +10,7 @@
 //! checkpoint past it) and can be retried later; lag and last progress are
 //! reported by [`ProjectionRunner::status`] and as metrics.
 
+pub mod diff;
 pub mod embedded;
 mod error;
 mod live;

@@ -727,3 +727,338 @@ impl ProjectionRunner {
         }
     }
 }
+
+/// How long the detached generation of a diff is kept should the diff die
+/// before dropping it (a runner drops it after that).
+const DIFF_KEEP: Duration = Duration::from_secs(3600);
+
+/// The moment a detached generation kept for `keep` from now expires.
+fn expiry(keep: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(3650))
+}
+
+/// Builds for inspection and diffs (see [`crate::diff`]): generations built
+/// beside the serving one that no runner moves or switches to.
+impl ProjectionRunner {
+    /// Builds a detached generation of `name` with this code, from the start
+    /// of the log up to `to` (the head as it is now when `None`), beside the
+    /// serving generation and never switched to: its tables are there to be
+    /// inspected, and any runner drops them once `keep` has passed since the
+    /// last batch (or [`drop_detached`](Self::drop_detached) does). A build
+    /// that fails is dropped.
+    pub async fn build_detached(
+        &self,
+        name: &str,
+        to: Option<Position>,
+        keep: Duration,
+        progress: crate::diff::Progress,
+    ) -> Result<crate::diff::DetachedBuild, ProjectionError> {
+        let p = Arc::clone(self.projection(name)?);
+        self.ensure_tables().await?;
+        let target = match to {
+            Some(to) => to,
+            None => self.store.head().await?.position,
+        };
+        let (generation, serving) = self.create_detached(p.as_ref(), keep).await?;
+        let filled = self
+            .fill_detached(
+                p.as_ref(),
+                generation,
+                Position::START,
+                target,
+                keep,
+                &progress,
+            )
+            .await;
+        match filled {
+            Ok((position, expires_at)) => Ok(crate::diff::DetachedBuild {
+                projection: p.name().to_owned(),
+                generation,
+                version: p.version(),
+                position,
+                tables_in: schema::schema_name(p.name(), generation),
+                serving_generation: serving,
+                expires_at,
+            }),
+            Err(e) => {
+                if let Err(dropped) = self.drop_detached(p.name(), generation).await {
+                    tracing::warn!(projection = p.name(), generation, error = %dropped, "cannot drop a failed detached build; a runner drops it once it expires");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops a generation of `name` that neither serves nor is being built
+    /// (a detached build, or a retired generation), with its tables and
+    /// parked events. Nothing happens when it is gone already.
+    pub async fn drop_detached(&self, name: &str, generation: u32) -> Result<(), ProjectionError> {
+        self.projection(name)?;
+        self.ensure_tables().await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let generations = schema::lock_generations(&tx, name).await?;
+        let Some(g) = generations.iter().find(|g| g.generation == generation) else {
+            return Ok(());
+        };
+        if g.state != GenerationState::Retired {
+            return Err(ProjectionError::Internal(format!(
+                "generation {generation} of {name} is {:?}, not a detached build",
+                g.state
+            )));
+        }
+        schema::drop_generation(&tx, name, generation).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Compares `name`'s serving tables with a fresh build of them at the
+    /// same log position, row for row, and drops the build. The serving
+    /// generation is held still (its row share-locked, so its runner waits
+    /// for one batch) only while the build catches up its last events and
+    /// the tables are compared. At most `max_rows` differing rows are
+    /// listed per table and direction; all are counted.
+    pub async fn diff(
+        &self,
+        name: &str,
+        max_rows: usize,
+        progress: crate::diff::Progress,
+    ) -> Result<crate::diff::ProjectionDiff, ProjectionError> {
+        let p = Arc::clone(self.projection(name)?);
+        self.ensure_tables().await?;
+        let live = {
+            let client = self.pool.get().await?;
+            schema::generations(&**client, name)
+                .await?
+                .into_iter()
+                .find(|g| g.state == GenerationState::Active)
+                .ok_or_else(|| ProjectionError::NotServing(name.to_owned()))?
+        };
+        let (generation, _) = self.create_detached(p.as_ref(), DIFF_KEEP).await?;
+        let result = self
+            .diff_detached(p.as_ref(), generation, live.position, max_rows, &progress)
+            .await;
+        if let Err(e) = self.drop_detached(name, generation).await {
+            tracing::warn!(projection = name, generation, error = %e, "cannot drop the diff's build; a runner drops it once it expires");
+        }
+        result
+    }
+
+    async fn diff_detached(
+        &self,
+        p: &dyn Projection,
+        generation: u32,
+        live_position: Position,
+        max_rows: usize,
+        progress: &crate::diff::Progress,
+    ) -> Result<crate::diff::ProjectionDiff, ProjectionError> {
+        let name = p.name();
+        let (mut position, _) = self
+            .fill_detached(
+                p,
+                generation,
+                Position::START,
+                live_position,
+                DIFF_KEEP,
+                progress,
+            )
+            .await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The serving generation's runner takes this row FOR UPDATE for
+        // every batch: while it is share-locked the serving tables stand
+        // still (and no switch happens).
+        let row = tx
+            .query_opt(
+                "SELECT generation, position FROM herald_read_models \
+                 WHERE name = $1 AND state = 'active' FOR SHARE",
+                &[&name],
+            )
+            .await?
+            .ok_or_else(|| ProjectionError::NotServing(name.to_owned()))?;
+        let live_generation = row.get::<_, i32>(0) as u32;
+        let live_position = Position(row.get::<_, i64>(1) as u64);
+        if live_position > position {
+            position = self
+                .fill_detached(p, generation, position, live_position, DIFF_KEEP, progress)
+                .await?
+                .0;
+        }
+        if position != live_position {
+            return Err(ProjectionError::Internal(format!(
+                "the build of {name} reached position {position}, the serving generation is at \
+                 {live_position}"
+            )));
+        }
+        let tables = crate::diff::postgres_tables(
+            &*tx,
+            &schema::schema_name(name, live_generation),
+            &schema::schema_name(name, generation),
+            p.tables(),
+            max_rows,
+        )
+        .await?;
+        tx.rollback().await?;
+        Ok(crate::diff::ProjectionDiff {
+            projection: name.to_owned(),
+            live_generation,
+            rebuilt_generation: generation,
+            position,
+            tables,
+        })
+    }
+
+    /// Adds a detached generation (a `retired` row whose `switched_at`,
+    /// in the future, keeps every runner from dropping it) and its tables;
+    /// returns it and the serving generation.
+    async fn create_detached(
+        &self,
+        p: &dyn Projection,
+        keep: Duration,
+    ) -> Result<(u32, Option<u32>), ProjectionError> {
+        let name = p.name();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let generations = schema::lock_generations(&tx, name).await?;
+        let serving = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
+            .map(|g| g.generation);
+        let g = schema::create_generation(&tx, name, p.version(), GenerationState::Retired).await?;
+        tx.execute(
+            "UPDATE herald_read_models SET switched_at = $3 WHERE name = $1 AND generation = $2",
+            &[&name, &(g.generation as i32), &expiry(keep)],
+        )
+        .await?;
+        p.setup(&tx, &schema::schema_name(name, g.generation))
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            projection = name,
+            generation = g.generation,
+            "building a detached generation"
+        );
+        Ok((g.generation, serving))
+    }
+
+    /// Applies the log after `from` up to `to` (or the head, if lower) to a
+    /// detached generation, in rebuild-sized batches each committed with
+    /// its checkpoint, parking the events `apply` refuses as the runner
+    /// does. The position reached and when the build now expires.
+    async fn fill_detached(
+        &self,
+        p: &dyn Projection,
+        generation: u32,
+        from: Position,
+        to: Position,
+        keep: Duration,
+        progress: &crate::diff::Progress,
+    ) -> Result<(Position, chrono::DateTime<Utc>), ProjectionError> {
+        let mut position = from;
+        let mut expires = expiry(keep);
+        progress(position, to);
+        while position < to {
+            let room =
+                (to.get() - position.get()).min(self.config.rebuild_batch_size.max(1) as u64);
+            let mut events = self.store.read_all(position.next(), room as usize).await?;
+            events.retain(|e| e.position <= to);
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            let accepted: Vec<EventEnvelope> =
+                events.into_iter().filter(|e| p.accepts(e)).collect();
+            expires = expiry(keep);
+            match self
+                .commit_detached(p, generation, position, &accepted, last, None, expires)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projection = p.name(), error = %e, "batch refused; applying its events one by one");
+                    let mut checkpoint = position;
+                    for event in &accepted {
+                        let single = std::slice::from_ref(event);
+                        match self
+                            .commit_detached(
+                                p,
+                                generation,
+                                checkpoint,
+                                single,
+                                event.position,
+                                None,
+                                expires,
+                            )
+                            .await
+                        {
+                            Ok(()) => {}
+                            Err(e) if e.is_transient() => return Err(e),
+                            Err(e) => {
+                                let error = e.to_string();
+                                self.commit_detached(
+                                    p,
+                                    generation,
+                                    checkpoint,
+                                    &[],
+                                    event.position,
+                                    Some((event, &error)),
+                                    expires,
+                                )
+                                .await?;
+                            }
+                        }
+                        checkpoint = event.position;
+                    }
+                    if checkpoint < last {
+                        self.commit_detached(p, generation, checkpoint, &[], last, None, expires)
+                            .await?;
+                    }
+                }
+            }
+            position = last;
+            progress(position, to);
+        }
+        Ok((position, expires))
+    }
+
+    /// One batch of a detached build: its effect, a parked event if asked,
+    /// the checkpoint and the new expiry, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_detached(
+        &self,
+        p: &dyn Projection,
+        generation: u32,
+        expected: Position,
+        events: &[EventEnvelope],
+        to: Position,
+        park: Option<(&EventEnvelope, &str)>,
+        expires: chrono::DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        let name = p.name();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        match schema::lock(&tx, name, generation).await? {
+            Some((current, GenerationState::Retired)) if current == expected => {}
+            _ => {
+                return Err(ProjectionError::Internal(format!(
+                    "the detached generation {generation} of {name} was dropped or moved meanwhile"
+                )))
+            }
+        }
+        if !events.is_empty() {
+            p.apply(&tx, &schema::schema_name(name, generation), events)
+                .await?;
+        }
+        if let Some((event, error)) = park {
+            schema::park(&tx, name, generation, event.position, event.id, error).await?;
+        }
+        tx.execute(
+            "UPDATE herald_read_models SET position = $3, updated_at = now(), switched_at = $4 \
+             WHERE name = $1 AND generation = $2",
+            &[&name, &(generation as i32), &(to.get() as i64), &expires],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

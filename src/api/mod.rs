@@ -4,6 +4,7 @@
 //! OpenAPI document of them all at `/openapi.json`.
 
 mod admin;
+pub mod audit;
 pub mod body;
 mod commands;
 mod events;
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod problem;
 mod publish;
 mod search;
+pub mod state_at;
 mod streams;
 pub mod views;
 
@@ -107,6 +109,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/views/drafts/{id}"),
     ("GET", "/v1/views/drafts/{id}/versions"),
     ("GET", "/v1/views/statistics"),
+    ("GET", "/v1/audit/verify"),
+    ("GET", "/v1/streams/{domain}/{id}"),
     ("POST", "/v1/{domain}/{id}/{command}"),
     ("GET", "/v1/{domain}/{id}"),
 ];
@@ -146,6 +150,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .configure(views::routes)
+        .configure(audit::routes)
+        .configure(state_at::routes)
         // Last: the generic domain routes must not shadow the ones above.
         .service(
             web::resource("/v1/{domain}/{id}/{command}")

@@ -106,6 +106,7 @@ Errors are `application/problem+json` (the `Problem` schema) with a stable \
         (name = "commands", description = "Commands and aggregate states of each domain (README \"Domains and commands\")."),
         (name = "views", description = "Read models: tickets, edges, timers and countdowns, drafts and statistics, projected from the log into Postgres, with filters, sorting and cursor pagination (README \"Read models\")."),
         (name = "projections", description = "The projection runner: lag, parked events, retries and blue-green rebuilds; admin scope."),
+        (name = "audit", description = "Tamper evidence and history: the hash chain's verification and an aggregate's state at a moment; admin scope."),
         (name = "admin", description = "Liveness, readiness, metrics and this document; no credentials."),
     ),
 )]
@@ -118,7 +119,9 @@ fn document() -> &'static Result<String, String> {
     DOCUMENT.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         // The read-model endpoints keep their paths beside their handlers.
-        let views = super::views::openapi();
+        let mut views = super::views::openapi();
+        views.merge(super::audit::Api::openapi());
+        views.merge(super::state_at::Api::openapi());
         doc.paths.paths.extend(views.paths.paths);
         if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {
             components.schemas.extend(more.schemas);

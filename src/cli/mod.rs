@@ -1,9 +1,12 @@
 //! The `herald` command line: one module per subcommand.
 
+mod audit;
 mod keys;
 mod publish;
+mod replay;
 mod serve;
 mod tail;
+mod tool;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,11 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Follow events live and print each as a JSON line.
     Tail(tail::TailArgs),
+    /// Check the hash chain, anchor its head, export the trail.
+    Audit(audit::AuditArgs),
+    /// Replay history: an aggregate's state at a moment, a read model's
+    /// rebuild, a range republished to the broker.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs the parsed command.
@@ -39,5 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => tail::run(args),
+        Command::Audit(args) => audit::run(&cli.log, args),
+        Command::Replay(args) => replay::run(&cli.log, args),
     }
 }

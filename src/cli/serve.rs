@@ -157,7 +157,7 @@ async fn serve(
 }
 
 /// Connects to the configured broker.
-async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc<dyn Broker>> {
+pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc<dyn Broker>> {
     match &settings.location {
         BrokerLocation::Memory => Ok(Arc::new(MemoryBroker::new(MemoryConfig {
             wire: settings.wire,

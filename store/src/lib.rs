@@ -6,6 +6,7 @@
 //! appends, assign global positions in commit order, chain every event's
 //! audit hash, and pass the same conformance suite.
 
+pub mod audit;
 mod clock;
 mod error;
 mod group_commit;
@@ -53,7 +54,7 @@ pub use subscription::{EventStream, PAGE_SIZE};
 ///   global log that has seen position P never later finds an event below P.
 #[async_trait]
 pub trait EventStore:
-    Coordination + ApiKeyStore + EventSearch + SnapshotStore + Send + Sync + 'static
+    Coordination + ApiKeyStore + EventSearch + SnapshotStore + audit::AuditLog + Send + Sync + 'static
 {
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;

@@ -569,3 +569,359 @@ fn isolate(
     }
     Ok(())
 }
+
+/// How long the detached generation of a diff is kept should the diff die
+/// before dropping it (a runner drops it after that).
+const DIFF_KEEP: Duration = Duration::from_secs(3600);
+
+/// The moment a detached generation kept for `keep` from now expires.
+fn expiry(keep: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(3650))
+}
+
+/// Builds for inspection and diffs (see [`crate::diff`]), as on Postgres.
+impl EmbeddedRunner {
+    /// Builds a detached generation of `name` from the start of the log up
+    /// to `to` (the head as it is now when `None`), beside the serving one
+    /// and never switched to; any runner drops it once `keep` has passed
+    /// since its last batch. See
+    /// [`ProjectionRunner::build_detached`](crate::ProjectionRunner::build_detached).
+    pub async fn build_detached(
+        &self,
+        name: &str,
+        to: Option<Position>,
+        keep: Duration,
+        progress: crate::diff::Progress,
+    ) -> Result<crate::diff::DetachedBuild, ProjectionError> {
+        let p = self.projection(name)?;
+        let target = match to {
+            Some(to) => to,
+            None => self.store.head().await?.position,
+        };
+        let detached = self.detached_context();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open(&detached.path, false)?;
+            schema::create_tables(&conn)?;
+            let (generation, serving) = create_detached(&mut conn, p.as_ref(), keep)?;
+            let filled = detached.fill(
+                &mut conn,
+                p.as_ref(),
+                generation,
+                Position::START,
+                target,
+                keep,
+                &progress,
+            );
+            match filled {
+                Ok((position, expires_at)) => Ok(crate::diff::DetachedBuild {
+                    projection: p.name().to_owned(),
+                    generation,
+                    version: p.version(),
+                    position,
+                    tables_in: table_prefix(p.name(), generation),
+                    serving_generation: serving,
+                    expires_at,
+                }),
+                Err(e) => {
+                    if let Err(dropped) = drop_inactive(&mut conn, p.as_ref(), generation) {
+                        tracing::warn!(projection = p.name(), generation, error = %dropped, "cannot drop a failed detached build; a runner drops it once it expires");
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| ProjectionError::Internal(format!("a detached build panicked: {e}")))?
+    }
+
+    /// Drops a generation of `name` that neither serves nor is being built
+    /// (a detached build, or a retired generation); nothing happens when it
+    /// is gone already.
+    pub async fn drop_detached(&self, name: &str, generation: u32) -> Result<(), ProjectionError> {
+        let p = self.projection(name)?;
+        self.write(move |conn| drop_inactive(conn, p.as_ref(), generation))
+            .await
+    }
+
+    /// Compares `name`'s serving tables with a fresh build of them at the
+    /// same log position, row for row, and drops the build. The comparison
+    /// runs in an immediate transaction (the serving runner waits for it)
+    /// once the build has reached the serving generation's position; if
+    /// that moved meanwhile, the build reads on and tries again. See
+    /// [`ProjectionRunner::diff`](crate::ProjectionRunner::diff).
+    pub async fn diff(
+        &self,
+        name: &str,
+        max_rows: usize,
+        progress: crate::diff::Progress,
+    ) -> Result<crate::diff::ProjectionDiff, ProjectionError> {
+        let p = self.projection(name)?;
+        let detached = self.detached_context();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open(&detached.path, false)?;
+            schema::create_tables(&conn)?;
+            if schema::active_generation(&conn, p.name())?.is_none() {
+                return Err(ProjectionError::NotServing(p.name().to_owned()));
+            }
+            let (generation, _) = create_detached(&mut conn, p.as_ref(), DIFF_KEEP)?;
+            let result = detached.diff(&mut conn, p.as_ref(), generation, max_rows, &progress);
+            if let Err(e) = drop_inactive(&mut conn, p.as_ref(), generation) {
+                tracing::warn!(projection = p.name(), generation, error = %e, "cannot drop the diff's build; a runner drops it once it expires");
+            }
+            result
+        })
+        .await
+        .map_err(|e| ProjectionError::Internal(format!("a diff panicked: {e}")))?
+    }
+
+    fn detached_context(&self) -> Detached {
+        Detached {
+            path: self.path.clone(),
+            store: Arc::clone(&self.store),
+            handle: Handle::current(),
+            batch: self.config.rebuild_batch_size.max(1),
+        }
+    }
+}
+
+/// What a detached build needs on its blocking thread.
+struct Detached {
+    path: PathBuf,
+    store: Arc<dyn EventStore>,
+    handle: Handle,
+    batch: usize,
+}
+
+impl Detached {
+    /// Applies the log after `from` up to `to` (or the head, if lower) to a
+    /// detached generation, batch by batch with its checkpoint, parking the
+    /// events `apply` refuses. The position reached and the new expiry.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        conn: &mut Connection,
+        p: &dyn SqliteProjection,
+        generation: u32,
+        from: Position,
+        to: Position,
+        keep: Duration,
+        progress: &crate::diff::Progress,
+    ) -> Result<(Position, chrono::DateTime<Utc>), ProjectionError> {
+        let mut position = from;
+        let mut expires = expiry(keep);
+        progress(position, to);
+        while position < to {
+            let room = (to.get() - position.get()).min(self.batch as u64) as usize;
+            let mut events = self
+                .handle
+                .block_on(self.store.read_all(position.next(), room))?;
+            events.retain(|e| e.position <= to);
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            let accepted: Vec<EventEnvelope> =
+                events.into_iter().filter(|e| p.accepts(e)).collect();
+            expires = expiry(keep);
+            let at = schema::text(expires);
+            match commit_detached(conn, p, generation, position, &accepted, last, None, &at) {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projection = p.name(), error = %e, "batch refused; applying its events one by one");
+                    let mut checkpoint = position;
+                    for event in &accepted {
+                        let single = std::slice::from_ref(event);
+                        match commit_detached(
+                            conn,
+                            p,
+                            generation,
+                            checkpoint,
+                            single,
+                            event.position,
+                            None,
+                            &at,
+                        ) {
+                            Ok(()) => {}
+                            Err(e) if e.is_transient() => return Err(e),
+                            Err(e) => {
+                                let error = e.to_string();
+                                commit_detached(
+                                    conn,
+                                    p,
+                                    generation,
+                                    checkpoint,
+                                    &[],
+                                    event.position,
+                                    Some((event, &error)),
+                                    &at,
+                                )?;
+                            }
+                        }
+                        checkpoint = event.position;
+                    }
+                    if checkpoint < last {
+                        commit_detached(conn, p, generation, checkpoint, &[], last, None, &at)?;
+                    }
+                }
+            }
+            position = last;
+            progress(position, to);
+        }
+        Ok((position, expires))
+    }
+
+    /// Builds the detached generation up to the serving one's position and
+    /// compares them in one immediate transaction.
+    fn diff(
+        &self,
+        conn: &mut Connection,
+        p: &dyn SqliteProjection,
+        generation: u32,
+        max_rows: usize,
+        progress: &crate::diff::Progress,
+    ) -> Result<crate::diff::ProjectionDiff, ProjectionError> {
+        let name = p.name();
+        let serving = |conn: &Connection| {
+            schema::generations(conn, name)?
+                .into_iter()
+                .find(|g| g.state == GenerationState::Active)
+                .ok_or_else(|| ProjectionError::NotServing(name.to_owned()))
+        };
+        let mut position = Position::START;
+        for _ in 0..crate::diff::DIFF_ATTEMPTS {
+            let live = serving(conn)?;
+            if live.position > position {
+                position = self
+                    .fill(
+                        conn,
+                        p,
+                        generation,
+                        position,
+                        live.position,
+                        DIFF_KEEP,
+                        progress,
+                    )?
+                    .0;
+            }
+            // Immediate: the serving runner cannot commit while this runs,
+            // and the reads below see one state of the file.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = serving(&tx)?;
+            if now.generation == live.generation && now.position == position {
+                let tables = crate::diff::sqlite_tables(
+                    &tx,
+                    &table_prefix(name, live.generation),
+                    &table_prefix(name, generation),
+                    p.tables(),
+                    max_rows,
+                )?;
+                tx.rollback()?;
+                return Ok(crate::diff::ProjectionDiff {
+                    projection: name.to_owned(),
+                    live_generation: live.generation,
+                    rebuilt_generation: generation,
+                    position,
+                    tables,
+                });
+            }
+            tx.rollback()?;
+        }
+        Err(ProjectionError::Internal(format!(
+            "the serving generation of {name} kept moving while the diff caught up with it; \
+             try again"
+        )))
+    }
+}
+
+/// Adds a detached generation (a `retired` row whose `switched_at`, in the
+/// future, keeps every runner from dropping it) and its tables; returns it
+/// and the serving generation.
+fn create_detached(
+    conn: &mut Connection,
+    p: &dyn SqliteProjection,
+    keep: Duration,
+) -> Result<(u32, Option<u32>), ProjectionError> {
+    let name = p.name();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let serving = schema::active_generation(&tx, name)?;
+    let generation = schema::create_generation(&tx, name, p.version(), GenerationState::Retired)?;
+    tx.execute(
+        "UPDATE herald_read_models SET switched_at = ?3 WHERE name = ?1 AND generation = ?2",
+        rusqlite::params![name, generation, schema::text(expiry(keep))],
+    )?;
+    p.setup(&tx, &table_prefix(name, generation))?;
+    tx.commit()?;
+    tracing::info!(
+        projection = name,
+        generation,
+        "building a detached generation"
+    );
+    Ok((generation, serving))
+}
+
+/// One batch of a detached build: its effect, a parked event if asked, the
+/// checkpoint and the new expiry, in one transaction.
+#[allow(clippy::too_many_arguments)]
+fn commit_detached(
+    conn: &mut Connection,
+    p: &dyn SqliteProjection,
+    generation: u32,
+    expected: Position,
+    events: &[EventEnvelope],
+    to: Position,
+    park: Option<(&EventEnvelope, &str)>,
+    expires: &str,
+) -> Result<(), ProjectionError> {
+    let name = p.name();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match schema::checkpoint(&tx, name, generation)? {
+        Some((current, GenerationState::Retired)) if current == expected => {}
+        _ => {
+            return Err(ProjectionError::Internal(format!(
+                "the detached generation {generation} of {name} was dropped or moved meanwhile"
+            )))
+        }
+    }
+    if !events.is_empty() {
+        p.apply(&tx, &table_prefix(name, generation), events)?;
+    }
+    if let Some((event, error)) = park {
+        schema::park(&tx, name, generation, event.position, event.id, error)?;
+    }
+    tx.execute(
+        "UPDATE herald_read_models SET position = ?3, updated_at = ?4, switched_at = ?5 \
+         WHERE name = ?1 AND generation = ?2",
+        rusqlite::params![
+            name,
+            generation,
+            to.get() as i64,
+            schema::text(Utc::now()),
+            expires
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Drops a generation that neither serves nor is being built.
+fn drop_inactive(
+    conn: &mut Connection,
+    p: &dyn SqliteProjection,
+    generation: u32,
+) -> Result<(), ProjectionError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let generations = schema::generations(&tx, p.name())?;
+    let Some(g) = generations.iter().find(|g| g.generation == generation) else {
+        return Ok(());
+    };
+    if g.state != GenerationState::Retired {
+        return Err(ProjectionError::Internal(format!(
+            "generation {generation} of {} is {:?}, not a detached build",
+            p.name(),
+            g.state
+        )));
+    }
+    schema::drop_generation(&tx, p.name(), generation, p.tables())?;
+    tx.commit()?;
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! follow commit order exactly as on Postgres. Reads use a small pool of
 //! read-only connections, which WAL lets run beside the writer.
 
+mod audit;
 mod coordination;
 mod keys;
 mod rows;

@@ -4,6 +4,7 @@
 //! all processes commit one after another and positions follow commit order.
 //! Subscribers are woken by LISTEN/NOTIFY, with polling as the authority.
 
+mod audit;
 mod coordination;
 mod keys;
 mod listen;

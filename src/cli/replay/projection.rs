@@ -1,0 +1,380 @@
+//! `herald replay projection <name>`: rebuild one read model blue-green as
+//! the runner of `herald serve` does (a new generation filled from the log
+//! beside the serving one, switched to once it has caught up), with a
+//! progress bar on the rebuild's position. `--to-position P` builds a
+//! generation only up to P and leaves it beside the serving one, unswitched,
+//! for inspection; `--diff` compares a fresh build with the serving tables,
+//! lists the rows that differ and drops the build. Both read models
+//! backends: Postgres (a `postgres://` store) and SQLite beside the
+//! embedded store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use herald_events::Position;
+use herald_projections::diff::{DetachedBuild, Progress, ProjectionDiff};
+use herald_projections::embedded::EmbeddedRunner;
+use herald_projections::read_models;
+use herald_projections::{ProjectionError, ProjectionRunner, ProjectionStatus};
+use herald_store::{EventStore, StoreLocation};
+use indicatif::ProgressBar;
+use serde_json::json;
+
+use super::{negative, print_json, progress_bar, usage};
+use crate::config::{parse_duration, store_settings, FileConfig, StoreArgs};
+
+/// How often the rebuild's progress is read.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Args)]
+pub struct ProjectionArgs {
+    /// The read model: tickets, edges, timers, drafts or statistics
+    pub name: String,
+
+    /// Build a new generation only up to this log position, beside the
+    /// serving one, and do not switch to it (its tables stay for inspection)
+    #[arg(long, value_name = "P", conflicts_with = "diff")]
+    pub to_position: Option<u64>,
+
+    /// Compare a fresh build with the serving tables and list the rows that
+    /// differ, switching nothing (exit code 1 when some differ)
+    #[arg(long)]
+    pub diff: bool,
+
+    /// With --to-position: how long the generation is kept before a runner
+    /// drops it (500ms, 5s, 2m, 24h)
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub keep: Duration,
+
+    /// With --diff: most differing rows listed per table and direction (all
+    /// are counted)
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_rows: usize,
+
+    /// Print the answer as one JSON document
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The read models' runner on whichever backend the store implies, running
+/// only the named projection.
+#[derive(Debug, Clone)]
+enum Runner {
+    Postgres(ProjectionRunner),
+    Embedded(EmbeddedRunner),
+}
+
+impl Runner {
+    fn open(
+        location: &StoreLocation,
+        store: &Arc<dyn EventStore>,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let names: Vec<&str> = read_models::all().iter().map(|p| p.name()).collect();
+        if !names.contains(&name) {
+            return Err(usage(format!(
+                "no read model named {name:?}; the read models are {}",
+                names.join(", ")
+            )));
+        }
+        Ok(match location {
+            StoreLocation::Postgres { url } => {
+                let only = read_models::all()
+                    .into_iter()
+                    .filter(|p| p.name() == name)
+                    .collect();
+                Runner::Postgres(ProjectionRunner::new(
+                    read_model_pool(url)?,
+                    Arc::clone(store),
+                    only,
+                ))
+            }
+            StoreLocation::Embedded { data_dir } => {
+                let only = read_models::embedded::all()
+                    .into_iter()
+                    .filter(|p| p.name() == name)
+                    .collect();
+                Runner::Embedded(EmbeddedRunner::new(
+                    data_dir.join("read-models.db"),
+                    Arc::clone(store),
+                    only,
+                ))
+            }
+        })
+    }
+
+    async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
+        match self {
+            Runner::Postgres(r) => r.status(name).await,
+            Runner::Embedded(r) => r.status(name).await,
+        }
+    }
+
+    async fn rebuild(&self, name: &str) -> Result<u32, ProjectionError> {
+        match self {
+            Runner::Postgres(r) => r.rebuild(name).await,
+            Runner::Embedded(r) => r.rebuild(name).await,
+        }
+    }
+
+    async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        match self {
+            Runner::Postgres(r) => r.run(stop).await,
+            Runner::Embedded(r) => r.run(stop).await,
+        }
+    }
+
+    async fn build_detached(
+        &self,
+        name: &str,
+        to: Position,
+        keep: Duration,
+        progress: Progress,
+    ) -> Result<DetachedBuild, ProjectionError> {
+        match self {
+            Runner::Postgres(r) => r.build_detached(name, Some(to), keep, progress).await,
+            Runner::Embedded(r) => r.build_detached(name, Some(to), keep, progress).await,
+        }
+    }
+
+    async fn diff(
+        &self,
+        name: &str,
+        max_rows: usize,
+        progress: Progress,
+    ) -> Result<ProjectionDiff, ProjectionError> {
+        match self {
+            Runner::Postgres(r) => r.diff(name, max_rows, progress).await,
+            Runner::Embedded(r) => r.diff(name, max_rows, progress).await,
+        }
+    }
+}
+
+/// A small pool of its own on the read models' database (the store's).
+fn read_model_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    let config: tokio_postgres::Config = url.parse().context("parsing the Postgres URL")?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .context("building the read-model pool")
+}
+
+/// A progress callback that moves `bar`.
+fn moves(bar: &ProgressBar) -> Progress {
+    let bar = bar.clone();
+    Arc::new(move |reached: Position, target: Position| {
+        bar.set_length(target.get());
+        bar.set_position(reached.get());
+    })
+}
+
+/// What a projection error means to the person who ran the command.
+fn explain(name: &str, e: ProjectionError) -> anyhow::Error {
+    match e {
+        ProjectionError::NotServing(_) => usage(format!(
+            "the read model {name} is not being served yet (no generation of it was ever \
+             built): run `herald replay projection {name}` or `herald serve` first"
+        )),
+        other => anyhow::Error::new(other).context(format!("the read model {name}")),
+    }
+}
+
+pub async fn run(args: ProjectionArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let settings = store_settings(&args.store, file)?;
+    let location = settings.location.clone();
+    let store = herald_store::open(settings)
+        .await
+        .context("opening the event store")?;
+    let result = async {
+        let runner = Runner::open(&location, &store, &args.name)?;
+        if args.diff {
+            diff(&runner, &args).await
+        } else if let Some(to) = args.to_position {
+            detached(&runner, &args, Position(to)).await
+        } else {
+            rebuild(&runner, &store, &args).await
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// A blue-green rebuild, followed until the new generation serves.
+async fn rebuild(
+    runner: &Runner,
+    store: &Arc<dyn EventStore>,
+    args: &ProjectionArgs,
+) -> anyhow::Result<()> {
+    let name = args.name.as_str();
+    let before = runner.status(name).await.map_err(|e| explain(name, e))?;
+    let head = store.head().await.context("reading the log head")?.position;
+    let generation = runner.rebuild(name).await.map_err(|e| explain(name, e))?;
+    let bar = progress_bar(
+        &format!("rebuilding {name} (generation {generation})"),
+        head.get(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = {
+        let runner = runner.clone();
+        tokio::spawn(async move { runner.run(stopped).await })
+    };
+    let outcome = loop {
+        if running.is_finished() {
+            break Err(anyhow::anyhow!("the projection runner stopped"));
+        }
+        let status = match runner.status(name).await {
+            Ok(status) => status,
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            Err(e) => break Err(explain(name, e)),
+        };
+        let serving = status.generation == Some(generation);
+        let building = status.rebuild.as_ref().map(|r| (r.generation, r.position));
+        match building {
+            Some((g, position)) if g == generation => bar.set_position(position.get()),
+            _ if serving => bar.set_position(status.position.get().min(head.get())),
+            _ => {
+                break Err(anyhow::anyhow!(
+                    "the rebuild of {name} (generation {generation}) was abandoned: another \
+                     version of the read model took over (serving generation {:?})",
+                    status.generation
+                ))
+            }
+        }
+        if serving && status.position >= head {
+            break Ok(status);
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let _ = stop.send(true);
+    let ran = running.await;
+    bar.finish_and_clear();
+    if let Ok(Err(e)) = ran {
+        return Err(explain(name, e));
+    }
+    let status = outcome?;
+    let replaced = before.generation.filter(|g| *g != generation);
+    if args.json {
+        print_json(&json!({
+            "projection": name,
+            "generation": generation,
+            "replaced": replaced,
+            "position": status.position.get(),
+            "switched": true,
+        }))
+    } else {
+        match replaced {
+            Some(old) => println!(
+                "{name}: generation {generation} serves now, built from the log up to position \
+                 {} (generation {old} is retired; a runner drops it after its grace period)",
+                status.position
+            ),
+            None => println!(
+                "{name}: generation {generation} serves now, built from the log up to position {}",
+                status.position
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// A generation built up to `to` and left beside the serving one.
+async fn detached(runner: &Runner, args: &ProjectionArgs, to: Position) -> anyhow::Result<()> {
+    let name = args.name.as_str();
+    let bar = progress_bar(&format!("building {name} up to {to}"), to.get());
+    let built = runner
+        .build_detached(name, to, args.keep, moves(&bar))
+        .await
+        .map_err(|e| explain(name, e));
+    bar.finish_and_clear();
+    let built = built?;
+    if args.json {
+        return print_json(&built);
+    }
+    let serving = match built.serving_generation {
+        Some(g) => format!("generation {g} still serves"),
+        None => "nothing serves yet".to_owned(),
+    };
+    let short = if built.position < to {
+        format!(" (the log ends there, before {to})")
+    } else {
+        String::new()
+    };
+    let tables = if built.tables_in.ends_with('_') {
+        format!("the tables {}<table>", built.tables_in)
+    } else {
+        format!("the schema {}", built.tables_in)
+    };
+    println!(
+        "{name}: generation {} built up to position {}{short}, not switched to ({serving}); \
+         its rows are in {tables} until {} (then a runner drops them)",
+        built.generation,
+        built.position,
+        herald_events::chain::canonical_time(&built.expires_at)
+    );
+    Ok(())
+}
+
+/// A fresh build compared with the serving tables.
+async fn diff(runner: &Runner, args: &ProjectionArgs) -> anyhow::Result<()> {
+    let name = args.name.as_str();
+    let bar = progress_bar(&format!("building {name} to compare"), 0);
+    let diff = runner
+        .diff(name, args.max_rows, moves(&bar))
+        .await
+        .map_err(|e| explain(name, e));
+    bar.finish_and_clear();
+    let diff = diff?;
+    if args.json {
+        print_json(&diff)?;
+    } else {
+        println!(
+            "{name}: serving generation {} and a fresh build, both at position {}:",
+            diff.live_generation, diff.position
+        );
+        for table in &diff.tables {
+            if table.is_empty() {
+                println!("  {}: same rows", table.table);
+                continue;
+            }
+            println!(
+                "  {}: {} row(s) only in the serving table (-), {} only in the rebuild (+)",
+                table.table, table.only_in_live_count, table.only_in_rebuild_count
+            );
+            for row in &table.only_in_live {
+                println!("    - {row}");
+            }
+            for row in &table.only_in_rebuild {
+                println!("    + {row}");
+            }
+            let unlisted = (table.only_in_live_count + table.only_in_rebuild_count)
+                .saturating_sub((table.only_in_live.len() + table.only_in_rebuild.len()) as u64);
+            if unlisted > 0 {
+                println!("    … and {unlisted} more (--max-rows)");
+            }
+        }
+    }
+    if diff.differs() {
+        Err(negative(format!(
+            "the serving {name} tables differ from a fresh build of them"
+        )))
+    } else {
+        Ok(())
+    }
+}
