@@ -766,7 +766,9 @@ fn statistics_rollups_equal_a_recomputation_from_raw_events() {
             );
             non_empty += usize::from(actual.iter().any(|r| r.tickets_opened + r.draft_autosaves + r.sessions_started > 0));
         }
-        // The questions were not all about empty ranges.
-        assert!(non_empty > asked.len() / 4, "{non_empty} of {} answers hold data", asked.len());
+        // The questions were not all about empty ranges (random ranges over
+        // random days: about a quarter to a third hold data, so the bound
+        // leaves room for an unlucky draw).
+        assert!(non_empty > asked.len() / 10, "{non_empty} of {} answers hold data", asked.len());
     });
 }
