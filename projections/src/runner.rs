@@ -19,7 +19,7 @@ use tokio::sync::{watch, OnceCell};
 use crate::live::LiveFeed;
 use crate::plan::{self, Step};
 use crate::schema::{self, Generation, GenerationState};
-use crate::{status, Projection, ProjectionError, ProjectionStatus, RebuildStatus};
+use crate::{status, Projection, ProjectionError, ProjectionStatus};
 
 /// How the runner reads and waits.
 #[derive(Debug, Clone)]
@@ -606,10 +606,6 @@ impl ProjectionRunner {
             .iter()
             .find(|g| g.state == GenerationState::Active)
             .copied();
-        let building = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Building)
-            .copied();
         let parked = match active {
             Some(a) => schema::list_parked(&**client, name, a.generation)
                 .await?
@@ -617,42 +613,14 @@ impl ProjectionRunner {
             None => 0,
         };
         drop(client);
-        let position = active.map_or(Position::START, |g| g.position);
-        let head = self.store.head().await?;
-        let lag_events = head.position.get().saturating_sub(position.get());
-        let mut lag_seconds = 0.0;
-        if lag_events > 0 {
-            // The checkpoint's event, or the first event before any progress.
-            let from = position.max(Position(1));
-            let since = self.store.read_all(from, 1).await?;
-            if let (Some(event), Some(head_at)) = (since.first(), head.recorded_at) {
-                lag_seconds = ((head_at - event.recorded_at)
-                    .num_microseconds()
-                    .unwrap_or(0) as f64
-                    / 1e6)
-                    .max(0.0);
-            }
-        }
-        status::record(p.name(), position, head.position);
-        let moved = active.is_some_and(|a| a.position > Position::START);
-        Ok(ProjectionStatus {
-            name: p.name().to_owned(),
-            version: p.version(),
-            serving_version: active.map(|g| g.version),
-            generation: active.map(|g| g.generation),
-            position,
-            head: head.position,
-            lag_events,
-            lag_seconds,
-            last_progress_at: active.filter(|_| moved).map(|g| g.updated_at),
+        status::assemble(
+            self.store.as_ref(),
+            p.name(),
+            p.version(),
+            &generations,
             parked,
-            rebuild: building.map(|b| RebuildStatus {
-                generation: b.generation,
-                version: b.version,
-                position: b.position,
-                lag_events: head.position.get().saturating_sub(b.position.get()),
-            }),
-        })
+        )
+        .await
     }
 
     /// The events a projection's serving generation has parked, in position

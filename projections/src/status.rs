@@ -44,6 +44,59 @@ pub struct RebuildStatus {
     pub lag_events: u64,
 }
 
+/// The status of projection `name` (of `version` in this code) from its
+/// generation rows and parked count, against the store's head; records the
+/// gauges on the way. Both runners answer with this.
+pub(crate) async fn assemble(
+    store: &dyn herald_store::EventStore,
+    name: &'static str,
+    version: u32,
+    generations: &[crate::schema::Generation],
+    parked: usize,
+) -> Result<ProjectionStatus, crate::ProjectionError> {
+    use crate::schema::GenerationState;
+    let find = |state| generations.iter().find(|g| g.state == state).copied();
+    let (active, building) = (
+        find(GenerationState::Active),
+        find(GenerationState::Building),
+    );
+    let position = active.map_or(Position::START, |g| g.position);
+    let head = store.head().await?;
+    let lag_events = head.position.get().saturating_sub(position.get());
+    let mut lag_seconds = 0.0;
+    if lag_events > 0 {
+        // The checkpoint's event, or the first event before any progress.
+        let since = store.read_all(position.max(Position(1)), 1).await?;
+        if let (Some(event), Some(head_at)) = (since.first(), head.recorded_at) {
+            lag_seconds = ((head_at - event.recorded_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e6)
+                .max(0.0);
+        }
+    }
+    record(name, position, head.position);
+    let moved = active.is_some_and(|a| a.position > Position::START);
+    Ok(ProjectionStatus {
+        name: name.to_owned(),
+        version,
+        serving_version: active.map(|g| g.version),
+        generation: active.map(|g| g.generation),
+        position,
+        head: head.position,
+        lag_events,
+        lag_seconds,
+        last_progress_at: active.filter(|_| moved).map(|g| g.updated_at),
+        parked,
+        rebuild: building.map(|b| RebuildStatus {
+            generation: b.generation,
+            version: b.version,
+            position: b.position,
+            lag_events: head.position.get().saturating_sub(b.position.get()),
+        }),
+    })
+}
+
 /// Publishes position and lag gauges for a projection.
 pub(crate) fn record(name: &'static str, position: Position, head: Position) {
     metrics::gauge!("herald_projection_position", "projection" => name).set(position.get() as f64);

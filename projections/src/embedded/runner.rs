@@ -22,7 +22,7 @@ use super::{schema, table_prefix, SqliteProjection};
 use crate::live::LiveFeed;
 use crate::plan::{self, Step};
 use crate::schema::{Generation, GenerationState};
-use crate::{ParkedEvent, ProjectionError, ProjectionStatus, RebuildStatus, RunnerConfig};
+use crate::{ParkedEvent, ProjectionError, ProjectionStatus, RunnerConfig};
 
 /// Runs SQLite projections over the store's log. Cheap to clone.
 #[derive(Clone)]
@@ -319,48 +319,14 @@ impl EmbeddedRunner {
                 Ok((generations, parked))
             })
             .await?;
-        let active = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Active)
-            .copied();
-        let building = generations
-            .iter()
-            .find(|g| g.state == GenerationState::Building)
-            .copied();
-        let position = active.map_or(Position::START, |g| g.position);
-        let head = self.store.head().await?;
-        let lag_events = head.position.get().saturating_sub(position.get());
-        let mut lag_seconds = 0.0;
-        if lag_events > 0 {
-            let since = self.store.read_all(position.max(Position(1)), 1).await?;
-            if let (Some(event), Some(head_at)) = (since.first(), head.recorded_at) {
-                lag_seconds = ((head_at - event.recorded_at)
-                    .num_microseconds()
-                    .unwrap_or(0) as f64
-                    / 1e6)
-                    .max(0.0);
-            }
-        }
-        crate::status::record(p.name(), position, head.position);
-        let moved = active.is_some_and(|a| a.position > Position::START);
-        Ok(ProjectionStatus {
-            name: p.name().to_owned(),
-            version: p.version(),
-            serving_version: active.map(|g| g.version),
-            generation: active.map(|g| g.generation),
-            position,
-            head: head.position,
-            lag_events,
-            lag_seconds,
-            last_progress_at: active.filter(|_| moved).map(|g| g.updated_at),
+        crate::status::assemble(
+            self.store.as_ref(),
+            p.name(),
+            p.version(),
+            &generations,
             parked,
-            rebuild: building.map(|b| RebuildStatus {
-                generation: b.generation,
-                version: b.version,
-                position: b.position,
-                lag_events: head.position.get().saturating_sub(b.position.get()),
-            }),
-        })
+        )
+        .await
     }
 
     pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
