@@ -291,7 +291,8 @@ pub enum WireCodec {
 #[derive(Debug, Clone, Default, Args)]
 pub struct BrokerArgs {
     /// The broker: `memory` (in-process), `amqp://user:password@host:port/vhost`
-    /// (RabbitMQ) or `kafka://host:port[,host:port]` [default: memory]
+    /// (RabbitMQ) or `kafka://host:port[,host:port][?property=value&…]`
+    /// (librdkafka properties in the query) [default: memory]
     #[arg(long, env = "HERALD_BROKER", value_name = "BROKER")]
     pub broker: Option<String>,
 
@@ -357,8 +358,46 @@ impl<'de> Deserialize<'de> for Switch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerLocation {
     Memory,
-    Amqp { url: String },
-    Kafka { bootstrap_servers: String },
+    Amqp {
+        url: String,
+    },
+    Kafka {
+        bootstrap_servers: String,
+        /// librdkafka properties from the URL's query
+        /// (`kafka://h:9092?session.timeout.ms=10000&security.protocol=ssl`),
+        /// given to every client.
+        properties: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// Parses `kafka://host:port[,host:port][?property=value&…]`.
+fn kafka_location(url: &str) -> anyhow::Result<BrokerLocation> {
+    let rest = url.trim_start_matches("kafka://");
+    let (servers, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let servers = servers.trim_end_matches('/');
+    if servers.is_empty() {
+        bail!("HERALD_BROKER kafka:// needs at least one host:port");
+    }
+    let mut properties = std::collections::BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+        {
+            bail!("HERALD_BROKER kafka:// property {key:?} is not a librdkafka property name");
+        }
+        if key == "bootstrap.servers" {
+            bail!(
+                "HERALD_BROKER kafka:// names its servers before the `?`, not as bootstrap.servers"
+            );
+        }
+        properties.insert(key.into_owned(), value.into_owned());
+    }
+    Ok(BrokerLocation::Kafka {
+        bootstrap_servers: servers.to_owned(),
+        properties,
+    })
 }
 
 /// Resolved broker settings.
@@ -416,15 +455,7 @@ pub fn broker_settings(args: &BrokerArgs, file: &FileConfig) -> anyhow::Result<B
                 url: url.to_owned(),
             }
         }
-        Some(url) if url.starts_with("kafka://") => {
-            let servers = url.trim_start_matches("kafka://").trim_end_matches('/');
-            if servers.is_empty() {
-                bail!("HERALD_BROKER kafka:// needs at least one host:port");
-            }
-            BrokerLocation::Kafka {
-                bootstrap_servers: servers.to_owned(),
-            }
-        }
+        Some(url) if url.starts_with("kafka://") => kafka_location(url)?,
         Some(other) => bail!(
             "HERALD_BROKER / --broker must be `memory`, an amqp:// URL or kafka://host:port, not {:?}",
             redact_url(other)
@@ -717,9 +748,25 @@ mod tests {
         assert_eq!(
             pick("kafka://a:9092,b:9092").unwrap().location,
             BrokerLocation::Kafka {
-                bootstrap_servers: "a:9092,b:9092".into()
+                bootstrap_servers: "a:9092,b:9092".into(),
+                properties: Default::default(),
             }
         );
+        assert_eq!(
+            pick("kafka://a:9092?session.timeout.ms=2000&security.protocol=ssl")
+                .unwrap()
+                .location,
+            BrokerLocation::Kafka {
+                bootstrap_servers: "a:9092".into(),
+                properties: [
+                    ("security.protocol".to_owned(), "ssl".to_owned()),
+                    ("session.timeout.ms".to_owned(), "2000".to_owned()),
+                ]
+                .into(),
+            }
+        );
+        assert!(pick("kafka://a:9092?bootstrap.servers=b:9092").is_err());
+        assert!(pick("kafka://a:9092?x%20y=1").is_err());
         let err = pick("nats://u:secret@h").unwrap_err().to_string();
         assert!(err.contains("amqp://") && !err.contains("secret"), "{err}");
         assert!(pick("kafka://").is_err());

@@ -3,6 +3,12 @@
 //! durable checkpoint. One relay is active per store: it holds a lease in the
 //! store and renews it; the others stand by and take over when it expires.
 //!
+//! On the in-process broker, which keeps nothing across a restart, the
+//! checkpoint never passes an event some consumer group has not settled
+//! ([`Broker::settled_through`]): after a crash the relay publishes again
+//! from where the slowest group's effects stopped, so every group sees
+//! every event at least once on every broker.
+//!
 //! Delivery is at least once. A batch whose publish fails is published
 //! again, and a relay taking over starts from the last saved checkpoint, so
 //! consumers may see an event twice (they dedupe on event id or stream
@@ -52,6 +58,9 @@ pub struct RelayConfig {
     pub standby_poll: Duration,
     /// Longest wait between publish retries.
     pub max_backoff: Duration,
+    /// How often a checkpoint held back by the broker's groups (the
+    /// in-process broker's) is moved up to what they have settled.
+    pub settle_poll: Duration,
 }
 
 impl Default for RelayConfig {
@@ -63,8 +72,15 @@ impl Default for RelayConfig {
             renew_every: Duration::from_secs(2),
             standby_poll: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
+            settle_poll: Duration::from_millis(200),
         }
     }
+}
+
+/// How far one term has published, and saved as the checkpoint.
+struct Checkpoint {
+    saved: Position,
+    published: Position,
 }
 
 /// Why a leadership term ended.
@@ -176,8 +192,15 @@ impl Relay {
             .subscribe_all(from)
             .ready_chunks(self.config.batch_max.max(1));
         let mut renewed = Instant::now();
+        let mut checkpoint = Checkpoint {
+            saved: Position(from.get().saturating_sub(1)),
+            published: Position(from.get().saturating_sub(1)),
+        };
         loop {
             let renew_at = tokio::time::Instant::from_std(renewed + self.config.renew_every);
+            // On a broker that keeps nothing (the in-process one) the
+            // checkpoint trails what was published until its groups settle.
+            let trailing = checkpoint.saved < checkpoint.published;
             let chunk = tokio::select! {
                 _ = shutdown.changed() => return TermEnd::Shutdown,
                 _ = tokio::time::sleep_until(renew_at) => {
@@ -185,6 +208,12 @@ impl Relay {
                         return TermEnd::LeaseLost;
                     }
                     renewed = Instant::now();
+                    continue;
+                }
+                _ = tokio::time::sleep(self.config.settle_poll), if trailing => {
+                    if !self.save_checkpoint(&mut checkpoint).await {
+                        return TermEnd::LeaseLost;
+                    }
                     continue;
                 }
                 chunk = log.next() => chunk,
@@ -207,24 +236,43 @@ impl Relay {
                 Ok(()) => {}
                 Err(end) => return end,
             }
-            let last = batch[batch.len() - 1].position;
-            match self
-                .store
-                .save_checkpoint(
-                    &self.config.name,
-                    last,
-                    Some((&self.config.name, &self.holder)),
-                )
-                .await
-            {
-                Ok(true) => {
-                    metrics::gauge!(CHECKPOINT_POSITION).set(last.get() as f64);
-                }
-                Ok(false) => return TermEnd::LeaseLost,
-                // The next batch's checkpoint covers this one.
-                Err(e) => {
-                    tracing::warn!(error = %e, position = last.get(), "Relay could not save its checkpoint.")
-                }
+            checkpoint.published = batch[batch.len() - 1].position;
+            if !self.save_checkpoint(&mut checkpoint).await {
+                return TermEnd::LeaseLost;
+            }
+        }
+    }
+
+    /// Saves how far the log has been published — on a broker that keeps
+    /// nothing across a restart, no further than its groups have settled —
+    /// when that moved; false when the lease was lost.
+    async fn save_checkpoint(&self, checkpoint: &mut Checkpoint) -> bool {
+        let target = match self.broker.settled_through() {
+            Some(settled) => checkpoint.published.min(settled),
+            None => checkpoint.published,
+        };
+        if target <= checkpoint.saved {
+            return true;
+        }
+        match self
+            .store
+            .save_checkpoint(
+                &self.config.name,
+                target,
+                Some((&self.config.name, &self.holder)),
+            )
+            .await
+        {
+            Ok(true) => {
+                checkpoint.saved = target;
+                metrics::gauge!(CHECKPOINT_POSITION).set(target.get() as f64);
+                true
+            }
+            Ok(false) => false,
+            // The next save covers this one.
+            Err(e) => {
+                tracing::warn!(error = %e, position = target.get(), "Relay could not save its checkpoint.");
+                true
             }
         }
     }

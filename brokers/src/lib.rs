@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use futures::Stream;
-use herald_events::EventEnvelope;
+use herald_events::{EventEnvelope, Position};
 
 pub use ack::ContiguousAcks;
 pub use error::{BrokerError, DecodeError};
@@ -72,6 +72,18 @@ pub trait Broker: Send + Sync + 'static {
         group: &ConsumerGroup,
         max: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError>;
+
+    /// For a broker that keeps nothing across a restart (the in-process
+    /// one): the highest log position P such that every event at or below P
+    /// that it was given has been settled (acknowledged or dead-lettered) by
+    /// every consumer group it was for. The relay never saves a checkpoint
+    /// past it, so after a crash the log is published again from where the
+    /// slowest group's effects stopped. `None` for a broker that keeps what
+    /// it confirmed (RabbitMQ, Kafka): its groups resume from their own
+    /// durable offsets.
+    fn settled_through(&self) -> Option<Position> {
+        None
+    }
 
     /// Succeeds when the broker answers.
     async fn check(&self) -> Result<(), BrokerError>;

@@ -176,10 +176,14 @@ pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc
             anyhow::bail!("this herald was built without RabbitMQ support (cargo feature `amqp`)")
         }
         #[cfg(feature = "kafka")]
-        BrokerLocation::Kafka { bootstrap_servers } => {
+        BrokerLocation::Kafka {
+            bootstrap_servers,
+            properties,
+        } => {
             tracing::info!(bootstrap_servers = %bootstrap_servers, "Connecting to Kafka.");
-            let config =
+            let mut config =
                 herald_brokers::kafka::KafkaConfig::new(bootstrap_servers.clone(), settings.wire);
+            config.properties.extend(properties.clone());
             Ok(Arc::new(
                 herald_brokers::kafka::KafkaBroker::connect(config).await?,
             ))

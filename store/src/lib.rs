@@ -169,6 +169,21 @@ pub trait Coordination: Send + Sync {
         position: Position,
         lease: Option<(&str, &str)>,
     ) -> Result<bool>;
+
+    /// The position saved under `name` with [`Coordination::save_checkpoint_state`],
+    /// and the state saved with it (`None` when only a position was saved).
+    async fn checkpoint_state(&self, name: &str) -> Result<Option<(Position, Option<String>)>>;
+
+    /// Saves a position under `name` together with the state a job folded
+    /// from the log up to it (the timer scheduler's index), so that a
+    /// restart reads only the log's tail. Like a snapshot, the state is a
+    /// cache of the log: the job can always fold it again from the start.
+    async fn save_checkpoint_state(
+        &self,
+        name: &str,
+        position: Position,
+        state: &str,
+    ) -> Result<()>;
 }
 
 /// A read limit as SQL wants it.

@@ -51,6 +51,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "snapshots",
         sql: include_str!("../migrations/postgres/0006_snapshots.sql"),
     },
+    Migration {
+        version: 7,
+        name: "checkpoint_state",
+        sql: include_str!("../migrations/postgres/0007_checkpoint_state.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -78,6 +83,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 5,
         name: "snapshots",
         sql: include_str!("../migrations/embedded/0005_snapshots.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "checkpoint_state",
+        sql: include_str!("../migrations/embedded/0006_checkpoint_state.sql"),
     },
 ];
 

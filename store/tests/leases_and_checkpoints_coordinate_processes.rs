@@ -99,3 +99,39 @@ async fn checkpoints_persist_and_are_fenced_by_leases(backend: &Backend) {
     reopened.close().await;
 }
 conformance!(checkpoints_persist_and_are_fenced_by_leases);
+
+async fn a_checkpoint_keeps_the_state_saved_with_it(backend: &Backend) {
+    let a = backend.open().await;
+    assert_eq!(a.checkpoint_state("timers").await.unwrap(), None);
+    let state = r#"{"entries":[{"id":"t-1","due":"2026-01-01T00:00:00Z"}],"note":"é ✓"}"#;
+    a.save_checkpoint_state("timers", Position(7), state)
+        .await
+        .unwrap();
+    a.save_checkpoint_state("timers", Position(9), state)
+        .await
+        .unwrap();
+    a.close().await;
+
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.checkpoint_state("timers").await.unwrap(),
+        Some((Position(9), Some(state.to_owned()))),
+        "{}: the state or its position was not kept",
+        backend.name()
+    );
+    assert_eq!(
+        reopened.checkpoint("timers").await.unwrap(),
+        Some(Position(9))
+    );
+    // A plain checkpoint has no state.
+    reopened
+        .save_checkpoint("relay", Position(3), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.checkpoint_state("relay").await.unwrap(),
+        Some((Position(3), None))
+    );
+    reopened.close().await;
+}
+conformance!(a_checkpoint_keeps_the_state_saved_with_it);

@@ -8,10 +8,15 @@
 //! with live members is that far behind. Messages are dropped once every
 //! group with live members has acknowledged them, or, when a full partition
 //! has no live group needing them, oldest first; so a group that has no
-//! member may find, when it returns, that older messages are gone. Nothing is
-//! lost by that or by a restart: the store is the log, and consumers catch up
-//! from it by their own checkpoints. A new group starts at the oldest
-//! message retained.
+//! member may find, when it returns, that older messages are gone. A new
+//! group starts at the oldest message retained.
+//!
+//! Nothing here survives a restart, so the broker tells the relay how far
+//! its groups got: [`Broker::settled_through`] is the highest log position
+//! below which every event it was given has been settled (acknowledged or
+//! dead-lettered) by every group. The relay never checkpoints past it, so
+//! after a crash the store's log is published again from where the slowest
+//! group's effects stopped, and every group sees every event at least once.
 //!
 //! When a member joins, partitions move to it only after the member that had
 //! them has acknowledged what it was handed, so a stream is never processed
@@ -24,10 +29,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use herald_events::Position;
 use tokio::sync::Notify;
 
 use crate::error::BrokerError;
-use crate::message::{decode, ConsumerGroup, Topic, WireMessage, WireSettings};
+use crate::message::{decode, ConsumerGroup, Topic, WireMessage, WireSettings, HEADER_POSITION};
 use crate::{telemetry, Broker, DeadLetter, Delivery, Settle, Subscription};
 use group::{GroupState, MemberId};
 
@@ -53,14 +59,46 @@ impl Default for MemoryConfig {
     }
 }
 
-/// A partition's retained messages; `messages[i]` has offset `start + i`.
+/// A partition's retained messages; `messages[i]` has offset `start + i`
+/// and carries the log position `positions[i]` (0 for a message that is
+/// not an event of the log).
 #[derive(Debug, Default)]
 struct PartitionLog {
     start: u64,
     messages: VecDeque<WireMessage>,
+    positions: VecDeque<u64>,
 }
 
 impl PartitionLog {
+    fn push(&mut self, message: WireMessage) {
+        let position = message
+            .header(HEADER_POSITION)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        self.messages.push_back(message);
+        self.positions.push_back(position);
+    }
+
+    fn pop(&mut self) -> bool {
+        self.positions.pop_front();
+        let popped = self.messages.pop_front().is_some();
+        if popped {
+            self.start += 1;
+        }
+        popped
+    }
+
+    /// The lowest log position among the messages from `offset` on.
+    fn lowest_position_from(&self, offset: u64) -> Option<u64> {
+        let skip = offset.saturating_sub(self.start) as usize;
+        self.positions
+            .iter()
+            .skip(skip)
+            .copied()
+            .filter(|p| *p > 0)
+            .min()
+    }
+
     fn end(&self) -> u64 {
         self.start + self.messages.len() as u64
     }
@@ -100,9 +138,7 @@ impl TopicState {
         else {
             return;
         };
-        while log.start < keep_from && log.messages.pop_front().is_some() {
-            log.start += 1;
-        }
+        while log.start < keep_from && log.pop() {}
     }
 
     /// True when a group with live members still needs the partition's
@@ -119,6 +155,28 @@ impl TopicState {
 struct State {
     topics: HashMap<Topic, TopicState>,
     dead: HashMap<ConsumerGroup, Vec<DeadLetter>>,
+    /// The highest log position of any message accepted.
+    accepted_through: u64,
+}
+
+impl State {
+    /// See [`Broker::settled_through`]: a message a group has not settled
+    /// holds the mark below its position, whether or not the group has a
+    /// live member (one that left comes back for it).
+    fn settled_through(&self) -> u64 {
+        let mut mark = self.accepted_through;
+        for topic in self.topics.values() {
+            for (p, log) in topic.partitions.iter().enumerate() {
+                for group in topic.groups.values() {
+                    let first_unsettled = group.committed(p, log.start);
+                    if let Some(lowest) = log.lowest_position_from(first_unsettled) {
+                        mark = mark.min(lowest - 1);
+                    }
+                }
+            }
+        }
+        mark
+    }
 }
 
 #[derive(Debug)]
@@ -188,22 +246,31 @@ impl MemoryBroker {
                 return Err(());
             }
             // Nobody live needs the oldest message: retention is a window.
-            let log = &mut topic.partitions[partition];
-            log.messages.pop_front();
-            log.start += 1;
+            topic.partitions[partition].pop();
         }
-        let log = &mut topic.partitions[partition];
         let mut message = message.clone();
         message.partition = partition as u32;
-        log.messages.push_back(message);
+        topic.partitions[partition].push(message);
+        if let Some(position) = message_position(&topic.partitions[partition]) {
+            state.accepted_through = state.accepted_through.max(position);
+        }
         Ok(())
     }
+}
+
+/// The log position of the partition's newest message, if it has one.
+fn message_position(log: &PartitionLog) -> Option<u64> {
+    log.positions.back().copied().filter(|p| *p > 0)
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn settled_through(&self) -> Option<Position> {
+        Some(Position(self.inner.lock().settled_through()))
     }
 
     fn wire(&self) -> &WireSettings {
@@ -445,5 +512,79 @@ impl Settle for MemorySettle {
 
     fn body(&self) -> &[u8] {
         &self.message.body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn message(topic: &Topic, partition: u32, position: u64) -> WireMessage {
+        WireMessage {
+            topic: topic.clone(),
+            partition,
+            key: format!("k{partition}"),
+            headers: vec![(HEADER_POSITION.to_owned(), position.to_string())],
+            body: Vec::new(),
+        }
+    }
+
+    fn settled(broker: &MemoryBroker) -> u64 {
+        broker
+            .settled_through()
+            .expect("the in-process broker answers")
+            .get()
+    }
+
+    #[tokio::test]
+    async fn the_settled_mark_stops_below_the_lowest_event_a_group_has_not_settled() {
+        let broker = MemoryBroker::default();
+        let topic = Topic::named("herald.t").unwrap();
+        let unwatched = Topic::named("herald.u").unwrap();
+        let group = ConsumerGroup::new("g").unwrap();
+        let mut sub = broker
+            .subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .unwrap();
+        assert_eq!(settled(&broker), 0);
+
+        // Positions 1..=3 on two partitions, 4 on a topic no group reads.
+        broker
+            .publish(vec![
+                message(&topic, 0, 1),
+                message(&topic, 1, 2),
+                message(&topic, 0, 3),
+                message(&unwatched, 0, 4),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(settled(&broker), 0, "nothing is settled yet");
+
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(sub.next().await.unwrap().unwrap());
+        }
+        let position = |d: &Delivery| d.headers()[0].1.parse::<u64>().unwrap();
+        held.sort_by_key(position);
+        let [one, two, three]: [Delivery; 3] = held.try_into().unwrap();
+        three.ack().await.unwrap();
+        assert_eq!(settled(&broker), 0, "1 and 2 are still open");
+        one.ack().await.unwrap();
+        assert_eq!(settled(&broker), 1, "2 is still open");
+        two.nack("poison").await.unwrap();
+        assert_eq!(settled(&broker), 4, "a dead letter is settled too");
+
+        // A group that left still holds the mark for what it has not settled.
+        drop(sub);
+        broker.publish(vec![message(&topic, 1, 5)]).await.unwrap();
+        assert_eq!(settled(&broker), 4);
+        let mut sub = broker
+            .subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .unwrap();
+        sub.next().await.unwrap().unwrap().ack().await.unwrap();
+        assert_eq!(settled(&broker), 5);
     }
 }

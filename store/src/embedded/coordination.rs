@@ -106,4 +106,45 @@ impl Coordination for EmbeddedStore {
         })
         .await
     }
+
+    async fn checkpoint_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Position, Option<String>)>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let row: Option<(i64, Option<String>)> = conn
+                .query_row(
+                    "SELECT position, state FROM herald_checkpoints WHERE name = ?1",
+                    [&name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sqlite_error)?;
+            Ok(row.map(|(p, state)| (Position(p as u64), state)))
+        })
+        .await
+    }
+
+    async fn save_checkpoint_state(
+        &self,
+        name: &str,
+        position: Position,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        let (name, state) = (name.to_owned(), state.to_owned());
+        self.write(move |conn| {
+            let updated_at = herald_events::chain::canonical_time(&chrono::Utc::now());
+            conn.execute(
+                "INSERT INTO herald_checkpoints (name, position, updated_at, state) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET \
+                 position = excluded.position, updated_at = excluded.updated_at, \
+                 state = excluded.state",
+                params![name, position.get() as i64, updated_at, state],
+            )
+            .map_err(sqlite_error)?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -19,6 +19,11 @@ const RELEASE: &str = "DELETE FROM herald_leases WHERE name = $1 AND holder = $2
 const LOAD: &str = "SELECT position FROM herald_checkpoints WHERE name = $1";
 const SAVE: &str = "INSERT INTO herald_checkpoints (name, position) VALUES ($1, $2) \
      ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()";
+const LOAD_STATE: &str = "SELECT position, state FROM herald_checkpoints WHERE name = $1";
+const SAVE_STATE: &str =
+    "INSERT INTO herald_checkpoints (name, position, state) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, state = EXCLUDED.state, \
+     updated_at = now()";
 const SAVE_FENCED: &str = "INSERT INTO herald_checkpoints (name, position) \
      SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM herald_leases \
        WHERE name = $3 AND holder = $4 AND expires_at > now()) \
@@ -74,5 +79,32 @@ impl Coordination for PostgresStore {
         }
         .map_err(pg_error)?;
         Ok(written == 1)
+    }
+
+    async fn checkpoint_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Position, Option<String>)>, StoreError> {
+        let client = self.pool().get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(LOAD_STATE, &[&name])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| (Position(r.get::<_, i64>(0) as u64), r.get(1))))
+    }
+
+    async fn save_checkpoint_state(
+        &self,
+        name: &str,
+        position: Position,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await.map_err(pool_error)?;
+        let position = position.get() as i64;
+        client
+            .execute(SAVE_STATE, &[&name, &position, &state])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
     }
 }
