@@ -6,7 +6,10 @@
 //! starts, marked late, and a firing whose delivery was lost (a crash in
 //! between) is delivered at start; a recurring timer fires its occurrences
 //! in order, once each, until cancelled; a countdown expires at its
-//! deadline with its view count, after which views are refused.
+//! deadline with its view count, after which views are refused; a restart
+//! reads only the log after the scheduler's checkpoint (saved at an orderly
+//! stop and every few seconds), and timers known only from the saved index
+//! still fire once.
 //!
 //! Every wait is a condition with a deadline; "nothing more happened" is
 //! checked after a later timer (a barrier) was delivered.
@@ -18,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use herald_actors::tickets::{Ticket, TicketCommand};
-use herald_actors::timers::scheduler::{delivered_event_id, delivery_dedupe_key, fire_dedupe_key};
+use herald_actors::timers::scheduler::{
+    delivered_event_id, delivery_dedupe_key, fire_dedupe_key, CHECKPOINT,
+};
 use herald_actors::timers::{
-    SchedulerHandle, Timer, TimerCommand, TimerScheduler, TimerStatus, LATE_AFTER,
+    SchedulerConfig, SchedulerHandle, Timer, TimerCommand, TimerScheduler, TimerStatus, LATE_AFTER,
 };
 use herald_actors::{
     ActorRuntime, AggregateGroup, CommandError, CommandMeta, CommandTarget, Domains, GroupConfig,
@@ -590,3 +595,107 @@ async fn a_countdown_expires_at_its_deadline_with_its_views(backend: &Backend) {
     node.runtime.stop();
 }
 on_both_stores!(a_countdown_expires_at_its_deadline_with_its_views);
+
+/// A scheduler saving its index every 100 ms (instead of every 5 s).
+async fn checkpointing_scheduler(node: &Node) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    let mut handle = TimerScheduler::new(
+        Arc::clone(&node.store),
+        node.timers.clone(),
+        node.domains.clone(),
+        node.registry.clone(),
+    )
+    .with_config(SchedulerConfig {
+        checkpoint_every: Duration::from_millis(100),
+        ..SchedulerConfig::default()
+    })
+    .spawn(stopped);
+    assert!(
+        handle.caught_up(PATIENCE).await,
+        "the scheduler did not catch up with the log"
+    );
+    Running { stop, handle }
+}
+
+async fn a_restart_reads_only_the_log_after_the_checkpoint(backend: &Backend) {
+    let node = Node::start(backend).await;
+    node.open_ticket("T-cp").await;
+    let scheduler = checkpointing_scheduler(&node).await;
+    assert_eq!(
+        scheduler.handle.catch_up().unwrap().from.get(),
+        1,
+        "a first start reads the log from its start"
+    );
+    // Known only from events read before the checkpoint: a timer due after
+    // the restarts, and one due now whose note shows the scheduler ran.
+    let later = Utc::now() + TimeDelta::seconds(4);
+    node.schedule(
+        "later",
+        json!({"at": rfc3339(later), "deliver": note_to("T-cp", "later")}),
+    )
+    .await;
+    node.schedule(
+        "soon",
+        json!({"after_secs": 0, "deliver": note_to("T-cp", "soon")}),
+    )
+    .await;
+    assert!(
+        eventually(PATIENCE, || async { node.notes("T-cp").await == 1 }).await,
+        "the due timer was not delivered"
+    );
+    // An orderly stop saves the index as far as the scheduler has read.
+    scheduler.stop().await;
+    let (saved, state) = node
+        .store
+        .checkpoint_state(CHECKPOINT)
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    assert!(state.is_some_and(|s| s.contains("later")));
+    let head = node.store.head().await.unwrap().position;
+    assert!(
+        saved.get() >= 4 && saved <= head,
+        "saved {saved}, head {head}"
+    );
+
+    let scheduler = checkpointing_scheduler(&node).await;
+    let catch_up = scheduler.handle.catch_up().unwrap();
+    assert_eq!(catch_up.from, saved.next(), "read from the checkpoint on");
+    assert_eq!(
+        catch_up.events_read,
+        head.get() - saved.get(),
+        "nothing before the checkpoint was read again"
+    );
+
+    // A crash (the task aborted, no orderly save) after more events: the
+    // periodic save still bounds what the next start reads.
+    node.open_ticket("T-cp2").await;
+    let grown = node.store.head().await.unwrap().position;
+    assert!(
+        eventually(PATIENCE, || async {
+            node.store
+                .checkpoint_state(CHECKPOINT)
+                .await
+                .unwrap()
+                .is_some_and(|(p, _)| p >= grown)
+        })
+        .await,
+        "the running scheduler never saved its index past {grown}"
+    );
+    scheduler.handle.task.abort();
+    let _ = scheduler.handle.task.await;
+    let scheduler = checkpointing_scheduler(&node).await;
+    assert!(scheduler.handle.catch_up().unwrap().from > grown);
+
+    // The timer known only through the saved index fires once.
+    assert!(
+        eventually(PATIENCE, || async { node.notes("T-cp").await == 2 }).await,
+        "the timer scheduled before the checkpoints was not delivered"
+    );
+    node.barrier("T-cp-barrier").await;
+    assert_eq!(node.firings("later").await.len(), 1);
+    assert_eq!(node.notes("T-cp").await, 2);
+    scheduler.stop().await;
+    node.runtime.stop();
+}
+on_both_stores!(a_restart_reads_only_the_log_after_the_checkpoint);

@@ -57,7 +57,7 @@ use chrono::TimeDelta;
 
 pub use commands::TimerCommand;
 pub use events::TimerEvent;
-pub use scheduler::{SchedulerConfig, SchedulerHandle, TimerScheduler};
+pub use scheduler::{CatchUp, SchedulerConfig, SchedulerHandle, TimerScheduler};
 pub use state::{Timer, TimerKind, TimerStatus};
 
 /// A firing more than this long after its due time is marked late.

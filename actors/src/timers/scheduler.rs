@@ -1,10 +1,13 @@
 //! The timer scheduler: fires due timer occurrences and delivers what the
 //! timers carry.
 //!
-//! It follows the store's global log from the start (catch-up, then live)
-//! and keeps an in-memory index of the pending occurrence of every active
-//! timer and countdown, by (tenant, timer id), folded with the aggregate's
-//! own `apply`. It sleeps until the earliest due time, then sends that
+//! It follows the store's global log (catch-up, then live) and keeps an
+//! in-memory index of the pending occurrence of every active timer and
+//! countdown, by (tenant, timer id), folded with the aggregate's own
+//! `apply`. The index is saved in the store with the position it was folded
+//! up to (the checkpoint `herald.timers`, every few seconds and at
+//! shutdown), so a start reads only the log after it; without a usable
+//! checkpoint it reads the log from the start. It sleeps until the earliest due time, then sends that
 //! timer `fire {occurrence, due_at}` through the timers group, with the
 //! dedupe key `timer/{tenant}/{id}/{occurrence}`, the timer's correlation
 //! and its first event as causation. Every process may run a scheduler on
@@ -27,13 +30,13 @@
 //!
 //! Either way a repeat appends nothing, so several processes delivering the
 //! same firing, or one delivering it again after a crash, take effect once.
-//! At start, the catch-up notes for each timer the latest fired occurrence
-//! whose delivery left no trace in the log (no event of the producer
-//! `timers` caused by its `timer_fired`) and delivers those again once
-//! caught up: a delivery that happened is a repeat, one lost to a crash
-//! between firing and delivering happens now. (A command delivery that
-//! changed nothing leaves no trace, so it is repeated at every start; a
-//! repeat of a refused one is refused again.)
+//! The index remembers, for each timer, its latest firing whose delivery
+//! has neither finished here nor left a trace in the log (an event of the
+//! producer `timers` caused by its `timer_fired`); the checkpoint keeps
+//! them, the catch-up adds those it reads, and they are delivered again
+//! once caught up: a delivery that happened is a repeat, one lost to a
+//! crash between firing and delivering happens now. (A repeat of a refused
+//! one is refused again.)
 //!
 //! Failures: a delivery that fails for the time being (store or actor
 //! unavailable, busy, contended) is retried with a backoff until it goes
@@ -47,12 +50,11 @@
 //! Timers that came due while no scheduler ran fire as soon as the
 //! catch-up is done, marked late.
 //!
-//! Cost: the index is rebuilt from the whole log at every start (every
-//! event is read; timers events are decoded), and no timer fires before
-//! that catch-up ends. Its memory is one entry per active timer, plus,
-//! during the catch-up, one per timer whose last firing has no delivery
-//! trace. Later: a checkpointed projection of pending occurrences, so that
-//! a start reads only the log's tail.
+//! Cost: a start reads the log after the checkpoint (every event is read;
+//! timers events are decoded), and no timer fires before that catch-up
+//! ends. Its memory is one entry per active timer, plus one per timer whose
+//! last firing is not known to be delivered; saving the checkpoint writes
+//! all of it as JSON, at most every `checkpoint_every`.
 //!
 //! Wiring (in `herald serve`, inside the actix system; `domains` must hold
 //! every group a timer may deliver to, `timers` included, before it is
@@ -104,6 +106,12 @@ pub const FIRED_TOTAL: &str = "herald_timers_fired_total";
 pub const COUNTDOWNS_EXPIRED_TOTAL: &str = "herald_timers_countdowns_expired_total";
 /// Active timers and countdowns the scheduler knows of.
 pub const PENDING: &str = "herald_timers_pending";
+/// The checkpoint (with the index) the scheduler saves in the store.
+pub const CHECKPOINT: &str = "herald.timers";
+/// The shape of the saved index; a checkpoint of another shape is ignored
+/// (the index is folded from the start of the log instead).
+const SAVED_INDEX_VERSION: u32 = 1;
+
 /// Deliveries that ended, by `kind` and `outcome`.
 pub const DELIVERIES_TOTAL: &str = "herald_timers_deliveries_total";
 /// Delivery attempts that failed for the time being and are tried again.
@@ -145,6 +153,8 @@ pub struct SchedulerConfig {
     /// Wait before firing again an occurrence the aggregate found not yet
     /// due (clocks of processes differ).
     pub not_due_retry: Duration,
+    /// Shortest time between two saves of the index with its position.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -155,6 +165,7 @@ impl Default for SchedulerConfig {
             max_backoff: Duration::from_secs(30),
             max_sleep: Duration::from_secs(30),
             not_due_retry: Duration::from_millis(100),
+            checkpoint_every: Duration::from_secs(5),
         }
     }
 }
@@ -184,16 +195,30 @@ pub struct SchedulerHandle {
     /// Ends after the shutdown signal (in-flight fires and deliveries are
     /// dropped; they are repeats-safe and happen again at the next start).
     pub task: JoinHandle<()>,
-    caught_up: watch::Receiver<bool>,
+    caught_up: watch::Receiver<Option<CatchUp>>,
+}
+
+/// How a start's catch-up went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The first position read: one past the checkpoint's.
+    pub from: Position,
+    /// Events read up to the log's head at start.
+    pub events_read: u64,
 }
 
 impl SchedulerHandle {
     /// Waits until the scheduler has read the log up to its head at start
     /// (it fires nothing before); false if it did not within `within`.
     pub async fn caught_up(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, self.caught_up.wait_for(|c| *c))
+        tokio::time::timeout(within, self.caught_up.wait_for(Option::is_some))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// How the catch-up went, once it is done.
+    pub fn catch_up(&self) -> Option<CatchUp> {
+        *self.caught_up.borrow()
     }
 }
 
@@ -223,12 +248,16 @@ impl TimerScheduler {
     /// Runs the scheduler until `shutdown` turns true (or its sender is
     /// dropped). Must be called inside a tokio runtime (the actix system).
     pub fn spawn(self, shutdown: watch::Receiver<bool>) -> SchedulerHandle {
-        let (caught_up_tx, caught_up) = watch::channel(false);
+        let (caught_up_tx, caught_up) = watch::channel(None);
         let task = tokio::spawn(self.run(shutdown, caught_up_tx));
         SchedulerHandle { task, caught_up }
     }
 
-    async fn run(self, mut shutdown: watch::Receiver<bool>, caught_up_tx: watch::Sender<bool>) {
+    async fn run(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        caught_up_tx: watch::Sender<Option<CatchUp>>,
+    ) {
         let shared = Arc::new(Shared {
             fire_permits: Semaphore::new(self.config.max_concurrent_fires.max(1)),
             delivery_permits: Semaphore::new(self.config.max_concurrent_deliveries.max(1)),
@@ -239,6 +268,21 @@ impl TimerScheduler {
             config: self.config,
         });
         let mut failures = 0;
+        let (mut index, mut read_through) = loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match Index::load(&shared.store).await {
+                Ok(loaded) => break loaded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Timer scheduler cannot read its checkpoint; retrying.");
+                    failures += 1;
+                    if pause(&mut shutdown, backoff(failures, shared.config.max_backoff)).await {
+                        return;
+                    }
+                }
+            }
+        };
         let head = loop {
             if *shutdown.borrow() {
                 return;
@@ -255,22 +299,26 @@ impl TimerScheduler {
             }
         };
         tracing::info!(
+            from = read_through.get() + 1,
             head = head.get(),
-            "Timer scheduler reading the log from the start."
+            pending = index.entries.len(),
+            "Timer scheduler reading the log from its checkpoint."
         );
         let started = Instant::now();
-        let mut log = shared
-            .store
-            .subscribe_all(Position::START)
-            .ready_chunks(256);
-        let mut index = Index::default();
+        let from = read_through.next();
+        let mut log = shared.store.subscribe_all(from).ready_chunks(256);
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut caught_up = false;
         let mut read = 0u64;
-        if head == Position::START {
+        let mut saved_through = read_through;
+        let mut saved_at = Instant::now();
+        if head <= read_through {
             caught_up = true;
             index.caught_up(&shared, &mut tasks, started, read);
-            let _ = caught_up_tx.send(true);
+            let _ = caught_up_tx.send(Some(CatchUp {
+                from: read_through.next(),
+                events_read: read,
+            }));
         }
         loop {
             let wake = if caught_up { index.next_wake() } else { None };
@@ -309,13 +357,14 @@ impl TimerScheduler {
                             }
                         };
                         read += 1;
+                        read_through = read_through.max(envelope.position);
                         if let Some(delivery) = index.observe(&envelope, caught_up, &shared.registry) {
                             tasks.spawn(deliver(Arc::clone(&shared), delivery));
                         }
                         if !caught_up && envelope.position >= head {
                             caught_up = true;
                             index.caught_up(&shared, &mut tasks, started, read);
-                            let _ = caught_up_tx.send(true);
+                            let _ = caught_up_tx.send(Some(CatchUp { from, events_read: read }));
                         }
                     }
                 }
@@ -327,10 +376,22 @@ impl TimerScheduler {
                 // Also here, so a log that is never idle cannot starve the
                 // timer branch of the select.
                 index.dispatch(&shared, &mut tasks);
+                if read_through > saved_through
+                    && saved_at.elapsed() >= shared.config.checkpoint_every
+                {
+                    saved_at = Instant::now();
+                    if index.save(&shared.store, read_through).await {
+                        saved_through = read_through;
+                    }
+                }
             }
             metrics::gauge!(PENDING).set(index.entries.len() as f64);
         }
+        // Deliveries cut short stay in the index: the next start does them.
         tasks.shutdown().await;
+        if caught_up && read_through > saved_through {
+            index.save(&shared.store, read_through).await;
+        }
         tracing::info!("Timer scheduler stopped.");
     }
 }
@@ -371,8 +432,9 @@ struct Entry {
 }
 
 /// What to deliver for one firing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct PendingDelivery {
+    #[serde(with = "tenant_text")]
     tenant: TenantId,
     timer_id: String,
     occurrence: u64,
@@ -382,16 +444,51 @@ struct PendingDelivery {
     correlation: Uuid,
 }
 
-/// The pending occurrences, and what the catch-up has not seen delivered.
+/// The pending occurrences, and the firings not known to be delivered.
 #[derive(Default)]
 struct Index {
     entries: HashMap<Key, Entry>,
     /// Entries by when to fire them next.
     queue: BTreeSet<(DateTime<Utc>, Key)>,
-    /// During the catch-up: each timer's latest firing with no delivery
-    /// trace yet, and the same by `timer_fired` id.
+    /// Each timer's latest firing whose delivery has neither finished here
+    /// nor left a trace in the log, and the same by `timer_fired` id.
     undelivered: HashMap<Key, PendingDelivery>,
     by_fired: HashMap<Uuid, Key>,
+}
+
+/// The index as the checkpoint keeps it: what the log says, without what
+/// this process was doing (fires in flight, retries), which a start redoes.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SavedIndex {
+    version: u32,
+    entries: Vec<SavedEntry>,
+    undelivered: Vec<PendingDelivery>,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SavedEntry {
+    #[serde(with = "tenant_text")]
+    tenant: TenantId,
+    id: String,
+    state: Timer,
+    version: u64,
+    correlation: Uuid,
+    origin: Uuid,
+}
+
+/// A tenant as its text.
+mod tenant_text {
+    use herald_events::TenantId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tenant: &TenantId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(tenant.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TenantId, D::Error> {
+        let text = String::deserialize(d)?;
+        TenantId::new(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// What a task ended with.
@@ -401,7 +498,8 @@ enum Done {
         occurrence: u64,
         outcome: FireOutcome,
     },
-    Delivery,
+    /// The delivery of the firing `fired_event` ended (done, or given up).
+    Delivery { fired_event: Uuid },
 }
 
 enum FireOutcome {
@@ -422,8 +520,7 @@ impl Index {
         live: bool,
         registry: &EventRegistry,
     ) -> Option<PendingDelivery> {
-        if !live && envelope.causation_id != envelope.id.as_uuid() && envelope.producer == PRODUCER
-        {
+        if envelope.causation_id != envelope.id.as_uuid() && envelope.producer == PRODUCER {
             // A delivery's trace: the firing that caused it was delivered.
             if let Some(key) = self.by_fired.remove(&envelope.causation_id) {
                 self.undelivered.remove(&key);
@@ -488,14 +585,107 @@ impl Index {
         };
         self.requeue(&key);
         let delivery = delivery?;
-        if live {
-            return Some(delivery);
-        }
         if let Some(previous) = self.undelivered.insert(key.clone(), delivery.clone()) {
             self.by_fired.remove(&previous.fired_event);
         }
         self.by_fired.insert(delivery.fired_event, key);
-        None
+        live.then_some(delivery)
+    }
+
+    /// The index saved under [`CHECKPOINT`] and the position it was folded
+    /// up to; an empty index at the start of the log when there is none
+    /// (or one this build cannot read).
+    async fn load(
+        store: &Arc<dyn EventStore>,
+    ) -> Result<(Self, Position), herald_store::StoreError> {
+        let Some((position, Some(text))) = store.checkpoint_state(CHECKPOINT).await? else {
+            return Ok((Self::default(), Position::START));
+        };
+        match serde_json::from_str::<SavedIndex>(&text) {
+            Ok(saved) if saved.version == SAVED_INDEX_VERSION => {
+                Ok((Self::restore(saved), position))
+            }
+            Ok(saved) => {
+                tracing::warn!(version = saved.version, "Timer scheduler's checkpoint has another shape; reading the log from the start.");
+                Ok((Self::default(), Position::START))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Timer scheduler's checkpoint cannot be read; reading the log from the start.");
+                Ok((Self::default(), Position::START))
+            }
+        }
+    }
+
+    fn restore(saved: SavedIndex) -> Self {
+        let mut index = Self::default();
+        for e in saved.entries {
+            let key: Key = (e.tenant, e.id);
+            index.entries.insert(
+                key.clone(),
+                Entry {
+                    state: e.state,
+                    version: e.version,
+                    correlation: e.correlation,
+                    origin: e.origin,
+                    queued: None,
+                    in_flight: false,
+                    attempted: 0,
+                    retry: None,
+                },
+            );
+            index.requeue(&key);
+        }
+        for delivery in saved.undelivered {
+            let key: Key = (delivery.tenant.clone(), delivery.timer_id.clone());
+            index.by_fired.insert(delivery.fired_event, key.clone());
+            index.undelivered.insert(key, delivery);
+        }
+        index
+    }
+
+    fn to_saved(&self) -> SavedIndex {
+        let mut entries: Vec<SavedEntry> = self
+            .entries
+            .iter()
+            .map(|((tenant, id), e)| SavedEntry {
+                tenant: tenant.clone(),
+                id: id.clone(),
+                state: e.state.clone(),
+                version: e.version,
+                correlation: e.correlation,
+                origin: e.origin,
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
+        let mut undelivered: Vec<PendingDelivery> = self.undelivered.values().cloned().collect();
+        undelivered.sort_by(|a, b| (&a.tenant, &a.timer_id).cmp(&(&b.tenant, &b.timer_id)));
+        SavedIndex {
+            version: SAVED_INDEX_VERSION,
+            entries,
+            undelivered,
+        }
+    }
+
+    /// Saves the index as folded up to `position`; false when it could not
+    /// (the next save tries again).
+    async fn save(&self, store: &Arc<dyn EventStore>, position: Position) -> bool {
+        let text = match serde_json::to_string(&self.to_saved()) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(error = %e, "Timer scheduler cannot encode its index.");
+                return false;
+            }
+        };
+        match store
+            .save_checkpoint_state(CHECKPOINT, position, &text)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "Timer scheduler could not save its checkpoint; it tries again.");
+                false
+            }
+        }
     }
 
     /// Files the entry under its next fire time, or forgets it when it has
@@ -558,13 +748,18 @@ impl Index {
 
     /// A task ended.
     fn done(&mut self, done: Done, config: &SchedulerConfig) {
-        let Done::Fire {
-            key,
-            occurrence,
-            outcome,
-        } = done
-        else {
-            return;
+        let (key, occurrence, outcome) = match done {
+            Done::Fire {
+                key,
+                occurrence,
+                outcome,
+            } => (key, occurrence, outcome),
+            Done::Delivery { fired_event } => {
+                if let Some(key) = self.by_fired.remove(&fired_event) {
+                    self.undelivered.remove(&key);
+                }
+                return;
+            }
         };
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
@@ -599,10 +794,9 @@ impl Index {
         started: Instant,
         read: u64,
     ) {
-        self.by_fired.clear();
         let redeliveries = self.undelivered.len();
-        for (_, delivery) in self.undelivered.drain() {
-            tasks.spawn(deliver(Arc::clone(shared), delivery));
+        for delivery in self.undelivered.values() {
+            tasks.spawn(deliver(Arc::clone(shared), delivery.clone()));
         }
         tracing::info!(
             events = read,
@@ -740,7 +934,9 @@ async fn deliver_retrying(shared: Arc<Shared>, delivery: PendingDelivery) -> Don
             }
         };
         metrics::counter!(DELIVERIES_TOTAL, "kind" => kind, "outcome" => outcome).increment(1);
-        return Done::Delivery;
+        return Done::Delivery {
+            fired_event: delivery.fired_event,
+        };
     }
 }
 
@@ -1049,7 +1245,45 @@ mod tests {
         assert!(index.observe(&f1, true, &registry).is_none());
         assert_eq!(index.entries[&key("a")].state.fired, 1);
         assert_eq!(index.next_wake(), Some(due + TimeDelta::seconds(60)));
+        // Owed until its delivery ends.
+        assert_eq!(index.undelivered[&key("a")].fired_event, f1.id.as_uuid());
+        index.done(
+            Done::Delivery {
+                fired_event: f1.id.as_uuid(),
+            },
+            &SchedulerConfig::default(),
+        );
         assert!(index.undelivered.is_empty());
+    }
+
+    #[test]
+    fn the_saved_index_restores_what_the_log_said_and_what_is_owed() {
+        let (registry, mut log, mut index) = (registry(), Log::default(), Index::default());
+        let due = t(DUE);
+        let a0 = log.timer("a", scheduled(due, Some(60)));
+        index.observe(&a0, true, &registry);
+        let a1 = log.timer("a", fired(1, due, Some(60)));
+        index.observe(&a1, true, &registry).expect("a delivery");
+        let b0 = log.timer("b", scheduled(due + TimeDelta::seconds(5), None));
+        index.observe(&b0, true, &registry);
+        // Fire of b in flight: not part of what is saved.
+        index.entries.get_mut(&key("b")).unwrap().in_flight = true;
+
+        let text = serde_json::to_string(&index.to_saved()).unwrap();
+        let restored = Index::restore(serde_json::from_str(&text).unwrap());
+        assert_eq!(restored.to_saved(), index.to_saved());
+        assert_eq!(restored.undelivered[&key("a")].fired_event, a1.id.as_uuid());
+        assert_eq!(restored.by_fired[&a1.id.as_uuid()], key("a"));
+        assert!(!restored.entries[&key("b")].in_flight);
+        // Both are queued again: a at its occurrence 2, b at its due time.
+        assert_eq!(restored.next_wake(), Some(due + TimeDelta::seconds(5)));
+        assert_eq!(restored.queue.len(), 2);
+
+        // The delivery's trace in the log settles what was owed.
+        let mut restored = restored;
+        let trace = log.caused_by(&a1, PRODUCER);
+        assert!(restored.observe(&trace, true, &registry).is_none());
+        assert!(restored.undelivered.is_empty());
     }
 
     #[test]
