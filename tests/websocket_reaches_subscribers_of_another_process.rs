@@ -1,12 +1,14 @@
-//! Two Herald processes on one Postgres store: an event appended through
-//! one reaches a websocket subscriber of the other promptly (woken by
-//! LISTEN/NOTIFY), and a cursor issued by one process resumes on the other.
+//! Two Herald processes on one Postgres store (and one RabbitMQ virtual
+//! host: processes sharing a store share a broker): an event appended
+//! through one reaches a websocket subscriber of the other promptly (woken
+//! by LISTEN/NOTIFY), and a cursor issued by one process resumes on the
+//! other.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use herald_testkit::TestDatabase;
+use herald_testkit::{TestDatabase, TestVhost};
 use serde_json::{json, Value};
 use support::{free_port, Herald, WsClient};
 
@@ -14,7 +16,8 @@ use support::{free_port, Herald, WsClient};
 async fn appends_through_one_process_reach_subscribers_of_another() {
     let db = TestDatabase::create().await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let env = [("HERALD_STORE", db.url())];
+    let vhost = TestVhost::create().await;
+    let env = [("HERALD_STORE", db.url()), ("HERALD_BROKER", vhost.url())];
     let mut a = Herald::start(
         dir_a.path(),
         &["serve", "--listen", &format!("127.0.0.1:{}", free_port())],

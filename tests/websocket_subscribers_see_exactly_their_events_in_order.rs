@@ -27,7 +27,7 @@ type Appended = (u64, String, String, String);
 
 fn item(producer: usize, n: usize) -> Value {
     let stream = format!("tickets/P{producer}-{}", n % (STREAMS / PRODUCERS + 1));
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         json!({"stream": stream, "type": "tickets.ticket_assigned", "version": 1,
                "payload": {"assignee": format!("agent-{n}")}})
     } else {

@@ -98,12 +98,12 @@ fn ticket(i: usize) -> Stream {
     let mut s = Stream::default();
     let kind = [TicketKind::Outage, TicketKind::Affecting, TicketKind::Other][i % 3];
     let customer = ["northwind", "contoso", "Northwind"][(i / 2) % 3];
-    let micros = if i % 7 == 0 { 250_001 } else { 0 };
+    let micros = if i.is_multiple_of(7) { 250_001 } else { 0 };
     let opened_at = at(i as i64 / 3) + chrono::Duration::microseconds(micros);
     let opened = |kind, customer: &str| TicketOpened {
         kind,
         customer: customer.into(),
-        edge: (i % 4 != 0).then(|| format!("E-{:03}", i % 5)),
+        edge: (!i.is_multiple_of(4)).then(|| format!("E-{:03}", i % 5)),
         description: format!("{customer} is slow"),
         opened_by: (i % 2 == 1).then(|| "outage-monitor".into()),
     };
@@ -113,7 +113,7 @@ fn ticket(i: usize) -> Stream {
         // A second opening (only around the aggregate) restates it.
         s.push(later, opened(TicketKind::Outage, "contoso"));
     }
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let assignee = ["ana", "bo"][(i / 2) % 2];
         s.push(
             later,
@@ -123,7 +123,7 @@ fn ticket(i: usize) -> Stream {
             },
         );
     }
-    if i % 11 == 0 {
+    if i.is_multiple_of(11) {
         s.push(
             later,
             TicketAssigned {
@@ -132,7 +132,7 @@ fn ticket(i: usize) -> Stream {
             },
         );
     }
-    for n in 0..(i % 5 == 0) as usize + (i % 10 == 0) as usize {
+    for n in 0..(i.is_multiple_of(5)) as usize + (i.is_multiple_of(10)) as usize {
         s.push(
             later,
             NoteAppended {

@@ -48,6 +48,9 @@ async fn serve(
     let store = herald_store::open(config.store.clone())
         .await
         .context("opening the event store")?;
+    // Before anything else starts: one process alone on the store with the
+    // in-process broker, any number with a shared one.
+    let _occupied = occupy(&store, &config).await?;
     let head = store.head().await.context("reading the log head")?;
     tracing::info!(
         store = store.backend(),
@@ -154,6 +157,59 @@ async fn serve(
     store.close().await;
     tracing::info!("Herald stopped.");
     Ok(())
+}
+
+/// How long a start waits for a conflicting claim on the store to go.
+const OCCUPY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Claims the store: alone with the in-process broker, whose consumers see
+/// only what this process's relay publishes (a second process's reactions
+/// and read models would miss events), shared with a broker every process
+/// reaches.
+async fn occupy(
+    store: &Arc<dyn herald_store::EventStore>,
+    config: &ServeConfig,
+) -> anyhow::Result<herald_store::OccupancyGuard> {
+    use herald_store::{Occupancy, StoreError};
+    let (occupancy, broker) = match &config.broker.location {
+        BrokerLocation::Memory => (Occupancy::Alone, "memory"),
+        BrokerLocation::Amqp { .. } => (Occupancy::Shared, "amqp"),
+        BrokerLocation::Kafka { .. } => (Occupancy::Shared, "kafka"),
+    };
+    let label = format!(
+        "herald serve pid {} on {} broker {broker}",
+        std::process::id(),
+        config.listen
+    );
+    // A predecessor killed a moment ago may still hold its claim until the
+    // database notices its connection is gone: a few seconds' patience.
+    let deadline = std::time::Instant::now() + OCCUPY_PATIENCE;
+    let claimed = loop {
+        match store.occupy(occupancy, &label).await {
+            Err(StoreError::Occupied { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            claimed => break claimed,
+        }
+    };
+    match claimed {
+        Ok(guard) => Ok(guard),
+        Err(StoreError::Occupied { by }) if occupancy == Occupancy::Alone => anyhow::bail!(
+            "another Herald process uses this store ({}). The in-process broker \
+             (HERALD_BROKER=memory, the default) delivers events only inside its own \
+             process, so a second process's reactions and read models would miss events. \
+             To run several processes on one store, give every one the same shared broker: \
+             HERALD_BROKER=amqp://… or HERALD_BROKER=kafka://… (README, \"Several processes\").",
+            by.join("; ")
+        ),
+        Err(StoreError::Occupied { by }) => anyhow::bail!(
+            "this store is in use by a Herald process on the in-process broker ({}), which \
+             must be alone on its store. Stop it, or start it again with the shared broker \
+             this process uses (HERALD_BROKER=amqp://… or kafka://…).",
+            by.join("; ")
+        ),
+        Err(e) => Err(e).context("claiming the store"),
+    }
 }
 
 /// Connects to the configured broker.

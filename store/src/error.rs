@@ -61,6 +61,10 @@ pub enum StoreError {
     /// The store was closed; no more appends are taken.
     #[error("the store is closed")]
     Closed,
+    /// Another process holds a claim on the store that this one's would
+    /// conflict with (see [`crate::Coordination::occupy`]).
+    #[error("the store is in use by {}", by.join(", "))]
+    Occupied { by: Vec<String> },
 }
 
 impl StoreError {
@@ -77,6 +81,7 @@ impl StoreError {
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Migration { .. } => "migration",
             StoreError::Closed => "closed",
+            StoreError::Occupied { .. } => "occupied",
         }
     }
 

@@ -13,6 +13,7 @@ mod group_commit;
 mod hooks;
 mod migrate;
 mod model;
+pub mod occupancy;
 mod plan;
 pub mod search;
 pub mod snapshot;
@@ -36,6 +37,7 @@ pub use error::{Result, StoreError};
 pub use group_commit::GroupCommitConfig;
 pub use hooks::AppendHooks;
 pub use model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
+pub use occupancy::{Occupancy, OccupancyGuard};
 pub use plan::MAX_PRODUCER_LEN;
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use search::{SearchPage, SearchQuery};
@@ -184,6 +186,12 @@ pub trait Coordination: Send + Sync {
         position: Position,
         state: &str,
     ) -> Result<()>;
+
+    /// Claims the store for this process, `Alone` or `Shared`, until the
+    /// guard is dropped or the process dies. Refused with
+    /// [`StoreError::Occupied`] (naming the holders by their labels) while
+    /// another process holds an incompatible claim.
+    async fn occupy(&self, occupancy: Occupancy, label: &str) -> Result<OccupancyGuard>;
 }
 
 /// A read limit as SQL wants it.

@@ -514,7 +514,7 @@ mod tests {
         ];
         match dice.next() % if depth > 3 { 5 } else { 7 } {
             0 => Value::Null,
-            1 => Value::Bool(dice.next() % 2 == 0),
+            1 => Value::Bool(dice.next().is_multiple_of(2)),
             2 => serde_json::from_str(NUMBERS[(dice.next() % NUMBERS.len() as u64) as usize])
                 .unwrap(),
             3 | 4 => Value::String(STRINGS[(dice.next() % STRINGS.len() as u64) as usize].into()),

@@ -147,4 +147,12 @@ impl Coordination for EmbeddedStore {
         })
         .await
     }
+
+    async fn occupy(
+        &self,
+        occupancy: crate::Occupancy,
+        label: &str,
+    ) -> Result<crate::OccupancyGuard, StoreError> {
+        self.occupy_file(occupancy, label).await
+    }
 }

@@ -8,6 +8,8 @@
 mod audit;
 mod coordination;
 mod keys;
+pub use occupancy::LOCK_FILE;
+mod occupancy;
 mod rows;
 mod search;
 mod snapshot;

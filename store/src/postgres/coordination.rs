@@ -107,4 +107,12 @@ impl Coordination for PostgresStore {
             .map_err(pg_error)?;
         Ok(())
     }
+
+    async fn occupy(
+        &self,
+        occupancy: crate::Occupancy,
+        label: &str,
+    ) -> Result<crate::OccupancyGuard, StoreError> {
+        self.occupy_session(occupancy, label).await
+    }
 }

@@ -8,6 +8,7 @@ mod audit;
 mod coordination;
 mod keys;
 mod listen;
+mod occupancy;
 mod rows;
 mod search;
 mod snapshot;
@@ -69,6 +70,8 @@ impl PostgresConfig {
 
 struct Inner {
     pool: Pool,
+    /// For connections of their own (the occupancy lock).
+    pg_config: tokio_postgres::Config,
     committer: Arc<GroupCommitter>,
     head: watch::Receiver<Position>,
     listener: JoinHandle<()>,
@@ -145,7 +148,7 @@ impl PostgresStore {
         migrate(&pool).await?;
         let head = read_head(&pool).await?;
         let (head_tx, head_rx) = watch::channel(head.position);
-        let listener = listen::spawn(pg_config, head_tx.clone());
+        let listener = listen::spawn(pg_config.clone(), head_tx.clone());
         let writer = writer::PgWriter::new(
             pool.clone(),
             config.hooks,
@@ -155,6 +158,7 @@ impl PostgresStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                pg_config,
                 committer,
                 head: head_rx,
                 listener,
