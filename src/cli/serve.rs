@@ -1,9 +1,12 @@
 //! `herald serve`: opens the store and the broker, runs the outbox relay
-//! and the broker ingest, serves the HTTP API, and on SIGTERM or Ctrl-C
-//! stops taking connections, lets in-flight requests finish (their appends
-//! commit), stops the relay (the next one resumes from its checkpoint) and
-//! the ingest (after the batch in hand; what it has not acknowledged is
-//! delivered again), then drains the store's queue before exiting.
+//! and the broker ingest, serves the HTTP API, and on SIGTERM or SIGINT
+//! (Ctrl-C) closes every subscription at once with its resume cursors
+//! (websocket 1001, SSE `closing`), stops taking connections, lets in-flight
+//! requests finish (their appends commit), stops the relay (the next one
+//! resumes from its checkpoint) and the ingest (after the batch in hand; what
+//! it has not acknowledged is delivered again), then drains the store's
+//! queue before exiting. SIGQUIT does the same but drops in-flight requests
+//! (unanswered, so not acknowledged) instead of waiting for them.
 
 use std::sync::Arc;
 
@@ -101,6 +104,7 @@ async fn serve(
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
         .context("starting the subscription hub")?;
+    let subscriptions = hub.clone();
     let state = AppState {
         auth,
         hub,
@@ -118,12 +122,18 @@ async fn serve(
         embedded_read_models: read_side.embedded_read_models,
         embedded_projections: read_side.embedded_projections,
     };
+    // Listening before the server starts: a signal that comes early still
+    // stops Herald in order.
+    let mut signals = StopSignals::listen().context("listening for stop signals")?;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(api::record_metrics))
             .configure(api::routes)
     })
+    // The signals are ours (below): actix would wait the whole shutdown
+    // timeout for subscriptions, which never end by themselves.
+    .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs())
     // Subscribers get many small frames: without this, Nagle's algorithm
     // holds a frame back until the previous one is acknowledged, which a
@@ -135,9 +145,23 @@ async fn serve(
         server = server.workers(workers);
     }
     tracing::info!(listen = %config.listen, "Herald is serving.");
-    // actix stops on SIGTERM, SIGINT and SIGQUIT: it stops accepting, then
-    // waits up to the shutdown timeout for in-flight requests.
-    server.run().await.context("running the HTTP server")?;
+    let server = server.run();
+    let handle = server.handle();
+    let stopper = actix_web::rt::spawn(async move {
+        let stop = signals.next().await;
+        tracing::info!(
+            signal = stop.signal,
+            "Stopping: closing every subscription with its resume cursors."
+        );
+        // First the subscriptions, so that the server's stop finds only
+        // requests that end by themselves. Then actix stops accepting (new
+        // connections are refused), closes idle keep-alive connections and
+        // waits, up to the shutdown timeout, for requests in flight.
+        subscriptions.shut_down();
+        handle.stop(stop.graceful).await;
+    });
+    server.await.context("running the HTTP server")?;
+    stopper.abort();
 
     tracing::info!(
         "HTTP server stopped; stopping the relay and the ingest and committing queued appends."
@@ -154,6 +178,61 @@ async fn serve(
     store.close().await;
     tracing::info!("Herald stopped.");
     Ok(())
+}
+
+/// A request to stop, and how.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    signal: &'static str,
+    /// Whether in-flight requests are waited for.
+    graceful: bool,
+}
+
+/// The signals that stop `herald serve`.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening: from here on these signals no longer kill the
+    /// process but wait for [`StopSignals::next`].
+    fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+                quit: signal(SignalKind::quit())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => Stop { signal: "SIGTERM", graceful: true },
+                _ = self.interrupt.recv() => Stop { signal: "SIGINT", graceful: true },
+                _ = self.quit.recv() => Stop { signal: "SIGQUIT", graceful: false },
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop {
+                signal: "Ctrl-C",
+                graceful: true,
+            }
+        }
+    }
 }
 
 /// Connects to the configured broker.
