@@ -376,6 +376,7 @@ async fn subscribers_close_with_cursors_and_herald_exits_promptly(
     .unwrap();
     stop_publishing.store(true, Ordering::SeqCst);
     publisher.await.unwrap();
+    eprintln!("herald exited {took:?} after SIG{signal} with {subscribers} subscribers");
     assert!(
         status.success(),
         "herald exited with {status} after {signal}"
