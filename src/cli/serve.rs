@@ -8,6 +8,7 @@
 //! queue before exiting. SIGQUIT does the same but drops in-flight requests
 //! (unanswered, so not acknowledged) instead of waiting for them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::middleware::from_fn;
@@ -17,6 +18,7 @@ use herald_brokers::memory::{MemoryBroker, MemoryConfig};
 use herald_brokers::Broker;
 use herald_events::EventRegistry;
 use herald_store::StoreLocation;
+use tokio::sync::Notify;
 
 use crate::api::{self, AppState, Limits};
 use crate::auth::Authenticator;
@@ -125,11 +127,16 @@ async fn serve(
     // Listening before the server starts: a signal that comes early still
     // stops Herald in order.
     let mut signals = StopSignals::listen().context("listening for stop signals")?;
+    let connections = Arc::new(OpenConnections::default());
+    let counted = Arc::clone(&connections);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(api::record_metrics))
             .configure(api::routes)
+    })
+    .on_connect(move |_, extensions| {
+        extensions.insert(counted.open());
     })
     // The signals are ours (below): actix would wait the whole shutdown
     // timeout for subscriptions, which never end by themselves.
@@ -145,23 +152,42 @@ async fn serve(
         server = server.workers(workers);
     }
     tracing::info!(listen = %config.listen, "Herald is serving.");
-    let server = server.run();
+    let mut server = server.run();
     let handle = server.handle();
-    let stopper = actix_web::rt::spawn(async move {
-        let stop = signals.next().await;
+    let stop = tokio::select! {
+        ended = &mut server => {
+            ended.context("running the HTTP server")?;
+            None
+        }
+        stop = signals.next() => Some(stop),
+    };
+    if let Some(stop) = stop {
         tracing::info!(
             signal = stop.signal,
             "Stopping: closing every subscription with its resume cursors."
         );
+        let stopping = std::time::Instant::now();
         // First the subscriptions, so that the server's stop finds only
         // requests that end by themselves. Then actix stops accepting (new
         // connections are refused), closes idle keep-alive connections and
-        // waits, up to the shutdown timeout, for requests in flight.
+        // lets requests in flight finish, up to the shutdown timeout.
         subscriptions.shut_down();
-        handle.stop(stop.graceful).await;
-    });
-    server.await.context("running the HTTP server")?;
-    stopper.abort();
+        let _completion = handle.stop(stop.graceful);
+        // actix looks for finished connections once a second; the last
+        // connection closing is the same news without that wait. A
+        // connection accepted in the instant before the listener closed is
+        // refused, or answered 503 by the closed store: never acknowledged
+        // and lost.
+        tokio::select! {
+            biased;
+            ended = &mut server => ended.context("running the HTTP server")?,
+            () = connections.all_closed() => {}
+        }
+        tracing::info!(
+            elapsed_ms = stopping.elapsed().as_millis() as u64,
+            "Every connection closed."
+        );
+    }
 
     tracing::info!(
         "HTTP server stopped; stopping the relay and the ingest and committing queued appends."
@@ -178,6 +204,47 @@ async fn serve(
     store.close().await;
     tracing::info!("Herald stopped.");
     Ok(())
+}
+
+/// Counts the HTTP connections open, so the stop knows at once when the
+/// last one closed.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+impl OpenConnections {
+    /// Counts a new connection until the returned guard drops with it.
+    fn open(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(Arc::clone(self))
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read, so a close in between
+            // is not missed.
+            closed.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// Lives in a connection's data: dropped when actix drops the connection.
+struct OpenConnection(Arc<OpenConnections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
 }
 
 /// A request to stop, and how.
