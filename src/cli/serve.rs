@@ -1,10 +1,14 @@
 //! `herald serve`: opens the store and the broker, runs the outbox relay
-//! and the broker ingest, serves the HTTP API, and on SIGTERM or Ctrl-C
-//! stops taking connections, lets in-flight requests finish (their appends
-//! commit), stops the relay (the next one resumes from its checkpoint) and
-//! the ingest (after the batch in hand; what it has not acknowledged is
-//! delivered again), then drains the store's queue before exiting.
+//! and the broker ingest, serves the HTTP API, and on SIGTERM or SIGINT
+//! (Ctrl-C) closes every subscription at once with its resume cursors
+//! (websocket 1001, SSE `closing`), stops taking connections, lets in-flight
+//! requests finish (their appends commit), stops the relay (the next one
+//! resumes from its checkpoint) and the ingest (after the batch in hand; what
+//! it has not acknowledged is delivered again), then drains the store's
+//! queue before exiting. SIGQUIT does the same but drops in-flight requests
+//! (unanswered, so not acknowledged) instead of waiting for them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::middleware::from_fn;
@@ -14,6 +18,7 @@ use herald_brokers::memory::{MemoryBroker, MemoryConfig};
 use herald_brokers::Broker;
 use herald_events::EventRegistry;
 use herald_store::StoreLocation;
+use tokio::sync::Notify;
 
 use crate::api::{self, AppState, Limits};
 use crate::auth::Authenticator;
@@ -104,6 +109,7 @@ async fn serve(
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
         .context("starting the subscription hub")?;
+    let subscriptions = hub.clone();
     let state = AppState {
         auth,
         hub,
@@ -121,12 +127,23 @@ async fn serve(
         embedded_read_models: read_side.embedded_read_models,
         embedded_projections: read_side.embedded_projections,
     };
+    // Listening before the server starts: a signal that comes early still
+    // stops Herald in order.
+    let mut signals = StopSignals::listen().context("listening for stop signals")?;
+    let connections = Arc::new(OpenConnections::default());
+    let counted = Arc::clone(&connections);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(api::record_metrics))
             .configure(api::routes)
     })
+    .on_connect(move |_, extensions| {
+        extensions.insert(counted.open());
+    })
+    // The signals are ours (below): actix would wait the whole shutdown
+    // timeout for subscriptions, which never end by themselves.
+    .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs())
     // Subscribers get many small frames: without this, Nagle's algorithm
     // holds a frame back until the previous one is acknowledged, which a
@@ -138,9 +155,42 @@ async fn serve(
         server = server.workers(workers);
     }
     tracing::info!(listen = %config.listen, "Herald is serving.");
-    // actix stops on SIGTERM, SIGINT and SIGQUIT: it stops accepting, then
-    // waits up to the shutdown timeout for in-flight requests.
-    server.run().await.context("running the HTTP server")?;
+    let mut server = server.run();
+    let handle = server.handle();
+    let stop = tokio::select! {
+        ended = &mut server => {
+            ended.context("running the HTTP server")?;
+            None
+        }
+        stop = signals.next() => Some(stop),
+    };
+    if let Some(stop) = stop {
+        tracing::info!(
+            signal = stop.signal,
+            "Stopping: closing every subscription with its resume cursors."
+        );
+        let stopping = std::time::Instant::now();
+        // First the subscriptions, so that the server's stop finds only
+        // requests that end by themselves. Then actix stops accepting (new
+        // connections are refused), closes idle keep-alive connections and
+        // lets requests in flight finish, up to the shutdown timeout.
+        subscriptions.shut_down();
+        let _completion = handle.stop(stop.graceful);
+        // actix looks for finished connections once a second; the last
+        // connection closing is the same news without that wait. A
+        // connection accepted in the instant before the listener closed is
+        // refused, or answered 503 by the closed store: never acknowledged
+        // and lost.
+        tokio::select! {
+            biased;
+            ended = &mut server => ended.context("running the HTTP server")?,
+            () = connections.all_closed() => {}
+        }
+        tracing::info!(
+            elapsed_ms = stopping.elapsed().as_millis() as u64,
+            "Every connection closed."
+        );
+    }
 
     tracing::info!(
         "HTTP server stopped; stopping the relay and the ingest and committing queued appends."
@@ -209,6 +259,102 @@ async fn occupy(
             by.join("; ")
         ),
         Err(e) => Err(e).context("claiming the store"),
+    }
+}
+
+/// Counts the HTTP connections open, so the stop knows at once when the
+/// last one closed.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+impl OpenConnections {
+    /// Counts a new connection until the returned guard drops with it.
+    fn open(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(Arc::clone(self))
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read, so a close in between
+            // is not missed.
+            closed.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// Lives in a connection's data: dropped when actix drops the connection.
+struct OpenConnection(Arc<OpenConnections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+/// A request to stop, and how.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    signal: &'static str,
+    /// Whether in-flight requests are waited for.
+    graceful: bool,
+}
+
+/// The signals that stop `herald serve`.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening: from here on these signals no longer kill the
+    /// process but wait for [`StopSignals::next`].
+    fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+                quit: signal(SignalKind::quit())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => Stop { signal: "SIGTERM", graceful: true },
+                _ = self.interrupt.recv() => Stop { signal: "SIGINT", graceful: true },
+                _ = self.quit.recv() => Stop { signal: "SIGQUIT", graceful: false },
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop {
+                signal: "Ctrl-C",
+                graceful: true,
+            }
+        }
     }
 }
 

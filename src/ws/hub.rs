@@ -24,6 +24,11 @@
 //! it; a live batch that would take it past its bound, or a full catch-up
 //! buffer, marks the connection slow, and the connection closes it with the
 //! cursors to resume from.
+//!
+//! The hub also carries the process's word that it is shutting down: every
+//! websocket connection and server-sent-event stream watches it and ends at
+//! once, with the cursors to resume from, so that no subscriber holds the
+//! server's stop back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +38,7 @@ use bytestring::ByteString;
 use futures::StreamExt;
 use herald_events::{EventEnvelope, EventRegistry, Position, StreamId};
 use herald_store::EventStore;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::protocol::{json_string, Cursor, Filter};
 
@@ -316,6 +321,9 @@ struct Inner {
     events: EventRegistry,
     epoch: String,
     registry: Mutex<Registry>,
+    /// `true` once the process is shutting down. A watch, because the
+    /// connections that wait on it run on every HTTP worker's thread.
+    shutting_down: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -392,6 +400,7 @@ impl Hub {
                 handed: head,
                 ..Registry::default()
             }),
+            shutting_down: watch::Sender::new(false),
         });
         let hub = Self {
             inner: Arc::clone(&inner),
@@ -498,6 +507,35 @@ impl Hub {
 
     pub fn unsubscribe(&self, key: SubscriptionKey) {
         self.inner.lock().remove(key.0);
+    }
+
+    /// Tells every connection and stream of this hub that the process is
+    /// shutting down: each closes at once, with its resume cursors. For
+    /// good: later subscribers are turned away.
+    pub fn shut_down(&self) {
+        self.inner.shutting_down.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutting_down.borrow()
+    }
+
+    /// What a connection waits on to learn that the process is shutting
+    /// down.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        ShutdownSignal(self.inner.shutting_down.subscribe())
+    }
+}
+
+/// Resolves once the process is shutting down (at once if it already is).
+#[derive(Debug)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+impl ShutdownSignal {
+    pub async fn wait(&mut self) {
+        // The sender lives in the hub, which outlives every connection; if
+        // it is gone all the same, nothing is left to wait for.
+        let _ = self.0.wait_for(|down| *down).await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! One websocket connection speaking `herald.v1`: authentication in the
 //! first frame, subscriptions, heartbeats both ways, re-checking the
 //! credentials while connected, and closing with a documented code — with
-//! the cursors to resume from when the client is too slow.
+//! the cursors to resume from when the client is too slow or the server is
+//! shutting down (1001, at once, so that no subscriber holds the stop back).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use bytestring::ByteString;
 use futures::StreamExt;
 use herald_events::Position;
 
-use super::hub::{Outbound, Queue, Sink, Slow, SubscriptionKey};
+use super::hub::{Outbound, Queue, ShutdownSignal, Sink, Slow, SubscriptionKey};
 use super::protocol::{close, json_string, ClientFrame, Cursor, Filter, SUBPROTOCOL};
 use crate::api::problem::{Problem, ProblemKind};
 use crate::api::AppState;
@@ -48,8 +49,9 @@ const MAX_FRAME: usize = 64 * 1024;
         starting point (a cursor, `start` or `now`): history, then live with no gap and no \
         duplicate. The credential is not a header: the client's first frame is \
         `{\"type\": \"auth\", \"token\": \"<credential>\"}` (close code 4001 otherwise), so \
-        the upgrade itself needs none. Frames, close codes (4008 for a slow consumer, with the \
-        cursors to resume from) and examples: [docs/websocket.md](docs/websocket.md).",
+        the upgrade itself needs none. Frames, close codes (4008 for a slow consumer and 1001 \
+        when the server shuts down, each after a `closing` frame with the cursors to resume \
+        from) and examples: [docs/websocket.md](docs/websocket.md).",
     params(
         ("Upgrade" = String, Header, description = "`websocket`"),
         ("Connection" = String, Header, description = "`Upgrade`"),
@@ -66,6 +68,12 @@ const MAX_FRAME: usize = 64 * 1024;
         (
             status = 422,
             description = "`invalid-request`: `herald.v1` not offered, or not a websocket upgrade",
+            body = Problem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 503,
+            description = "`shutting-down`: the server is stopping (`Retry-After` given)",
             body = Problem,
             content_type = "application/problem+json",
         ),
@@ -87,6 +95,9 @@ pub async fn subscribe(
             format!("open the websocket with subprotocol {SUBPROTOCOL} (Sec-WebSocket-Protocol)"),
         ));
     }
+    if state.hub.is_shutting_down() {
+        return Err(shutting_down());
+    }
     let (mut response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
         Problem::new(
             ProblemKind::InvalidRequest,
@@ -102,6 +113,15 @@ pub async fn subscribe(
     Ok(response)
 }
 
+/// The answer to a subscription asked for while the process stops.
+pub(crate) fn shutting_down() -> Problem {
+    Problem::new(
+        ProblemKind::ShuttingDown,
+        "Herald is shutting down; reconnect (to another instance) and resume with your cursor",
+    )
+    .retry_after(1)
+}
+
 /// Why the connection ends.
 struct Ending {
     code: u16,
@@ -114,6 +134,13 @@ impl Ending {
             code,
             reason: reason.into(),
         }
+    }
+
+    fn going_away() -> Self {
+        Self::new(
+            close::GOING_AWAY,
+            "Herald is shutting down: reconnect and resume with the cursors of the closing frame",
+        )
     }
 }
 
@@ -147,7 +174,11 @@ async fn close_with(mut session: Session, ending: Ending) {
 
 async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStream) {
     // 1. Authentication, in the first frame.
-    let first = tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await;
+    let mut shutdown = state.hub.shutdown_signal();
+    let first = tokio::select! {
+        first = tokio::time::timeout(AUTH_TIMEOUT, stream.next()) => first,
+        _ = shutdown.wait() => return close_with(session, Ending::going_away()).await,
+    };
     let token = match first {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ClientFrame>(&text) {
             Ok(ClientFrame::Auth { token }) => token,
@@ -203,6 +234,7 @@ async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStre
         rx,
         Arc::clone(&slow),
         end_rx,
+        state.hub.shutdown_signal(),
         state.hub.epoch().to_owned(),
     ));
 
@@ -236,6 +268,7 @@ impl Connection<'_> {
         let mut last_heard = Instant::now();
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.tick().await;
+        let mut shutdown = self.state.hub.shutdown_signal();
         loop {
             let timeout_at = tokio::time::Instant::from_std(last_heard + CLIENT_TIMEOUT);
             tokio::select! {
@@ -277,6 +310,11 @@ impl Connection<'_> {
                 _ = self.sink.slow.wait() => {
                     // The writer closes a slow connection itself.
                     return Ending::new(close::SLOW_CONSUMER, "slow consumer");
+                }
+                _ = shutdown.wait() => {
+                    // So is one of a process that stops; this leaves the
+                    // hub at once instead of when the client answers.
+                    return Ending::going_away();
                 }
             }
         }
@@ -412,12 +450,14 @@ impl Sink {
 }
 
 /// Writes queued frames to the socket, sends heartbeats, and closes the
-/// connection: on the reader's word, or when it is too slow.
+/// connection: on the reader's word, when it is too slow, or when the
+/// process shuts down.
 async fn write(
     mut session: Session,
     mut rx: Queue,
     slow: Arc<Slow>,
     mut end: tokio::sync::oneshot::Receiver<Ending>,
+    mut shutdown: ShutdownSignal,
     epoch: String,
 ) {
     let mut delivered: HashMap<Arc<str>, Position> = HashMap::new();
@@ -428,6 +468,9 @@ async fn write(
             biased;
             _ = slow.wait() => break Ending::new(close::SLOW_CONSUMER, "slow consumer: resume with the cursors of the closing frame"),
             ending = &mut end => break ending.unwrap_or_else(|_| Ending::new(1011, "server error")),
+            // Frames still queued are not waited for: the cursors say
+            // exactly what this client got.
+            _ = shutdown.wait() => break Ending::going_away(),
             out = rx.recv() => {
                 let Some(out) = out else { break Ending::new(1000, "done") };
                 let text = match out {

@@ -3,7 +3,10 @@
 //! `domain`, `stream` query parameters), credentials in the `Authorization`
 //! header, and resumption with `Last-Event-ID` (each event's id is its
 //! cursor). A client too slow to keep up is disconnected; it reconnects with
-//! its last event id and continues exactly after it.
+//! its last event id and continues exactly after it. When the process shuts
+//! down every stream ends at once with a `closing` event whose id is the
+//! cursor to resume from, so that a reconnecting client misses nothing even
+//! if it had received no event yet.
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use herald_events::Position;
 use tokio::sync::mpsc;
 
 use super::hub::{Outbound, Sink};
-use super::protocol::{Cursor, Filter, FilterSpec};
+use super::protocol::{close, Cursor, Filter, FilterSpec};
 use super::session::{HEARTBEAT, QUEUE};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
@@ -35,6 +38,29 @@ fn sse_event(frame: &str) -> Option<String> {
     }
 }
 
+/// The last thing a stream sends when the process shuts down. Its `id`
+/// (which an `EventSource` sends back as `Last-Event-ID`) is the cursor to
+/// resume from: the last event sent, or where the stream started.
+fn closing_event(epoch: &str, delivered: Option<Position>) -> String {
+    let cursor = delivered.map(|position| {
+        Cursor {
+            epoch: epoch.to_owned(),
+            position,
+        }
+        .encode()
+    });
+    let data = serde_json::json!({
+        "type": "closing",
+        "code": close::GOING_AWAY,
+        "reason": "Herald is shutting down: reconnect with Last-Event-ID",
+        "cursor": cursor,
+    });
+    match cursor {
+        Some(cursor) => format!("id: {cursor}\nevent: closing\ndata: {data}\n\n"),
+        None => format!("event: closing\ndata: {data}\n\n"),
+    }
+}
+
 /// `GET /v1/events/stream?type=…&domain=…&stream=…&from=start|now|<cursor>`
 #[utoipa::path(
     get,
@@ -47,7 +73,9 @@ fn sse_event(frame: &str) -> Option<String> {
         live with no gap. Each `event: event` carries an event envelope as `data:` and its cursor \
         as `id:`; `event: live` marks the end of history; comments are heartbeats. Reconnecting \
         with `Last-Event-ID` resumes right after that event; a client too slow to keep up is \
-        disconnected and resumes the same way. Cursors and filters: \
+        disconnected and resumes the same way. When the server shuts down the stream ends at \
+        once with an `event: closing` whose `id:` is the cursor to resume from. Cursors and \
+        filters: \
         [docs/websocket.md](docs/websocket.md).",
     params(
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern with `*`; repeatable, OR-ed"),
@@ -63,6 +91,7 @@ fn sse_event(frame: &str) -> Option<String> {
         (status = 401, response = crate::api::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or types outside the caller's `subscribe` scopes", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
+        (status = 503, response = crate::api::openapi::StoreUnavailable),
     ),
     security(("bearer" = [])),
 )]
@@ -124,12 +153,19 @@ pub async fn stream(
         }
     };
 
+    if state.hub.is_shutting_down() {
+        return Err(super::session::shutting_down());
+    }
     let (sink, mut rx) = Sink::queue(QUEUE);
     let slow = Arc::clone(&sink.slow);
     let key = state.hub.subscribe("sse", filter, after, sink);
     let hub = state.hub.clone();
+    let mut shutdown = hub.shutdown_signal();
+    let epoch = hub.epoch().to_owned();
     let body = async_stream(move |yielder| async move {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        // The position of the last event sent (or where the stream started).
+        let mut delivered = None;
         loop {
             tokio::select! {
                 biased;
@@ -137,15 +173,21 @@ pub async fn stream(
                     let _ = yielder.send(": slow consumer; reconnect with Last-Event-ID\n\n".to_owned()).await;
                     break;
                 }
+                _ = shutdown.wait() => {
+                    let _ = yielder.send(closing_event(&epoch, delivered)).await;
+                    break;
+                }
                 out = rx.recv() => match out {
+                    Some(Outbound::Started { position, .. }) => delivered = Some(position),
                     Some(Outbound::Events { frames, .. }) => {
                         let mut gone = false;
-                        for (_, text) in frames {
+                        for (position, text) in frames {
                             if let Some(chunk) = sse_event(&text) {
                                 if yielder.send(chunk).await.is_err() {
                                     gone = true;
                                     break;
                                 }
+                                delivered = Some(position);
                             }
                         }
                         if gone {
