@@ -8,10 +8,10 @@ use herald_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// A query on the read-model database failed.
-    #[error("read-model database: {0}")]
+    #[error("read-model database: {}", herald_store::postgres::describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had from the read-model pool.
-    #[error("read-model pool: {0}")]
+    #[error("read-model pool: {}", herald_store::postgres::describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A query on the embedded (SQLite) read models failed.
     #[error("embedded read models: {0}")]

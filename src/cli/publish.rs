@@ -1052,6 +1052,24 @@ mod tests {
     }
 
     #[test]
+    fn retries_back_off_to_a_ceiling_within_their_budget() {
+        let pauses: Vec<u64> = (0..8)
+            .map(|a| Retries::backoff(a).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert!(Retries::backoff(u32::MAX) == MAX_BACKOFF);
+        assert!(!Retries::new(Duration::ZERO).allowed());
+        let mut retries = Retries::new(Duration::from_millis(30));
+        assert!(retries.allowed());
+        let started = Instant::now();
+        // The pause is cut to what is left of the budget, after which no
+        // further attempt is allowed.
+        retries.pause("503 store-unavailable", &[1], Some(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!retries.allowed());
+    }
+
+    #[test]
     fn only_objects_are_sent_and_keys_make_retries_safe() {
         assert!(parse_item(b"[1]").is_err());
         assert!(parse_item(b"{\"a\":")

@@ -35,7 +35,7 @@ use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{sql_limit, EventEnvelope, EventStore};
 
-pub use writable::{check_writable, NotWritable};
+pub use writable::{check_writable, NotWritable, Refused};
 
 pub(crate) const BACKEND: &str = "embedded";
 /// The file name inside the data directory.

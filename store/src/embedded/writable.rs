@@ -16,17 +16,39 @@ const WAL_SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
 /// A data directory, or a file in it, this process cannot write.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot write to {path}{what}: {reason}; run Herald as a user that may write there \
-     (the directory's owner) or choose another --data-dir",
-    path = path.display(),
-    what = if *directory { " (SQLite creates its -wal and -shm files there)" } else { "" },
+    "{what}: {reason}; run Herald as a user that may write there (the directory's owner) \
+     or choose another --data-dir",
+    what = refused.describe(path),
 )]
 pub struct NotWritable {
     /// The directory or the file.
     pub path: PathBuf,
-    /// True when files cannot be created in the directory.
-    pub directory: bool,
+    pub refused: Refused,
     pub reason: String,
+}
+
+/// What could not be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The directory is missing and cannot be made.
+    CreateDirectory,
+    /// No file can be created in the directory.
+    CreateFiles,
+    /// An existing file cannot be opened for writing.
+    WriteFile,
+}
+
+impl Refused {
+    fn describe(self, path: &Path) -> String {
+        let path = path.display();
+        match self {
+            Refused::CreateDirectory => format!("cannot create {path}"),
+            Refused::CreateFiles => format!(
+                "cannot create files in {path} (SQLite keeps its -wal and -shm files there)"
+            ),
+            Refused::WriteFile => format!("cannot write to {path}"),
+        }
+    }
 }
 
 /// Checks that `dir` exists or can be made, that every existing file among
@@ -34,19 +56,19 @@ pub struct NotWritable {
 /// that a file can be created (and removed) in `dir`. Nothing is changed
 /// but the directory's creation.
 pub fn check_writable(dir: &Path, databases: &[&str]) -> Result<(), NotWritable> {
-    let refused = |path: &Path, directory: bool, e: io::Error| NotWritable {
+    let refused = |path: &Path, refused: Refused, e: io::Error| NotWritable {
         path: path.to_path_buf(),
-        directory,
+        refused,
         reason: reason(&e),
     };
-    std::fs::create_dir_all(dir).map_err(|e| refused(dir, true, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| refused(dir, Refused::CreateDirectory, e))?;
     for database in databases {
         for suffix in WAL_SUFFIXES {
             let path = dir.join(format!("{database}{suffix}"));
             match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(refused(&path, false, e)),
+                Err(e) => return Err(refused(&path, Refused::WriteFile, e)),
             }
         }
     }
@@ -58,8 +80,8 @@ pub fn check_writable(dir: &Path, databases: &[&str]) -> Result<(), NotWritable>
         .create(true)
         .truncate(true)
         .open(&probe)
-        .map_err(|e| refused(dir, true, e))?;
-    std::fs::remove_file(&probe).map_err(|e| refused(dir, true, e))
+        .map_err(|e| refused(dir, Refused::CreateFiles, e))?;
+    std::fs::remove_file(&probe).map_err(|e| refused(dir, Refused::CreateFiles, e))
 }
 
 /// The cause in lower case, without the OS error number an operator does

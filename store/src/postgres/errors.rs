@@ -113,7 +113,7 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
         other => {
-            let detail = other.to_string();
+            let detail = describe_pool(&other);
             match classify_pool(&other) {
                 PgErrorClass::Transient => StoreError::Unavailable {
                     backend: BACKEND,
@@ -129,9 +129,10 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 /// The server's message with its SQLSTATE, or the client's error with its
-/// cause (tokio-postgres's own text names only the kind: "error connecting
-/// to server", without the "connection refused" an operator needs).
-fn describe(e: &tokio_postgres::Error) -> String {
+/// cause (tokio-postgres's own text names only the kind — "db error", "error
+/// connecting to server" — without the message or the "connection refused"
+/// an operator needs).
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => {
@@ -147,6 +148,14 @@ fn describe(e: &tokio_postgres::Error) -> String {
             }
             text
         }
+    }
+}
+
+/// [`describe`] for a failure to get a pooled connection.
+pub fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
     }
 }
 

@@ -37,7 +37,9 @@ use crate::plan::PendingAppend;
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{sql_limit, EventEnvelope, EventStore};
 
-pub use errors::{classify, classify_pool, classify_sqlstate, is_transient, PgErrorClass};
+pub use errors::{
+    classify, classify_pool, classify_sqlstate, describe, describe_pool, is_transient, PgErrorClass,
+};
 pub(crate) use errors::{pg_error, pool_error};
 
 pub(crate) const BACKEND: &str = "postgres";
