@@ -566,6 +566,10 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
     );
     let summary: Value = serde_json::from_str(publish_lines.last().expect("a summary")).unwrap();
     let summary = &summary["summary"];
+    assert!(
+        publish_stderr.contains("503 store-unavailable") && publish_stderr.contains("retrying"),
+        "herald publish never met the outage: {publish_stderr}"
+    );
     assert_eq!(summary["lines"], fed, "{publish_stderr}");
     assert_eq!(summary["failed"], 0, "{publish_stderr}");
     let published_ids: Vec<String> = publish_lines

@@ -184,6 +184,28 @@ async fn serve_refuses_a_data_dir_it_cannot_write() {
         "the refused directory was changed"
     );
 
+    // 1b. Another user's files in a directory it may write: SQLite opens
+    // them read-only, and without the check Herald served, `/readyz` 200
+    // and every append 503.
+    let shared = top.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    copy_files(&made, &shared);
+    if as_nobody {
+        std::os::unix::fs::chown(&shared, Some(NOBODY), Some(NOBODY)).unwrap();
+    } else {
+        for entry in std::fs::read_dir(&shared).unwrap() {
+            chmod(&entry.unwrap().path(), 0o444);
+        }
+    }
+    let printed = refused(top, &shared, as_nobody).await;
+    assert!(
+        printed.contains(&format!(
+            "cannot write to {}: permission denied",
+            shared.join("herald.db").display()
+        )),
+        "the message names neither the file nor the reason: {printed}"
+    );
+
     // 2. A fresh, empty directory it may not create files in.
     let empty = top.join("empty");
     std::fs::create_dir(&empty).unwrap();

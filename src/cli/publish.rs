@@ -248,6 +248,7 @@ fn execute(args: PublishArgs) -> Result<Summary, PublishError> {
         max_events: usize::from(args.batch),
         max_bytes: args.max_body_bytes,
         retry_for: args.retry_for,
+        answered: false,
         batch: Vec::new(),
         batch_bytes: ENVELOPE_BYTES,
         summary: Summary::default(),
@@ -353,6 +354,8 @@ struct Publisher {
     max_events: usize,
     max_bytes: usize,
     retry_for: Duration,
+    /// True once the server has answered a request of this run.
+    answered: bool,
     batch: Vec<Slot>,
     /// Body size of `batch` as it would be sent.
     batch_bytes: usize,
@@ -540,8 +543,10 @@ impl Publisher {
                 let (status, body, retry_after) = match answer {
                     Answer::Transport { reason, sent } => {
                         // Unsent, nothing can have been appended: retrying
-                        // is safe without keys too.
-                        if (keyed || !sent) && can_retry {
+                        // is safe without keys too. Only a server that has
+                        // answered is waited for: one that never did is more
+                        // likely a wrong --url than a restart.
+                        if self.answered && (keyed || !sent) && can_retry {
                             retries.pause(&reason, &lines_of(slots, &pending), None);
                             continue;
                         }
@@ -576,7 +581,10 @@ impl Publisher {
                         status,
                         body,
                         retry_after,
-                    } => (status, body, retry_after),
+                    } => {
+                        self.answered = true;
+                        (status, body, retry_after)
+                    }
                 };
 
                 if let Some(results) = body.get("results").and_then(Value::as_array) {
