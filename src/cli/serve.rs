@@ -43,7 +43,8 @@ async fn serve(
     match &config.store.location {
         StoreLocation::Embedded { data_dir } => {
             tracing::info!(data_dir = %data_dir.display(), "Opening the embedded store.");
-            // Read-only, SQLite would open and every append would be a 503.
+            // SQLite opens a file it may not write read-only, without a
+            // word; every append would then be a 503.
             herald_store::embedded::check_writable(
                 data_dir,
                 &[herald_store::embedded::FILE_NAME, READ_MODELS_FILE],

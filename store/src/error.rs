@@ -98,9 +98,7 @@ impl StoreError {
                 | StoreError::InvalidSnapshot { .. }
         )
     }
-}
 
-impl StoreError {
     /// True when the same request may succeed if sent again later: the
     /// store is unavailable (down, restarting, overloaded) or this process's
     /// store is closing (another process, or this one restarted, can take
