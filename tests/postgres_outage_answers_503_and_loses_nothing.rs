@@ -357,6 +357,17 @@ fn feed(mut stdin: std::process::ChildStdin, stop: Arc<AtomicBool>) -> u64 {
     n
 }
 
+/// A child process, killed when dropped, so that a failed assertion
+/// leaves none behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -454,18 +465,20 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
             stop.clone(),
         )));
     }
-    let mut publish = herald_command()
-        .args(["publish", "--url", &base, "--batch", "1", "--json"])
-        .env("HERALD_API_KEY", &key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start herald publish");
-    let mut publish_output = Output::collect(&mut publish);
+    let mut publish = Running(
+        herald_command()
+            .args(["publish", "--url", &base, "--batch", "1", "--json"])
+            .env("HERALD_API_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start herald publish"),
+    );
+    let mut publish_output = Output::collect(&mut publish.0);
     let feed_stop = Arc::new(AtomicBool::new(false));
     let feeder = {
-        let (stdin, stop) = (publish.stdin.take().unwrap(), feed_stop.clone());
+        let (stdin, stop) = (publish.0.stdin.take().unwrap(), feed_stop.clone());
         std::thread::spawn(move || feed(stdin, stop))
     };
 
@@ -536,7 +549,7 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
     let status = blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Some(status) = publish.try_wait().unwrap() {
+            if let Some(status) = publish.0.try_wait().unwrap() {
                 return status;
             }
             assert!(Instant::now() < deadline, "herald publish did not finish");

@@ -25,9 +25,20 @@ fn root(dir: &Path) -> bool {
     std::fs::metadata(dir).unwrap().uid() == 0
 }
 
+/// A child process, killed when dropped, so that a failed assertion
+/// leaves none behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `herald serve` on `data` as the unprivileged user (or as ourselves, when
 /// not root), with stdout and stderr collected.
-fn serve(cwd: &Path, data: &Path, as_nobody: bool) -> (std::process::Child, String) {
+fn serve(cwd: &Path, data: &Path, as_nobody: bool) -> (Running, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let args = [
         "serve",
@@ -63,7 +74,7 @@ fn serve(cwd: &Path, data: &Path, as_nobody: bool) -> (std::process::Child, Stri
         .stderr(Stdio::piped())
         .spawn()
         .expect("start herald");
-    (child, format!("http://{listen}"))
+    (Running(child), format!("http://{listen}"))
 }
 
 /// Runs `herald serve` on `data`, which it must refuse: it exits non-zero
@@ -71,11 +82,11 @@ fn serve(cwd: &Path, data: &Path, as_nobody: bool) -> (std::process::Child, Stri
 /// printed.
 async fn refused(cwd: &Path, data: &Path, as_nobody: bool) -> String {
     let (mut child, base) = serve(cwd, data, as_nobody);
-    let mut output = Output::collect(&mut child);
+    let mut output = Output::collect(&mut child.0);
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         let health = client.get(format!("{base}/healthz")).send().await;
@@ -258,14 +269,13 @@ async fn serve_refuses_a_data_dir_it_cannot_write() {
         chmod(&read_models, 0o644);
     }
     let (mut child, base) = serve(top, &mine, as_nobody);
-    let mut output = Output::collect(&mut child);
+    let mut output = Output::collect(&mut child.0);
     let served = herald_testkit::eventually(Duration::from_secs(30), || {
         let request = reqwest::get(format!("{base}/healthz"));
         async move { request.await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let (_, stderr) = output.finish();
     assert!(
         served,
