@@ -8,10 +8,10 @@ use herald_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// A query on the read-model database failed.
-    #[error("read-model database: {0}")]
+    #[error("read-model database: {}", herald_store::postgres::describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had from the read-model pool.
-    #[error("read-model pool: {0}")]
+    #[error("read-model pool: {}", herald_store::postgres::describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A query on the embedded (SQLite) read models failed.
     #[error("embedded read models: {0}")]
@@ -53,49 +53,34 @@ pub enum ProjectionError {
 
 impl ProjectionError {
     /// An error of the kind that goes away by itself (connection lost, pool
-    /// exhausted, serialization failure, store unavailable): the batch is
-    /// retried as it is, with backoff. Any other error from `apply` is taken
-    /// to be about the events, and leads to the poison-event search.
+    /// exhausted, server starting or shutting down, serialization failure,
+    /// store unavailable): the batch is retried as it is, with backoff, and
+    /// a query answers 503. Any other error from `apply` is taken to be
+    /// about the events, and leads to the poison-event search. Postgres
+    /// errors are classified by the store's one table
+    /// ([`herald_store::postgres::classify`]).
     pub fn is_transient(&self) -> bool {
         match self {
-            ProjectionError::Database(e) => is_transient_pg(e),
+            ProjectionError::Database(e) => herald_store::postgres::is_transient(e),
+            // Not getting a connection is never the fault of the events in
+            // hand, whatever the reason.
             ProjectionError::Pool(_) | ProjectionError::Retired(_) => true,
             ProjectionError::Sqlite(e) => matches!(
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
             ProjectionError::Internal(_) => false,
+            // Failing to read the log is never the fault of the events being
+            // projected either, so a store error that is not transient for a
+            // client is still retried here rather than parking an event.
             ProjectionError::Store(e) => {
-                matches!(
-                    e,
-                    StoreError::Unavailable { .. } | StoreError::Backend { .. }
-                )
+                e.is_transient() || matches!(e, StoreError::Backend { .. })
             }
             ProjectionError::Rejected(_)
             | ProjectionError::NotServing(_)
             | ProjectionError::VersionMismatch { .. }
             | ProjectionError::UnknownProjection(_)
             | ProjectionError::NotParked { .. } => false,
-        }
-    }
-}
-
-fn is_transient_pg(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        // No SQLSTATE: an I/O or protocol failure, not a refusal of the data.
-        None => true,
-        Some(code) => {
-            let code = code.code();
-            // 08: connection exception; 40001/40P01: serialization failure and
-            // deadlock; 53: insufficient resources; 57P: server shutting down.
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("53")
-                || code.starts_with("57P")
         }
     }
 }

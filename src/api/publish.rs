@@ -251,7 +251,8 @@ pub async fn publish(
 }
 
 /// 201 when every event was appended (200 when all were repeats), 207
-/// Multi-Status when results differ.
+/// Multi-Status when results differ, with `Retry-After` when some met an
+/// unavailable store.
 fn answer(atomic: bool, results: Vec<ItemResult>) -> HttpResponse {
     let all_ok = results.iter().all(|r| r.status < 300);
     let all_repeats = results.iter().all(|r| r.status == 200);
@@ -262,5 +263,11 @@ fn answer(atomic: bool, results: Vec<ItemResult>) -> HttpResponse {
     } else {
         StatusCode::MULTI_STATUS
     };
-    HttpResponse::build(status).json(serde_json::json!({ "atomic": atomic, "results": results }))
+    let mut response = HttpResponse::build(status);
+    // Some events met a store that cannot serve now: the header tells the
+    // client when to send those again, as a 503 of its own would.
+    if results.iter().any(|r| r.status == 503) {
+        response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+    }
+    response.json(serde_json::json!({ "atomic": atomic, "results": results }))
 }

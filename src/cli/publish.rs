@@ -12,7 +12,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Map, Value};
@@ -22,10 +22,13 @@ use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_APPEND};
 /// Where Herald listens when neither `--url` nor `HERALD_URL` says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
-/// Retries of one batch after a connection error, 503 or 429.
-const RETRIES: u32 = 4;
+/// How long one batch is retried after a connection error, 503 or 429,
+/// unless `--retry-for` says: long enough to ride out a store restart.
+const DEFAULT_RETRY_FOR: &str = "60s";
 /// First pause before a retry; doubled on each further attempt.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest pause between two attempts, whatever the doubling says.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest pause a server's `Retry-After` may impose on one retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// `{"events":[` plus `],"atomic":false}`: what a batch adds to its events.
@@ -134,6 +137,16 @@ pub struct PublishArgs {
     /// Print one JSON result per line and a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
+
+    /// How long a batch is retried after a connection error, 503 (store
+    /// down or restarting) or 429, with backoff (`0s` never retries)
+    #[arg(
+        long,
+        default_value = DEFAULT_RETRY_FOR,
+        value_name = "DURATION",
+        value_parser = crate::config::parse_duration
+    )]
+    pub retry_for: Duration,
 }
 
 /// Why `herald publish` stopped before the end of its input (exit code 2).
@@ -234,6 +247,8 @@ fn execute(args: PublishArgs) -> Result<Summary, PublishError> {
         json: args.json,
         max_events: usize::from(args.batch),
         max_bytes: args.max_body_bytes,
+        retry_for: args.retry_for,
+        answered: false,
         batch: Vec::new(),
         batch_bytes: ENVELOPE_BYTES,
         summary: Summary::default(),
@@ -338,6 +353,9 @@ struct Publisher {
     json: bool,
     max_events: usize,
     max_bytes: usize,
+    retry_for: Duration,
+    /// True once the server has answered a request of this run.
+    answered: bool,
     batch: Vec<Slot>,
     /// Body size of `batch` as it would be sent.
     batch_bytes: usize,
@@ -517,16 +535,19 @@ impl Publisher {
         let mut queue: VecDeque<Vec<usize>> = self.chunks(slots, indices).into();
         while let Some(chunk) = queue.pop_front() {
             let mut pending = chunk;
-            let mut attempt = 0;
+            let mut retries = Retries::new(self.retry_for);
             loop {
                 let keyed = pending.iter().all(|&i| item(slots, i).keyed);
-                let can_retry = attempt < RETRIES;
                 let answer = self.post(slots, &pending);
+                let can_retry = retries.allowed();
                 let (status, body, retry_after) = match answer {
                     Answer::Transport { reason, sent } => {
-                        if keyed && can_retry {
-                            self.pause(attempt, None);
-                            attempt += 1;
+                        // Unsent, nothing can have been appended: retrying
+                        // is safe without keys too. Only a server that has
+                        // answered is waited for: one that never did is more
+                        // likely a wrong --url than a restart.
+                        if self.answered && (keyed || !sent) && can_retry {
+                            retries.pause(&reason, &lines_of(slots, &pending), None);
                             continue;
                         }
                         let lines: Vec<u64> = pending.iter().map(|&i| slots[i].line).collect();
@@ -560,11 +581,15 @@ impl Publisher {
                         status,
                         body,
                         retry_after,
-                    } => (status, body, retry_after),
+                    } => {
+                        self.answered = true;
+                        (status, body, retry_after)
+                    }
                 };
 
                 if let Some(results) = body.get("results").and_then(Value::as_array) {
                     let mut retry = Vec::new();
+                    let mut retry_why = String::new();
                     for result in results {
                         let Some(&i) = result["index"]
                             .as_u64()
@@ -580,9 +605,18 @@ impl Publisher {
                             });
                         } else if item_status == 503 && item(slots, i).keyed && can_retry {
                             retry.push(i);
+                            retry_why = format!("503 {}", problem_slug(&result["problem"]));
                         } else {
-                            outcomes[i] =
-                                Some(Outcome::from_problem(item_status, &result["problem"], ""));
+                            let note = if item_status == 503 {
+                                self.not_retried(item(slots, i).keyed)
+                            } else {
+                                String::new()
+                            };
+                            outcomes[i] = Some(Outcome::from_problem(
+                                item_status,
+                                &result["problem"],
+                                &note,
+                            ));
                         }
                     }
                     for &i in &pending {
@@ -595,8 +629,7 @@ impl Publisher {
                     if retry.is_empty() {
                         break;
                     }
-                    self.pause(attempt, retry_after);
-                    attempt += 1;
+                    retries.pause(&retry_why, &lines_of(slots, &retry), retry_after);
                     pending = retry;
                     continue;
                 }
@@ -661,19 +694,24 @@ impl Publisher {
                 }
                 let transient = (status == 503 && keyed) || status == 429;
                 if transient && can_retry {
-                    self.pause(attempt, retry_after);
-                    attempt += 1;
+                    retries.pause(
+                        &format!("{status} {}", problem_slug(&body)),
+                        &lines_of(slots, &pending),
+                        retry_after,
+                    );
                     continue;
                 }
                 let note = if over_limit && self.atomic {
-                    " (lower --batch or --max-body-bytes to the server's limits)"
+                    " (lower --batch or --max-body-bytes to the server's limits)".to_owned()
+                } else if status == 503 {
+                    self.not_retried(keyed)
                 } else if self.atomic && pending.len() > 1 {
-                    " (nothing of its atomic batch was appended)"
+                    " (nothing of its atomic batch was appended)".to_owned()
                 } else {
-                    ""
+                    String::new()
                 };
                 for &i in &pending {
-                    outcomes[i] = Some(Outcome::from_problem(status, &body, note));
+                    outcomes[i] = Some(Outcome::from_problem(status, &body, &note));
                 }
                 break;
             }
@@ -788,11 +826,83 @@ impl Publisher {
         })
     }
 
-    fn pause(&self, attempt: u32, retry_after: Option<Duration>) {
-        let backoff = FIRST_BACKOFF * 2u32.pow(attempt);
-        let wait = retry_after.map_or(backoff, |r| r.max(backoff));
-        std::thread::sleep(wait);
+    /// Why a 503 was not retried, for its line's message.
+    fn not_retried(&self, keyed: bool) -> String {
+        if keyed {
+            format!(
+                " (still unavailable after retrying for {} s)",
+                self.retry_for.as_secs_f64()
+            )
+        } else {
+            " (not retried: without an idempotency_key or id, a retry could publish it twice, \
+             since the first attempt may have committed)"
+                .to_owned()
+        }
     }
+}
+
+/// The retries of one request: allowed until `budget` has passed since its
+/// first failure, each after a pause that doubles from [`FIRST_BACKOFF`] up
+/// to [`MAX_BACKOFF`], or is as long as the server's `Retry-After`.
+struct Retries {
+    budget: Duration,
+    since: Option<Instant>,
+    attempt: u32,
+}
+
+impl Retries {
+    fn new(budget: Duration) -> Self {
+        Self {
+            budget,
+            since: None,
+            attempt: 0,
+        }
+    }
+
+    /// True while another attempt may be made.
+    fn allowed(&self) -> bool {
+        match self.since {
+            None => !self.budget.is_zero(),
+            Some(since) => since.elapsed() < self.budget,
+        }
+    }
+
+    /// The pause before attempt number `attempt + 1` (the first retry is 1).
+    fn backoff(attempt: u32) -> Duration {
+        FIRST_BACKOFF
+            .saturating_mul(1 << attempt.min(8))
+            .min(MAX_BACKOFF)
+    }
+
+    /// Waits before the next attempt, never past the budget; says so on
+    /// stderr the first time, since a restarting store can take a while.
+    fn pause(&mut self, why: &str, lines: &[u64], retry_after: Option<Duration>) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if self.attempt == 0 {
+            eprintln!(
+                "herald: {why} for {}; retrying for up to {} s",
+                line_numbers(lines),
+                self.budget.as_secs_f64()
+            );
+        }
+        let backoff = Self::backoff(self.attempt);
+        let wait = retry_after.map_or(backoff, |r| r.max(backoff));
+        std::thread::sleep(wait.min(self.budget.saturating_sub(since.elapsed())));
+        self.attempt += 1;
+    }
+}
+
+/// The input line numbers of `indices`.
+fn lines_of(slots: &[Slot], indices: &[usize]) -> Vec<u64> {
+    indices.iter().map(|&i| slots[i].line).collect()
+}
+
+/// The last part of a problem's `type` (`store-unavailable`), or nothing.
+fn problem_slug(problem: &Value) -> &str {
+    problem["type"]
+        .as_str()
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or("")
 }
 
 fn item(slots: &[Slot], i: usize) -> &Item {
@@ -947,6 +1057,24 @@ mod tests {
             "The payload breaks its schema: payload of x breaks its schema"
         );
         assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1–3, 5, 7–8");
+    }
+
+    #[test]
+    fn retries_back_off_to_a_ceiling_within_their_budget() {
+        let pauses: Vec<u64> = (0..8)
+            .map(|a| Retries::backoff(a).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert!(Retries::backoff(u32::MAX) == MAX_BACKOFF);
+        assert!(!Retries::new(Duration::ZERO).allowed());
+        let mut retries = Retries::new(Duration::from_millis(30));
+        assert!(retries.allowed());
+        let started = Instant::now();
+        // The pause is cut to what is left of the budget, after which no
+        // further attempt is allowed.
+        retries.pause("503 store-unavailable", &[1], Some(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!retries.allowed());
     }
 
     #[test]

@@ -29,6 +29,9 @@ use crate::ingest::{Ingest, IngestConfig};
 use crate::relay::{Relay, RelayConfig};
 use crate::telemetry;
 
+/// The embedded read models' file in the data directory.
+const READ_MODELS_FILE: &str = "read-models.db";
+
 pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
     let file = FileConfig::load_optional(args.store.config.as_deref())?;
     telemetry::init_logging(log, &file)?;
@@ -44,7 +47,13 @@ async fn serve(
     let registry = EventRegistry::builtin().context("loading the event schemas")?;
     match &config.store.location {
         StoreLocation::Embedded { data_dir } => {
-            tracing::info!(data_dir = %data_dir.display(), "Opening the embedded store.")
+            tracing::info!(data_dir = %data_dir.display(), "Opening the embedded store.");
+            // SQLite opens a file it may not write read-only, without a
+            // word; every append would then be a 503.
+            herald_store::embedded::check_writable(
+                data_dir,
+                &[herald_store::embedded::FILE_NAME, READ_MODELS_FILE],
+            )?;
         }
         StoreLocation::Postgres { url } => {
             tracing::info!(url = %redact_url(url), "Opening the Postgres store.")
@@ -467,7 +476,7 @@ fn start_read_models(
             side.projections = Some(runner);
         }
         StoreLocation::Embedded { data_dir } => {
-            let path = data_dir.join("read-models.db");
+            let path = data_dir.join(READ_MODELS_FILE);
             let mut runner = herald_projections::embedded::EmbeddedRunner::new(
                 &path,
                 Arc::clone(store),

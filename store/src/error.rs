@@ -40,13 +40,18 @@ pub enum StoreError {
     /// holding U+0000, a time out of range); nothing was written.
     #[error("invalid snapshot of {stream}: {reason}")]
     InvalidSnapshot { stream: StreamId, reason: String },
-    /// The backend cannot be reached.
+    /// The backend cannot serve now (unreachable, starting, shutting down,
+    /// out of resources, a lost serialization race); the same request may
+    /// succeed later. An append that met it may still have committed (the
+    /// connection can drop between the commit and its answer), so a retry
+    /// sends the same event ids, which the store takes as a repeat. On
+    /// Postgres, `herald_store::postgres::classify` decides.
     #[error("the {backend} store is unavailable: {detail}")]
     Unavailable {
         backend: &'static str,
         detail: String,
     },
-    /// The backend answered with an error.
+    /// The backend answered with an error that a retry would repeat.
     #[error("the {backend} store failed: {detail}")]
     Backend {
         backend: &'static str,
@@ -97,6 +102,18 @@ impl StoreError {
                 | StoreError::InvalidQuery { .. }
                 | StoreError::InvalidSnapshot { .. }
         )
+    }
+
+    /// True when the same request may succeed if sent again later: the
+    /// store is unavailable (down, restarting, overloaded) or this process's
+    /// store is closing (another process, or this one restarted, can take
+    /// it). Everything else is permanent: the caller's own fault
+    /// ([`StoreError::is_caller_error`]) or a failure a retry would repeat.
+    /// HTTP answers a transient error with 503 and `Retry-After`; consumers
+    /// retry it and never dead-letter a message for it. This is the one
+    /// place that decides.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. } | StoreError::Closed)
     }
 }
 

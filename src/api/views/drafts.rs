@@ -73,7 +73,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 403, description = "`forbidden`: the credential may not read `drafts`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: a read-model database that cannot be reached, or a read model not served yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -140,7 +140,7 @@ pub async fn list_drafts(
         (status = 404, description = "`not-found`: the tenant has no draft of that id, it has no such version, or it did not exist yet at `at`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -205,7 +205,7 @@ pub async fn show_draft(
         (status = 404, description = "`not-found`: the tenant has no draft of that id", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

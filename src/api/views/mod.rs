@@ -89,13 +89,16 @@ pub(crate) fn problem(e: ProjectionError) -> Problem {
         ),
         ProjectionError::Store(store) => Problem::from(store),
         ProjectionError::Rejected(why) => Problem::new(ProblemKind::InvalidQuery, why),
+        // The read models live in the store's database (or beside the
+        // embedded store's file): when that database cannot serve, the
+        // client sees what every other read and write answers then.
         ProjectionError::Pool(_) | ProjectionError::Database(_) | ProjectionError::Sqlite(_)
             if e.is_transient() =>
         {
             tracing::warn!(error = %e, "Read-model database unavailable.");
             Problem::new(
-                ProblemKind::ReadModelUnavailable,
-                "the read-model database cannot be reached; retry later",
+                ProblemKind::StoreUnavailable,
+                "the read models' database cannot be reached; retry later",
             )
             .retry_after(1)
         }

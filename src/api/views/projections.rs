@@ -244,7 +244,7 @@ fn parked_doc(p: ParkedEvent) -> ParkedDoc {
         (status = 403, description = "`forbidden`: not an admin key", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable` (the read-model database is down) or `store-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -281,7 +281,7 @@ pub async fn list(
         (status = 404, description = "`projection-not-found`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable` or `store-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -322,7 +322,7 @@ pub async fn show(
         (status = 404, description = "`projection-not-found`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -364,7 +364,7 @@ pub async fn rebuild(
         (status = 422, description = "`parked-event-failed`: the event failed again; the error is in `detail`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable` or `store-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

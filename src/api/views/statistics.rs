@@ -117,7 +117,7 @@ fn range(params: &Params) -> ApiResult<(NaiveDate, NaiveDate)> {
         (status = 403, description = "`forbidden`: the key may not read `statistics`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: the read-model database is down, or the read model is not served yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

@@ -112,7 +112,7 @@ fn list_query(params: &Params) -> ApiResult<TicketQuery> {
         (status = 403, description = "`forbidden`: no `read` on the tickets domain", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: a read model not served yet, or its database down", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -155,7 +155,7 @@ pub async fn list(
         (status = 404, description = "`not-found`: the tenant has no such ticket (or the read model has not seen it yet)", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: a read model not served yet, or its database down", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

@@ -89,7 +89,7 @@ pub(super) fn not_found(what: &str, id: &str) -> Problem {
         (status = 403, description = "`forbidden`: the credential may not read `timers`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`: a read-model database that cannot be reached, or a read model not served yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -157,7 +157,7 @@ pub async fn list_timers(
         (status = 404, description = "`not-found`: the tenant has no timer of that id", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -205,7 +205,7 @@ pub async fn show_timer(
         (status = 403, description = "`forbidden`: the credential may not read `timers`", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -266,7 +266,7 @@ pub(super) fn flag(params: &Params, name: &str) -> ApiResult<Option<bool>> {
         (status = 404, description = "`not-found`: the tenant has no countdown of that id", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
         (status = 500, response = crate::api::openapi::InternalError),
-        (status = 503, description = "`read-model-unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: the database is down (`Retry-After` given); `read-model-unavailable`: the read model is not served yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

@@ -3,7 +3,9 @@
 //! writer connection in a `BEGIN IMMEDIATE` transaction (SQLite's write lock,
 //! which also serialises other processes opening the same file), so positions
 //! follow commit order exactly as on Postgres. Reads use a small pool of
-//! read-only connections, which WAL lets run beside the writer.
+//! read-only connections, which WAL lets run beside the writer. SQLite opens
+//! a file it may not write read-only without a word, so a server asks
+//! [`check_writable`] before opening.
 
 mod audit;
 mod coordination;
@@ -13,6 +15,7 @@ mod occupancy;
 mod rows;
 mod search;
 mod snapshot;
+mod writable;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,8 @@ use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{sql_limit, EventEnvelope, EventStore};
+
+pub use writable::{check_writable, NotWritable, Refused};
 
 pub(crate) const BACKEND: &str = "embedded";
 /// The file name inside the data directory.

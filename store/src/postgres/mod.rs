@@ -3,9 +3,13 @@
 //! per process; every batch transaction locks the log head row, so writers of
 //! all processes commit one after another and positions follow commit order.
 //! Subscribers are woken by LISTEN/NOTIFY, with polling as the authority.
+//! Every error from the server or the pool is classified in one place,
+//! [`classify`]: an outage, a restart or a lost race is
+//! [`StoreError::Unavailable`], anything else [`StoreError::Backend`].
 
 mod audit;
 mod coordination;
+mod errors;
 mod keys;
 mod listen;
 mod occupancy;
@@ -33,6 +37,11 @@ use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::PendingAppend;
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{sql_limit, EventEnvelope, EventStore};
+
+pub use errors::{
+    classify, classify_pool, classify_sqlstate, describe, describe_pool, is_transient, PgErrorClass,
+};
+pub(crate) use errors::{pg_error, pool_error};
 
 pub(crate) const BACKEND: &str = "postgres";
 /// The NOTIFY channel carrying the last committed position.
@@ -87,29 +96,6 @@ pub struct PostgresStore {
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Backend {
-            backend: BACKEND,
-            detail: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        },
-        None => StoreError::Unavailable {
-            backend: BACKEND,
-            detail: e.to_string(),
-        },
-    }
-}
-
-pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
-        other => StoreError::Unavailable {
-            backend: BACKEND,
-            detail: other.to_string(),
-        },
     }
 }
 
