@@ -15,6 +15,7 @@ mod error;
 pub mod kafka;
 pub mod memory;
 pub mod message;
+pub mod progress;
 pub mod telemetry;
 
 use std::fmt;
@@ -26,7 +27,7 @@ use futures::Stream;
 use herald_events::EventEnvelope;
 
 pub use ack::ContiguousAcks;
-pub use error::{BrokerError, DecodeError};
+pub use error::{BrokerError, DecodeError, TopicProblem};
 pub use message::{
     decode, encode, partition_for, partition_key, ClaimCheck, ConsumerGroup, EventLoader, Payload,
     ResolveError, Topic, WireMessage, WireSettings,
