@@ -77,6 +77,17 @@ pub trait Broker: Send + Sync + 'static {
     /// Succeeds when the broker answers.
     async fn check(&self) -> Result<(), BrokerError>;
 
+    /// Makes the topics a process will use ready before it starts: `placed`
+    /// are those it publishes events to (each to its stream's partition),
+    /// `keyed` those it only consumes or that other producers fill. A
+    /// backend creates what is missing where it can and refuses what cannot
+    /// serve ([`BrokerError::Topics`], naming each topic). The default does
+    /// nothing: the in-process broker and RabbitMQ declare as they go.
+    async fn prepare_topics(&self, placed: &[Topic], keyed: &[Topic]) -> Result<(), BrokerError> {
+        let _ = (placed, keyed);
+        Ok(())
+    }
+
     /// Releases connections; later calls fail with [`BrokerError::Closed`].
     async fn close(&self);
 }

@@ -173,8 +173,11 @@ impl Progress {
         });
         for (component, stall, last_progress) in seen {
             let stalled = stall.is_some();
-            metrics::gauge!(STALLED, "component" => component.clone())
-                .set(if stalled { 1.0 } else { 0.0 });
+            metrics::gauge!(STALLED, "component" => component.clone()).set(if stalled {
+                1.0
+            } else {
+                0.0
+            });
             let at = last_progress
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0.0, |d| d.as_secs_f64());

@@ -59,6 +59,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         projections: None,
         embedded_read_models: None,
         embedded_projections: None,
+        progress: Default::default(),
     }
 }
 

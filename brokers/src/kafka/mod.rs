@@ -161,7 +161,11 @@ impl KafkaBroker {
     /// `keyed` ones (consumed only, or filled by other producers) may have
     /// any count. The error lists every problem, each naming its topic.
     /// Without `manage_topics` it does nothing.
-    pub async fn ensure_topics(&self, placed: &[Topic], keyed: &[Topic]) -> Result<(), BrokerError> {
+    pub async fn ensure_topics(
+        &self,
+        placed: &[Topic],
+        keyed: &[Topic],
+    ) -> Result<(), BrokerError> {
         self.check_open()?;
         let needed: Vec<(&str, Need)> = placed
             .iter()
@@ -209,7 +213,8 @@ impl Broker for KafkaBroker {
     ) -> Result<Subscription, BrokerError> {
         self.check_open()?;
         let dead_letters = Topic::dead_letters(group);
-        let mut needed: Vec<(&str, Need)> = topics.iter().map(|t| (t.as_str(), Need::Keyed)).collect();
+        let mut needed: Vec<(&str, Need)> =
+            topics.iter().map(|t| (t.as_str(), Need::Keyed)).collect();
         needed.push((dead_letters.as_str(), Need::Keyed));
         self.ensure(&needed).await?;
         consume::subscribe(
@@ -236,6 +241,10 @@ impl Broker for KafkaBroker {
             .producer
             .check(self.inner.config.request_timeout)
             .await
+    }
+
+    async fn prepare_topics(&self, placed: &[Topic], keyed: &[Topic]) -> Result<(), BrokerError> {
+        self.ensure_topics(placed, keyed).await
     }
 
     async fn close(&self) {

@@ -419,7 +419,9 @@ async fn managing(cluster: &Cluster, partitions: u32) -> KafkaBroker {
     let mut config = cluster.config(partitions);
     config.manage_topics = true;
     config.request_timeout = Duration::from_secs(5);
-    KafkaBroker::connect(config).await.expect("a client of the mock")
+    KafkaBroker::connect(config)
+        .await
+        .expect("a client of the mock")
 }
 
 /// The topics a plain client sees, looked up without creating any.
