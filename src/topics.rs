@@ -16,7 +16,7 @@ use anyhow::bail;
 use herald_brokers::{Broker, BrokerError, ConsumerGroup, Topic, TopicProblem};
 use herald_events::{Domain, EventRegistry};
 
-use crate::config::ServeConfig;
+use crate::config::{ActorSettings, BrokerSettings};
 
 /// How long the start waits for a broker that cannot be reached.
 const REACH_PATIENCE: Duration = Duration::from_secs(30);
@@ -28,8 +28,8 @@ pub struct Needed {
     pub keyed: Vec<Topic>,
 }
 
-/// What `herald serve` with `config` publishes to and consumes.
-pub fn needed(config: &ServeConfig, registry: &EventRegistry) -> Needed {
+/// What `herald serve` with these settings publishes to and consumes.
+pub fn needed(broker: &BrokerSettings, actors: &ActorSettings, registry: &EventRegistry) -> Needed {
     let domains: BTreeSet<String> = registry
         .types()
         .map(|(t, _)| t.domain().to_owned())
@@ -39,13 +39,13 @@ pub fn needed(config: &ServeConfig, registry: &EventRegistry) -> Needed {
         .filter_map(|d| Domain::new(d.as_str()).ok())
         .map(|d| Topic::for_domain(&d))
         .collect();
-    let mut groups: Vec<ConsumerGroup> = crate::domains::reaction_groups(&config.actors);
-    if config.broker.relay {
+    let mut groups: Vec<ConsumerGroup> = crate::domains::reaction_groups(actors);
+    if broker.relay {
         groups.extend(ConsumerGroup::new(herald_projections::LIVE_GROUP).ok());
     }
     let mut keyed = Vec::new();
-    if config.broker.ingest.enabled {
-        keyed.push(config.broker.ingest.topic.clone());
+    if broker.ingest.enabled {
+        keyed.push(broker.ingest.topic.clone());
         groups.extend(ConsumerGroup::new(crate::ingest::GROUP).ok());
     }
     keyed.extend(groups.iter().map(Topic::dead_letters));

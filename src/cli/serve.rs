@@ -63,7 +63,7 @@ async fn serve(
         .context("connecting to the broker")?;
     crate::topics::prepare(
         &broker,
-        &crate::topics::needed(&config, &registry),
+        &crate::topics::needed(&config.broker, &config.actors, &registry),
         config.broker.wire.partitions,
     )
     .await?;

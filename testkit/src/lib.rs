@@ -1,11 +1,15 @@
 //! Test support shared by Herald's crates: a fresh, uniquely named Postgres
-//! database per test (dropped when the test ends, even when it fails), and
-//! waiting on a condition with a deadline instead of sleeping.
+//! database per test (dropped when the test ends, even when it fails),
+//! waiting on a condition with a deadline instead of sleeping, and (feature
+//! `kafka`) librdkafka's mock cluster with the knobs fault tests need.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 /// The server tests use, unless `HERALD_TEST_DATABASE_URL` names another.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -225,6 +229,60 @@ impl Drop for RabbitOutage {
             if let Err(e) = rabbitmqctl(&["start_app"]) {
                 eprintln!("could not start RabbitMQ again after the test: {e}");
             }
+        }
+    }
+}
+
+/// A RabbitMQ virtual host made for one test (`rabbitmqctl add_vhost`, the
+/// test URL's user given every permission on it) and deleted when dropped,
+/// so that processes the test starts may use Herald's fixed exchange and
+/// queue names without meeting another test's. Needs `rabbitmqctl` (or
+/// `HERALD_TEST_RABBITMQCTL`).
+#[derive(Debug)]
+pub struct TestVhost {
+    name: String,
+    url: String,
+}
+
+impl TestVhost {
+    pub async fn create() -> Self {
+        let name = format!("herald_test_{}", uuid::Uuid::now_v7().simple());
+        let base = amqp_url();
+        let (prefix, _) = base.rsplit_once('/').expect("an amqp:// URL with a vhost path");
+        let user = prefix
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(credentials, _)| credentials.split(':').next().unwrap_or("guest"))
+            .unwrap_or("guest")
+            .to_owned();
+        let url = format!("{prefix}/{name}");
+        let vhost = name.clone();
+        tokio::task::spawn_blocking(move || {
+            rabbitmqctl(&["add_vhost", &vhost])?;
+            rabbitmqctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"])
+        })
+        .await
+        .expect("rabbitmqctl ran")
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot make a RabbitMQ vhost for the test: {e}. Start RabbitMQ \
+                 (`rabbitmq-server -detached`) and make `rabbitmqctl` (or HERALD_TEST_RABBITMQCTL) \
+                 reach it."
+            )
+        });
+        Self { name, url }
+    }
+
+    /// The test URL with this vhost.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("could not delete the test vhost {}: {e}", self.name);
         }
     }
 }
