@@ -386,7 +386,7 @@ impl Relay {
                 metrics::counter!(REPUBLISHED_TOTAL, "cause" => "retry")
                     .increment(batch.len() as u64);
             }
-            match self.broker.publish_batch(batch).await {
+            match self.publish_once(batch, shutdown, renewed).await? {
                 Ok(()) => {
                     metrics::counter!(PUBLISHED_TOTAL).increment(batch.len() as u64);
                     if attempt > 1 {
@@ -409,6 +409,42 @@ impl Relay {
                     );
                     self.progress.trouble(format_args!("cannot publish: {e}"));
                     self.pause(shutdown, &mut backoff, renewed).await?;
+                }
+            }
+        }
+    }
+
+    /// One publish of the batch, renewing the lease while the broker takes
+    /// its time (a Kafka producer may wait up to its delivery timeout for a
+    /// confirm): a relay that is alive keeps its lease. Shutdown abandons
+    /// the publish; the next term publishes the batch again.
+    async fn publish_once(
+        &self,
+        batch: &[EventEnvelope],
+        shutdown: &mut watch::Receiver<bool>,
+        renewed: &mut Instant,
+    ) -> Result<Result<(), BrokerError>, TermEnd> {
+        self.progress.trouble(format_args!(
+            "the broker has not confirmed {} event(s) from position {} yet",
+            batch.len(),
+            batch[0].position.get()
+        ));
+        let publish = self.broker.publish_batch(batch);
+        tokio::pin!(publish);
+        loop {
+            let renew_at = tokio::time::Instant::from_std(*renewed + self.config.renew_every);
+            tokio::select! {
+                result = &mut publish => return Ok(result),
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return Err(TermEnd::Shutdown);
+                    }
+                }
+                _ = tokio::time::sleep_until(renew_at) => {
+                    if !self.renew().await {
+                        return Err(TermEnd::LeaseLost);
+                    }
+                    *renewed = Instant::now();
                 }
             }
         }

@@ -46,7 +46,10 @@ fn topics(servers: &str) -> BTreeMap<String, usize> {
 fn read_all(servers: &str, topic: &str, count: usize) -> BTreeMap<String, i32> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
-        .set("group.id", format!("test-{}", uuid::Uuid::now_v7().simple()))
+        .set(
+            "group.id",
+            format!("test-{}", uuid::Uuid::now_v7().simple()),
+        )
         .set("enable.auto.commit", "false")
         .create()
         .expect("a consumer");
@@ -117,7 +120,12 @@ async fn herald_serves_when_every_topic_fits_and_events_reach_every_partition() 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 201, "{:?}", response.text().await);
+    assert_eq!(
+        response.status().as_u16(),
+        201,
+        "{:?}",
+        response.text().await
+    );
     let answer: serde_json::Value = response.json().await.unwrap();
     let ids: BTreeSet<String> = answer["results"]
         .as_array()
@@ -128,11 +136,15 @@ async fn herald_serves_when_every_topic_fits_and_events_reach_every_partition() 
     assert_eq!(ids.len(), 100);
 
     let servers_for_read = servers.clone();
-    let seen = tokio::task::spawn_blocking(move || read_all(&servers_for_read, "herald.tickets", 100))
-        .await
-        .unwrap();
+    let seen =
+        tokio::task::spawn_blocking(move || read_all(&servers_for_read, "herald.tickets", 100))
+            .await
+            .unwrap();
     let arrived: BTreeSet<String> = seen.keys().cloned().collect();
-    assert_eq!(arrived, ids, "every acknowledged event reached herald.tickets");
+    assert_eq!(
+        arrived, ids,
+        "every acknowledged event reached herald.tickets"
+    );
     let partitions: BTreeSet<i32> = seen.values().copied().collect();
     assert_eq!(
         partitions.len(),
@@ -162,7 +174,9 @@ async fn a_domain_topic_with_fewer_partitions_stops_the_start_naming_it_and_both
     assert!(!status.success());
     let log = herald.log().join("\n");
     assert!(
-        log.contains("topic herald.tickets has 1 partition(s), fewer than the 4 Herald places events in"),
+        log.contains(
+            "topic herald.tickets has 1 partition(s), fewer than the 4 Herald places events in"
+        ),
         "{log}"
     );
     assert!(log.contains("HERALD_BROKER_PARTITIONS=1"), "{log}");
@@ -174,7 +188,11 @@ async fn a_domain_topic_with_fewer_partitions_stops_the_start_naming_it_and_both
         !log.contains("Herald is serving"),
         "it refused before serving: {log}"
     );
-    assert_eq!(topics(&servers)["herald.tickets"], 1, "the topic is left as it was");
+    assert_eq!(
+        topics(&servers)["herald.tickets"],
+        1,
+        "the topic is left as it was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -192,7 +210,9 @@ async fn a_missing_topic_the_cluster_will_not_create_stops_the_start() {
     assert!(!status.success());
     let log = herald.log().join("\n");
     assert!(
-        log.contains("topic herald.tickets does not exist and could not be created (CreateTopics failed"),
+        log.contains(
+            "topic herald.tickets does not exist and could not be created (CreateTopics failed"
+        ),
         "{log}"
     );
     assert!(log.contains("CreateTopics operation"), "{log}");

@@ -1,6 +1,8 @@
 //! librdkafka's in-process mock cluster, created through rdkafka-sys:
 //! rdkafka's `MockCluster` does not expose the handle needed to shorten a
-//! new group's first join or to take a partition's leader away. The
+//! new group's first join or to make the broker refuse produce requests.
+//! (Taking a partition's leader away crashes the mock when a consumer
+//! fetches from it, so the faults here leave leaders alone.) The
 //! cluster speaks the real protocol on a local port, so a `herald` child
 //! process reaches it like any cluster. It has no CreateTopics: tests make
 //! their topics here.
@@ -67,7 +69,12 @@ impl MockKafka {
     }
 
     /// Creates `topic` with `partitions` partitions.
-    pub fn create_topic(&self, topic: &str, partitions: i32, replication: i32) -> Result<(), String> {
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Result<(), String> {
         let name = CString::new(topic).map_err(|e| e.to_string())?;
         // SAFETY: the cluster is live; `name` outlives the call (the mock copies it).
         let error = unsafe {
@@ -76,28 +83,32 @@ impl MockKafka {
         answer(error)
     }
 
-    /// Gives `partition` of `topic` to the broker `leader`, or to no broker
-    /// with `None` (producers then wait for a leader, as during a real
-    /// broker's failure).
-    pub fn set_partition_leader(
-        &self,
-        topic: &str,
-        partition: i32,
-        leader: Option<i32>,
-    ) -> Result<(), String> {
-        let name = CString::new(topic).map_err(|e| e.to_string())?;
-        // SAFETY: the cluster is live; `name` outlives the call.
-        let error = unsafe {
-            rd::rd_kafka_mock_partition_set_leader(
+    /// Makes the broker answer the next `count` produce requests (of any
+    /// client) with NOT_ENOUGH_REPLICAS, as a cluster short of in-sync
+    /// replicas does: nothing is stored, and producers retry.
+    pub fn refuse_produce(&self, count: usize) {
+        let errors = vec![rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; count];
+        // SAFETY: the cluster is live; `errors` holds `count` codes and
+        // outlives the call (the mock copies them).
+        unsafe {
+            rd::rd_kafka_mock_push_request_errors_array(
                 self.cluster,
-                name.as_ptr(),
-                partition,
-                leader.unwrap_or(-1),
+                PRODUCE,
+                errors.len(),
+                errors.as_ptr(),
             )
         };
-        answer(error)
+    }
+
+    /// Drops the produce refusals not used yet.
+    pub fn accept_produce(&self) {
+        // SAFETY: the cluster is live.
+        unsafe { rd::rd_kafka_mock_clear_request_errors(self.cluster, PRODUCE) };
     }
 }
+
+/// The Produce request's key in the Kafka protocol.
+const PRODUCE: i16 = 0;
 
 fn answer(error: rd::rd_kafka_resp_err_t) -> Result<(), String> {
     if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {

@@ -248,7 +248,9 @@ impl TestVhost {
     pub async fn create() -> Self {
         let name = format!("herald_test_{}", uuid::Uuid::now_v7().simple());
         let base = amqp_url();
-        let (prefix, _) = base.rsplit_once('/').expect("an amqp:// URL with a vhost path");
+        let (prefix, _) = base
+            .rsplit_once('/')
+            .expect("an amqp:// URL with a vhost path");
         let user = prefix
             .split_once("://")
             .and_then(|(_, rest)| rest.split_once('@'))

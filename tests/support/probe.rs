@@ -24,12 +24,10 @@ pub async fn metrics(base: &str) -> String {
 /// The value of `series` (a name with its labels as rendered, e.g.
 /// `herald_stalled{component="relay"}`) in a metrics text.
 pub fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// The value of `series` on the process at `base`.
