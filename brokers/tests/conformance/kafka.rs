@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use herald_brokers::kafka::{KafkaBroker, KafkaConfig};
 use herald_brokers::{Broker, ConsumerGroup, Topic};
-use mock::MockCluster;
+use herald_testkit::kafka::MockKafka;
 
 const INITIAL_REBALANCE_DELAY_MS: i32 = 500;
 const SESSION_TIMEOUT_MS: &str = "2000";
@@ -35,13 +35,13 @@ pub struct KafkaBackend {
     /// Lives as long as the test body: every client it opened is dropped
     /// before it (consumers closing in the background after that only find
     /// the cluster gone, as after an outage).
-    cluster: MockCluster,
+    cluster: MockKafka,
     bootstrap_servers: String,
 }
 
 impl KafkaBackend {
     pub async fn new() -> Self {
-        let cluster = MockCluster::new(INITIAL_REBALANCE_DELAY_MS)
+        let cluster = MockKafka::new(INITIAL_REBALANCE_DELAY_MS)
             .unwrap_or_else(|e| panic!("librdkafka's mock cluster cannot start: {e}"));
         let bootstrap_servers = cluster.bootstrap_servers();
         Self {
@@ -86,94 +86,4 @@ impl KafkaBackend {
 
     /// Nothing to remove: the cluster and all it holds go with the backend.
     pub async fn teardown(&self, _topics: &[Topic], _groups: &[ConsumerGroup]) {}
-}
-
-/// librdkafka's mock cluster created through rdkafka-sys: rdkafka's
-/// `MockCluster` does not expose the handle needed to shorten the group
-/// timings.
-#[allow(unsafe_code)]
-mod mock {
-    use std::ffi::{CStr, CString};
-    use std::os::raw::c_char;
-
-    use rdkafka_sys as rd;
-
-    pub struct MockCluster {
-        /// The client the cluster runs in (it logs and polls through it).
-        rk: *mut rd::rd_kafka_t,
-        cluster: *mut rd::rd_kafka_mock_cluster_t,
-    }
-
-    impl MockCluster {
-        /// One broker; a new group forms `initial_rebalance_delay_ms` after its first join.
-        pub fn new(initial_rebalance_delay_ms: i32) -> Result<Self, String> {
-            let mut error = [0 as c_char; 512];
-            // SAFETY: a fresh configuration, handed to (and owned by) the
-            // new client; `error` outlives the call and its length is given.
-            let rk = unsafe {
-                rd::rd_kafka_new(
-                    rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
-                    rd::rd_kafka_conf_new(),
-                    error.as_mut_ptr(),
-                    error.len(),
-                )
-            };
-            if rk.is_null() {
-                // SAFETY: librdkafka wrote a NUL-terminated message into `error`.
-                let e = unsafe { CStr::from_ptr(error.as_ptr()) };
-                return Err(e.to_string_lossy().into_owned());
-            }
-            // SAFETY: `rk` is a live client; the cluster is destroyed before it (Drop).
-            let cluster = unsafe { rd::rd_kafka_mock_cluster_new(rk, 1) };
-            if cluster.is_null() {
-                // SAFETY: `rk` is live and no longer used.
-                unsafe { rd::rd_kafka_destroy(rk) };
-                return Err("rd_kafka_mock_cluster_new failed".to_owned());
-            }
-            // SAFETY: `cluster` is live.
-            unsafe {
-                rd::rd_kafka_mock_group_initial_rebalance_delay_ms(
-                    cluster,
-                    initial_rebalance_delay_ms,
-                )
-            };
-            Ok(Self { rk, cluster })
-        }
-
-        pub fn bootstrap_servers(&self) -> String {
-            // SAFETY: the cluster is live; the string it returns lives as long as it.
-            let servers =
-                unsafe { CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(self.cluster)) };
-            servers.to_string_lossy().into_owned()
-        }
-
-        pub fn create_topic(
-            &self,
-            topic: &str,
-            partitions: i32,
-            replication: i32,
-        ) -> Result<(), String> {
-            let name = CString::new(topic).map_err(|e| e.to_string())?;
-            // SAFETY: the cluster is live; `name` outlives the call (the mock copies it).
-            let error = unsafe {
-                rd::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, replication)
-            };
-            if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                Ok(())
-            } else {
-                Err(format!("{error:?}"))
-            }
-        }
-    }
-
-    impl Drop for MockCluster {
-        fn drop(&mut self) {
-            // SAFETY: both are live and dropped once; librdkafka requires
-            // the cluster to go before the client it runs in.
-            unsafe {
-                rd::rd_kafka_mock_cluster_destroy(self.cluster);
-                rd::rd_kafka_destroy(self.rk);
-            }
-        }
-    }
 }
