@@ -108,11 +108,7 @@ impl Progress {
     /// restarts keeps its history).
     pub fn tracker(&self, component: impl Into<String>) -> Tracker {
         let component = component.into();
-        let state = Arc::clone(
-            lock(&self.components)
-                .entry(component.clone())
-                .or_insert_with(Arc::default),
-        );
+        let state = Arc::clone(lock(&self.components).entry(component.clone()).or_default());
         Tracker {
             component: component.into(),
             state,

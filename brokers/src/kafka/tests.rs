@@ -461,7 +461,10 @@ async fn topics_with_fewer_partitions_than_placed_are_refused_by_name_and_counts
     let broker = managing(&cluster, 4).await;
 
     broker
-        .ensure_topics(&[wide.clone(), wider.clone()], &[narrow.clone()])
+        .ensure_topics(
+            &[wide.clone(), wider.clone()],
+            std::slice::from_ref(&narrow),
+        )
         .await
         .expect("enough partitions, and any count for a keyed topic");
     let found = problems(
