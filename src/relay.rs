@@ -18,7 +18,8 @@
 //! Every process exports the `herald_relay_*` series from its start
 //! ([`init_metrics`]): a stand-by shows `herald_relay_active` 0 and zero
 //! counts. The relay reports its progress ([`COMPONENT`]): work waits while
-//! it holds a batch, or the log's head is past its checkpoint.
+//! it holds a batch, or the log's head is past what the broker confirmed;
+//! each confirmed batch is progress.
 //!
 //! The relay follows the log through the store's subscription, which wakes
 //! on local commits at once, on other processes' commits through Postgres
@@ -238,9 +239,10 @@ impl Relay {
         } else {
             tracing::info!(from = from.get(), "Relay publishing from its checkpoint.");
         }
-        // The highest position recorded as being sent, and the last saved.
+        // The highest position recorded as being sent, and the last the
+        // broker confirmed.
         let mut marked = resend_through;
-        let mut saved = checkpoint;
+        let mut published = checkpoint;
         let mut log = self
             .store
             .subscribe_all(from)
@@ -255,7 +257,7 @@ impl Relay {
                         return TermEnd::LeaseLost;
                     }
                     renewed = Instant::now();
-                    self.look_for_waiting_work(saved).await;
+                    self.look_for_waiting_work(published).await;
                     continue;
                 }
                 chunk = log.next() => chunk,
@@ -297,13 +299,13 @@ impl Relay {
                 metrics::counter!(REPUBLISHED_TOTAL, "cause" => "takeover")
                     .increment(resent as u64);
             }
+            published = last;
+            self.progress.progressed();
+            // More may be waiting: the next chunk says so.
+            self.progress.idle();
             match self.save_checkpoint(last).await {
                 Ok(true) => {
-                    saved = last;
                     metrics::gauge!(CHECKPOINT_POSITION).set(last.get() as f64);
-                    self.progress.progressed();
-                    // More may be waiting: the next chunk says so.
-                    self.progress.idle();
                 }
                 Ok(false) => return TermEnd::LeaseLost,
                 // The next batch's checkpoint covers this one.
@@ -357,11 +359,11 @@ impl Relay {
         }
     }
 
-    /// Between batches: work waits when the log's head is past the saved
-    /// checkpoint (events the subscription has not handed over yet).
-    async fn look_for_waiting_work(&self, saved: Position) {
+    /// Between batches: work waits when the log's head is past what the
+    /// broker confirmed (events the subscription has not handed over yet).
+    async fn look_for_waiting_work(&self, published: Position) {
         match self.store.head().await {
-            Ok(head) if head.position > saved => self.progress.waiting(),
+            Ok(head) if head.position > published => self.progress.waiting(),
             Ok(_) => self.progress.idle(),
             Err(e) => {
                 self.progress.waiting();

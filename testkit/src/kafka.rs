@@ -1,11 +1,11 @@
-//! librdkafka's in-process mock cluster, created through rdkafka-sys:
-//! rdkafka's `MockCluster` does not expose the handle needed to shorten a
-//! new group's first join or to make the broker refuse produce requests.
-//! (Taking a partition's leader away crashes the mock when a consumer
-//! fetches from it, so the faults here leave leaders alone.) The
-//! cluster speaks the real protocol on a local port, so a `herald` child
-//! process reaches it like any cluster. It has no CreateTopics: tests make
-//! their topics here.
+//! librdkafka's in-process mock cluster, for tests that need Kafka: it
+//! speaks the real protocol on a local port, so a `herald` child process
+//! can reach it as it would a real cluster. Created through rdkafka-sys
+//! because rdkafka's `MockCluster` does not expose the handle needed to
+//! shorten the group timings or to make the broker refuse requests. It has
+//! no CreateTopics: tests make their topics here. (Taking a partition's
+//! leader away crashes the mock when a consumer fetches from it, so the
+//! faults here leave leaders alone.)
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
@@ -13,23 +13,23 @@ use std::os::raw::c_char;
 
 use rdkafka_sys as rd;
 
-/// One mock broker (id 1), destroyed on drop.
+/// A mock cluster of one broker; destroyed when dropped.
 #[derive(Debug)]
-pub struct MockKafka {
+pub struct MockCluster {
     /// The client the cluster runs in (it logs and polls through it).
     rk: *mut rd::rd_kafka_t,
     cluster: *mut rd::rd_kafka_mock_cluster_t,
 }
 
-// SAFETY: the mock cluster runs on its own thread and guards its state with
-// a lock; its functions may be called from any thread.
-unsafe impl Send for MockKafka {}
-// SAFETY: as above.
-unsafe impl Sync for MockKafka {}
+// SAFETY: librdkafka's client and mock cluster are thread-safe handles; the
+// wrapper only hands them to librdkafka's own API.
+unsafe impl Send for MockCluster {}
+// SAFETY: as above; every method takes `&self` and calls thread-safe API.
+unsafe impl Sync for MockCluster {}
 
-impl MockKafka {
+impl MockCluster {
     /// One broker; a new group forms `initial_rebalance_delay_ms` after its
-    /// first join (a real broker's default is 3000).
+    /// first join (a real broker's `group.initial.rebalance.delay.ms`).
     pub fn new(initial_rebalance_delay_ms: i32) -> Result<Self, String> {
         let mut error = [0 as c_char; 512];
         // SAFETY: a fresh configuration, handed to (and owned by) the new
@@ -61,7 +61,7 @@ impl MockKafka {
         Ok(Self { rk, cluster })
     }
 
-    /// `host:port` of the cluster.
+    /// `host:port` of the cluster's broker, for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         // SAFETY: the cluster is live; the string it returns lives as long as it.
         let servers = unsafe { CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(self.cluster)) };
@@ -80,9 +80,15 @@ impl MockKafka {
         let error = unsafe {
             rd::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, replication)
         };
-        answer(error)
+        if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(format!("{error:?}"))
+        }
     }
+}
 
+impl MockCluster {
     /// Makes the broker answer the next `count` produce requests (of any
     /// client) with NOT_ENOUGH_REPLICAS, as a cluster short of in-sync
     /// replicas does: nothing is stored, and producers retry.
@@ -110,15 +116,7 @@ impl MockKafka {
 /// The Produce request's key in the Kafka protocol.
 const PRODUCE: i16 = 0;
 
-fn answer(error: rd::rd_kafka_resp_err_t) -> Result<(), String> {
-    if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        Ok(())
-    } else {
-        Err(format!("{error:?}"))
-    }
-}
-
-impl Drop for MockKafka {
+impl Drop for MockCluster {
     fn drop(&mut self) {
         // SAFETY: both are live and dropped once; librdkafka requires the
         // cluster to go before the client it runs in.

@@ -1,15 +1,15 @@
 //! Test support shared by Herald's crates: a fresh, uniquely named Postgres
-//! database per test (dropped when the test ends, even when it fails),
-//! waiting on a condition with a deadline instead of sleeping, and (feature
-//! `kafka`) librdkafka's mock cluster with the knobs fault tests need.
+//! database per test (dropped when the test ends, even when it fails), a
+//! RabbitMQ virtual host per test ([`TestVhost`]), librdkafka's mock
+//! cluster ([`kafka::MockCluster`]), and waiting on a condition with a
+//! deadline instead of sleeping.
+
+pub mod kafka;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
-
-#[cfg(feature = "kafka")]
-pub mod kafka;
 
 /// The server tests use, unless `HERALD_TEST_DATABASE_URL` names another.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -30,6 +30,12 @@ fn unreachable(url: &str, e: impl std::fmt::Display) -> ! {
 
 /// Replaces the database name of a `postgres://` URL.
 pub fn with_database(url: &str, name: &str) -> String {
+    with_path(url, name)
+}
+
+/// Replaces the path of a URL (`scheme://authority/path?query`), keeping
+/// its query.
+fn with_path(url: &str, path: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -38,7 +44,7 @@ pub fn with_database(url: &str, name: &str) -> String {
     let path_start = base[authority_start..]
         .find('/')
         .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{}", &base[..path_start], name);
+    let mut out = format!("{}/{}", &base[..path_start], path);
     if let Some(q) = query {
         out.push('?');
         out.push_str(q);
@@ -233,11 +239,11 @@ impl Drop for RabbitOutage {
     }
 }
 
-/// A RabbitMQ virtual host made for one test (`rabbitmqctl add_vhost`, the
-/// test URL's user given every permission on it) and deleted when dropped,
-/// so that processes the test starts may use Herald's fixed exchange and
-/// queue names without meeting another test's. Needs `rabbitmqctl` (or
-/// `HERALD_TEST_RABBITMQCTL`).
+/// A RabbitMQ virtual host made for one test (`herald-test-<uuid>`, the
+/// test server's user allowed everything in it) and deleted when dropped, so
+/// that a `herald` process of the test can use Herald's fixed exchange and
+/// queue names without meeting another test's. Made with `rabbitmqctl`
+/// (`HERALD_TEST_RABBITMQCTL`, as [`RabbitOutage`]).
 #[derive(Debug)]
 pub struct TestVhost {
     name: String,
@@ -245,19 +251,16 @@ pub struct TestVhost {
 }
 
 impl TestVhost {
+    /// Creates the virtual host; panics, naming the server and how to start
+    /// it, when `rabbitmqctl` cannot reach it.
     pub async fn create() -> Self {
-        let name = format!("herald_test_{}", uuid::Uuid::now_v7().simple());
+        let name = format!("herald-test-{}", uuid::Uuid::now_v7().simple());
         let base = amqp_url();
-        let (prefix, _) = base
-            .rsplit_once('/')
-            .expect("an amqp:// URL with a vhost path");
-        let user = prefix
+        let user = base
             .split_once("://")
             .and_then(|(_, rest)| rest.split_once('@'))
-            .map(|(credentials, _)| credentials.split(':').next().unwrap_or("guest"))
-            .unwrap_or("guest")
-            .to_owned();
-        let url = format!("{prefix}/{name}");
+            .map(|(userinfo, _)| userinfo.split(':').next().unwrap_or("guest").to_owned())
+            .unwrap_or_else(|| "guest".to_owned());
         let vhost = name.clone();
         tokio::task::spawn_blocking(move || {
             rabbitmqctl(&["add_vhost", &vhost])?;
@@ -267,15 +270,15 @@ impl TestVhost {
         .expect("rabbitmqctl ran")
         .unwrap_or_else(|e| {
             panic!(
-                "cannot make a RabbitMQ vhost for the test: {e}. Start RabbitMQ \
-                 (`rabbitmq-server -detached`) and make `rabbitmqctl` (or HERALD_TEST_RABBITMQCTL) \
-                 reach it."
+                "cannot make a RabbitMQ virtual host ({e}); start RabbitMQ with \
+                 `rabbitmq-server -detached` or name its rabbitmqctl in HERALD_TEST_RABBITMQCTL"
             )
         });
+        let url = with_path(&base, &name);
         Self { name, url }
     }
 
-    /// The test URL with this vhost.
+    /// The AMQP URL of the virtual host.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -284,7 +287,7 @@ impl TestVhost {
 impl Drop for TestVhost {
     fn drop(&mut self) {
         if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
-            eprintln!("could not delete the test vhost {}: {e}", self.name);
+            eprintln!("could not delete the test virtual host {}: {e}", self.name);
         }
     }
 }

@@ -11,14 +11,14 @@ use std::time::Duration;
 use herald::config::{broker_settings, ActorSettings, BrokerArgs, FileConfig};
 use herald::topics::Needed;
 use herald_events::EventRegistry;
-use herald_testkit::kafka::MockKafka;
+use herald_testkit::kafka::MockCluster;
 
 /// Partitions of the domain topics in these tests.
 pub const PARTITIONS: u32 = 4;
 
 /// A mock cluster whose new groups form at once.
-pub fn cluster() -> MockKafka {
-    MockKafka::new(0).unwrap_or_else(|e| panic!("librdkafka's mock cluster cannot start: {e}"))
+pub fn cluster() -> MockCluster {
+    MockCluster::new(0).unwrap_or_else(|e| panic!("librdkafka's mock cluster cannot start: {e}"))
 }
 
 /// The topics `herald serve` on `servers` needs, as it computes them.
@@ -42,7 +42,7 @@ pub fn needed(servers: &str) -> Needed {
 
 /// Makes every topic of `needed` on the mock: domain topics with
 /// `placed(topic)` partitions, the others with one (any count serves them).
-pub fn create_topics(mock: &MockKafka, needed: &Needed, placed: impl Fn(&str) -> i32) {
+pub fn create_topics(mock: &MockCluster, needed: &Needed, placed: impl Fn(&str) -> i32) {
     for topic in &needed.placed {
         mock.create_topic(topic.as_str(), placed(topic.as_str()), 1)
             .unwrap_or_else(|e| panic!("the mock cannot create {topic}: {e}"));

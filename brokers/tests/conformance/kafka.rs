@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use herald_brokers::kafka::{KafkaBroker, KafkaConfig};
 use herald_brokers::{Broker, ConsumerGroup, Topic};
-use herald_testkit::kafka::MockKafka;
+use herald_testkit::kafka::MockCluster;
 
 const INITIAL_REBALANCE_DELAY_MS: i32 = 500;
 const SESSION_TIMEOUT_MS: &str = "2000";
@@ -35,13 +35,13 @@ pub struct KafkaBackend {
     /// Lives as long as the test body: every client it opened is dropped
     /// before it (consumers closing in the background after that only find
     /// the cluster gone, as after an outage).
-    cluster: MockKafka,
+    cluster: MockCluster,
     bootstrap_servers: String,
 }
 
 impl KafkaBackend {
     pub async fn new() -> Self {
-        let cluster = MockKafka::new(INITIAL_REBALANCE_DELAY_MS)
+        let cluster = MockCluster::new(INITIAL_REBALANCE_DELAY_MS)
             .unwrap_or_else(|e| panic!("librdkafka's mock cluster cannot start: {e}"));
         let bootstrap_servers = cluster.bootstrap_servers();
         Self {
