@@ -8,11 +8,12 @@ use std::time::Duration;
 use herald_actors::drafts::Draft;
 use herald_actors::edges::Edge;
 use herald_actors::outage::OutageMonitor;
-use herald_actors::reactions::spawn_reaction;
+use herald_actors::reactions::{spawn_reaction, Reaction};
 use herald_actors::tickets::Ticket;
 use herald_actors::timers::{Timer, TimerScheduler};
 use herald_actors::{ActorRuntime, Aggregate, AggregateGroup, Domains};
-use herald_brokers::Broker;
+use herald_brokers::progress::Progress;
+use herald_brokers::{Broker, ConsumerGroup};
 use herald_events::EventRegistry;
 use herald_store::EventStore;
 use tokio::sync::watch;
@@ -40,12 +41,14 @@ const SUBSCRIBE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Starts every domain and waits (bounded) until its reactions listen, so
 /// that events of the first commands reach them; its background tasks stop
-/// when `stop` turns true. Must be called inside the actix system.
+/// when `stop` turns true, and the reactions report their progress to
+/// `progress`. Must be called inside the actix system.
 pub async fn start(
     settings: &ActorSettings,
     store: &Arc<dyn EventStore>,
     registry: &EventRegistry,
     broker: &Arc<dyn Broker>,
+    progress: &Progress,
     stop: watch::Receiver<bool>,
 ) -> RunningDomains {
     let runtime = ActorRuntime::start(settings.threads);
@@ -60,16 +63,19 @@ pub async fn start(
         .with(Arc::new(edges))
         .with(Arc::new(drafts))
         .with(Arc::new(timers.clone()));
-    let monitor = OutageMonitor {
-        recheck: settings.outage_recheck,
-    };
-    let mut reactions = vec![spawn_reaction(
-        Arc::new(monitor),
-        Arc::clone(broker),
-        Arc::clone(store),
-        domains.clone(),
-        stop.clone(),
-    )];
+    let mut reactions: Vec<_> = reactions(settings)
+        .into_iter()
+        .map(|reaction| {
+            spawn_reaction(
+                reaction,
+                Arc::clone(broker),
+                Arc::clone(store),
+                domains.clone(),
+                progress,
+                stop.clone(),
+            )
+        })
+        .collect();
     for reaction in &mut reactions {
         if !reaction.subscribed(SUBSCRIBE_PATIENCE).await {
             tracing::warn!("A reaction has not joined its consumer group yet; it keeps trying.");
@@ -86,6 +92,21 @@ pub async fn start(
         runtime,
         tasks,
     }
+}
+
+/// The reactions `herald serve` runs.
+pub fn reactions(settings: &ActorSettings) -> Vec<Arc<dyn Reaction>> {
+    vec![Arc::new(OutageMonitor {
+        recheck: settings.outage_recheck,
+    })]
+}
+
+/// The consumer groups of [`reactions`] (`reaction.<name>`).
+pub fn reaction_groups(settings: &ActorSettings) -> Vec<ConsumerGroup> {
+    reactions(settings)
+        .iter()
+        .filter_map(|r| herald_actors::reactions::consumer_group(r.name()).ok())
+        .collect()
 }
 
 /// The actor group of one domain, with the process's settings.

@@ -36,6 +36,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use futures::StreamExt;
 use herald_brokers::message::header;
+use herald_brokers::progress::{Progress, Tracker};
 use herald_brokers::{Broker, BrokerError, ConsumerGroup, Delivery, Topic};
 use herald_events::{EventId, EventRegistry, NewEvent, StreamId, TenantId};
 use herald_store::{AppendOutcome, EventStore, ExpectedVersion, StoreError};
@@ -68,6 +69,10 @@ pub const DUPLICATES_TOTAL: &str = "herald_ingest_duplicates_total";
 pub const DEAD_LETTERED_TOTAL: &str = "herald_ingest_dead_lettered_total";
 /// Appends retried after the store failed, by store error kind.
 pub const RETRIES_TOTAL: &str = "herald_ingest_retries_total";
+
+/// The ingest's name in progress reports (readiness, `herald_stalled`):
+/// work waits while it holds messages it has not settled.
+pub const COMPONENT: &str = "ingest";
 
 /// The longest dead-letter reason kept; the message itself is kept whole.
 const MAX_REASON: usize = 2000;
@@ -105,6 +110,7 @@ pub struct Ingest {
     broker: Arc<dyn Broker>,
     registry: EventRegistry,
     config: IngestConfig,
+    progress: Tracker,
 }
 
 impl fmt::Debug for Ingest {
@@ -199,7 +205,14 @@ impl Ingest {
             broker,
             registry,
             config,
+            progress: Tracker::detached(COMPONENT),
         }
+    }
+
+    /// Reports the ingest's progress to `progress` (as [`COMPONENT`]).
+    pub fn with_progress(mut self, progress: &Progress) -> Self {
+        self.progress = progress.tracker(COMPONENT);
+        self
     }
 
     /// Runs the ingest until `shutdown` turns true; then it finishes the
@@ -231,6 +244,10 @@ impl Ingest {
                         topic = %self.config.topic,
                         "Ingest cannot join its consumer group; retrying."
                     );
+                    // Messages may wait on the topic meanwhile.
+                    self.progress.waiting();
+                    self.progress
+                        .trouble(format_args!("cannot join its consumer group: {e}"));
                     if wait(&mut shutdown, self.backoff(failures)).await {
                         return;
                     }
@@ -238,6 +255,7 @@ impl Ingest {
                 }
             };
             failures = 0;
+            self.progress.idle();
             tracing::info!(
                 topic = %self.config.topic,
                 group = %self.config.group,
@@ -263,6 +281,7 @@ impl Ingest {
                     }
                 }
                 if deliveries.is_empty() {
+                    self.progress.trouble("its subscription failed");
                     // Only errors: do not spin on a failing subscription.
                     if wait(&mut shutdown, self.backoff(1)).await {
                         return;
@@ -274,9 +293,12 @@ impl Ingest {
                     topic = %self.config.topic,
                     messages = deliveries.len()
                 );
+                self.progress.waiting();
                 if self.handle(deliveries, &shutdown).instrument(span).await == Flow::Stop {
                     return;
                 }
+                self.progress.progressed();
+                self.progress.idle();
             }
             subscribed.send_replace(false);
             tracing::warn!(topic = %self.config.topic, "Ingest subscription ended; joining again.");
@@ -436,6 +458,7 @@ impl Ingest {
                         failures,
                         "Ingest cannot append; retrying."
                     );
+                    self.progress.trouble(format_args!("cannot append: {e}"));
                     if wait(shutdown, self.backoff(failures)).await {
                         return Appended::Stop;
                     }

@@ -12,4 +12,5 @@ pub mod domains;
 pub mod ingest;
 pub mod relay;
 pub mod telemetry;
+pub mod topics;
 pub mod ws;

@@ -13,6 +13,19 @@
 //! again, and a relay taking over starts from the last saved checkpoint, so
 //! consumers may see an event twice (they dedupe on event id or stream
 //! version); `herald_relay_republished_total` counts the events sent again.
+//! To know them after a takeover, the active relay records in the store,
+//! before it hands a batch to the broker, how far it is sending (the
+//! checkpoint `herald.relay.sent`, fenced by the lease like the
+//! checkpoint); the next term counts the events it publishes up to that
+//! mark as `cause="takeover"` republishes. The count bounds the duplicates
+//! from above: the previous term may have died before the broker took all
+//! of its last batch. It costs one small store write per batch.
+//!
+//! Every process exports the `herald_relay_*` series from its start
+//! ([`init_metrics`]): a stand-by shows `herald_relay_active` 0 and zero
+//! counts. The relay reports its progress ([`COMPONENT`]): work waits while
+//! it holds a batch, or the log's head is past what the broker confirmed;
+//! each confirmed batch is progress.
 //!
 //! The relay follows the log through the store's subscription, which wakes
 //! on local commits at once, on other processes' commits through Postgres
@@ -22,9 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use herald_brokers::Broker;
+use herald_brokers::progress::{Progress, Tracker};
+use herald_brokers::{Broker, BrokerError};
 use herald_events::{EventEnvelope, Position};
-use herald_store::EventStore;
+use herald_store::{EventStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -33,14 +47,37 @@ pub const RELAY_NAME: &str = "herald.relay";
 
 /// Events published by the active relay.
 pub const PUBLISHED_TOTAL: &str = "herald_relay_published_total";
-/// Events published again after a failed publish (possible duplicates).
+/// Events published again (possible duplicates), by `cause`: `retry` (a
+/// publish that failed and was retried) or `takeover` (a new term — another
+/// process, or this one after a restart — publishing what the previous
+/// term had already handed to the broker beyond its checkpoint).
 pub const REPUBLISHED_TOTAL: &str = "herald_relay_republished_total";
 /// Failed publish attempts, by broker error kind.
 pub const PUBLISH_FAILURES_TOTAL: &str = "herald_relay_publish_failures_total";
 /// 1 while this process's relay is the active one.
 pub const ACTIVE: &str = "herald_relay_active";
-/// The last position published and checkpointed.
+/// The last position this process's relay published and checkpointed.
 pub const CHECKPOINT_POSITION: &str = "herald_relay_checkpoint_position";
+
+/// The relay's name in progress reports (readiness, `herald_stalled`).
+pub const COMPONENT: &str = "relay";
+
+/// Suffix of the checkpoint recording how far the active relay is sending.
+const SENT_SUFFIX: &str = ".sent";
+
+/// Registers every relay series at zero, so that a process that is not (or
+/// not yet) the active relay exports them too.
+pub fn init_metrics() {
+    metrics::gauge!(ACTIVE).set(0.0);
+    metrics::gauge!(CHECKPOINT_POSITION).set(0.0);
+    metrics::counter!(PUBLISHED_TOTAL).increment(0);
+    for cause in ["retry", "takeover"] {
+        metrics::counter!(REPUBLISHED_TOTAL, "cause" => cause).increment(0);
+    }
+    for kind in BrokerError::KINDS {
+        metrics::counter!(PUBLISH_FAILURES_TOTAL, "kind" => *kind).increment(0);
+    }
+}
 
 /// How the relay runs.
 #[derive(Debug, Clone)]
@@ -77,7 +114,7 @@ impl Default for RelayConfig {
     }
 }
 
-/// How far one term has published, and saved as the checkpoint.
+/// How far one term has had the broker confirm, and saved as the checkpoint.
 struct Checkpoint {
     saved: Position,
     published: Position,
@@ -96,6 +133,9 @@ pub struct Relay {
     broker: Arc<dyn Broker>,
     config: RelayConfig,
     holder: String,
+    /// Name of the checkpoint recording how far the active relay sends.
+    sent: String,
+    progress: Tracker,
 }
 
 impl std::fmt::Debug for Relay {
@@ -112,9 +152,17 @@ impl Relay {
         Self {
             store,
             broker,
+            sent: format!("{}{SENT_SUFFIX}", config.name),
             config,
             holder: format!("relay-{}", uuid::Uuid::now_v7()),
+            progress: Tracker::detached(COMPONENT),
         }
+    }
+
+    /// Reports the relay's progress to `progress` (as [`COMPONENT`]).
+    pub fn with_progress(mut self, progress: &Progress) -> Self {
+        self.progress = progress.tracker(COMPONENT);
+        self
     }
 
     /// This relay's identity in the lease.
@@ -156,6 +204,8 @@ impl Relay {
             metrics::gauge!(ACTIVE).set(1.0);
             let end = self.lead(&mut shutdown).await;
             metrics::gauge!(ACTIVE).set(0.0);
+            // A stand-by has nothing to do.
+            self.progress.idle();
             match end {
                 TermEnd::Shutdown => {
                     let _ = self
@@ -175,26 +225,46 @@ impl Relay {
 
     /// One term as the active relay.
     async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> TermEnd {
-        let from = loop {
-            match self.store.checkpoint(&self.config.name).await {
-                Ok(checkpoint) => break checkpoint.unwrap_or(Position::START).next(),
+        let (checkpoint, sent) = loop {
+            let read = async {
+                let checkpoint = self.store.checkpoint(&self.config.name).await?;
+                let sent = self.store.checkpoint(&self.sent).await?;
+                Ok::<_, StoreError>((checkpoint.unwrap_or(Position::START), sent))
+            };
+            match read.await {
+                Ok(read) => break read,
                 Err(e) => {
                     tracing::warn!(error = %e, "Relay cannot read its checkpoint; retrying.");
+                    self.progress
+                        .trouble(format_args!("cannot read its checkpoint: {e}"));
                     if wait(shutdown, self.config.standby_poll).await {
                         return TermEnd::Shutdown;
                     }
                 }
             }
         };
-        tracing::info!(from = from.get(), "Relay publishing from its checkpoint.");
+        let from = checkpoint.next();
+        // What an earlier term may have handed to the broker already.
+        let resend_through = sent.unwrap_or(Position::START).max(checkpoint);
+        if resend_through > checkpoint {
+            tracing::info!(
+                from = from.get(),
+                through = resend_through.get(),
+                "Relay publishes again what the previous term may have sent beyond its checkpoint."
+            );
+        } else {
+            tracing::info!(from = from.get(), "Relay publishing from its checkpoint.");
+        }
+        // The highest position recorded as being sent.
+        let mut marked = resend_through;
         let mut log = self
             .store
             .subscribe_all(from)
             .ready_chunks(self.config.batch_max.max(1));
         let mut renewed = Instant::now();
         let mut checkpoint = Checkpoint {
-            saved: Position(from.get().saturating_sub(1)),
-            published: Position(from.get().saturating_sub(1)),
+            saved: checkpoint,
+            published: checkpoint,
         };
         loop {
             let renew_at = tokio::time::Instant::from_std(renewed + self.config.renew_every);
@@ -208,6 +278,7 @@ impl Relay {
                         return TermEnd::LeaseLost;
                     }
                     renewed = Instant::now();
+                    self.look_for_waiting_work(checkpoint.published).await;
                     continue;
                 }
                 _ = tokio::time::sleep(self.config.settle_poll), if trailing => {
@@ -226,17 +297,39 @@ impl Relay {
                 match item {
                     Ok(event) => batch.push(event),
                     // The subscription retries from where it stopped.
-                    Err(e) => tracing::warn!(error = %e, "Relay could not read the log; retrying."),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Relay could not read the log; retrying.");
+                        self.progress
+                            .trouble(format_args!("cannot read the log: {e}"));
+                    }
                 }
             }
             if batch.is_empty() {
                 continue;
             }
-            match self.publish(&batch, shutdown, &mut renewed).await {
-                Ok(()) => {}
-                Err(end) => return end,
+            self.progress.waiting();
+            let last = batch[batch.len() - 1].position;
+            if last > marked {
+                if let Err(end) = self.mark_sent(last, shutdown, &mut renewed).await {
+                    return end;
+                }
+                marked = last;
             }
-            checkpoint.published = batch[batch.len() - 1].position;
+            if let Err(end) = self.publish(&batch, shutdown, &mut renewed).await {
+                return end;
+            }
+            let resent = batch
+                .iter()
+                .filter(|e| e.position <= resend_through)
+                .count();
+            if resent > 0 {
+                metrics::counter!(REPUBLISHED_TOTAL, "cause" => "takeover")
+                    .increment(resent as u64);
+            }
+            self.progress.progressed();
+            // More may be waiting: the next chunk says so.
+            self.progress.idle();
+            checkpoint.published = last;
             if !self.save_checkpoint(&mut checkpoint).await {
                 return TermEnd::LeaseLost;
             }
@@ -245,7 +338,8 @@ impl Relay {
 
     /// Saves how far the log has been published — on a broker that keeps
     /// nothing across a restart, no further than its groups have settled —
-    /// when that moved; false when the lease was lost.
+    /// when that moved; false when the lease was lost. Fenced by the lease;
+    /// the one place the relay's checkpoint moves.
     async fn save_checkpoint(&self, checkpoint: &mut Checkpoint) -> bool {
         let target = match self.broker.settled_through() {
             Some(settled) => checkpoint.published.min(settled),
@@ -272,7 +366,51 @@ impl Relay {
             // The next save covers this one.
             Err(e) => {
                 tracing::warn!(error = %e, position = target.get(), "Relay could not save its checkpoint.");
+                self.progress
+                    .trouble(format_args!("cannot save its checkpoint: {e}"));
                 true
+            }
+        }
+    }
+
+    /// Records, before handing events up to `through` to the broker, that
+    /// they may be published from now on, retrying until the store takes
+    /// it: a term that starts later counts them as republished.
+    async fn mark_sent(
+        &self,
+        through: Position,
+        shutdown: &mut watch::Receiver<bool>,
+        renewed: &mut Instant,
+    ) -> Result<(), TermEnd> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self
+                .store
+                .save_checkpoint(&self.sent, through, Some((&self.config.name, &self.holder)))
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => return Err(TermEnd::LeaseLost),
+                Err(e) => {
+                    tracing::warn!(error = %e, position = through.get(), "Relay could not record how far it sends; retrying.");
+                    self.progress
+                        .trouble(format_args!("cannot record how far it sends: {e}"));
+                    self.pause(shutdown, &mut backoff, renewed).await?;
+                }
+            }
+        }
+    }
+
+    /// Between batches: work waits when the log's head is past what the
+    /// broker confirmed (events the subscription has not handed over yet).
+    async fn look_for_waiting_work(&self, published: Position) {
+        match self.store.head().await {
+            Ok(head) if head.position > published => self.progress.waiting(),
+            Ok(_) => self.progress.idle(),
+            Err(e) => {
+                self.progress.waiting();
+                self.progress
+                    .trouble(format_args!("cannot read the log's head: {e}"));
             }
         }
     }
@@ -289,9 +427,10 @@ impl Relay {
         loop {
             attempt += 1;
             if attempt > 1 {
-                metrics::counter!(REPUBLISHED_TOTAL).increment(batch.len() as u64);
+                metrics::counter!(REPUBLISHED_TOTAL, "cause" => "retry")
+                    .increment(batch.len() as u64);
             }
-            match self.broker.publish_batch(batch).await {
+            match self.publish_once(batch, shutdown, renewed).await? {
                 Ok(()) => {
                     metrics::counter!(PUBLISHED_TOTAL).increment(batch.len() as u64);
                     if attempt > 1 {
@@ -312,19 +451,68 @@ impl Relay {
                         events = batch.len(),
                         "Relay could not publish; retrying."
                     );
-                    if wait(shutdown, backoff).await {
-                        return Err(TermEnd::Shutdown);
-                    }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                    if renewed.elapsed() >= self.config.renew_every {
-                        if !self.renew().await {
-                            return Err(TermEnd::LeaseLost);
-                        }
-                        *renewed = Instant::now();
-                    }
+                    self.progress.trouble(format_args!("cannot publish: {e}"));
+                    self.pause(shutdown, &mut backoff, renewed).await?;
                 }
             }
         }
+    }
+
+    /// One publish of the batch, renewing the lease while the broker takes
+    /// its time (a Kafka producer may wait up to its delivery timeout for a
+    /// confirm): a relay that is alive keeps its lease. Shutdown abandons
+    /// the publish; the next term publishes the batch again.
+    async fn publish_once(
+        &self,
+        batch: &[EventEnvelope],
+        shutdown: &mut watch::Receiver<bool>,
+        renewed: &mut Instant,
+    ) -> Result<Result<(), BrokerError>, TermEnd> {
+        self.progress.trouble(format_args!(
+            "the broker has not confirmed {} event(s) from position {} yet",
+            batch.len(),
+            batch[0].position.get()
+        ));
+        let publish = self.broker.publish_batch(batch);
+        tokio::pin!(publish);
+        loop {
+            let renew_at = tokio::time::Instant::from_std(*renewed + self.config.renew_every);
+            tokio::select! {
+                result = &mut publish => return Ok(result),
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return Err(TermEnd::Shutdown);
+                    }
+                }
+                _ = tokio::time::sleep_until(renew_at) => {
+                    if !self.renew().await {
+                        return Err(TermEnd::LeaseLost);
+                    }
+                    *renewed = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Waits `backoff` (then doubles it, up to the bound), renewing the
+    /// lease when due.
+    async fn pause(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Duration,
+        renewed: &mut Instant,
+    ) -> Result<(), TermEnd> {
+        if wait(shutdown, *backoff).await {
+            return Err(TermEnd::Shutdown);
+        }
+        *backoff = (*backoff * 2).min(self.config.max_backoff);
+        if renewed.elapsed() >= self.config.renew_every {
+            if !self.renew().await {
+                return Err(TermEnd::LeaseLost);
+            }
+            *renewed = Instant::now();
+        }
+        Ok(())
     }
 
     async fn renew(&self) -> bool {

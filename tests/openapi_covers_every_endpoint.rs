@@ -261,7 +261,15 @@ async fn openapi_covers_every_endpoint() {
         threads: 2,
         outage_recheck: Duration::from_secs(60),
     };
-    let running = herald::domains::start(&settings, &store, &registry, &broker, stopped).await;
+    let running = herald::domains::start(
+        &settings,
+        &store,
+        &registry,
+        &broker,
+        &Default::default(),
+        stopped,
+    )
+    .await;
     state.domains = running.domains.clone();
     state.broker = Arc::clone(&broker);
     // The app as the in-process tests build it, plus a middleware that names the

@@ -43,8 +43,15 @@ async fn scenario(broker: Arc<dyn Broker>, edge: &str) {
         threads: 2,
         outage_recheck: Duration::from_millis(500),
     };
-    let running =
-        herald::domains::start(&settings, &store, &registry, &broker, stopped.clone()).await;
+    let running = herald::domains::start(
+        &settings,
+        &store,
+        &registry,
+        &broker,
+        &Default::default(),
+        stopped.clone(),
+    )
+    .await;
     let relay = Relay::new(
         Arc::clone(&store),
         Arc::clone(&broker),

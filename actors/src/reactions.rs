@@ -15,12 +15,16 @@
 //! delivery unacknowledged and retries it with a backoff; one that fails
 //! for good (a malformed event) dead-letters the delivery with the reason,
 //! so its partition moves on.
+//!
+//! Each reaction reports its progress as `reaction.<name>`: work waits
+//! while it holds a delivery it has not settled, or cannot join its group.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use herald_brokers::progress::Progress;
 use herald_brokers::{Broker, ConsumerGroup, EventLoader, Topic};
 use herald_events::{Domain, EventEnvelope, Position};
 use herald_store::EventStore;
@@ -173,18 +177,26 @@ impl ReactionHandle {
     }
 }
 
-/// Runs one reaction until `shutdown` turns true.
+/// The consumer group of the reaction named `name`: `reaction.<name>`.
+pub fn consumer_group(name: &str) -> Result<ConsumerGroup, herald_brokers::BrokerError> {
+    ConsumerGroup::new(format!("reaction.{name}"))
+}
+
+/// Runs one reaction until `shutdown` turns true, reporting its progress
+/// to `progress`.
 pub fn spawn_reaction(
     reaction: Arc<dyn Reaction>,
     broker: Arc<dyn Broker>,
     store: Arc<dyn EventStore>,
     domains: Domains,
+    progress: &Progress,
     mut shutdown: watch::Receiver<bool>,
 ) -> ReactionHandle {
     let (subscribed_tx, subscribed) = watch::channel(false);
+    let tracker = progress.tracker(format!("reaction.{}", reaction.name()));
     let task = tokio::spawn(async move {
         let name = reaction.name();
-        let group = match ConsumerGroup::new(format!("reaction.{name}")) {
+        let group = match consumer_group(name) {
             Ok(group) => group,
             Err(e) => {
                 tracing::error!(reaction = name, error = %e, "Reaction has an invalid name; not started.");
@@ -203,6 +215,8 @@ pub fn spawn_reaction(
                 Ok(subscription) => subscription,
                 Err(e) => {
                     tracing::warn!(reaction = name, error = %e, "Reaction cannot subscribe; retrying.");
+                    tracker.waiting();
+                    tracker.trouble(format_args!("cannot join its consumer group: {e}"));
                     if pause(&mut shutdown, backoff(&mut failures)).await {
                         return;
                     }
@@ -210,6 +224,7 @@ pub fn spawn_reaction(
                 }
             };
             tracing::info!(reaction = name, "Reaction subscribed.");
+            tracker.idle();
             let _ = subscribed_tx.send(true);
             loop {
                 let delivery = tokio::select! {
@@ -225,6 +240,7 @@ pub fn spawn_reaction(
                         break;
                     }
                 };
+                tracker.waiting();
                 let event = match delivery.content.clone() {
                     Ok(payload) => payload.resolve(&loader).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
@@ -234,6 +250,8 @@ pub fn spawn_reaction(
                     Err(why) => {
                         metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "dead_lettered").increment(1);
                         let _ = delivery.nack(format!("unreadable: {why}")).await;
+                        tracker.progressed();
+                        tracker.idle();
                         continue;
                     }
                 };
@@ -249,17 +267,22 @@ pub fn spawn_reaction(
                             if let Err(e) = delivery.ack().await {
                                 tracing::warn!(reaction = name, error = %e, "Reaction could not acknowledge; the event comes again.");
                             }
+                            tracker.progressed();
+                            tracker.idle();
                             break;
                         }
                         Err(ReactionError::Permanent(why)) => {
                             tracing::warn!(reaction = name, event = %event.id, reason = %why, "Reaction failed for good; dead-lettering.");
                             metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "dead_lettered").increment(1);
                             let _ = delivery.nack(why).await;
+                            tracker.progressed();
+                            tracker.idle();
                             break;
                         }
                         Err(ReactionError::Transient(why)) => {
                             tracing::warn!(reaction = name, event = %event.id, reason = %why, "Reaction failed; retrying.");
                             metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "retried").increment(1);
+                            tracker.trouble(format_args!("retrying an event: {why}"));
                             if pause(&mut shutdown, backoff(&mut failures)).await {
                                 return;
                             }

@@ -36,12 +36,67 @@ pub enum BrokerError {
         value: String,
         rule: &'static str,
     },
+    /// Topics the backend needs are missing or too small, and it could not
+    /// set them right (each problem names its topic).
+    #[error("{} topics do not fit: {}", backend, TopicProblem::list(problems))]
+    Topics {
+        backend: &'static str,
+        problems: Vec<TopicProblem>,
+    },
     /// The broker was closed.
     #[error("the broker is closed")]
     Closed,
 }
 
+/// What is wrong with one topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicProblem {
+    /// Herald places events in partitions `0..wanted` of the topic itself
+    /// (a stream's partition is its key's hash modulo `wanted`), and the
+    /// topic has fewer.
+    #[error("topic {topic} has {partitions} partition(s), fewer than the {wanted} Herald places events in")]
+    TooFewPartitions {
+        topic: String,
+        partitions: u32,
+        wanted: u32,
+    },
+    /// The topic does not exist and could not be created.
+    #[error("topic {topic} does not exist and could not be created ({reason})")]
+    Missing { topic: String, reason: String },
+}
+
+impl TopicProblem {
+    pub fn topic(&self) -> &str {
+        match self {
+            TopicProblem::TooFewPartitions { topic, .. } | TopicProblem::Missing { topic, .. } => {
+                topic
+            }
+        }
+    }
+
+    fn list(problems: &[TopicProblem]) -> String {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl BrokerError {
+    /// Every name [`BrokerError::kind`] answers, so that counters by kind
+    /// can be shown at zero before the first failure.
+    pub const KINDS: &'static [&'static str] = &[
+        "unavailable",
+        "failed",
+        "not_confirmed",
+        "encode",
+        "invalid_name",
+        "topics",
+        "closed",
+    ];
+
     /// A stable, low-cardinality name of the variant.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -50,6 +105,7 @@ impl BrokerError {
             BrokerError::NotConfirmed { .. } => "not_confirmed",
             BrokerError::Encode { .. } => "encode",
             BrokerError::InvalidName { .. } => "invalid_name",
+            BrokerError::Topics { .. } => "topics",
             BrokerError::Closed => "closed",
         }
     }

@@ -15,6 +15,7 @@ mod error;
 pub mod kafka;
 pub mod memory;
 pub mod message;
+pub mod progress;
 pub mod telemetry;
 
 use std::fmt;
@@ -26,7 +27,7 @@ use futures::Stream;
 use herald_events::{EventEnvelope, Position};
 
 pub use ack::ContiguousAcks;
-pub use error::{BrokerError, DecodeError};
+pub use error::{BrokerError, DecodeError, TopicProblem};
 pub use message::{
     decode, encode, partition_for, partition_key, ClaimCheck, ConsumerGroup, EventLoader, Payload,
     ResolveError, Topic, WireMessage, WireSettings,
@@ -87,6 +88,17 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Succeeds when the broker answers.
     async fn check(&self) -> Result<(), BrokerError>;
+
+    /// Makes the topics a process will use ready before it starts: `placed`
+    /// are those it publishes events to (each to its stream's partition),
+    /// `keyed` those it only consumes or that other producers fill. A
+    /// backend creates what is missing where it can and refuses what cannot
+    /// serve ([`BrokerError::Topics`], naming each topic). The default does
+    /// nothing: the in-process broker and RabbitMQ declare as they go.
+    async fn prepare_topics(&self, placed: &[Topic], keyed: &[Topic]) -> Result<(), BrokerError> {
+        let _ = (placed, keyed);
+        Ok(())
+    }
 
     /// Releases connections; later calls fail with [`BrokerError::Closed`].
     async fn close(&self);

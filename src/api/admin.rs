@@ -1,5 +1,13 @@
 //! Operational endpoints: liveness (`/healthz`), readiness (`/readyz`, only
-//! when the store and the broker answer) and Prometheus metrics (`/metrics`).
+//! when the store and the broker answer and no worker is stalled) and
+//! Prometheus metrics (`/metrics`).
+//!
+//! A stalled worker — the relay, the ingest or a reaction that has made no
+//! progress for 5 s while work waits (`herald_brokers::progress`) — makes
+//! readiness 503 `stalled` with a `stalled` list naming each one, how long
+//! and why: the process is not doing all of its work, and an operator or
+//! an orchestrator should know. Liveness stays 200: a restart is not
+//! assumed to help.
 
 use std::time::Duration;
 
@@ -33,12 +41,12 @@ pub async fn healthz() -> HttpResponse {
     tag = "admin",
     operation_id = "readyz",
     summary = "Readiness",
-    description = "200 when the store and the broker both answer within 2 s. Needs no credentials.",
+    description = "200 when the store and the broker both answer within 2 s and no worker (relay, ingest, reaction) has made no progress for 5 s while work waits. Needs no credentials.",
     responses(
-        (status = 200, description = "The store and the broker answer", body = super::openapi::Readiness),
+        (status = 200, description = "The store and the broker answer, and every worker moves", body = super::openapi::Readiness),
         (
             status = 503,
-            description = "`store-unavailable` or `broker-unavailable`; `store` and `broker` name the backends",
+            description = "`store-unavailable` or `broker-unavailable` (`store` and `broker` name the backends), or `stalled`: `stalled` lists each stalled worker as `{component, stalled_seconds, reason}`",
             body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait")),
@@ -81,6 +89,29 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
             )
             .kind(ProblemKind::BrokerUnavailable))
         }
+    }
+    let stalled = state.progress.stalled();
+    if !stalled.is_empty() {
+        let detail = stalled
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let list: Vec<_> = stalled
+            .iter()
+            .map(|s| {
+                json!({
+                    "component": s.component,
+                    "stalled_seconds": s.stalled_for.as_secs(),
+                    "reason": s.reason,
+                })
+            })
+            .collect();
+        return Err(Problem::new(ProblemKind::Stalled, detail)
+            .with("stalled", list)
+            .with("store", state.store.backend())
+            .with("broker", state.broker.backend())
+            .retry_after(1));
     }
     Ok(HttpResponse::Ok().json(json!({
         "status": "ready",

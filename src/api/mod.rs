@@ -64,6 +64,9 @@ pub struct AppState {
     pub embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
     /// Their runner (`None` on Postgres).
     pub embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
+    /// Whether the process's workers (relay, ingest, reactions) move;
+    /// readiness reports those stalled.
+    pub progress: herald_brokers::progress::Progress,
 }
 
 impl std::fmt::Debug for AppState {

@@ -37,6 +37,7 @@ pub enum ProblemKind {
     MethodNotAllowed,
     StoreUnavailable,
     BrokerUnavailable,
+    Stalled,
     ShuttingDown,
     Internal,
     CommandRefused,
@@ -76,6 +77,7 @@ impl ProblemKind {
         ProblemKind::MethodNotAllowed,
         ProblemKind::StoreUnavailable,
         ProblemKind::BrokerUnavailable,
+        ProblemKind::Stalled,
         ProblemKind::ShuttingDown,
         ProblemKind::Internal,
         ProblemKind::CommandRefused,
@@ -223,6 +225,11 @@ impl ProblemKind {
             BrokerUnavailable => (
                 "broker-unavailable",
                 "The message broker is unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            Stalled => (
+                "stalled",
+                "A component makes no progress while work waits",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             ShuttingDown => (

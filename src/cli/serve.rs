@@ -78,8 +78,18 @@ async fn serve(
     let broker = open_broker(&config.broker)
         .await
         .context("connecting to the broker")?;
+    crate::topics::prepare(
+        &broker,
+        &crate::topics::needed(&config.broker, &config.actors, &registry),
+        config.broker.wire.partitions,
+    )
+    .await?;
     tracing::info!(broker = broker.backend(), "Broker ready.");
     let (stop_tasks, tasks_stop) = tokio::sync::watch::channel(false);
+    // Every worker reports here; readiness and the stall gauges read it.
+    let progress = herald_brokers::progress::Progress::default();
+    progress.watch(tasks_stop.clone());
+    crate::relay::init_metrics();
     // The domains' reactions join their consumer groups before the relay
     // publishes, so no event is published to nobody.
     let running = crate::domains::start(
@@ -87,6 +97,7 @@ async fn serve(
         &store,
         &registry,
         &broker,
+        &progress,
         tasks_stop.clone(),
     )
     .await;
@@ -96,6 +107,7 @@ async fn serve(
             Arc::clone(&broker),
             RelayConfig::default(),
         )
+        .with_progress(&progress)
         .spawn(tasks_stop.clone())
     });
     let ingest = config.broker.ingest.enabled.then(|| {
@@ -110,6 +122,7 @@ async fn serve(
                 ..IngestConfig::default()
             },
         )
+        .with_progress(&progress)
         .spawn(tasks_stop.clone())
     });
 
@@ -135,6 +148,7 @@ async fn serve(
         projections: read_side.projections,
         embedded_read_models: read_side.embedded_read_models,
         embedded_projections: read_side.embedded_projections,
+        progress,
     };
     // Listening before the server starts: a signal that comes early still
     // stops Herald in order.
@@ -395,6 +409,9 @@ pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc
             let mut config =
                 herald_brokers::kafka::KafkaConfig::new(bootstrap_servers.clone(), settings.wire);
             config.properties.extend(properties.clone());
+            // Missing topics are created with the configured partitions, and
+            // too small ones refused (`crate::topics`).
+            config.manage_topics = true;
             Ok(Arc::new(
                 herald_brokers::kafka::KafkaBroker::connect(config).await?,
             ))

@@ -2,7 +2,10 @@
 //! speaks the real protocol on a local port, so a `herald` child process
 //! can reach it as it would a real cluster. Created through rdkafka-sys
 //! because rdkafka's `MockCluster` does not expose the handle needed to
-//! shorten the group timings.
+//! shorten the group timings or to make the broker refuse requests. It has
+//! no CreateTopics: tests make their topics here. (Taking a partition's
+//! leader away crashes the mock when a consumer fetches from it, so the
+//! faults here leave leaders alone.)
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
@@ -84,6 +87,34 @@ impl MockCluster {
         }
     }
 }
+
+impl MockCluster {
+    /// Makes the broker answer the next `count` produce requests (of any
+    /// client) with NOT_ENOUGH_REPLICAS, as a cluster short of in-sync
+    /// replicas does: nothing is stored, and producers retry.
+    pub fn refuse_produce(&self, count: usize) {
+        let errors = vec![rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; count];
+        // SAFETY: the cluster is live; `errors` holds `count` codes and
+        // outlives the call (the mock copies them).
+        unsafe {
+            rd::rd_kafka_mock_push_request_errors_array(
+                self.cluster,
+                PRODUCE,
+                errors.len(),
+                errors.as_ptr(),
+            )
+        };
+    }
+
+    /// Drops the produce refusals not used yet.
+    pub fn accept_produce(&self) {
+        // SAFETY: the cluster is live.
+        unsafe { rd::rd_kafka_mock_clear_request_errors(self.cluster, PRODUCE) };
+    }
+}
+
+/// The Produce request's key in the Kafka protocol.
+const PRODUCE: i16 = 0;
 
 impl Drop for MockCluster {
     fn drop(&mut self) {

@@ -2,6 +2,9 @@
 //! a fresh embedded store, and the `herald` binary as a child process.
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod probe;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
@@ -59,6 +62,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         projections: None,
         embedded_read_models: None,
         embedded_projections: None,
+        progress: Default::default(),
     }
 }
 

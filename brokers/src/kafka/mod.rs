@@ -15,12 +15,13 @@
 //! Correctness does not rest on Kafka transactions: delivery is
 //! at-least-once and consumers are idempotent. librdkafka connects lazily
 //! and reconnects by itself; [`Broker::check`] tells whether the cluster
-//! answers. Topics are created with the admin API when `create_topics` is
-//! set (`admin`), with a `max.message.bytes` that lets the largest inline
-//! body through; otherwise they must exist (or the cluster auto-creates
-//! them with its default partition count), and brokers or topics must
-//! accept records of `wire.max_message_bytes` plus 64 KiB (Kafka's default
-//! limit is 1 MiB, just under what Herald sends inline).
+//! answers. With `manage_topics` (as `herald serve` runs it) the backend
+//! creates missing topics with the admin API and refuses topics with fewer
+//! partitions than it places events in (`admin`), and the producer never
+//! lets the cluster auto-create a topic; otherwise topics are the
+//! cluster's business. Brokers or topics must accept records of
+//! `wire.max_message_bytes` plus 64 KiB (Kafka's default limit is 1 MiB,
+//! just under what Herald sends inline); created topics are given that.
 
 mod admin;
 mod client;
@@ -40,7 +41,7 @@ use tokio::sync::watch;
 use crate::error::BrokerError;
 use crate::message::{ConsumerGroup, Topic, WireMessage, WireSettings};
 use crate::{Broker, DeadLetter, Subscription};
-use admin::TopicCreator;
+use admin::{Need, Topics};
 use produce::Producer;
 
 pub(crate) const BACKEND: &str = "kafka";
@@ -60,8 +61,11 @@ pub struct KafkaConfig {
     /// stay the backend's.
     pub consumer_properties: BTreeMap<String, String>,
     /// Create missing topics (and the groups' dead-letter topics) with the
-    /// admin API, `wire.partitions` partitions each.
-    pub create_topics: bool,
+    /// admin API, `wire.partitions` partitions each, and refuse topics
+    /// with fewer partitions than Herald places events in; the producer
+    /// then never has the cluster auto-create a topic. Off: topics are
+    /// left to the cluster (tests that create them on the mock).
+    pub manage_topics: bool,
     /// Replication factor of created topics; `None` for the broker's default.
     pub replication_factor: Option<i32>,
     /// Longest wait for metadata, topic creation, reading dead letters and
@@ -82,7 +86,7 @@ impl KafkaConfig {
             wire,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
-            create_topics: false,
+            manage_topics: false,
             replication_factor: None,
             request_timeout: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(30),
@@ -102,7 +106,7 @@ pub struct KafkaBroker {
 struct Inner {
     config: KafkaConfig,
     producer: Arc<Producer>,
-    topics: Option<TopicCreator>,
+    topics: Option<Topics>,
     closed: watch::Sender<bool>,
 }
 
@@ -127,12 +131,12 @@ impl KafkaBroker {
             });
         }
         let producer = Arc::new(Producer::new(&config)?);
-        let topics = if config.create_topics {
-            Some(TopicCreator::new(&config)?)
+        let topics = if config.manage_topics {
+            Some(Topics::new(&config)?)
         } else {
             None
         };
-        tracing::info!(backend = BACKEND, bootstrap_servers = %config.bootstrap_servers, create_topics = config.create_topics, "Kafka clients created.");
+        tracing::info!(backend = BACKEND, bootstrap_servers = %config.bootstrap_servers, manage_topics = config.manage_topics, "Kafka clients created.");
         Ok(KafkaBroker {
             inner: Arc::new(Inner {
                 config,
@@ -151,9 +155,29 @@ impl KafkaBroker {
         }
     }
 
-    async fn ensure_topics(&self, topics: &[&str]) -> Result<(), BrokerError> {
+    /// With `manage_topics`: creates those of the topics that are missing
+    /// and checks that every one of `placed` (those Herald publishes to,
+    /// choosing the partition) has at least `wire.partitions` partitions;
+    /// `keyed` ones (consumed only, or filled by other producers) may have
+    /// any count. The error lists every problem, each naming its topic.
+    /// Without `manage_topics` it does nothing.
+    pub async fn ensure_topics(
+        &self,
+        placed: &[Topic],
+        keyed: &[Topic],
+    ) -> Result<(), BrokerError> {
+        self.check_open()?;
+        let needed: Vec<(&str, Need)> = placed
+            .iter()
+            .map(|t| (t.as_str(), Need::Placed))
+            .chain(keyed.iter().map(|t| (t.as_str(), Need::Keyed)))
+            .collect();
+        self.ensure(&needed).await
+    }
+
+    async fn ensure(&self, topics: &[(&str, Need)]) -> Result<(), BrokerError> {
         match &self.inner.topics {
-            Some(creator) => creator.ensure(topics).await,
+            Some(admin) => admin.ensure(topics).await,
             None => Ok(()),
         }
     }
@@ -174,8 +198,11 @@ impl Broker for KafkaBroker {
         if messages.is_empty() {
             return Ok(());
         }
-        let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
-        self.ensure_topics(&topics).await?;
+        let topics: Vec<(&str, Need)> = messages
+            .iter()
+            .map(|m| (m.topic.as_str(), Need::Placed))
+            .collect();
+        self.ensure(&topics).await?;
         self.inner.producer.publish(&messages).await
     }
 
@@ -186,9 +213,10 @@ impl Broker for KafkaBroker {
     ) -> Result<Subscription, BrokerError> {
         self.check_open()?;
         let dead_letters = Topic::dead_letters(group);
-        let mut needed: Vec<&str> = topics.iter().map(Topic::as_str).collect();
-        needed.push(dead_letters.as_str());
-        self.ensure_topics(&needed).await?;
+        let mut needed: Vec<(&str, Need)> =
+            topics.iter().map(|t| (t.as_str(), Need::Keyed)).collect();
+        needed.push((dead_letters.as_str(), Need::Keyed));
+        self.ensure(&needed).await?;
         consume::subscribe(
             &self.inner.config,
             Arc::clone(&self.inner.producer),
@@ -213,6 +241,10 @@ impl Broker for KafkaBroker {
             .producer
             .check(self.inner.config.request_timeout)
             .await
+    }
+
+    async fn prepare_topics(&self, placed: &[Topic], keyed: &[Topic]) -> Result<(), BrokerError> {
+        self.ensure_topics(placed, keyed).await
     }
 
     async fn close(&self) {

@@ -54,6 +54,11 @@ impl Producer {
             // replica, and retries must not duplicate or reorder.
             .set("enable.idempotence", "true")
             .set("acks", "all");
+        if config.manage_topics {
+            // Topics are created (and checked) before the first record goes
+            // to them; a cluster must never make one with its defaults.
+            client.set("allow.auto.create.topics", "false");
+        }
         let producer: FutureProducer<LogContext> = client
             .create_with_context(LogContext)
             .map_err(|e| broker_error("create a producer", &e))?;

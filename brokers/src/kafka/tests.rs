@@ -413,3 +413,123 @@ async fn closing_ends_subscriptions_and_refuses_calls() {
         Err(BrokerError::Closed)
     ));
 }
+
+/// A broker that manages its topics, as `herald serve` runs it.
+async fn managing(cluster: &Cluster, partitions: u32) -> KafkaBroker {
+    let mut config = cluster.config(partitions);
+    config.manage_topics = true;
+    config.request_timeout = Duration::from_secs(5);
+    KafkaBroker::connect(config)
+        .await
+        .expect("a client of the mock")
+}
+
+/// The topics a plain client sees, looked up without creating any.
+async fn topic_names(cluster: &Cluster) -> BTreeSet<String> {
+    let servers = cluster.servers.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .expect("a consumer");
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .expect("metadata")
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect()
+    })
+    .await
+    .expect("the lookup ran")
+}
+
+fn problems(result: Result<(), BrokerError>) -> Vec<crate::TopicProblem> {
+    match result {
+        Err(BrokerError::Topics { problems, .. }) => problems,
+        other => panic!("expected topic problems, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topics_with_fewer_partitions_than_placed_are_refused_by_name_and_counts() {
+    let cluster = Cluster::new();
+    let (domain, wide) = cluster.topic(4);
+    let (_, narrow) = cluster.topic(1);
+    let (_, wider) = cluster.topic(8);
+    let broker = managing(&cluster, 4).await;
+
+    broker
+        .ensure_topics(
+            &[wide.clone(), wider.clone()],
+            std::slice::from_ref(&narrow),
+        )
+        .await
+        .expect("enough partitions, and any count for a keyed topic");
+    let found = problems(
+        broker
+            .ensure_topics(&[wide.clone(), narrow.clone()], &[])
+            .await,
+    );
+    assert_eq!(
+        found,
+        [crate::TopicProblem::TooFewPartitions {
+            topic: narrow.as_str().to_owned(),
+            partitions: 1,
+            wanted: 4,
+        }]
+    );
+    let text = BrokerError::Topics {
+        backend: "kafka",
+        problems: found,
+    }
+    .to_string();
+    assert!(
+        text.contains(narrow.as_str()) && text.contains("1 partition") && text.contains("the 4"),
+        "{text}"
+    );
+
+    // Publishing there is refused before any record is sent.
+    let mut message = crate::message::encode(&events(&domain, 1, 1)[0], broker.wire()).unwrap();
+    message.topic = narrow.clone();
+    message.partition = 0;
+    let started = Instant::now();
+    let refused = problems(broker.publish(vec![message]).await);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].topic(), narrow.as_str());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_topic_the_cluster_cannot_create_is_refused_and_looking_creates_nothing() {
+    let cluster = Cluster::new();
+    let (_, present) = cluster.topic(4);
+    let absent = Topic::named(format!(
+        "herald.absent{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    ))
+    .unwrap();
+    let broker = managing(&cluster, 4).await;
+
+    // The mock has no CreateTopics: the attempt fails, and says why.
+    let found = problems(
+        broker
+            .ensure_topics(&[present.clone(), absent.clone()], &[])
+            .await,
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    match &found[0] {
+        crate::TopicProblem::Missing { topic, reason } => {
+            assert_eq!(topic, absent.as_str());
+            assert!(reason.starts_with("CreateTopics failed"), "{reason}");
+        }
+        other => panic!("expected a missing topic, got {other:?}"),
+    }
+    let names = topic_names(&cluster).await;
+    assert!(names.contains(present.as_str()));
+    assert!(
+        !names.contains(absent.as_str()),
+        "looking up topics made the cluster create one: {names:?}"
+    );
+}
