@@ -16,6 +16,7 @@ mod model;
 mod plan;
 pub mod search;
 pub mod snapshot;
+pub mod storable;
 mod subscription;
 pub mod telemetry;
 
