@@ -9,9 +9,12 @@
 //! appended and its message acknowledged only after the commit; an invalid
 //! one (not JSON, unknown type or version, a payload breaking its schema, a
 //! stale `expected_version`, a body over the size limit, a malformed
-//! tenant…) is rejected, which moves it to the group's dead letters with a
-//! reason naming the problem. While the store fails for reasons of its own
-//! nothing is acknowledged or rejected: the append is retried with backoff.
+//! tenant, text holding U+0000…) is rejected, which moves it to the group's
+//! dead letters with a reason naming the problem. So is a message whose
+//! append fails in any way a retry cannot fix, so that one message never
+//! holds up the ones after it. Only while the store is unreachable or
+//! closing ([`is_transient`]) is nothing acknowledged or rejected: the
+//! append is retried with backoff.
 //!
 //! Authorization: anyone who may publish to the ingest topic may append any
 //! event type for any tenant. Access to the broker is the authorization;
@@ -68,6 +71,10 @@ pub const DUPLICATES_TOTAL: &str = "herald_ingest_duplicates_total";
 pub const DEAD_LETTERED_TOTAL: &str = "herald_ingest_dead_lettered_total";
 /// Appends retried after the store failed, by store error kind.
 pub const RETRIES_TOTAL: &str = "herald_ingest_retries_total";
+
+/// The reason's kind for a message whose append failed permanently for a
+/// reason that is not the message's (HTTP's `internal`).
+const INTERNAL: &str = "internal";
 
 /// The longest dead-letter reason kept; the message itself is kept whole.
 const MAX_REASON: usize = 2000;
@@ -407,8 +414,8 @@ impl Ingest {
         (Flow::Go, tally)
     }
 
-    /// Appends, retrying with backoff while the store fails for reasons of
-    /// its own; a refusal of the append itself is the answer.
+    /// Appends, retrying with backoff while the store fails in a way that
+    /// passes ([`is_transient`]); any other failure is the answer.
     async fn append(
         &self,
         tenant: &TenantId,
@@ -425,8 +432,8 @@ impl Ingest {
                 .await
             {
                 Ok(outcome) => return Appended::Ok(outcome),
-                Err(e) if e.is_caller_error() => return Appended::Refused(e),
                 Err(StoreError::Closed) => return Appended::Stop,
+                Err(e) if !is_transient(&e) => return Appended::Refused(e),
                 Err(e) => {
                     failures += 1;
                     metrics::counter!(RETRIES_TOTAL, "kind" => e.kind()).increment(1);
@@ -471,6 +478,14 @@ impl Ingest {
             }
         }
     }
+}
+
+/// True when a failed append may succeed if retried unchanged: the store is
+/// unreachable or closing. Anything else — a refusal of the append, or an
+/// error of the store that the same append would meet again — is permanent,
+/// and its message is dead-lettered rather than retried forever.
+pub fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable { .. } | StoreError::Closed)
 }
 
 /// Acknowledges the messages of a committed append.
@@ -560,9 +575,20 @@ impl Rejection {
         Self::new(problem.kind.slug(), detail)
     }
 
-    /// Only for refusals of the append itself ([`StoreError::is_caller_error`]).
+    /// For permanent failures of an append ([`is_transient`] is false): a
+    /// refusal of the append as HTTP answers it, any other error as
+    /// `internal` with the store's own words, which HTTP would only log.
     fn from_store(e: StoreError) -> Self {
-        Self::from_problem(Problem::from(e))
+        if e.is_caller_error() {
+            Self::from_problem(Problem::from(e))
+        } else {
+            tracing::error!(
+                error = %e,
+                kind = e.kind(),
+                "Ingest cannot append a message; dead-lettering it."
+            );
+            Self::new(INTERNAL, e.to_string())
+        }
     }
 
     /// The reason given to the dead letter: `<kind>: <detail>`.
@@ -624,6 +650,15 @@ pub fn check_message(
         return Err(Rejection::new(
             "invalid-request",
             format!("the {HEADER_MESSAGE_ID} header is 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
+    }
+    if message_id.is_some_and(|id| !herald_store::storable::is_storable(id)) {
+        return Err(Rejection::new(
+            "invalid-request",
+            format!(
+                "the {HEADER_MESSAGE_ID} header holds the character U+0000, which Herald refuses \
+                 in all text"
+            ),
         ));
     }
     let item: PublishItem = decode(body).map_err(Rejection::from_problem)?;

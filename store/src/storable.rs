@@ -105,6 +105,14 @@ pub struct Unstorable {
 }
 
 impl Unstorable {
+    /// The string at `pointer`, when it holds U+0000.
+    pub fn in_text(pointer: &str, text: &str) -> Option<Self> {
+        (!is_storable(text)).then(|| Self {
+            pointer: pointer.to_owned(),
+            in_key: false,
+        })
+    }
+
     /// The same place, seen from a document that holds the value at `base`
     /// (a JSON pointer).
     pub fn within(mut self, base: &str) -> Self {
