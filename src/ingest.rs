@@ -13,8 +13,8 @@
 //! dead letters with a reason naming the problem. So is a message whose
 //! append fails in any way a retry cannot fix, so that one message never
 //! holds up the ones after it. Only while the store is unreachable or
-//! closing ([`is_transient`]) is nothing acknowledged or rejected: the
-//! append is retried with backoff.
+//! closing ([`is_transient`]), or fails its health check, is nothing
+//! acknowledged or rejected: the append is retried with backoff.
 //!
 //! Authorization: anyone who may publish to the ingest topic may append any
 //! event type for any tenant. Access to the broker is the authorization;
@@ -433,7 +433,7 @@ impl Ingest {
             {
                 Ok(outcome) => return Appended::Ok(outcome),
                 Err(StoreError::Closed) => return Appended::Stop,
-                Err(e) if !is_transient(&e) => return Appended::Refused(e),
+                Err(e) if self.is_permanent(&e).await => return Appended::Refused(e),
                 Err(e) => {
                     failures += 1;
                     metrics::counter!(RETRIES_TOTAL, "kind" => e.kind()).increment(1);
@@ -449,6 +449,20 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// True when an append that failed with `e` would fail again however
+    /// often it is retried, so its message is dead-lettered: a refusal of
+    /// the append itself, or an error of the store that is not transient
+    /// ([`is_transient`]) while the store answers its health check. When the
+    /// store fails that check too, the error is the store's and not the
+    /// message's (a connection refused for a reason the store does not
+    /// classify as passing): every message would meet it, so it is retried.
+    async fn is_permanent(&self, e: &StoreError) -> bool {
+        if e.is_caller_error() {
+            return true;
+        }
+        !is_transient(e) && self.store.check().await.is_ok()
     }
 
     /// Moves a message to the group's dead letters with the reason.
@@ -482,8 +496,9 @@ impl Ingest {
 
 /// True when a failed append may succeed if retried unchanged: the store is
 /// unreachable or closing. Anything else — a refusal of the append, or an
-/// error of the store that the same append would meet again — is permanent,
-/// and its message is dead-lettered rather than retried forever.
+/// error of the store that the same append would meet again — is permanent
+/// (see [`Ingest::is_permanent`]), and its message is dead-lettered rather
+/// than retried forever.
 pub fn is_transient(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable { .. } | StoreError::Closed)
 }
