@@ -4,9 +4,10 @@
 //! of HTTP: it takes the event registry and the [`Identity`] the event is
 //! published as (its tenant and scopes), and refuses with a [`Problem`]
 //! whose kind names what is wrong. Text no store can keep (U+0000) in any
-//! field, payload keys and strings at any depth included, and a time no
-//! store can keep, is `invalid-append` with the field's JSON `pointer`
-//! within the event, checked before anything else.
+//! field, payload keys and strings at any depth included, a payload nested
+//! deeper than a reader could parse, and a time no store can keep, are
+//! `invalid-append` with the field's JSON `pointer` within the event,
+//! checked before anything else.
 
 use chrono::{DateTime, Utc};
 use herald_events::{
@@ -179,6 +180,17 @@ pub fn check_event(
         .or_else(|| storable::find_unstorable(&fields.payload).map(|f| f.within("/payload")));
     if let Some(found) = found {
         return Err(unstorable(index, found));
+    }
+    let deep = storable::deeper_than(&fields.payload, storable::MAX_PAYLOAD_DEPTH);
+    if let Some(pointer) = deep.map(|p| format!("/payload{p}")) {
+        return Err(invalid(
+            ProblemKind::InvalidAppend,
+            format!(
+                "{pointer} nests deeper than {} levels, the limit of a payload",
+                storable::MAX_PAYLOAD_DEPTH
+            ),
+        )
+        .with("pointer", pointer));
     }
     if let Some(at) = fields
         .occurred_at

@@ -144,6 +144,12 @@ pub fn check_append(append: &PendingAppend) -> Result<(), StoreError> {
                 event.occurred_at
             )));
         }
+        if let Some(pointer) = storable::deeper_than(&event.payload, storable::MAX_PAYLOAD_DEPTH) {
+            return Err(invalid(format!(
+                "event {i}: /payload{pointer} nests deeper than {} levels, the limit",
+                storable::MAX_PAYLOAD_DEPTH
+            )));
+        }
         if let Some(found) = storable::find_unstorable(&event.payload) {
             return Err(invalid(format!("event {i}: {}", found.within("/payload"))));
         }
@@ -464,6 +470,8 @@ mod tests {
         );
         let mut nul_producer = event(3);
         nul_producer.producer = "p\u{0}".into();
+        let mut deep = event(5);
+        deep.payload = json!({"note": (0..64).fold(json!(1), |v, _| json!([v]))});
         let mut far_future = event(4);
         far_future.occurred_at = "+10000-01-01T00:00:00Z".parse().unwrap();
         let dup = event(2);
@@ -475,6 +483,10 @@ mod tests {
             (
                 append("a", ExpectedVersion::Any, vec![far_future]),
                 "years 1 to 9999",
+            ),
+            (
+                append("a", ExpectedVersion::Any, vec![deep]),
+                "nests deeper than 64 levels",
             ),
             (
                 append("a", ExpectedVersion::Any, vec![]),

@@ -23,6 +23,13 @@ use std::ops::RangeInclusive;
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
 
+/// Most levels of arrays and objects in a payload (the payload object is
+/// the first). A reader of the log meets an event's payload two or three
+/// levels down (a page's `events`, a frame), and common JSON parsers stop
+/// at 128 levels (serde_json does): within this limit every payload stored
+/// can be read back by them.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
 /// The one character no store can keep.
 pub const UNSTORABLE_CHAR: char = '\0';
 
@@ -37,6 +44,39 @@ pub fn is_storable(text: &str) -> bool {
 /// True when `time` falls within [`STORABLE_YEARS`].
 pub fn is_storable_time(time: &DateTime<Utc>) -> bool {
     STORABLE_YEARS.contains(&time.year())
+}
+
+/// The JSON pointer of the first array or object in `value` that lies more
+/// than `max` levels deep (`value` itself, when an array or object, being
+/// level 1), if any.
+pub fn deeper_than(value: &Value, max: usize) -> Option<String> {
+    fn walk(value: &Value, level: usize, max: usize, pointer: &mut String) -> bool {
+        let children: Box<dyn Iterator<Item = (String, &Value)>> = match value {
+            Value::Array(items) => {
+                Box::new(items.iter().enumerate().map(|(i, v)| (i.to_string(), v)))
+            }
+            Value::Object(map) => Box::new(
+                map.iter()
+                    .map(|(k, v)| (k.replace('~', "~0").replace('/', "~1"), v)),
+            ),
+            _ => return false,
+        };
+        if level > max {
+            return true;
+        }
+        for (token, child) in children {
+            let len = pointer.len();
+            pointer.push('/');
+            pointer.push_str(&token);
+            if walk(child, level + 1, max, pointer) {
+                return true;
+            }
+            pointer.truncate(len);
+        }
+        false
+    }
+    let mut pointer = String::new();
+    walk(value, 1, max, &mut pointer).then_some(pointer)
 }
 
 /// `value` with every number as a store gives it back (see the module
@@ -238,6 +278,16 @@ mod tests {
             stored(r#"{"a": [{"b": 2e16}], "c": 7, "d": "1e18"}"#),
             json!({"a": [{"b": 20_000_000_000_000_000u64}], "c": 7, "d": "1e18"})
         );
+    }
+
+    #[test]
+    fn nesting_is_measured_in_levels_of_arrays_and_objects() {
+        let nested = |levels: usize| (1..levels).fold(json!([]), |v, _| json!({"a": [v]}));
+        assert_eq!(deeper_than(&json!(1), 0), None);
+        assert_eq!(deeper_than(&json!({}), 1), None);
+        assert_eq!(deeper_than(&json!({"x": []}), 1), Some("/x".to_owned()));
+        assert_eq!(deeper_than(&nested(3), 5), None);
+        assert_eq!(deeper_than(&nested(3), 4), Some("/a/0/a/0".to_owned()));
     }
 
     #[test]
