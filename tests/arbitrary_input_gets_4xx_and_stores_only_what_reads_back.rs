@@ -457,20 +457,23 @@ async fn http_properties(base: &str, store: &str) {
     let sent = std::cell::RefCell::new(Sent::default());
     let handle = tokio::runtime::Handle::current();
     let mut runner = runner(HTTP_CASES);
-    let outcome = tokio::task::block_in_place(|| {
-        runner.run(&request(), |request| {
-            handle.block_on(send(&client, base, &request, &mut sent.borrow_mut()));
-            Ok(())
-        })
+    let failure = tokio::task::block_in_place(|| {
+        runner
+            .run(&request(), |request| {
+                handle.block_on(send(&client, base, &request, &mut sent.borrow_mut()));
+                Ok(())
+            })
+            .err()
+            .map(|e| e.to_string())
     });
+    if let Some(failure) = failure {
+        panic!("{store}: {failure}");
+    }
     let sent = sent.into_inner();
     eprintln!(
         "{store}: {} of {HTTP_CASES} requests appended an arbitrary event",
         sent.appended.len()
     );
-    if let Err(e) = outcome {
-        panic!("{store}: {e}");
-    }
     assert!(
         sent.appended.len() >= 10,
         "{store}: only {} arbitrary events were appended; the generator hardly tests storage",
