@@ -9,9 +9,12 @@
 //! appended and its message acknowledged only after the commit; an invalid
 //! one (not JSON, unknown type or version, a payload breaking its schema, a
 //! stale `expected_version`, a body over the size limit, a malformed
-//! tenant…) is rejected, which moves it to the group's dead letters with a
-//! reason naming the problem. While the store fails for reasons of its own
-//! nothing is acknowledged or rejected: the append is retried with backoff.
+//! tenant, text holding U+0000…) is rejected, which moves it to the group's
+//! dead letters with a reason naming the problem. So is a message whose
+//! append fails in any way a retry cannot fix, so that one message never
+//! holds up the ones after it. Only while the store is unreachable or
+//! closing ([`StoreError::is_transient`]), or fails its health check, is nothing
+//! acknowledged or rejected: the append is retried with backoff.
 //!
 //! Authorization: anyone who may publish to the ingest topic may append any
 //! event type for any tenant. Access to the broker is the authorization;
@@ -73,6 +76,10 @@ pub const RETRIES_TOTAL: &str = "herald_ingest_retries_total";
 /// The ingest's name in progress reports (readiness, `herald_stalled`):
 /// work waits while it holds messages it has not settled.
 pub const COMPONENT: &str = "ingest";
+
+/// The reason's kind for a message whose append failed permanently for a
+/// reason that is not the message's (HTTP's `internal`).
+const INTERNAL: &str = "internal";
 
 /// The longest dead-letter reason kept; the message itself is kept whole.
 const MAX_REASON: usize = 2000;
@@ -429,8 +436,8 @@ impl Ingest {
         (Flow::Go, tally)
     }
 
-    /// Appends, retrying with backoff while the store fails for reasons of
-    /// its own; a refusal of the append itself is the answer.
+    /// Appends, retrying with backoff while the store fails in a way that
+    /// passes ([`StoreError::is_transient`]); any other failure is the answer.
     async fn append(
         &self,
         tenant: &TenantId,
@@ -447,8 +454,8 @@ impl Ingest {
                 .await
             {
                 Ok(outcome) => return Appended::Ok(outcome),
-                Err(e) if e.is_caller_error() => return Appended::Refused(e),
                 Err(StoreError::Closed) => return Appended::Stop,
+                Err(e) if self.is_permanent(&e).await => return Appended::Refused(e),
                 Err(e) => {
                     failures += 1;
                     metrics::counter!(RETRIES_TOTAL, "kind" => e.kind()).increment(1);
@@ -465,6 +472,20 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// True when an append that failed with `e` would fail again however
+    /// often it is retried, so its message is dead-lettered: a refusal of
+    /// the append itself, or an error of the store that is not transient
+    /// ([`StoreError::is_transient`]) while the store answers its health check. When the
+    /// store fails that check too, the error is the store's and not the
+    /// message's (a connection refused for a reason the store does not
+    /// classify as passing): every message would meet it, so it is retried.
+    async fn is_permanent(&self, e: &StoreError) -> bool {
+        if e.is_caller_error() {
+            return true;
+        }
+        !e.is_transient() && self.store.check().await.is_ok()
     }
 
     /// Moves a message to the group's dead letters with the reason.
@@ -583,9 +604,20 @@ impl Rejection {
         Self::new(problem.kind.slug(), detail)
     }
 
-    /// Only for refusals of the append itself ([`StoreError::is_caller_error`]).
+    /// For permanent failures of an append ([`StoreError::is_transient`] is false): a
+    /// refusal of the append as HTTP answers it, any other error as
+    /// `internal` with the store's own words, which HTTP would only log.
     fn from_store(e: StoreError) -> Self {
-        Self::from_problem(Problem::from(e))
+        if e.is_caller_error() {
+            Self::from_problem(Problem::from(e))
+        } else {
+            tracing::error!(
+                error = %e,
+                kind = e.kind(),
+                "Ingest cannot append a message; dead-lettering it."
+            );
+            Self::new(INTERNAL, e.to_string())
+        }
     }
 
     /// The reason given to the dead letter: `<kind>: <detail>`.
@@ -647,6 +679,15 @@ pub fn check_message(
         return Err(Rejection::new(
             "invalid-request",
             format!("the {HEADER_MESSAGE_ID} header is 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
+    }
+    if message_id.is_some_and(|id| !herald_store::storable::is_storable(id)) {
+        return Err(Rejection::new(
+            "invalid-request",
+            format!(
+                "the {HEADER_MESSAGE_ID} header holds the character U+0000, which Herald refuses \
+                 in all text"
+            ),
         ));
     }
     let item: PublishItem = decode(body).map_err(Rejection::from_problem)?;

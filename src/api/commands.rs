@@ -53,7 +53,8 @@ use crate::auth::{Action, Identity};
         (
             status = 422,
             description = "`invalid-command` (a field breaks a rule or its event's schema) or \
-                `invalid-request` (a body of the wrong shape, or a malformed `X-Correlation-Id`)",
+                `invalid-request` (a body of the wrong shape, text holding U+0000 — its JSON \
+                `pointer` given — or a malformed `X-Correlation-Id`)",
             body = Problem,
             content_type = "application/problem+json",
         ),
@@ -82,6 +83,7 @@ pub async fn execute(
     };
     identity.require_domain(Action::Publish, &domain)?;
     let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    super::text::check_body(&body, ProblemKind::InvalidRequest)?;
     let meta = CommandMeta {
         correlation_id: correlation(&req)?,
         causation_id: None,

@@ -3,12 +3,17 @@
 //! all of them accept and refuse exactly the same events. It knows nothing
 //! of HTTP: it takes the event registry and the [`Identity`] the event is
 //! published as (its tenant and scopes), and refuses with a [`Problem`]
-//! whose kind names what is wrong.
+//! whose kind names what is wrong. Text no store can keep (U+0000) in any
+//! field, payload keys and strings at any depth included, a payload nested
+//! deeper than a reader could parse, and a time no store can keep, are
+//! `invalid-append` with the field's JSON `pointer` within the event,
+//! checked before anything else.
 
 use chrono::{DateTime, Utc};
 use herald_events::{
     EventId, EventRegistry, EventType, NewEvent, SchemaVersion, StreamId, TenantId,
 };
+use herald_store::storable::{self, Unstorable};
 use herald_store::ExpectedVersion;
 use serde::Deserialize;
 use serde_json::Value;
@@ -80,6 +85,16 @@ pub fn prepare(
     let invalid = |kind: ProblemKind, detail: String| {
         Problem::new(kind, format!("events[{index}]: {detail}")).with("event_index", index)
     };
+    let texts = [
+        ("/stream", Some(&item.stream)),
+        ("/tenant", item.tenant.as_ref()),
+        ("/idempotency_key", item.idempotency_key.as_ref()),
+    ];
+    for (pointer, text) in texts {
+        if let Some(found) = text.and_then(|t| Unstorable::in_text(pointer, t)) {
+            return Err(unstorable(index, found));
+        }
+    }
     identity
         .require_tenant(item.tenant.as_deref())
         .map_err(at)?;
@@ -142,10 +157,10 @@ pub struct EventFields {
     pub producer: Option<String>,
 }
 
-/// Checks one event bound for `stream`: its type belongs to the stream's
-/// domain and to the publisher's scopes, its version exists, its payload
-/// fits the schema, its producer name fits the store. Problems name
-/// `events[index]`.
+/// Checks one event bound for `stream`: its text and time are what a store
+/// can keep, its type belongs to the stream's domain and to the publisher's
+/// scopes, its version exists, its payload fits the schema, its producer
+/// name fits the store. Problems name `events[index]`.
 pub fn check_event(
     index: usize,
     stream: &StreamId,
@@ -157,6 +172,36 @@ pub fn check_event(
     let invalid = |kind: ProblemKind, detail: String| {
         Problem::new(kind, format!("events[{index}]: {detail}")).with("event_index", index)
     };
+    let found = Unstorable::in_text("/type", &fields.event_type)
+        .or_else(|| {
+            let producer = fields.producer.as_deref()?;
+            Unstorable::in_text("/producer", producer)
+        })
+        .or_else(|| storable::find_unstorable(&fields.payload).map(|f| f.within("/payload")));
+    if let Some(found) = found {
+        return Err(unstorable(index, found));
+    }
+    let deep = storable::deeper_than(&fields.payload, storable::MAX_PAYLOAD_DEPTH);
+    if let Some(pointer) = deep.map(|p| format!("/payload{p}")) {
+        return Err(invalid(
+            ProblemKind::InvalidAppend,
+            format!(
+                "{pointer} nests deeper than {} levels, the limit of a payload",
+                storable::MAX_PAYLOAD_DEPTH
+            ),
+        )
+        .with("pointer", pointer));
+    }
+    if let Some(at) = fields
+        .occurred_at
+        .filter(|t| !storable::is_storable_time(t))
+    {
+        return Err(invalid(
+            ProblemKind::InvalidAppend,
+            format!("occurred_at {at} is outside the years 1 to 9999, which Herald stores"),
+        )
+        .with("pointer", "/occurred_at"));
+    }
     let event_type: EventType = fields.event_type.parse().map_err(|e| {
         invalid(
             ProblemKind::UnknownEventType,
@@ -201,4 +246,15 @@ pub fn check_event(
         event = event.producer(producer);
     }
     Ok(event)
+}
+
+/// The `invalid-append` of event `index` holding U+0000 where `found` says.
+fn unstorable(index: usize, found: Unstorable) -> Problem {
+    Problem::new(
+        ProblemKind::InvalidAppend,
+        format!("events[{index}]: {found}"),
+    )
+    .with("event_index", index)
+    .with("pointer", found.pointer.clone())
+    .with("in_key", found.in_key)
 }

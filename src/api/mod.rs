@@ -15,6 +15,7 @@ mod publish;
 mod search;
 pub mod state_at;
 mod streams;
+pub mod text;
 pub mod views;
 
 use std::sync::Arc;

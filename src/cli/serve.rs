@@ -158,6 +158,7 @@ async fn serve(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap(from_fn(api::text::refuse_unstorable_url))
             .wrap(from_fn(api::record_metrics))
             .configure(api::routes)
     })

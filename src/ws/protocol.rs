@@ -103,6 +103,23 @@ impl Filter {
                 "a filter list may hold at most {MAX_FILTER_ITEMS} items"
             ));
         }
+        // Refused like every text holding U+0000, before the checks of
+        // each kind (which would refuse it too, less plainly).
+        let lists = [
+            ("types", &spec.types),
+            ("domains", &spec.domains),
+            ("streams", &spec.streams),
+        ];
+        for (list, items) in lists {
+            if let Some(i) = items
+                .iter()
+                .position(|t| !herald_store::storable::is_storable(t))
+            {
+                return Err(format!(
+                    "filter {list}[{i}] holds the character U+0000, which Herald refuses in all text"
+                ));
+            }
+        }
         let types = spec
             .types
             .iter()

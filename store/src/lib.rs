@@ -17,6 +17,7 @@ pub mod occupancy;
 mod plan;
 pub mod search;
 pub mod snapshot;
+pub mod storable;
 mod subscription;
 pub mod telemetry;
 

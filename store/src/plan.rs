@@ -3,7 +3,9 @@
 //! settle each append (written, idempotent repeat, or refused) and build the
 //! rows to insert, with positions, stream versions, record time and chain
 //! hashes. Both backends call this inside their write transaction, under the
-//! log lock, so what it reads cannot change underneath it.
+//! log lock, so what it reads cannot change underneath it. Before that,
+//! [`check_append`] refuses what no backend could keep or give back
+//! ([`crate::storable`]), so one bad event never fails a whole batch.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +17,7 @@ use herald_events::{
 
 use crate::error::StoreError;
 use crate::model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
+use crate::storable;
 
 /// Longest producer name kept.
 pub const MAX_PRODUCER_LEN: usize = 200;
@@ -130,34 +133,28 @@ pub fn check_append(append: &PendingAppend) -> Result<(), StoreError> {
                 event.producer.len()
             )));
         }
-        if let Some(path) = find_nul(&event.payload, String::new()) {
-            // Postgres' jsonb cannot hold U+0000, so no backend accepts it.
+        if !storable::is_storable(&event.producer) {
             return Err(invalid(format!(
-                "event {i}: payload{path} contains the character U+0000, which cannot be stored"
+                "event {i}: producer holds the character U+0000, which Herald cannot store"
             )));
+        }
+        if !storable::is_storable_time(&event.occurred_at) {
+            return Err(invalid(format!(
+                "event {i}: occurred_at {} is outside the years 1 to 9999",
+                event.occurred_at
+            )));
+        }
+        if let Some(pointer) = storable::deeper_than(&event.payload, storable::MAX_PAYLOAD_DEPTH) {
+            return Err(invalid(format!(
+                "event {i}: /payload{pointer} nests deeper than {} levels, the limit",
+                storable::MAX_PAYLOAD_DEPTH
+            )));
+        }
+        if let Some(found) = storable::find_unstorable(&event.payload) {
+            return Err(invalid(format!("event {i}: {}", found.within("/payload"))));
         }
     }
     Ok(())
-}
-
-/// The path of the first string or key in `value` holding U+0000, if any.
-pub(crate) fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
-    use serde_json::Value;
-    match value {
-        Value::String(s) if s.contains('\0') => Some(path),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| find_nul(v, format!("{path}/{i}"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| {
-            if k.contains('\0') {
-                Some(format!("{path} (a key)"))
-            } else {
-                find_nul(v, format!("{path}/{k}"))
-            }
-        }),
-        _ => None,
-    }
 }
 
 /// Settles a batch of appends that each passed [`check_append`]. `now` is the record time; it never goes below the
@@ -200,7 +197,7 @@ pub fn plan_batch(
                         correlation_id: event.correlation_id,
                         causation_id: event.causation_id,
                         producer: event.producer.clone(),
-                        payload: event.payload.clone(),
+                        payload: storable::as_stored(&event.payload),
                         hash: head.hash,
                     };
                     row.hash = chain_hash(&head.hash, &row);
@@ -471,13 +468,34 @@ mod tests {
             SchemaVersion::V1,
             json!({}),
         );
+        let mut nul_producer = event(3);
+        nul_producer.producer = "p\u{0}".into();
+        let mut deep = event(5);
+        deep.payload = json!({"note": (0..64).fold(json!(1), |v, _| json!([v]))});
+        let mut far_future = event(4);
+        far_future.occurred_at = "+10000-01-01T00:00:00Z".parse().unwrap();
         let dup = event(2);
         for (bad, words) in [
+            (
+                append("a", ExpectedVersion::Any, vec![nul_producer]),
+                "producer holds the character U+0000",
+            ),
+            (
+                append("a", ExpectedVersion::Any, vec![far_future]),
+                "years 1 to 9999",
+            ),
+            (
+                append("a", ExpectedVersion::Any, vec![deep]),
+                "nests deeper than 64 levels",
+            ),
             (
                 append("a", ExpectedVersion::Any, vec![]),
                 "at least one event",
             ),
-            (append("a", ExpectedVersion::Any, vec![nul]), "U+0000"),
+            (
+                append("a", ExpectedVersion::Any, vec![nul]),
+                "/payload/note holds",
+            ),
             (
                 append("a", ExpectedVersion::Any, vec![wrong_domain]),
                 "domain tickets",

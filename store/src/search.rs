@@ -116,6 +116,16 @@ impl SearchQuery {
         }
         for (path, value) in &self.payload_equals {
             check_path(path)?;
+            if value
+                .as_str()
+                .is_some_and(|v| !crate::storable::is_storable(v))
+            {
+                return Err(invalid(format!(
+                    "payload filter {}: the value holds the character U+0000, which no stored \
+                     event holds",
+                    path.join(".")
+                )));
+            }
             if matches!(value, Value::Array(_) | Value::Object(_)) {
                 return Err(invalid(format!(
                     "payload filter {}: the value must be a string, number, boolean or null",

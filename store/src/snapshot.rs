@@ -13,13 +13,13 @@
 
 use std::io;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use herald_events::envelope::to_stored_precision;
 use herald_events::{StreamId, StreamVersion, TenantId};
 use serde_json::Value;
 
 use crate::error::{Result, StoreError};
-use crate::plan::find_nul;
+use crate::storable;
 
 /// Largest state a snapshot may hold: its JSON text, in bytes (16 MiB).
 pub const MAX_SNAPSHOT_STATE_BYTES: usize = 16 * 1024 * 1024;
@@ -75,7 +75,7 @@ impl Snapshot {
                 "stream version {version} is out of range: a snapshot folds at least one event"
             )));
         }
-        if !(1..=9999).contains(&self.taken_at.year()) {
+        if !storable::is_storable_time(&self.taken_at) {
             return Err(self.invalid(format!(
                 "taken_at {} is outside the years 1 to 9999",
                 self.taken_at
@@ -92,11 +92,8 @@ impl Snapshot {
                 format!("the state cannot be written as JSON: {e}")
             }));
         }
-        if let Some(path) = find_nul(&self.state, String::new()) {
-            // Postgres' jsonb cannot hold U+0000, so no backend accepts it.
-            return Err(self.invalid(format!(
-                "state{path} contains the character U+0000, which cannot be stored"
-            )));
+        if let Some(found) = storable::find_unstorable(&self.state) {
+            return Err(self.invalid(format!("{}", found.within("/state"))));
         }
         String::from_utf8(out.bytes)
             .map_err(|e| self.invalid(format!("the state's JSON is not UTF-8: {e}")))
