@@ -81,18 +81,9 @@ impl Setup {
                 setup._vhost = Some(vhost);
             }
             Broker::Kafka => {
-                let cluster = herald_testkit::kafka::MockCluster::new(0)
-                    .unwrap_or_else(|e| panic!("librdkafka's mock cluster cannot start: {e}"));
-                for topic in [
-                    "herald.tickets",
-                    "herald.edges",
-                    "herald.drafts",
-                    "herald.timers",
-                    "herald.statistics",
-                    "herald.ingest",
-                ] {
-                    cluster.create_topic(topic, 4, 1).unwrap();
-                }
+                let cluster = support::kafka::cluster();
+                let needed = support::kafka::needed(&cluster.bootstrap_servers());
+                support::kafka::create_topics(&cluster, &needed, |_| 4);
                 // Short sessions, as the mock allows: a killed member's
                 // partitions move to its successor about 2 s after it died.
                 env.push((

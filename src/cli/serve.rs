@@ -382,6 +382,25 @@ impl StopSignals {
     }
 }
 
+/// librdkafka properties that only consumers take (a producer given one
+/// warns at every start), from the `kafka://` URL's query.
+const CONSUMER_PROPERTIES: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol",
+    "group.instance.id",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "enable.partition.eof",
+    "check.crcs",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+];
+
 /// Connects to the configured broker.
 pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc<dyn Broker>> {
     match &settings.location {
@@ -409,7 +428,16 @@ pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc
             tracing::info!(bootstrap_servers = %bootstrap_servers, "Connecting to Kafka.");
             let mut config =
                 herald_brokers::kafka::KafkaConfig::new(bootstrap_servers.clone(), settings.wire);
-            config.properties.extend(properties.clone());
+            for (key, value) in properties {
+                let only_consumers = CONSUMER_PROPERTIES.contains(&key.as_str())
+                    || key.starts_with("fetch.");
+                let target = if only_consumers {
+                    &mut config.consumer_properties
+                } else {
+                    &mut config.properties
+                };
+                target.insert(key.clone(), value.clone());
+            }
             // Missing topics are created with the configured partitions, and
             // too small ones refused (`crate::topics`).
             config.manage_topics = true;
