@@ -429,8 +429,8 @@ pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc
             let mut config =
                 herald_brokers::kafka::KafkaConfig::new(bootstrap_servers.clone(), settings.wire);
             for (key, value) in properties {
-                let only_consumers = CONSUMER_PROPERTIES.contains(&key.as_str())
-                    || key.starts_with("fetch.");
+                let only_consumers =
+                    CONSUMER_PROPERTIES.contains(&key.as_str()) || key.starts_with("fetch.");
                 let target = if only_consumers {
                     &mut config.consumer_properties
                 } else {
