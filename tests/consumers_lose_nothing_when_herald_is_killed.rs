@@ -263,12 +263,7 @@ impl<'a> Run<'a> {
     async fn kill_at(&mut self, position: u64, done: impl Fn(&Log) -> bool) {
         self.until("a kill point", |log| log.head() >= position || done(log))
             .await;
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &self.herald.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let _ = self.herald.child.wait();
+        self.herald.kill9();
         self.kills.push(self.log.head());
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.herald = Herald::start(self.dir, &args, &self.setup.env());

@@ -290,15 +290,16 @@ fn serve(dir: &std::path::Path, db: &TestDatabase, broker: &str, topic: &Topic) 
 async fn on_kafka() {
     use herald_brokers::kafka::{KafkaBroker, KafkaConfig};
     use herald_brokers::WireSettings;
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::DefaultProducerContext;
 
-    let mock: MockCluster<'static, DefaultProducerContext> =
-        MockCluster::new(1).expect("librdkafka's mock cluster starts");
+    let mock = support::kafka::cluster();
+    let servers = mock.bootstrap_servers();
+    // The mock has no CreateTopics: every topic herald serve checks at
+    // start is made here, the test's own ingest topic too.
+    let needed = support::kafka::needed(&servers);
+    support::kafka::create_topics(&mock, &needed, |_| PARTITIONS as i32);
     let topic = Topic::named(format!("herald.ingest.p{}", suffix())).unwrap();
     mock.create_topic(topic.as_str(), PARTITIONS as i32, 1)
         .expect("the mock creates the ingest topic");
-    let servers = mock.bootstrap_servers();
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let mut herald = serve(dir.path(), &db, &format!("kafka://{servers}"), &topic);

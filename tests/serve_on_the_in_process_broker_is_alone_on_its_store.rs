@@ -43,15 +43,6 @@ fn refused(dir: &Path, env: &[(&str, &str)]) -> String {
     stderr
 }
 
-fn kill9(herald: &mut Herald) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &herald.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let _ = herald.child.wait();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres() {
     let db = TestDatabase::create().await;
@@ -76,7 +67,7 @@ async fn on_postgres() {
     );
 
     // Killed: the store is free for the next process at once.
-    kill9(&mut first);
+    first.kill9();
     let mut one = serve(a.path(), &shared).await;
     let mut two = serve(b.path(), &shared).await;
     let why = refused(b.path(), &memory);
@@ -98,7 +89,7 @@ async fn on_the_embedded_store() {
             && why.contains(&format!("pid {}", first.child.id())),
         "{why}"
     );
-    kill9(&mut first);
+    first.kill9();
     let mut again = serve(dir.path(), &[]).await;
     again.terminate(PATIENCE);
 }

@@ -46,15 +46,6 @@ fn types(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn kill9(herald: &mut Herald) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &herald.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let _ = herald.child.wait();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_embedded_store() {
     scenario(&[]).await;
@@ -98,7 +89,7 @@ async fn scenario(env: &[(&str, &str)]) {
     assert_eq!(status, 201, "{body}");
 
     // Killed before the timer is due; down until after it is due.
-    kill9(&mut herald);
+    herald.kill9();
     // The condition here is the clock itself: stay down past the due time.
     // Past the 2 s after which a firing counts as late.
     let down_until = due + chrono::Duration::milliseconds(3000);
@@ -131,7 +122,7 @@ async fn scenario(env: &[(&str, &str)]) {
     // Killed again right after: the restart re-delivers idempotently. A
     // second timer, fired after the restart, marks the point by which the
     // scheduler has gone over the first one again.
-    kill9(&mut herald);
+    herald.kill9();
     let mut herald = Herald::start(dir.path(), &args, env);
     herald.wait_healthy(PATIENCE).await;
     let (status, body) = post(

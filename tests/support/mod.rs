@@ -214,6 +214,17 @@ impl Herald {
         started.elapsed()
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up, as after a
+    /// crash or power loss) and reaps it.
+    pub fn kill9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL failed");
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let status = Command::new("kill")
