@@ -62,11 +62,28 @@ impl Default for MemoryConfig {
 /// A partition's retained messages; `messages[i]` has offset `start + i`
 /// and carries the log position `positions[i]` (0 for a message that is
 /// not an event of the log).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionLog {
     start: u64,
     messages: VecDeque<WireMessage>,
     positions: VecDeque<u64>,
+    /// The positions held rise with the offsets (the relay publishes in log
+    /// order; only a relay starting over from its checkpoint breaks that).
+    rising: bool,
+    /// The highest position pushed since the log was last empty.
+    highest: u64,
+}
+
+impl Default for PartitionLog {
+    fn default() -> Self {
+        Self {
+            start: 0,
+            messages: VecDeque::new(),
+            positions: VecDeque::new(),
+            rising: true,
+            highest: 0,
+        }
+    }
 }
 
 impl PartitionLog {
@@ -75,6 +92,10 @@ impl PartitionLog {
             .header(HEADER_POSITION)
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
+        if position > 0 {
+            self.rising &= position >= self.highest;
+            self.highest = self.highest.max(position);
+        }
         self.messages.push_back(message);
         self.positions.push_back(position);
     }
@@ -85,18 +106,23 @@ impl PartitionLog {
         if popped {
             self.start += 1;
         }
+        if self.messages.is_empty() {
+            self.rising = true;
+            self.highest = 0;
+        }
         popped
     }
 
-    /// The lowest log position among the messages from `offset` on.
+    /// The lowest log position among the messages from `offset` on: the
+    /// first one found while positions rise, else the least of all.
     fn lowest_position_from(&self, offset: u64) -> Option<u64> {
         let skip = offset.saturating_sub(self.start) as usize;
-        self.positions
-            .iter()
-            .skip(skip)
-            .copied()
-            .filter(|p| *p > 0)
-            .min()
+        let mut held = self.positions.iter().skip(skip).copied().filter(|p| *p > 0);
+        if self.rising {
+            held.next()
+        } else {
+            held.min()
+        }
     }
 
     fn end(&self) -> u64 {
@@ -586,5 +612,34 @@ mod tests {
             .unwrap();
         sub.next().await.unwrap().unwrap().ack().await.unwrap();
         assert_eq!(settled(&broker), 5);
+    }
+
+    #[tokio::test]
+    async fn a_relay_starting_over_lowers_the_mark_to_what_it_sends_again() {
+        let broker = MemoryBroker::default();
+        let topic = Topic::named("herald.t").unwrap();
+        let group = ConsumerGroup::new("g").unwrap();
+        let mut sub = broker
+            .subscribe(&group, std::slice::from_ref(&topic))
+            .await
+            .unwrap();
+        broker
+            .publish(vec![message(&topic, 0, 7), message(&topic, 0, 8)])
+            .await
+            .unwrap();
+        // Published again from an older checkpoint, behind what is held.
+        broker
+            .publish(vec![message(&topic, 0, 5), message(&topic, 0, 6)])
+            .await
+            .unwrap();
+        assert_eq!(settled(&broker), 4);
+        for _ in 0..2 {
+            sub.next().await.unwrap().unwrap().ack().await.unwrap();
+        }
+        assert_eq!(settled(&broker), 4, "5 and 6 are still open");
+        for _ in 0..2 {
+            sub.next().await.unwrap().unwrap().ack().await.unwrap();
+        }
+        assert_eq!(settled(&broker), 8);
     }
 }
