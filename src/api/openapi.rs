@@ -127,6 +127,7 @@ fn document() -> &'static Result<String, String> {
             components.schemas.extend(more.schemas);
             components.responses.extend(more.responses);
         }
+        super::request_log::document_request_ids(&mut doc);
         doc.to_json().map_err(|e| e.to_string())
     })
 }
