@@ -205,7 +205,9 @@ impl<'r> ToResponse<'r> for Unauthorized {
         (
             "Unauthorized",
             problem_response(
-                "`unauthorized`: no credentials, or a malformed, unknown, revoked or expired one",
+                "`unauthorized`: no credentials, or a malformed, unknown, revoked or expired one, \
+                 or a JWT without a configured `iss` or `aud` or before its `nbf` (the member \
+                 `claim` names the JWT claim at fault)",
             )
             .header(
                 "WWW-Authenticate",

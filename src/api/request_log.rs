@@ -191,7 +191,7 @@ pub fn document_request_ids(doc: &mut utoipa::openapi::OpenApi) {
     let add_header = |response: &mut Response| {
         response
             .headers
-            .insert(REQUEST_ID_HEADER.as_str().to_owned(), answered.clone());
+            .insert("X-Request-Id".to_owned(), answered.clone());
     };
     for item in doc.paths.paths.values_mut() {
         let operations = [
