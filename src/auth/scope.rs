@@ -95,15 +95,16 @@ impl TypePattern {
 
     /// The part of this pattern's types that lie in `domain`, as patterns
     /// `domain.<name pattern>` (none when it matches no type of `domain`).
-    /// An event name holds no `.`, so ways of matching that need one in the
-    /// name are left out.
+    /// An event name is not empty and holds no `.`, so ways of matching that
+    /// need an empty name or a `.` in it are left out.
     pub fn in_domain(&self, domain: &str) -> Vec<TypePattern> {
         let prefix = format!("{domain}.");
         let mut rests = Vec::new();
         residuals(self.0.as_bytes(), prefix.as_bytes(), &mut rests);
         let mut out: Vec<TypePattern> = rests
             .into_iter()
-            .filter(|rest| !rest.contains(&b'.'))
+            // An event name is not empty and holds no `.`.
+            .filter(|rest| !rest.is_empty() && !rest.contains(&b'.'))
             .map(|rest| TypePattern(format!("{prefix}{}", String::from_utf8_lossy(rest))))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -133,21 +134,44 @@ fn covers(wide: &[u8], narrow: &[u8]) -> bool {
 }
 
 /// The suffixes of `pattern` left to match once `text` has been matched:
-/// what the pattern asks of whatever follows `text`.
+/// what the pattern asks of whatever follows `text`. Followed as a set of
+/// positions in the pattern, one step per byte of `text`, so that many
+/// stars cost time in proportion, never in combinations.
 fn residuals<'p>(pattern: &'p [u8], text: &[u8], out: &mut Vec<&'p [u8]>) {
-    let Some((&t, text_rest)) = text.split_first() else {
-        out.push(pattern);
-        return;
-    };
-    match pattern.split_first() {
-        Some((b'*', after)) => {
-            // The star takes `t` and maybe more, or ends here.
-            residuals(pattern, text_rest, out);
-            residuals(after, text, out);
+    // A star may also match nothing: a position on a star stands for the
+    // positions after it too.
+    let close = |set: &mut Vec<bool>| {
+        for i in 0..pattern.len() {
+            if set[i] && pattern[i] == b'*' {
+                set[i + 1] = true;
+            }
         }
-        Some((&c, after)) if c == t => residuals(after, text_rest, out),
-        _ => {}
+    };
+    let mut at = vec![false; pattern.len() + 1];
+    at[0] = true;
+    close(&mut at);
+    for &t in text {
+        let mut next = vec![false; pattern.len() + 1];
+        for i in 0..pattern.len() {
+            if at[i] {
+                match pattern[i] {
+                    // The star takes `t` and stays.
+                    b'*' => next[i] = true,
+                    c if c == t => next[i + 1] = true,
+                    _ => {}
+                }
+            }
+        }
+        close(&mut next);
+        at = next;
     }
+    // A position just after a reached star asks for less than the star's
+    // own: the star's stands for both.
+    out.extend(
+        (0..=pattern.len())
+            .filter(|&i| at[i] && !(i > 0 && at[i - 1] && pattern[i - 1] == b'*'))
+            .map(|i| &pattern[i..]),
+    );
 }
 
 impl fmt::Display for TypePattern {
@@ -297,11 +321,63 @@ mod tests {
         assert_eq!(names("tick*", "tickets"), ["tickets.*"]);
         assert_eq!(names("t*s.note_*", "tickets"), ["tickets.note_*"]);
         assert!(names("edges.*", "tickets").is_empty());
+        assert!(names("tickets.", "tickets").is_empty());
+        // Many stars cost steps, not combinations.
+        let stars = "*".repeat(200);
+        assert_eq!(names(&stars, "tickets"), [format!("tickets.{stars}")]);
         assert!(names("tickets.*", "tick").is_empty());
         assert!(p("*.ticket_*")
             .in_domain("tickets")
             .iter()
             .all(|t| t.within(&p("tickets.ticket_*"))));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Patterns and types over a small alphabet, so that they meet often.
+        fn pattern() -> impl Strategy<Value = TypePattern> {
+            "[ab*]{0,3}\\.?[ab*]{0,3}"
+                .prop_filter_map("a valid pattern", |s| TypePattern::new(&s).ok())
+        }
+
+        fn event_type() -> impl Strategy<Value = String> {
+            ("[ab]{1,3}", "[ab]{1,3}").prop_map(|(d, n)| format!("{d}.{n}"))
+        }
+
+        proptest! {
+            #[test]
+            fn within_never_lets_a_type_through_that_the_wider_pattern_refuses(
+                narrow in pattern(),
+                wide in pattern(),
+                types in prop::collection::vec(event_type(), 1..20),
+            ) {
+                if narrow.within(&wide) {
+                    for t in types.iter().filter(|t| narrow.matches(t)) {
+                        prop_assert!(wide.matches(t), "{narrow} within {wide}, yet {t}");
+                    }
+                }
+            }
+
+            #[test]
+            fn in_domain_keeps_exactly_the_types_of_the_domain(
+                p in pattern(),
+                domain in "[ab]{1,3}",
+                types in prop::collection::vec(event_type(), 1..20),
+            ) {
+                let parts = p.in_domain(&domain);
+                for t in &types {
+                    let inside = t.split_once('.').is_some_and(|(d, _)| d == domain);
+                    let expected = inside && p.matches(t);
+                    prop_assert_eq!(
+                        parts.iter().any(|part| part.matches(t)),
+                        expected,
+                        "{} in {}: {} ({:?})", p, domain, t, parts
+                    );
+                }
+            }
+        }
     }
 
     #[test]

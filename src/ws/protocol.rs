@@ -90,6 +90,9 @@ pub struct Filter {
 
 /// Most items in any one list of a filter.
 const MAX_FILTER_ITEMS: usize = 100;
+/// Longest type pattern of a filter: twice the longest event type, so any
+/// sensible pattern fits and checking one against the scopes stays cheap.
+const MAX_TYPE_PATTERN_LEN: usize = 256;
 
 /// Why a filter was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +142,15 @@ impl Filter {
                     "filter {list}[{i}] holds the character U+0000, which Herald refuses in all text"
                 )));
             }
+        }
+        if let Some(i) = spec
+            .types
+            .iter()
+            .position(|t| t.len() > MAX_TYPE_PATTERN_LEN)
+        {
+            return Err(Invalid(format!(
+                "filter types[{i}] is longer than {MAX_TYPE_PATTERN_LEN} bytes"
+            )));
         }
         let types = spec
             .types
