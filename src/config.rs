@@ -228,6 +228,10 @@ pub struct AuthArgs {
     #[arg(long, env = "HERALD_JWT_AUDIENCE", value_name = "AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// Clock skew, in seconds, tolerated on JWTs' `exp` and `nbf` (at most 300) [default: 5]
+    #[arg(long, env = "HERALD_JWT_LEEWAY_SECS", value_name = "SECS")]
+    pub jwt_leeway_secs: Option<u64>,
+
     /// Requests per second per key or token subject, unless the key sets its own [default: 1000]
     #[arg(long, env = "HERALD_RATE_LIMIT_PER_SEC", value_name = "N")]
     pub rate_limit_per_sec: Option<u32>,
@@ -258,6 +262,18 @@ pub fn auth_settings(
         )),
         (None, None) => None,
     };
+    let leeway = Duration::from_secs(
+        args.jwt_leeway_secs
+            .or(file.jwt_leeway_secs)
+            .unwrap_or(crate::auth::jwt::DEFAULT_LEEWAY.as_secs()),
+    );
+    if leeway > crate::auth::jwt::MAX_LEEWAY {
+        bail!(
+            "HERALD_JWT_LEEWAY_SECS / --jwt-leeway-secs may be at most {} s: a longer leeway \
+             keeps expired tokens alive",
+            crate::auth::jwt::MAX_LEEWAY.as_secs()
+        );
+    }
     let defaults = AuthSettings::default();
     Ok(AuthSettings {
         jwt: key.map(|key| JwtConfig {
@@ -267,6 +283,7 @@ pub fn auth_settings(
                 .jwt_audience
                 .clone()
                 .or_else(|| file.jwt_audience.clone()),
+            leeway,
         }),
         default_rate_per_sec: args
             .rate_limit_per_sec
@@ -528,6 +545,7 @@ pub struct FileConfig {
     pub jwt_rs256_public_key_file: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    pub jwt_leeway_secs: Option<u64>,
     pub rate_limit_per_sec: Option<u32>,
     pub actors_max: Option<usize>,
     pub actors_idle_secs: Option<u64>,
@@ -700,6 +718,41 @@ mod tests {
             "postgres://postgres@127.0.0.1/postgres"
         );
         assert_eq!(redact_url("embedded"), "embedded");
+    }
+
+    #[test]
+    fn the_jwt_leeway_is_small_by_default_bounded_and_read_from_every_source() {
+        let leeway = |args: AuthArgs, file: &str| {
+            let args = AuthArgs {
+                jwt_hs256_secret: Some("a-test-secret-of-at-least-32-bytes!!".into()),
+                ..args
+            };
+            auth_settings(&args, &toml::from_str(file).unwrap())
+                .map(|s| s.jwt.expect("a JWT configuration").leeway)
+        };
+        assert_eq!(
+            leeway(AuthArgs::default(), "").unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            leeway(AuthArgs::default(), "jwt_leeway_secs = 0").unwrap(),
+            Duration::ZERO
+        );
+        let flag = AuthArgs {
+            jwt_leeway_secs: Some(30),
+            ..Default::default()
+        };
+        assert_eq!(
+            leeway(flag, "jwt_leeway_secs = 0").unwrap(),
+            Duration::from_secs(30)
+        );
+        let err = leeway(AuthArgs::default(), "jwt_leeway_secs = 301")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HERALD_JWT_LEEWAY_SECS") && err.contains("300"),
+            "{err}"
+        );
     }
 
     #[test]

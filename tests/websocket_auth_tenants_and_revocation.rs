@@ -1,6 +1,8 @@
 //! The websocket authenticates in its first frame, never shows one tenant's
 //! events to another, refuses subscriptions outside the credentials' tenant
-//! and scopes, and closes a connection whose key is revoked (4003).
+//! and any filter that could match a type outside their `subscribe` scopes
+//! (as server-sent events do), and closes a connection whose key is revoked
+//! (4003).
 
 mod support;
 
@@ -112,6 +114,62 @@ async fn credentials_bound_every_subscription() {
         .await;
     let refused = next_interesting(&mut e).await;
     assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // A filter is taken only if every type it can match is within a
+    // `subscribe` scope: with `subscribe:edges`, wider filters are refused
+    // before any `subscribed` frame, the connection kept.
+    for filter in [
+        json!({"types": ["tickets.*"]}),
+        json!({"types": ["tickets.ticket_opened"]}),
+        json!({"streams": ["tickets/T-1"]}),
+        json!({"types": ["*.edge_went_offline"]}),
+        json!({"types": ["edges.*", "tickets.*"]}),
+        json!({"domains": ["edges", "tickets"]}),
+        json!({}),
+        json!({"types": ["*"]}),
+    ] {
+        let (mut e, _) = WsClient::connect(&base, &acme_edges).await;
+        e.send(json!({"type": "subscribe", "id": "wide", "filter": filter, "from": "start"}))
+            .await;
+        let first = e.next().await.expect("an answer");
+        assert_eq!(
+            (first["type"].as_str(), first["code"].as_str()),
+            (Some("error"), Some("forbidden")),
+            "{filter}: {first}"
+        );
+        assert_eq!(first["subscription"], "wide", "{first}");
+        assert!(
+            first["message"].as_str().unwrap().contains("edges.*"),
+            "the refusal names the scopes: {first}"
+        );
+        e.send(json!({"type": "ping", "id": "after"})).await;
+        let next = e.next().await.expect("the connection stays open");
+        assert_eq!(next["type"], "pong", "{filter}: nothing else comes: {next}");
+    }
+    for filter in [
+        json!({"types": ["edges.*"]}),
+        json!({"domains": ["edges"]}),
+        json!({"streams": ["edges/E-17"]}),
+        json!({"types": ["*.edge_*"], "domains": ["edges"]}),
+        json!({"types": ["*"], "streams": ["edges/E-17"]}),
+        json!({"domains": ["edges", "tickets"], "streams": ["edges/E-17"]}),
+    ] {
+        let (mut e, _) = WsClient::connect(&base, &acme_edges).await;
+        e.send(json!({"type": "subscribe", "id": "narrow", "filter": filter, "from": "start"}))
+            .await;
+        let first = e.next().await.expect("an answer");
+        assert_eq!(first["type"], "subscribed", "{filter}: {first}");
+    }
+    // Server-sent events answer the same filter the same way.
+    let sse = reqwest::Client::new()
+        .get(format!("{base}/v1/events/stream?type=tickets.*"))
+        .bearer_auth(&acme_edges)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 403);
+    let problem: Value = sse.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:herald:problem:forbidden", "{problem}");
     a.send(json!({"type": "ping", "id": "still-there"})).await;
     assert_eq!(next_interesting(&mut a).await["type"], "pong");
 

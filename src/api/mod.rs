@@ -12,6 +12,7 @@ pub mod item;
 pub mod openapi;
 pub mod problem;
 mod publish;
+pub mod request_log;
 mod search;
 pub mod state_at;
 mod streams;

@@ -127,6 +127,7 @@ fn document() -> &'static Result<String, String> {
             components.schemas.extend(more.schemas);
             components.responses.extend(more.responses);
         }
+        super::request_log::document_request_ids(&mut doc);
         doc.to_json().map_err(|e| e.to_string())
     })
 }
@@ -204,7 +205,9 @@ impl<'r> ToResponse<'r> for Unauthorized {
         (
             "Unauthorized",
             problem_response(
-                "`unauthorized`: no credentials, or a malformed, unknown, revoked or expired one",
+                "`unauthorized`: no credentials, or a malformed, unknown, revoked or expired one, \
+                 or a JWT without a configured `iss` or `aud` or before its `nbf` (the member \
+                 `claim` names the JWT claim at fault)",
             )
             .header(
                 "WWW-Authenticate",

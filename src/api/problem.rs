@@ -381,7 +381,12 @@ impl ResponseError for Problem {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = self.body();
+        let mut body = self.body();
+        // The id the client can quote to find this request's log lines.
+        if let (Some(id), Value::Object(members)) = (super::request_log::answering(self), &mut body)
+        {
+            members.insert("request_id".into(), Value::from(&*id));
+        }
         let mut response = HttpResponse::build(self.kind.status());
         response.insert_header((
             header::CONTENT_TYPE,
@@ -454,6 +459,7 @@ pub type ApiResult<T> = Result<T, Problem>;
 /// cannot drift from what Herald sends).
 impl utoipa::PartialSchema for Problem {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use super::request_log::MAX_REQUEST_ID_LEN;
         use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaFormat, Type};
         let kinds: String = ProblemKind::ALL
             .iter()
@@ -507,6 +513,15 @@ impl utoipa::PartialSchema for Problem {
             .required("status")
             .property("detail", string("What is wrong with this request."))
             .required("detail")
+            .property(
+                "request_id",
+                string(
+                    "The request's id, also answered in `X-Request-Id`: the caller's own \
+                     `X-Request-Id` when it is 1 to 128 visible ASCII characters, else one \
+                     Herald made (a UUID v7). Quote it to find the request's log lines.",
+                )
+                .max_length(Some(MAX_REQUEST_ID_LEN)),
+            )
             .additional_properties(Some(AdditionalProperties::FreeForm(true)))
             .examples([example])
             .into()

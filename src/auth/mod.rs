@@ -28,7 +28,7 @@ use herald_store::{EventStore, StoreError};
 
 use crate::api::problem::{Problem, ProblemKind};
 use crate::api::AppState;
-pub use jwt::{JwtConfig, JwtKey};
+pub use jwt::{JwtConfig, JwtKey, TokenError};
 pub use key::ApiKey;
 pub use scope::{parse_scopes, Action, Scope, TypePattern};
 
@@ -88,13 +88,6 @@ impl Identity {
         })
     }
 
-    /// True when some scope may allow `action` on some type of `domain`.
-    pub fn touches_domain(&self, action: Action, domain: &str) -> bool {
-        self.scopes.iter().any(|s| {
-            (s.action == action || s.action == Action::Admin) && s.pattern.touches_domain(domain)
-        })
-    }
-
     pub fn is_admin(&self) -> bool {
         self.scopes
             .iter()
@@ -148,6 +141,8 @@ pub enum AuthError {
     Missing,
     /// Credentials that are not a key or a valid token.
     Invalid(String),
+    /// A JWT refused for what it claims (or leaves out).
+    Token(jwt::TokenError),
     /// A key that was revoked.
     Revoked,
     /// The store could not be asked.
@@ -167,6 +162,17 @@ impl From<AuthError> for Problem {
                 format!("the credentials were refused: {why}"),
             )
             .challenge(),
+            AuthError::Token(e) => {
+                let problem = Problem::new(
+                    ProblemKind::Unauthorized,
+                    format!("the credentials were refused: {}", e.reason),
+                )
+                .challenge();
+                match e.claim {
+                    Some(claim) => problem.with("claim", claim),
+                    None => problem,
+                }
+            }
             AuthError::Revoked => {
                 Problem::new(ProblemKind::Unauthorized, "this API key has been revoked").challenge()
             }
@@ -292,7 +298,7 @@ impl Authenticator {
                 "not an API key, and no JWT is configured".into(),
             ));
         };
-        let claims = jwt.verify(token).map_err(AuthError::Invalid)?;
+        let claims = jwt.verify(token).map_err(AuthError::Token)?;
         Ok(Identity {
             tenant: TenantId::new(claims.tenant)
                 .map_err(|e| AuthError::Invalid(format!("tenant claim: {e}")))?,

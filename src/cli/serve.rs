@@ -160,6 +160,7 @@ async fn serve(
             .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(api::text::refuse_unstorable_url))
             .wrap(from_fn(api::record_metrics))
+            .wrap(from_fn(api::request_log::trace_requests))
             .configure(api::routes)
     })
     .on_connect(move |_, extensions| {

@@ -90,18 +90,41 @@ pub struct Filter {
 
 /// Most items in any one list of a filter.
 const MAX_FILTER_ITEMS: usize = 100;
+/// Longest type pattern of a filter: twice the longest event type, so any
+/// sensible pattern fits and checking one against the scopes stays cheap.
+const MAX_TYPE_PATTERN_LEN: usize = 256;
+
+/// Why a filter was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterError {
+    /// Malformed: too long, an unknown domain, a bad pattern or stream.
+    Invalid(String),
+    /// It could match a type the credentials may not subscribe to.
+    Forbidden(String),
+}
+
+impl std::fmt::Display for FilterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FilterError::Invalid(why) | FilterError::Forbidden(why) => f.write_str(why),
+        }
+    }
+}
 
 impl Filter {
-    /// Checks a filter against the subscriber's scopes: it must be able to
-    /// see some of what it asks for.
-    pub fn new(spec: FilterSpec, identity: &Identity) -> Result<Self, String> {
+    /// Checks a filter against the subscriber's scopes: every type it can
+    /// match must be one they may subscribe to, so that a subscription never
+    /// stands for more than the credentials allow (events outside the scopes
+    /// would be left out anyway; refusing says so instead of staying silent).
+    pub fn new(spec: FilterSpec, identity: &Identity) -> Result<Self, FilterError> {
+        use FilterError::Invalid;
         if spec.types.len() > MAX_FILTER_ITEMS
             || spec.domains.len() > MAX_FILTER_ITEMS
             || spec.streams.len() > MAX_FILTER_ITEMS
         {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "a filter list may hold at most {MAX_FILTER_ITEMS} items"
-            ));
+            )));
         }
         // Refused like every text holding U+0000, before the checks of
         // each kind (which would refuse it too, less plainly).
@@ -115,48 +138,107 @@ impl Filter {
                 .iter()
                 .position(|t| !herald_store::storable::is_storable(t))
             {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "filter {list}[{i}] holds the character U+0000, which Herald refuses in all text"
-                ));
+                )));
             }
+        }
+        if let Some(i) = spec
+            .types
+            .iter()
+            .position(|t| t.len() > MAX_TYPE_PATTERN_LEN)
+        {
+            return Err(Invalid(format!(
+                "filter types[{i}] is longer than {MAX_TYPE_PATTERN_LEN} bytes"
+            )));
         }
         let types = spec
             .types
             .iter()
             .map(|t| TypePattern::new(t))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Invalid)?;
         let streams = spec
             .streams
             .iter()
             .map(|s| {
                 s.parse::<StreamId>()
-                    .map_err(|e| format!("stream {s:?}: {e}"))
+                    .map_err(|e| Invalid(format!("stream {s:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         for d in &spec.domains {
-            herald_events::Domain::new(d.as_str()).map_err(|e| format!("domain {d:?}: {e}"))?;
+            herald_events::Domain::new(d.as_str())
+                .map_err(|e| Invalid(format!("domain {d:?}: {e}")))?;
         }
-        let mut wanted_domains: Vec<String> = spec.domains.clone();
-        wanted_domains.extend(streams.iter().map(|s| s.domain().to_string()));
-        let visible = if wanted_domains.is_empty() {
-            identity
-                .scopes
-                .iter()
-                .any(|s| s.action == Action::Subscribe || s.action == Action::Admin)
-        } else {
-            wanted_domains
-                .iter()
-                .any(|d| identity.touches_domain(Action::Subscribe, d))
-        };
-        if !visible {
-            return Err("these credentials may not subscribe to any of that".into());
-        }
-        Ok(Self {
+        let filter = Self {
             types,
             domains: spec.domains,
             streams,
             identity: identity.clone(),
-        })
+        };
+        filter.check_scopes()?;
+        Ok(filter)
+    }
+
+    /// Refuses the filter unless each type it can match lies within one of
+    /// the identity's `subscribe` (or `admin`) scopes.
+    fn check_scopes(&self) -> Result<(), FilterError> {
+        let scopes: Vec<&TypePattern> = self
+            .identity
+            .scopes
+            .iter()
+            .filter(|s| s.action == Action::Subscribe || s.action == Action::Admin)
+            .map(|s| &s.pattern)
+            .collect();
+        let any = TypePattern::new(TypePattern::ANY).expect("a valid pattern");
+        let types: Vec<&TypePattern> = if self.types.is_empty() {
+            vec![&any]
+        } else {
+            self.types.iter().collect()
+        };
+        // The domains an event may be in: those of `domains` and of
+        // `streams`, when both are given those of both (the lists are
+        // AND-ed); `None` is any domain.
+        let stream_domains: Vec<&str> = self.streams.iter().map(|s| s.domain().as_str()).collect();
+        let domains: Option<Vec<&str>> = match (self.domains.is_empty(), stream_domains.is_empty())
+        {
+            (true, true) => None,
+            (false, true) => Some(self.domains.iter().map(String::as_str).collect()),
+            (true, false) => Some(stream_domains),
+            (false, false) => Some(
+                self.domains
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| stream_domains.contains(d))
+                    .collect(),
+            ),
+        };
+        let allowed = |part: &TypePattern| scopes.iter().any(|scope| part.within(scope));
+        for pattern in types {
+            let uncovered = match &domains {
+                None => (!allowed(pattern)).then(|| pattern.to_string()),
+                Some(domains) => domains.iter().find_map(|domain| {
+                    pattern
+                        .in_domain(domain)
+                        .iter()
+                        .any(|part| !allowed(part))
+                        .then(|| format!("{pattern} in domain {domain}"))
+                }),
+            };
+            if let Some(what) = uncovered {
+                let held: Vec<String> = scopes.iter().map(|p| p.to_string()).collect();
+                let held = if held.is_empty() {
+                    "none".to_owned()
+                } else {
+                    held.join(", ")
+                };
+                return Err(FilterError::Forbidden(format!(
+                    "these credentials may not subscribe to every type matching {what} (their \
+                     subscribe scopes cover: {held}); a filter may only match types they cover"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The streams named by the filter (empty: any).

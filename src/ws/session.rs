@@ -16,7 +16,7 @@ use futures::StreamExt;
 use herald_events::Position;
 
 use super::hub::{Outbound, Queue, ShutdownSignal, Sink, Slow, SubscriptionKey};
-use super::protocol::{close, json_string, ClientFrame, Cursor, Filter, SUBPROTOCOL};
+use super::protocol::{close, json_string, ClientFrame, Cursor, Filter, FilterError, SUBPROTOCOL};
 use crate::api::problem::{Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::Identity;
@@ -398,13 +398,12 @@ impl Connection<'_> {
         }
         let filter = match Filter::new(filter, &self.identity) {
             Ok(f) => f,
-            Err(why) => {
-                let code = if why.contains("may not") {
-                    "forbidden"
-                } else {
-                    "invalid-filter"
-                };
-                self.send(error_frame(Some(&id), code, &why));
+            Err(FilterError::Forbidden(why)) => {
+                self.send(error_frame(Some(&id), "forbidden", &why));
+                return Ok(());
+            }
+            Err(FilterError::Invalid(why)) => {
+                self.send(error_frame(Some(&id), "invalid-filter", &why));
                 return Ok(());
             }
         };

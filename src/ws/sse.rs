@@ -17,7 +17,7 @@ use herald_events::Position;
 use tokio::sync::mpsc;
 
 use super::hub::{Outbound, Sink};
-use super::protocol::{close, Cursor, Filter, FilterSpec};
+use super::protocol::{close, Cursor, Filter, FilterError, FilterSpec};
 use super::session::{HEARTBEAT, QUEUE};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
@@ -121,13 +121,9 @@ pub async fn stream(
         }
     }
     identity.require_tenant(tenant.as_deref())?;
-    let filter = Filter::new(spec, &identity).map_err(|why| {
-        let kind = if why.contains("may not") {
-            ProblemKind::Forbidden
-        } else {
-            ProblemKind::InvalidQuery
-        };
-        Problem::new(kind, why)
+    let filter = Filter::new(spec, &identity).map_err(|e| match e {
+        FilterError::Forbidden(why) => Problem::new(ProblemKind::Forbidden, why),
+        FilterError::Invalid(why) => Problem::new(ProblemKind::InvalidQuery, why),
     })?;
     // Last-Event-ID (a reconnecting EventSource) wins over `from`.
     let resume = req
