@@ -213,10 +213,16 @@ pub(crate) async fn bootstrap_admin_key(
         }
         return Ok(());
     }
+    let admin = crate::auth::Scope {
+        action: crate::auth::Action::Admin,
+        pattern: crate::auth::TypePattern::new(crate::auth::TypePattern::ANY)
+            .map_err(|e| anyhow::anyhow!(e))?,
+    };
     let record = ApiKeyRecord {
         key_id: key.id.clone(),
         tenant: TenantId::default_tenant(),
-        scopes: vec!["admin".to_owned()],
+        // As `herald keys create --scopes admin` stores it.
+        scopes: vec![admin.to_string()],
         secret_sha256: key.secret_sha256(),
         label: Some(BOOTSTRAP_LABEL.to_owned()),
         rate_per_sec: None,
