@@ -37,20 +37,44 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
     /// Directory of the embedded store [default: ./data]
-    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_DATA_DIR",
+        value_name = "DIR",
+        global = true,
+        help_heading = "Store"
+    )]
     pub data_dir: Option<PathBuf>,
 
     /// TOML configuration file; flags and environment variables override it
-    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_CONFIG",
+        value_name = "FILE",
+        global = true,
+        help_heading = "Store"
+    )]
     pub config: Option<PathBuf>,
 
     /// The event store: `embedded` (a SQLite file in the data directory) or a
     /// `postgres://user@host:port/db` URL [default: embedded]
-    #[arg(long, env = "HERALD_STORE", value_name = "STORE", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_STORE",
+        value_name = "STORE",
+        global = true,
+        help_heading = "Store"
+    )]
     pub store: Option<String>,
 
     /// Postgres connections in the pool [default: 16]
-    #[arg(long, env = "HERALD_STORE_POOL_SIZE", value_name = "N", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_STORE_POOL_SIZE",
+        value_name = "N",
+        global = true,
+        help_heading = "Store"
+    )]
     pub store_pool_size: Option<usize>,
 
     /// Most events committed in one group-commit transaction [default: 1000]
@@ -58,7 +82,8 @@ pub struct StoreArgs {
         long,
         env = "HERALD_APPEND_BATCH_EVENTS",
         value_name = "N",
-        global = true
+        global = true,
+        help_heading = "Store"
     )]
     pub append_batch_events: Option<usize>,
 
@@ -67,7 +92,8 @@ pub struct StoreArgs {
         long,
         env = "HERALD_APPEND_BATCH_WAIT_MS",
         value_name = "MS",
-        global = true
+        global = true,
+        help_heading = "Store"
     )]
     pub append_batch_wait_ms: Option<u64>,
 }
