@@ -507,10 +507,11 @@ impl Shell {
     fn run(&mut self, command: &str) -> (i32, String) {
         self.steps += 1;
         let marker = format!("@@herald-doc-step-{}@@", self.steps);
-        // The marker keeps `$?` for a following `echo $?`.
+        // The command reads nothing of the script that feeds the shell; the
+        // marker keeps `$?` for a following `echo $?`.
         write!(
             self.stdin,
-            "{command}\n__herald_rc=$?; printf '\\n{marker} %d\\n' \"$__herald_rc\"; (exit $__herald_rc)\n"
+            "{{ {command}\n}} < /dev/null\n__herald_rc=$?; printf '\\n{marker} %d\\n' \"$__herald_rc\"; (exit $__herald_rc)\n"
         )
         .unwrap();
         self.stdin.flush().unwrap();
@@ -600,15 +601,17 @@ fn run_sh(shell: &mut Shell, block: &Block, subst: &Subst) {
 // ---------------------------------------------------------------------------
 // Servers and clients
 
-/// Starts `herald serve` with no configuration in `dir`, on 127.0.0.1:8080.
-async fn serve_on_8080(dir: &Path) -> Herald {
+/// Starts `herald serve` with no configuration in `dir`, on 127.0.0.1:8080;
+/// it must answer `/healthz` `within`.
+async fn serve_on_8080(dir: &Path, within: Duration) -> Herald {
     assert!(
         std::net::TcpListener::bind("127.0.0.1:8080").is_ok(),
         "127.0.0.1:8080 is taken: the docs' commands talk to Herald there, so this test needs \
          the port (is another copy of it running?)"
     );
     let mut herald = Herald::start(dir, &["serve"], &[]);
-    herald.wait_healthy(Duration::from_secs(15)).await;
+    let took = herald.wait_healthy(within).await;
+    eprintln!("herald answered /healthz {took:?} after start");
     assert_eq!(herald.base, BASE);
     herald
 }
@@ -844,7 +847,9 @@ fn keys_as_the_readme_shows(docs: &mut Docs) {
 /// audit tools with the auditor's script.
 async fn on_defaults_the_walkthrough_and_the_tools(docs: &mut Docs) {
     let dir = tempfile::tempdir().unwrap();
-    let mut herald = serve_on_8080(dir.path()).await;
+    // "Run it": with no configuration, /healthz within seconds, the store
+    // in ./data.
+    let mut herald = serve_on_8080(dir.path(), Duration::from_secs(5)).await;
     assert!(
         dir.path().join("data/herald.db").exists(),
         "the embedded store is not in ./data"
@@ -910,7 +915,7 @@ async fn on_defaults_the_walkthrough_and_the_tools(docs: &mut Docs) {
     subst.set("postgres://…", db.url());
     for marker in [
         "herald audit anchor > anchor.txt",
-        "herald audit verify                ",
+        "# the embedded store in ./data",
         "herald audit export --output trail.jsonl",
     ] {
         let block = docs.claim("docs/hash-chain.md", marker, "audit");
@@ -978,7 +983,7 @@ async fn subscribing_as_docs_websocket_shows(docs: &mut Docs) {
     assert!(key.starts_with("hk_") && key != example_key, "{printed}");
     let admin = create_key(dir.path(), "acme", "admin");
 
-    let mut herald = serve_on_8080(dir.path()).await;
+    let mut herald = serve_on_8080(dir.path(), Duration::from_secs(15)).await;
     subst.epoch = Some(epoch(&key).await);
 
     let append = docs.claim("README.md", "\"producer\": \"edge-gateway\"", "body");
