@@ -32,31 +32,69 @@ pub enum LogFormat {
 }
 
 /// Flags and environment variables shared by every subcommand that opens the store.
+/// They are global: `herald keys --data-dir D create` and `herald keys create
+/// --data-dir D` mean the same, as do the `audit` and `replay` subcommands'.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
     /// Directory of the embedded store [default: ./data]
-    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "HERALD_DATA_DIR",
+        value_name = "DIR",
+        global = true,
+        help_heading = "Store"
+    )]
     pub data_dir: Option<PathBuf>,
 
     /// TOML configuration file; flags and environment variables override it
-    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HERALD_CONFIG",
+        value_name = "FILE",
+        global = true,
+        help_heading = "Store"
+    )]
     pub config: Option<PathBuf>,
 
     /// The event store: `embedded` (a SQLite file in the data directory) or a
     /// `postgres://user@host:port/db` URL [default: embedded]
-    #[arg(long, env = "HERALD_STORE", value_name = "STORE")]
+    #[arg(
+        long,
+        env = "HERALD_STORE",
+        value_name = "STORE",
+        global = true,
+        help_heading = "Store"
+    )]
     pub store: Option<String>,
 
     /// Postgres connections in the pool [default: 16]
-    #[arg(long, env = "HERALD_STORE_POOL_SIZE", value_name = "N")]
+    #[arg(
+        long,
+        env = "HERALD_STORE_POOL_SIZE",
+        value_name = "N",
+        global = true,
+        help_heading = "Store"
+    )]
     pub store_pool_size: Option<usize>,
 
     /// Most events committed in one group-commit transaction [default: 1000]
-    #[arg(long, env = "HERALD_APPEND_BATCH_EVENTS", value_name = "N")]
+    #[arg(
+        long,
+        env = "HERALD_APPEND_BATCH_EVENTS",
+        value_name = "N",
+        global = true,
+        help_heading = "Store"
+    )]
     pub append_batch_events: Option<usize>,
 
     /// Longest wait, in milliseconds, for more appends to join a batch [default: 0]
-    #[arg(long, env = "HERALD_APPEND_BATCH_WAIT_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "HERALD_APPEND_BATCH_WAIT_MS",
+        value_name = "MS",
+        global = true,
+        help_heading = "Store"
+    )]
     pub append_batch_wait_ms: Option<u64>,
 }
 
@@ -207,6 +245,18 @@ pub fn actor_settings(args: &ActorArgs, file: &FileConfig) -> anyhow::Result<Act
 /// Flags and environment variables of authentication.
 #[derive(Debug, Clone, Default, Args)]
 pub struct AuthArgs {
+    /// An admin API key of the tenant `default`, `hk_<16 hex digits>_<secret
+    /// of 32 to 64 characters>`, that `herald serve` stores at start when the
+    /// store holds no key yet (a fresh container starts authenticated);
+    /// ignored once any key exists
+    #[arg(
+        long,
+        env = "HERALD_BOOTSTRAP_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub bootstrap_admin_key: Option<String>,
+
     /// Accept HS256 JWTs signed with this secret (at least 32 bytes)
     #[arg(
         long,
@@ -291,6 +341,33 @@ pub fn auth_settings(
             .unwrap_or(defaults.default_rate_per_sec)
             .max(1),
     })
+}
+
+/// Shortest secret a bootstrap admin key may have: it is set by hand, and a
+/// short one could be guessed.
+const BOOTSTRAP_SECRET_MIN: usize = 32;
+
+/// Reads the bootstrap admin key, never repeating it in an error.
+fn bootstrap_admin_key(
+    args: &AuthArgs,
+    file: &FileConfig,
+) -> anyhow::Result<Option<crate::auth::ApiKey>> {
+    let Some(text) = args
+        .bootstrap_admin_key
+        .clone()
+        .or_else(|| file.bootstrap_admin_key.clone())
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    match crate::auth::ApiKey::parse(text.trim()) {
+        Some(key) if key.secret_len() >= BOOTSTRAP_SECRET_MIN => Ok(Some(key)),
+        _ => bail!(
+            "HERALD_BOOTSTRAP_ADMIN_KEY / --bootstrap-admin-key is not an API key: it must be \
+             hk_<16 hex digits>_<secret of {BOOTSTRAP_SECRET_MIN} to 64 characters>, e.g. made with \
+             `echo \"hk_$(openssl rand -hex 8)_$(openssl rand -hex 32)\"`"
+        ),
+    }
 }
 
 /// How events are encoded on the broker.
@@ -541,6 +618,7 @@ pub struct FileConfig {
     pub relay: Option<bool>,
     pub ingest: Option<Switch>,
     pub ingest_topic: Option<String>,
+    pub bootstrap_admin_key: Option<String>,
     pub jwt_hs256_secret: Option<String>,
     pub jwt_rs256_public_key_file: Option<PathBuf>,
     pub jwt_issuer: Option<String>,
@@ -623,6 +701,8 @@ pub struct ServeConfig {
     pub workers: Option<usize>,
     pub broker: BrokerSettings,
     pub auth: crate::auth::AuthSettings,
+    /// The admin key to store at start when the store holds none.
+    pub bootstrap_admin_key: Option<crate::auth::ApiKey>,
     pub actors: ActorSettings,
 }
 
@@ -654,6 +734,7 @@ impl ServeConfig {
             workers: args.workers.or(file.workers).filter(|n| *n > 0),
             broker: broker_settings(&args.broker, file)?,
             auth: auth_settings(&args.auth, file)?,
+            bootstrap_admin_key: bootstrap_admin_key(&args.auth, file)?,
             actors: actor_settings(&args.actors, file)?,
         })
     }

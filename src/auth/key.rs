@@ -43,6 +43,11 @@ impl ApiKey {
         })
     }
 
+    /// The secret's length in characters (never the secret itself).
+    pub fn secret_len(&self) -> usize {
+        self.secret.chars().count()
+    }
+
     /// The full key text, to show once.
     pub fn reveal(&self) -> String {
         format!("{PREFIX}{}_{}", self.id, self.secret)

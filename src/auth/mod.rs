@@ -217,8 +217,8 @@ impl Authenticator {
         if anonymous && !listen.ip().is_loopback() {
             anyhow::bail!(
                 "refusing to serve {listen} without authentication: create an API key \
-                 (`herald keys create --tenant T --scopes ...`), configure JWT, or listen on a \
-                 loopback address"
+                 (`herald keys create --tenant T --scopes ...`, or set HERALD_BOOTSTRAP_ADMIN_KEY \
+                 for a first start), configure JWT, or listen on a loopback address"
             );
         }
         let auth = Arc::new(Self {
@@ -334,7 +334,11 @@ impl FromRequest for Identity {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req).map(str::to_owned);
+        // Browsers' EventSource cannot set headers: the SSE route alone also
+        // takes the credentials from its query.
+        let token = bearer(req)
+            .map(str::to_owned)
+            .or_else(|| crate::ws::sse::query_token(req));
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 Problem::new(ProblemKind::Internal, "the application state is missing")

@@ -33,6 +33,10 @@ use crate::config::{store_settings, FileConfig, LogArgs, StoreArgs};
                   reads as an event; 2 bad input or a failure (a store that cannot be reached)."
 )]
 pub struct AuditArgs {
+    /// The store to read, before or after the subcommand.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     #[command(subcommand)]
     pub command: AuditCommand,
 }
@@ -49,9 +53,6 @@ pub enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
-
     /// First position to check; the stored hash of the event before it is
     /// taken on trust [default: 1]
     #[arg(long, value_name = "P")]
@@ -70,9 +71,6 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct AnchorArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
-
     /// Print the anchor as JSON
     #[arg(long)]
     pub json: bool,
@@ -88,17 +86,13 @@ pub(crate) fn broken(message: impl Into<String>) -> anyhow::Error {
 
 /// Runs `herald audit` (exit codes: see the module doc).
 pub fn run(log: &LogArgs, args: AuditArgs) -> anyhow::Result<()> {
-    let store = match &args.command {
-        AuditCommand::Verify(a) => &a.store,
-        AuditCommand::Anchor(a) => &a.store,
-        AuditCommand::Export(a) => &a.store,
-    };
-    let config = store.config.clone();
+    let config = args.store.config.clone();
+    let store = args.store;
     super::tool::run(log, config.as_deref(), |file| async move {
         match args.command {
-            AuditCommand::Verify(a) => verify(a, &file).await,
-            AuditCommand::Anchor(a) => anchor(a, &file).await,
-            AuditCommand::Export(a) => export::run(a, &file).await,
+            AuditCommand::Verify(a) => verify(a, &store, &file).await,
+            AuditCommand::Anchor(a) => anchor(a, &store, &file).await,
+            AuditCommand::Export(a) => export::run(a, &store, &file).await,
         }
     })
 }
@@ -147,11 +141,11 @@ fn read_anchor(value: &str) -> anyhow::Result<Anchor> {
     Anchor::parse(&text).map_err(|e| usage(format!("the anchor file {value}: {e}")))
 }
 
-async fn verify(args: VerifyArgs, file: &FileConfig) -> anyhow::Result<()> {
+async fn verify(args: VerifyArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
     // Bad input is told before any store is opened.
     let anchor = args.anchor.as_deref().map(read_anchor).transpose()?;
     let from = args.from.unwrap_or(1);
-    let store = open_store(&args.store, file).await?;
+    let store = open_store(store, file).await?;
     let result = async {
         let head = store.head().await.context("reading the log head")?;
         let bar = progress_bar(
@@ -218,8 +212,8 @@ fn print_report(report: &VerifyReport) {
     }
 }
 
-async fn anchor(args: AnchorArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let store = open_store(&args.store, file).await?;
+async fn anchor(args: AnchorArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let store = open_store(store, file).await?;
     let result = async {
         let head = store.head().await.context("reading the log head")?;
         // The head record is only a copy: the anchor is the hash stored

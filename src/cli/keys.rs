@@ -1,17 +1,27 @@
 //! `herald keys`: create, list and revoke API keys in the store that
-//! `herald serve` uses (same `--data-dir`, `--config`, `HERALD_STORE`). A key's
-//! secret is printed once, at creation; the store keeps only its hash.
+//! `herald serve` uses (same `--data-dir`, `--config`, `HERALD_STORE`, before
+//! or after the subcommand). A key's secret is printed once, at creation; the
+//! store keeps only its hash. Exit codes as the other offline tools': 0 done,
+//! 2 bad input (a malformed tenant or scope, an unknown key id, no store
+//! where one was named) or a failure.
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use herald_events::TenantId;
 use herald_store::ApiKeyRecord;
 use serde_json::json;
 
+use super::tool::usage;
 use crate::auth::{parse_scopes, ApiKey};
-use crate::config::{store_settings, FileConfig, StoreArgs};
+use crate::config::{store_settings, FileConfig, LogArgs, StoreArgs};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 done; 2 bad input (a malformed tenant or scope, an unknown \
+                  key id) or a failure."
+)]
 pub struct KeysArgs {
+    /// The store holding the keys, before or after the subcommand.
     #[command(flatten)]
     pub store: StoreArgs,
 
@@ -37,7 +47,7 @@ pub enum KeysCommand {
         #[arg(long)]
         label: Option<String>,
         /// Requests per second for this key (default: the server's)
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rate: Option<u32>,
     },
     /// List keys (never their secrets)
@@ -49,18 +59,39 @@ pub enum KeysCommand {
     },
 }
 
-pub fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let file = FileConfig::load_optional(args.store.config.as_deref())?;
-    let settings = store_settings(&args.store, &file)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let store = herald_store::open(settings).await?;
+/// Runs `herald keys` (exit codes: see the module doc).
+pub fn run(log: &LogArgs, args: KeysArgs) -> anyhow::Result<()> {
+    let config = args.store.config.clone();
+    super::tool::run(log, config.as_deref(), |file| async move {
+        let store = open_store(&args.store, &file, &args.command).await?;
         let result = execute(&*store, args.command, args.json).await;
         store.close().await;
         result
     })
+}
+
+/// Opens the store the flags name. `create` makes the embedded store when
+/// it is missing (the first key of a new installation comes before its
+/// first `herald serve`); `list` and `revoke` refuse to, so that a mistyped
+/// directory is told rather than shown an empty list.
+async fn open_store(
+    args: &StoreArgs,
+    file: &FileConfig,
+    command: &KeysCommand,
+) -> anyhow::Result<std::sync::Arc<dyn herald_store::EventStore>> {
+    let settings = store_settings(args, file).map_err(|e| usage(format!("{e:#}")))?;
+    if let herald_store::StoreLocation::Embedded { data_dir } = &settings.location {
+        let path = data_dir.join(herald_store::embedded::FILE_NAME);
+        if !matches!(command, KeysCommand::Create { .. }) && !path.is_file() {
+            return Err(usage(format!(
+                "no embedded store at {} (give --data-dir, or --store for Postgres)",
+                path.display()
+            )));
+        }
+    }
+    herald_store::open(settings)
+        .await
+        .context("opening the event store")
 }
 
 async fn execute(
@@ -75,10 +106,11 @@ async fn execute(
             label,
             rate,
         } => {
-            let tenant = TenantId::new(tenant)?;
-            let scopes = parse_scopes(&scopes).map_err(|e| anyhow::anyhow!(e))?;
-            anyhow::ensure!(!scopes.is_empty(), "a key needs at least one scope");
-            anyhow::ensure!(rate != Some(0), "--rate must be at least 1");
+            let tenant = TenantId::new(tenant).map_err(|e| usage(format!("--tenant: {e}")))?;
+            let scopes = parse_scopes(&scopes).map_err(|e| usage(format!("--scopes: {e}")))?;
+            if scopes.is_empty() {
+                return Err(usage("--scopes: a key needs at least one scope"));
+            }
             let key = ApiKey::generate();
             let record = ApiKeyRecord {
                 key_id: key.id.clone(),
@@ -138,7 +170,11 @@ async fn execute(
             }
         }
         KeysCommand::Revoke { id } => {
-            anyhow::ensure!(store.revoke_api_key(&id).await?, "no key {id:?}");
+            if !store.revoke_api_key(&id).await? {
+                return Err(usage(format!(
+                    "no key {id:?} in this store (`herald keys list` shows the ids)"
+                )));
+            }
             if json_output {
                 println!("{}", json!({"id": id, "revoked": true}));
             } else {
@@ -146,5 +182,64 @@ async fn execute(
             }
         }
     }
+    Ok(())
+}
+
+/// The label of the key `HERALD_BOOTSTRAP_ADMIN_KEY` creates.
+pub(crate) const BOOTSTRAP_LABEL: &str = "bootstrap admin key (HERALD_BOOTSTRAP_ADMIN_KEY)";
+
+/// Stores `key` as an admin key of the tenant `default` when the store holds
+/// no key at all (a first start), so that a server on a public address
+/// starts authenticated without an offline `herald keys create` first. Once
+/// any key exists it changes nothing: keys are managed with `herald keys`,
+/// and a revoked bootstrap key stays revoked.
+pub(crate) async fn bootstrap_admin_key(
+    store: &dyn herald_store::EventStore,
+    key: &ApiKey,
+) -> anyhow::Result<()> {
+    let existing = store.list_api_keys().await.context("listing API keys")?;
+    if !existing.is_empty() {
+        match existing.iter().find(|k| k.key_id == key.id) {
+            Some(k) if !key.matches(&k.secret_sha256) => tracing::warn!(
+                key = %key.id,
+                "HERALD_BOOTSTRAP_ADMIN_KEY names a stored key with another secret; it is not \
+                 used (keys exist, so nothing is created)."
+            ),
+            Some(_) => tracing::info!(key = %key.id, "The bootstrap admin key is stored."),
+            None => tracing::info!(
+                "API keys exist: HERALD_BOOTSTRAP_ADMIN_KEY is not used (manage keys with \
+                 `herald keys`)."
+            ),
+        }
+        return Ok(());
+    }
+    let admin = crate::auth::Scope {
+        action: crate::auth::Action::Admin,
+        pattern: crate::auth::TypePattern::new(crate::auth::TypePattern::ANY)
+            .map_err(|e| anyhow::anyhow!(e))?,
+    };
+    let record = ApiKeyRecord {
+        key_id: key.id.clone(),
+        tenant: TenantId::default_tenant(),
+        // As `herald keys create --scopes admin` stores it.
+        scopes: vec![admin.to_string()],
+        secret_sha256: key.secret_sha256(),
+        label: Some(BOOTSTRAP_LABEL.to_owned()),
+        rate_per_sec: None,
+        created_at: herald_events::envelope::to_stored_precision(chrono::Utc::now()),
+        revoked_at: None,
+    };
+    if let Err(e) = store.insert_api_key(&record).await {
+        // Another process starting on the same store may have stored it first.
+        let stored = store.api_key(&key.id).await.context("reading API keys")?;
+        if stored.is_none() {
+            return Err(anyhow::Error::new(e).context("storing the bootstrap admin key"));
+        }
+    }
+    tracing::info!(
+        key = %key.id,
+        tenant = %record.tenant,
+        "Stored the bootstrap admin key from HERALD_BOOTSTRAP_ADMIN_KEY."
+    );
     Ok(())
 }

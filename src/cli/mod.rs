@@ -44,7 +44,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&cli.log, *args),
-        Command::Keys(args) => keys::run(args),
+        Command::Keys(args) => keys::run(&cli.log, args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Audit(args) => audit::run(&cli.log, args),

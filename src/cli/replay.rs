@@ -18,7 +18,7 @@ mod state;
 
 use clap::{Args, Subcommand};
 
-use crate::config::LogArgs;
+use crate::config::{LogArgs, StoreArgs};
 
 #[derive(Debug, Args)]
 #[command(
@@ -26,6 +26,10 @@ use crate::config::LogArgs;
                   differ); 2 bad input or a failure."
 )]
 pub struct ReplayArgs {
+    /// The store to read, before or after the subcommand.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     #[command(subcommand)]
     pub command: ReplayCommand,
 }
@@ -51,17 +55,13 @@ pub(crate) fn negative(message: impl Into<String>) -> anyhow::Error {
 
 /// Runs `herald replay` (exit codes: see the module doc).
 pub fn run(log: &LogArgs, args: ReplayArgs) -> anyhow::Result<()> {
-    let store = match &args.command {
-        ReplayCommand::State(a) => &a.store,
-        ReplayCommand::Projection(a) => &a.store,
-        ReplayCommand::Publish(a) => &a.store,
-    };
-    let config = store.config.clone();
+    let config = args.store.config.clone();
+    let store = args.store;
     super::tool::run(log, config.as_deref(), |file| async move {
         match args.command {
-            ReplayCommand::State(a) => state::run(a, &file).await,
-            ReplayCommand::Projection(a) => projection::run(a, &file).await,
-            ReplayCommand::Publish(a) => publish::run(a, &file).await,
+            ReplayCommand::State(a) => state::run(a, &store, &file).await,
+            ReplayCommand::Projection(a) => projection::run(a, &store, &file).await,
+            ReplayCommand::Publish(a) => publish::run(a, &store, &file).await,
         }
     })
 }

@@ -72,6 +72,9 @@ async fn serve(
         "Event store ready."
     );
 
+    if let Some(key) = &config.bootstrap_admin_key {
+        super::keys::bootstrap_admin_key(&*store, key).await?;
+    }
     // Before anything else starts: this refuses an unauthenticated
     // non-loopback listener.
     let auth = Authenticator::start(Arc::clone(&store), &config.auth, config.listen).await?;

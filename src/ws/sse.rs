@@ -1,8 +1,11 @@
 //! `GET /v1/events/stream`: server-sent events for clients that cannot use
 //! websockets. Same filters as a websocket subscription (repeated `type`,
 //! `domain`, `stream` query parameters), credentials in the `Authorization`
-//! header, and resumption with `Last-Event-ID` (each event's id is its
-//! cursor). A client too slow to keep up is disconnected; it reconnects with
+//! header or, for browsers (whose `EventSource` cannot set headers), in the
+//! `access_token` query parameter — on this route only — and resumption
+//! with `Last-Event-ID` (each event's id is its cursor), which wins over
+//! `from` so that a browser's automatic reconnect, which repeats the URL it
+//! started with, continues after the last event rather than at `from`. A client too slow to keep up is disconnected; it reconnects with
 //! its last event id and continues exactly after it. When the process shuts
 //! down every stream ends at once with a `closing` event whose id is the
 //! cursor to resume from, so that a reconnecting client misses nothing even
@@ -22,6 +25,23 @@ use super::session::{HEARTBEAT, QUEUE};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::Identity;
+
+/// The route, whose query alone may carry credentials.
+const ROUTE: &str = "/v1/events/stream";
+/// The query parameter carrying credentials on [`ROUTE`].
+const ACCESS_TOKEN: &str = "access_token";
+
+/// The credentials of an SSE request's `access_token` query parameter, on
+/// the SSE route only: every other route takes them from the
+/// `Authorization` header alone.
+pub(crate) fn query_token(req: &HttpRequest) -> Option<String> {
+    if req.match_pattern().as_deref() != Some(ROUTE) {
+        return None;
+    }
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(key, _)| key == ACCESS_TOKEN)
+        .map(|(_, value)| value.into_owned())
+}
 
 /// Splits an `event` frame of the hub into its cursor and event JSON.
 fn sse_event(frame: &str) -> Option<String> {
@@ -83,11 +103,12 @@ fn closing_event(epoch: &str, delivered: Option<Position>) -> String {
         ("stream" = Option<Vec<String>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
         ("from" = Option<String>, Query, description = "`start`, `now` (the default) or a cursor"),
         ("tenant" = Option<String>, Query, description = "Optional; any tenant but the caller's own is refused (403)"),
+        ("access_token" = Option<String>, Query, description = "The credentials (an API key or a JWT, best a short-lived one) for clients that cannot send `Authorization`, such as a browser's `EventSource`; accepted on this route only, and refused (400) together with an `Authorization` header"),
         ("Last-Event-ID" = Option<String>, Header, description = "The last cursor received; wins over `from`"),
     ),
     responses(
         (status = 200, description = "An endless `text/event-stream`", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "`invalid-query`: an unknown parameter, a malformed filter or cursor, or a cursor of another store (`resync_required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-query`: an unknown parameter, a malformed filter or cursor, a cursor of another store (`resync_required`), or credentials both in the header and in `access_token`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = crate::api::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or types outside the caller's `subscribe` scopes", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::api::openapi::RateLimited),
@@ -110,11 +131,23 @@ pub async fn stream(
             "stream" => spec.streams.push(value.into_owned()),
             "from" => from = Some(value.into_owned()),
             "tenant" => tenant = Some(value.into_owned()),
+            // Read (and authenticated) by the `Identity` extractor.
+            ACCESS_TOKEN => {
+                if crate::auth::bearer(&req).is_some() {
+                    return Err(Problem::new(
+                        ProblemKind::InvalidQuery,
+                        "credentials twice: send them in the Authorization header or as \
+                         access_token, not both",
+                    )
+                    .with("parameter", ACCESS_TOKEN));
+                }
+            }
             other => {
                 return Err(Problem::new(
                     ProblemKind::InvalidQuery,
                     format!(
-                        "unknown parameter {other:?}; use type, domain, stream, from or tenant"
+                        "unknown parameter {other:?}; use type, domain, stream, from, tenant or \
+                         access_token"
                     ),
                 ))
             }

@@ -50,9 +50,6 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
-
     /// Only this tenant's events (repeat for any of several)
     #[arg(long, value_name = "TENANT")]
     pub tenant: Vec<String>,
@@ -266,10 +263,10 @@ impl Output {
     }
 }
 
-pub async fn run(args: ExportArgs, file: &FileConfig) -> anyhow::Result<()> {
+pub async fn run(args: ExportArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
     // Bad input is told before any store is opened.
     let mut filter = filter(&args)?;
-    let store = open_store(&args.store, file).await?;
+    let store = open_store(store, file).await?;
     let result = export(&args, &mut filter, Arc::clone(&store)).await;
     store.close().await;
     let (count, last) = result?;

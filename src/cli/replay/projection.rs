@@ -56,9 +56,6 @@ pub struct ProjectionArgs {
     /// Print the answer as one JSON document
     #[arg(long)]
     pub json: bool,
-
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
 /// The read models' runner on whichever backend the store implies, running
@@ -192,8 +189,8 @@ fn explain(name: &str, e: ProjectionError) -> anyhow::Error {
     }
 }
 
-pub async fn run(args: ProjectionArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let settings = store_settings(&args.store, file)?;
+pub async fn run(args: ProjectionArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let settings = store_settings(store, file)?;
     let location = settings.location.clone();
     let store = herald_store::open(settings)
         .await

@@ -71,9 +71,6 @@ pub struct PublishArgs {
     /// Print a JSON summary
     #[arg(long)]
     pub json: bool,
-
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
 /// `N` or `N/s`, at least 1.
@@ -138,7 +135,7 @@ async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<std::sync::Arc
         .context("connecting to the broker")
 }
 
-pub async fn run(args: PublishArgs, file: &FileConfig) -> anyhow::Result<()> {
+pub async fn run(args: PublishArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
     if args.from == 0 {
         return Err(usage("--from must be a log position, 1 or more"));
     }
@@ -151,7 +148,7 @@ pub async fn run(args: PublishArgs, file: &FileConfig) -> anyhow::Result<()> {
     let topic = Topic::named(args.topic.trim()).map_err(|e| usage(format!("--topic: {e}")))?;
     let broker_settings = settings(&args, file)?;
     check_topic(&topic, &broker_settings)?;
-    let store_settings = store_settings(&args.store, file)?;
+    let store_settings = store_settings(store, file)?;
     let store = herald_store::open(store_settings)
         .await
         .context("opening the event store")?;

@@ -32,12 +32,9 @@ pub struct StateArgs {
     /// Print the answer as one JSON document
     #[arg(long)]
     pub json: bool,
-
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
-pub async fn run(args: StateArgs, file: &FileConfig) -> anyhow::Result<()> {
+pub async fn run(args: StateArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
     // Bad input is told before any store is opened.
     let at = Moment::parse(&args.at).map_err(|e| usage(format!("--at: {e}")))?;
     let tenant = TenantId::new(args.tenant.clone()).map_err(|e| usage(format!("--tenant: {e}")))?;
@@ -51,7 +48,7 @@ pub async fn run(args: StateArgs, file: &FileConfig) -> anyhow::Result<()> {
             domain_names()
         )));
     }
-    let settings = store_settings(&args.store, file)?;
+    let settings = store_settings(store, file)?;
     let store = herald_store::open(settings)
         .await
         .context("opening the event store")?;
