@@ -86,6 +86,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
 
+    /// How long an Idempotency-Key is kept from its first use, e.g. `24h`, `90m` [default: 24h]
+    #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW", value_name = "DURATION")]
+    pub idempotency_window: Option<String>,
+
     #[command(flatten)]
     pub broker: BrokerArgs,
 
@@ -535,6 +539,7 @@ pub struct FileConfig {
     pub snapshot_every: Option<u64>,
     pub actor_threads: Option<usize>,
     pub outage_recheck: Option<String>,
+    pub idempotency_window: Option<String>,
 }
 
 impl FileConfig {
@@ -618,7 +623,10 @@ impl ServeConfig {
         };
         Ok(Self {
             listen,
-            store: store_settings(&args.store, file)?,
+            store: StoreSettings {
+                idempotency_window: idempotency_window(args, file)?,
+                ..store_settings(&args.store, file)?
+            },
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -638,6 +646,22 @@ impl ServeConfig {
             auth: auth_settings(&args.auth, file)?,
             actors: actor_settings(&args.actors, file)?,
         })
+    }
+}
+
+/// How long idempotency keys are kept: at least a second.
+fn idempotency_window(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Duration> {
+    let Some(text) = args
+        .idempotency_window
+        .as_ref()
+        .or(file.idempotency_window.as_ref())
+    else {
+        return Ok(herald_store::DEFAULT_IDEMPOTENCY_WINDOW);
+    };
+    match parse_duration(text) {
+        Ok(window) if window >= Duration::from_secs(1) => Ok(window),
+        Ok(_) => bail!("HERALD_IDEMPOTENCY_WINDOW / --idempotency-window must be at least 1s"),
+        Err(e) => bail!("HERALD_IDEMPOTENCY_WINDOW / --idempotency-window: {e}"),
     }
 }
 

@@ -163,6 +163,7 @@ pub async fn stream(
     let mut shutdown = hub.shutdown_signal();
     let epoch = hub.epoch().to_owned();
     let body = async_stream(move |yielder| async move {
+        let _connected = crate::telemetry::Subscriber::connected("sse");
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         // The position of the last event sent (or where the stream started).
         let mut delivered = None;
