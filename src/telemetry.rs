@@ -162,12 +162,37 @@ pub const METRICS: &[MetricDoc] = &[
 
 /// Process metrics, read from `/proc` at each scrape (Linux only).
 pub const PROCESS_METRICS: &[MetricDoc] = &[
-    metric("process_resident_memory_bytes", Gauge, "", "Resident memory size in bytes."),
-    metric("process_virtual_memory_bytes", Gauge, "", "Virtual memory size in bytes."),
-    metric("process_cpu_seconds_total", Counter, "", "User and system CPU time spent, in seconds."),
+    metric(
+        "process_resident_memory_bytes",
+        Gauge,
+        "",
+        "Resident memory size in bytes.",
+    ),
+    metric(
+        "process_virtual_memory_bytes",
+        Gauge,
+        "",
+        "Virtual memory size in bytes.",
+    ),
+    metric(
+        "process_cpu_seconds_total",
+        Counter,
+        "",
+        "User and system CPU time spent, in seconds.",
+    ),
     metric("process_open_fds", Gauge, "", "Open file descriptors."),
-    metric("process_max_fds", Gauge, "", "The limit on open file descriptors."),
-    metric("process_start_time_seconds", Gauge, "", "Start time of the process, in Unix seconds."),
+    metric(
+        "process_max_fds",
+        Gauge,
+        "",
+        "The limit on open file descriptors.",
+    ),
+    metric(
+        "process_start_time_seconds",
+        Gauge,
+        "",
+        "Start time of the process, in Unix seconds.",
+    ),
 ];
 
 fn describe_metrics() {
@@ -235,7 +260,7 @@ pub fn register_series(running: &Running<'_>) {
                 .increment(0);
         }
         counter!(b::REDELIVERED_TOTAL, "backend" => broker.clone()).increment(0);
-        counter!(b::RECONNECTS_TOTAL, "backend" => broker.clone()).increment(0);
+        counter!(b::RECONNECTS_TOTAL, "backend" => broker).increment(0);
     }
     counter!(crate::ingest::APPENDED_TOTAL).increment(0);
     counter!(crate::ingest::DUPLICATES_TOTAL).increment(0);
@@ -452,7 +477,11 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<_> = METRICS.iter().chain(PROCESS_METRICS).map(|m| m.name).collect();
+        let mut names: Vec<_> = METRICS
+            .iter()
+            .chain(PROCESS_METRICS)
+            .map(|m| m.name)
+            .collect();
         names.sort_unstable();
         let before = names.len();
         names.dedup();

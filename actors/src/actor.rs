@@ -339,7 +339,9 @@ impl Run {
             }
             Err(e) => return (loaded, Err(CommandError::Store(e))),
         };
-        let (loaded, result) = self.decide::<A>(loaded, &msg, Some(&claim), unsettled).await;
+        let (loaded, result) = self
+            .decide::<A>(loaded, &msg, Some(&claim), unsettled)
+            .await;
         let store = &self.shared.store;
         match &result {
             Ok(executed) => {

@@ -30,8 +30,7 @@ pub fn key(req: &HttpRequest) -> ApiResult<Option<String>> {
         return Ok(None);
     };
     let invalid = |why: &str| {
-        Problem::new(ProblemKind::InvalidRequest, format!("{HEADER} {why}"))
-            .with("header", HEADER)
+        Problem::new(ProblemKind::InvalidRequest, format!("{HEADER} {why}")).with("header", HEADER)
     };
     if values.next().is_some() {
         return Err(invalid("is given more than once"));

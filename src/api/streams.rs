@@ -310,7 +310,10 @@ fn claim_for(
     identity: &Identity,
 ) -> ApiResult<IdempotencyClaim> {
     let body = serde_json::to_value(body).map_err(|e| {
-        Problem::new(ProblemKind::Internal, format!("the body cannot be hashed: {e}"))
+        Problem::new(
+            ProblemKind::Internal,
+            format!("the body cannot be hashed: {e}"),
+        )
     })?;
     Ok(IdempotencyClaim {
         tenant: identity.tenant.clone(),

@@ -493,7 +493,10 @@ struct ReadSide {
 
 impl ReadSide {
     fn projection_names(&self) -> Vec<&'static str> {
-        let mut names = self.projections.as_ref().map_or_else(Vec::new, |r| r.names());
+        let mut names = self
+            .projections
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.names());
         if let Some(runner) = &self.embedded_projections {
             names.extend(runner.names());
         }

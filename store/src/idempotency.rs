@@ -110,16 +110,18 @@ pub trait IdempotencyKeys: Send + Sync {
 
     /// Records the answer of the claimed request. A record since claimed
     /// for another request (after the window) is left as it is.
-    async fn complete_idempotency_key(&self, claim: &IdempotencyClaim, answer: &Value)
-        -> Result<()>;
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &Value,
+    ) -> Result<()>;
 
     /// Forgets an unanswered claim (the request was refused and changed
     /// nothing); an answered one, or another request's, is kept.
     async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<()>;
 
     /// The stored events of `tenant` among `ids`, in position order.
-    async fn events_by_id(&self, tenant: &TenantId, ids: &[EventId])
-        -> Result<Vec<EventEnvelope>>;
+    async fn events_by_id(&self, tenant: &TenantId, ids: &[EventId]) -> Result<Vec<EventEnvelope>>;
 }
 
 /// What a backend needs to keep records: the window, the clock, and when it
@@ -198,7 +200,8 @@ mod tests {
             claim("acme", "tickets/T-1", "k2", "f"),
             claim("acme", "tickets/T-1", "k", "g"),
         ];
-        assert_eq!(base.event_id(0), base.clone().event_id(0));
+        let same = claim("acme", "tickets/T-1", "k", "f");
+        assert_eq!(base.event_id(0), same.event_id(0));
         assert_ne!(base.event_id(0), base.event_id(1));
         for other in others {
             assert_ne!(base.event_id(0), other.event_id(0), "{other:?}");
@@ -216,7 +219,10 @@ mod tests {
     fn a_claim_settles_by_fingerprint_then_answer() {
         let c = claim("acme", "tickets/T-1", "k", "f");
         let at = Utc::now();
-        assert_eq!(settle(&c, "g", None, at), Claimed::Conflict { first_used_at: at });
+        assert_eq!(
+            settle(&c, "g", None, at),
+            Claimed::Conflict { first_used_at: at }
+        );
         assert_eq!(settle(&c, "f", None, at), Claimed::Unsettled);
         assert_eq!(
             settle(&c, "f", Some(Value::Bool(true)), at),

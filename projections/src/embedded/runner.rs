@@ -269,8 +269,7 @@ impl EmbeddedRunner {
             };
             let accepted: Vec<EventEnvelope> =
                 events.into_iter().filter(|e| p.accepts(e)).collect();
-            let committed = match commit(conn, p, g.generation, g.position, &accepted, last, None)
-            {
+            let committed = match commit(conn, p, g.generation, g.position, &accepted, last, None) {
                 Ok(outcome) => matches!(outcome, Outcome::Committed),
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {

@@ -14,7 +14,8 @@ use super::{rows, sqlite_error, EmbeddedStore, BACKEND};
 use crate::error::StoreError;
 use crate::idempotency::{self, Claimed, IdempotencyClaim, IdempotencyKeys, PURGE_BATCH};
 
-const READ: &str = "SELECT fingerprint, answer, created_at, expires_at FROM herald_idempotency_keys \
+const READ: &str =
+    "SELECT fingerprint, answer, created_at, expires_at FROM herald_idempotency_keys \
      WHERE tenant = ?1 AND domain = ?2 AND stream_id = ?3 AND idempotency_key = ?4";
 
 const TAKE: &str = "INSERT OR REPLACE INTO herald_idempotency_keys \

@@ -82,7 +82,15 @@ impl IdempotencyKeys for PostgresStore {
             let taken = client
                 .query_opt(
                     CLAIM,
-                    &[&tenant, &domain, &id, &claim.key, &claim.fingerprint, &now, &expires],
+                    &[
+                        &tenant,
+                        &domain,
+                        &id,
+                        &claim.key,
+                        &claim.fingerprint,
+                        &now,
+                        &expires,
+                    ],
                 )
                 .await
                 .map_err(pg_error)?;
