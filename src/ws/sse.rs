@@ -178,6 +178,9 @@ pub async fn stream(
                     let _ = yielder.send(closing_event(&epoch, delivered)).await;
                     break;
                 }
+                // The client went away (the body was dropped): stop now
+                // rather than at the next write.
+                _ = yielder.closed() => break,
                 out = rx.recv() => match out {
                     Some(Outbound::Started { position, .. }) => delivered = Some(position),
                     Some(Outbound::Events { frames, .. }) => {
