@@ -754,6 +754,37 @@ mod tests {
     }
 
     #[test]
+    fn the_idempotency_window_is_a_duration_of_at_least_a_second() {
+        let window = |flag: Option<&str>, file: Option<&str>| {
+            let args = ServeArgs {
+                idempotency_window: flag.map(str::to_owned),
+                ..Default::default()
+            };
+            let file = FileConfig {
+                idempotency_window: file.map(str::to_owned),
+                ..Default::default()
+            };
+            ServeConfig::resolve(&args, &file).map(|c| c.store.idempotency_window)
+        };
+        assert_eq!(
+            window(None, None).unwrap(),
+            herald_store::DEFAULT_IDEMPOTENCY_WINDOW
+        );
+        assert_eq!(
+            window(None, Some("90m")).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            window(Some("2h"), Some("90m")).unwrap(),
+            Duration::from_secs(7200)
+        );
+        for bad in ["0s", "500ms", "a day"] {
+            let e = window(Some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("--idempotency-window"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn brokers_are_chosen_by_url() {
         let pick = |b: &str| {
             broker_settings(
