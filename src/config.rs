@@ -124,6 +124,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
 
+    /// How long an Idempotency-Key is kept from its first use, e.g. `24h`, `90m` [default: 24h]
+    #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW", value_name = "DURATION")]
+    pub idempotency_window: Option<String>,
+
     #[command(flatten)]
     pub broker: BrokerArgs,
 
@@ -631,6 +635,7 @@ pub struct FileConfig {
     pub snapshot_every: Option<u64>,
     pub actor_threads: Option<usize>,
     pub outage_recheck: Option<String>,
+    pub idempotency_window: Option<String>,
 }
 
 impl FileConfig {
@@ -716,7 +721,10 @@ impl ServeConfig {
         };
         Ok(Self {
             listen,
-            store: store_settings(&args.store, file)?,
+            store: StoreSettings {
+                idempotency_window: idempotency_window(args, file)?,
+                ..store_settings(&args.store, file)?
+            },
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -737,6 +745,22 @@ impl ServeConfig {
             bootstrap_admin_key: bootstrap_admin_key(&args.auth, file)?,
             actors: actor_settings(&args.actors, file)?,
         })
+    }
+}
+
+/// How long idempotency keys are kept: at least a second.
+fn idempotency_window(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Duration> {
+    let Some(text) = args
+        .idempotency_window
+        .as_ref()
+        .or(file.idempotency_window.as_ref())
+    else {
+        return Ok(herald_store::DEFAULT_IDEMPOTENCY_WINDOW);
+    };
+    match parse_duration(text) {
+        Ok(window) if window >= Duration::from_secs(1) => Ok(window),
+        Ok(_) => bail!("HERALD_IDEMPOTENCY_WINDOW / --idempotency-window must be at least 1s"),
+        Err(e) => bail!("HERALD_IDEMPOTENCY_WINDOW / --idempotency-window: {e}"),
     }
 }
 
@@ -861,6 +885,37 @@ mod tests {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR)
             }
         );
+    }
+
+    #[test]
+    fn the_idempotency_window_is_a_duration_of_at_least_a_second() {
+        let window = |flag: Option<&str>, file: Option<&str>| {
+            let args = ServeArgs {
+                idempotency_window: flag.map(str::to_owned),
+                ..Default::default()
+            };
+            let file = FileConfig {
+                idempotency_window: file.map(str::to_owned),
+                ..Default::default()
+            };
+            ServeConfig::resolve(&args, &file).map(|c| c.store.idempotency_window)
+        };
+        assert_eq!(
+            window(None, None).unwrap(),
+            herald_store::DEFAULT_IDEMPOTENCY_WINDOW
+        );
+        assert_eq!(
+            window(None, Some("90m")).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            window(Some("2h"), Some("90m")).unwrap(),
+            Duration::from_secs(7200)
+        );
+        for bad in ["0s", "500ms", "a day"] {
+            let e = window(Some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("--idempotency-window"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,16 @@
 //! key: their events get ids derived from it, so a redelivered trigger
 //! appends nothing twice (the store is idempotent on event ids, atomically
 //! with the append itself).
+//!
+//! A command with a client's idempotency key ([`Idempotency`]) is claimed in
+//! the store's idempotency records before it runs, and its events get ids
+//! derived from the claim. A repeat of a command that was answered gets the
+//! recorded answer, marked as a duplicate, without deciding again (the
+//! state has moved on, so deciding again could refuse what was done); a
+//! repeat of one whose process died before recording its answer finds its
+//! events in the log by their ids; the key used for another command or body
+//! is refused. A refused command keeps no record, so the key may be used
+//! again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +28,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use herald_events::{EventId, EventRegistry, NewEvent, StreamId, StreamVersion, TenantId};
-use herald_store::{EventStore, ExpectedVersion, Snapshot, StoreError};
+use herald_store::{Claimed, EventStore, ExpectedVersion, IdempotencyClaim, Snapshot, StoreError};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CommandContext, DomainEvent};
@@ -40,10 +50,26 @@ pub struct CommandMeta {
     pub dedupe_key: Option<String>,
     /// Recorded as the events' producer (`herald-actors` when absent).
     pub producer: Option<String>,
+    /// A client's idempotency key (HTTP `Idempotency-Key`): a repeat gets
+    /// the first answer and appends nothing.
+    pub idempotency: Option<Idempotency>,
 }
 
+/// A client's idempotency key for a command, scoped to the tenant and the
+/// aggregate, and what it is used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    /// The command and its body, as [`herald_store::idempotency::fingerprint`]
+    /// hashes them: the same key with another fingerprint is refused.
+    pub fingerprint: String,
+}
+
+/// Event ids looked up at a time when finding a keyed command's events.
+const ID_PAGE: usize = 16;
+
 /// The answer to a command that was done (or changed nothing).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Executed {
     pub stream: String,
     /// The stream's version after the command.
@@ -54,7 +80,7 @@ pub struct Executed {
 }
 
 /// One event a command caused.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutedEvent {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -276,7 +302,139 @@ impl Run {
         loaded: Option<Loaded<A>>,
         msg: Execute<A>,
     ) -> (Option<Loaded<A>>, Result<Executed, CommandError>) {
+        let Some(idempotency) = &msg.meta.idempotency else {
+            return self.decide::<A>(loaded, &msg, None, false).await;
+        };
+        let claim = IdempotencyClaim {
+            tenant: self.tenant.clone(),
+            stream: self.stream.clone(),
+            key: idempotency.key.clone(),
+            fingerprint: idempotency.fingerprint.clone(),
+        };
+        let unsettled = match self.shared.store.claim_idempotency_key(&claim).await {
+            Ok(Claimed::New) => false,
+            Ok(Claimed::Unsettled) => true,
+            Ok(Claimed::Answered(answer)) => {
+                let answer = serde_json::from_value::<Executed>(answer)
+                    .map(|first| {
+                        metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "duplicate").increment(1);
+                        Executed {
+                            duplicate: true,
+                            ..first
+                        }
+                    })
+                    .map_err(|e| {
+                        CommandError::Internal(format!("a recorded answer is unreadable: {e}"))
+                    });
+                return (loaded, answer);
+            }
+            Ok(Claimed::Conflict { first_used_at }) => {
+                return (
+                    loaded,
+                    Err(CommandError::IdempotencyKeyReused {
+                        key: claim.key,
+                        first_used_at,
+                    }),
+                )
+            }
+            Err(e) => return (loaded, Err(CommandError::Store(e))),
+        };
+        let (loaded, result) = self
+            .decide::<A>(loaded, &msg, Some(&claim), unsettled)
+            .await;
+        let store = &self.shared.store;
+        match &result {
+            Ok(executed) => {
+                // Recorded as first given, whichever attempt gave it.
+                let first = Executed {
+                    duplicate: false,
+                    ..executed.clone()
+                };
+                let recorded = match serde_json::to_value(&first) {
+                    Ok(answer) => store.complete_idempotency_key(&claim, &answer).await,
+                    Err(e) => Err(StoreError::Backend {
+                        backend: store.backend(),
+                        detail: e.to_string(),
+                    }),
+                };
+                if let Err(e) = recorded {
+                    // A repeat still finds the events by their ids; only a
+                    // command that changed nothing is decided again.
+                    tracing::warn!(error = %e, key = %claim.key, "Answer of a keyed command not recorded.");
+                }
+            }
+            Err(CommandError::Refused(_)) | Err(CommandError::Contended { .. }) => {
+                if let Err(e) = store.release_idempotency_key(&claim).await {
+                    tracing::warn!(error = %e, key = %claim.key, "Claim of a refused command not released.");
+                }
+            }
+            // What happened is unknown: a repeat asks the log.
+            Err(_) => {}
+        }
+        (loaded, result)
+    }
+
+    /// The events of an earlier attempt of the claimed command, found in the
+    /// log by the ids derived from the claim (the first `n` of them, as they
+    /// were appended together); `None` when it appended nothing.
+    async fn committed(&self, claim: &IdempotencyClaim) -> Result<Option<Executed>, CommandError> {
+        let mut found = Vec::new();
+        loop {
+            let from = found.len();
+            let ids: Vec<EventId> = (from..from + ID_PAGE).map(|i| claim.event_id(i)).collect();
+            let events = self
+                .shared
+                .store
+                .events_by_id(&self.tenant, &ids)
+                .await
+                .map_err(CommandError::Store)?;
+            let mut by_id: std::collections::HashMap<EventId, _> =
+                events.into_iter().map(|e| (e.id, e)).collect();
+            for id in &ids {
+                match by_id.remove(id) {
+                    Some(event) if event.stream == self.stream => found.push(event),
+                    _ => break,
+                }
+            }
+            if found.len() < from + ID_PAGE {
+                break;
+            }
+        }
+        let Some(last) = found.last() else {
+            return Ok(None);
+        };
+        Ok(Some(Executed {
+            stream: self.stream.to_string(),
+            stream_version: last.stream_version.get(),
+            duplicate: true,
+            events: found
+                .iter()
+                .map(|e| ExecutedEvent {
+                    id: e.id.as_uuid(),
+                    event_type: e.event_type.to_string(),
+                    position: e.position.get(),
+                    stream_version: e.stream_version.get(),
+                })
+                .collect(),
+        }))
+    }
+
+    /// Decide → append, again after a conflict. With a claim whose earlier
+    /// attempt may have taken effect (`unsettled`), or after a conflict, the
+    /// log is asked first whether the claimed command's events are there.
+    async fn decide<A: Aggregate>(
+        &self,
+        loaded: Option<Loaded<A>>,
+        msg: &Execute<A>,
+        claim: Option<&IdempotencyClaim>,
+        unsettled: bool,
+    ) -> (Option<Loaded<A>>, Result<Executed, CommandError>) {
         let mut loaded = match loaded {
+            // Another process may have done the earlier attempt.
+            Some(loaded) if unsettled => match self.catch_up(loaded).await {
+                Ok(loaded) => loaded,
+                Err(e) => return (None, Err(e)),
+            },
             Some(loaded) => loaded,
             None => match self.rehydrate::<A>().await {
                 Ok(loaded) => loaded,
@@ -284,8 +442,19 @@ impl Run {
             },
         };
         let mut attempt = 0;
+        let mut ask_the_log = unsettled;
         loop {
             attempt += 1;
+            if let (Some(claim), true) = (claim, ask_the_log) {
+                match self.committed(claim).await {
+                    Ok(Some(executed)) => {
+                        metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "duplicate").increment(1);
+                        return (Some(loaded), Ok(executed));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return (Some(loaded), Err(e)),
+                }
+            }
             let ctx = CommandContext {
                 tenant: self.tenant.clone(),
                 stream: self.stream.clone(),
@@ -309,7 +478,7 @@ impl Run {
                 };
                 return (Some(loaded), Ok(executed));
             }
-            let new_events = match self.new_events(&events, &msg.meta) {
+            let new_events = match self.new_events(&events, &msg.meta, claim) {
                 Ok(new_events) => new_events,
                 Err(refusal) => return (Some(loaded), Err(CommandError::Refused(refusal))),
             };
@@ -352,6 +521,8 @@ impl Run {
                         Ok(loaded) => loaded,
                         Err(e) => return (None, Err(e)),
                     };
+                    // The writer may have been another attempt of this command.
+                    ask_the_log = true;
                 }
                 Err(StoreError::WrongExpectedVersion { .. }) => {
                     return (None, Err(CommandError::Contended { attempts: attempt }));
@@ -370,13 +541,16 @@ impl Run {
         &self,
         events: &[E],
         meta: &CommandMeta,
+        claim: Option<&IdempotencyClaim>,
     ) -> Result<Vec<NewEvent>, crate::aggregate::Refusal> {
         events
             .iter()
             .enumerate()
             .map(|(i, event)| {
                 let mut new = event.to_new_event();
-                if let Some(key) = &meta.dedupe_key {
+                if let Some(claim) = claim {
+                    new = new.with_id(claim.event_id(i));
+                } else if let Some(key) = &meta.dedupe_key {
                     new = new.with_id(EventId(dedupe_id(key, &self.stream, i)));
                 }
                 let correlation = meta.correlation_id.unwrap_or(new.correlation_id);

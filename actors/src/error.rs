@@ -27,6 +27,13 @@ pub enum CommandError {
         stream: String,
         pending: usize,
     },
+    /// The idempotency key was used for another command or body on this
+    /// aggregate within its window (422).
+    #[error("the idempotency key {key:?} was used for another request on this aggregate at {first_used_at}")]
+    IdempotencyKeyReused {
+        key: String,
+        first_used_at: chrono::DateTime<chrono::Utc>,
+    },
     /// Other writers kept changing the stream (409).
     #[error("the stream kept changing under the command ({attempts} attempts)")]
     Contended { attempts: u32 },

@@ -19,7 +19,7 @@ pub mod testing;
 pub mod tickets;
 pub mod timers;
 
-pub use actor::{CommandMeta, Executed, ExecutedEvent};
+pub use actor::{CommandMeta, Executed, ExecutedEvent, Idempotency};
 pub use aggregate::{Aggregate, CommandContext, DecodeError, DomainEvent, Refusal, RefusalKind};
 pub use error::CommandError;
 pub use group::{ActorRuntime, AggregateGroup, CommandTarget, Domains, GroupConfig};

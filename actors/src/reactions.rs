@@ -122,6 +122,7 @@ impl<'a> ReactionContext<'a> {
             causation_id: Some(self.event.id.as_uuid()),
             dedupe_key: Some(format!("{}/{}/{step}", self.reaction, self.event.id)),
             producer: Some(format!("reaction:{}", self.reaction)),
+            idempotency: None,
         };
         target
             .execute_json(&self.event.tenant, id, command, body, meta)

@@ -4,10 +4,11 @@
 //! `GET /v1/{domain}/{id}` answers the aggregate's current state and
 //! version. A command needs a `publish` scope covering every event type of
 //! its domain; a state needs `read` on the domain. Both act in the caller's
-//! tenant only.
+//! tenant only. An `Idempotency-Key` makes a command safe to retry
+//! ([`super::idempotency`]).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use herald_actors::{CommandError, CommandMeta, RefusalKind};
+use herald_actors::{CommandError, CommandMeta, Idempotency, RefusalKind};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -26,17 +27,28 @@ use crate::auth::{Action, Identity};
     description = "Runs the command on the aggregate `{domain}/{id}` of the caller's tenant through \
         the domain's actor group and answers with the events it caused. Each domain's commands \
         and their JSON bodies are documented in the README, \"Domains and commands\". Needs a \
-        `publish` scope covering the whole domain (`publish:tickets`).",
+        `publish` scope covering the whole domain (`publish:tickets`). With an `Idempotency-Key` \
+        a retry is safe: a repeat of the same command and body on the same aggregate within the \
+        key's window (24 h by default) answers 200 with the first answer's events, \
+        `\"duplicate\": true` and `Idempotent-Replayed: true`, and appends nothing; the key \
+        with another command or body is refused (422 `idempotency-key-reused`).",
     params(
         ("domain" = super::openapi::CommandDomain, Path, description = "A domain Herald runs; its commands and their bodies are in the README, \"Domains and commands\""),
         ("id" = String, Path, description = "The aggregate's id (its stream's id)", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
         ("command" = super::openapi::CommandName, Path, description = "One of the domain's commands (README, \"Domains and commands\")"),
         ("X-Correlation-Id" = Option<Uuid>, Header, description = "Joins the caused events to an existing correlation"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 200 visible ASCII characters, scoped to the tenant and the aggregate, kept 24 h (`--idempotency-window`) from its first use", max_length = 200, min_length = 1),
     ),
     request_body = super::openapi::CommandBody,
     responses(
         (status = 201, description = "Done: the events it caused", body = super::openapi::CommandAnswer),
-        (status = 200, description = "Nothing changed, or a repeat of a stored command", body = super::openapi::CommandAnswer),
+        (
+            status = 200,
+            description = "Nothing changed, or a repeat of an earlier command with the same \
+                `Idempotency-Key`: the first answer, `duplicate` true (`Idempotent-Replayed: true`)",
+            body = super::openapi::CommandAnswer,
+            headers(("Idempotent-Replayed" = bool, description = "`true` when this repeats an earlier answer")),
+        ),
         (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: no `publish` scope covering the domain", body = Problem, content_type = "application/problem+json"),
@@ -54,7 +66,9 @@ use crate::auth::{Action, Identity};
             status = 422,
             description = "`invalid-command` (a field breaks a rule or its event's schema) or \
                 `invalid-request` (a body of the wrong shape, text holding U+0000 — its JSON \
-                `pointer` given — or a malformed `X-Correlation-Id`)",
+                `pointer` given — or a malformed `X-Correlation-Id` or `Idempotency-Key`), or \
+                `idempotency-key-reused` (the key was used for another command or body on this \
+                aggregate; `idempotency_key` and `first_used_at` given)",
             body = Problem,
             content_type = "application/problem+json",
         ),
@@ -82,13 +96,24 @@ pub async fn execute(
         return Err(unknown_domain(&domain));
     };
     identity.require_domain(Action::Publish, &domain)?;
+    let key = super::idempotency::key(&req)?;
     let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
     super::text::check_body(&body, ProblemKind::InvalidRequest)?;
+    let idempotency = key.map(|key| Idempotency {
+        fingerprint: herald_store::idempotency::fingerprint(&[
+            "command",
+            &command,
+            &herald_events::chain::canonical_json(&body),
+        ]),
+        key,
+    });
+    let keyed = idempotency.is_some();
     let meta = CommandMeta {
         correlation_id: correlation(&req)?,
         causation_id: None,
         dedupe_key: None,
         producer: Some(format!("http:{}", identity.subject)),
+        idempotency,
     };
     let executed = group
         .execute_json(&identity.tenant, &id, &command, body, meta)
@@ -99,7 +124,11 @@ pub async fn execute(
     } else {
         actix_web::http::StatusCode::CREATED
     };
-    Ok(HttpResponse::build(status).json(executed))
+    let mut response = HttpResponse::build(status);
+    if keyed && executed.duplicate {
+        response.insert_header((super::idempotency::REPLAYED, "true"));
+    }
+    Ok(response.json(executed))
 }
 
 /// `GET /v1/{domain}/{id}`
@@ -207,6 +236,9 @@ fn problem(e: CommandError) -> Problem {
         ),
         CommandError::Busy { .. } => Problem::new(ProblemKind::Busy, e.to_string()).retry_after(1),
         CommandError::Contended { .. } => Problem::new(ProblemKind::Contended, e.to_string()),
+        CommandError::IdempotencyKeyReused { key, first_used_at } => {
+            super::idempotency::reused(&key, first_used_at)
+        }
         CommandError::Store(store) => Problem::from(store),
         CommandError::Unavailable(why) => {
             Problem::new(ProblemKind::ShuttingDown, why).retry_after(1)

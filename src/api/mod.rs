@@ -8,6 +8,7 @@ pub mod audit;
 pub mod body;
 mod commands;
 mod events;
+pub mod idempotency;
 pub mod item;
 pub mod openapi;
 pub mod problem;

@@ -50,6 +50,7 @@ pub enum ProblemKind {
     ProjectionNotFound,
     NotParked,
     ParkedEventFailed,
+    IdempotencyKeyReused,
 }
 
 impl ProblemKind {
@@ -90,6 +91,7 @@ impl ProblemKind {
         ProblemKind::ProjectionNotFound,
         ProblemKind::NotParked,
         ProblemKind::ParkedEventFailed,
+        ProblemKind::IdempotencyKeyReused,
     ];
 
     /// (slug, title, status)
@@ -210,6 +212,11 @@ impl ProblemKind {
             ParkedEventFailed => (
                 "parked-event-failed",
                 "The parked event failed again and stays parked",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            IdempotencyKeyReused => (
+                "idempotency-key-reused",
+                "The idempotency key was used for another request",
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
             NotParked => (

@@ -1,11 +1,14 @@
 //! `/v1/streams/{domain}/{id}/events`: append events to a stream (validated
 //! against their schemas, answered only after commit) and read a stream.
+//! An `Idempotency-Key` makes an append safe to retry
+//! ([`super::idempotency`]): events without an id of their own get ids
+//! derived from the key, and a repeat is answered from the key's record.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use herald_events::{EventEnvelope, EventId, NewEvent, StreamId, StreamVersion};
-use herald_store::ExpectedVersion;
+use herald_store::{Claimed, ExpectedVersion, IdempotencyClaim};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -21,7 +24,7 @@ pub const MAX_READ: usize = 1000;
 const DEFAULT_READ: usize = 100;
 
 /// The body of an append.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendBody {
     /// The stream version the producer last saw; `null` or absent for no check,
@@ -34,7 +37,7 @@ pub struct AppendBody {
 }
 
 /// One event of an append.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
     /// Makes retries idempotent; Herald makes a UUID v7 when absent.
@@ -57,7 +60,7 @@ pub struct EventBody {
 }
 
 /// One appended event.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 struct AppendedBody {
     #[schema(value_type = Uuid)]
     id: EventId,
@@ -66,7 +69,7 @@ struct AppendedBody {
 }
 
 /// The answer to an append.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 struct AppendAnswer {
     stream: String,
     stream_version: u64,
@@ -120,10 +123,15 @@ pub(super) fn to_new_event(
         checked against its type's schema and the caller's `publish` scopes, and answers after \
         commit. Each event's type must belong to the stream's domain. `expected_version` makes \
         the append conditional. Repeating an append (the same event ids) appends nothing and \
-        answers 200.",
+        answers 200. With an `Idempotency-Key`, events without an `id` get ids derived from it, \
+        and a repeat of the same body on the same stream within the key's window (24 h by \
+        default) answers 200 with the first answer, `\"duplicate\": true` and \
+        `Idempotent-Replayed: true`; the key with another body is refused (422 \
+        `idempotency-key-reused`).",
     params(
         ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
         ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 200 visible ASCII characters, scoped to the tenant and the stream, kept 24 h (`--idempotency-window`) from its first use", max_length = 200, min_length = 1),
         TenantQuery,
     ),
     request_body = AppendBody,
@@ -136,9 +144,13 @@ pub(super) fn to_new_event(
         ),
         (
             status = 200,
-            description = "A repeat of an earlier append: nothing new was written",
+            description = "A repeat of an earlier append (the same event ids, or the same \
+                `Idempotency-Key` and body): nothing new was written",
             body = AppendAnswer,
-            headers(("Location" = String, description = "Reads the stream from the first event of the append")),
+            headers(
+                ("Location" = String, description = "Reads the stream from the first event of the append"),
+                ("Idempotent-Replayed" = bool, description = "`true` when this repeats the answer to an earlier request with the same `Idempotency-Key`"),
+            ),
         ),
         (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, `invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
@@ -150,7 +162,9 @@ pub(super) fn to_new_event(
             status = 422,
             description = "`invalid-request`, `invalid-append`, `too-many-events`, `unknown-event-type`, \
                 `unknown-schema-version`, `payload-not-object` or `schema-violation`; `event_index` names \
-                the event and `violations` lists each schema violation with a JSON pointer",
+                the event and `violations` lists each schema violation with a JSON pointer; \
+                `idempotency-key-reused`: the `Idempotency-Key` was used for another body on this \
+                stream (`idempotency_key`, `first_used_at` given)",
             body = Problem,
             content_type = "application/problem+json",
         ),
@@ -171,7 +185,8 @@ pub async fn append(
     let stream = stream_from_path(&domain, &id)?;
     let scope: TenantQuery = parse_query(&req)?;
     identity.require_tenant(scope.tenant.as_deref())?;
-    let body: AppendBody = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let key = super::idempotency::key(&req)?;
+    let mut body: AppendBody = read_json(&req, payload, state.limits.max_body_bytes).await?;
     if body.events.is_empty() {
         return Err(Problem::new(
             ProblemKind::InvalidAppend,
@@ -189,6 +204,15 @@ pub async fn append(
         )
         .with("limit", state.limits.max_events_per_append));
     }
+    let claim = match key {
+        Some(key) => Some(claim_for(key, &body, &stream, &identity)?),
+        None => None,
+    };
+    if let Some(claim) = &claim {
+        for (i, event) in body.events.iter_mut().enumerate() {
+            event.id = event.id.or(Some(claim.event_id(i).as_uuid()));
+        }
+    }
     let events = body
         .events
         .into_iter()
@@ -196,11 +220,31 @@ pub async fn append(
         .map(|(i, e)| to_new_event(i, e, &stream, &state, &identity))
         .collect::<ApiResult<Vec<_>>>()?;
 
+    if let Some(claim) = &claim {
+        match state.store.claim_idempotency_key(claim).await? {
+            Claimed::New | Claimed::Unsettled => {}
+            Claimed::Answered(answer) => return Ok(replay(&stream, answer)),
+            Claimed::Conflict { first_used_at } => {
+                return Err(super::idempotency::reused(&claim.key, first_used_at))
+            }
+        }
+    }
     let expected = ExpectedVersion::from_option(body.expected_version);
-    let outcome = state
+    let appended = state
         .store
         .append(&identity.tenant, &stream, expected, events)
-        .await?;
+        .await;
+    let outcome = match (appended, &claim) {
+        (Ok(outcome), _) => outcome,
+        (Err(e), Some(claim)) if e.is_caller_error() => {
+            // Refused: nothing was written, so the key stays free.
+            if let Err(released) = state.store.release_idempotency_key(claim).await {
+                tracing::warn!(error = %released, key = %claim.key, "Claim of a refused append not released.");
+            }
+            return Err(e.into());
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
 
     let first = outcome.events.first().map_or(1, |e| e.stream_version.get());
     let answer = AppendAnswer {
@@ -217,21 +261,79 @@ pub async fn append(
             })
             .collect(),
     };
+    if let Some(claim) = &claim {
+        // Recorded as first given, whichever attempt gave it.
+        let first_answer = AppendAnswer {
+            duplicate: false,
+            ..answer.clone()
+        };
+        let recorded = match serde_json::to_value(&first_answer) {
+            Ok(value) => state
+                .store
+                .complete_idempotency_key(claim, &value)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = recorded {
+            // A repeat still appends nothing: its event ids are stored.
+            tracing::warn!(error = %e, key = %claim.key, "Answer of a keyed append not recorded.");
+        }
+    }
     let mut response = if outcome.duplicate {
         HttpResponse::Ok()
     } else {
         HttpResponse::Created()
     };
+    if claim.is_some() && outcome.duplicate {
+        response.insert_header((super::idempotency::REPLAYED, "true"));
+    }
     Ok(response
-        .insert_header((
-            header::LOCATION,
-            format!(
-                "/v1/streams/{}/{}/events?from_version={first}",
-                stream.domain(),
-                stream.id()
-            ),
-        ))
+        .insert_header((header::LOCATION, location(&stream, first)))
         .json(answer))
+}
+
+fn location(stream: &StreamId, first_version: u64) -> String {
+    format!(
+        "/v1/streams/{}/{}/events?from_version={first_version}",
+        stream.domain(),
+        stream.id()
+    )
+}
+
+/// The claim of an append's `Idempotency-Key`: its fingerprint is the body
+/// as sent (before ids are derived), in canonical JSON.
+fn claim_for(
+    key: String,
+    body: &AppendBody,
+    stream: &StreamId,
+    identity: &Identity,
+) -> ApiResult<IdempotencyClaim> {
+    let body = serde_json::to_value(body).map_err(|e| {
+        Problem::new(
+            ProblemKind::Internal,
+            format!("the body cannot be hashed: {e}"),
+        )
+    })?;
+    Ok(IdempotencyClaim {
+        tenant: identity.tenant.clone(),
+        stream: stream.clone(),
+        key,
+        fingerprint: herald_store::idempotency::fingerprint(&[
+            "append",
+            &herald_events::chain::canonical_json(&body),
+        ]),
+    })
+}
+
+/// The recorded answer of an earlier append with the same key, as a repeat.
+fn replay(stream: &StreamId, mut answer: Value) -> HttpResponse {
+    answer["duplicate"] = Value::Bool(true);
+    let first = answer["events"][0]["stream_version"].as_u64().unwrap_or(1);
+    HttpResponse::Ok()
+        .insert_header((header::LOCATION, location(stream, first)))
+        .insert_header((super::idempotency::REPLAYED, "true"))
+        .json(answer)
 }
 
 /// `?tenant=`: optional, and when given it must be the caller's own.

@@ -130,6 +130,16 @@ async fn serve(
     });
 
     let read_side = start_read_models(&config, &store, &broker, tasks_stop.clone())?;
+    telemetry::register_series(&telemetry::Running {
+        store_backend: store.backend(),
+        broker_backend: broker.backend(),
+        domains: running.domains.names().collect(),
+        reactions: crate::domains::reactions(&config.actors)
+            .iter()
+            .map(|r| r.name())
+            .collect(),
+        projections: read_side.projection_names(),
+    });
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
         .await
@@ -483,6 +493,19 @@ struct ReadSide {
     projections: Option<herald_projections::ProjectionRunner>,
     embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
     embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
+}
+
+impl ReadSide {
+    fn projection_names(&self) -> Vec<&'static str> {
+        let mut names = self
+            .projections
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.names());
+        if let Some(runner) = &self.embedded_projections {
+            names.extend(runner.names());
+        }
+        names
+    }
 }
 
 /// Starts the projections of every read model. Live events arrive through

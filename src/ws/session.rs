@@ -173,6 +173,7 @@ async fn close_with(mut session: Session, ending: Ending) {
 }
 
 async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStream) {
+    let _connected = crate::telemetry::Subscriber::connected("websocket");
     // 1. Authentication, in the first frame.
     let mut shutdown = state.hub.shutdown_signal();
     let first = tokio::select! {

@@ -192,6 +192,7 @@ pub async fn stream(
     let mut shutdown = hub.shutdown_signal();
     let epoch = hub.epoch().to_owned();
     let body = async_stream(move |yielder| async move {
+        let _connected = crate::telemetry::Subscriber::connected("sse");
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         // The position of the last event sent (or where the stream started).
         let mut delivered = None;
@@ -206,6 +207,9 @@ pub async fn stream(
                     let _ = yielder.send(closing_event(&epoch, delivered)).await;
                     break;
                 }
+                // The client went away (the body was dropped): stop now
+                // rather than at the next write.
+                _ = yielder.closed() => break,
                 out = rx.recv() => match out {
                     Some(Outbound::Started { position, .. }) => delivered = Some(position),
                     Some(Outbound::Events { frames, .. }) => {

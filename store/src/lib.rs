@@ -1,7 +1,8 @@
 //! Herald's event store, the source of truth. The [`EventStore`] trait
 //! (append with optimistic concurrency per stream, reads by stream and by
 //! global position, catch-up-then-live subscription, search within a tenant,
-//! aggregate snapshots beside the log) and its two backends: [`PostgresStore`]
+//! aggregate snapshots beside the log, idempotency keys of HTTP requests)
+//! and its two backends: [`PostgresStore`]
 //! and [`EmbeddedStore`] (a SQLite file). Both group-commit concurrent
 //! appends, assign global positions in commit order, chain every event's
 //! audit hash, and pass the same conformance suite.
@@ -11,6 +12,7 @@ mod clock;
 mod error;
 mod group_commit;
 mod hooks;
+pub mod idempotency;
 mod migrate;
 mod model;
 pub mod occupancy;
@@ -37,6 +39,7 @@ pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use group_commit::GroupCommitConfig;
 pub use hooks::AppendHooks;
+pub use idempotency::{Claimed, IdempotencyClaim, IdempotencyKeys, DEFAULT_IDEMPOTENCY_WINDOW};
 pub use model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
 pub use occupancy::{Occupancy, OccupancyGuard};
 pub use plan::MAX_PRODUCER_LEN;
@@ -57,7 +60,15 @@ pub use subscription::{EventStream, PAGE_SIZE};
 ///   global log that has seen position P never later finds an event below P.
 #[async_trait]
 pub trait EventStore:
-    Coordination + ApiKeyStore + EventSearch + SnapshotStore + audit::AuditLog + Send + Sync + 'static
+    Coordination
+    + ApiKeyStore
+    + EventSearch
+    + SnapshotStore
+    + IdempotencyKeys
+    + audit::AuditLog
+    + Send
+    + Sync
+    + 'static
 {
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
@@ -248,6 +259,8 @@ pub struct StoreSettings {
     pub poll_interval: Duration,
     /// Postgres connection pool size.
     pub pool_size: usize,
+    /// How long an idempotency key is kept from its first use.
+    pub idempotency_window: Duration,
 }
 
 impl StoreSettings {
@@ -257,6 +270,7 @@ impl StoreSettings {
             group_commit: GroupCommitConfig::default(),
             poll_interval: Duration::from_millis(500),
             pool_size: 16,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
 }
@@ -268,6 +282,7 @@ pub async fn open(settings: StoreSettings) -> Result<Arc<dyn EventStore>> {
             let mut config = EmbeddedConfig::in_dir(data_dir);
             config.group_commit = settings.group_commit;
             config.poll_interval = settings.poll_interval;
+            config.idempotency_window = settings.idempotency_window;
             Ok(Arc::new(EmbeddedStore::open(config).await?))
         }
         StoreLocation::Postgres { url } => {
@@ -275,6 +290,7 @@ pub async fn open(settings: StoreSettings) -> Result<Arc<dyn EventStore>> {
             config.group_commit = settings.group_commit;
             config.poll_interval = settings.poll_interval;
             config.pool_size = settings.pool_size;
+            config.idempotency_window = settings.idempotency_window;
             Ok(Arc::new(PostgresStore::open(config).await?))
         }
     }

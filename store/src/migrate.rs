@@ -56,6 +56,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "checkpoint_state",
         sql: include_str!("../migrations/postgres/0007_checkpoint_state.sql"),
     },
+    Migration {
+        version: 8,
+        name: "idempotency_keys",
+        sql: include_str!("../migrations/postgres/0008_idempotency_keys.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -88,6 +93,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 6,
         name: "checkpoint_state",
         sql: include_str!("../migrations/embedded/0006_checkpoint_state.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "idempotency_keys",
+        sql: include_str!("../migrations/embedded/0007_idempotency_keys.sql"),
     },
 ];
 

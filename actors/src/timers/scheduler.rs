@@ -824,6 +824,7 @@ async fn fire(
             causation_id: Some(origin),
             dedupe_key: Some(fire_dedupe_key(tenant, id, occurrence)),
             producer: Some(PRODUCER.to_owned()),
+            idempotency: None,
         };
         let command = TimerCommand::Fire { occurrence, due_at };
         match shared.timers.execute(tenant, id, command, meta).await {
@@ -955,6 +956,7 @@ async fn deliver_command(
         causation_id: Some(delivery.fired_event),
         dedupe_key: Some(key.to_owned()),
         producer: Some(PRODUCER.to_owned()),
+        idempotency: None,
     };
     let body = Value::Object(deliver.body.clone());
     match target

@@ -2,7 +2,8 @@
 //! the Postgres runner — a batch and its checkpoint in one transaction, a
 //! refused batch applied event by event to park the poison one, a build
 //! beside the serving generation switched in one transaction — on one
-//! blocking thread with one write connection.
+//! blocking thread with one write connection, and the same gauges
+//! (position, lag, last progress).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use super::{schema, table_prefix, SqliteProjection};
 use crate::live::LiveFeed;
 use crate::plan::{self, Step};
 use crate::schema::{Generation, GenerationState};
+use crate::status;
 use crate::{ParkedEvent, ProjectionError, ProjectionStatus, RunnerConfig};
 
 /// Runs SQLite projections over the store's log. Cheap to clone.
@@ -255,25 +257,43 @@ impl EmbeddedRunner {
             };
             let events = handle.block_on(self.store.read_all(g.position.next(), size.max(1)))?;
             let Some(last) = events.last().map(|e| e.position) else {
-                if g.state == GenerationState::Building {
-                    switch(conn, p, g.generation)?;
-                    moved = true;
+                match g.state {
+                    GenerationState::Building => {
+                        switch(conn, p, g.generation)?;
+                        moved = true;
+                    }
+                    GenerationState::Active => status::record(p.name(), g.position, g.position),
+                    _ => {}
                 }
                 continue;
             };
             let accepted: Vec<EventEnvelope> =
                 events.into_iter().filter(|e| p.accepts(e)).collect();
-            match commit(conn, p, g.generation, g.position, &accepted, last, None) {
-                Ok(_) => {}
+            let committed = match commit(conn, p, g.generation, g.position, &accepted, last, None) {
+                Ok(outcome) => matches!(outcome, Outcome::Committed),
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     tracing::warn!(projection = p.name(), error = %e, "batch refused; applying its events one by one");
                     isolate(conn, p, g.generation, g.position, &accepted, last)?;
+                    true
                 }
+            };
+            if committed && g.state == GenerationState::Active {
+                self.report(handle, p.name(), last);
             }
             moved = true;
         }
         Ok(moved)
+    }
+
+    /// Updates the gauges after progress, as the Postgres runner does; a
+    /// failure to read the head only leaves the lag gauge stale for a batch.
+    fn report(&self, handle: &Handle, name: &'static str, position: Position) {
+        status::record_progress(name, Utc::now());
+        match handle.block_on(self.store.head()) {
+            Ok(head) => status::record(name, position, head.position),
+            Err(e) => tracing::debug!(projection = name, error = %e, "cannot read the head"),
+        }
     }
 
     fn drop_retired(&self, conn: &mut Connection, p: &dyn SqliteProjection) {

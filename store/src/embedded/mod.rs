@@ -9,6 +9,7 @@
 
 mod audit;
 mod coordination;
+mod idempotency;
 mod keys;
 pub use occupancy::LOCK_FILE;
 mod occupancy;
@@ -31,6 +32,7 @@ use crate::clock::{self, Clock};
 use crate::error::StoreError;
 use crate::group_commit::{BatchWriter, BatchWritten, GroupCommitConfig, GroupCommitter};
 use crate::hooks::AppendHooks;
+use crate::idempotency::Keeping;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
@@ -59,6 +61,8 @@ pub struct EmbeddedConfig {
     /// Fault injection for tests.
     pub hooks: Option<Arc<dyn AppendHooks>>,
     pub clock: Option<Arc<dyn Clock>>,
+    /// How long an idempotency key is kept from its first use.
+    pub idempotency_window: Duration,
 }
 
 impl EmbeddedConfig {
@@ -71,6 +75,7 @@ impl EmbeddedConfig {
             read_connections: 4,
             hooks: None,
             clock: None,
+            idempotency_window: crate::idempotency::DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
 }
@@ -171,6 +176,7 @@ struct Inner {
     committer: Arc<GroupCommitter>,
     head: watch::Receiver<Position>,
     poll_interval: Duration,
+    keeping: Keeping,
 }
 
 /// An event store in a SQLite file. Cheap to clone.
@@ -208,10 +214,12 @@ impl EmbeddedStore {
 
         let (head_tx, head_rx) = watch::channel(head.position);
         let writer_conn = Arc::new(Mutex::new(writer_conn));
+        let clock = config.clock.unwrap_or_else(clock::system);
+        let keeping = Keeping::new(config.idempotency_window, Arc::clone(&clock));
         let writer = SqliteWriter {
             conn: Arc::clone(&writer_conn),
             hooks: config.hooks,
-            clock: config.clock.unwrap_or_else(clock::system),
+            clock,
         };
         let committer = GroupCommitter::start(writer, config.group_commit, head_tx);
         Ok(Self {
@@ -225,6 +233,7 @@ impl EmbeddedStore {
                 committer,
                 head: head_rx,
                 poll_interval: config.poll_interval,
+                keeping,
             }),
         })
     }

@@ -10,6 +10,7 @@
 mod audit;
 mod coordination;
 mod errors;
+mod idempotency;
 mod keys;
 mod listen;
 mod occupancy;
@@ -32,6 +33,7 @@ use crate::clock::{self, Clock};
 use crate::error::StoreError;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::hooks::AppendHooks;
+use crate::idempotency::Keeping;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::PendingAppend;
@@ -62,6 +64,8 @@ pub struct PostgresConfig {
     /// Fault injection for tests.
     pub hooks: Option<Arc<dyn AppendHooks>>,
     pub clock: Option<Arc<dyn Clock>>,
+    /// How long an idempotency key is kept from its first use.
+    pub idempotency_window: Duration,
 }
 
 impl PostgresConfig {
@@ -73,6 +77,7 @@ impl PostgresConfig {
             poll_interval: Duration::from_millis(500),
             hooks: None,
             clock: None,
+            idempotency_window: crate::idempotency::DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
 }
@@ -85,6 +90,7 @@ struct Inner {
     head: watch::Receiver<Position>,
     listener: JoinHandle<()>,
     poll_interval: Duration,
+    keeping: Keeping,
 }
 
 /// An event store on Postgres. Cheap to clone.
@@ -135,11 +141,9 @@ impl PostgresStore {
         let head = read_head(&pool).await?;
         let (head_tx, head_rx) = watch::channel(head.position);
         let listener = listen::spawn(pg_config.clone(), head_tx.clone());
-        let writer = writer::PgWriter::new(
-            pool.clone(),
-            config.hooks,
-            config.clock.unwrap_or_else(clock::system),
-        );
+        let clock = config.clock.unwrap_or_else(clock::system);
+        let keeping = Keeping::new(config.idempotency_window, Arc::clone(&clock));
+        let writer = writer::PgWriter::new(pool.clone(), config.hooks, clock);
         let committer = GroupCommitter::start(writer, config.group_commit, head_tx);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -149,6 +153,7 @@ impl PostgresStore {
                 head: head_rx,
                 listener,
                 poll_interval: config.poll_interval,
+                keeping,
             }),
         })
     }

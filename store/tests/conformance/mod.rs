@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use herald_events::{EventType, NewEvent, SchemaVersion, StreamId, TenantId};
 use herald_store::{
-    AppendHooks, EmbeddedConfig, EmbeddedStore, EventStore, GroupCommitConfig, PostgresConfig,
-    PostgresStore,
+    AppendHooks, Clock, EmbeddedConfig, EmbeddedStore, EventStore, GroupCommitConfig,
+    PostgresConfig, PostgresStore,
 };
 use herald_testkit::TestDatabase;
 use serde_json::json;
@@ -25,6 +25,8 @@ pub struct Options {
     pub hooks: Option<Arc<dyn AppendHooks>>,
     pub group_commit: Option<GroupCommitConfig>,
     pub pool_size: Option<usize>,
+    pub clock: Option<Arc<dyn Clock>>,
+    pub idempotency_window: Option<std::time::Duration>,
 }
 
 impl Backend {
@@ -53,8 +55,12 @@ impl Backend {
                 let mut config = PostgresConfig::new(db.url());
                 config.hooks = options.hooks;
                 config.pool_size = options.pool_size.unwrap_or(8);
+                config.clock = options.clock;
                 if let Some(g) = options.group_commit {
                     config.group_commit = g;
+                }
+                if let Some(window) = options.idempotency_window {
+                    config.idempotency_window = window;
                 }
                 Arc::new(
                     PostgresStore::open(config)
@@ -65,8 +71,12 @@ impl Backend {
             Backend::Embedded(dir) => {
                 let mut config = EmbeddedConfig::in_dir(dir.path());
                 config.hooks = options.hooks;
+                config.clock = options.clock;
                 if let Some(g) = options.group_commit {
                     config.group_commit = g;
+                }
+                if let Some(window) = options.idempotency_window {
+                    config.idempotency_window = window;
                 }
                 Arc::new(
                     EmbeddedStore::open(config)
