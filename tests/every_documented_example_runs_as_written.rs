@@ -900,6 +900,11 @@ async fn on_defaults_the_walkthrough_and_the_tools(docs: &mut Docs) {
         let block = docs.claim("README.md", marker, "walkthrough");
         run_console(&mut shell, &block, &mut subst);
     }
+    // A keyed command, and its repeat after a lost answer: both succeed
+    // (`curl -f` fails on an error answer), the second replayed.
+    let keyed = docs.claim("README.md", "-H 'Idempotency-Key: ", "retry");
+    run_sh(&mut shell, &keyed, &subst);
+    run_sh(&mut shell, &keyed, &subst);
     let search = docs.claim("README.md", "/v1/events/search?type=tickets.*", "search");
     run_console(&mut shell, &search, &mut subst);
 
