@@ -323,7 +323,13 @@ pub fn decode(headers: &[(String, String)], body: &[u8]) -> Result<Payload, Deco
             position: Position(parsed(headers, HEADER_POSITION)?),
             id: parsed(headers, HEADER_EVENT_ID)?,
             tenant: parsed(headers, HEADER_TENANT)?,
-            stream: parsed(headers, HEADER_STREAM)?,
+            // As stored: it may name a stream no longer accepted anew.
+            stream: StreamId::parse_stored(required(headers, HEADER_STREAM)?).map_err(|e| {
+                DecodeError::BadHeader {
+                    header: HEADER_STREAM,
+                    detail: e.to_string(),
+                }
+            })?,
         }));
     }
     let codec = Codec::from_content_type(required(headers, HEADER_CONTENT_TYPE)?)?;

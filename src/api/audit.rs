@@ -153,8 +153,16 @@ pub async fn verify(
         params
             .get(name)
             .map(|text| {
+                // No store holds a position past Position::MAX.
                 text.parse::<u64>()
-                    .map_err(|_| invalid(format!("{name} must be a whole number, not {text:?}")))
+                    .ok()
+                    .filter(|n| *n <= Position::MAX.get())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{name} must be a whole number up to {}, not {text:?}",
+                            Position::MAX
+                        ))
+                    })
             })
             .transpose()
     };

@@ -82,7 +82,7 @@ pub async fn execute(
         return Err(unknown_domain(&domain));
     };
     identity.require_domain(Action::Publish, &domain)?;
-    let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let body: Value = read_json(&req, payload, &state.limits).await?;
     super::text::check_body(&body, ProblemKind::InvalidRequest)?;
     let meta = CommandMeta {
         correlation_id: correlation(&req)?,

@@ -106,7 +106,7 @@ pub async fn publish(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let body: Value = read_json(&req, payload, &state.limits).await?;
     let (items, atomic, single) = match body {
         Value::Object(mut map) if map.contains_key("events") => {
             let atomic = match map.remove("atomic") {

@@ -171,7 +171,7 @@ pub async fn append(
     let stream = stream_from_path(&domain, &id)?;
     let scope: TenantQuery = parse_query(&req)?;
     identity.require_tenant(scope.tenant.as_deref())?;
-    let body: AppendBody = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let body: AppendBody = read_json(&req, payload, &state.limits).await?;
     if body.events.is_empty() {
         return Err(Problem::new(
             ProblemKind::InvalidAppend,
@@ -249,7 +249,8 @@ pub struct TenantQuery {
 pub struct ReadQuery {
     /// Optional; any tenant but the caller's own is refused (403).
     tenant: Option<String>,
-    /// The first stream version to return (default 1).
+    /// The first stream version to return (default 1); at most
+    /// 9223372036854775807, the largest version a store holds.
     from_version: Option<u64>,
     /// 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -279,7 +280,43 @@ pub(super) fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> ApiResult<T> {
     web::Query::<T>::from_query(query)
         .map(web::Query::into_inner)
-        .map_err(|e| Problem::new(ProblemKind::InvalidQuery, e.to_string()))
+        .map_err(|e| {
+            let problem = Problem::new(ProblemKind::InvalidQuery, e.to_string());
+            match culprit::<T>(query) {
+                Some(name) => Problem::new(
+                    ProblemKind::InvalidQuery,
+                    format!("the query parameter {name} is malformed: {e}"),
+                )
+                .with("parameter", name),
+                None => problem,
+            }
+        })
+}
+
+/// The parameter whose removal makes `query` parse, when there is one:
+/// the error messages of the query parser do not name it.
+fn culprit<T: serde::de::DeserializeOwned>(query: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    // These routes take a handful of parameters; many more is no typo.
+    if pairs.len() > 16 {
+        return None;
+    }
+    pairs.iter().enumerate().find_map(|(skip, (name, _))| {
+        let rest: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                pairs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != skip)
+                    .map(|(_, pair)| pair),
+            )
+            .finish();
+        web::Query::<T>::from_query(&rest)
+            .is_ok()
+            .then(|| name.chars().take(64).collect())
+    })
 }
 
 pub(super) fn upcast_all(
@@ -351,6 +388,16 @@ pub async fn read(
     }
     let tenant = &identity.tenant;
     let from = StreamVersion(query.from_version.unwrap_or(1).max(1));
+    if from > StreamVersion::MAX {
+        return Err(Problem::new(
+            ProblemKind::InvalidQuery,
+            format!(
+                "from_version is {from}, past {}, the largest stream version a store holds",
+                StreamVersion::MAX
+            ),
+        )
+        .with("parameter", "from_version"));
+    }
     let (version, events) = futures::try_join!(
         state.store.stream_version(tenant, &stream),
         state.store.read_stream(tenant, &stream, from, limit),
@@ -365,10 +412,15 @@ pub async fn read(
     let next_version = events
         .last()
         .map_or(from.get(), |e| e.stream_version.get() + 1);
+    // The version read may precede an event the read found; never a version
+    // the stream has not reached, whatever `from_version` asked for.
+    let version = events
+        .last()
+        .map_or(version, |e| e.stream_version.max(version));
     let events = upcast_all(&state, events, query.as_stored)?;
     Ok(HttpResponse::Ok().json(StreamPage {
         stream: stream.to_string(),
-        stream_version: version.get().max(next_version - 1),
+        stream_version: version.get(),
         events,
         next_version,
     }))

@@ -31,6 +31,12 @@ use crate::telemetry;
 
 /// The embedded read models' file in the data directory.
 const READ_MODELS_FILE: &str = "read-models.db";
+/// Most time a connection's first request head may take to arrive (408
+/// past it, answered by actix-http with no body, and the connection
+/// closed). The body has its own bound (`--body-timeout`).
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an idle keep-alive connection stays open.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
     let file = FileConfig::load_optional(args.store.config.as_deref())?;
@@ -142,6 +148,7 @@ async fn serve(
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_events_per_append: config.max_events_per_append,
+            body_timeout: config.body_timeout,
         },
         metrics,
         read_models: read_side.read_models,
@@ -155,16 +162,33 @@ async fn serve(
     let mut signals = StopSignals::listen().context("listening for stop signals")?;
     let connections = Arc::new(OpenConnections::default());
     let counted = Arc::clone(&connections);
+    let per_client = api::connections::ClientConnections::new(config.max_connections_per_client);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap(from_fn(api::body::hold_request_body))
             .wrap(from_fn(api::text::refuse_unstorable_url))
+            // Outside the URL check, inside the metrics (which count its 429s).
+            .wrap(from_fn(api::connections::refuse_over_cap))
             .wrap(from_fn(api::record_metrics))
             .configure(api::routes)
     })
-    .on_connect(move |_, extensions| {
+    .on_connect(move |io, extensions| {
         extensions.insert(counted.open());
+        extensions.insert(api::body::UnreadBody::default());
+        let peer = io
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .and_then(|stream| stream.peer_addr().ok())
+            .map(|addr| addr.ip().to_canonical());
+        if let Some(admission) = per_client.admit(peer) {
+            extensions.insert(admission);
+        }
     })
+    // Slow clients: the head of a request within HEAD_TIMEOUT, its body
+    // within the body timeout (`api::body`), idle connections closed after
+    // KEEP_ALIVE.
+    .client_request_timeout(HEAD_TIMEOUT)
+    .keep_alive(KEEP_ALIVE)
     // The signals are ours (below): actix would wait the whole shutdown
     // timeout for subscriptions, which never end by themselves.
     .disable_signals()
