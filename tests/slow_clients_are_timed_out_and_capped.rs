@@ -1,6 +1,6 @@
 //! A client that stops sending cannot hold a connection, and one address
 //! cannot hold every connection. Against `herald serve` with a 1 s body
-//! timeout and a cap of 3 connections per client address:
+//! timeout and a cap of 4 connections per client address:
 //!
 //! - a body that stops half way (`Content-Length: 100`, one byte sent; or a
 //!   chunked body that never ends) is answered 408 `request-timeout` once the
@@ -9,10 +9,14 @@
 //!   appended;
 //! - a chunked body sent to a route that reads none is answered and its
 //!   connection closed, not drained for as long as the client sends;
-//! - a request head that never ends gets 408 after the 5 s head timeout;
-//! - with 3 connections open from 127.0.0.1 (websockets), a 4th is answered 429
-//!   `too-many-connections` with `Retry-After` and closed, and served again
-//!   once one of the 3 closes.
+//! - a connection's first request head that never ends gets 408 after the
+//!   5 s head timeout; a later request's head that never ends (after an
+//!   answer on a kept-alive connection) closes the connection after 10 s
+//!   (keep-alive and head timeout), while a subscription open for longer than
+//!   that still receives events;
+//! - with 4 connections open from 127.0.0.1 (websockets), a 5th is answered
+//!   429 `too-many-connections` with `Retry-After` and closed, and served
+//!   again once one of the 4 closes.
 //!
 //! The bounds are correctness bounds (the answer comes, and not before the
 //! timeout), not a benchmark.
@@ -29,7 +33,11 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(1);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed past a bound for the answer to arrive on a busy machine.
 const SLACK: Duration = Duration::from_secs(4);
-const CAP: usize = 3;
+/// Connections per address: the three at once above, and one to append.
+const CAP: usize = 4;
+/// Herald's bound between requests on a kept-alive connection
+/// (`BETWEEN_REQUESTS`: the 5 s keep-alive, then the 5 s head timeout).
+const BETWEEN_REQUESTS: Duration = Duration::from_secs(10);
 
 fn assert_request_timeout(answer: &RawResponse, what: &str) {
     assert_eq!(answer.status, 408, "{what}: {answer:?}");
@@ -55,6 +63,74 @@ async fn answer_to(
     connection.send(request).await;
     let answer = connection.response(within).await;
     (connection, answer, sent.elapsed())
+}
+
+/// The head of a connection's first request never ends: 408 after the head
+/// timeout, and closed.
+async fn first_head_never_ends(base: &str) {
+    let mut headless = RawConnection::open(base).await;
+    let sent = Instant::now();
+    headless
+        .send(b"POST /v1/events HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n")
+        .await;
+    let answer = headless.response(HEAD_TIMEOUT + SLACK).await;
+    let took = sent.elapsed();
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert!(
+        took >= HEAD_TIMEOUT - Duration::from_millis(500),
+        "answered before the head timeout: {took:?}"
+    );
+    assert!(headless.closed_within(SLACK).await);
+}
+
+/// After an answer on a kept-alive connection, the next request's head
+/// begins and never ends: the connection is closed once the bound between
+/// requests has passed.
+async fn later_head_never_ends(base: &str) {
+    let mut connection = RawConnection::open(base).await;
+    connection
+        .send(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await;
+    assert_eq!(connection.response(SLACK).await.status, 200);
+    let answered = Instant::now();
+    connection
+        .send(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n")
+        .await;
+    assert!(
+        connection.closed_within(BETWEEN_REQUESTS + SLACK).await,
+        "a half-sent head holds its connection"
+    );
+    let took = answered.elapsed();
+    assert!(
+        took >= BETWEEN_REQUESTS - Duration::from_millis(500),
+        "closed before the bound between requests: {took:?}"
+    );
+}
+
+/// A subscription is a request in flight, however long: its connection is
+/// not closed as idle, and an event appended after the bound still
+/// arrives on it.
+async fn a_subscription_is_not_idle(base: &str) {
+    let mut subscription = RawConnection::open(base).await;
+    subscription
+        .send(b"GET /v1/events/stream?from=now&stream=tickets/T-live HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await;
+    assert_eq!(subscription.response(SLACK).await.status, 200);
+    tokio::time::sleep(BETWEEN_REQUESTS + Duration::from_secs(1)).await;
+    let appended = reqwest::Client::new()
+        .post(format!("{base}/v1/streams/tickets/T-live/events"))
+        .json(
+            &serde_json::json!({"events": [{"type": "tickets.ticket_opened", "version": 1,
+            "payload": {"kind": "other", "customer": "acme", "description": "still here"}}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 201);
+    assert!(
+        subscription.read_until("still here", SLACK).await,
+        "a subscription older than the bound between requests was closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,23 +224,15 @@ async fn slow_clients_are_timed_out_and_capped() {
     assert_eq!(answer.status, 201, "{answer:?} {}", answer.json());
     drop(slow);
 
-    // A head that never ends.
-    let mut headless = RawConnection::open(&base).await;
-    let sent = Instant::now();
-    headless
-        .send(b"POST /v1/events HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n")
-        .await;
-    let answer = headless.response(HEAD_TIMEOUT + SLACK).await;
-    let took = sent.elapsed();
-    assert_eq!(answer.status, 408, "{answer:?}");
-    assert!(
-        took >= HEAD_TIMEOUT - Duration::from_millis(500),
-        "answered before the head timeout: {took:?}"
+    // Heads that never end, and a subscription that outlives them, at once.
+    tokio::join!(
+        first_head_never_ends(&base),
+        later_head_never_ends(&base),
+        a_subscription_is_not_idle(&base),
     );
-    assert!(headless.closed_within(SLACK).await);
 
-    // The cap: three websockets hold three connections (a websocket's
-    // connection ends as soon as its client closes it).
+    // The cap: websockets hold every connection (a websocket's connection
+    // ends as soon as its client closes it).
     let mut held = Vec::new();
     for _ in 0..CAP {
         let mut connection = RawConnection::open(&base).await;
@@ -199,27 +267,33 @@ async fn slow_clients_are_timed_out_and_capped() {
         "an over-cap connection stays open"
     );
 
-    // One closes: the address is served again.
+    // One closes: the address is served again (once Herald has seen the
+    // close), and the refusals are counted.
     held.pop();
+    let metrics: std::sync::Mutex<Option<String>> = Default::default();
     let served = herald_testkit::eventually(SLACK, || {
-        let base = base.clone();
+        let (base, metrics) = (base.clone(), &metrics);
         async move {
             let (_, answer, _) = answer_to(
                 &base,
-                b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n",
+                b"GET /metrics HTTP/1.1\r\nHost: herald\r\n\r\n",
                 SLACK,
             )
             .await;
-            answer.status == 200
+            if answer.status != 200 {
+                return false;
+            }
+            *metrics.lock().unwrap() = Some(String::from_utf8_lossy(&answer.body).into_owned());
+            true
         }
     })
     .await;
     assert!(served, "a connection is refused after another one closed");
-    let metrics = support::probe::metrics(&base).await;
+    let metrics = metrics.into_inner().unwrap().unwrap_or_default();
     assert!(
         metrics
             .lines()
             .any(|l| l.starts_with("herald_http_requests_total") && l.contains("status=\"429\"")),
-        "the 429s are not counted in herald_http_requests_total"
+        "the 429s are not counted in herald_http_requests_total: {metrics}"
     );
 }

@@ -1,21 +1,36 @@
-//! The cap on connections one client address holds open at once. `herald
-//! serve` counts each connection by its peer's IP address as it is accepted
+//! Connection-level bounds of `herald serve`, below the routes.
+//!
+//! The cap on connections one client address holds open at once: each
+//! connection is counted by its peer's IP address as it is accepted
 //! ([`ClientConnections::admit`]); a connection past the cap is kept only
 //! long enough to answer its request with 429 `too-many-connections`
 //! (`Retry-After`, `Connection: close`), so a client learns why instead of
 //! seeing a reset, and one client cannot take every connection slot. A
 //! connection over the cap is not counted: when the client's others close,
 //! its next connection is served.
+//!
+//! The bound on the time between requests ([`Activity`]): actix-http times
+//! the head of a connection's first request and closes idle keep-alive
+//! connections, but once a byte of a later request has arrived it waits for
+//! the rest of that head forever. A connection with no request in flight
+//! for longer than the keep-alive and the head timeout together is closed.
 
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::ResponseError;
 
 use super::problem::{Problem, ProblemKind};
@@ -125,6 +140,148 @@ pub async fn refuse_over_cap(
         return Ok(req.into_response(response).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Whether a connection has a request in flight, and since when it has had
+/// none; kept in the connection's data. A watchdog closes the connection's
+/// reading side once it has been idle for longer than its limit: actix-http
+/// then finishes writing what it has and closes the connection.
+pub struct Activity(Rc<ActivityState>);
+
+struct ActivityState {
+    /// Requests begun and not yet answered to the last byte.
+    in_flight: Cell<usize>,
+    /// When the last request ended (or the connection opened).
+    idle_since: Cell<Instant>,
+    /// The connection's socket, shared (a duplicate descriptor), so the
+    /// watchdog can end it; dropped with the connection.
+    #[cfg(unix)]
+    socket: RefCell<Option<std::net::TcpStream>>,
+}
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity")
+            .field("in_flight", &self.0.in_flight.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activity {
+    /// Watches the connection over `io` (a plain TCP stream; anything else
+    /// is not watched): closed once idle for `limit`. Must run on the
+    /// connection's worker (it spawns the watchdog there).
+    pub fn watch(io: &dyn Any, limit: Duration) -> Option<Activity> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            let stream = io.downcast_ref::<actix_web::rt::net::TcpStream>()?;
+            let socket = stream.as_fd().try_clone_to_owned().ok()?;
+            let state = Rc::new(ActivityState {
+                in_flight: Cell::new(0),
+                idle_since: Cell::new(Instant::now()),
+                socket: RefCell::new(Some(std::net::TcpStream::from(socket))),
+            });
+            actix_web::rt::spawn(watchdog(Rc::downgrade(&state), limit));
+            Some(Activity(state))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (io, limit);
+            None
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn watchdog(state: std::rc::Weak<ActivityState>, limit: Duration) {
+    loop {
+        let wait = {
+            let Some(state) = state.upgrade() else { return };
+            let idle = state.idle_since.get().elapsed();
+            if state.in_flight.get() > 0 {
+                // Looked at again a limit later: a request may run long.
+                limit
+            } else if idle >= limit {
+                if let Some(socket) = state.socket.borrow_mut().take() {
+                    tracing::debug!(
+                        idle_ms = idle.as_millis() as u64,
+                        "Closing a connection that sent no whole request in time."
+                    );
+                    // The reading side only: actix-http sees the end of the
+                    // stream, writes what it still holds, and closes.
+                    let _ = socket.shutdown(std::net::Shutdown::Read);
+                }
+                return;
+            } else {
+                limit - idle
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Marks a request in flight from its head until its answer's last byte
+/// (a websocket's or an event stream's for as long as it lasts).
+pub async fn track_activity(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<InFlightBody>, actix_web::Error> {
+    let guard = req
+        .conn_data::<Activity>()
+        .map(|activity| InFlight::begin(&activity.0));
+    let response = next.call(req).await?;
+    Ok(response.map_body(|_, body| InFlightBody {
+        body: body.boxed(),
+        _guard: guard,
+    }))
+}
+
+/// One request in flight; ends when dropped.
+struct InFlight(Rc<ActivityState>);
+
+impl InFlight {
+    fn begin(state: &Rc<ActivityState>) -> Self {
+        state.in_flight.set(state.in_flight.get() + 1);
+        Self(Rc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+        self.0.idle_since.set(Instant::now());
+    }
+}
+
+/// An answer's body that keeps its request in flight until it is sent or
+/// dropped.
+pub struct InFlightBody {
+    body: BoxBody,
+    _guard: Option<InFlight>,
+}
+
+impl std::fmt::Debug for InFlightBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlightBody").finish_non_exhaustive()
+    }
+}
+
+impl MessageBody for InFlightBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ struct LogPage {
     params(LogQuery),
     responses(
         (status = 200, description = "A page of the log", body = LogPage),
-        (status = 400, description = "`invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-query` (`parameter` names it): malformed or unknown, or a `from` past 9223372036854775807", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = super::openapi::RateLimited),

@@ -123,7 +123,7 @@ pub(super) fn to_new_event(
         answers 200.",
     params(
         ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
-        ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The stream's id within its domain: not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
         TenantQuery,
     ),
     request_body = AppendBody,
@@ -140,12 +140,13 @@ pub(super) fn to_new_event(
             body = AppendAnswer,
             headers(("Location" = String, description = "Reads the stream from the first event of the append")),
         ),
-        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, `invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, `invalid-stream-id` (malformed, `.` or `..`) or `invalid-query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or an event type outside the caller's `publish` scopes", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`wrong-expected-version` (`expected_version`, `actual_version` given) or `duplicate-event-id`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`: over `max_body_bytes` (`limit_bytes` given)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout` (`timeout_ms` given); the connection is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: no `Content-Type`, or one other than JSON", body = Problem, content_type = "application/problem+json"),
         (
             status = 422,
             description = "`invalid-request`, `invalid-append`, `too-many-events`, `unknown-event-type`, \
@@ -353,12 +354,12 @@ pub(super) fn upcast_all(
         schema versions unless `as_stored=true`. Needs `read` on the domain.",
     params(
         ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
-        ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The stream's id within its domain: not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
         ReadQuery,
     ),
     responses(
         (status = 200, description = "A page of the stream; `next_version` is the `from_version` of the next", body = StreamPage),
-        (status = 400, description = "`invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-stream-id` or `invalid-query` (`parameter` names it; a `from_version` past 9223372036854775807 included)", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or no `read` scope on the domain", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`stream-not-found`: the stream has no events", body = Problem, content_type = "application/problem+json"),

@@ -37,6 +37,12 @@ const READ_MODELS_FILE: &str = "read-models.db";
 pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long an idle keep-alive connection stays open.
 pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most time a connection may go with no request in flight before it is
+/// closed: idle for the keep-alive, then a head within the head timeout.
+/// (actix-http closes a silent idle connection after KEEP_ALIVE itself, but
+/// waits forever for the rest of a later request's head once it began.)
+pub const BETWEEN_REQUESTS: std::time::Duration =
+    std::time::Duration::from_secs(KEEP_ALIVE.as_secs() + HEAD_TIMEOUT.as_secs());
 
 pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
     let file = FileConfig::load_optional(args.store.config.as_deref())?;
@@ -171,11 +177,15 @@ async fn serve(
             // Outside the URL check, inside the metrics (which count its 429s).
             .wrap(from_fn(api::connections::refuse_over_cap))
             .wrap(from_fn(api::record_metrics))
+            .wrap(from_fn(api::connections::track_activity))
             .configure(api::routes)
     })
     .on_connect(move |io, extensions| {
         extensions.insert(counted.open());
         extensions.insert(api::body::UnreadBody::default());
+        if let Some(activity) = api::connections::Activity::watch(io, BETWEEN_REQUESTS) {
+            extensions.insert(activity);
+        }
         let peer = io
             .downcast_ref::<actix_web::rt::net::TcpStream>()
             .and_then(|stream| stream.peer_addr().ok())
@@ -189,6 +199,10 @@ async fn serve(
     // KEEP_ALIVE.
     .client_request_timeout(HEAD_TIMEOUT)
     .keep_alive(KEEP_ALIVE)
+    // A client that closes its side has gone: without this, actix-http
+    // keeps writing an event stream to it (and counting its connection)
+    // until a write fails, a heartbeat or two later.
+    .h1_allow_half_closed(false)
     // The signals are ours (below): actix would wait the whole shutdown
     // timeout for subscriptions, which never end by themselves.
     .disable_signals()

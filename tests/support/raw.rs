@@ -120,6 +120,24 @@ impl RawConnection {
         response
     }
 
+    /// Whether `text` arrives within `within` (reading an answer's body as
+    /// it streams).
+    pub async fn read_until(&mut self, text: &str, within: Duration) -> bool {
+        let needle = text.as_bytes();
+        tokio::time::timeout(within, async {
+            loop {
+                if self.buffer.windows(needle.len()).any(|w| w == needle) {
+                    return true;
+                }
+                if !self.fill().await {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// Whether the server closes the connection within `within` (anything
     /// it still sends is read and dropped).
     pub async fn closed_within(&mut self, within: Duration) -> bool {
