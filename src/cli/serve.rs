@@ -172,12 +172,13 @@ async fn serve(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
-            .wrap(from_fn(api::body::hold_request_body))
             .wrap(from_fn(api::text::refuse_unstorable_url))
             // Outside the URL check, inside the metrics (which count its 429s).
             .wrap(from_fn(api::connections::refuse_over_cap))
             .wrap(from_fn(api::record_metrics))
             .wrap(from_fn(api::connections::track_activity))
+            // Outermost: a body is held before anything can answer early.
+            .wrap(from_fn(api::body::hold_request_body))
             .configure(api::routes)
     })
     .on_connect(move |io, extensions| {
@@ -194,8 +195,9 @@ async fn serve(
             extensions.insert(admission);
         }
     })
-    // Slow clients: the head of a request within HEAD_TIMEOUT, its body
-    // within the body timeout (`api::body`), idle connections closed after
+    // Slow clients: the first request's head within HEAD_TIMEOUT, a later
+    // one within BETWEEN_REQUESTS (`api::connections`), a body within the
+    // body timeout (`api::body`); silent idle connections closed after
     // KEEP_ALIVE.
     .client_request_timeout(HEAD_TIMEOUT)
     .keep_alive(KEEP_ALIVE)
