@@ -102,7 +102,16 @@ fn main() {
     let _server = Server(
         command
             .current_dir(dir.path())
-            .args(["serve", "--listen", &listen, "--log", "warn"])
+            // Every subscriber connects from 127.0.0.1: no per-client cap.
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--log",
+                "warn",
+                "--max-connections-per-client",
+                "0",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("start herald"),

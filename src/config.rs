@@ -19,6 +19,11 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most events one append request may carry when nothing says otherwise.
 pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
+/// Most time a request body may take to arrive when nothing says otherwise.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections one client address may hold open at once when nothing
+/// says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
@@ -127,6 +132,14 @@ pub struct ServeArgs {
     /// How long an Idempotency-Key is kept from its first use, e.g. `24h`, `90m` [default: 24h]
     #[arg(long, env = "HERALD_IDEMPOTENCY_WINDOW", value_name = "DURATION")]
     pub idempotency_window: Option<String>,
+
+    /// Most time a request's whole body may take to arrive, e.g. `10s`, `500ms` (408 past it) [default: 10s]
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+
+    /// Most connections open at once from one client address; 0 for no cap [default: 256]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
 
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -613,6 +626,8 @@ pub struct FileConfig {
     pub max_events_per_append: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
+    pub body_timeout: Option<String>,
+    pub max_connections_per_client: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub log: Option<String>,
     pub broker: Option<String>,
@@ -704,6 +719,10 @@ pub struct ServeConfig {
     pub max_events_per_append: usize,
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
+    /// Most time a request's whole body may take to arrive.
+    pub body_timeout: Duration,
+    /// Most connections open at once from one client address (`None`: no cap).
+    pub max_connections_per_client: Option<std::num::NonZeroUsize>,
     pub broker: BrokerSettings,
     pub auth: crate::auth::AuthSettings,
     /// The admin key to store at start when the store holds none.
@@ -740,6 +759,12 @@ impl ServeConfig {
                     .unwrap_or(30),
             ),
             workers: args.workers.or(file.workers).filter(|n| *n > 0),
+            body_timeout: body_timeout(args, file)?,
+            max_connections_per_client: std::num::NonZeroUsize::new(
+                args.max_connections_per_client
+                    .or(file.max_connections_per_client)
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+            ),
             broker: broker_settings(&args.broker, file)?,
             auth: auth_settings(&args.auth, file)?,
             bootstrap_admin_key: bootstrap_admin_key(&args.auth, file)?,
@@ -762,6 +787,19 @@ fn idempotency_window(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Dur
         Ok(_) => bail!("HERALD_IDEMPOTENCY_WINDOW / --idempotency-window must be at least 1s"),
         Err(e) => bail!("HERALD_IDEMPOTENCY_WINDOW / --idempotency-window: {e}"),
     }
+}
+
+/// Resolves the body timeout: a duration of at least a millisecond.
+fn body_timeout(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Duration> {
+    let Some(text) = args.body_timeout.as_ref().or(file.body_timeout.as_ref()) else {
+        return Ok(DEFAULT_BODY_TIMEOUT);
+    };
+    let timeout = parse_duration(text)
+        .map_err(|e| anyhow::anyhow!("HERALD_BODY_TIMEOUT / --body-timeout: {e}"))?;
+    if timeout < Duration::from_millis(1) {
+        bail!("HERALD_BODY_TIMEOUT / --body-timeout must be at least 1ms, not {text:?}");
+    }
+    Ok(timeout)
 }
 
 /// Hides the password of a URL, for logs and errors.
@@ -1016,6 +1054,42 @@ mod tests {
         assert_eq!(file("ingest = false").unwrap(), Some(Switch::Off));
         let err = file("ingest = \"maybe\"").unwrap_err().to_string();
         assert!(err.contains("on") && err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn slow_client_settings_have_small_defaults_and_read_every_source() {
+        let none = ServeConfig::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(none.body_timeout, DEFAULT_BODY_TIMEOUT);
+        assert_eq!(
+            none.max_connections_per_client.map(|n| n.get()),
+            Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
+        );
+        let file: FileConfig =
+            toml::from_str("body_timeout = \"750ms\"\nmax_connections_per_client = 0").unwrap();
+        let config = ServeConfig::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(config.body_timeout, Duration::from_millis(750));
+        assert_eq!(
+            config.max_connections_per_client, None,
+            "0 turns the cap off"
+        );
+        let args = ServeArgs {
+            body_timeout: Some("2s".into()),
+            max_connections_per_client: Some(3),
+            ..Default::default()
+        };
+        let config = ServeConfig::resolve(&args, &file).unwrap();
+        assert_eq!(config.body_timeout, Duration::from_secs(2));
+        assert_eq!(config.max_connections_per_client.map(|n| n.get()), Some(3));
+        for bad in ["0s", "soon", "5 parsecs"] {
+            let args = ServeArgs {
+                body_timeout: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = ServeConfig::resolve(&args, &FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("HERALD_BODY_TIMEOUT"), "{bad}: {err}");
+        }
     }
 
     #[test]

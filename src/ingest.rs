@@ -845,6 +845,11 @@ mod tests {
             "{}",
             unknown.detail
         );
+        // Refused as over HTTP: no URL could reach such a stream.
+        for stream in ["tickets/..", "tickets/."] {
+            let dots = with(note(), "stream", json!(stream));
+            assert_eq!(kind(&[], &dots), "invalid-stream-id", "{stream}");
+        }
         let registry = EventRegistry::builtin().unwrap();
         let raw = |body: &[u8]| check_message(&[], body, &registry, 300).unwrap_err().kind;
         assert_eq!(raw(b"{\"stream\": "), "invalid-json");

@@ -120,6 +120,7 @@ async fn drafts_bigger_than_a_broker_message_travel_end_to_end() {
         Limits {
             max_body_bytes: 1024 * 1024,
             max_events_per_append: 10,
+            body_timeout: herald::config::DEFAULT_BODY_TIMEOUT,
         },
     )
     .await;

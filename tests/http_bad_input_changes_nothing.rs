@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 const LIMITS: Limits = Limits {
     max_body_bytes: 4096,
     max_events_per_append: 3,
+    body_timeout: herald::config::DEFAULT_BODY_TIMEOUT,
 };
 
 fn opened() -> Value {

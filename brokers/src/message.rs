@@ -323,7 +323,13 @@ pub fn decode(headers: &[(String, String)], body: &[u8]) -> Result<Payload, Deco
             position: Position(parsed(headers, HEADER_POSITION)?),
             id: parsed(headers, HEADER_EVENT_ID)?,
             tenant: parsed(headers, HEADER_TENANT)?,
-            stream: parsed(headers, HEADER_STREAM)?,
+            // As stored: it may name a stream no longer accepted anew.
+            stream: StreamId::parse_stored(required(headers, HEADER_STREAM)?).map_err(|e| {
+                DecodeError::BadHeader {
+                    header: HEADER_STREAM,
+                    detail: e.to_string(),
+                }
+            })?,
         }));
     }
     let codec = Codec::from_content_type(required(headers, HEADER_CONTENT_TYPE)?)?;
@@ -390,6 +396,28 @@ mod tests {
             panic!("expected a claim check");
         };
         assert_eq!((c.position, c.id), (e.position, e.id));
+    }
+
+    #[test]
+    fn streams_stored_by_earlier_versions_travel_both_ways() {
+        // `.` and `..` are refused anew, but a store may hold them.
+        let mut e = event(500);
+        e.stream = StreamId::parse_stored("tickets/..").unwrap();
+        for max_message_bytes in [100, 1 << 20] {
+            for codec in [Codec::Bincode, Codec::Json] {
+                let settings = WireSettings {
+                    codec,
+                    max_message_bytes,
+                    ..WireSettings::default()
+                };
+                let m = encode(&e, &settings).unwrap();
+                let stream = match decode(&m.headers, &m.body).unwrap() {
+                    Payload::Event(decoded) => decoded.stream,
+                    Payload::ClaimCheck(c) => c.stream,
+                };
+                assert_eq!(stream, e.stream, "{codec:?}, {max_message_bytes} bytes");
+            }
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl TryFrom<WireEnvelope> for EventEnvelope {
         Ok(EventEnvelope {
             id: EventId(Uuid::from_bytes(w.id)),
             tenant: field("tenant", TenantId::new(w.tenant))?,
-            stream: field("stream", w.stream.parse::<StreamId>())?,
+            stream: field("stream", StreamId::parse_stored(&w.stream))?,
             stream_version: StreamVersion(w.stream_version),
             position: Position(w.position),
             event_type: field("type", w.event_type.parse::<EventType>())?,

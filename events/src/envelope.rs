@@ -20,6 +20,7 @@ pub fn to_stored_precision(t: DateTime<Utc>) -> DateTime<Utc> {
 pub struct EventEnvelope {
     pub id: EventId,
     pub tenant: TenantId,
+    #[serde(deserialize_with = "StreamId::deserialize_stored")]
     pub stream: StreamId,
     pub stream_version: StreamVersion,
     pub position: Position,

@@ -29,6 +29,11 @@ pub enum IdError {
         value: String,
         expected: &'static str,
     },
+    #[error(
+        "{kind} {value:?} is a relative path segment, which URL-normalising clients and \
+         proxies remove; choose another"
+    )]
+    DotSegment { kind: &'static str, value: String },
 }
 
 /// One place where a payload broke its schema.

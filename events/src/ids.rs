@@ -163,7 +163,10 @@ string_newtype_serde!(Domain);
 
 /// A stream: a domain plus an id within it, written `domain/id`
 /// (`tickets/T-1001`). The id may use letters, digits and `-_.:@~`, so it is
-/// safe as one URL path segment.
+/// safe as one URL path segment, but may not be `.` or `..`: URL-normalising
+/// clients and proxies remove such a segment (`/v1/streams/tickets/../events`
+/// becomes `/v1/streams/events`), so a stream named so could never be
+/// reached again.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     domain: Domain,
@@ -173,6 +176,26 @@ pub struct StreamId {
 
 impl StreamId {
     pub fn new(domain: Domain, id: impl Into<String>) -> Result<Self, IdError> {
+        let id = id.into();
+        if id == "." || id == ".." {
+            return Err(IdError::DotSegment {
+                kind: "stream id",
+                value: id,
+            });
+        }
+        Self::stored(domain, id)
+    }
+
+    /// Builds a stream id from its two parts as strings.
+    pub fn parse_parts(domain: &str, id: &str) -> Result<Self, IdError> {
+        Self::new(Domain::new(domain)?, id)
+    }
+
+    /// Rebuilds a stream id read back from a store or a broker. Earlier
+    /// Herald versions accepted `.` and `..` as ids: events stored under
+    /// them stay readable (relayed, projected, verified), though no new one
+    /// is accepted. Everything else is checked as by [`StreamId::new`].
+    pub fn stored(domain: Domain, id: impl Into<String>) -> Result<Self, IdError> {
         let id = id.into();
         check_len("stream id", &id, MAX_STREAM_ID_LEN)?;
         check_chars(
@@ -185,9 +208,17 @@ impl StreamId {
         Ok(Self { domain, full })
     }
 
-    /// Builds a stream id from its two parts as strings.
-    pub fn parse_parts(domain: &str, id: &str) -> Result<Self, IdError> {
-        Self::new(Domain::new(domain)?, id)
+    /// [`StreamId::stored`] from its two parts as strings.
+    pub fn stored_parts(domain: &str, id: &str) -> Result<Self, IdError> {
+        Self::stored(Domain::new(domain)?, id)
+    }
+
+    /// [`StreamId::stored`] from `domain/id`.
+    pub fn parse_stored(text: &str) -> Result<Self, IdError> {
+        match text.split_once('/') {
+            Some((domain, id)) => Self::stored_parts(domain, id),
+            None => Err(malformed_stream(text)),
+        }
     }
 
     pub fn domain(&self) -> &Domain {
@@ -205,20 +236,33 @@ impl StreamId {
     }
 }
 
+fn malformed_stream(text: &str) -> IdError {
+    IdError::Malformed {
+        kind: "stream",
+        value: text.chars().take(64).collect(),
+        expected: "domain/id",
+    }
+}
+
 impl FromStr for StreamId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
             Some((domain, id)) => Self::parse_parts(domain, id),
-            None => Err(IdError::Malformed {
-                kind: "stream",
-                value: s.chars().take(64).collect(),
-                expected: "domain/id",
-            }),
+            None => Err(malformed_stream(s)),
         }
     }
 }
 string_newtype_serde!(StreamId);
+
+impl StreamId {
+    /// Deserializes a stream id as [`StreamId::parse_stored`] reads it: for
+    /// envelopes, which hold what a store already keeps.
+    pub fn deserialize_stored<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Self::parse_stored(&raw).map_err(serde::de::Error::custom)
+    }
+}
 
 /// An event type, `domain.snake_case_past_tense` (`tickets.ticket_opened`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -311,6 +355,9 @@ pub struct StreamVersion(pub u64);
 
 impl StreamVersion {
     pub const EMPTY: Self = Self(0);
+    /// The largest stream version a store can hold (SQL's signed 64-bit
+    /// `BIGINT`).
+    pub const MAX: Self = Self(i64::MAX as u64);
 
     pub fn get(self) -> u64 {
         self.0
@@ -338,6 +385,9 @@ pub struct Position(pub u64);
 
 impl Position {
     pub const START: Self = Self(0);
+    /// The largest position a store can hold (SQL's signed 64-bit
+    /// `BIGINT`): a reader asking for more names a position that cannot be.
+    pub const MAX: Self = Self(i64::MAX as u64);
 
     pub fn get(self) -> u64 {
         self.0
@@ -435,6 +485,32 @@ mod tests {
         assert!("tickets.9lives".parse::<EventType>().is_err());
         assert!(TenantId::new("acme corp").is_err());
         assert!(SchemaVersion::new(0).is_err());
+    }
+
+    #[test]
+    fn dot_segments_are_refused_anew_but_read_back_when_stored() {
+        for id in [".", ".."] {
+            let text = format!("tickets/{id}");
+            assert!(matches!(
+                text.parse::<StreamId>(),
+                Err(IdError::DotSegment {
+                    kind: "stream id",
+                    ..
+                })
+            ));
+            assert!(StreamId::parse_parts("tickets", id).is_err());
+            assert!(serde_json::from_value::<StreamId>(serde_json::json!(text)).is_err());
+            let stored = StreamId::parse_stored(&text).expect("a stored id reads back");
+            assert_eq!(stored.id(), id);
+            assert_eq!(StreamId::stored_parts("tickets", id).unwrap(), stored);
+        }
+        // Dots elsewhere are ordinary characters.
+        for id in ["...", ".a", "a..b", "v1.2"] {
+            assert!(StreamId::parse_parts("tickets", id).is_ok(), "{id}");
+        }
+        // Stored ids are checked for everything else all the same.
+        assert!(StreamId::parse_stored("tickets/a b").is_err());
+        assert!(StreamId::parse_stored("tickets").is_err());
     }
 
     #[test]

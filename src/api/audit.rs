@@ -118,7 +118,7 @@ pub enum BreakKindDoc {
         `herald audit verify --json`. The walk takes about a second per 200,000 events. Needs \
         the `admin` scope: the log spans every tenant.",
     params(
-        ("from" = Option<u64>, Query, description = "First position to check (default 1)"),
+        ("from" = Option<u64>, Query, description = "First position to check (default 1, at most 9223372036854775807)"),
         ("anchor_position" = Option<u64>, Query, description = "The anchored position; needs `anchor_hash`"),
         ("anchor_hash" = Option<String>, Query, description = "The hash anchored (64 hex digits); alone, some event must carry it"),
     ),
@@ -153,8 +153,16 @@ pub async fn verify(
         params
             .get(name)
             .map(|text| {
+                // No store holds a position past Position::MAX.
                 text.parse::<u64>()
-                    .map_err(|_| invalid(format!("{name} must be a whole number, not {text:?}")))
+                    .ok()
+                    .filter(|n| *n <= Position::MAX.get())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{name} must be a whole number up to {}, not {text:?}",
+                            Position::MAX
+                        ))
+                    })
             })
             .transpose()
     };

@@ -34,7 +34,7 @@ use crate::auth::{Action, Identity};
         with another command or body is refused (422 `idempotency-key-reused`).",
     params(
         ("domain" = super::openapi::CommandDomain, Path, description = "A domain Herald runs; its commands and their bodies are in the README, \"Domains and commands\""),
-        ("id" = String, Path, description = "The aggregate's id (its stream's id)", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The aggregate's id (its stream's id): not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
         ("command" = super::openapi::CommandName, Path, description = "One of the domain's commands (README, \"Domains and commands\")"),
         ("X-Correlation-Id" = Option<Uuid>, Header, description = "Joins the caused events to an existing correlation"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 200 visible ASCII characters, scoped to the tenant and the aggregate, kept 24 h (`--idempotency-window`) from its first use", max_length = 200, min_length = 1),
@@ -49,7 +49,7 @@ use crate::auth::{Action, Identity};
             body = super::openapi::CommandAnswer,
             headers(("Idempotent-Replayed" = bool, description = "`true` when this repeats an earlier answer")),
         ),
-        (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id` (malformed, `.` or `..`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: no `publish` scope covering the domain", body = Problem, content_type = "application/problem+json"),
         (
@@ -61,7 +61,8 @@ use crate::auth::{Action, Identity};
         ),
         (status = 409, description = "`command-refused` (the aggregate's state forbids it) or `contended`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`: over `max_body_bytes`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout` (`timeout_ms` given); the connection is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: no `Content-Type`, or one other than JSON", body = Problem, content_type = "application/problem+json"),
         (
             status = 422,
             description = "`invalid-command` (a field breaks a rule or its event's schema) or \
@@ -97,7 +98,7 @@ pub async fn execute(
     };
     identity.require_domain(Action::Publish, &domain)?;
     let key = super::idempotency::key(&req)?;
-    let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let body: Value = read_json(&req, payload, &state.limits).await?;
     super::text::check_body(&body, ProblemKind::InvalidRequest)?;
     let idempotency = key.map(|key| Idempotency {
         fingerprint: herald_store::idempotency::fingerprint(&[
@@ -143,7 +144,7 @@ pub async fn execute(
         `read` on the domain.",
     params(
         ("domain" = super::openapi::CommandDomain, Path, description = "A domain Herald runs; its commands and their bodies are in the README, \"Domains and commands\""),
-        ("id" = String, Path, description = "The aggregate's id (its stream's id)", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The aggregate's id (its stream's id): not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
     ),
     responses(
         (status = 200, description = "The state and version", body = super::openapi::AggregateState),

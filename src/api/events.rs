@@ -17,7 +17,8 @@ const DEFAULT_LIMIT: usize = 100;
 pub struct LogQuery {
     /// Optional; any tenant but the caller's own is refused (403).
     tenant: Option<String>,
-    /// First position to return (inclusive); 0 or absent for the start.
+    /// First position to return (inclusive); 0 or absent for the start; at
+    /// most 9223372036854775807, the largest position a store holds.
     from: Option<u64>,
     /// Events to scan, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -35,7 +36,7 @@ struct LogPage {
     events: Vec<EventEnvelope>,
     /// The `from` of the next page.
     next: u64,
-    /// The last committed position when read.
+    /// The last committed position when read, whatever `from` asked for.
     head: u64,
 }
 
@@ -53,7 +54,7 @@ struct LogPage {
     params(LogQuery),
     responses(
         (status = 200, description = "A page of the log", body = LogPage),
-        (status = 400, description = "`invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-query` (`parameter` names it): malformed or unknown, or a `from` past 9223372036854775807", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = super::openapi::RateLimited),
@@ -77,8 +78,23 @@ pub async fn read_all(
         ));
     }
     let from = Position(query.from.unwrap_or(0).max(1));
+    if from > Position::MAX {
+        return Err(Problem::new(
+            ProblemKind::InvalidQuery,
+            format!(
+                "from is {from}, past {}, the largest position a store holds",
+                Position::MAX
+            ),
+        )
+        .with("parameter", "from"));
+    }
     let (head, events) = futures::try_join!(state.store.head(), state.store.read_all(from, limit))?;
     let next = events.last().map_or(from.get(), |e| e.position.get() + 1);
+    // The head read may precede an event the read found: the head is the
+    // later of the two, never a position nobody committed.
+    let head = events
+        .last()
+        .map_or(head.position, |e| e.position.max(head.position));
     let events: Vec<EventEnvelope> = events
         .into_iter()
         .filter(|e| e.tenant == identity.tenant && identity.allows(Action::Read, &e.event_type))
@@ -87,6 +103,6 @@ pub async fn read_all(
     Ok(HttpResponse::Ok().json(LogPage {
         events,
         next,
-        head: head.position.get().max(next - 1),
+        head: head.get(),
     }))
 }

@@ -7,6 +7,7 @@ mod admin;
 pub mod audit;
 pub mod body;
 mod commands;
+pub mod connections;
 mod events;
 pub mod idempotency;
 pub mod item;
@@ -44,6 +45,8 @@ pub const HTTP_REQUEST_SECONDS: &str = "herald_http_request_duration_seconds";
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_events_per_append: usize,
+    /// Most time a request's whole body may take to arrive (408 past it).
+    pub body_timeout: std::time::Duration,
 }
 
 /// What every handler can reach.
@@ -123,11 +126,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Registers every route (listed in [`ROUTES`]).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(admin::healthz))
-        .route("/readyz", web::get().to(admin::readyz))
-        .route("/metrics", web::get().to(admin::metrics))
+    cfg.service(get_only("/healthz").route(web::get().to(admin::healthz)))
+        .service(get_only("/readyz").route(web::get().to(admin::readyz)))
+        .service(get_only("/metrics").route(web::get().to(admin::metrics)))
         // Outside /v1, and before the generic domain routes all the same.
-        .route("/openapi.json", web::get().to(openapi::serve))
+        .service(get_only("/openapi.json").route(web::get().to(openapi::serve)))
         .service(
             web::resource("/v1/streams/{domain}/{id}/events")
                 .route(web::post().to(streams::append))
@@ -179,11 +182,45 @@ async fn not_found(req: actix_web::HttpRequest) -> Problem {
     )
 }
 
-pub(crate) async fn method_not_allowed(req: actix_web::HttpRequest) -> Problem {
-    Problem::new(
+/// A resource whose other methods get 405 `method-not-allowed` (a bare
+/// `route` would leave them to the catch-all 404).
+fn get_only(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The methods [`ROUTES`] serves on a route pattern, for `Allow`.
+pub fn allowed_methods(pattern: &str) -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter(|(_, path)| *path == pattern)
+        .map(|(method, _)| *method)
+        .collect()
+}
+
+/// 405 `method-not-allowed`, with `Allow` naming the methods the resource
+/// serves (RFC 9110 §15.5.6) and `allow` repeating them in the problem.
+pub(crate) async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    let methods = req
+        .match_pattern()
+        .map(|pattern| allowed_methods(&pattern))
+        .unwrap_or_default();
+    let allowed = methods.join(", ");
+    let problem = Problem::new(
         ProblemKind::MethodNotAllowed,
-        format!("{} is not allowed on {}", req.method(), req.path()),
+        format!(
+            "{} is not allowed on {}; allowed: {allowed}",
+            req.method(),
+            req.path()
+        ),
     )
+    .with("allow", methods);
+    let mut response = actix_web::ResponseError::error_response(&problem);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 impl actix_web::Responder for Problem {

@@ -55,7 +55,12 @@ README's \"Authentication and tenants\".
 Errors are `application/problem+json` (the `Problem` schema) with a stable \
 `type` URI to branch on. Any path outside the routes below answers 404 \
 `not-found`, and a method a route does not take answers 405 \
-`method-not-allowed` (or 404 on the operational routes).";
+`method-not-allowed` with `Allow` naming the methods it takes. Every route may \
+answer 429 `too-many-connections` (`Retry-After` given, the connection closed) \
+to a client address that already holds `max_connections_per_client` connections. \
+A request with a JSON body needs `Content-Type: application/json` (415 \
+otherwise) and must send its whole body within `body_timeout` (408 \
+`request-timeout` otherwise, the connection closed).";
 
 /// Every path and schema of the HTTP API.
 #[derive(Debug, OpenApi)]
@@ -230,16 +235,20 @@ impl<'r> ToResponse<'r> for RateLimited {
     fn response() -> (&'r str, RefOr<Response>) {
         (
             "RateLimited",
-            problem_response("`rate-limited`: over the key's or the subject's rate")
-                .header(
-                    "Retry-After",
-                    HeaderBuilder::new()
-                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                        .description(Some("Seconds to wait"))
-                        .build(),
-                )
-                .build()
-                .into(),
+            problem_response(
+                "`rate-limited`: over the key's or the subject's rate; or \
+                 `too-many-connections`: the client's address already holds \
+                 `max_connections_per_client` connections (this one is closed)",
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("Seconds to wait"))
+                    .build(),
+            )
+            .build()
+            .into(),
         )
     }
 }

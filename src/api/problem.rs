@@ -51,6 +51,10 @@ pub enum ProblemKind {
     NotParked,
     ParkedEventFailed,
     IdempotencyKeyReused,
+    RequestTimeout,
+    TooManyConnections,
+    SubprotocolRequired,
+    UpgradeRequired,
 }
 
 impl ProblemKind {
@@ -92,6 +96,10 @@ impl ProblemKind {
         ProblemKind::NotParked,
         ProblemKind::ParkedEventFailed,
         ProblemKind::IdempotencyKeyReused,
+        ProblemKind::RequestTimeout,
+        ProblemKind::TooManyConnections,
+        ProblemKind::SubprotocolRequired,
+        ProblemKind::UpgradeRequired,
     ];
 
     /// (slug, title, status)
@@ -278,6 +286,26 @@ impl ProblemKind {
                 "busy",
                 "The aggregate has too many commands waiting",
                 StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            RequestTimeout => (
+                "request-timeout",
+                "The request body did not arrive in time",
+                StatusCode::REQUEST_TIMEOUT,
+            ),
+            TooManyConnections => (
+                "too-many-connections",
+                "Too many connections from this address",
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+            SubprotocolRequired => (
+                "subprotocol-required",
+                "The websocket must be opened with the herald.v1 subprotocol",
+                StatusCode::BAD_REQUEST,
+            ),
+            UpgradeRequired => (
+                "upgrade-required",
+                "This resource is a websocket: upgrade the connection",
+                StatusCode::UPGRADE_REQUIRED,
             ),
         }
     }

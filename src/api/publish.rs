@@ -79,12 +79,13 @@ fn refused(index: usize, problem: &Problem) -> ItemResult {
             description = "A batch that is not atomic, some of whose events failed (the others are stored)",
             body = super::openapi::PublishAnswer,
         ),
-        (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-json`, `invalid-utf8` or `invalid-stream-id` (malformed, `.` or `..`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or an event type outside the caller's `publish` scopes", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`wrong-expected-version` or `duplicate-event-id`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`: over `max_body_bytes`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout` (`timeout_ms` given); the connection is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: no `Content-Type`, or one other than JSON", body = Problem, content_type = "application/problem+json"),
         (
             status = 422,
             description = "`invalid-request`, `invalid-append`, `too-many-events`, `unknown-event-type`, \
@@ -106,7 +107,7 @@ pub async fn publish(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let body: Value = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let body: Value = read_json(&req, payload, &state.limits).await?;
     let (items, atomic, single) = match body {
         Value::Object(mut map) if map.contains_key("events") => {
             let atomic = match map.remove("atomic") {

@@ -330,7 +330,7 @@ impl From<StateAtError> for Problem {
         command line. Needs the `admin` scope; acts in the caller's tenant.",
     params(
         ("domain" = crate::api::openapi::CommandDomain, Path, description = "A domain with aggregates (README, \"Domains and commands\")"),
-        ("id" = String, Path, description = "The aggregate's id (its stream's id)", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The aggregate's id (its stream's id): not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
         ("at" = String, Query, description = "A log position (a whole number: the state after the events at or before it) or an RFC 3339 instant (after the events recorded at or before it)", example = "2026-11-30T12:00:00Z"),
         ("tenant" = Option<String>, Query, description = "The caller's own tenant (any other is refused)"),
         ("limit" = Option<usize>, Query, description = "How many of the last events that made the state to list, 0 to 1000 (default 100)", minimum = 0, maximum = 1000),

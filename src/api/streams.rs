@@ -130,7 +130,7 @@ pub(super) fn to_new_event(
         `idempotency-key-reused`).",
     params(
         ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
-        ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The stream's id within its domain: not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 200 visible ASCII characters, scoped to the tenant and the stream, kept 24 h (`--idempotency-window`) from its first use", max_length = 200, min_length = 1),
         TenantQuery,
     ),
@@ -152,12 +152,13 @@ pub(super) fn to_new_event(
                 ("Idempotent-Replayed" = bool, description = "`true` when this repeats the answer to an earlier request with the same `Idempotency-Key`"),
             ),
         ),
-        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, `invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, `invalid-stream-id` (malformed, `.` or `..`) or `invalid-query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or an event type outside the caller's `publish` scopes", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`wrong-expected-version` (`expected_version`, `actual_version` given) or `duplicate-event-id`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`: over `max_body_bytes` (`limit_bytes` given)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported-media-type`: a `Content-Type` other than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout` (`timeout_ms` given); the connection is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: no `Content-Type`, or one other than JSON", body = Problem, content_type = "application/problem+json"),
         (
             status = 422,
             description = "`invalid-request`, `invalid-append`, `too-many-events`, `unknown-event-type`, \
@@ -186,7 +187,7 @@ pub async fn append(
     let scope: TenantQuery = parse_query(&req)?;
     identity.require_tenant(scope.tenant.as_deref())?;
     let key = super::idempotency::key(&req)?;
-    let mut body: AppendBody = read_json(&req, payload, state.limits.max_body_bytes).await?;
+    let mut body: AppendBody = read_json(&req, payload, &state.limits).await?;
     if body.events.is_empty() {
         return Err(Problem::new(
             ProblemKind::InvalidAppend,
@@ -351,7 +352,8 @@ pub struct TenantQuery {
 pub struct ReadQuery {
     /// Optional; any tenant but the caller's own is refused (403).
     tenant: Option<String>,
-    /// The first stream version to return (default 1).
+    /// The first stream version to return (default 1); at most
+    /// 9223372036854775807, the largest version a store holds.
     from_version: Option<u64>,
     /// 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -381,7 +383,43 @@ pub(super) fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> ApiResult<T> {
     web::Query::<T>::from_query(query)
         .map(web::Query::into_inner)
-        .map_err(|e| Problem::new(ProblemKind::InvalidQuery, e.to_string()))
+        .map_err(|e| {
+            let problem = Problem::new(ProblemKind::InvalidQuery, e.to_string());
+            match culprit::<T>(query) {
+                Some(name) => Problem::new(
+                    ProblemKind::InvalidQuery,
+                    format!("the query parameter {name} is malformed: {e}"),
+                )
+                .with("parameter", name),
+                None => problem,
+            }
+        })
+}
+
+/// The parameter whose removal makes `query` parse, when there is one:
+/// the error messages of the query parser do not name it.
+fn culprit<T: serde::de::DeserializeOwned>(query: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    // These routes take a handful of parameters; many more is no typo.
+    if pairs.len() > 16 {
+        return None;
+    }
+    pairs.iter().enumerate().find_map(|(skip, (name, _))| {
+        let rest: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                pairs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != skip)
+                    .map(|(_, pair)| pair),
+            )
+            .finish();
+        web::Query::<T>::from_query(&rest)
+            .is_ok()
+            .then(|| name.chars().take(64).collect())
+    })
 }
 
 pub(super) fn upcast_all(
@@ -418,12 +456,12 @@ pub(super) fn upcast_all(
         schema versions unless `as_stored=true`. Needs `read` on the domain.",
     params(
         ("domain" = String, Path, description = "The stream's domain", pattern = "^[a-z][a-z0-9_]{0,31}$"),
-        ("id" = String, Path, description = "The stream's id within its domain", pattern = "^[A-Za-z0-9._:@~-]{1,128}$"),
+        ("id" = String, Path, description = "The stream's id within its domain: not `.` or `..`", pattern = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$"),
         ReadQuery,
     ),
     responses(
         (status = 200, description = "A page of the stream; `next_version` is the `from_version` of the next", body = StreamPage),
-        (status = 400, description = "`invalid-stream-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-stream-id` or `invalid-query` (`parameter` names it; a `from_version` past 9223372036854775807 included)", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: another tenant, or no `read` scope on the domain", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`stream-not-found`: the stream has no events", body = Problem, content_type = "application/problem+json"),
@@ -453,6 +491,16 @@ pub async fn read(
     }
     let tenant = &identity.tenant;
     let from = StreamVersion(query.from_version.unwrap_or(1).max(1));
+    if from > StreamVersion::MAX {
+        return Err(Problem::new(
+            ProblemKind::InvalidQuery,
+            format!(
+                "from_version is {from}, past {}, the largest stream version a store holds",
+                StreamVersion::MAX
+            ),
+        )
+        .with("parameter", "from_version"));
+    }
     let (version, events) = futures::try_join!(
         state.store.stream_version(tenant, &stream),
         state.store.read_stream(tenant, &stream, from, limit),
@@ -467,10 +515,15 @@ pub async fn read(
     let next_version = events
         .last()
         .map_or(from.get(), |e| e.stream_version.get() + 1);
+    // The version read may precede an event the read found; never a version
+    // the stream has not reached, whatever `from_version` asked for.
+    let version = events
+        .last()
+        .map_or(version, |e| e.stream_version.max(version));
     let events = upcast_all(&state, events, query.as_stored)?;
     Ok(HttpResponse::Ok().json(StreamPage {
         stream: stream.to_string(),
-        stream_version: version.get().max(next_version - 1),
+        stream_version: version.get(),
         events,
         next_version,
     }))

@@ -31,6 +31,18 @@ use crate::telemetry;
 
 /// The embedded read models' file in the data directory.
 const READ_MODELS_FILE: &str = "read-models.db";
+/// Most time a connection's first request head may take to arrive (408
+/// past it, answered by actix-http with no body, and the connection
+/// closed). The body has its own bound (`--body-timeout`).
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an idle keep-alive connection stays open.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most time a connection may go with no request in flight before it is
+/// closed: idle for the keep-alive, then a head within the head timeout.
+/// (actix-http closes a silent idle connection after KEEP_ALIVE itself, but
+/// waits forever for the rest of a later request's head once it began.)
+pub const BETWEEN_REQUESTS: std::time::Duration =
+    std::time::Duration::from_secs(KEEP_ALIVE.as_secs() + HEAD_TIMEOUT.as_secs());
 
 pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
     let file = FileConfig::load_optional(args.store.config.as_deref())?;
@@ -155,6 +167,7 @@ async fn serve(
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_events_per_append: config.max_events_per_append,
+            body_timeout: config.body_timeout,
         },
         metrics,
         read_models: read_side.read_models,
@@ -168,17 +181,45 @@ async fn serve(
     let mut signals = StopSignals::listen().context("listening for stop signals")?;
     let connections = Arc::new(OpenConnections::default());
     let counted = Arc::clone(&connections);
+    let per_client = api::connections::ClientConnections::new(config.max_connections_per_client);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(api::text::refuse_unstorable_url))
+            // Outside the URL check, inside the metrics (which count its 429s).
+            .wrap(from_fn(api::connections::refuse_over_cap))
             .wrap(from_fn(api::record_metrics))
+            .wrap(from_fn(api::connections::track_activity))
+            // A body is held before anything can answer early (nothing
+            // outside this answers: the request log only observes).
+            .wrap(from_fn(api::body::hold_request_body))
             .wrap(from_fn(api::request_log::trace_requests))
             .configure(api::routes)
     })
-    .on_connect(move |_, extensions| {
+    .on_connect(move |io, extensions| {
         extensions.insert(counted.open());
+        extensions.insert(api::body::UnreadBody::default());
+        if let Some(activity) = api::connections::Activity::watch(io, BETWEEN_REQUESTS) {
+            extensions.insert(activity);
+        }
+        let peer = io
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .and_then(|stream| stream.peer_addr().ok())
+            .map(|addr| addr.ip().to_canonical());
+        if let Some(admission) = per_client.admit(peer) {
+            extensions.insert(admission);
+        }
     })
+    // Slow clients: the first request's head within HEAD_TIMEOUT, a later
+    // one within BETWEEN_REQUESTS (`api::connections`), a body within the
+    // body timeout (`api::body`); silent idle connections closed after
+    // KEEP_ALIVE.
+    .client_request_timeout(HEAD_TIMEOUT)
+    .keep_alive(KEEP_ALIVE)
+    // A client that closes its side has gone: without this, actix-http
+    // keeps writing an event stream to it (and counting its connection)
+    // until a write fails, a heartbeat or two later.
+    .h1_allow_half_closed(false)
     // The signals are ours (below): actix would wait the whole shutdown
     // timeout for subscriptions, which never end by themselves.
     .disable_signals()

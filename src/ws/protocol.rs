@@ -53,11 +53,13 @@ impl Cursor {
         match (parts.next(), parts.next(), parts.next()) {
             (Some("h1"), Some(epoch), Some(position)) if !epoch.is_empty() => Ok(Self {
                 epoch: epoch.to_owned(),
-                position: Position(
-                    position
-                        .parse()
-                        .map_err(|_| "the cursor is not one Herald issued".to_owned())?,
-                ),
+                // No store holds a position past Position::MAX.
+                position: position
+                    .parse()
+                    .ok()
+                    .map(Position)
+                    .filter(|p| *p <= Position::MAX)
+                    .ok_or_else(|| "the cursor is not one Herald issued".to_owned())?,
             }),
             _ => Err("the cursor is not one Herald issued".to_owned()),
         }

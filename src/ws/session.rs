@@ -66,10 +66,18 @@ const MAX_FRAME: usize = 64 * 1024;
             headers(("Sec-WebSocket-Protocol" = String, description = "`herald.v1`")),
         ),
         (
-            status = 422,
-            description = "`invalid-request`: `herald.v1` not offered, or not a websocket upgrade",
+            status = 400,
+            description = "`subprotocol-required`: `herald.v1` not offered in `Sec-WebSocket-Protocol`",
             body = Problem,
             content_type = "application/problem+json",
+        ),
+        (
+            status = 426,
+            description = "`upgrade-required`: `herald.v1` offered, but not a websocket upgrade \
+                (`Upgrade: websocket` given)",
+            body = Problem,
+            content_type = "application/problem+json",
+            headers(("Upgrade" = String, description = "`websocket`")),
         ),
         (
             status = 503,
@@ -91,19 +99,17 @@ pub async fn subscribe(
         .unwrap_or("");
     if !offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
         return Err(Problem::new(
-            ProblemKind::InvalidRequest,
+            ProblemKind::SubprotocolRequired,
             format!("open the websocket with subprotocol {SUBPROTOCOL} (Sec-WebSocket-Protocol)"),
         ));
     }
     if state.hub.is_shutting_down() {
         return Err(shutting_down());
     }
-    let (mut response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        Problem::new(
-            ProblemKind::InvalidRequest,
-            format!("not a websocket upgrade: {e}"),
-        )
-    })?;
+    let (mut response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(upgraded) => upgraded,
+        Err(e) => return Ok(upgrade_required(&e)),
+    };
     response.headers_mut().insert(
         SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(SUBPROTOCOL),
@@ -111,6 +117,20 @@ pub async fn subscribe(
     let state = state.into_inner();
     actix_web::rt::spawn(run(state, session, stream.max_frame_size(MAX_FRAME)));
     Ok(response)
+}
+
+/// 426 `upgrade-required`, with `Upgrade: websocket` (RFC 9110 §15.5.22).
+fn upgrade_required(why: &dyn std::fmt::Display) -> HttpResponse {
+    let problem = Problem::new(
+        ProblemKind::UpgradeRequired,
+        format!("not a websocket upgrade ({why}); open a websocket with subprotocol {SUBPROTOCOL}"),
+    );
+    let mut response = actix_web::ResponseError::error_response(&problem);
+    response.headers_mut().insert(
+        actix_web::http::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    response
 }
 
 /// The answer to a subscription asked for while the process stops.

@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod probe;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -24,6 +25,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 pub const TEST_LIMITS: Limits = Limits {
     max_body_bytes: 64 * 1024,
     max_events_per_append: 10,
+    body_timeout: herald::config::DEFAULT_BODY_TIMEOUT,
 };
 
 /// App state over a fresh embedded store in `dir`.

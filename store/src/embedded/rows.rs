@@ -63,7 +63,7 @@ pub(super) fn stream_key(
 ) -> Result<StreamKey, StoreError> {
     Ok(StreamKey {
         tenant: TenantId::new(tenant).map_err(|e| corrupt(position, e))?,
-        stream: StreamId::parse_parts(domain, stream_id).map_err(|e| corrupt(position, e))?,
+        stream: StreamId::stored_parts(domain, stream_id).map_err(|e| corrupt(position, e))?,
     })
 }
 

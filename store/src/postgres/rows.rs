@@ -39,7 +39,7 @@ pub(super) fn stream_key(row: &Row, at: usize) -> Result<StreamKey, StoreError> 
     let id: &str = row.get(at + 2);
     Ok(StreamKey {
         tenant: TenantId::new(tenant).map_err(|e| corrupt(0, e))?,
-        stream: StreamId::parse_parts(domain, id).map_err(|e| corrupt(0, e))?,
+        stream: StreamId::stored_parts(domain, id).map_err(|e| corrupt(0, e))?,
     })
 }
 
@@ -54,7 +54,7 @@ pub(super) fn event(row: &Row) -> Result<EventEnvelope, StoreError> {
         position: Position(position as u64),
         id: EventId(row.get(1)),
         tenant: TenantId::new(row.get::<_, &str>(2)).map_err(|e| bad(&e))?,
-        stream: StreamId::parse_parts(domain, stream_id).map_err(|e| bad(&e))?,
+        stream: StreamId::stored_parts(domain, stream_id).map_err(|e| bad(&e))?,
         stream_version: StreamVersion(row.get::<_, i64>(5) as u64),
         event_type: row.get::<_, &str>(6).parse().map_err(|e| bad(&e))?,
         version: SchemaVersion::new(row.get::<_, i32>(7) as u32).map_err(|e| bad(&e))?,
