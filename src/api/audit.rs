@@ -120,7 +120,7 @@ pub enum BreakKindDoc {
     params(
         ("from" = Option<u64>, Query, description = "First position to check (default 1, at most 9223372036854775807)"),
         ("anchor_position" = Option<u64>, Query, description = "The anchored position; needs `anchor_hash`"),
-        ("anchor_hash" = Option<String>, Query, description = "The hash anchored (64 hex digits); alone, some event must carry it"),
+        ("anchor_hash" = Option<crate::api::openapi::AnchorHash>, Query, description = "The hash anchored (64 hex digits); alone, some event must carry it"),
     ),
     responses(
         (status = 200, description = "The report, intact or not", body = VerifyReportDoc),

@@ -99,6 +99,18 @@ otherwise) and must send its whole body within `body_timeout` (408 \
             PublishResult,
             Health,
             Readiness,
+            SortOrderParam,
+            TicketSortParam,
+            TicketKindParam,
+            EdgeStateParam,
+            EdgeSortParam,
+            DraftSortParam,
+            TimerSortParam,
+            CountdownSortParam,
+            GroupByParam,
+            DomainName,
+            StreamName,
+            AnchorHash,
         ),
         responses(Unauthorized, RateLimited, InternalError, StoreUnavailable),
     ),
@@ -289,6 +301,156 @@ impl<'r> ToResponse<'r> for InternalError {
                 .into(),
         )
     }
+}
+
+/// The pattern of a domain.
+pub const DOMAIN_PATTERN: &str = "^[a-z][a-z0-9_]{0,31}$";
+
+/// The pattern of a stream id: `[A-Za-z0-9._:@~-]{1,128}`, but not `.` or
+/// `..` (written without lookahead, which JSON Schema's dialect lacks).
+pub const STREAM_ID_PATTERN: &str = "^([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,127}|\\.[A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]{0,126}|\\.\\.[A-Za-z0-9._:@~-]{1,126})$";
+
+/// Declares a string schema for a query parameter whose value is one of a
+/// list the handler checks (the same list, so the two cannot drift).
+macro_rules! one_of {
+    ($(#[$doc:meta])* $name:ident, $description:expr, $values:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                string($description)
+                    .enum_values(Some($values.iter().map(|v| v.to_string())))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+/// Declares a string schema with a pattern.
+macro_rules! matching {
+    ($(#[$doc:meta])* $name:ident, $description:expr, $pattern:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                string($description).pattern(Some($pattern)).into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+one_of!(
+    /// `order` of the views.
+    SortOrderParam,
+    "Ascending or descending",
+    ["asc", "desc"]
+);
+one_of!(
+    /// `sort` of the tickets view.
+    TicketSortParam,
+    "What tickets are ordered by",
+    herald_projections::read_models::tickets::TicketSort::NAMES
+);
+one_of!(
+    /// `kind` of the tickets view.
+    TicketKindParam,
+    "A ticket's kind",
+    herald_projections::read_models::tickets::KINDS.map(herald_projections::read_models::tickets::kind_name)
+);
+one_of!(
+    /// `state` of the edges view.
+    EdgeStateParam,
+    "An edge's state",
+    herald_projections::read_models::edges::STATES.map(herald_projections::read_models::edges::state_name)
+);
+one_of!(
+    /// `sort` of the edges view.
+    EdgeSortParam,
+    "What edges are ordered by",
+    herald_projections::read_models::edges::EdgeSort::NAMES
+);
+one_of!(
+    /// `sort` of the drafts view.
+    DraftSortParam,
+    "What drafts are ordered by",
+    herald_projections::read_models::drafts::DraftSort::NAMES
+);
+one_of!(
+    /// `sort` of the timers view.
+    TimerSortParam,
+    "What timers are ordered by",
+    herald_projections::read_models::timers::TimerSort::NAMES
+);
+one_of!(
+    /// `sort` of the countdowns view.
+    CountdownSortParam,
+    "What countdowns are ordered by",
+    herald_projections::read_models::timers::CountdownSort::NAMES
+);
+one_of!(
+    /// `group_by` of the statistics view: each dimension at most once, in
+    /// any order, comma-separated; empty for one total row.
+    GroupByParam,
+    "Comma-separated dimensions, each at most once, in any order; empty for one total row",
+    group_by_values()
+);
+matching!(
+    /// A domain in a filter.
+    DomainName,
+    "A domain",
+    DOMAIN_PATTERN
+);
+matching!(
+    /// A stream, `domain/id`, in a filter.
+    StreamName,
+    "A stream, `domain/id`",
+    stream_name_pattern()
+);
+matching!(
+    /// `anchor_hash` of the audit: a SHA-256 in hex.
+    AnchorHash,
+    "64 hex digits",
+    "^[0-9a-fA-F]{64}$"
+);
+
+/// Every value `group_by` takes: each ordered choice of distinct
+/// dimensions, and none.
+fn group_by_values() -> Vec<String> {
+    let names = herald_projections::read_models::statistics::GroupBy::NAMES;
+    let mut values = vec![String::new()];
+    let mut frontier: Vec<Vec<&str>> = vec![Vec::new()];
+    for _ in 0..names.len() {
+        let mut next = Vec::new();
+        for chosen in &frontier {
+            for name in names {
+                if !chosen.contains(&name) {
+                    let mut longer = chosen.clone();
+                    longer.push(name);
+                    values.push(longer.join(","));
+                    next.push(longer);
+                }
+            }
+        }
+        frontier = next;
+    }
+    values
+}
+
+/// `domain/id`, anchored, from the two patterns.
+fn stream_name_pattern() -> String {
+    let domain = DOMAIN_PATTERN.trim_start_matches('^').trim_end_matches('$');
+    let id = STREAM_ID_PATTERN
+        .trim_start_matches('^')
+        .trim_end_matches('$');
+    format!("^{domain}/{id}$")
 }
 
 /// `{domain}` of the command routes: a domain `herald serve` runs.

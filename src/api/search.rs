@@ -225,8 +225,8 @@ fn readable(identity: &Identity) -> Option<Vec<String>> {
         or unknown parameter is a 400 `invalid-query` naming it.",
     params(
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern, `*` any run of characters (`tickets.ticket_*`); repeatable, OR-ed"),
-        ("domain" = Option<Vec<String>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
-        ("stream" = Option<Vec<String>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
+        ("domain" = Option<Vec<crate::api::openapi::DomainName>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
+        ("stream" = Option<Vec<crate::api::openapi::StreamName>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
         ("from" = Option<String>, Query, format = DateTime, description = "Recorded at or after (RFC 3339, inclusive)"),
         ("to" = Option<String>, Query, format = DateTime, description = "Recorded before (RFC 3339, exclusive)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, unchanged"),

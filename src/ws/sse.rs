@@ -99,8 +99,8 @@ fn closing_event(epoch: &str, delivered: Option<Position>) -> String {
         [docs/websocket.md](docs/websocket.md).",
     params(
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern with `*`; repeatable, OR-ed"),
-        ("domain" = Option<Vec<String>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
-        ("stream" = Option<Vec<String>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
+        ("domain" = Option<Vec<crate::api::openapi::DomainName>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
+        ("stream" = Option<Vec<crate::api::openapi::StreamName>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
         ("from" = Option<String>, Query, description = "`start`, `now` (the default) or a cursor"),
         ("tenant" = Option<String>, Query, description = "Optional; any tenant but the caller's own is refused (403)"),
         ("access_token" = Option<String>, Query, description = "The credentials (an API key or a JWT, best a short-lived one) for clients that cannot send `Authorization`, such as a browser's `EventSource`; accepted on this route only, and refused (400) together with an `Authorization` header"),

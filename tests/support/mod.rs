@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod openapi;
 pub mod probe;
 pub mod raw;
 

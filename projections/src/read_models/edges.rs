@@ -35,6 +35,9 @@ pub const NAME: &str = "edges";
 pub const RECENT_INCIDENTS: usize = 20;
 
 /// The snake_case name of an edge state, as its events write it.
+/// Every edge state.
+pub const STATES: [EdgeState; 3] = [EdgeState::Online, EdgeState::Offline, EdgeState::Degraded];
+
 pub fn state_name(state: EdgeState) -> &'static str {
     match state {
         EdgeState::Online => "online",
@@ -45,9 +48,7 @@ pub fn state_name(state: EdgeState) -> &'static str {
 
 /// The edge state named `text` (`online`, `offline` or `degraded`).
 pub fn parse_state(text: &str) -> Option<EdgeState> {
-    [EdgeState::Online, EdgeState::Offline, EdgeState::Degraded]
-        .into_iter()
-        .find(|s| state_name(*s) == text)
+    STATES.into_iter().find(|s| state_name(*s) == text)
 }
 
 /// What an incident is about.

@@ -197,6 +197,9 @@ impl TicketStatus {
 }
 
 /// The snake_case name of a ticket kind, as its events write it.
+/// Every ticket kind.
+pub const KINDS: [TicketKind; 3] = [TicketKind::Outage, TicketKind::Affecting, TicketKind::Other];
+
 pub fn kind_name(kind: TicketKind) -> &'static str {
     match kind {
         TicketKind::Outage => "outage",
@@ -207,9 +210,7 @@ pub fn kind_name(kind: TicketKind) -> &'static str {
 
 /// The ticket kind named `text` (`outage`, `affecting` or `other`).
 pub fn parse_kind(text: &str) -> Option<TicketKind> {
-    [TicketKind::Outage, TicketKind::Affecting, TicketKind::Other]
-        .into_iter()
-        .find(|k| kind_name(*k) == text)
+    KINDS.into_iter().find(|k| kind_name(*k) == text)
 }
 
 /// Projects `tickets.*` events into the `tickets`, `notes` and `history`

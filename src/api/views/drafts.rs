@@ -61,9 +61,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ("deleted" = Option<bool>, Query, description = "`false` (default): live drafts; `true`: deleted ones"),
         ("published" = Option<bool>, Query, description = "`true`: only drafts with a published version; `false`: only drafts without"),
         ("title_prefix" = Option<String>, Query, description = "Only drafts whose title starts with this text (case-sensitive)"),
-        ("sort" = Option<String>, Query, description = "`updated_at` (default), `created_at` or `id`"),
-        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("limit" = Option<u32>, Query, description = "Items per page, 1 to 500 (default 50)"),
+        ("sort" = Option<crate::api::openapi::DraftSortParam>, Query, description = "`updated_at` (default), `created_at` or `id`"),
+        ("order" = Option<crate::api::openapi::SortOrderParam>, Query, description = "`asc` (default) or `desc`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Items per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the same sort"),
     ),
     responses(
@@ -193,8 +193,8 @@ pub async fn show_draft(
         `show_draft?version=N`. Pages follow `next_cursor`. Needs `read` on `drafts`.",
     params(
         ("id" = String, Path, description = "The draft's id"),
-        ("order" = Option<String>, Query, description = "`asc` (default, oldest first) or `desc`"),
-        ("limit" = Option<u32>, Query, description = "Items per page, 1 to 500 (default 50)"),
+        ("order" = Option<crate::api::openapi::SortOrderParam>, Query, description = "`asc` (default, oldest first) or `desc`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Items per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(

@@ -100,13 +100,13 @@ fn list_query(params: &Params) -> ApiResult<EdgeQuery> {
         edges (default 50, at most 500); pass `next_cursor` as `cursor` (with the same `sort`) \
         for the next one. Needs `read` on the `edges` domain.",
     params(
-        ("state" = Option<String>, Query, description = "Only edges in this state: `online`, `offline` or `degraded`"),
+        ("state" = Option<crate::api::openapi::EdgeStateParam>, Query, description = "Only edges in this state: `online`, `offline` or `degraded`"),
         ("customer" = Option<String>, Query, description = "Only this customer's edges"),
         ("site" = Option<String>, Query, description = "Only edges at this site"),
         ("has_open_incident" = Option<bool>, Query, description = "`true`: only edges with an open incident; `false`: only those without"),
-        ("sort" = Option<String>, Query, description = "`id` (default) or `last_contact_at`"),
-        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("limit" = Option<u32>, Query, description = "Edges per page, 1 to 500 (default 50)"),
+        ("sort" = Option<crate::api::openapi::EdgeSortParam>, Query, description = "`id` (default) or `last_contact_at`"),
+        ("order" = Option<crate::api::openapi::SortOrderParam>, Query, description = "`asc` (default) or `desc`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Edges per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(

@@ -107,7 +107,7 @@ fn range(params: &Params) -> ApiResult<(NaiveDate, NaiveDate)> {
     params(
         ("from" = Option<String>, Query, description = "The first day, YYYY-MM-DD (UTC); default 29 days before `to`", format = Date),
         ("to" = Option<String>, Query, description = "The last day, included, YYYY-MM-DD (UTC); default today", format = Date),
-        ("group_by" = Option<String>, Query, description = "Comma-separated dimensions: `day`, `customer`, `edge`; empty or absent for one total row", example = "day,customer"),
+        ("group_by" = Option<crate::api::openapi::GroupByParam>, Query, description = "Comma-separated dimensions: `day`, `customer`, `edge`; empty or absent for one total row", example = "day,customer"),
         ("customer" = Option<String>, Query, description = "Only this customer (`\"\"` picks drafts, countdowns and sessions without a customer)"),
     ),
     responses(

@@ -96,13 +96,13 @@ fn list_query(params: &Params) -> ApiResult<TicketQuery> {
         shortly after each commit. Needs `read` on the `tickets` domain.",
     params(
         ("status" = Option<TicketStatus>, Query, description = "Only tickets in this status"),
-        ("kind" = Option<String>, Query, description = "Only tickets of this kind: `outage`, `affecting` or `other`"),
+        ("kind" = Option<crate::api::openapi::TicketKindParam>, Query, description = "Only tickets of this kind: `outage`, `affecting` or `other`"),
         ("customer" = Option<String>, Query, description = "Only this customer's tickets"),
         ("edge" = Option<String>, Query, description = "Only tickets about this edge device"),
         ("assignee" = Option<String>, Query, description = "Only tickets assigned to this person"),
-        ("sort" = Option<String>, Query, description = "`opened_at` (default) or `updated_at`"),
-        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("limit" = Option<u32>, Query, description = "Tickets per page, 1 to 500 (default 50)"),
+        ("sort" = Option<crate::api::openapi::TicketSortParam>, Query, description = "`opened_at` (default) or `updated_at`"),
+        ("order" = Option<crate::api::openapi::SortOrderParam>, Query, description = "`asc` (default) or `desc`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Tickets per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(

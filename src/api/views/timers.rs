@@ -77,9 +77,9 @@ pub(super) fn not_found(what: &str, id: &str) -> Problem {
         ("status" = Option<TimerStatus>, Query, description = "Only timers in this status: `pending` (upcoming), `fired` (one-shot timers that fired) or `cancelled`"),
         ("due_after" = Option<chrono::DateTime<Utc>>, Query, description = "Only timers due at or after this RFC 3339 instant"),
         ("due_before" = Option<chrono::DateTime<Utc>>, Query, description = "Only timers due strictly before this RFC 3339 instant"),
-        ("sort" = Option<String>, Query, description = "`due_at` (default) or `id`; ties are ordered by id"),
-        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("limit" = Option<u32>, Query, description = "Items per page, 1 to 500 (default 50)"),
+        ("sort" = Option<crate::api::openapi::TimerSortParam>, Query, description = "`due_at` (default) or `id`; ties are ordered by id"),
+        ("order" = Option<crate::api::openapi::SortOrderParam>, Query, description = "`asc` (default) or `desc`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Items per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the same sort"),
     ),
     responses(
@@ -193,9 +193,9 @@ pub async fn show_timer(
         `next_cursor`. Needs `read` on `timers`.",
     params(
         ("expired" = Option<bool>, Query, description = "`true`: only countdowns whose expiry was recorded; `false`: only the others"),
-        ("sort" = Option<String>, Query, description = "`deadline` (default), `views` or `id`"),
-        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("limit" = Option<u32>, Query, description = "Items per page, 1 to 500 (default 50)"),
+        ("sort" = Option<crate::api::openapi::CountdownSortParam>, Query, description = "`deadline` (default), `views` or `id`"),
+        ("order" = Option<crate::api::openapi::SortOrderParam>, Query, description = "`asc` (default) or `desc`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Items per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the same sort"),
     ),
     responses(
