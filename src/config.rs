@@ -475,7 +475,7 @@ pub enum BrokerLocation {
     Kafka {
         bootstrap_servers: String,
         /// librdkafka properties from the URL's query
-        /// (`kafka://h:9092?session.timeout.ms=10000&security.protocol=ssl`),
+        /// (`kafka://h:9092?session.timeout.ms=10000&compression.type=lz4`),
         /// given to every client.
         properties: std::collections::BTreeMap<String, String>,
     },
