@@ -365,12 +365,12 @@ impl Run {
                 if let Err(e) = recorded {
                     // A repeat still finds the events by their ids; only a
                     // command that changed nothing is decided again.
-                    tracing::warn!(error = %e, key = %claim.key, "Answer of a keyed command not recorded.");
+                    tracing::warn!(domain = A::DOMAIN, stream = %self.stream, key = %claim.key, error = %e, "Answer of a keyed command not recorded; a repeat finds its events in the log.");
                 }
             }
             Err(CommandError::Refused(_)) | Err(CommandError::Contended { .. }) => {
                 if let Err(e) = store.release_idempotency_key(&claim).await {
-                    tracing::warn!(error = %e, key = %claim.key, "Claim of a refused command not released.");
+                    tracing::warn!(domain = A::DOMAIN, stream = %self.stream, key = %claim.key, error = %e, "Claim of a refused command not released.");
                 }
             }
             // What happened is unknown: a repeat asks the log.
@@ -580,7 +580,7 @@ impl Run {
         let state = match serde_json::to_value(&loaded.state) {
             Ok(state) => state,
             Err(e) => {
-                tracing::warn!(error = %e, "Aggregate state cannot be serialized; no snapshot.");
+                tracing::warn!(domain = A::DOMAIN, stream = %self.stream, error = %e, "Aggregate state cannot be serialized; no snapshot.");
                 return;
             }
         };
@@ -597,7 +597,9 @@ impl Run {
                 loaded.snapshot_version = loaded.version;
                 telemetry::snapshot_saved(A::DOMAIN);
             }
-            Err(e) => tracing::warn!(error = %e, "Snapshot not saved."),
+            Err(e) => {
+                tracing::warn!(domain = A::DOMAIN, stream = %self.stream, version = loaded.version, error = %e, "Snapshot not saved.")
+            }
         }
     }
 
@@ -622,7 +624,7 @@ impl Run {
                         loaded.snapshot_version = loaded.version;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "Snapshot unreadable; rebuilding from events.")
+                        tracing::warn!(domain = A::DOMAIN, stream = %self.stream, error = %e, "Snapshot unreadable; rebuilding from events.")
                     }
                 }
             }
