@@ -4,8 +4,9 @@
 //! time, what a finished fire means for its entry (settled, not yet due,
 //! failed and retried later), and the `fire` command itself.
 //!
-//! The index does no I/O and reads no clock: the loop passes the time in,
-//! so tests move it by hand.
+//! The index reads no clock — the loop passes the time in, so tests move
+//! it by hand — and touches the store only to load and save itself with
+//! the checkpoint.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
