@@ -1,25 +1,246 @@
-//! Starts the domains of `herald serve`: the actor runtime, one actor group
-//! per domain, the reactions (the outage monitor) and the timer scheduler,
-//! and stops them in order at shutdown.
+//! The domains `herald serve` runs — the one list ([`builtin`]) — and
+//! their start: the actor runtime, one actor group per domain with any
+//! worker it runs beside it (the timers' scheduler), the reactions (the
+//! outage monitor), stopped in order at shutdown.
+//!
+//! A [`Domain`] is one domain's registration: its actor side (a
+//! [`DomainSpec`]: events and schemas, aggregate, state-at) and the
+//! binary's parts (its views with their OpenAPI paths, its read models).
+//! The event registry, the actor groups, the state-at dispatch, the view
+//! routes, the OpenAPI document and the projections all come from one
+//! [`DomainList`]. Adding a domain is its events file and schemas, its
+//! actors folder, its read-model file and its view file, and one line in
+//! [`builtin`].
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use herald_actors::drafts::Draft;
-use herald_actors::edges::Edge;
+use actix_web::web;
+use herald_actors::domain::{DomainSpecs, GroupParts};
 use herald_actors::outage::OutageMonitor;
 use herald_actors::reactions::{spawn_reaction, Reaction};
-use herald_actors::tickets::Ticket;
-use herald_actors::timers::{Timer, TimerScheduler};
-use herald_actors::{ActorRuntime, Aggregate, AggregateGroup, Domains};
+use herald_actors::{ActorRuntime, DomainSpec, Domains, EventsDomain};
 use herald_brokers::progress::Progress;
 use herald_brokers::{Broker, ConsumerGroup};
-use herald_events::EventRegistry;
+use herald_events::{EventRegistry, RegistryError};
+use herald_projections::embedded::SqliteProjection;
+use herald_projections::Projection;
 use herald_store::EventStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::views;
 use crate::config::ActorSettings;
+
+/// Every domain Herald ships, in order: the one list.
+pub fn builtin() -> DomainList {
+    use herald_projections::read_models::{drafts, edges, statistics, tickets, timers};
+    DomainList::new(vec![
+        Domain::new(herald_actors::tickets::spec())
+            .views(views::tickets::VIEWS)
+            .read_model(tickets::TicketsProjection),
+        Domain::new(herald_actors::edges::spec())
+            .views(views::edges::VIEWS)
+            .read_model(edges::EdgesProjection),
+        Domain::new(herald_actors::drafts::spec())
+            .views(views::drafts::VIEWS)
+            .read_model(drafts::DraftsProjection),
+        Domain::new(herald_actors::timers::spec())
+            .views(views::timers::VIEWS)
+            .read_model(timers::TimersProjection),
+        Domain::new(EventsDomain {
+            name: herald_events::statistics::DOMAIN,
+            events: herald_events::statistics::EVENT_TYPES,
+        })
+        .views(views::statistics::VIEWS)
+        .read_model(statistics::StatisticsProjection),
+    ])
+}
+
+/// The built-in list, made once (the default routes and document use it).
+pub fn shared_builtin() -> Arc<DomainList> {
+    static BUILTIN: LazyLock<Arc<DomainList>> = LazyLock::new(|| Arc::new(builtin()));
+    Arc::clone(&BUILTIN)
+}
+
+/// A domain's views: the routes of its `/v1/views/...` and their OpenAPI
+/// paths (which also say which routes there are).
+#[derive(Debug, Clone, Copy)]
+pub struct Views {
+    pub routes: fn(&mut web::ServiceConfig),
+    pub openapi: fn() -> utoipa::openapi::OpenApi,
+}
+
+/// A read model that serves both databases: its projection into Postgres
+/// and into SQLite beside the embedded store.
+pub trait ReadModel: Projection + SqliteProjection {}
+
+impl<T: Projection + SqliteProjection> ReadModel for T {}
+
+/// One domain's registration.
+#[derive(Clone)]
+pub struct Domain {
+    pub spec: Arc<dyn DomainSpec>,
+    pub views: Option<Views>,
+    pub read_models: Vec<Arc<dyn Projection>>,
+    pub embedded_read_models: Vec<Arc<dyn SqliteProjection>>,
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domain")
+            .field("name", &self.spec.name())
+            .field("views", &self.views.is_some())
+            .field("read_models", &self.read_models.len())
+            .field("embedded_read_models", &self.embedded_read_models.len())
+            .finish()
+    }
+}
+
+impl Domain {
+    /// A domain of this actor-side registration, with no views or read
+    /// models yet.
+    pub fn new(spec: impl DomainSpec) -> Self {
+        Self {
+            spec: Arc::new(spec),
+            views: None,
+            read_models: Vec::new(),
+            embedded_read_models: Vec::new(),
+        }
+    }
+
+    pub fn views(mut self, views: Views) -> Self {
+        self.views = Some(views);
+        self
+    }
+
+    /// Adds a read model served on both databases.
+    pub fn read_model<M: ReadModel>(mut self, model: M) -> Self {
+        let model = Arc::new(model);
+        self.read_models
+            .push(Arc::clone(&model) as Arc<dyn Projection>);
+        self.embedded_read_models.push(model);
+        self
+    }
+
+    /// Adds a read model served on the embedded store's SQLite only.
+    pub fn embedded_read_model(mut self, model: impl SqliteProjection) -> Self {
+        self.embedded_read_models.push(Arc::new(model));
+        self
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name()
+    }
+}
+
+/// The domains a Herald runs, in order, with what each part of the process
+/// derives from them.
+pub struct DomainList {
+    domains: Vec<Domain>,
+    specs: DomainSpecs,
+    routes: OnceLock<Vec<(&'static str, &'static str)>>,
+    document: OnceLock<Result<String, String>>,
+}
+
+impl std::fmt::Debug for DomainList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.specs.names()).finish()
+    }
+}
+
+impl DomainList {
+    pub fn new(domains: Vec<Domain>) -> Self {
+        let specs = domains.iter().map(|d| Arc::clone(&d.spec)).collect();
+        Self {
+            domains,
+            specs,
+            routes: OnceLock::new(),
+            document: OnceLock::new(),
+        }
+    }
+
+    /// Adds one more domain (the built-in list plus one's own).
+    pub fn with(self, domain: Domain) -> Self {
+        let mut domains = self.domains;
+        domains.push(domain);
+        Self::new(domains)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Domain> {
+        self.domains.iter()
+    }
+
+    /// The actor side of every domain.
+    pub fn specs(&self) -> &DomainSpecs {
+        &self.specs
+    }
+
+    /// The event registry of these domains.
+    pub fn registry(&self) -> Result<EventRegistry, RegistryError> {
+        self.specs.registry()
+    }
+
+    /// `(domain, commands)` of the domains that take commands.
+    pub fn commands(&self) -> Vec<(&'static str, &'static [&'static str])> {
+        self.specs
+            .with_aggregates()
+            .map(|s| (s.name(), s.commands()))
+            .collect()
+    }
+
+    /// The domains with aggregates, for messages.
+    pub fn aggregate_names(&self) -> String {
+        self.specs
+            .with_aggregates()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every Postgres projection of the read models.
+    pub fn read_models(&self) -> Vec<Arc<dyn Projection>> {
+        self.domains
+            .iter()
+            .flat_map(|d| d.read_models.iter().cloned())
+            .collect()
+    }
+
+    /// Every SQLite projection of the read models.
+    pub fn embedded_read_models(&self) -> Vec<Arc<dyn SqliteProjection>> {
+        self.domains
+            .iter()
+            .flat_map(|d| d.embedded_read_models.iter().cloned())
+            .collect()
+    }
+
+    /// The domains whose events the read models read: the broker topics a
+    /// live runner follows.
+    pub fn read_model_domains(&self) -> Vec<&'static str> {
+        self.domains
+            .iter()
+            .filter(|d| !d.read_models.is_empty() || !d.embedded_read_models.is_empty())
+            .map(Domain::name)
+            .collect()
+    }
+
+    /// Every domain's views.
+    pub fn views(&self) -> impl Iterator<Item = &Views> {
+        self.domains.iter().filter_map(|d| d.views.as_ref())
+    }
+
+    /// Every (method, path template) the HTTP API serves with these
+    /// domains, in the order `api::routes_for` registers them.
+    pub fn routes(&self) -> &[(&'static str, &'static str)] {
+        self.routes.get_or_init(|| crate::api::route_list(self))
+    }
+
+    /// The OpenAPI document of the HTTP API with these domains, as JSON.
+    pub fn document(&self) -> &Result<String, String> {
+        self.document
+            .get_or_init(|| crate::api::openapi::document(self))
+    }
+}
 
 /// The running domains.
 pub struct RunningDomains {
@@ -39,10 +260,7 @@ impl std::fmt::Debug for RunningDomains {
 /// How long startup waits for the reactions to join their groups.
 const SUBSCRIBE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Starts every domain and waits (bounded) until its reactions listen, so
-/// that events of the first commands reach them; its background tasks stop
-/// when `stop` turns true, and the reactions report their progress to
-/// `progress`. Must be called inside the actix system.
+/// Starts the built-in domains ([`start_domains`] with [`builtin`]).
 pub async fn start(
     settings: &ActorSettings,
     store: &Arc<dyn EventStore>,
@@ -51,18 +269,39 @@ pub async fn start(
     progress: &Progress,
     stop: watch::Receiver<bool>,
 ) -> RunningDomains {
+    start_domains(
+        &shared_builtin(),
+        settings,
+        store,
+        registry,
+        broker,
+        progress,
+        stop,
+    )
+    .await
+}
+
+/// Starts every domain of `list` and waits (bounded) until the reactions
+/// listen, so that events of the first commands reach them; background
+/// tasks stop when `stop` turns true, and the reactions report their
+/// progress to `progress`. Must be called inside the actix system.
+pub async fn start_domains(
+    list: &DomainList,
+    settings: &ActorSettings,
+    store: &Arc<dyn EventStore>,
+    registry: &EventRegistry,
+    broker: &Arc<dyn Broker>,
+    progress: &Progress,
+    stop: watch::Receiver<bool>,
+) -> RunningDomains {
     let runtime = ActorRuntime::start(settings.threads);
-    let tickets = group::<Ticket>(store, registry, &runtime, settings);
-    let edges = group::<Edge>(store, registry, &runtime, settings);
-    let drafts = group::<Draft>(store, registry, &runtime, settings);
-    let timers = group::<Timer>(store, registry, &runtime, settings);
-    // Every group a timer may deliver to is in `domains` before the
-    // scheduler starts (it keeps a copy).
-    let domains = Domains::default()
-        .with(Arc::new(tickets))
-        .with(Arc::new(edges))
-        .with(Arc::new(drafts))
-        .with(Arc::new(timers.clone()));
+    let started = list.specs().start(&GroupParts {
+        store,
+        registry,
+        runtime: &runtime,
+        config: &settings.group,
+    });
+    let domains = started.domains;
     let mut reactions: Vec<_> = reactions(settings)
         .into_iter()
         .map(|reaction| {
@@ -82,10 +321,14 @@ pub async fn start(
         }
     }
     let mut tasks: Vec<JoinHandle<()>> = reactions.into_iter().map(|r| r.task).collect();
-    let scheduler =
-        TimerScheduler::new(Arc::clone(store), timers, domains.clone(), registry.clone())
-            .spawn(stop);
-    tasks.push(scheduler.task);
+    // The domains' workers (the timers' scheduler) last, as before: every
+    // group they deliver to exists.
+    tasks.extend(
+        started
+            .workers
+            .into_iter()
+            .map(|worker| worker(domains.clone(), stop.clone())),
+    );
     tracing::info!(domains = ?domains, threads = settings.threads, "Actor runtime started.");
     RunningDomains {
         domains,
@@ -107,21 +350,6 @@ pub fn reaction_groups(settings: &ActorSettings) -> Vec<ConsumerGroup> {
         .iter()
         .filter_map(|r| herald_actors::reactions::consumer_group(r.name()).ok())
         .collect()
-}
-
-/// The actor group of one domain, with the process's settings.
-fn group<A: Aggregate>(
-    store: &Arc<dyn EventStore>,
-    registry: &EventRegistry,
-    runtime: &Arc<ActorRuntime>,
-    settings: &ActorSettings,
-) -> AggregateGroup<A> {
-    AggregateGroup::new(
-        Arc::clone(store),
-        registry.clone(),
-        Arc::clone(runtime),
-        settings.group.clone(),
-    )
 }
 
 impl RunningDomains {

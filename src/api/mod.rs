@@ -21,7 +21,7 @@ mod streams;
 pub mod text;
 pub mod views;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -34,6 +34,8 @@ use herald_store::EventStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use problem::{Problem, ProblemKind};
+
+use crate::domains::DomainList;
 
 /// HTTP requests answered, by method, route pattern and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "herald_http_requests_total";
@@ -85,12 +87,17 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Every (method, path template) [`routes`] serves, in its order. The
-/// OpenAPI document lists exactly these, and
+/// Every (method, path template) [`routes`] serves with the built-in
+/// domains, in its order. The OpenAPI document lists exactly these, and
 /// `tests/openapi_covers_every_endpoint.rs` probes the app to show that
-/// `routes` serves each of them and nothing else: a route added to one is
-/// added to all three.
-pub const ROUTES: &[(&str, &str)] = &[
+/// `routes` serves each of them and nothing else. The views' routes come
+/// from each domain's registration ([`crate::domains`]); the others are
+/// [`BEFORE_VIEWS`] and [`AFTER_VIEWS`].
+pub static ROUTES: LazyLock<Vec<(&'static str, &'static str)>> =
+    LazyLock::new(|| crate::domains::shared_builtin().routes().to_vec());
+
+/// The routes registered before the views, in order.
+const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -106,73 +113,101 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/projections/{name}"),
     ("POST", "/v1/projections/{name}/rebuild"),
     ("POST", "/v1/projections/{name}/parked/{position}/retry"),
-    ("GET", "/v1/views/tickets"),
-    ("GET", "/v1/views/tickets/{id}"),
-    ("GET", "/v1/views/edges"),
-    ("GET", "/v1/views/edges/{id}"),
-    ("GET", "/v1/views/timers"),
-    ("GET", "/v1/views/timers/{id}"),
-    ("GET", "/v1/views/countdowns"),
-    ("GET", "/v1/views/countdowns/{id}"),
-    ("GET", "/v1/views/drafts"),
-    ("GET", "/v1/views/drafts/{id}"),
-    ("GET", "/v1/views/drafts/{id}/versions"),
-    ("GET", "/v1/views/statistics"),
+];
+
+/// The routes registered after the views, in order.
+const AFTER_VIEWS: &[(&str, &str)] = &[
     ("GET", "/v1/audit/verify"),
     ("GET", "/v1/streams/{domain}/{id}"),
     ("POST", "/v1/{domain}/{id}/{command}"),
     ("GET", "/v1/{domain}/{id}"),
 ];
 
-/// Registers every route (listed in [`ROUTES`]).
+/// Every (method, path template) served with `domains`: the views' from
+/// their OpenAPI paths (each view documents every route it serves).
+pub fn route_list(domains: &DomainList) -> Vec<(&'static str, &'static str)> {
+    let mut routes = BEFORE_VIEWS.to_vec();
+    for views in domains.views() {
+        for (path, item) in (views.openapi)().paths.paths {
+            // Once per domain list, which lives as long as the process.
+            let path: &'static str = Box::leak(path.into_boxed_str());
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ];
+            routes.extend(
+                methods
+                    .into_iter()
+                    .filter(|(_, served)| *served)
+                    .map(|(method, _)| (method, path)),
+            );
+        }
+    }
+    routes.extend_from_slice(AFTER_VIEWS);
+    routes
+}
+
+/// Registers every route of the built-in domains (listed in [`ROUTES`]).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(get_only("/healthz").route(web::get().to(admin::healthz)))
-        .service(get_only("/readyz").route(web::get().to(admin::readyz)))
-        .service(get_only("/metrics").route(web::get().to(admin::metrics)))
-        // Outside /v1, and before the generic domain routes all the same.
-        .service(get_only("/openapi.json").route(web::get().to(openapi::serve)))
-        .service(
-            web::resource("/v1/streams/{domain}/{id}/events")
-                .route(web::post().to(streams::append))
-                .route(web::get().to(streams::read))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/events/stream")
-                .route(web::get().to(crate::ws::sse::stream))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/subscribe")
-                .route(web::get().to(crate::ws::session::subscribe))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/events/search")
-                .route(web::get().to(search::search))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/events")
-                .route(web::get().to(events::read_all))
-                .route(web::post().to(publish::publish))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .configure(views::routes)
-        .configure(audit::routes)
-        .configure(state_at::routes)
-        // Last: the generic domain routes must not shadow the ones above.
-        .service(
-            web::resource("/v1/{domain}/{id}/{command}")
-                .route(web::post().to(commands::execute))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/{domain}/{id}")
-                .route(web::get().to(commands::state))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .default_service(web::to(not_found));
+    routes_for(crate::domains::shared_builtin())(cfg);
+}
+
+/// Registers every route of `domains`' Herald ([`DomainList::routes`]);
+/// the handlers reach the list as app data.
+pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg| {
+        cfg.app_data(web::Data::from(Arc::clone(&domains)));
+        cfg.service(get_only("/healthz").route(web::get().to(admin::healthz)))
+            .service(get_only("/readyz").route(web::get().to(admin::readyz)))
+            .service(get_only("/metrics").route(web::get().to(admin::metrics)))
+            // Outside /v1, and before the generic domain routes all the same.
+            .service(get_only("/openapi.json").route(web::get().to(openapi::serve)))
+            .service(
+                web::resource("/v1/streams/{domain}/{id}/events")
+                    .route(web::post().to(streams::append))
+                    .route(web::get().to(streams::read))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/events/stream")
+                    .route(web::get().to(crate::ws::sse::stream))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/subscribe")
+                    .route(web::get().to(crate::ws::session::subscribe))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/events/search")
+                    .route(web::get().to(search::search))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/events")
+                    .route(web::get().to(events::read_all))
+                    .route(web::post().to(publish::publish))
+                    .default_service(web::to(method_not_allowed)),
+            );
+        views::routes(cfg, &domains);
+        cfg.configure(audit::routes)
+            .configure(state_at::routes)
+            // Last: the generic domain routes must not shadow the ones above.
+            .service(
+                web::resource("/v1/{domain}/{id}/{command}")
+                    .route(web::post().to(commands::execute))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/{domain}/{id}")
+                    .route(web::get().to(commands::state))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .default_service(web::to(not_found));
+    }
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Problem {
@@ -190,7 +225,11 @@ fn get_only(path: &str) -> actix_web::Resource {
 
 /// The methods [`ROUTES`] serves on a route pattern, for `Allow`.
 pub fn allowed_methods(pattern: &str) -> Vec<&'static str> {
-    ROUTES
+    methods_of(&ROUTES, pattern)
+}
+
+fn methods_of(routes: &[(&'static str, &'static str)], pattern: &str) -> Vec<&'static str> {
+    routes
         .iter()
         .filter(|(_, path)| *path == pattern)
         .map(|(method, _)| *method)
@@ -200,10 +239,11 @@ pub fn allowed_methods(pattern: &str) -> Vec<&'static str> {
 /// 405 `method-not-allowed`, with `Allow` naming the methods the resource
 /// serves (RFC 9110 §15.5.6) and `allow` repeating them in the problem.
 pub(crate) async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
-    let methods = req
-        .match_pattern()
-        .map(|pattern| allowed_methods(&pattern))
-        .unwrap_or_default();
+    let methods = match (req.match_pattern(), req.app_data::<web::Data<DomainList>>()) {
+        (Some(pattern), Some(domains)) => methods_of(domains.routes(), &pattern),
+        (Some(pattern), None) => allowed_methods(&pattern),
+        (None, _) => Vec::new(),
+    };
     let allowed = methods.join(", ");
     let problem = Problem::new(
         ProblemKind::MethodNotAllowed,

@@ -2,19 +2,13 @@
 //! `GET /openapi.json` (no credentials, like `/healthz`). Each handler
 //! carries its own `#[utoipa::path]`; this module gathers them, adds the
 //! bearer scheme and the schemas of answers built as ad-hoc JSON or by
-//! other crates, and lists the domains `herald serve` runs.
+//! other crates, and states the domains of the running list
+//! ([`crate::domains`]): their views' paths and their commands.
 //! `tests/openapi_covers_every_endpoint.rs` keeps the document equal to
 //! [`super::ROUTES`] and `ROUTES` equal to what `routes()` serves.
 
-use std::sync::OnceLock;
-
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use herald_actors::drafts::Draft;
-use herald_actors::edges::Edge;
-use herald_actors::tickets::Ticket;
-use herald_actors::timers::Timer;
-use herald_actors::Aggregate;
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -25,17 +19,7 @@ use uuid::Uuid;
 
 use super::item::PublishItem;
 use super::problem::{ApiResult, Problem, ProblemKind};
-
-/// The domains `herald serve` runs (`src/domains.rs`), with the commands
-/// each takes: the values of `{domain}` and `{command}` in
-/// `/v1/{domain}/{id}/{command}`. A domain added to `herald serve` is added
-/// here too (the test compares the two).
-pub const DOMAINS: &[(&str, &[&str])] = &[
-    (Ticket::DOMAIN, Ticket::COMMANDS),
-    (Edge::DOMAIN, Edge::COMMANDS),
-    (Draft::DOMAIN, Draft::COMMANDS),
-    (Timer::DOMAIN, Timer::COMMANDS),
-];
+use crate::domains::DomainList;
 
 /// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -130,23 +114,32 @@ otherwise) and must send its whole body within `body_timeout` (408 \
 #[derive(Clone, Copy)]
 pub struct ApiDoc;
 
-/// The document as JSON, made once.
-fn document() -> &'static Result<String, String> {
-    static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        let mut doc = ApiDoc::openapi();
-        // The read-model endpoints keep their paths beside their handlers.
-        let mut views = super::views::openapi();
-        views.merge(super::audit::Api::openapi());
-        views.merge(super::state_at::Api::openapi());
-        doc.paths.paths.extend(views.paths.paths);
-        if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {
-            components.schemas.extend(more.schemas);
-            components.responses.extend(more.responses);
-        }
-        super::request_log::document_request_ids(&mut doc);
-        doc.to_json().map_err(|e| e.to_string())
-    })
+/// The document of a Herald running `domains`, as JSON (made once per
+/// list: [`DomainList::document`]).
+pub fn document(domains: &DomainList) -> Result<String, String> {
+    let mut doc = ApiDoc::openapi();
+    // The read-model endpoints keep their paths beside their handlers.
+    let mut views = super::views::openapi(domains);
+    views.merge(super::audit::Api::openapi());
+    views.merge(super::state_at::Api::openapi());
+    doc.paths.paths.extend(views.paths.paths);
+    if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {
+        components.schemas.extend(more.schemas);
+        components.responses.extend(more.responses);
+    }
+    // The command routes' domains and commands are the list's.
+    if let Some(components) = doc.components.as_mut() {
+        let commands = domains.commands();
+        components.schemas.insert(
+            CommandDomain::name().into_owned(),
+            command_domain(&commands),
+        );
+        components
+            .schemas
+            .insert(CommandName::name().into_owned(), command_name(&commands));
+    }
+    super::request_log::document_request_ids(&mut doc);
+    doc.to_json().map_err(|e| e.to_string())
 }
 
 /// `GET /openapi.json`
@@ -162,11 +155,11 @@ fn document() -> &'static Result<String, String> {
         (status = 500, response = InternalError),
     ),
 )]
-pub async fn serve() -> ApiResult<HttpResponse> {
-    match document() {
+pub async fn serve(domains: web::Data<DomainList>) -> ApiResult<HttpResponse> {
+    match domains.document() {
         Ok(json) => Ok(HttpResponse::Ok()
             .content_type("application/json")
-            .body(json.as_str())),
+            .body(json.clone())),
         Err(e) => Err(Problem::new(
             ProblemKind::Internal,
             format!("the OpenAPI document cannot be written: {e}"),
@@ -453,49 +446,61 @@ fn stream_name_pattern() -> String {
     format!("^{domain}/{id}$")
 }
 
-/// `{domain}` of the command routes: a domain `herald serve` runs.
+/// `{domain}` of the command routes: a domain Herald runs (the document
+/// states the running list's, [`command_domain`]).
 #[derive(Debug)]
 pub struct CommandDomain;
 
 impl PartialSchema for CommandDomain {
     fn schema() -> RefOr<Schema> {
-        string(
-            "A domain Herald runs. Each domain's commands and their bodies are in the \
-             README, \"Domains and commands\".",
-        )
-        .enum_values(Some(DOMAINS.iter().map(|(domain, _)| *domain)))
-        .into()
+        command_domain(&crate::domains::shared_builtin().commands())
     }
 }
 
 impl ToSchema for CommandDomain {}
 
-/// `{command}` of `/v1/{domain}/{id}/{command}`.
+/// [`CommandDomain`] of these `(domain, commands)`.
+fn command_domain(commands: &[(&str, &[&str])]) -> RefOr<Schema> {
+    string(
+        "A domain Herald runs. Each domain's commands and their bodies are in the \
+         README, \"Domains and commands\".",
+    )
+    .enum_values(Some(commands.iter().map(|(domain, _)| *domain)))
+    .into()
+}
+
+/// `{command}` of `/v1/{domain}/{id}/{command}` (the document states the
+/// running list's, [`command_name`]).
 #[derive(Debug)]
 pub struct CommandName;
 
 impl PartialSchema for CommandName {
     fn schema() -> RefOr<Schema> {
-        let per_domain: String = DOMAINS
-            .iter()
-            .map(|(domain, commands)| format!("\n- `{domain}`: {}", commands.join(", ")))
-            .collect();
-        let mut all: Vec<&str> = DOMAINS
-            .iter()
-            .flat_map(|(_, commands)| commands.iter().copied())
-            .collect();
-        all.sort_unstable();
-        all.dedup();
-        string(&format!(
-            "A command of the domain (another answers 404 `unknown-command`); the body \
-             of each is in the README, \"Domains and commands\":{per_domain}"
-        ))
-        .enum_values(Some(all))
-        .into()
+        command_name(&crate::domains::shared_builtin().commands())
     }
 }
 
 impl ToSchema for CommandName {}
+
+/// [`CommandName`] of these `(domain, commands)`.
+fn command_name(commands: &[(&str, &[&str])]) -> RefOr<Schema> {
+    let per_domain: String = commands
+        .iter()
+        .map(|(domain, commands)| format!("\n- `{domain}`: {}", commands.join(", ")))
+        .collect();
+    let mut all: Vec<&str> = commands
+        .iter()
+        .flat_map(|(_, commands)| commands.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    string(&format!(
+        "A command of the domain (another answers 404 `unknown-command`); the body \
+         of each is in the README, \"Domains and commands\":{per_domain}"
+    ))
+    .enum_values(Some(all))
+    .into()
+}
 
 /// The body of a command.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 mod audit;
 mod keys;
 mod publish;
-mod replay;
-mod serve;
+pub mod replay;
+pub mod serve;
 mod tail;
 mod tool;
 

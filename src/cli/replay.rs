@@ -14,7 +14,7 @@
 
 mod projection;
 mod publish;
-mod state;
+pub mod state;
 
 use clap::{Args, Subcommand};
 

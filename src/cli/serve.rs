@@ -16,7 +16,6 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use herald_brokers::memory::{MemoryBroker, MemoryConfig};
 use herald_brokers::Broker;
-use herald_events::EventRegistry;
 use herald_store::StoreLocation;
 use tokio::sync::Notify;
 
@@ -52,14 +51,51 @@ pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_logging(log, &file)?;
     let config = ServeConfig::resolve(&args, &file)?;
     let metrics = telemetry::install_metrics()?;
-    actix_web::rt::System::new().block_on(serve(config, metrics))
+    actix_web::rt::System::new().block_on(serve(
+        config,
+        metrics,
+        Arc::new(crate::domains::builtin()),
+        StopWhen::Signalled,
+    ))
 }
 
-async fn serve(
+/// What stops a [`serve`].
+pub enum StopWhen {
+    /// SIGTERM, SIGINT (graceful) or SIGQUIT, as the binary stops.
+    Signalled,
+    /// This future's answer (a library caller's).
+    Told(std::pin::Pin<Box<dyn std::future::Future<Output = Stop>>>),
+}
+
+impl std::fmt::Debug for StopWhen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopWhen::Signalled => "Signalled",
+            StopWhen::Told(_) => "Told",
+        })
+    }
+}
+
+/// How a library caller stops a [`serve`]: graceful (in-flight requests
+/// finish) or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Stop {
+    /// Named in the stop's log line (`SIGTERM`, …).
+    pub signal: &'static str,
+    /// Whether in-flight requests are waited for.
+    pub graceful: bool,
+}
+
+/// `herald serve` with the domains of `domains`, until `stop` says so
+/// (the binary's: a signal); then the orderly stop of the module's doc.
+/// Must run inside an actix system (`actix_web::rt::System`).
+pub async fn serve(
     config: ServeConfig,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    domains: Arc<crate::domains::DomainList>,
+    stop: StopWhen,
 ) -> anyhow::Result<()> {
-    let registry = EventRegistry::builtin().context("loading the event schemas")?;
+    let registry = domains.registry().context("loading the event schemas")?;
     match &config.store.location {
         StoreLocation::Embedded { data_dir } => {
             tracing::info!(data_dir = %data_dir.display(), "Opening the embedded store.");
@@ -110,7 +146,8 @@ async fn serve(
     crate::relay::init_metrics();
     // The domains' reactions join their consumer groups before the relay
     // publishes, so no event is published to nobody.
-    let running = crate::domains::start(
+    let running = crate::domains::start_domains(
+        &domains,
         &config.actors,
         &store,
         &registry,
@@ -144,7 +181,7 @@ async fn serve(
         .spawn(tasks_stop.clone())
     });
 
-    let mut read_side = start_read_models(&config, &store, &broker, tasks_stop.clone())?;
+    let mut read_side = start_read_models(&config, &domains, &store, &broker, tasks_stop.clone())?;
     let projections_task = read_side.task.take();
     telemetry::register_series(&telemetry::Running {
         store_backend: store.backend(),
@@ -180,9 +217,6 @@ async fn serve(
         embedded_projections: read_side.embedded_projections,
         progress,
     };
-    // Listening before the server starts: a signal that comes early still
-    // stops Herald in order.
-    let mut signals = StopSignals::listen().context("listening for stop signals")?;
     let connections = Arc::new(OpenConnections::default());
     let counted = Arc::clone(&connections);
     let per_client = api::connections::ClientConnections::new(config.max_connections_per_client);
@@ -198,7 +232,7 @@ async fn serve(
             // outside this answers: the request log only observes).
             .wrap(from_fn(api::body::hold_request_body))
             .wrap(from_fn(api::request_log::trace_requests))
-            .configure(api::routes)
+            .configure(api::routes_for(Arc::clone(&domains)))
     })
     .on_connect(move |io, extensions| {
         extensions.insert(counted.open());
@@ -238,6 +272,15 @@ async fn serve(
         server = server.workers(workers);
     }
     tracing::info!(listen = %config.listen, "Herald is serving.");
+    // Listening before the server starts: a signal that comes early still
+    // stops Herald in order.
+    let stop = match stop {
+        StopWhen::Signalled => {
+            let signals = StopSignals::listen().context("listening for stop signals")?;
+            Box::pin(signals.into_stop())
+        }
+        StopWhen::Told(stop) => stop,
+    };
     let mut server = server.run();
     let handle = server.handle();
     let stop = tokio::select! {
@@ -245,7 +288,7 @@ async fn serve(
             ended.context("running the HTTP server")?;
             None
         }
-        stop = signals.next() => Some(stop),
+        stop = stop => Some(stop),
     };
     if let Some(stop) = stop {
         tracing::info!(
@@ -396,14 +439,6 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A request to stop, and how.
-#[derive(Debug, Clone, Copy)]
-struct Stop {
-    signal: &'static str,
-    /// Whether in-flight requests are waited for.
-    graceful: bool,
-}
-
 /// The signals that stop `herald serve`.
 struct StopSignals {
     #[cfg(unix)]
@@ -431,7 +466,8 @@ impl StopSignals {
         Ok(Self {})
     }
 
-    async fn next(&mut self) -> Stop {
+    /// The first of these signals, as a stop.
+    async fn into_stop(mut self) -> Stop {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -571,12 +607,13 @@ impl ReadSide {
 /// and rebuilds.
 fn start_read_models(
     config: &ServeConfig,
+    domains: &crate::domains::DomainList,
     store: &Arc<dyn herald_store::EventStore>,
     broker: &Arc<dyn Broker>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<ReadSide> {
-    use herald_projections::read_models;
-    let topics: Vec<herald_brokers::Topic> = read_models::DOMAINS
+    let topics: Vec<herald_brokers::Topic> = domains
+        .read_model_domains()
         .iter()
         .map(|d| {
             let domain: herald_events::Domain =
@@ -591,7 +628,7 @@ fn start_read_models(
             let mut runner = herald_projections::ProjectionRunner::new(
                 read_model_pool(url)?,
                 Arc::clone(store),
-                read_models::all(),
+                domains.read_models(),
             );
             if let Some((broker, topics)) = live {
                 runner = runner.with_broker(broker, topics);
@@ -611,7 +648,7 @@ fn start_read_models(
             let mut runner = herald_projections::embedded::EmbeddedRunner::new(
                 &path,
                 Arc::clone(store),
-                read_models::embedded::all(),
+                domains.embedded_read_models(),
             );
             if let Some((broker, topics)) = live {
                 runner = runner.with_broker(broker, topics);

@@ -62,3 +62,8 @@ pub mod state;
 pub use commands::DraftCommand;
 pub use events::DraftEvent;
 pub use state::Draft;
+
+/// The domain's registration: its aggregate and its events.
+pub fn spec() -> crate::domain::AggregateDomain<Draft> {
+    crate::domain::AggregateDomain::new(herald_events::drafts::EVENT_TYPES)
+}

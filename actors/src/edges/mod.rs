@@ -87,3 +87,8 @@ pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
 /// The state an edge is taken to be in from its registration until its
 /// first report.
 pub const ASSUMED_INITIAL_STATE: EdgeState = EdgeState::Online;
+
+/// The domain's registration: its aggregate and its events.
+pub fn spec() -> crate::domain::AggregateDomain<Edge> {
+    crate::domain::AggregateDomain::new(herald_events::edges::EVENT_TYPES)
+}

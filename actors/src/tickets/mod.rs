@@ -22,3 +22,8 @@ pub use state::{Ticket, TicketStatus};
 pub fn outage_ticket_id(edge: &str) -> String {
     format!("outage.{edge}")
 }
+
+/// The domain's registration: its aggregate and its events.
+pub fn spec() -> crate::domain::AggregateDomain<Ticket> {
+    crate::domain::AggregateDomain::new(herald_events::tickets::EVENT_TYPES)
+}

@@ -66,3 +66,59 @@ pub const LATE_AFTER: TimeDelta = TimeDelta::seconds(2);
 /// The longest delay (`after_secs`) and interval (`every_secs`): about a
 /// century, so due times never overflow.
 pub const MAX_SECS: u64 = 100 * 366 * 24 * 3600;
+
+/// The domain's registration: its aggregate, its events, and the
+/// [`scheduler`] it runs beside its group (delivering to every group).
+pub fn spec() -> TimersDomain {
+    TimersDomain
+}
+
+/// The `timers` domain as a process runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct TimersDomain;
+
+const AGGREGATE: crate::domain::AggregateDomain<Timer> =
+    crate::domain::AggregateDomain::new(herald_events::timers::EVENT_TYPES);
+
+#[async_trait::async_trait]
+impl crate::domain::DomainSpec for TimersDomain {
+    fn name(&self) -> &'static str {
+        AGGREGATE.name()
+    }
+
+    fn event_types(&self) -> Vec<(herald_events::EventType, herald_events::SchemaVersion)> {
+        AGGREGATE.event_types()
+    }
+
+    fn commands(&self) -> &'static [&'static str] {
+        AGGREGATE.commands()
+    }
+
+    fn start(&self, parts: &crate::domain::GroupParts<'_>) -> Option<crate::domain::StartedGroup> {
+        let group = crate::domain::AggregateDomain::<Timer>::group(parts);
+        let store = std::sync::Arc::clone(parts.store);
+        let registry = parts.registry.clone();
+        let timers = group.clone();
+        Some(crate::domain::StartedGroup {
+            group: std::sync::Arc::new(group),
+            // Started once every group a timer may deliver to exists (it
+            // keeps a copy of them).
+            worker: Some(Box::new(move |domains, stop| {
+                TimerScheduler::new(store, timers, domains, registry)
+                    .spawn(stop)
+                    .task
+            })),
+        })
+    }
+
+    async fn state_at(
+        &self,
+        store: &dyn herald_store::EventStore,
+        tenant: &herald_events::TenantId,
+        id: &str,
+        at: crate::state_at::Moment,
+        max_listed: Option<usize>,
+    ) -> Result<crate::state_at::StateAt, crate::state_at::StateAtError> {
+        AGGREGATE.state_at(store, tenant, id, at, max_listed).await
+    }
+}

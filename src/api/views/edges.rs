@@ -31,6 +31,12 @@ use crate::auth::{Action, Identity};
 )]
 pub struct Api;
 
+/// This view's registration in its domain ([`crate::domains::builtin`]).
+pub const VIEWS: crate::domains::Views = crate::domains::Views {
+    routes,
+    openapi: <Api as OpenApi>::openapi,
+};
+
 /// Registers this module's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -1,5 +1,6 @@
 //! The query side over HTTP: one module per domain's read model
-//! (`/v1/views/...`), and `projections` for the runner's status, parked
+//! (`/v1/views/...`, each registered in its domain's line of
+//! [`crate::domains::builtin`]), and `projections` for the runner's status, parked
 //! events and rebuilds (`/v1/projections`). Shared here: reaching the read
 //! models, turning projection errors into problems, and the query
 //! parameters every list takes (`limit`, `cursor`, `sort`, `order`).
@@ -26,25 +27,23 @@ use utoipa::OpenApi;
 
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::AppState;
+use crate::domains::DomainList;
 
-/// Registers every read-model and projection route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers the projection routes and every domain's views.
+pub fn routes(cfg: &mut web::ServiceConfig, domains: &DomainList) {
     projections::routes(cfg);
-    tickets::routes(cfg);
-    edges::routes(cfg);
-    timers::routes(cfg);
-    drafts::routes(cfg);
-    statistics::routes(cfg);
+    for views in domains.views() {
+        (views.routes)(cfg);
+    }
 }
 
-/// The OpenAPI paths and schemas of every module here.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI paths and schemas of the projection routes and every
+/// domain's views.
+pub fn openapi(domains: &DomainList) -> utoipa::openapi::OpenApi {
     let mut doc = projections::Api::openapi();
-    doc.merge(tickets::Api::openapi());
-    doc.merge(edges::Api::openapi());
-    doc.merge(timers::Api::openapi());
-    doc.merge(drafts::Api::openapi());
-    doc.merge(statistics::Api::openapi());
+    for views in domains.views() {
+        doc.merge((views.openapi)());
+    }
     doc
 }
 

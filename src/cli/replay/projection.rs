@@ -16,7 +16,6 @@ use clap::Args;
 use herald_events::Position;
 use herald_projections::diff::{DetachedBuild, Progress, ProjectionDiff};
 use herald_projections::embedded::EmbeddedRunner;
-use herald_projections::read_models;
 use herald_projections::{ProjectionError, ProjectionRunner, ProjectionStatus};
 use herald_store::{EventStore, StoreLocation};
 use indicatif::ProgressBar;
@@ -72,7 +71,8 @@ impl Runner {
         store: &Arc<dyn EventStore>,
         name: &str,
     ) -> anyhow::Result<Self> {
-        let names: Vec<&str> = read_models::all().iter().map(|p| p.name()).collect();
+        let domains = crate::domains::builtin();
+        let names: Vec<&str> = domains.read_models().iter().map(|p| p.name()).collect();
         if !names.contains(&name) {
             return Err(usage(format!(
                 "no read model named {name:?}; the read models are {}",
@@ -81,7 +81,8 @@ impl Runner {
         }
         Ok(match location {
             StoreLocation::Postgres { url } => {
-                let only = read_models::all()
+                let only = domains
+                    .read_models()
                     .into_iter()
                     .filter(|p| p.name() == name)
                     .collect();
@@ -92,7 +93,8 @@ impl Runner {
                 ))
             }
             StoreLocation::Embedded { data_dir } => {
-                let only = read_models::embedded::all()
+                let only = domains
+                    .embedded_read_models()
                     .into_iter()
                     .filter(|p| p.name() == name)
                     .collect();

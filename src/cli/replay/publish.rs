@@ -95,11 +95,7 @@ fn settings(args: &PublishArgs, file: &FileConfig) -> anyhow::Result<BrokerSetti
 
 /// Refuses topics whose consumers would take a replay for live events.
 fn check_topic(topic: &Topic, settings: &BrokerSettings) -> anyhow::Result<()> {
-    let domains = herald_projections::read_models::DOMAINS
-        .iter()
-        .copied()
-        .chain(crate::api::openapi::DOMAINS.iter().map(|(d, _)| *d));
-    for domain in domains {
+    for domain in crate::domains::builtin().specs().names() {
         if topic.as_str() == format!("{}{domain}", Topic::PREFIX) {
             return Err(usage(format!(
                 "--topic {topic} is the {domain} domain's topic, whose consumers have had these \

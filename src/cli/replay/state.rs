@@ -1,15 +1,19 @@
 //! `herald replay state <domain> <id> --at <instant|position>`: the
 //! aggregate's state as it was then, folded from its stream's events with
-//! the domain's own rules (see [`crate::api::state_at`], which
-//! `GET /v1/streams/{domain}/{id}?at=` shares), and the events that made it.
+//! the domain's own rules ([`herald_actors::state_at`], reached through the
+//! domain list as `GET /v1/streams/{domain}/{id}?at=` reaches it), and the
+//! events that made it. [`answer`] is the library's entry point, for a
+//! caller-given domain list.
 
 use anyhow::Context;
 use clap::Args;
 use herald_events::TenantId;
 
 use super::{negative, print_json, usage};
-use crate::api::state_at::{domain_names, state_at, Moment, StateAt, StateAtError};
+use herald_actors::state_at::{Moment, StateAt, StateAtError};
+
 use crate::config::{store_settings, FileConfig, StoreArgs};
+use crate::domains::DomainList;
 
 #[derive(Debug, Args)]
 pub struct StateArgs {
@@ -35,35 +39,46 @@ pub struct StateArgs {
 }
 
 pub async fn run(args: StateArgs, store: &StoreArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let answer = answer(&crate::domains::builtin(), &args, store, file).await?;
+    if args.json {
+        print_json(&answer)
+    } else {
+        print_text(&answer)
+    }
+}
+
+/// The state `args` ask for, among `domains`, from the store `store` and
+/// `file` name; a "no" answer is [`negative`], bad input [`usage`].
+pub async fn answer(
+    domains: &DomainList,
+    args: &StateArgs,
+    store: &StoreArgs,
+    file: &FileConfig,
+) -> anyhow::Result<StateAt> {
     // Bad input is told before any store is opened.
     let at = Moment::parse(&args.at).map_err(|e| usage(format!("--at: {e}")))?;
     let tenant = TenantId::new(args.tenant.clone()).map_err(|e| usage(format!("--tenant: {e}")))?;
-    if !crate::api::openapi::DOMAINS
-        .iter()
-        .any(|(domain, _)| *domain == args.domain)
-    {
+    let specs = domains.specs();
+    if !specs.with_aggregates().any(|s| s.name() == args.domain) {
         return Err(usage(format!(
             "no domain {:?} has aggregates; the domains are {}",
             args.domain,
-            domain_names()
+            domains.aggregate_names()
         )));
     }
     let settings = store_settings(store, file)?;
     let store = herald_store::open(settings)
         .await
         .context("opening the event store")?;
-    let answer = state_at(&*store, &tenant, &args.domain, &args.id, at, None).await;
+    let answer = specs
+        .state_at(&*store, &tenant, &args.domain, &args.id, at, None)
+        .await;
     store.close().await;
-    let answer = answer.map_err(|e| match e {
+    answer.map_err(|e| match e {
         StateAtError::NoStream { .. } | StateAtError::NotYet { .. } => negative(e.to_string()),
-        StateAtError::UnknownDomain(_) | StateAtError::InvalidStream(_) => usage(e.to_string()),
+        StateAtError::UnknownDomain { .. } | StateAtError::InvalidStream(_) => usage(e.to_string()),
         other => anyhow::Error::new(other),
-    })?;
-    if args.json {
-        print_json(&answer)
-    } else {
-        print_text(&answer)
-    }
+    })
 }
 
 fn print_text(answer: &StateAt) -> anyhow::Result<()> {
