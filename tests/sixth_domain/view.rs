@@ -1,0 +1,54 @@
+//! `/v1/views/counters/{id}`: a counter's total from the read model.
+
+use actix_web::{web, HttpResponse};
+use herald::api::AppState;
+use herald::auth::Identity;
+use herald::domains::Views;
+use serde_json::json;
+use utoipa::OpenApi;
+
+use super::read_model;
+
+/// The OpenAPI paths of this view.
+#[derive(Debug, OpenApi)]
+#[openapi(paths(show))]
+pub struct Api;
+
+pub const VIEWS: Views = Views {
+    routes,
+    openapi: <Api as OpenApi>::openapi,
+};
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v1/views/counters/{id}").route(web::get().to(show)));
+}
+
+/// `GET /v1/views/counters/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/views/counters/{id}",
+    tag = "views",
+    operation_id = "show_counter",
+    summary = "A counter's total",
+    params(("id" = String, Path, description = "The counter's id")),
+    responses(
+        (status = 200, description = "The counter", body = Object),
+        (status = 404, description = "No such counter"),
+        (status = 503, description = "The read model is not served yet"),
+    ),
+)]
+pub async fn show(
+    identity: Identity,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let Some(read_models) = state.embedded_read_models.as_ref() else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    match read_model::total(read_models, identity.tenant.to_string(), id.clone()).await {
+        Ok(Some(total)) => HttpResponse::Ok().json(json!({ "id": id, "total": total })),
+        Ok(None) => HttpResponse::NotFound().finish(),
+        Err(_) => HttpResponse::ServiceUnavailable().finish(),
+    }
+}
