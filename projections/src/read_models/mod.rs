@@ -18,11 +18,9 @@ use std::sync::Arc;
 
 use crate::Projection;
 
-/// The domains whose events the read models read: the broker topics a
-/// live runner follows.
-pub const DOMAINS: &[&str] = &["tickets", "edges", "drafts", "timers", "statistics"];
-
-/// Every domain's projection, as `herald serve` runs them.
+/// Every domain's Postgres projection (tests and benches use this;
+/// `herald serve` takes each from its domain's registration in
+/// `herald::domains::builtin`).
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(tickets::TicketsProjection),
