@@ -41,7 +41,7 @@ use futures::StreamExt;
 use herald_brokers::message::header;
 use herald_brokers::progress::{Progress, Tracker};
 use herald_brokers::{Broker, BrokerError, ConsumerGroup, Delivery, Topic};
-use herald_events::{EventId, EventRegistry, NewEvent, StreamId, TenantId};
+use herald_events::{Backoff, EventId, EventRegistry, NewEvent, StreamId, TenantId};
 use herald_store::{AppendOutcome, EventStore, ExpectedVersion, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -315,9 +315,9 @@ impl Ingest {
         }
     }
 
+    /// 100 ms doubling per failure, at most `max_backoff`.
     fn backoff(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(10);
-        Duration::from_millis(100 << exponent).min(self.config.max_backoff)
+        Backoff::new(Duration::from_millis(100), self.config.max_backoff).delay(failures)
     }
 
     /// Checks, appends and settles one batch.

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use herald_brokers::progress::{Progress, Tracker};
 use herald_brokers::{Broker, BrokerError};
-use herald_events::{EventEnvelope, Position};
+use herald_events::{Backoff, EventEnvelope, Position};
 use herald_store::{EventStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -64,6 +64,8 @@ pub const COMPONENT: &str = "relay";
 
 /// Suffix of the checkpoint recording how far the active relay is sending.
 const SENT_SUFFIX: &str = ".sent";
+/// The relay's first wait after a failure; it doubles up to `max_backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Registers every relay series at zero, so that a process that is not (or
 /// not yet) the active relay exports them too.
@@ -382,7 +384,7 @@ impl Relay {
         shutdown: &mut watch::Receiver<bool>,
         renewed: &mut Instant,
     ) -> Result<(), TermEnd> {
-        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
         loop {
             match self
                 .store
@@ -395,7 +397,7 @@ impl Relay {
                     tracing::warn!(error = %e, position = through.get(), "Relay could not record how far it sends; retrying.");
                     self.progress
                         .trouble(format_args!("cannot record how far it sends: {e}"));
-                    self.pause(shutdown, &mut backoff, renewed).await?;
+                    self.pause(shutdown, &mut failures, renewed).await?;
                 }
             }
         }
@@ -422,7 +424,7 @@ impl Relay {
         shutdown: &mut watch::Receiver<bool>,
         renewed: &mut Instant,
     ) -> Result<(), TermEnd> {
-        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -452,7 +454,7 @@ impl Relay {
                         "Relay could not publish; retrying."
                     );
                     self.progress.trouble(format_args!("cannot publish: {e}"));
-                    self.pause(shutdown, &mut backoff, renewed).await?;
+                    self.pause(shutdown, &mut failures, renewed).await?;
                 }
             }
         }
@@ -494,18 +496,19 @@ impl Relay {
         }
     }
 
-    /// Waits `backoff` (then doubles it, up to the bound), renewing the
-    /// lease when due.
+    /// Counts one more failure and waits its backoff (50 ms doubling up to
+    /// the bound), renewing the lease when due.
     async fn pause(
         &self,
         shutdown: &mut watch::Receiver<bool>,
-        backoff: &mut Duration,
+        failures: &mut u32,
         renewed: &mut Instant,
     ) -> Result<(), TermEnd> {
-        if wait(shutdown, *backoff).await {
+        *failures = failures.saturating_add(1);
+        let backoff = Backoff::new(FIRST_BACKOFF, self.config.max_backoff);
+        if wait(shutdown, backoff.delay(*failures)).await {
             return Err(TermEnd::Shutdown);
         }
-        *backoff = (*backoff * 2).min(self.config.max_backoff);
         if renewed.elapsed() >= self.config.renew_every {
             if !self.renew().await {
                 return Err(TermEnd::LeaseLost);

@@ -12,6 +12,7 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
+use herald_actors::telemetry as actor_metrics;
 use herald_store::telemetry as store_metrics;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -140,17 +141,17 @@ pub const METRICS: &[MetricDoc] = &[
     metric(crate::ingest::DUPLICATES_TOTAL, Counter, "", "Ingest messages that repeated an event already stored: acknowledged, nothing appended."),
     metric(crate::ingest::DEAD_LETTERED_TOTAL, Counter, "reason", "Ingest messages moved to the dead letters, by reason (a problem type slug)."),
     metric(crate::ingest::RETRIES_TOTAL, Counter, "kind", "Ingest appends retried after the store failed, by store error kind."),
-    metric("herald_commands_total", Counter, "domain, outcome", "Commands run, by domain and outcome: done, unchanged, duplicate (a repeat answered without appending), refused or busy."),
-    metric("herald_command_conflicts_total", Counter, "domain", "Command attempts decided again because another writer appended to the stream first."),
-    metric("herald_actors_live", Gauge, "domain", "Aggregate actors live in this process."),
-    metric("herald_actors_passivated_total", Counter, "domain", "Aggregate actors stopped (idle, or past the group's cap)."),
-    metric("herald_snapshots_saved_total", Counter, "domain", "Aggregate snapshots saved."),
-    metric("herald_reactions_total", Counter, "reaction, outcome", "Events handled by reactions, by outcome: done, retried or dead_lettered."),
-    metric(herald_actors::timers::scheduler::FIRED_TOTAL, Counter, "late", "Timer occurrences fired by this process, by whether they fired late."),
-    metric(herald_actors::timers::scheduler::COUNTDOWNS_EXPIRED_TOTAL, Counter, "", "Countdowns expired by this process."),
-    metric(herald_actors::timers::scheduler::PENDING, Gauge, "", "Active timers and countdowns the scheduler knows of."),
-    metric(herald_actors::timers::scheduler::DELIVERIES_TOTAL, Counter, "kind, outcome", "Timer deliveries that ended, by kind (command or event) and outcome: delivered, duplicate, refused or invalid."),
-    metric(herald_actors::timers::scheduler::DELIVERY_RETRIES_TOTAL, Counter, "", "Timer delivery attempts that failed for the time being and are tried again."),
+    metric(actor_metrics::COMMANDS_TOTAL, Counter, "domain, outcome", "Commands run, by domain and outcome: done, unchanged, duplicate (a repeat answered without appending), refused or busy."),
+    metric(actor_metrics::COMMAND_CONFLICTS_TOTAL, Counter, "domain", "Command attempts decided again because another writer appended to the stream first."),
+    metric(actor_metrics::ACTORS_LIVE, Gauge, "domain", "Aggregate actors live in this process."),
+    metric(actor_metrics::ACTORS_PASSIVATED_TOTAL, Counter, "domain", "Aggregate actors stopped (idle, or past the group's cap)."),
+    metric(actor_metrics::SNAPSHOTS_SAVED_TOTAL, Counter, "domain", "Aggregate snapshots saved."),
+    metric(actor_metrics::REACTIONS_TOTAL, Counter, "reaction, outcome", "Events handled by reactions, by outcome: done, retried or dead_lettered."),
+    metric(actor_metrics::TIMERS_FIRED_TOTAL, Counter, "late", "Timer occurrences fired by this process, by whether they fired late."),
+    metric(actor_metrics::TIMER_COUNTDOWNS_EXPIRED_TOTAL, Counter, "", "Countdowns expired by this process."),
+    metric(actor_metrics::TIMERS_PENDING, Gauge, "", "Active timers and countdowns the scheduler knows of."),
+    metric(actor_metrics::TIMER_DELIVERIES_TOTAL, Counter, "kind, outcome", "Timer deliveries that ended, by kind (command or event) and outcome: delivered, duplicate, refused or invalid."),
+    metric(actor_metrics::TIMER_DELIVERY_RETRIES_TOTAL, Counter, "", "Timer delivery attempts that failed for the time being and are tried again."),
     metric("herald_projection_position", Gauge, "projection", "The last log position the projection's serving generation applied."),
     metric("herald_projection_lag_events", Gauge, "projection", "Events committed to the log and not yet projected."),
     metric("herald_projection_last_progress_seconds", Gauge, "projection", "Unix time in seconds of the projection's last applied batch; alert on time() minus it while lag is above 0."),
@@ -265,31 +266,32 @@ pub fn register_series(running: &Running<'_>) {
     counter!(crate::ingest::APPENDED_TOTAL).increment(0);
     counter!(crate::ingest::DUPLICATES_TOTAL).increment(0);
     for &domain in &running.domains {
-        for outcome in ["done", "unchanged", "duplicate", "refused", "busy"] {
-            counter!("herald_commands_total", "domain" => domain, "outcome" => outcome)
+        for &outcome in actor_metrics::COMMAND_OUTCOMES {
+            counter!(actor_metrics::COMMANDS_TOTAL, "domain" => domain, "outcome" => outcome)
                 .increment(0);
         }
-        counter!("herald_command_conflicts_total", "domain" => domain).increment(0);
-        counter!("herald_actors_passivated_total", "domain" => domain).increment(0);
-        counter!("herald_snapshots_saved_total", "domain" => domain).increment(0);
-        gauge!("herald_actors_live", "domain" => domain).increment(0.0);
+        counter!(actor_metrics::COMMAND_CONFLICTS_TOTAL, "domain" => domain).increment(0);
+        counter!(actor_metrics::ACTORS_PASSIVATED_TOTAL, "domain" => domain).increment(0);
+        counter!(actor_metrics::SNAPSHOTS_SAVED_TOTAL, "domain" => domain).increment(0);
+        gauge!(actor_metrics::ACTORS_LIVE, "domain" => domain).increment(0.0);
     }
     for &reaction in &running.reactions {
-        for outcome in ["done", "retried", "dead_lettered"] {
-            counter!("herald_reactions_total", "reaction" => reaction, "outcome" => outcome)
+        for &outcome in actor_metrics::REACTION_OUTCOMES {
+            counter!(actor_metrics::REACTIONS_TOTAL, "reaction" => reaction, "outcome" => outcome)
                 .increment(0);
         }
     }
     {
-        use herald_actors::timers::scheduler as t;
+        use actor_metrics as t;
         for late in ["true", "false"] {
-            counter!(t::FIRED_TOTAL, "late" => late).increment(0);
+            counter!(t::TIMERS_FIRED_TOTAL, "late" => late).increment(0);
         }
-        counter!(t::COUNTDOWNS_EXPIRED_TOTAL).increment(0);
-        counter!(t::DELIVERY_RETRIES_TOTAL).increment(0);
-        for kind in ["command", "event"] {
-            for outcome in ["delivered", "duplicate", "refused", "invalid"] {
-                counter!(t::DELIVERIES_TOTAL, "kind" => kind, "outcome" => outcome).increment(0);
+        counter!(t::TIMER_COUNTDOWNS_EXPIRED_TOTAL).increment(0);
+        counter!(t::TIMER_DELIVERY_RETRIES_TOTAL).increment(0);
+        for &kind in t::TIMER_DELIVERY_KINDS {
+            for &outcome in t::TIMER_DELIVERY_OUTCOMES {
+                counter!(t::TIMER_DELIVERIES_TOTAL, "kind" => kind, "outcome" => outcome)
+                    .increment(0);
             }
         }
     }

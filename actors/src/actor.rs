@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, CommandContext, DomainEvent};
 use crate::error::CommandError;
 use crate::group::GroupConfig;
+use crate::telemetry;
 
 /// Events read per page while rehydrating.
 const READ_PAGE: usize = 1000;
@@ -102,10 +103,16 @@ impl<A: Aggregate> Message for Execute<A> {
 
 /// Answers the current state and version.
 #[derive(Debug)]
-pub struct GetState;
+pub struct GetState<A>(std::marker::PhantomData<A>);
 
-impl Message for GetState {
-    type Result = Result<(serde_json::Value, u64), CommandError>;
+impl<A> Default for GetState<A> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<A: Aggregate> Message for GetState<A> {
+    type Result = Result<(A, u64), CommandError>;
 }
 
 /// Asks the actor to stop once the messages before this one are done.
@@ -205,12 +212,11 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                 ctx.stop();
             }
         });
-        metrics::gauge!("herald_actors_live", "domain" => A::DOMAIN).increment(1.0);
+        telemetry::actor_started(A::DOMAIN);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        metrics::gauge!("herald_actors_live", "domain" => A::DOMAIN).decrement(1.0);
-        metrics::counter!("herald_actors_passivated_total", "domain" => A::DOMAIN).increment(1);
+        telemetry::actor_stopped(A::DOMAIN);
         (self.on_stop)(self.id);
     }
 }
@@ -244,10 +250,10 @@ impl<A: Aggregate> Handler<Execute<A>> for AggregateActor<A> {
     }
 }
 
-impl<A: Aggregate> Handler<GetState> for AggregateActor<A> {
-    type Result = AtomicResponse<Self, Result<(serde_json::Value, u64), CommandError>>;
+impl<A: Aggregate> Handler<GetState<A>> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, Result<(A, u64), CommandError>>;
 
-    fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: GetState<A>, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         let run = Run {
             tenant: self.tenant.clone(),
@@ -264,9 +270,7 @@ impl<A: Aggregate> Handler<GetState> for AggregateActor<A> {
                 };
                 match loaded {
                     Ok(loaded) => {
-                        let state = serde_json::to_value(&loaded.state)
-                            .map_err(|e| CommandError::Internal(e.to_string()));
-                        let answer = state.map(|s| (s, loaded.version));
+                        let answer = Ok((loaded.state.clone(), loaded.version));
                         (Some(loaded), answer)
                     }
                     Err(e) => (None, Err(e)),
@@ -317,14 +321,15 @@ impl Run {
             Ok(Claimed::Answered(answer)) => {
                 let answer = serde_json::from_value::<Executed>(answer)
                     .map(|first| {
-                        metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "duplicate").increment(1);
+                        telemetry::command(A::DOMAIN, "duplicate");
                         Executed {
                             duplicate: true,
                             ..first
                         }
                     })
-                    .map_err(|e| {
-                        CommandError::Internal(format!("a recorded answer is unreadable: {e}"))
+                    .map_err(|source| CommandError::RecordedAnswer {
+                        key: claim.key.clone(),
+                        source,
                     });
                 return (loaded, answer);
             }
@@ -360,12 +365,12 @@ impl Run {
                 if let Err(e) = recorded {
                     // A repeat still finds the events by their ids; only a
                     // command that changed nothing is decided again.
-                    tracing::warn!(error = %e, key = %claim.key, "Answer of a keyed command not recorded.");
+                    tracing::warn!(domain = A::DOMAIN, stream = %self.stream, key = %claim.key, error = %e, "Answer of a keyed command not recorded; a repeat finds its events in the log.");
                 }
             }
             Err(CommandError::Refused(_)) | Err(CommandError::Contended { .. }) => {
                 if let Err(e) = store.release_idempotency_key(&claim).await {
-                    tracing::warn!(error = %e, key = %claim.key, "Claim of a refused command not released.");
+                    tracing::warn!(domain = A::DOMAIN, stream = %self.stream, key = %claim.key, error = %e, "Claim of a refused command not released.");
                 }
             }
             // What happened is unknown: a repeat asks the log.
@@ -448,7 +453,7 @@ impl Run {
             if let (Some(claim), true) = (claim, ask_the_log) {
                 match self.committed(claim).await {
                     Ok(Some(executed)) => {
-                        metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "duplicate").increment(1);
+                        telemetry::command(A::DOMAIN, "duplicate");
                         return (Some(loaded), Ok(executed));
                     }
                     Ok(None) => {}
@@ -464,12 +469,12 @@ impl Run {
             let events = match loaded.state.decide(msg.command.clone(), &ctx) {
                 Ok(events) => events,
                 Err(refusal) => {
-                    metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "refused").increment(1);
+                    telemetry::command(A::DOMAIN, "refused");
                     return (Some(loaded), Err(CommandError::Refused(refusal)));
                 }
             };
             if events.is_empty() {
-                metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "unchanged").increment(1);
+                telemetry::command(A::DOMAIN, "unchanged");
                 let executed = Executed {
                     stream: self.stream.to_string(),
                     stream_version: loaded.version,
@@ -493,7 +498,7 @@ impl Run {
                     if outcome.duplicate {
                         // The same command took effect before: its events
                         // are in the log, maybe with others after them.
-                        metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "duplicate").increment(1);
+                        telemetry::command(A::DOMAIN, "duplicate");
                         let executed = executed(&self.stream, &events, &outcome, true);
                         return match self.catch_up(loaded).await {
                             Ok(loaded) => (Some(loaded), Ok(executed)),
@@ -504,7 +509,7 @@ impl Run {
                         loaded.state.apply(event);
                     }
                     loaded.version = outcome.stream_version.get();
-                    metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "done").increment(1);
+                    telemetry::command(A::DOMAIN, "done");
                     self.maybe_snapshot(&mut loaded).await;
                     let executed = executed(&self.stream, &events, &outcome, false);
                     return (Some(loaded), Ok(executed));
@@ -515,8 +520,7 @@ impl Run {
                 {
                     // Another writer got there first (or, for a repeated
                     // reaction, part of it did): read it and decide again.
-                    metrics::counter!("herald_command_conflicts_total", "domain" => A::DOMAIN)
-                        .increment(1);
+                    telemetry::command_conflict(A::DOMAIN);
                     loaded = match self.catch_up(loaded).await {
                         Ok(loaded) => loaded,
                         Err(e) => return (None, Err(e)),
@@ -576,7 +580,7 @@ impl Run {
         let state = match serde_json::to_value(&loaded.state) {
             Ok(state) => state,
             Err(e) => {
-                tracing::warn!(error = %e, "Aggregate state cannot be serialized; no snapshot.");
+                tracing::warn!(domain = A::DOMAIN, stream = %self.stream, error = %e, "Aggregate state cannot be serialized; no snapshot.");
                 return;
             }
         };
@@ -591,10 +595,11 @@ impl Run {
         match self.shared.store.save_snapshot(&snapshot).await {
             Ok(()) => {
                 loaded.snapshot_version = loaded.version;
-                metrics::counter!("herald_snapshots_saved_total", "domain" => A::DOMAIN)
-                    .increment(1);
+                telemetry::snapshot_saved(A::DOMAIN);
             }
-            Err(e) => tracing::warn!(error = %e, "Snapshot not saved."),
+            Err(e) => {
+                tracing::warn!(domain = A::DOMAIN, stream = %self.stream, version = loaded.version, error = %e, "Snapshot not saved.")
+            }
         }
     }
 
@@ -619,7 +624,7 @@ impl Run {
                         loaded.snapshot_version = loaded.version;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "Snapshot unreadable; rebuilding from events.")
+                        tracing::warn!(domain = A::DOMAIN, stream = %self.stream, error = %e, "Snapshot unreadable; rebuilding from events.")
                     }
                 }
             }

@@ -2,24 +2,34 @@
 //! maps to statuses: refused by the aggregate, too busy, contended, or the
 //! store failing.
 
+use herald_events::IdError;
 use herald_store::StoreError;
 
 use crate::aggregate::{DecodeError, Refusal};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The aggregate refused the command (409 or 422 by its kind).
     #[error("refused: {0}")]
     Refused(Refusal),
     /// The aggregate id is not a valid stream id (400).
-    #[error("invalid aggregate id: {0}")]
-    InvalidStream(String),
+    #[error("invalid aggregate id: {source}")]
+    InvalidStream {
+        domain: &'static str,
+        #[source]
+        source: IdError,
+    },
     /// No such command in the domain (404).
     #[error("the {domain} domain has no command {command:?}")]
     UnknownCommand { domain: String, command: String },
     /// The command's body does not fit the command (422).
-    #[error("the body of {command} is invalid: {reason}")]
-    InvalidBody { command: String, reason: String },
+    #[error("the body of {command} is invalid: {source}")]
+    InvalidBody {
+        command: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The aggregate's mailbox is full: try again later (503).
     #[error("the {domain} aggregate {stream} has {pending} commands waiting; try again later")]
     Busy {
@@ -43,10 +53,40 @@ pub enum CommandError {
     /// The store failed (503 when unavailable, 500 otherwise).
     #[error(transparent)]
     Store(StoreError),
-    /// The runtime is stopping or an actor died (503).
-    #[error("the actor runtime is unavailable: {0}")]
-    Unavailable(String),
-    /// A bug (500).
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The aggregate's actor kept stopping under the command: the runtime
+    /// is stopping, or an actor died (503).
+    #[error("the actor runtime is unavailable: the actor of {stream} kept stopping")]
+    Unavailable { stream: String },
+    /// A command was sent to a domain this process does not run (a bug in
+    /// the sender: 500).
+    #[error("no domain {domain:?} runs in this process (asked by {by})")]
+    UnknownDomain { domain: String, by: String },
+    /// The answer recorded for an idempotency key cannot be read back (500).
+    #[error("the answer recorded for the idempotency key {key:?} is unreadable: {source}")]
+    RecordedAnswer {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The aggregate's state cannot be written as JSON (a bug: 500).
+    #[error("the state of a {domain} aggregate cannot be written as JSON: {source}")]
+    StateEncoding {
+        domain: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl CommandError {
+    /// Whether trying the same command again later may succeed: the store
+    /// or the runtime failed for the time being, or others kept winning.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CommandError::Busy { .. }
+            | CommandError::Contended { .. }
+            | CommandError::Unavailable { .. } => true,
+            CommandError::Store(e) => !e.is_caller_error(),
+            _ => false,
+        }
+    }
 }

@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::actor::{AggregateActor, CommandMeta, Execute, Executed, GetState, Passivate, Shared};
 use crate::aggregate::Aggregate;
 use crate::error::CommandError;
+use crate::telemetry;
 
 /// How a group runs its actors.
 #[derive(Debug, Clone)]
@@ -159,7 +160,10 @@ impl<A: Aggregate> AggregateGroup<A> {
     }
 
     fn stream(id: &str) -> Result<StreamId, CommandError> {
-        StreamId::parse_parts(A::DOMAIN, id).map_err(|e| CommandError::InvalidStream(e.to_string()))
+        StreamId::parse_parts(A::DOMAIN, id).map_err(|source| CommandError::InvalidStream {
+            domain: A::DOMAIN,
+            source,
+        })
     }
 
     /// The actor of `key`, started if it is not live.
@@ -225,7 +229,7 @@ impl<A: Aggregate> AggregateGroup<A> {
             let waiting = pending.fetch_add(1, Ordering::AcqRel);
             if waiting >= self.inner.shared.config.mailbox {
                 pending.fetch_sub(1, Ordering::AcqRel);
-                metrics::counter!("herald_commands_total", "domain" => A::DOMAIN, "outcome" => "busy").increment(1);
+                telemetry::command(A::DOMAIN, "busy");
                 return Err(CommandError::Busy {
                     domain: A::DOMAIN.to_owned(),
                     stream: key.1.to_string(),
@@ -246,10 +250,9 @@ impl<A: Aggregate> AggregateGroup<A> {
                 }
             }
         }
-        Err(CommandError::Unavailable(format!(
-            "the actor of {} kept stopping",
-            key.1
-        )))
+        Err(CommandError::Unavailable {
+            stream: key.1.to_string(),
+        })
     }
 
     /// The aggregate's current state and version; `None` when the stream
@@ -259,12 +262,18 @@ impl<A: Aggregate> AggregateGroup<A> {
         tenant: &TenantId,
         id: &str,
     ) -> Result<Option<(A, u64)>, CommandError> {
-        match self.state_json(tenant, id).await? {
-            Some((state, version)) => serde_json::from_value(state)
-                .map(|state| Some((state, version)))
-                .map_err(|e| CommandError::Internal(e.to_string())),
-            None => Ok(None),
+        let key = (tenant.clone(), Self::stream(id)?);
+        for _ in 0..3 {
+            let (actor_id, addr, _) = self.actor(&key);
+            match addr.send(GetState::<A>::default()).await {
+                Ok(Ok((_, 0))) => return Ok(None),
+                Ok(result) => return result.map(Some),
+                Err(_) => self.forget(&key, actor_id),
+            }
         }
+        Err(CommandError::Unavailable {
+            stream: key.1.to_string(),
+        })
     }
 }
 
@@ -320,12 +329,13 @@ impl<A: Aggregate> CommandTarget for AggregateGroup<A> {
         }
         let mut tagged = serde_json::Map::new();
         tagged.insert(command.to_owned(), body);
-        let parsed: A::Command = serde_json::from_value(Value::Object(tagged)).map_err(|e| {
-            CommandError::InvalidBody {
-                command: command.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
+        let parsed: A::Command =
+            serde_json::from_value(Value::Object(tagged)).map_err(|source| {
+                CommandError::InvalidBody {
+                    command: command.to_owned(),
+                    source,
+                }
+            })?;
         self.execute(tenant, id, parsed, meta).await
     }
 
@@ -334,19 +344,15 @@ impl<A: Aggregate> CommandTarget for AggregateGroup<A> {
         tenant: &TenantId,
         id: &str,
     ) -> Result<Option<(Value, u64)>, CommandError> {
-        let key = (tenant.clone(), Self::stream(id)?);
-        for _ in 0..3 {
-            let (actor_id, addr, _) = self.actor(&key);
-            match addr.send(GetState).await {
-                Ok(Ok((_, 0))) => return Ok(None),
-                Ok(result) => return result.map(Some),
-                Err(_) => self.forget(&key, actor_id),
-            }
-        }
-        Err(CommandError::Unavailable(format!(
-            "the actor of {} kept stopping",
-            key.1
-        )))
+        // The JSON edge: the group answers the typed state.
+        let Some((state, version)) = self.state(tenant, id).await? else {
+            return Ok(None);
+        };
+        let state = serde_json::to_value(&state).map_err(|source| CommandError::StateEncoding {
+            domain: A::DOMAIN,
+            source,
+        })?;
+        Ok(Some((state, version)))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod group;
 pub mod outage;
 pub mod reactions;
+pub mod telemetry;
 pub mod testing;
 pub mod tickets;
 pub mod timers;

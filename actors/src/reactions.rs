@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use herald_brokers::progress::Progress;
 use herald_brokers::{Broker, ConsumerGroup, EventLoader, Topic};
-use herald_events::{Domain, EventEnvelope, Position};
+use herald_events::{Backoff, Domain, EventEnvelope, Position};
 use herald_store::EventStore;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -35,6 +35,7 @@ use tracing::Instrument;
 use crate::actor::{CommandMeta, Executed};
 use crate::error::CommandError;
 use crate::group::Domains;
+use crate::telemetry;
 
 /// A reaction to events of some domains.
 #[async_trait]
@@ -52,25 +53,46 @@ pub trait Reaction: Send + Sync + 'static {
     ) -> Result<(), ReactionError>;
 }
 
+/// What a reaction's own failure carries: any error (a `&str` converts).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a reaction did not finish.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReactionError {
+    /// A command or state query it sent failed: retried when the store or
+    /// the runtime failed or others kept winning, dead-lettered otherwise.
+    #[error("{0}")]
+    Command(#[from] CommandError),
     /// Try again later; the delivery stays unacknowledged.
     #[error("transient: {0}")]
-    Transient(String),
+    Transient(#[source] Cause),
     /// It can never succeed; the delivery is dead-lettered with the reason.
     #[error("permanent: {0}")]
-    Permanent(String),
+    Permanent(#[source] Cause),
 }
 
-impl From<CommandError> for ReactionError {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::Store(_)
-            | CommandError::Busy { .. }
-            | CommandError::Unavailable(_)
-            | CommandError::Contended { .. } => ReactionError::Transient(e.to_string()),
-            _ => ReactionError::Permanent(e.to_string()),
+impl ReactionError {
+    /// Whether the delivery is tried again (else it is dead-lettered).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReactionError::Command(e) => matches!(
+                e,
+                CommandError::Store(_)
+                    | CommandError::Busy { .. }
+                    | CommandError::Unavailable { .. }
+                    | CommandError::Contended { .. }
+            ),
+            ReactionError::Transient(_) => true,
+            ReactionError::Permanent(_) => false,
+        }
+    }
+
+    /// The reason, as a dead letter records it.
+    fn reason(&self) -> String {
+        match self {
+            ReactionError::Command(e) => e.to_string(),
+            ReactionError::Transient(cause) | ReactionError::Permanent(cause) => cause.to_string(),
         }
     }
 }
@@ -111,12 +133,13 @@ impl<'a> ReactionContext<'a> {
         body: Value,
         step: &str,
     ) -> Result<Executed, CommandError> {
-        let target = self.domains.get(domain).ok_or_else(|| {
-            CommandError::Internal(format!(
-                "reaction {} names no domain {domain}",
-                self.reaction
-            ))
-        })?;
+        let target = self
+            .domains
+            .get(domain)
+            .ok_or_else(|| CommandError::UnknownDomain {
+                domain: domain.to_owned(),
+                by: format!("reaction {}", self.reaction),
+            })?;
         let meta = CommandMeta {
             correlation_id: Some(self.event.correlation_id),
             causation_id: Some(self.event.id.as_uuid()),
@@ -135,12 +158,13 @@ impl<'a> ReactionContext<'a> {
         domain: &str,
         id: &str,
     ) -> Result<Option<(Value, u64)>, CommandError> {
-        let target = self.domains.get(domain).ok_or_else(|| {
-            CommandError::Internal(format!(
-                "reaction {} names no domain {domain}",
-                self.reaction
-            ))
-        })?;
+        let target = self
+            .domains
+            .get(domain)
+            .ok_or_else(|| CommandError::UnknownDomain {
+                domain: domain.to_owned(),
+                by: format!("reaction {}", self.reaction),
+            })?;
         target.state_json(&self.event.tenant, id).await
     }
 }
@@ -249,7 +273,7 @@ pub fn spawn_reaction(
                 let event = match event {
                     Ok(event) => event,
                     Err(why) => {
-                        metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "dead_lettered").increment(1);
+                        telemetry::reaction(name, "dead_lettered");
                         let _ = delivery.nack(format!("unreadable: {why}")).await;
                         tracker.progressed();
                         tracker.idle();
@@ -264,7 +288,7 @@ pub fn spawn_reaction(
                     match reaction.react(&event, &ctx).instrument(span).await {
                         Ok(()) => {
                             failures = 0;
-                            metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "done").increment(1);
+                            telemetry::reaction(name, "done");
                             if let Err(e) = delivery.ack().await {
                                 tracing::warn!(reaction = name, error = %e, "Reaction could not acknowledge; the event comes again.");
                             }
@@ -272,17 +296,19 @@ pub fn spawn_reaction(
                             tracker.idle();
                             break;
                         }
-                        Err(ReactionError::Permanent(why)) => {
+                        Err(e) if !e.is_transient() => {
+                            let why = e.reason();
                             tracing::warn!(reaction = name, event = %event.id, reason = %why, "Reaction failed for good; dead-lettering.");
-                            metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "dead_lettered").increment(1);
+                            telemetry::reaction(name, "dead_lettered");
                             let _ = delivery.nack(why).await;
                             tracker.progressed();
                             tracker.idle();
                             break;
                         }
-                        Err(ReactionError::Transient(why)) => {
+                        Err(e) => {
+                            let why = e.reason();
                             tracing::warn!(reaction = name, event = %event.id, reason = %why, "Reaction failed; retrying.");
-                            metrics::counter!("herald_reactions_total", "reaction" => name, "outcome" => "retried").increment(1);
+                            telemetry::reaction(name, "retried");
                             tracker.trouble(format_args!("retrying an event: {why}"));
                             if pause(&mut shutdown, backoff(&mut failures)).await {
                                 return;
@@ -299,10 +325,11 @@ pub fn spawn_reaction(
     ReactionHandle { task, subscribed }
 }
 
-/// 100 ms doubling up to 5 s.
+/// Counts one more failure and answers its wait: 200 ms doubling up to 5 s.
 fn backoff(failures: &mut u32) -> Duration {
+    const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     *failures = failures.saturating_add(1);
-    Duration::from_millis((100u64 << (*failures).min(6)).min(5_000))
+    BACKOFF.delay(*failures)
 }
 
 /// Waits `d`; true when the process is stopping.

@@ -3,6 +3,7 @@
 //! payloads against `schemas/` and upcasts old versions, the JSON and bincode
 //! codecs, and the audit hash chain. This crate does no I/O.
 
+pub mod backoff;
 pub mod chain;
 pub mod codec;
 pub mod drafts;
@@ -17,6 +18,7 @@ pub mod tickets;
 pub mod timers;
 pub mod typed;
 
+pub use backoff::Backoff;
 pub use chain::{chain_hash, ChainHash};
 pub use codec::Codec;
 pub use envelope::{EventEnvelope, NewEvent};

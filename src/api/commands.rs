@@ -226,14 +226,16 @@ fn problem(e: CommandError) -> Problem {
             };
             Problem::new(kind, refusal.message)
         }
-        CommandError::InvalidStream(why) => Problem::new(ProblemKind::InvalidStreamId, why),
+        CommandError::InvalidStream { source, .. } => {
+            Problem::new(ProblemKind::InvalidStreamId, source.to_string())
+        }
         CommandError::UnknownCommand { domain, command } => Problem::new(
             ProblemKind::UnknownCommand,
             format!("the {domain} domain has no command {command:?}"),
         ),
-        CommandError::InvalidBody { command, reason } => Problem::new(
+        CommandError::InvalidBody { command, source } => Problem::new(
             ProblemKind::InvalidRequest,
-            format!("the body of {command}: {reason}"),
+            format!("the body of {command}: {source}"),
         ),
         CommandError::Busy { .. } => Problem::new(ProblemKind::Busy, e.to_string()).retry_after(1),
         CommandError::Contended { .. } => Problem::new(ProblemKind::Contended, e.to_string()),
@@ -241,10 +243,15 @@ fn problem(e: CommandError) -> Problem {
             super::idempotency::reused(&key, first_used_at)
         }
         CommandError::Store(store) => Problem::from(store),
-        CommandError::Unavailable(why) => {
-            Problem::new(ProblemKind::ShuttingDown, why).retry_after(1)
-        }
-        CommandError::Decode(_) | CommandError::Internal(_) => {
+        CommandError::Unavailable { stream } => Problem::new(
+            ProblemKind::ShuttingDown,
+            format!("the actor of {stream} kept stopping"),
+        )
+        .retry_after(1),
+        // A stored event the aggregate cannot read, a recorded answer or a
+        // state that cannot be (de)coded, a domain missing from the
+        // process: bugs, not the caller's doing.
+        _ => {
             tracing::error!(error = %e, "Command failed inside Herald.");
             Problem::new(
                 ProblemKind::Internal,

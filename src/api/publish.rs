@@ -17,7 +17,7 @@ use herald_store::AppendOutcome;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::body::{decode, read_json};
+use super::body::read_json;
 use super::item::{prepare, Prepared, PublishItem};
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::AppState;
@@ -126,8 +126,15 @@ pub async fn publish(
                     format!("unknown field {extra:?}; a batch is {{\"events\": [...], \"atomic\": bool}}"),
                 ));
             }
-            let raw = serde_json::to_vec(&map["events"]).unwrap_or_default();
-            let items: Vec<Value> = decode(&raw)?;
+            let items = match map.remove("events") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(Problem::new(
+                        ProblemKind::InvalidRequest,
+                        "events must be an array of event objects",
+                    ))
+                }
+            };
             (items, atomic, false)
         }
         Value::Object(map) => (vec![Value::Object(map)], true, true),

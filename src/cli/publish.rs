@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use herald_events::Backoff;
 use serde_json::{json, Map, Value};
 
 use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_APPEND};
@@ -25,8 +26,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 /// How long one batch is retried after a connection error, 503 or 429,
 /// unless `--retry-for` says: long enough to ride out a store restart.
 const DEFAULT_RETRY_FOR: &str = "60s";
-/// First pause before a retry; doubled on each further attempt.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Pauses between attempts: 250 ms, doubled on each further attempt, at
+/// most 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), MAX_BACKOFF);
 /// Longest pause between two attempts, whatever the doubling says.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest pause a server's `Retry-After` may impose on one retry.
@@ -869,9 +871,7 @@ impl Retries {
 
     /// The pause before attempt number `attempt + 1` (the first retry is 1).
     fn backoff(attempt: u32) -> Duration {
-        FIRST_BACKOFF
-            .saturating_mul(1 << attempt.min(8))
-            .min(MAX_BACKOFF)
+        BACKOFF.delay(attempt.saturating_add(1))
     }
 
     /// Waits before the next attempt, never past the budget; says so on

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use futures::{SinkExt, StreamExt};
+use herald_events::Backoff;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -26,9 +27,9 @@ use crate::ws::protocol::{close, SUBPROTOCOL};
 const SUBSCRIPTION: &str = "tail";
 /// Reconnection attempts in a row without any progress before giving up.
 const RECONNECTS: u32 = 8;
-/// First pause before reconnecting; doubled on each further attempt.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pauses before reconnecting: 200 ms, doubled on each further attempt, at
+/// most 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server sends a heartbeat every 15 s; this much silence means the
 /// connection is dead even if TCP has not noticed.
@@ -228,7 +229,7 @@ async fn follow(args: &TailArgs, state: &RefCell<State>) -> Result<(), TailError
                 reason,
             });
         }
-        let backoff = (FIRST_BACKOFF * 2u32.pow(failures - 1)).min(MAX_BACKOFF);
+        let backoff = BACKOFF.delay(failures);
         eprintln!(
             "herald: {reason}; reconnecting in {} ms from {} (attempt {failures} of {RECONNECTS})",
             backoff.as_millis(),

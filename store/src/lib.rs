@@ -34,7 +34,7 @@ use async_trait::async_trait;
 pub use herald_events::EventEnvelope;
 use herald_events::{NewEvent, Position, StreamId, StreamVersion, TenantId};
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use group_commit::GroupCommitConfig;

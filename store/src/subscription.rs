@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use herald_events::{EventEnvelope, Position};
+use herald_events::{Backoff, EventEnvelope, Position};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
@@ -22,6 +22,8 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<EventEnvelope, StoreErro
 
 /// Events read per page.
 pub const PAGE_SIZE: usize = 512;
+/// Waits after failed reads: 100 ms doubling, at most 3.2 s.
+const READ_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(3200));
 
 struct State {
     store: Arc<dyn EventStore>,
@@ -70,10 +72,9 @@ pub fn catch_up_then_live(
                 }
                 Err(e) => {
                     s.failures = s.failures.saturating_add(1);
-                    // Back off (50 ms doubling, at most 3.2 s) so a store that is
-                    // down is not hammered by every subscriber.
-                    let backoff = Duration::from_millis(50u64 << s.failures.min(6));
-                    tokio::time::sleep(backoff).await;
+                    // Back off (100 ms doubling, at most 3.2 s) so a store
+                    // that is down is not hammered by every subscriber.
+                    tokio::time::sleep(READ_BACKOFF.delay(s.failures)).await;
                     return Some((Err(e), s));
                 }
             }

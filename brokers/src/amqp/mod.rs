@@ -71,6 +71,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_events::Backoff;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 
 use crate::error::BrokerError;
@@ -282,8 +283,8 @@ async fn close_channel(channel: &lapin::Channel) {
 
 /// A capped exponential backoff: 100 ms, 200 ms, … up to 5 s.
 fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(6);
-    Duration::from_millis(100 << exponent).min(Duration::from_secs(5))
+    const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    BACKOFF.delay(failures)
 }
 
 /// The URL without its password, for logs and errors.

@@ -3,8 +3,6 @@
 //! hint: after a reconnect, subscribers are woken anyway because any sent
 //! while the connection was down are lost, and polling stays the authority.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use herald_events::Position;
 use tokio::sync::watch;
@@ -29,8 +27,7 @@ pub(super) fn spawn(
             }
             // Wake every subscriber: they re-read from their position.
             head.send_modify(|_| {});
-            let backoff = Duration::from_millis(100u64 << failures.min(6));
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(super::RECONNECT_BACKOFF.delay(failures.saturating_add(1))).await;
         }
     })
 }

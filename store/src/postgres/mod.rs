@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use herald_events::{NewEvent, Position, StreamId, StreamVersion, TenantId};
+use herald_events::{Backoff, NewEvent, Position, StreamId, StreamVersion, TenantId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -49,6 +49,10 @@ pub(crate) const BACKEND: &str = "postgres";
 /// The NOTIFY channel carrying the last committed position.
 pub(crate) const CHANNEL: &str = "herald_events";
 /// Key of the advisory lock that serialises migrations across processes.
+/// Waits of the LISTEN connection and the occupancy lock between attempts
+/// to connect again: 100 ms doubling, at most 6.4 s.
+const RECONNECT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_millis(6400));
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
 
 /// How to reach and run the Postgres store.

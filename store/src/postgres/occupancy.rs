@@ -84,7 +84,8 @@ async fn hold(config: tokio_postgres::Config, occupancy: Occupancy, mut client: 
         }
         loop {
             failures = failures.saturating_add(1);
-            tokio::time::sleep(Duration::from_millis(100u64 << failures.min(6))).await;
+            let backoff = super::RECONNECT_BACKOFF.delay(failures.saturating_add(1));
+            tokio::time::sleep(backoff).await;
             match lock(&config, occupancy).await {
                 Ok(c) => {
                     client = c;
