@@ -20,6 +20,7 @@ pub mod read_models;
 mod runner;
 mod schema;
 mod serving;
+mod sql;
 mod status;
 
 pub use error::ProjectionError;
@@ -28,4 +29,5 @@ pub use projection::Projection;
 pub use runner::{ProjectionRunner, RunnerConfig};
 pub use schema::{schema_name, GenerationState, ParkedEvent};
 pub use serving::ReadModels;
+pub use sql::ReadSide;
 pub use status::{ProjectionStatus, RebuildStatus};

@@ -46,19 +46,7 @@ pub trait SqliteProjection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
-/// How the SQLite read models store an instant: RFC 3339 text in UTC with
-/// microseconds (`2026-11-30T06:00:00.000000Z`), which sorts and compares
-/// as text the way instants do.
-pub fn time_text(at: chrono::DateTime<chrono::Utc>) -> String {
-    schema::text(at)
-}
-
-/// The instant in a [`time_text`] column.
-pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ProjectionError> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| ProjectionError::Internal(format!("a stored time {text:?}: {e}")))
-}
+pub use crate::sql::{parse_time, time_text};
 
 /// The table-name prefix of a generation.
 pub fn table_prefix(name: &str, generation: u32) -> String {

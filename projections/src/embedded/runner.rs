@@ -708,7 +708,7 @@ impl Detached {
             let accepted: Vec<EventEnvelope> =
                 events.into_iter().filter(|e| p.accepts(e)).collect();
             expires = expiry(keep);
-            let at = schema::text(expires);
+            let at = crate::sql::time_text(expires);
             match commit_detached(conn, p, generation, position, &accepted, last, None, &at) {
                 Ok(()) => {}
                 Err(e) if e.is_transient() => return Err(e),
@@ -833,7 +833,7 @@ fn create_detached(
     let generation = schema::create_generation(&tx, name, p.version(), GenerationState::Retired)?;
     tx.execute(
         "UPDATE herald_read_models SET switched_at = ?3 WHERE name = ?1 AND generation = ?2",
-        rusqlite::params![name, generation, schema::text(expiry(keep))],
+        rusqlite::params![name, generation, crate::sql::time_text(expiry(keep))],
     )?;
     p.setup(&tx, &table_prefix(name, generation))?;
     tx.commit()?;
@@ -881,7 +881,7 @@ fn commit_detached(
             name,
             generation,
             to.get() as i64,
-            schema::text(Utc::now()),
+            crate::sql::time_text(Utc::now()),
             expires
         ],
     )?;
