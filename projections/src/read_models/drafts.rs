@@ -27,8 +27,8 @@ use serde_json::Value;
 use super::page::{id_cursor, page_size, time_cursor, SortKey};
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::sql::{
-    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Dialect, Index,
-    OnConflict, ReadSide, RowKey, RowReader, Rows, Table, Type,
+    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Dialect, Index, OnConflict,
+    ReadSide, RowKey, RowReader, Rows, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -416,7 +416,10 @@ impl Batch {
 async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionError> {
     let keys = stream_keys(events);
     let mut batch = Batch::default();
-    for draft in db.load(&DRAFTS, "id", &keys, "", "", DraftRow::from_row).await? {
+    for draft in db
+        .load(&DRAFTS, "id", &keys, "", "", DraftRow::from_row)
+        .await?
+    {
         batch
             .drafts
             .insert((draft.tenant.clone(), draft.id.clone()), draft);
@@ -701,7 +704,11 @@ async fn draft_in(
 ) -> Result<Option<DraftDocument>, ProjectionError> {
     let dialect = db.dialect();
     let p = |n, ty| dialect.param(n, ty);
-    let of_draft = format!("tenant = {} AND draft_id = {}", p(1, Type::Text), p(2, Type::Text));
+    let of_draft = format!(
+        "tenant = {} AND draft_id = {}",
+        p(1, Type::Text),
+        p(2, Type::Text)
+    );
     let sql = format!(
         "SELECT {} FROM {} WHERE tenant = {} AND id = {}",
         DRAFTS.column_list(),

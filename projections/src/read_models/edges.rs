@@ -334,12 +334,7 @@ impl EdgeFold {
 
     /// Adds a stored open incident of the edge of `tenant` and `edge_id`,
     /// if it is among `edges`.
-    fn add_open(
-        edges: &mut StoredEdges,
-        tenant: String,
-        edge_id: String,
-        incident: IncidentRow,
-    ) {
+    fn add_open(edges: &mut StoredEdges, tenant: String, edge_id: String, incident: IncidentRow) {
         if let Some(fold) = edges.get_mut(&(tenant, edge_id)) {
             fold.open.push(incident);
         }
@@ -347,10 +342,7 @@ impl EdgeFold {
 
     /// Folds a batch's events over the stored state of their edges; an
     /// edge not stored yet starts at its first event.
-    fn fold_batch(
-        mut folds: StoredEdges,
-        changes: &[(&EventEnvelope, Change)],
-    ) -> Vec<EdgeFold> {
+    fn fold_batch(mut folds: StoredEdges, changes: &[(&EventEnvelope, Change)]) -> Vec<EdgeFold> {
         for (event, change) in changes {
             let (tenant, id) = (event.tenant.as_str(), event.stream.id());
             let fold = folds
@@ -474,7 +466,10 @@ async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionE
         .load(&EDGES, "id", &batch.keys, "", "", EdgeRow::from_row)
         .await?
     {
-        stored.insert((edge.tenant.clone(), edge.id.clone()), EdgeFold::stored(edge));
+        stored.insert(
+            (edge.tenant.clone(), edge.id.clone()),
+            EdgeFold::stored(edge),
+        );
     }
     let open = db
         .load(
@@ -483,7 +478,13 @@ async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionE
             &batch.keys,
             "ended_at IS NULL",
             "ORDER BY seq",
-            |row| Ok((row.text("tenant")?, row.text("edge_id")?, IncidentRow::from_row(row)?)),
+            |row| {
+                Ok((
+                    row.text("tenant")?,
+                    row.text("edge_id")?,
+                    IncidentRow::from_row(row)?,
+                ))
+            },
         )
         .await?;
     for (tenant, edge_id, incident) in open {
@@ -864,35 +865,41 @@ pub async fn get<'a>(
 ) -> Result<Option<EdgeDetail>, ProjectionError> {
     let key: Vec<Cell> = vec![tenant.as_str().into(), id.into()];
     // One snapshot, so the edge's count of open incidents is the list shown.
-    serve!(read_models.into(), NAME, snapshot |db| async move {
-        let dialect = db.dialect();
-        let (tenant, id) = (dialect.param(1, Type::Text), dialect.param(2, Type::Text));
-        let (incidents, columns) = (db.table("incidents"), INCIDENTS.column_list());
-        let of_edge = format!("WHERE tenant = {tenant} AND edge_id = {id}");
-        let sql = format!(
-            "SELECT {} FROM {} WHERE tenant = {tenant} AND id = {id}",
-            EDGES.column_list(),
-            db.table("edges")
-        );
-        let Some(edge) = db.row(&sql, &key, edge_view).await? else {
-            return Ok(None);
-        };
-        let sql = format!(
-            "SELECT {columns} FROM {incidents} {of_edge} AND ended_at IS NULL ORDER BY seq"
-        );
-        let open_incidents = db.rows(&sql, &key, EdgeIncident::from_row).await?;
-        let sql = format!(
-            "SELECT {columns} FROM {incidents} {of_edge} AND ended_at IS NOT NULL
+    serve!(
+        read_models.into(),
+        NAME,
+        snapshot
+            | db
+            | async move {
+                let dialect = db.dialect();
+                let (tenant, id) = (dialect.param(1, Type::Text), dialect.param(2, Type::Text));
+                let (incidents, columns) = (db.table("incidents"), INCIDENTS.column_list());
+                let of_edge = format!("WHERE tenant = {tenant} AND edge_id = {id}");
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE tenant = {tenant} AND id = {id}",
+                    EDGES.column_list(),
+                    db.table("edges")
+                );
+                let Some(edge) = db.row(&sql, &key, edge_view).await? else {
+                    return Ok(None);
+                };
+                let sql = format!(
+                    "SELECT {columns} FROM {incidents} {of_edge} AND ended_at IS NULL ORDER BY seq"
+                );
+                let open_incidents = db.rows(&sql, &key, EdgeIncident::from_row).await?;
+                let sql = format!(
+                    "SELECT {columns} FROM {incidents} {of_edge} AND ended_at IS NOT NULL
              ORDER BY ended_at DESC, seq DESC LIMIT {}",
-            dialect.param(3, Type::Int)
-        );
-        let mut recent = key.clone();
-        recent.push((RECENT_INCIDENTS as i64).into());
-        let recent_incidents = db.rows(&sql, &recent, EdgeIncident::from_row).await?;
-        Ok::<_, ProjectionError>(Some(EdgeDetail {
-            edge,
-            open_incidents,
-            recent_incidents,
-        }))
-    })
+                    dialect.param(3, Type::Int)
+                );
+                let mut recent = key.clone();
+                recent.push((RECENT_INCIDENTS as i64).into());
+                let recent_incidents = db.rows(&sql, &recent, EdgeIncident::from_row).await?;
+                Ok::<_, ProjectionError>(Some(EdgeDetail {
+                    edge,
+                    open_incidents,
+                    recent_incidents,
+                }))
+            }
+    )
 }

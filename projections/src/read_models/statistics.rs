@@ -165,9 +165,7 @@ fn accepts(event: &EventEnvelope) -> bool {
 
 /// What a batch's events mean, every payload read before anything is
 /// counted, so that a poison event fails the batch before any work.
-fn facts(
-    events: &[EventEnvelope],
-) -> Result<Vec<(&EventEnvelope, Fact)>, ProjectionError> {
+fn facts(events: &[EventEnvelope]) -> Result<Vec<(&EventEnvelope, Fact)>, ProjectionError> {
     let mut facts = Vec::with_capacity(events.len());
     for event in events {
         if let Some(fact) = fact(event)? {
@@ -529,43 +527,64 @@ async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionE
     let mut fold = Fold::default();
     let sorted = |keys: &HashSet<EntityKey>| keys.iter().cloned().collect::<Vec<_>>();
     for (key, opening) in db
-        .load(&TICKET_OPENINGS, "ticket", &sorted(&needed.tickets), "", "", |row| {
-            Ok((
-                entity_key(row, "ticket")?,
-                TicketOpening {
-                    customer: row.text("customer")?,
-                    opened_at: row.time("opened_at")?,
-                },
-            ))
-        })
+        .load(
+            &TICKET_OPENINGS,
+            "ticket",
+            &sorted(&needed.tickets),
+            "",
+            "",
+            |row| {
+                Ok((
+                    entity_key(row, "ticket")?,
+                    TicketOpening {
+                        customer: row.text("customer")?,
+                        opened_at: row.time("opened_at")?,
+                    },
+                ))
+            },
+        )
         .await?
     {
         fold.tickets.insert(key, opening);
     }
     for (key, state) in db
-        .load(&EDGE_STATES, "edge", &sorted(&needed.edges), "", "", |row| {
-            Ok((
-                entity_key(row, "edge")?,
-                EdgeState {
-                    customer: row.text("customer")?,
-                    offline_since: row.time_opt("offline_since")?,
-                },
-            ))
-        })
+        .load(
+            &EDGE_STATES,
+            "edge",
+            &sorted(&needed.edges),
+            "",
+            "",
+            |row| {
+                Ok((
+                    entity_key(row, "edge")?,
+                    EdgeState {
+                        customer: row.text("customer")?,
+                        offline_since: row.time_opt("offline_since")?,
+                    },
+                ))
+            },
+        )
         .await?
     {
         fold.edges.insert(key, state);
     }
     for (key, start) in db
-        .load(&SESSION_STARTS, "session", &sorted(&needed.sessions), "", "", |row| {
-            Ok((
-                entity_key(row, "session")?,
-                SessionStart {
-                    customer: row.text("customer")?,
-                    started_at: row.time("started_at")?,
-                },
-            ))
-        })
+        .load(
+            &SESSION_STARTS,
+            "session",
+            &sorted(&needed.sessions),
+            "",
+            "",
+            |row| {
+                Ok((
+                    entity_key(row, "session")?,
+                    SessionStart {
+                        customer: row.text("customer")?,
+                        started_at: row.time("started_at")?,
+                    },
+                ))
+            },
+        )
         .await?
     {
         fold.sessions.insert(key, start);
@@ -950,39 +969,45 @@ pub async fn query<'a>(
     ];
     // One snapshot for the three tables, so that a batch committed midway
     // cannot show in one metric and not in another.
-    serve!(read_models.into(), NAME, snapshot |db| async move {
-        let sql = QuerySql::new(db, group);
-        let mut answer = Answer::default();
-        let daily = db
-            .rows(&sql.daily, &params, |row| {
-                let mut counters = Counters::default();
-                for (value, column) in counters.iter_mut().zip(COUNTER_COLUMNS) {
-                    *value = row.int(column)?;
+    serve!(
+        read_models.into(),
+        NAME,
+        snapshot
+            | db
+            | async move {
+                let sql = QuerySql::new(db, group);
+                let mut answer = Answer::default();
+                let daily = db
+                    .rows(&sql.daily, &params, |row| {
+                        let mut counters = Counters::default();
+                        for (value, column) in counters.iter_mut().zip(COUNTER_COLUMNS) {
+                            *value = row.int(column)?;
+                        }
+                        Ok((row_key(row)?, counters))
+                    })
+                    .await?;
+                for (key, counters) in daily {
+                    answer.add_counters(key, counters);
                 }
-                Ok((row_key(row)?, counters))
-            })
-            .await?;
-        for (key, counters) in daily {
-            answer.add_counters(key, counters);
-        }
-        let durations = db
-            .rows(&sql.durations, &params, |row| {
-                Ok((row_key(row)?, row.int("micros")?, row.int("resolutions")?))
-            })
-            .await?;
-        for (key, micros, resolutions) in durations {
-            answer.add_durations(key, micros, resolutions);
-        }
-        let outages = db
-            .rows(&sql.outages, &params, |row| {
-                Ok((row_key(row)?, row.int("micros")?))
-            })
-            .await?;
-        for (key, micros) in outages {
-            answer.add_outage(key, micros);
-        }
-        Ok::<_, ProjectionError>(answer.finish(group))
-    })
+                let durations = db
+                    .rows(&sql.durations, &params, |row| {
+                        Ok((row_key(row)?, row.int("micros")?, row.int("resolutions")?))
+                    })
+                    .await?;
+                for (key, micros, resolutions) in durations {
+                    answer.add_durations(key, micros, resolutions);
+                }
+                let outages = db
+                    .rows(&sql.outages, &params, |row| {
+                        Ok((row_key(row)?, row.int("micros")?))
+                    })
+                    .await?;
+                for (key, micros) in outages {
+                    answer.add_outage(key, micros);
+                }
+                Ok::<_, ProjectionError>(answer.finish(group))
+            }
+    )
 }
 
 #[cfg(test)]

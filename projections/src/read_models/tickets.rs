@@ -21,8 +21,8 @@ use utoipa::ToSchema;
 
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::sql::{
-    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Index, OnConflict,
-    ReadSide, RowKey, RowReader, Rows, Table, Type,
+    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Index, OnConflict, ReadSide, RowKey,
+    RowReader, Rows, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -662,7 +662,9 @@ pub async fn list<'a>(
     ];
     let query = query.clone();
     serve!(read_models.into(), NAME, |db| async move {
-        let rows = db.rows(&query.sql(db), &params, TicketRow::from_row).await?;
+        let rows = db
+            .rows(&query.sql(db), &params, TicketRow::from_row)
+            .await?;
         Ok(query.page(rows))
     })
 }
@@ -677,25 +679,43 @@ pub async fn get<'a>(
     let key: Vec<Cell> = vec![tenant.as_str().into(), id.into()];
     // One snapshot: the ticket's counts agree with the notes and history
     // shown, even while the runner commits a batch.
-    serve!(read_models.into(), NAME, snapshot |db| async move {
-        let (tenant, id) = (db.dialect().param(1, Type::Text), db.dialect().param(2, Type::Text));
-        let of_ticket = format!("WHERE tenant = {tenant} AND ticket_id = {id} ORDER BY stream_version");
-        let sql = format!(
-            "SELECT {} FROM {} WHERE tenant = {tenant} AND id = {id}",
-            TICKETS.column_list(),
-            db.table("tickets")
-        );
-        let Some(ticket) = db.row(&sql, &key, TicketRow::from_row).await? else {
-            return Ok(None);
-        };
-        let sql = format!("SELECT {} FROM {} {of_ticket}", NOTES.column_list(), db.table("notes"));
-        let notes = db.rows(&sql, &key, TicketNote::from_row).await?;
-        let sql = format!("SELECT {} FROM {} {of_ticket}", HISTORY.column_list(), db.table("history"));
-        let history = db.rows(&sql, &key, TicketHistoryEntry::from_row).await?;
-        Ok::<_, ProjectionError>(Some(TicketDetail {
-            ticket: TicketView::from(ticket),
-            notes,
-            history,
-        }))
-    })
+    serve!(
+        read_models.into(),
+        NAME,
+        snapshot
+            | db
+            | async move {
+                let (tenant, id) = (
+                    db.dialect().param(1, Type::Text),
+                    db.dialect().param(2, Type::Text),
+                );
+                let of_ticket =
+                    format!("WHERE tenant = {tenant} AND ticket_id = {id} ORDER BY stream_version");
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE tenant = {tenant} AND id = {id}",
+                    TICKETS.column_list(),
+                    db.table("tickets")
+                );
+                let Some(ticket) = db.row(&sql, &key, TicketRow::from_row).await? else {
+                    return Ok(None);
+                };
+                let sql = format!(
+                    "SELECT {} FROM {} {of_ticket}",
+                    NOTES.column_list(),
+                    db.table("notes")
+                );
+                let notes = db.rows(&sql, &key, TicketNote::from_row).await?;
+                let sql = format!(
+                    "SELECT {} FROM {} {of_ticket}",
+                    HISTORY.column_list(),
+                    db.table("history")
+                );
+                let history = db.rows(&sql, &key, TicketHistoryEntry::from_row).await?;
+                Ok::<_, ProjectionError>(Some(TicketDetail {
+                    ticket: TicketView::from(ticket),
+                    notes,
+                    history,
+                }))
+            }
+    )
 }

@@ -24,8 +24,8 @@ use serde_json::Value;
 use super::page::{id_cursor, page_size, time_cursor, SortKey};
 use super::{paginate, Cursor, Page, SortOrder, MAX_PAGE_SIZE};
 use crate::sql::{
-    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Index, OnConflict,
-    ReadSide, RowKey, RowReader, Rows, Table, Type,
+    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Index, OnConflict, ReadSide,
+    RowKey, RowReader, Rows, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -418,7 +418,10 @@ impl Batch {
 async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionError> {
     let keys = stream_keys(events);
     let mut batch = Batch::default();
-    for timer in db.load(&TIMERS, "id", &keys, "", "", TimerRow::from_row).await? {
+    for timer in db
+        .load(&TIMERS, "id", &keys, "", "", TimerRow::from_row)
+        .await?
+    {
         batch
             .timers
             .insert((timer.tenant.clone(), timer.id.clone()), timer);

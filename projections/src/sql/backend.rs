@@ -74,7 +74,14 @@ fn postgres_params(params: &[Cell]) -> Vec<&(dyn ToSql + Sync)> {
 
 /// The condition on a loaded table's tenant and `by` column, for keys
 /// given as two arrays (Postgres) or one key's two parameters (SQLite).
-fn load_sql(dialect: Dialect, at: &str, table: &Table, by: &str, filter: &str, order: &str) -> String {
+fn load_sql(
+    dialect: Dialect,
+    at: &str,
+    table: &Table,
+    by: &str,
+    filter: &str,
+    order: &str,
+) -> String {
     let keys = match dialect {
         Dialect::Postgres => {
             format!("(tenant, {by}) IN (SELECT * FROM unnest($1::text[], $2::text[]))")
@@ -158,7 +165,9 @@ impl<C: GenericClient + Sync> Db for Pg<'_, C> {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = rows.table.update_sql(Dialect::Postgres, self.schema, target);
+        let sql = rows
+            .table
+            .update_sql(Dialect::Postgres, self.schema, target);
         self.client.execute(&sql, &rows.postgres()).await?;
         Ok(())
     }
