@@ -25,7 +25,6 @@ use herald_events::tickets::{
 use herald_events::timers::CountdownViewed;
 use herald_events::{NewEvent, StreamId, TenantId, TypedEvent};
 use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner};
-use herald_projections::read_models::embedded::statistics as embedded;
 use herald_projections::read_models::statistics::{
     self, GroupBy, StatisticsProjection, StatisticsRow, NAME,
 };
@@ -474,7 +473,7 @@ async fn ask_both(
         let expected = statistics::query(postgres, &q.tenant, q.from, q.to, q.group, customer)
             .await
             .expect("Postgres answers");
-        let actual = embedded::query(sqlite, &q.tenant, q.from, q.to, q.group, customer)
+        let actual = statistics::query(sqlite, &q.tenant, q.from, q.to, q.group, customer)
             .await
             .expect("SQLite answers");
         let expected_json: Value = serde_json::to_value(&expected).unwrap();

@@ -26,7 +26,6 @@ use herald_events::tickets::{
 use herald_events::{NewEvent, SchemaVersion, TenantId, TypedEvent};
 use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner};
 use herald_projections::read_models::edges::{self, EdgeQuery, EdgeSort, EdgesProjection};
-use herald_projections::read_models::embedded;
 use herald_projections::read_models::tickets::{
     self, TicketQuery, TicketSort, TicketStatus, TicketsProjection,
 };
@@ -430,7 +429,7 @@ trait Id {
 }
 
 /// The [`Model`] named `$model` of the read model whose queries are
-/// `$module::{list, get}` and `embedded::$module::{list, get}`.
+/// `$module::{list, get}` and `$module::{list, get}`.
 macro_rules! model {
     ($model:ident, $module:ident, $query:ty, $item:ty, $detail:ty) => {
         struct $model;
@@ -465,7 +464,7 @@ macro_rules! model {
                 t: &TenantId,
                 q: &$query,
             ) -> Result<Page<$item>, ProjectionError> {
-                embedded::$module::list(rm, t, q).await
+                $module::list(rm, t, q).await
             }
             async fn postgres_get(
                 rm: &ReadModels,
@@ -479,7 +478,7 @@ macro_rules! model {
                 t: &TenantId,
                 id: &str,
             ) -> Result<Option<$detail>, ProjectionError> {
-                embedded::$module::get(rm, t, id).await
+                $module::get(rm, t, id).await
             }
         }
     };

@@ -26,7 +26,6 @@ use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner, SqlitePro
 use herald_projections::read_models::drafts::{
     self, DraftAt, DraftQuery, DraftSort, DraftsProjection, VersionQuery,
 };
-use herald_projections::read_models::embedded::{drafts as sqlite_drafts, timers as sqlite_timers};
 use herald_projections::read_models::timers::{
     self, CountdownQuery, CountdownSort, TimerQuery, TimerSort, TimerStatus, TimersProjection,
 };
@@ -281,7 +280,7 @@ impl Both {
             let page = same(
                 &what,
                 timers::list_timers(&self.pg, tenant, &query).await,
-                sqlite_timers::list_timers(&self.sq, tenant, &query).await,
+                timers::list_timers(&self.sq, tenant, &query).await,
             )
             .unwrap();
             query.cursor = next(&page, timer_sort_name(query.sort));
@@ -304,7 +303,7 @@ impl Both {
             let page = same(
                 &what,
                 timers::list_countdowns(&self.pg, tenant, &query, now).await,
-                sqlite_timers::list_countdowns(&self.sq, tenant, &query, now).await,
+                timers::list_countdowns(&self.sq, tenant, &query, now).await,
             )
             .unwrap();
             query.cursor = next(&page, countdown_sort_name(query.sort));
@@ -322,7 +321,7 @@ impl Both {
             let page = same(
                 &what,
                 drafts::list_drafts(&self.pg, tenant, &query).await,
-                sqlite_drafts::list_drafts(&self.sq, tenant, &query).await,
+                drafts::list_drafts(&self.sq, tenant, &query).await,
             )
             .unwrap();
             query.cursor = next(&page, draft_sort_name(query.sort));
@@ -346,7 +345,7 @@ impl Both {
             let page = same(
                 &what,
                 drafts::draft_versions(&self.pg, tenant, id, &query).await,
-                sqlite_drafts::draft_versions(&self.sq, tenant, id, &query).await,
+                drafts::draft_versions(&self.sq, tenant, id, &query).await,
             )
             .unwrap()?;
             query.cursor = next(&page, "version");
@@ -404,7 +403,7 @@ impl Both {
                 same(
                     &format!("timer {tenant}/{id}"),
                     timers::timer(&self.pg, tenant, id).await,
-                    sqlite_timers::timer(&self.sq, tenant, id).await,
+                    timers::timer(&self.sq, tenant, id).await,
                 )
                 .unwrap();
             }
@@ -443,7 +442,7 @@ impl Both {
                     same(
                         &format!("countdown {tenant}/{id} at {now}"),
                         timers::countdown(&self.pg, tenant, id, now).await,
-                        sqlite_timers::countdown(&self.sq, tenant, id, now).await,
+                        timers::countdown(&self.sq, tenant, id, now).await,
                     )
                     .unwrap();
                 }
@@ -479,7 +478,7 @@ impl Both {
             let _ = same(
                 &format!("timers after {cursor:?}"),
                 timers::list_timers(&self.pg, "acme", &query).await,
-                sqlite_timers::list_timers(&self.sq, "acme", &query).await,
+                timers::list_timers(&self.sq, "acme", &query).await,
             );
         }
         for cursor in [forged("views", json!("3")), forged("views", json!(1))] {
@@ -492,7 +491,7 @@ impl Both {
             let _ = same(
                 &format!("countdowns after {cursor:?}"),
                 timers::list_countdowns(&self.pg, "acme", &query, t(0)).await,
-                sqlite_timers::list_countdowns(&self.sq, "acme", &query, t(0)).await,
+                timers::list_countdowns(&self.sq, "acme", &query, t(0)).await,
             );
         }
         listed
@@ -596,7 +595,7 @@ impl Both {
                     same(
                         &format!("draft {tenant}/{id} at {at:?}"),
                         drafts::draft(&self.pg, tenant, id, at).await,
-                        sqlite_drafts::draft(&self.sq, tenant, id, at).await,
+                        drafts::draft(&self.sq, tenant, id, at).await,
                     )
                     .unwrap();
                 }
@@ -622,7 +621,7 @@ impl Both {
             let _ = same(
                 &format!("versions after {cursor:?}"),
                 drafts::draft_versions(&self.pg, "acme", "notes", &versions).await,
-                sqlite_drafts::draft_versions(&self.sq, "acme", "notes", &versions).await,
+                drafts::draft_versions(&self.sq, "acme", "notes", &versions).await,
             );
             let list = DraftQuery {
                 limit: 2,
@@ -632,7 +631,7 @@ impl Both {
             let _ = same(
                 &format!("drafts after {cursor:?}"),
                 drafts::list_drafts(&self.pg, "acme", &list).await,
-                sqlite_drafts::list_drafts(&self.sq, "acme", &list).await,
+                drafts::list_drafts(&self.sq, "acme", &list).await,
             );
         }
         listed
@@ -1073,7 +1072,7 @@ async fn timers_and_drafts_answer_the_same_on_sqlite_as_on_postgres() {
     // that lost rows alike on both backends would show here.
     assert_eq!((timers_listed, drafts_listed), (888, 662));
     // A few facts, so "the same" is not "the same nothing".
-    let hourly = sqlite_timers::timer(&both.sq, "acme", "hourly")
+    let hourly = timers::timer(&both.sq, "acme", "hourly")
         .await
         .unwrap()
         .unwrap();
@@ -1081,7 +1080,7 @@ async fn timers_and_drafts_answer_the_same_on_sqlite_as_on_postgres() {
         (hourly.timer.status, hourly.firings.len()),
         (TimerStatus::Cancelled, 2)
     );
-    let again = sqlite_timers::timer(&both.sq, "acme", "again")
+    let again = timers::timer(&both.sq, "acme", "again")
         .await
         .unwrap()
         .unwrap();
@@ -1093,17 +1092,17 @@ async fn timers_and_drafts_answer_the_same_on_sqlite_as_on_postgres() {
         ),
         (TimerStatus::Pending, 1, t(7250))
     );
-    let fine = sqlite_timers::timer(&both.sq, "acme", "fine")
+    let fine = timers::timer(&both.sq, "acme", "fine")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(fine.timer.due_at, t_nanos(360, 123_456_000), "microseconds");
-    let long = sqlite_drafts::draft(&both.sq, "acme", "long", DraftAt::Version(65))
+    let long = drafts::draft(&both.sq, "acme", "long", DraftAt::Version(65))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(long.version.version, 65);
-    let notes = sqlite_drafts::draft_versions(
+    let notes = drafts::draft_versions(
         &both.sq,
         "acme",
         "notes",
