@@ -31,6 +31,9 @@ use crate::telemetry;
 
 /// The embedded read models' file in the data directory.
 const READ_MODELS_FILE: &str = "read-models.db";
+
+/// How long an orderly stop waits for the projections to finish their batch.
+const PROJECTIONS_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most time a connection's first request head may take to arrive (408
 /// past it, answered by actix-http with no body, and the connection
 /// closed). The body has its own bound (`--body-timeout`).
@@ -141,7 +144,8 @@ async fn serve(
         .spawn(tasks_stop.clone())
     });
 
-    let read_side = start_read_models(&config, &store, &broker, tasks_stop.clone())?;
+    let mut read_side = start_read_models(&config, &store, &broker, tasks_stop.clone())?;
+    let projections_task = read_side.task.take();
     telemetry::register_series(&telemetry::Running {
         store_backend: store.backend(),
         broker_backend: broker.backend(),
@@ -280,6 +284,16 @@ async fn serve(
     }
     if let Some(ingest) = ingest {
         ingest.join().await;
+    }
+    if let Some(task) = projections_task {
+        // A batch in flight commits or rolls back; either way the runner
+        // stops at its next check of the signal.
+        if tokio::time::timeout(PROJECTIONS_STOP, task).await.is_err() {
+            tracing::warn!(
+                waited_ms = PROJECTIONS_STOP.as_millis() as u64,
+                "The projections did not stop in time; their last batch is redone at the next start."
+            );
+        }
     }
     running.stop().await;
     broker.close().await;
@@ -534,6 +548,9 @@ struct ReadSide {
     projections: Option<herald_projections::ProjectionRunner>,
     embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
     embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
+    /// The task running the projections: joined at the orderly stop before
+    /// the store closes, so a runner mid-batch never outlives the runtime.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ReadSide {
@@ -581,11 +598,11 @@ fn start_read_models(
             }
             tracing::info!(projections = ?runner.names(), "Starting the projections into Postgres.");
             let running = runner.clone();
-            tokio::spawn(async move {
+            side.task = Some(tokio::spawn(async move {
                 if let Err(e) = running.run(stop).await {
                     tracing::error!(error = %e, "A projection stopped.");
                 }
-            });
+            }));
             side.read_models = Some(runner.read_models());
             side.projections = Some(runner);
         }
@@ -601,11 +618,11 @@ fn start_read_models(
             }
             tracing::info!(projections = ?runner.names(), path = %path.display(), "Starting the projections into SQLite.");
             let running = runner.clone();
-            tokio::spawn(async move {
+            side.task = Some(tokio::spawn(async move {
                 if let Err(e) = running.run(stop).await {
                     tracing::error!(error = %e, "A projection stopped.");
                 }
-            });
+            }));
             side.embedded_read_models = Some(runner.read_models());
             side.embedded_projections = Some(runner);
         }
