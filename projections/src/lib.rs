@@ -22,11 +22,12 @@ mod schema;
 mod serving;
 mod sql;
 mod status;
+pub mod telemetry;
 
 pub use error::ProjectionError;
 pub use live::LIVE_GROUP;
 pub use projection::Projection;
-pub use runner::{ProjectionRunner, RunnerConfig};
+pub use runner::{EmbeddedRunner, ProjectionRunner, Runner, RunnerConfig};
 pub use schema::{schema_name, GenerationState, ParkedEvent};
 pub use serving::ReadModels;
 pub use sql::ReadSide;

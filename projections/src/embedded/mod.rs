@@ -7,14 +7,14 @@
 //! generation of a read model has tables of its own — named with the prefix
 //! `rm_<name>_g<N>_` rather than a schema — so a rebuild fills new tables
 //! while the serving ones answer, and one row update switches them. The
-//! runner works on one blocking thread with one write connection; queries
-//! use a small pool of read connections (WAL lets them read beside it).
+//! runner is the one loop ([`crate::runner`]) over its SQLite backend,
+//! which writes through one connection; queries use a small pool of read
+//! connections (WAL lets them read beside it).
 
-mod runner;
-mod schema;
-mod serving;
+pub(crate) mod schema;
+pub(crate) mod serving;
 
-pub use runner::EmbeddedRunner;
+pub use crate::runner::EmbeddedRunner;
 pub use serving::EmbeddedReadModels;
 
 use herald_events::EventEnvelope;
