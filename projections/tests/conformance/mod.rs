@@ -257,7 +257,15 @@ impl Fixture {
             .push(tokio::spawn(async move { tested.run(stopped).await }));
     }
 
-    /// Stops both runners and asserts that they stop cleanly.
+    /// Starts the runner under test only (the reference stays idle).
+    pub fn start_tested(&mut self) {
+        let tested = self.tested.clone();
+        let stopped = self.stopped.clone();
+        self.tasks
+            .push(tokio::spawn(async move { tested.run(stopped).await }));
+    }
+
+    /// Stops the runners and asserts that they stop cleanly.
     pub async fn stop(&mut self) {
         self.stop.send(true).unwrap();
         for task in self.tasks.drain(..) {
