@@ -611,7 +611,7 @@ fn start_read_models(
             let mut runner = herald_projections::embedded::EmbeddedRunner::new(
                 &path,
                 Arc::clone(store),
-                read_models::embedded::all(),
+                read_models::all_embedded(),
             );
             if let Some((broker, topics)) = live {
                 runner = runner.with_broker(broker, topics);

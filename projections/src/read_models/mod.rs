@@ -1,7 +1,11 @@
-//! The read models of every domain: one module each, holding its
-//! [`Projection`](crate::Projection) and the queries that serve it (the HTTP
-//! handlers in the `herald` crate call these). Shared here: the page and
-//! cursor conventions of every list.
+//! The read models of every domain: one module each, serving both
+//! read-model databases (Postgres, and SQLite beside the embedded store):
+//! its tables, its projection (a [`Projection`](crate::Projection) and a
+//! [`SqliteProjection`](crate::embedded::SqliteProjection) from one fold,
+//! written with the [SQL kit](crate::sql)) and the queries that serve it,
+//! which take either database's read models and answer the same types
+//! (the HTTP handlers in the `herald` crate call these). Shared here: the
+//! page and cursor conventions of every list.
 
 pub mod drafts;
 pub mod edges;
@@ -9,13 +13,13 @@ pub mod statistics;
 pub mod tickets;
 pub mod timers;
 
-pub mod embedded;
 mod page;
 
 pub use page::{paginate, Cursor, Page, SortOrder, MAX_PAGE_SIZE};
 
 use std::sync::Arc;
 
+use crate::embedded::SqliteProjection;
 use crate::Projection;
 
 /// The domains whose events the read models read: the broker topics a
@@ -24,6 +28,18 @@ pub const DOMAINS: &[&str] = &["tickets", "edges", "drafts", "timers", "statisti
 
 /// Every domain's projection, as `herald serve` runs them.
 pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(tickets::TicketsProjection),
+        Arc::new(edges::EdgesProjection),
+        Arc::new(timers::TimersProjection),
+        Arc::new(drafts::DraftsProjection),
+        Arc::new(statistics::StatisticsProjection),
+    ]
+}
+
+/// Every domain's SQLite projection, as `herald serve` runs them on the
+/// embedded store.
+pub fn all_embedded() -> Vec<Arc<dyn SqliteProjection>> {
     vec![
         Arc::new(tickets::TicketsProjection),
         Arc::new(edges::EdgesProjection),

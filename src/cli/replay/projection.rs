@@ -92,7 +92,7 @@ impl Runner {
                 ))
             }
             StoreLocation::Embedded { data_dir } => {
-                let only = read_models::embedded::all()
+                let only = read_models::all_embedded()
                     .into_iter()
                     .filter(|p| p.name() == name)
                     .collect();
