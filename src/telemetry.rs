@@ -152,11 +152,11 @@ pub const METRICS: &[MetricDoc] = &[
     metric(actor_metrics::TIMERS_PENDING, Gauge, "", "Active timers and countdowns the scheduler knows of."),
     metric(actor_metrics::TIMER_DELIVERIES_TOTAL, Counter, "kind, outcome", "Timer deliveries that ended, by kind (command or event) and outcome: delivered, duplicate, refused or invalid."),
     metric(actor_metrics::TIMER_DELIVERY_RETRIES_TOTAL, Counter, "", "Timer delivery attempts that failed for the time being and are tried again."),
-    metric("herald_projection_position", Gauge, "projection", "The last log position the projection's serving generation applied."),
-    metric("herald_projection_lag_events", Gauge, "projection", "Events committed to the log and not yet projected."),
-    metric("herald_projection_last_progress_seconds", Gauge, "projection", "Unix time in seconds of the projection's last applied batch; alert on time() minus it while lag is above 0."),
-    metric("herald_projection_parked_total", Counter, "projection", "Events the projection could not apply and parked."),
-    metric("herald_projection_switches_total", Counter, "projection", "Rebuilt generations that took over serving."),
+    metric(herald_projections::telemetry::POSITION, Gauge, "projection", "The last log position the projection's serving generation applied."),
+    metric(herald_projections::telemetry::LAG_EVENTS, Gauge, "projection", "Events committed to the log and not yet projected."),
+    metric(herald_projections::telemetry::LAST_PROGRESS_SECONDS, Gauge, "projection", "Unix time in seconds of the projection's last applied batch; alert on time() minus it while lag is above 0."),
+    metric(herald_projections::telemetry::PARKED_TOTAL, Counter, "projection", "Events the projection could not apply and parked."),
+    metric(herald_projections::telemetry::SWITCHES_TOTAL, Counter, "projection", "Rebuilt generations that took over serving."),
     metric(SUBSCRIBERS, Gauge, "kind", "Connected subscribers: open websockets (kind websocket) and SSE streams (kind sse)."),
     metric(BUILD_INFO, Gauge, "version, brokers", "Always 1; version is Herald's, brokers the broker backends built in."),
 ];
@@ -296,8 +296,10 @@ pub fn register_series(running: &Running<'_>) {
         }
     }
     for &projection in &running.projections {
-        counter!("herald_projection_parked_total", "projection" => projection).increment(0);
-        counter!("herald_projection_switches_total", "projection" => projection).increment(0);
+        counter!(herald_projections::telemetry::PARKED_TOTAL, "projection" => projection)
+            .increment(0);
+        counter!(herald_projections::telemetry::SWITCHES_TOTAL, "projection" => projection)
+            .increment(0);
     }
 }
 

@@ -20,12 +20,15 @@ pub mod read_models;
 mod runner;
 mod schema;
 mod serving;
+mod sql;
 mod status;
+pub mod telemetry;
 
 pub use error::ProjectionError;
 pub use live::LIVE_GROUP;
 pub use projection::Projection;
-pub use runner::{ProjectionRunner, RunnerConfig};
+pub use runner::{EmbeddedRunner, ProjectionRunner, Runner, RunnerConfig};
 pub use schema::{schema_name, GenerationState, ParkedEvent};
 pub use serving::ReadModels;
+pub use sql::ReadSide;
 pub use status::{ProjectionStatus, RebuildStatus};

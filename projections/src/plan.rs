@@ -1,12 +1,16 @@
-//! What to do with a read model's generations when a runner starts or a
-//! rebuild is asked for, decided from the generation rows alone, so that
-//! the Postgres and the embedded runner follow one rule.
+//! What to do with a read model's generations when a runner starts, a
+//! rebuild is asked for, a build has caught up or a detached build is
+//! made, decided from the generation rows alone: the runner loop decides
+//! here and its backend carries the steps out, so both read-model
+//! databases follow one rule.
+
+use chrono::{DateTime, Utc};
 
 use crate::schema::{Generation, GenerationState};
 
 /// One change to the generation rows (in order) and the tables to set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Mark this generation retired (its tables are dropped later).
     Retire(u32),
     /// Make this (building) generation the serving one.
@@ -16,6 +20,10 @@ pub(crate) enum Step {
     Create(GenerationState),
     /// Set up (create if missing) this generation's tables.
     Setup(u32),
+    /// Add a detached generation for the code's version: `retired`, with a
+    /// `switched_at` in the future (until then no runner drops it), and set
+    /// its tables up.
+    CreateDetached(DateTime<Utc>),
 }
 
 /// A serving generation of a newer version: this older code must not write.
@@ -84,6 +92,24 @@ pub(crate) fn switch(generations: &[Generation], built: u32) -> Option<Option<u3
     still_building.then(|| find(generations, GenerationState::Active).map(|g| g.generation))
 }
 
+/// The steps of the switch to `built` ([`switch`]): none when another
+/// runner switched already.
+pub(crate) fn switch_steps(generations: &[Generation], built: u32) -> Vec<Step> {
+    match switch(generations, built) {
+        None => Vec::new(),
+        Some(replaced) => replaced
+            .map(Step::Retire)
+            .into_iter()
+            .chain([Step::Activate(built)])
+            .collect(),
+    }
+}
+
+/// The steps of a rebuild request ([`rebuild`]): none when one is under way.
+pub(crate) fn rebuild_steps(generations: &[Generation], version: u32) -> Vec<Step> {
+    rebuild(generations, version).err().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,7 +155,12 @@ mod tests {
             Err(vec![Step::Retire(2), Step::Create(Building)])
         );
         assert_eq!(switch(&building, 2), Some(Some(1)));
+        assert_eq!(
+            switch_steps(&building, 2),
+            vec![Step::Retire(1), Step::Activate(2)]
+        );
         let switched = [generation(1, 1, Retired), generation(2, 1, Active)];
         assert_eq!(switch(&switched, 2), None);
+        assert_eq!(switch_steps(&switched, 2), vec![]);
     }
 }

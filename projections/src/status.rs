@@ -75,7 +75,7 @@ pub(crate) async fn assemble(
                 .max(0.0);
         }
     }
-    record(name, position, head.position);
+    crate::telemetry::position(name, position, head.position);
     let moved = active.is_some_and(|a| a.position > Position::START);
     Ok(ProjectionStatus {
         name: name.to_owned(),
@@ -95,19 +95,4 @@ pub(crate) async fn assemble(
             lag_events: head.position.get().saturating_sub(b.position.get()),
         }),
     })
-}
-
-/// Publishes position and lag gauges for a projection.
-pub(crate) fn record(name: &'static str, position: Position, head: Position) {
-    metrics::gauge!("herald_projection_position", "projection" => name).set(position.get() as f64);
-    metrics::gauge!("herald_projection_lag_events", "projection" => name)
-        .set(head.get().saturating_sub(position.get()) as f64);
-}
-
-/// Publishes the time of the last progress, as a Unix timestamp in seconds: a
-/// timestamp rather than an age, so that it stays right when the runner
-/// itself is stuck and stops updating gauges (alert on `time() - x`).
-pub(crate) fn record_progress(name: &'static str, at: DateTime<Utc>) {
-    metrics::gauge!("herald_projection_last_progress_seconds", "projection" => name)
-        .set(at.timestamp_micros() as f64 / 1e6);
 }

@@ -7,14 +7,14 @@
 //! generation of a read model has tables of its own — named with the prefix
 //! `rm_<name>_g<N>_` rather than a schema — so a rebuild fills new tables
 //! while the serving ones answer, and one row update switches them. The
-//! runner works on one blocking thread with one write connection; queries
-//! use a small pool of read connections (WAL lets them read beside it).
+//! runner is the one loop ([`crate::runner`]) over its SQLite backend,
+//! which writes through one connection; queries use a small pool of read
+//! connections (WAL lets them read beside it).
 
-mod runner;
-mod schema;
-mod serving;
+pub(crate) mod schema;
+pub(crate) mod serving;
 
-pub use runner::EmbeddedRunner;
+pub use crate::runner::EmbeddedRunner;
 pub use serving::EmbeddedReadModels;
 
 use herald_events::EventEnvelope;
@@ -46,19 +46,7 @@ pub trait SqliteProjection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
-/// How the SQLite read models store an instant: RFC 3339 text in UTC with
-/// microseconds (`2026-11-30T06:00:00.000000Z`), which sorts and compares
-/// as text the way instants do.
-pub fn time_text(at: chrono::DateTime<chrono::Utc>) -> String {
-    schema::text(at)
-}
-
-/// The instant in a [`time_text`] column.
-pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ProjectionError> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| ProjectionError::Internal(format!("a stored time {text:?}: {e}")))
-}
+pub use crate::sql::{parse_time, time_text};
 
 /// The table-name prefix of a generation.
 pub fn table_prefix(name: &str, generation: u32) -> String {

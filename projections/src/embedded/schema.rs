@@ -2,7 +2,7 @@
 //! checkpoint) and parked events, in the read models' SQLite file. Times are
 //! RFC 3339 text with microseconds, which sorts as it reads.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use herald_events::{EventId, Position};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
@@ -30,9 +30,7 @@ CREATE TABLE IF NOT EXISTS herald_projection_parked (
     PRIMARY KEY (name, generation, position)
 );";
 
-pub(crate) fn text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use crate::sql::time_text as text;
 
 fn time(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)

@@ -2,7 +2,8 @@
 //! (rebuilt from its patches), title, flags and size, and the history of
 //! its document versions (when each was made, by whom, by which patch,
 //! whether it was published); plus the queries that serve them
-//! (`/v1/views/drafts`), including the document at any version or instant.
+//! (`/v1/views/drafts`), including the document at any version or instant,
+//! on either database.
 //!
 //! Patches are applied as the draft aggregate applies them (RFC 6902 with
 //! `json-patch`, all or nothing): a stored patch that does not apply leaves
@@ -15,7 +16,6 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_events::drafts::{
     DraftCreated, DraftDeleted, DraftPatched, DraftPublished, DraftRenamed, DraftRestored, DOMAIN,
@@ -23,12 +23,14 @@ use herald_events::drafts::{
 use herald_events::{EventEnvelope, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Transaction};
 
-use super::timers::{decode, id_cursor, keys, orphan, page_size, time_cursor, Columns, SortKey};
+use super::page::{id_cursor, page_size, time_cursor, SortKey};
 use super::{paginate, Cursor, Page, SortOrder};
-use crate::{Projection, ProjectionError, ReadModels};
+use crate::sql::{
+    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Dialect, Index, OnConflict,
+    ReadSide, RowKey, RowReader, Rows, Table, Type,
+};
+use crate::ProjectionError;
 
 /// The projection's name: its checkpoint and schema prefix.
 pub const NAME: &str = "drafts";
@@ -37,37 +39,115 @@ pub const NAME: &str = "drafts";
 /// multiple of this (versions 1, 33, 65, ...).
 pub const SNAPSHOT_EVERY: i64 = 32;
 
+/// The version of the tables' shape and of the fold.
+const VERSION: u32 = 1;
+
+const TABLE_NAMES: &[&str] = &["drafts", "versions"];
+
+const TABLES: &[&Table] = &[&DRAFTS, &VERSIONS];
+
+const DRAFTS: Table = Table {
+    name: "drafts",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("id", Type::Text),
+        Column::new("title", Type::Text),
+        Column::new("document", Type::Json),
+        Column::new("version", Type::Int),
+        Column::new("stream_version", Type::Int),
+        Column::new("deleted", Type::Bool),
+        Column::new("published_version", Type::Int).null(),
+        Column::new("created_at", Type::Time),
+        Column::new("updated_at", Type::Time),
+        Column::new("created_by", Type::Text).null(),
+        Column::new("size_bytes", Type::Int),
+    ],
+    key: 2,
+    indexes: &[
+        Index {
+            name: "drafts_by_updated",
+            on: "tenant, updated_at, id",
+        },
+        Index {
+            name: "drafts_by_created",
+            on: "tenant, created_at, id",
+        },
+    ],
+    on_conflict: OnConflict::Replace,
+};
+
+/// A version is written once, unpublished; [`PUBLICATIONS`] marks it.
+const VERSIONS: Table = Table {
+    name: "versions",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("draft_id", Type::Text),
+        Column::new("version", Type::Int),
+        Column::new("kind", Type::Text).check("kind IN ('created', 'patched')"),
+        Column::new("document", Type::Json).null(),
+        Column::new("patch", Type::Json).null(),
+        Column::new("occurred_at", Type::Time),
+        Column::new("author", Type::Text).null(),
+        Column::new("published", Type::Bool),
+        Column::new("published_at", Type::Time).null(),
+        Column::new("published_by", Type::Text).null(),
+    ],
+    key: 3,
+    indexes: &[],
+    on_conflict: OnConflict::Update(&["kind", "document", "patch", "occurred_at", "author"]),
+};
+
+/// The publication of a version: an update of [`VERSIONS`] (never created
+/// as a table of its own).
+const PUBLICATIONS: Table = Table {
+    name: "versions",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("draft_id", Type::Text),
+        Column::new("version", Type::Int),
+        Column::new("published", Type::Bool),
+        Column::new("published_at", Type::Time).null(),
+        Column::new("published_by", Type::Text).null(),
+    ],
+    key: 3,
+    indexes: &[],
+    on_conflict: OnConflict::Replace,
+};
+
+/// Whether the drafts read model reads `event`.
+fn accepts(event: &EventEnvelope) -> bool {
+    event.event_type.domain() == DOMAIN
+}
+
 /// Projects `drafts.*` into the `drafts` and `versions` tables.
 #[derive(Debug, Default)]
 pub struct DraftsProjection;
 
-pub(super) const DRAFT_COLUMNS: &str =
-    "tenant, id, title, document, version, stream_version, deleted, \
-    published_version, created_at, updated_at, created_by, size_bytes";
+read_model!(DraftsProjection);
 
 /// The columns of a list item: everything but the document.
-pub(super) const SUMMARY_COLUMNS: &str = "tenant, id, title, version, stream_version, deleted, \
+const SUMMARY_COLUMNS: &str = "tenant, id, title, version, stream_version, deleted, \
     published_version, created_at, updated_at, created_by, size_bytes";
 
 /// A draft row as the batch leaves it.
 #[derive(Debug, Clone)]
-pub(super) struct DraftRow {
-    pub(super) tenant: String,
-    pub(super) id: String,
-    pub(super) title: String,
-    pub(super) document: Value,
-    pub(super) version: i64,
-    pub(super) stream_version: i64,
-    pub(super) deleted: bool,
-    pub(super) published_version: Option<i64>,
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) updated_at: DateTime<Utc>,
-    pub(super) created_by: Option<String>,
+struct DraftRow {
+    tenant: String,
+    id: String,
+    title: String,
+    document: Value,
+    version: i64,
+    stream_version: i64,
+    deleted: bool,
+    published_version: Option<i64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    created_by: Option<String>,
 }
 
 impl DraftRow {
-    /// The row of [`DRAFT_COLUMNS`], from either database.
-    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+    /// The row of [`DRAFTS`], from either database.
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         Ok(Self {
             tenant: row.text("tenant")?,
             id: row.text("id")?,
@@ -83,8 +163,26 @@ impl DraftRow {
         })
     }
 
+    /// The row as [`DRAFTS`] writes it.
+    fn cells(&self) -> [Cell; 12] {
+        [
+            (&self.tenant).into(),
+            (&self.id).into(),
+            (&self.title).into(),
+            self.document.clone().into(),
+            self.version.into(),
+            self.stream_version.into(),
+            self.deleted.into(),
+            self.published_version.into(),
+            self.created_at.into(),
+            self.updated_at.into(),
+            (&self.created_by).into(),
+            self.size_bytes().into(),
+        ]
+    }
+
     /// The size of its document as JSON text, in bytes.
-    pub(super) fn size_bytes(&self) -> i64 {
+    fn size_bytes(&self) -> i64 {
         size_of(&self.document)
     }
 }
@@ -100,7 +198,7 @@ pub enum VersionKind {
 }
 
 impl VersionKind {
-    pub(super) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             VersionKind::Created => "created",
             VersionKind::Patched => "patched",
@@ -118,27 +216,27 @@ impl VersionKind {
 
 /// A version row to insert.
 #[derive(Debug)]
-pub(super) struct VersionRow {
-    pub(super) tenant: String,
-    pub(super) draft_id: String,
-    pub(super) version: i64,
-    pub(super) kind: VersionKind,
+struct VersionRow {
+    tenant: String,
+    draft_id: String,
+    version: i64,
+    kind: VersionKind,
     /// The whole document, on snapshot versions.
-    pub(super) document: Option<Value>,
-    pub(super) patch: Option<Value>,
-    pub(super) occurred_at: DateTime<Utc>,
-    pub(super) author: Option<String>,
+    document: Option<Value>,
+    patch: Option<Value>,
+    occurred_at: DateTime<Utc>,
+    author: Option<String>,
 }
 
 /// A publication to mark on its version row (which may be in an earlier
 /// batch).
 #[derive(Debug)]
-pub(super) struct Publication {
-    pub(super) tenant: String,
-    pub(super) draft_id: String,
-    pub(super) version: i64,
-    pub(super) at: DateTime<Utc>,
-    pub(super) by: Option<String>,
+struct Publication {
+    tenant: String,
+    draft_id: String,
+    version: i64,
+    at: DateTime<Utc>,
+    by: Option<String>,
 }
 
 fn is_snapshot(version: i64) -> bool {
@@ -147,7 +245,7 @@ fn is_snapshot(version: i64) -> bool {
 
 /// The snapshot version at or below `version`: the first row read to
 /// rebuild the document of `version`.
-pub(super) fn snapshot_below(version: i64) -> i64 {
+fn snapshot_below(version: i64) -> i64 {
     version - (version - 1) % SNAPSHOT_EVERY
 }
 
@@ -164,15 +262,13 @@ fn size_of(document: &Value) -> i64 {
     serde_json::to_vec(document).map_or(0, |bytes| bytes.len() as i64)
 }
 
-type Key = (String, String);
-
 /// The rows a batch touches, loaded once, folded in memory, written back
 /// (by each backend's projection).
 #[derive(Default)]
-pub(super) struct Batch {
-    pub(super) drafts: HashMap<Key, DraftRow>,
-    pub(super) versions: Vec<VersionRow>,
-    pub(super) publications: Vec<Publication>,
+struct Batch {
+    drafts: HashMap<RowKey, DraftRow>,
+    versions: Vec<VersionRow>,
+    publications: Vec<Publication>,
 }
 
 impl Batch {
@@ -186,7 +282,7 @@ impl Batch {
             .ok_or_else(|| orphan(event, "draft"))
     }
 
-    pub(super) fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
+    fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
         let at = event.occurred_at;
         let stream_version = event.stream_version.get() as i64;
         match event.event_type.name() {
@@ -303,198 +399,70 @@ impl Batch {
         draft.updated_at = at;
         Ok(())
     }
-
-    /// Loads the existing rows of every draft the events touch.
-    async fn load(
-        &mut self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let (tenants, ids): (Vec<&str>, Vec<&str>) = keys(events).into_iter().unzip();
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {DRAFT_COLUMNS} FROM {schema}.drafts
-                     JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) USING (tenant, id)"
-                ),
-                &[&tenants, &ids],
-            )
-            .await?;
-        for row in rows {
-            let draft = DraftRow::from_row(&row)?;
-            self.drafts
-                .insert((draft.tenant.clone(), draft.id.clone()), draft);
-        }
-        Ok(())
-    }
-
     /// The batch's publications, one per version: the last of each.
-    pub(super) fn latest_publications(&self) -> Vec<&Publication> {
+    fn latest_publications(&self) -> Vec<&Publication> {
         let mut latest: HashMap<(&str, &str, i64), &Publication> = HashMap::new();
         for p in &self.publications {
             latest.insert((&p.tenant, &p.draft_id, p.version), p);
         }
         latest.into_values().collect()
     }
-
-    async fn write(self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        if !self.drafts.is_empty() {
-            let d: Vec<&DraftRow> = self.drafts.values().collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO {schema}.drafts ({DRAFT_COLUMNS})
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],
-                         $5::bigint[], $6::bigint[], $7::bool[], $8::bigint[],
-                         $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[])
-                     ON CONFLICT (tenant, id) DO UPDATE SET
-                         title = EXCLUDED.title, document = EXCLUDED.document,
-                         version = EXCLUDED.version, stream_version = EXCLUDED.stream_version,
-                         deleted = EXCLUDED.deleted, published_version = EXCLUDED.published_version,
-                         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-                         created_by = EXCLUDED.created_by, size_bytes = EXCLUDED.size_bytes"
-                ),
-                &[
-                    &d.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.title.as_str()).collect::<Vec<_>>(),
-                    &d.iter().map(|r| &r.document).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.version).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.stream_version).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.deleted).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.published_version).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.created_at).collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.updated_at).collect::<Vec<_>>(),
-                    &d.iter()
-                        .map(|r| r.created_by.as_deref())
-                        .collect::<Vec<_>>(),
-                    &d.iter().map(|r| r.size_bytes()).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
-        if !self.versions.is_empty() {
-            let v = &self.versions;
-            tx.execute(
-                &format!(
-                    "INSERT INTO {schema}.versions
-                         (tenant, draft_id, version, kind, document, patch, occurred_at, author)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],
-                         $5::jsonb[], $6::jsonb[], $7::timestamptz[], $8::text[])
-                     ON CONFLICT (tenant, draft_id, version) DO UPDATE SET
-                         kind = EXCLUDED.kind, document = EXCLUDED.document,
-                         patch = EXCLUDED.patch, occurred_at = EXCLUDED.occurred_at,
-                         author = EXCLUDED.author"
-                ),
-                &[
-                    &v.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.draft_id.as_str()).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.version).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.document.as_ref()).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.patch.as_ref()).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.occurred_at).collect::<Vec<_>>(),
-                    &v.iter().map(|r| r.author.as_deref()).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
-        if !self.publications.is_empty() {
-            // After the inserts, so a version made and published in the
-            // same batch is found. An UPDATE ... FROM joining two rows to
-            // one target applies either, so keep one per version: the last.
-            let p = self.latest_publications();
-            tx.execute(
-                &format!(
-                    "UPDATE {schema}.versions v
-                     SET published = true, published_at = p.at, published_by = p.by
-                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[])
-                         AS p(tenant, draft_id, version, at, by)
-                     WHERE v.tenant = p.tenant AND v.draft_id = p.draft_id AND v.version = p.version"
-                ),
-                &[
-                    &p.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
-                    &p.iter().map(|r| r.draft_id.as_str()).collect::<Vec<_>>(),
-                    &p.iter().map(|r| r.version).collect::<Vec<_>>(),
-                    &p.iter().map(|r| r.at).collect::<Vec<_>>(),
-                    &p.iter().map(|r| r.by.as_deref()).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
-        Ok(())
-    }
 }
 
-#[async_trait]
-impl Projection for DraftsProjection {
-    fn name(&self) -> &'static str {
-        NAME
+/// Writes the effect of a batch: loads every draft it touches, folds its
+/// events over them, and writes the drafts, the new versions and then the
+/// publications (after the inserts, so that a version made and published
+/// in the same batch is found).
+async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionError> {
+    let keys = stream_keys(events);
+    let mut batch = Batch::default();
+    for draft in db
+        .load(&DRAFTS, "id", &keys, "", "", DraftRow::from_row)
+        .await?
+    {
+        batch
+            .drafts
+            .insert((draft.tenant.clone(), draft.id.clone()), draft);
     }
-
-    fn version(&self) -> u32 {
-        1
+    for event in events {
+        batch.fold(event)?;
     }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["drafts", "versions"]
+    let mut drafts = Rows::new(&DRAFTS);
+    for draft in batch.drafts.values() {
+        drafts.push(draft.cells());
     }
-
-    fn accepts(&self, event: &EventEnvelope) -> bool {
-        event.event_type.domain() == DOMAIN
+    let mut publications = Rows::new(&PUBLICATIONS);
+    // An UPDATE ... FROM joining two rows to one target applies either,
+    // so keep one per version: the last.
+    for p in batch.latest_publications() {
+        publications.push([
+            (&p.tenant).into(),
+            (&p.draft_id).into(),
+            p.version.into(),
+            true.into(),
+            p.at.into(),
+            (&p.by).into(),
+        ]);
     }
-
-    async fn setup(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.drafts (
-                 tenant text NOT NULL,
-                 id text NOT NULL,
-                 title text NOT NULL,
-                 document jsonb NOT NULL,
-                 version bigint NOT NULL,
-                 stream_version bigint NOT NULL,
-                 deleted bool NOT NULL,
-                 published_version bigint,
-                 created_at timestamptz NOT NULL,
-                 updated_at timestamptz NOT NULL,
-                 created_by text,
-                 size_bytes bigint NOT NULL,
-                 PRIMARY KEY (tenant, id)
-             );
-             CREATE INDEX IF NOT EXISTS drafts_by_updated ON {schema}.drafts (tenant, updated_at, id);
-             CREATE INDEX IF NOT EXISTS drafts_by_created ON {schema}.drafts (tenant, created_at, id);
-             CREATE TABLE IF NOT EXISTS {schema}.versions (
-                 tenant text NOT NULL,
-                 draft_id text NOT NULL,
-                 version bigint NOT NULL,
-                 kind text NOT NULL CHECK (kind IN ('created', 'patched')),
-                 document jsonb,
-                 patch jsonb,
-                 occurred_at timestamptz NOT NULL,
-                 author text,
-                 published bool NOT NULL DEFAULT false,
-                 published_at timestamptz,
-                 published_by text,
-                 PRIMARY KEY (tenant, draft_id, version)
-             );"
-        ))
-        .await?;
-        Ok(())
+    let mut versions = Rows::new(&VERSIONS);
+    for v in batch.versions {
+        versions.push([
+            v.tenant.into(),
+            v.draft_id.into(),
+            v.version.into(),
+            v.kind.as_str().into(),
+            v.document.into(),
+            v.patch.into(),
+            v.occurred_at.into(),
+            v.author.into(),
+            false.into(),
+            Cell::Time(None),
+            Cell::Text(None),
+        ]);
     }
-
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let mut batch = Batch::default();
-        batch.load(tx, schema, events).await?;
-        for event in events {
-            batch.fold(event)?;
-        }
-        batch.write(tx, schema).await
-    }
+    db.upsert(&drafts).await?;
+    db.upsert(&versions).await?;
+    db.update(&publications, VERSIONS.name).await
 }
 
 // ---------------------------------------------------------------- queries
@@ -522,8 +490,9 @@ pub struct DraftSummary {
 }
 
 impl DraftSummary {
-    /// The row of [`SUMMARY_COLUMNS`], from either database.
-    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+    /// The row of [`SUMMARY_COLUMNS`] (or of every column), from either
+    /// database.
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         Ok(Self {
             id: row.text("id")?,
             title: row.text("title")?,
@@ -569,7 +538,7 @@ pub struct DraftVersion {
 impl DraftVersion {
     /// The row of the version columns (`operations` computed from the
     /// patch), from either database.
-    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         Ok(Self {
             version: row.int("version")?,
             at: row.time("occurred_at")?,
@@ -583,9 +552,18 @@ impl DraftVersion {
     }
 }
 
-const VERSION_COLUMNS: &str = "version, occurred_at, author, kind, \
-    COALESCE(jsonb_array_length(patch), 0)::bigint AS operations, published, published_at, \
-    published_by";
+/// The columns of a version's description (`operations` computed from
+/// the patch).
+fn version_columns(dialect: Dialect) -> String {
+    format!(
+        "version, occurred_at, author, kind, {} AS operations, published, published_at, \
+         published_by",
+        dialect.cast(
+            &format!("COALESCE({}, 0)", dialect.json_array_length("patch")),
+            Type::Int
+        )
+    )
+}
 
 /// How a list of drafts is sorted (then by id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -608,7 +586,7 @@ impl DraftSort {
         }
     }
 
-    pub(super) fn key(self) -> SortKey {
+    fn key(self) -> SortKey {
         match self {
             DraftSort::UpdatedAt => SortKey::time("updated_at"),
             DraftSort::CreatedAt => SortKey::time("created_at"),
@@ -653,42 +631,48 @@ pub struct VersionQuery {
 }
 
 /// A page of the tenant's drafts.
-pub async fn list_drafts(
-    read_models: &ReadModels,
+pub async fn list_drafts<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     query: &DraftQuery,
 ) -> Result<Page<DraftSummary>, ProjectionError> {
     let key = query.sort.key();
     let (after_value, after_id) = key.after(query.cursor.as_ref())?;
-    let (client, schema) = read_models.serving(NAME).await?;
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM {schema}.drafts
-         WHERE tenant = $1 AND deleted = $2
-           AND ($3::bool IS NULL OR (published_version IS NOT NULL) = $3)
-           AND ($4::text IS NULL OR starts_with(title, $4))
-         {}",
-        key.tail(query.order, 5, 6, 7)
-    );
-    let params: [&(dyn ToSql + Sync); 7] = [
-        &tenant,
-        &query.deleted,
-        &query.published,
-        &query.title_prefix,
-        &after_value,
-        &after_id,
-        &page_size(query.limit),
+    let params: Vec<Cell> = vec![
+        tenant.into(),
+        query.deleted.into(),
+        query.published.into(),
+        query.title_prefix.clone().into(),
+        after_value.into(),
+        after_id.into(),
+        page_size(query.limit).into(),
     ];
-    let rows = client
-        .query(&sql, &params)
-        .await?
-        .iter()
-        .map(DraftSummary::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(draft_page(rows, query))
+    let query = query.clone();
+    serve!(read_models.into(), NAME, |db| async move {
+        let dialect = db.dialect();
+        let p = |n, ty| dialect.param(n, ty);
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM {}
+             WHERE tenant = {} AND deleted = {}
+               AND ({} IS NULL OR (published_version IS NOT NULL) = {})
+               AND ({} IS NULL OR {})
+             {}",
+            db.table("drafts"),
+            p(1, Type::Text),
+            p(2, Type::Bool),
+            p(3, Type::Bool),
+            p(3, Type::Bool),
+            p(4, Type::Text),
+            dialect.starts_with("title", &p(4, Type::Text)),
+            key.tail(dialect, query.order, 5, 6, 7)
+        );
+        let rows = db.rows(&sql, &params, DraftSummary::from_row).await?;
+        Ok(draft_page(rows, &query))
+    })
 }
 
 /// The page of `query` from the rows fetched for it (`limit + 1` at most).
-pub(super) fn draft_page(rows: Vec<DraftSummary>, query: &DraftQuery) -> Page<DraftSummary> {
+fn draft_page(rows: Vec<DraftSummary>, query: &DraftQuery) -> Page<DraftSummary> {
     let sort = query.sort;
     paginate(rows, query.limit, |r| match sort {
         DraftSort::UpdatedAt => time_cursor("updated_at", r.updated_at, &r.id),
@@ -700,56 +684,102 @@ pub(super) fn draft_page(rows: Vec<DraftSummary>, query: &DraftQuery) -> Page<Dr
 /// One of the tenant's drafts with its document at `at`; `None` when the
 /// tenant has no draft of that id, or it has no such version, or it did
 /// not exist yet at that instant.
-pub async fn draft(
-    read_models: &ReadModels,
+pub async fn draft<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     id: &str,
     at: DraftAt,
 ) -> Result<Option<DraftDocument>, ProjectionError> {
-    let (client, schema) = read_models.serving(NAME).await?;
-    let Some(row) = client
-        .query_opt(
-            &format!("SELECT {DRAFT_COLUMNS} FROM {schema}.drafts WHERE tenant = $1 AND id = $2"),
-            &[&tenant, &id],
-        )
+    let (tenant, id) = (tenant.to_owned(), id.to_owned());
+    serve!(read_models.into(), NAME, |db| async move {
+        draft_in(db, &tenant, &id, at).await
+    })
+}
+
+async fn draft_in(
+    db: &impl Db,
+    tenant: &str,
+    id: &str,
+    at: DraftAt,
+) -> Result<Option<DraftDocument>, ProjectionError> {
+    let dialect = db.dialect();
+    let p = |n, ty| dialect.param(n, ty);
+    let of_draft = format!(
+        "tenant = {} AND draft_id = {}",
+        p(1, Type::Text),
+        p(2, Type::Text)
+    );
+    let sql = format!(
+        "SELECT {} FROM {} WHERE tenant = {} AND id = {}",
+        DRAFTS.column_list(),
+        db.table("drafts"),
+        p(1, Type::Text),
+        p(2, Type::Text)
+    );
+    let key: [Cell; 2] = [tenant.into(), id.into()];
+    let Some((draft, current)) = db
+        .row(&sql, &key, |row| {
+            Ok((DraftSummary::from_row(row)?, row.json("document")?))
+        })
         .await?
     else {
         return Ok(None);
     };
-    let draft = DraftSummary::from_row(&row)?;
     let latest = match at {
-        DraftAt::Instant(instant) => client
-            .query_one(
-                &format!(
-                    "SELECT max(version) FROM {schema}.versions
-                     WHERE tenant = $1 AND draft_id = $2 AND occurred_at <= $3"
-                ),
-                &[&tenant, &id, &instant],
-            )
-            .await?
-            .try_get(0)?,
+        DraftAt::Instant(instant) => {
+            let sql = format!(
+                "SELECT max(version) AS latest FROM {} WHERE {of_draft} AND occurred_at <= {}",
+                db.table("versions"),
+                p(3, Type::Time)
+            );
+            let params: [Cell; 3] = [tenant.into(), id.into(), instant.into()];
+            db.row(&sql, &params, |row| row.int_opt("latest"))
+                .await?
+                .flatten()
+        }
         _ => None,
     };
     let Some(version) = version_at(at, draft.version, latest) else {
         return Ok(None);
     };
     let document = if version == draft.version {
-        row.try_get("document")?
+        current
     } else {
-        document_at(&**client, &schema, tenant, id, version).await?
+        let sql = format!(
+            "SELECT version, document, patch FROM {}
+             WHERE {of_draft} AND version BETWEEN {} AND {}
+             ORDER BY version",
+            db.table("versions"),
+            p(3, Type::Int),
+            p(4, Type::Int)
+        );
+        let params: [Cell; 4] = [
+            tenant.into(),
+            id.into(),
+            snapshot_below(version).into(),
+            version.into(),
+        ];
+        let rows = db.rows(&sql, &params, rebuild_row).await?;
+        rebuild_document(tenant, id, rows)
     };
-    let meta = client
-        .query_one(
-            &format!(
-                "SELECT {VERSION_COLUMNS} FROM {schema}.versions
-                 WHERE tenant = $1 AND draft_id = $2 AND version = $3"
-            ),
-            &[&tenant, &id, &version],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {of_draft} AND version = {}",
+        version_columns(dialect),
+        db.table("versions"),
+        p(3, Type::Int)
+    );
+    let params: [Cell; 3] = [tenant.into(), id.into(), version.into()];
+    let meta = db
+        .row(&sql, &params, DraftVersion::from_row)
+        .await?
+        .ok_or_else(|| {
+            ProjectionError::Internal(format!(
+                "draft {id:?} of {tenant:?} has no row of its version {version}"
+            ))
+        })?;
     Ok(Some(DraftDocument {
         draft,
-        version: DraftVersion::from_row(&meta)?,
+        version: meta,
         document,
     }))
 }
@@ -757,7 +787,7 @@ pub async fn draft(
 /// The draft version `at` names, given the draft's current one and, for an
 /// instant, the latest version made at or before it; `None` when there is
 /// no such version.
-pub(super) fn version_at(at: DraftAt, current: i64, latest: Option<i64>) -> Option<i64> {
+fn version_at(at: DraftAt, current: i64, latest: Option<i64>) -> Option<i64> {
     match at {
         DraftAt::Current => Some(current),
         DraftAt::Version(v) => i64::try_from(v).ok().filter(|v| (1..=current).contains(v)),
@@ -767,9 +797,9 @@ pub(super) fn version_at(at: DraftAt, current: i64, latest: Option<i64>) -> Opti
 
 /// A version row read to rebuild a document: its `version`, `document`
 /// (on snapshots) and `patch`.
-pub(super) type RebuildRow = (i64, Option<Value>, Option<Value>);
+type RebuildRow = (i64, Option<Value>, Option<Value>);
 
-pub(super) fn rebuild_row(row: &impl Columns) -> Result<RebuildRow, ProjectionError> {
+fn rebuild_row(row: &dyn RowReader) -> Result<RebuildRow, ProjectionError> {
     Ok((
         row.int("version")?,
         row.json_opt("document")?,
@@ -779,7 +809,7 @@ pub(super) fn rebuild_row(row: &impl Columns) -> Result<RebuildRow, ProjectionEr
 
 /// The document that `rows` rebuild: the first one's (a snapshot's)
 /// document, patched by each one after it, in order.
-pub(super) fn rebuild_document(tenant: &str, id: &str, rows: Vec<RebuildRow>) -> Value {
+fn rebuild_document(tenant: &str, id: &str, rows: Vec<RebuildRow>) -> Value {
     let mut rows = rows.into_iter();
     let mut document = rows
         .next()
@@ -796,72 +826,55 @@ pub(super) fn rebuild_document(tenant: &str, id: &str, rows: Vec<RebuildRow>) ->
     document
 }
 
-/// The document of an existing `version`: the snapshot at or below it,
-/// patched up to it.
-async fn document_at(
-    client: &impl GenericClient,
-    schema: &str,
-    tenant: &str,
-    id: &str,
-    version: i64,
-) -> Result<Value, ProjectionError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT version, document, patch FROM {schema}.versions
-                 WHERE tenant = $1 AND draft_id = $2 AND version BETWEEN $3 AND $4
-                 ORDER BY version"
-            ),
-            &[&tenant, &id, &snapshot_below(version), &version],
-        )
-        .await?;
-    let rows = rows
-        .iter()
-        .map(rebuild_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rebuild_document(tenant, id, rows))
-}
-
 /// A page of one of the tenant's drafts' versions; `None` when the tenant
 /// has no draft of that id.
-pub async fn draft_versions(
-    read_models: &ReadModels,
+pub async fn draft_versions<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     id: &str,
     query: &VersionQuery,
 ) -> Result<Option<Page<DraftVersion>>, ProjectionError> {
     let after = version_after(query)?;
-    let (client, schema) = read_models.serving(NAME).await?;
-    let exists = client
-        .query_opt(
-            &format!("SELECT 1 FROM {schema}.drafts WHERE tenant = $1 AND id = $2"),
-            &[&tenant, &id],
-        )
-        .await?
-        .is_some();
-    if !exists {
-        return Ok(None);
-    }
-    let (after_op, dir) = (query.order.after(), query.order.sql());
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {VERSION_COLUMNS} FROM {schema}.versions
-                 WHERE tenant = $1 AND draft_id = $2 AND ($3::bigint IS NULL OR version {after_op} $3)
-                 ORDER BY version {dir} LIMIT $4"
-            ),
-            &[&tenant, &id, &after, &page_size(query.limit)],
-        )
-        .await?
-        .iter()
-        .map(DraftVersion::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(version_page(rows, query)))
+    let params: Vec<Cell> = vec![
+        tenant.into(),
+        id.into(),
+        after.into(),
+        page_size(query.limit).into(),
+    ];
+    let query = query.clone();
+    serve!(read_models.into(), NAME, |db| async move {
+        let dialect = db.dialect();
+        let p = |n, ty| dialect.param(n, ty);
+        let sql = format!(
+            "SELECT 1 AS found FROM {} WHERE tenant = {} AND id = {}",
+            db.table("drafts"),
+            p(1, Type::Text),
+            p(2, Type::Text)
+        );
+        if db.row(&sql, &params[..2], |_| Ok(())).await?.is_none() {
+            return Ok(None);
+        }
+        let (after_op, dir) = (query.order.after(), query.order.sql());
+        let sql = format!(
+            "SELECT {} FROM {}
+             WHERE tenant = {} AND draft_id = {} AND ({} IS NULL OR version {after_op} {})
+             ORDER BY version {dir} LIMIT {}",
+            version_columns(dialect),
+            db.table("versions"),
+            p(1, Type::Text),
+            p(2, Type::Text),
+            p(3, Type::Int),
+            p(3, Type::Int),
+            p(4, Type::Int)
+        );
+        let rows = db.rows(&sql, &params, DraftVersion::from_row).await?;
+        Ok(Some(version_page(rows, &query)))
+    })
 }
 
 /// The version after which `query`'s page starts; a forged cursor is
 /// refused.
-pub(super) fn version_after(query: &VersionQuery) -> Result<Option<i64>, ProjectionError> {
+fn version_after(query: &VersionQuery) -> Result<Option<i64>, ProjectionError> {
     match &query.cursor {
         None => Ok(None),
         Some(cursor) => Some(cursor.value.as_i64().ok_or_else(|| {
@@ -875,7 +888,7 @@ pub(super) fn version_after(query: &VersionQuery) -> Result<Option<i64>, Project
 
 /// The page of `query` from the versions fetched for it (`limit + 1` at
 /// most).
-pub(super) fn version_page(rows: Vec<DraftVersion>, query: &VersionQuery) -> Page<DraftVersion> {
+fn version_page(rows: Vec<DraftVersion>, query: &VersionQuery) -> Page<DraftVersion> {
     paginate(rows, query.limit, |v| Cursor {
         sort: "version".into(),
         value: Value::from(v.version),

@@ -1,7 +1,8 @@
 //! The edges read model: every edge device's current state (registration,
 //! reported state, last contact, degraded links, thresholds) and its
 //! incidents (outages and degraded links, open until they end), projected
-//! from `edges.*` events, and the queries that list and show them.
+//! from `edges.*` events, and the queries that list and show them, on
+//! either database.
 //!
 //! Unlike tickets, an edge's row exists from its first event: status reports
 //! may be published (by an ingest pipeline) before the provisioning system
@@ -10,7 +11,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use herald_events::edges::{
     EdgeCameOnline, EdgeDecommissioned, EdgeRegistered, EdgeState, EdgeStatusReported,
@@ -20,13 +20,14 @@ use herald_events::envelope::to_stored_precision;
 use herald_events::{EventEnvelope, TenantId, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, Transaction};
 use utoipa::ToSchema;
 
-use super::tickets::{DecodedBatch, Dialect, RowKey, StoredRow};
 use super::{paginate, Cursor, Page, SortOrder};
-use crate::{Projection, ProjectionError, ReadModels};
+use crate::sql::{
+    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Dialect, Index, OnConflict,
+    ReadSide, RowKey, RowReader, Rows, Table, Type,
+};
+use crate::ProjectionError;
 
 /// The projection's name (checkpoint, schema prefix, metric label).
 pub const NAME: &str = "edges";
@@ -62,7 +63,7 @@ pub enum IncidentKind {
 }
 
 impl IncidentKind {
-    pub(super) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             IncidentKind::Outage => "outage",
             IncidentKind::LinkDegraded => "link_degraded",
@@ -80,30 +81,70 @@ impl IncidentKind {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EdgesProjection;
 
-const TABLES: &[&str] = &["edges", "incidents"];
+read_model!(EdgesProjection);
 
-pub(super) const EDGE_COLUMNS: &str = "tenant, id, registered, customer, serial, site, state, \
-    last_contact_at, offline_since, decommissioned, decommissioned_at, latency_ms, jitter_ms, \
-    packet_loss_pct, degraded_links, open_incidents, registered_at, updated_at, version";
+/// The version of the tables' shape and of the fold.
+const VERSION: u32 = 1;
 
-/// What an upsert of [`EDGE_COLUMNS`] does to a stored edge.
-pub(super) const EDGE_UPSERT: &str = "ON CONFLICT (tenant, id) DO UPDATE SET \
-    registered = EXCLUDED.registered, customer = EXCLUDED.customer, serial = EXCLUDED.serial, \
-    site = EXCLUDED.site, state = EXCLUDED.state, last_contact_at = EXCLUDED.last_contact_at, \
-    offline_since = EXCLUDED.offline_since, decommissioned = EXCLUDED.decommissioned, \
-    decommissioned_at = EXCLUDED.decommissioned_at, latency_ms = EXCLUDED.latency_ms, \
-    jitter_ms = EXCLUDED.jitter_ms, packet_loss_pct = EXCLUDED.packet_loss_pct, \
-    degraded_links = EXCLUDED.degraded_links, open_incidents = EXCLUDED.open_incidents, \
-    registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at, \
-    version = EXCLUDED.version";
+const TABLE_NAMES: &[&str] = &["edges", "incidents"];
 
-pub(super) const INCIDENT_COLUMNS: &str =
-    "tenant, edge_id, seq, kind, link, started_at, ended_at, confirmed_at";
+const TABLES: &[&Table] = &[&EDGES, &INCIDENTS];
 
-/// What an upsert of [`INCIDENT_COLUMNS`] does to a stored incident: it
-/// ends, or is confirmed.
-pub(super) const INCIDENT_UPSERT: &str = "ON CONFLICT (tenant, edge_id, seq) DO UPDATE SET \
-    ended_at = EXCLUDED.ended_at, confirmed_at = EXCLUDED.confirmed_at";
+const EDGES: Table = Table {
+    name: "edges",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("id", Type::Text),
+        Column::new("registered", Type::Bool),
+        Column::new("customer", Type::Text).null(),
+        Column::new("serial", Type::Text).null(),
+        Column::new("site", Type::Text).null(),
+        Column::new("state", Type::Text),
+        Column::new("last_contact_at", Type::Time).null(),
+        Column::new("offline_since", Type::Time).null(),
+        Column::new("decommissioned", Type::Bool),
+        Column::new("decommissioned_at", Type::Time).null(),
+        Column::new("latency_ms", Type::Real).null(),
+        Column::new("jitter_ms", Type::Real).null(),
+        Column::new("packet_loss_pct", Type::Real).null(),
+        // A JSON array per edge: unnest would flatten a text[][] into rows.
+        Column::new("degraded_links", Type::Json),
+        Column::new("open_incidents", Type::Int),
+        Column::new("registered_at", Type::Time).null(),
+        Column::new("updated_at", Type::Time),
+        Column::new("version", Type::Int),
+    ],
+    key: 2,
+    // The key of the `last_contact_at` sort (see `EdgeSort::key`).
+    indexes: &[Index {
+        name: "edges_by_last_contact",
+        on: "tenant, (COALESCE(last_contact_at, {earliest})), id",
+    }],
+    on_conflict: OnConflict::Replace,
+};
+
+/// An incident written again ends, or is confirmed.
+const INCIDENTS: Table = Table {
+    name: "incidents",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("edge_id", Type::Text),
+        Column::new("seq", Type::Int),
+        Column::new("kind", Type::Text),
+        Column::new("link", Type::Text).null(),
+        Column::new("started_at", Type::Time),
+        Column::new("ended_at", Type::Time).null(),
+        Column::new("confirmed_at", Type::Time).null(),
+    ],
+    key: 3,
+    indexes: &[],
+    on_conflict: OnConflict::Update(&["ended_at", "confirmed_at"]),
+};
+
+/// Whether the edges read model reads `event`.
+fn accepts(event: &EventEnvelope) -> bool {
+    event.event_type.domain() == DOMAIN && event.stream.domain().as_str() == DOMAIN
+}
 
 /// The state an edge that never reported counts as (the edge aggregate's
 /// `ASSUMED_INITIAL_STATE`): reachable since its registration.
@@ -111,23 +152,23 @@ const ASSUMED_STATE: EdgeState = EdgeState::Online;
 
 /// A row of `edges`.
 #[derive(Debug, Clone)]
-pub(super) struct EdgeRow {
-    pub(super) tenant: String,
-    pub(super) id: String,
-    pub(super) registered: bool,
-    pub(super) customer: Option<String>,
-    pub(super) serial: Option<String>,
-    pub(super) site: Option<String>,
-    pub(super) state: EdgeState,
-    pub(super) last_contact_at: Option<DateTime<Utc>>,
-    pub(super) offline_since: Option<DateTime<Utc>>,
-    pub(super) decommissioned: bool,
-    pub(super) decommissioned_at: Option<DateTime<Utc>>,
-    pub(super) thresholds: Option<EdgeThresholdsSet>,
-    pub(super) degraded_links: BTreeSet<String>,
-    pub(super) registered_at: Option<DateTime<Utc>>,
-    pub(super) updated_at: DateTime<Utc>,
-    pub(super) version: i64,
+struct EdgeRow {
+    tenant: String,
+    id: String,
+    registered: bool,
+    customer: Option<String>,
+    serial: Option<String>,
+    site: Option<String>,
+    state: EdgeState,
+    last_contact_at: Option<DateTime<Utc>>,
+    offline_since: Option<DateTime<Utc>>,
+    decommissioned: bool,
+    decommissioned_at: Option<DateTime<Utc>>,
+    thresholds: Option<EdgeThresholdsSet>,
+    degraded_links: BTreeSet<String>,
+    registered_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 fn corrupt(table: &str, what: &str, value: &str) -> ProjectionError {
@@ -158,12 +199,12 @@ impl EdgeRow {
         }
     }
 
-    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         let state = row.text("state")?;
         let thresholds = match (
-            row.maybe_real("latency_ms")?,
-            row.maybe_real("jitter_ms")?,
-            row.maybe_real("packet_loss_pct")?,
+            row.real_opt("latency_ms")?,
+            row.real_opt("jitter_ms")?,
+            row.real_opt("packet_loss_pct")?,
         ) {
             (Some(latency_ms), Some(jitter_ms), Some(packet_loss_pct)) => Some(EdgeThresholdsSet {
                 latency_ms,
@@ -176,25 +217,25 @@ impl EdgeRow {
             tenant: row.text("tenant")?,
             id: row.text("id")?,
             registered: row.flag("registered")?,
-            customer: row.maybe_text("customer")?,
-            serial: row.maybe_text("serial")?,
-            site: row.maybe_text("site")?,
+            customer: row.text_opt("customer")?,
+            serial: row.text_opt("serial")?,
+            site: row.text_opt("site")?,
             state: parse_state(&state).ok_or_else(|| corrupt("edges", "state", &state))?,
-            last_contact_at: row.maybe_time("last_contact_at")?,
-            offline_since: row.maybe_time("offline_since")?,
+            last_contact_at: row.time_opt("last_contact_at")?,
+            offline_since: row.time_opt("offline_since")?,
             decommissioned: row.flag("decommissioned")?,
-            decommissioned_at: row.maybe_time("decommissioned_at")?,
+            decommissioned_at: row.time_opt("decommissioned_at")?,
             thresholds,
             degraded_links: serde_json::from_value(row.json("degraded_links")?)
                 .map_err(|_| corrupt("edges", "degraded_links", "(not a list of names)"))?,
-            registered_at: row.maybe_time("registered_at")?,
+            registered_at: row.time_opt("registered_at")?,
             updated_at: row.time("updated_at")?,
             version: row.int("version")?,
         })
     }
 
     /// The degraded links as stored: a JSON array of names.
-    pub(super) fn links_json(&self) -> Value {
+    fn links_json(&self) -> Value {
         Value::from_iter(self.degraded_links.iter().cloned())
     }
 }
@@ -202,32 +243,32 @@ impl EdgeRow {
 /// A row of `incidents`: identified by its edge and `seq`, the stream
 /// version of the event that began it.
 #[derive(Debug, Clone)]
-pub(super) struct IncidentRow {
-    pub(super) seq: i64,
-    pub(super) kind: IncidentKind,
-    pub(super) link: Option<String>,
-    pub(super) started_at: DateTime<Utc>,
-    pub(super) ended_at: Option<DateTime<Utc>>,
-    pub(super) confirmed_at: Option<DateTime<Utc>>,
+struct IncidentRow {
+    seq: i64,
+    kind: IncidentKind,
+    link: Option<String>,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    confirmed_at: Option<DateTime<Utc>>,
 }
 
 impl IncidentRow {
-    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         let kind = row.text("kind")?;
         Ok(Self {
             seq: row.int("seq")?,
             kind: IncidentKind::parse(&kind).ok_or_else(|| corrupt("incidents", "kind", &kind))?,
-            link: row.maybe_text("link")?,
+            link: row.text_opt("link")?,
             started_at: row.time("started_at")?,
-            ended_at: row.maybe_time("ended_at")?,
-            confirmed_at: row.maybe_time("confirmed_at")?,
+            ended_at: row.time_opt("ended_at")?,
+            confirmed_at: row.time_opt("confirmed_at")?,
         })
     }
 }
 
 /// A decoded `edges.*` event.
 #[derive(Debug)]
-pub(super) enum Change {
+enum Change {
     Registered(EdgeRegistered),
     StatusReported(EdgeStatusReported),
     WentOffline,
@@ -239,40 +280,29 @@ pub(super) enum Change {
     OutageConfirmed(u64),
 }
 
-/// The payload of `event` as `T`; a payload that does not fit is the
-/// event's fault (the runner parks it).
-fn payload<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
-    T::deserialize(&event.payload).map_err(|e| {
-        ProjectionError::Rejected(format!(
-            "{} at position {}: the payload does not fit the schema: {e}",
-            event.event_type, event.position
-        ))
-    })
-}
-
 impl Change {
     /// `None` for an event type this model does not know (a newer one).
-    pub(super) fn of(event: &EventEnvelope) -> Result<Option<Self>, ProjectionError> {
+    fn of(event: &EventEnvelope) -> Result<Option<Self>, ProjectionError> {
         let change = match event.event_type.name() {
-            EdgeRegistered::NAME => Change::Registered(payload(event)?),
-            EdgeStatusReported::NAME => Change::StatusReported(payload(event)?),
+            EdgeRegistered::NAME => Change::Registered(decode(event)?),
+            EdgeStatusReported::NAME => Change::StatusReported(decode(event)?),
             EdgeWentOffline::NAME => {
-                payload::<EdgeWentOffline>(event)?;
+                decode::<EdgeWentOffline>(event)?;
                 Change::WentOffline
             }
             EdgeCameOnline::NAME => {
-                payload::<EdgeCameOnline>(event)?;
+                decode::<EdgeCameOnline>(event)?;
                 Change::CameOnline
             }
-            LinkDegraded::NAME => Change::LinkDegraded(payload::<LinkDegraded>(event)?.link),
-            LinkRecovered::NAME => Change::LinkRecovered(payload::<LinkRecovered>(event)?.link),
-            EdgeThresholdsSet::NAME => Change::ThresholdsSet(payload(event)?),
+            LinkDegraded::NAME => Change::LinkDegraded(decode::<LinkDegraded>(event)?.link),
+            LinkRecovered::NAME => Change::LinkRecovered(decode::<LinkRecovered>(event)?.link),
+            EdgeThresholdsSet::NAME => Change::ThresholdsSet(decode(event)?),
             EdgeDecommissioned::NAME => {
-                payload::<EdgeDecommissioned>(event)?;
+                decode::<EdgeDecommissioned>(event)?;
                 Change::Decommissioned
             }
             OutageConfirmed::NAME => {
-                Change::OutageConfirmed(payload::<OutageConfirmed>(event)?.offline_since_version)
+                Change::OutageConfirmed(decode::<OutageConfirmed>(event)?.offline_since_version)
             }
             _ => return Ok(None),
         };
@@ -283,18 +313,18 @@ impl Change {
 /// An edge during the fold of a batch: its row, its open incidents, and the
 /// incidents that ended in this batch (still to be written).
 #[derive(Debug)]
-pub(super) struct EdgeFold {
-    pub(super) edge: EdgeRow,
-    pub(super) open: Vec<IncidentRow>,
-    pub(super) ended: Vec<IncidentRow>,
+struct EdgeFold {
+    edge: EdgeRow,
+    open: Vec<IncidentRow>,
+    ended: Vec<IncidentRow>,
 }
 
 /// The edges a batch touched, as stored (those that were), by key.
-pub(super) type StoredEdges = HashMap<RowKey, EdgeFold>;
+type StoredEdges = HashMap<RowKey, EdgeFold>;
 
 impl EdgeFold {
     /// A stored edge, before its open incidents are added.
-    pub(super) fn stored(edge: EdgeRow) -> Self {
+    fn stored(edge: EdgeRow) -> Self {
         Self {
             edge,
             open: Vec::new(),
@@ -304,12 +334,7 @@ impl EdgeFold {
 
     /// Adds a stored open incident of the edge of `tenant` and `edge_id`,
     /// if it is among `edges`.
-    pub(super) fn add_open(
-        edges: &mut StoredEdges,
-        tenant: String,
-        edge_id: String,
-        incident: IncidentRow,
-    ) {
+    fn add_open(edges: &mut StoredEdges, tenant: String, edge_id: String, incident: IncidentRow) {
         if let Some(fold) = edges.get_mut(&(tenant, edge_id)) {
             fold.open.push(incident);
         }
@@ -317,10 +342,7 @@ impl EdgeFold {
 
     /// Folds a batch's events over the stored state of their edges; an
     /// edge not stored yet starts at its first event.
-    pub(super) fn fold_batch(
-        mut folds: StoredEdges,
-        changes: &[(&EventEnvelope, Change)],
-    ) -> Vec<EdgeFold> {
+    fn fold_batch(mut folds: StoredEdges, changes: &[(&EventEnvelope, Change)]) -> Vec<EdgeFold> {
         for (event, change) in changes {
             let (tenant, id) = (event.tenant.as_str(), event.stream.id());
             let fold = folds
@@ -333,7 +355,7 @@ impl EdgeFold {
 
     /// Every incident to write: the open ones and those that ended in the
     /// batch.
-    pub(super) fn incidents(&self) -> impl Iterator<Item = &IncidentRow> {
+    fn incidents(&self) -> impl Iterator<Item = &IncidentRow> {
         self.open.iter().chain(&self.ended)
     }
 
@@ -431,237 +453,84 @@ impl EdgeFold {
     }
 }
 
-/// The stored rows and open incidents of the edges `keys` names.
-async fn stored_edges(
-    tx: &Transaction<'_>,
-    schema: &str,
-    keys: &[RowKey],
-) -> Result<StoredEdges, ProjectionError> {
-    let (tenants, ids): (Vec<&str>, Vec<&str>) =
-        keys.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
-    let mut edges = HashMap::new();
-    for row in tx
-        .query(
-            &format!(
-                "SELECT {EDGE_COLUMNS} FROM {schema}.edges
-                 WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-            ),
-            &[&tenants, &ids],
-        )
+/// Writes the effect of a batch: loads the edges it touches with their open
+/// incidents, folds its events over them, and writes the edges and every
+/// incident that is open or ended in the batch.
+async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionError> {
+    let batch = DecodedBatch::decode(events, Change::of)?;
+    if batch.keys.is_empty() {
+        return Ok(());
+    }
+    let mut stored = StoredEdges::new();
+    for edge in db
+        .load(&EDGES, "id", &batch.keys, "", "", EdgeRow::from_row)
         .await?
     {
-        let edge = EdgeRow::from_row(&row)?;
-        edges.insert(
+        stored.insert(
             (edge.tenant.clone(), edge.id.clone()),
             EdgeFold::stored(edge),
         );
     }
-    for row in tx
-        .query(
-            &format!(
-                "SELECT {INCIDENT_COLUMNS} FROM {schema}.incidents
-                 WHERE ended_at IS NULL
-                   AND (tenant, edge_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-                 ORDER BY seq"
-            ),
-            &[&tenants, &ids],
+    let open = db
+        .load(
+            &INCIDENTS,
+            "edge_id",
+            &batch.keys,
+            "ended_at IS NULL",
+            "ORDER BY seq",
+            |row| {
+                Ok((
+                    row.text("tenant")?,
+                    row.text("edge_id")?,
+                    IncidentRow::from_row(row)?,
+                ))
+            },
         )
-        .await?
-    {
-        let incident = IncidentRow::from_row(&row)?;
-        EdgeFold::add_open(&mut edges, row.get("tenant"), row.get("edge_id"), incident);
-    }
-    Ok(edges)
-}
-
-async fn write_edges(
-    tx: &Transaction<'_>,
-    schema: &str,
-    folds: &[EdgeFold],
-) -> Result<(), ProjectionError> {
-    let edges = || folds.iter().map(|f| &f.edge);
-    let tenant: Vec<&str> = edges().map(|e| e.tenant.as_str()).collect();
-    let id: Vec<&str> = edges().map(|e| e.id.as_str()).collect();
-    let registered: Vec<bool> = edges().map(|e| e.registered).collect();
-    let customer: Vec<Option<&str>> = edges().map(|e| e.customer.as_deref()).collect();
-    let serial: Vec<Option<&str>> = edges().map(|e| e.serial.as_deref()).collect();
-    let site: Vec<Option<&str>> = edges().map(|e| e.site.as_deref()).collect();
-    let state: Vec<&str> = edges().map(|e| state_name(e.state)).collect();
-    let last_contact_at: Vec<_> = edges().map(|e| e.last_contact_at).collect();
-    let offline_since: Vec<_> = edges().map(|e| e.offline_since).collect();
-    let decommissioned: Vec<bool> = edges().map(|e| e.decommissioned).collect();
-    let decommissioned_at: Vec<_> = edges().map(|e| e.decommissioned_at).collect();
-    let latency_ms: Vec<_> = edges()
-        .map(|e| e.thresholds.map(|t| t.latency_ms))
-        .collect();
-    let jitter_ms: Vec<_> = edges().map(|e| e.thresholds.map(|t| t.jitter_ms)).collect();
-    let packet_loss_pct: Vec<_> = edges()
-        .map(|e| e.thresholds.map(|t| t.packet_loss_pct))
-        .collect();
-    // A JSON array per edge: unnest would flatten a text[][] into rows.
-    let degraded_links: Vec<Value> = edges().map(EdgeRow::links_json).collect();
-    let open_incidents: Vec<i64> = folds.iter().map(|f| f.open.len() as i64).collect();
-    let registered_at: Vec<_> = edges().map(|e| e.registered_at).collect();
-    let updated_at: Vec<_> = edges().map(|e| e.updated_at).collect();
-    let version: Vec<i64> = edges().map(|e| e.version).collect();
-    let columns: [&(dyn ToSql + Sync); 19] = [
-        &tenant,
-        &id,
-        &registered,
-        &customer,
-        &serial,
-        &site,
-        &state,
-        &last_contact_at,
-        &offline_since,
-        &decommissioned,
-        &decommissioned_at,
-        &latency_ms,
-        &jitter_ms,
-        &packet_loss_pct,
-        &degraded_links,
-        &open_incidents,
-        &registered_at,
-        &updated_at,
-        &version,
-    ];
-    tx.execute(
-        &format!(
-            "INSERT INTO {schema}.edges ({EDGE_COLUMNS})
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bool[],
-                         $11::timestamptz[], $12::float8[], $13::float8[], $14::float8[],
-                         $15::jsonb[], $16::bigint[], $17::timestamptz[], $18::timestamptz[],
-                         $19::bigint[])
-             {EDGE_UPSERT}"
-        ),
-        &columns,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Writes every open incident of the folded edges and those that ended in
-/// the batch (new ones are inserted, the others get their end and
-/// confirmation).
-async fn write_incidents(
-    tx: &Transaction<'_>,
-    schema: &str,
-    folds: &[EdgeFold],
-) -> Result<(), ProjectionError> {
-    let incidents: Vec<(&EdgeRow, &IncidentRow)> = folds
-        .iter()
-        .flat_map(|f| f.incidents().map(move |i| (&f.edge, i)))
-        .collect();
-    if incidents.is_empty() {
-        return Ok(());
-    }
-    let tenant: Vec<&str> = incidents.iter().map(|(e, _)| e.tenant.as_str()).collect();
-    let edge_id: Vec<&str> = incidents.iter().map(|(e, _)| e.id.as_str()).collect();
-    let seq: Vec<i64> = incidents.iter().map(|(_, i)| i.seq).collect();
-    let kind: Vec<&str> = incidents.iter().map(|(_, i)| i.kind.as_str()).collect();
-    let link: Vec<Option<&str>> = incidents.iter().map(|(_, i)| i.link.as_deref()).collect();
-    let started_at: Vec<_> = incidents.iter().map(|(_, i)| i.started_at).collect();
-    let ended_at: Vec<_> = incidents.iter().map(|(_, i)| i.ended_at).collect();
-    let confirmed_at: Vec<_> = incidents.iter().map(|(_, i)| i.confirmed_at).collect();
-    tx.execute(
-        &format!(
-            "INSERT INTO {schema}.incidents ({INCIDENT_COLUMNS})
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                                  $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
-             {INCIDENT_UPSERT}"
-        ),
-        &[
-            &tenant,
-            &edge_id,
-            &seq,
-            &kind,
-            &link,
-            &started_at,
-            &ended_at,
-            &confirmed_at,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-#[async_trait]
-impl Projection for EdgesProjection {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        TABLES
-    }
-
-    fn accepts(&self, event: &EventEnvelope) -> bool {
-        event.event_type.domain() == DOMAIN && event.stream.domain().as_str() == DOMAIN
-    }
-
-    async fn setup(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.edges (
-                tenant text NOT NULL,
-                id text NOT NULL,
-                registered boolean NOT NULL,
-                customer text,
-                serial text,
-                site text,
-                state text NOT NULL,
-                last_contact_at timestamptz,
-                offline_since timestamptz,
-                decommissioned boolean NOT NULL,
-                decommissioned_at timestamptz,
-                latency_ms double precision,
-                jitter_ms double precision,
-                packet_loss_pct double precision,
-                degraded_links jsonb NOT NULL,
-                open_incidents bigint NOT NULL,
-                registered_at timestamptz,
-                updated_at timestamptz NOT NULL,
-                version bigint NOT NULL,
-                PRIMARY KEY (tenant, id)
-            );
-            CREATE INDEX IF NOT EXISTS edges_by_last_contact
-                ON {schema}.edges (tenant, (COALESCE(last_contact_at, '-infinity')), id);
-            CREATE TABLE IF NOT EXISTS {schema}.incidents (
-                tenant text NOT NULL,
-                edge_id text NOT NULL,
-                seq bigint NOT NULL,
-                kind text NOT NULL,
-                link text,
-                started_at timestamptz NOT NULL,
-                ended_at timestamptz,
-                confirmed_at timestamptz,
-                PRIMARY KEY (tenant, edge_id, seq)
-            );"
-        ))
         .await?;
-        Ok(())
+    for (tenant, edge_id, incident) in open {
+        EdgeFold::add_open(&mut stored, tenant, edge_id, incident);
     }
-
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let batch = DecodedBatch::decode(events, Change::of)?;
-        if batch.keys.is_empty() {
-            return Ok(());
+    let folds = EdgeFold::fold_batch(stored, &batch.changes);
+    let mut edges = Rows::new(&EDGES);
+    let mut incidents = Rows::new(&INCIDENTS);
+    for fold in &folds {
+        let e = &fold.edge;
+        edges.push([
+            (&e.tenant).into(),
+            (&e.id).into(),
+            e.registered.into(),
+            (&e.customer).into(),
+            (&e.serial).into(),
+            (&e.site).into(),
+            state_name(e.state).into(),
+            e.last_contact_at.into(),
+            e.offline_since.into(),
+            e.decommissioned.into(),
+            e.decommissioned_at.into(),
+            e.thresholds.map(|t| t.latency_ms).into(),
+            e.thresholds.map(|t| t.jitter_ms).into(),
+            e.thresholds.map(|t| t.packet_loss_pct).into(),
+            e.links_json().into(),
+            (fold.open.len() as i64).into(),
+            e.registered_at.into(),
+            e.updated_at.into(),
+            e.version.into(),
+        ]);
+        for i in fold.incidents() {
+            incidents.push([
+                (&e.tenant).into(),
+                (&e.id).into(),
+                i.seq.into(),
+                i.kind.as_str().into(),
+                (&i.link).into(),
+                i.started_at.into(),
+                i.ended_at.into(),
+                i.confirmed_at.into(),
+            ]);
         }
-        let stored = stored_edges(tx, schema, &batch.keys).await?;
-        let folds = EdgeFold::fold_batch(stored, &batch.changes);
-        write_edges(tx, schema, &folds).await?;
-        write_incidents(tx, schema, &folds).await?;
-        Ok(())
     }
+    db.upsert(&edges).await?;
+    db.upsert(&incidents).await
 }
 
 // ---------------------------------------------------------------- queries
@@ -711,7 +580,7 @@ pub struct EdgeView {
 }
 
 impl EdgeRow {
-    pub(super) fn view(self, open_incidents: u64) -> EdgeView {
+    fn view(self, open_incidents: u64) -> EdgeView {
         let e = self;
         EdgeView {
             id: e.id,
@@ -754,7 +623,7 @@ pub struct EdgeIncident {
 }
 
 impl EdgeIncident {
-    pub(super) fn from_row(row: &impl StoredRow) -> Result<Self, ProjectionError> {
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         IncidentRow::from_row(row).map(Self::from)
     }
 }
@@ -809,7 +678,7 @@ impl EdgeSort {
 
     /// The sort key in SQL: never NULL, so that row comparisons order
     /// edges that never reported (first, as the earliest contact).
-    pub(super) fn key(self, dialect: Dialect) -> String {
+    fn key(self, dialect: Dialect) -> String {
         match self {
             EdgeSort::Id => "id".to_owned(),
             EdgeSort::LastContactAt => {
@@ -879,16 +748,16 @@ fn bad_cursor() -> ProjectionError {
     )
 }
 
-pub(super) fn edge_view(row: &impl StoredRow) -> Result<EdgeView, ProjectionError> {
+fn edge_view(row: &dyn RowReader) -> Result<EdgeView, ProjectionError> {
     let open_incidents = row.int("open_incidents")?;
     Ok(EdgeRow::from_row(row)?.view(open_incidents as u64))
 }
 
 /// Where a page starts after its cursor: the last edge's id, and (for the
 /// `last_contact_at` sort) its last contact, `None` when it never reported.
-pub(super) struct After<'a> {
-    pub(super) id: Option<&'a str>,
-    pub(super) contact: Option<DateTime<Utc>>,
+struct After<'a> {
+    id: Option<&'a str>,
+    contact: Option<DateTime<Utc>>,
 }
 
 impl EdgeQuery {
@@ -896,21 +765,22 @@ impl EdgeQuery {
     /// tenant, the four filters (state, customer, site, has an open
     /// incident; NULL when absent), the cursor's sort value and id (NULL
     /// without a cursor) and the row limit.
-    pub(super) fn sql(&self, dialect: Dialect, at: &str) -> String {
+    fn sql(&self, db: &impl Db) -> String {
+        let dialect = db.dialect();
         let p = |n, ty| dialect.param(n, ty);
-        let edges = dialect.table(at, "edges");
+        let edges = db.table("edges");
         let key = self.sort.key(dialect);
         let (direction, beyond) = (self.order.sql(), self.order.after());
         // The id sort compares (id, id): the same row comparison serves
         // both, with the cursor's value typed for its sort.
         let cursor_key = match self.sort {
-            EdgeSort::Id => p(6, "text"),
+            EdgeSort::Id => p(6, Type::Text),
             EdgeSort::LastContactAt => {
-                format!("COALESCE({}, {})", p(6, "timestamptz"), dialect.earliest())
+                format!("COALESCE({}, {})", p(6, Type::Time), dialect.earliest())
             }
         };
         format!(
-            "SELECT {EDGE_COLUMNS} FROM {edges}
+            "SELECT {} FROM {edges}
              WHERE tenant = {}
                AND ({} IS NULL OR state = {})
                AND ({} IS NULL OR customer = {})
@@ -919,23 +789,24 @@ impl EdgeQuery {
                AND ({} IS NULL OR ({key}, id) {beyond} ({cursor_key}, {}))
              ORDER BY {key} {direction}, id {direction}
              LIMIT {}",
-            p(1, "text"),
-            p(2, "text"),
-            p(2, "text"),
-            p(3, "text"),
-            p(3, "text"),
-            p(4, "text"),
-            p(4, "text"),
-            p(5, "bool"),
-            p(5, "bool"),
-            p(7, "text"),
-            p(7, "text"),
-            p(8, "bigint"),
+            EDGES.column_list(),
+            p(1, Type::Text),
+            p(2, Type::Text),
+            p(2, Type::Text),
+            p(3, Type::Text),
+            p(3, Type::Text),
+            p(4, Type::Text),
+            p(4, Type::Text),
+            p(5, Type::Bool),
+            p(5, Type::Bool),
+            p(7, Type::Text),
+            p(7, Type::Text),
+            p(8, Type::Int),
         )
     }
 
     /// Where the page starts.
-    pub(super) fn after(&self) -> Result<After<'_>, ProjectionError> {
+    fn after(&self) -> Result<After<'_>, ProjectionError> {
         let contact = match (&self.cursor, self.sort) {
             (Some(cursor), EdgeSort::LastContactAt) => contact_after(cursor)?,
             _ => None,
@@ -947,7 +818,7 @@ impl EdgeQuery {
     }
 
     /// The page of the `limit + 1` edges the statement found.
-    pub(super) fn page(&self, edges: Vec<EdgeView>) -> Page<EdgeView> {
+    fn page(&self, edges: Vec<EdgeView>) -> Page<EdgeView> {
         let sort = self.sort;
         paginate(edges, self.limit, |e| Cursor {
             sort: sort.as_str().to_owned(),
@@ -957,109 +828,78 @@ impl EdgeQuery {
     }
 }
 
-/// The statements of an edge's detail, on either backend; each takes the
-/// tenant and the edge's id, and the recent incidents the limit third.
-pub(super) struct DetailSql {
-    pub(super) edge: String,
-    pub(super) open_incidents: String,
-    pub(super) recent_incidents: String,
-}
-
-impl DetailSql {
-    pub(super) fn new(dialect: Dialect, at: &str) -> Self {
-        let (tenant, id) = (dialect.param(1, "text"), dialect.param(2, "text"));
-        let incidents = dialect.table(at, "incidents");
-        let of_edge = format!("WHERE tenant = {tenant} AND edge_id = {id}");
-        Self {
-            edge: format!(
-                "SELECT {EDGE_COLUMNS} FROM {} WHERE tenant = {tenant} AND id = {id}",
-                dialect.table(at, "edges")
-            ),
-            open_incidents: format!(
-                "SELECT {INCIDENT_COLUMNS} FROM {incidents}
-                 {of_edge} AND ended_at IS NULL ORDER BY seq"
-            ),
-            recent_incidents: format!(
-                "SELECT {INCIDENT_COLUMNS} FROM {incidents}
-                 {of_edge} AND ended_at IS NOT NULL
-                 ORDER BY ended_at DESC, seq DESC LIMIT {}",
-                dialect.param(3, "bigint")
-            ),
-        }
-    }
-}
-
 /// A page of `tenant`'s edges.
-pub async fn list(
-    read_models: &ReadModels,
+pub async fn list<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &TenantId,
     query: &EdgeQuery,
 ) -> Result<Page<EdgeView>, ProjectionError> {
-    let (client, schema) = read_models.serving(NAME).await?;
     let after = query.after()?;
-    let cursor_value: &(dyn ToSql + Sync) = match query.sort {
-        EdgeSort::Id => &after.id,
-        EdgeSort::LastContactAt => &after.contact,
+    let cursor_value: Cell = match query.sort {
+        EdgeSort::Id => after.id.into(),
+        EdgeSort::LastContactAt => after.contact.into(),
     };
-    let rows = client
-        .query(
-            &query.sql(Dialect::Postgres, &schema),
-            &[
-                &tenant.as_str(),
-                &query.state.map(state_name),
-                &query.customer,
-                &query.site,
-                &query.has_open_incident,
-                cursor_value,
-                &after.id,
-                &(query.limit as i64 + 1),
-            ],
-        )
-        .await?;
-    let edges = rows.iter().map(edge_view).collect::<Result<Vec<_>, _>>()?;
-    Ok(query.page(edges))
+    let params: Vec<Cell> = vec![
+        tenant.as_str().into(),
+        query.state.map(state_name).into(),
+        query.customer.clone().into(),
+        query.site.clone().into(),
+        query.has_open_incident.into(),
+        cursor_value,
+        after.id.into(),
+        (query.limit as i64 + 1).into(),
+    ];
+    let query = query.clone();
+    serve!(read_models.into(), NAME, |db| async move {
+        let edges = db.rows(&query.sql(db), &params, edge_view).await?;
+        Ok(query.page(edges))
+    })
 }
 
 /// `tenant`'s edge `id` with its open and recent incidents; `None` when
 /// there is no such edge.
-pub async fn get(
-    read_models: &ReadModels,
+pub async fn get<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &TenantId,
     id: &str,
 ) -> Result<Option<EdgeDetail>, ProjectionError> {
-    let (mut client, schema) = read_models.serving(NAME).await?;
-    let sql = DetailSql::new(Dialect::Postgres, &schema);
+    let key: Vec<Cell> = vec![tenant.as_str().into(), id.into()];
     // One snapshot, so the edge's count of open incidents is the list shown.
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let key: [&(dyn ToSql + Sync); 2] = [&tenant.as_str(), &id];
-    let Some(row) = tx.query_opt(&sql.edge, &key).await? else {
-        return Ok(None);
-    };
-    let edge = edge_view(&row)?;
-    let open_incidents = tx
-        .query(&sql.open_incidents, &key)
-        .await?
-        .iter()
-        .map(EdgeIncident::from_row)
-        .collect::<Result<_, _>>()?;
-    let recent_incidents = tx
-        .query(
-            &sql.recent_incidents,
-            &[&tenant.as_str(), &id, &(RECENT_INCIDENTS as i64)],
-        )
-        .await?
-        .iter()
-        .map(EdgeIncident::from_row)
-        .collect::<Result<_, _>>()?;
-    tx.commit().await?;
-    Ok(Some(EdgeDetail {
-        edge,
-        open_incidents,
-        recent_incidents,
-    }))
+    serve!(
+        read_models.into(),
+        NAME,
+        snapshot
+            | db
+            | async move {
+                let dialect = db.dialect();
+                let (tenant, id) = (dialect.param(1, Type::Text), dialect.param(2, Type::Text));
+                let (incidents, columns) = (db.table("incidents"), INCIDENTS.column_list());
+                let of_edge = format!("WHERE tenant = {tenant} AND edge_id = {id}");
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE tenant = {tenant} AND id = {id}",
+                    EDGES.column_list(),
+                    db.table("edges")
+                );
+                let Some(edge) = db.row(&sql, &key, edge_view).await? else {
+                    return Ok(None);
+                };
+                let sql = format!(
+                    "SELECT {columns} FROM {incidents} {of_edge} AND ended_at IS NULL ORDER BY seq"
+                );
+                let open_incidents = db.rows(&sql, &key, EdgeIncident::from_row).await?;
+                let sql = format!(
+                    "SELECT {columns} FROM {incidents} {of_edge} AND ended_at IS NOT NULL
+             ORDER BY ended_at DESC, seq DESC LIMIT {}",
+                    dialect.param(3, Type::Int)
+                );
+                let mut recent = key.clone();
+                recent.push((RECENT_INCIDENTS as i64).into());
+                let recent_incidents = db.rows(&sql, &recent, EdgeIncident::from_row).await?;
+                Ok::<_, ProjectionError>(Some(EdgeDetail {
+                    edge,
+                    open_incidents,
+                    recent_incidents,
+                }))
+            }
+    )
 }

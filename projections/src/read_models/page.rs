@@ -1,12 +1,18 @@
 //! Pages of list queries and their opaque cursors. A list is ordered by a
 //! sort key and then by a unique id; the cursor carries both values of the
 //! last row shown, so the next page starts strictly after it (keyset
-//! pagination: stable under concurrent writes, no offsets).
+//! pagination: stable under concurrent writes, no offsets). Also here: the
+//! [`SortKey`] of a list sorted by one column, and its SQL on either
+//! database.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::sql::{Dialect, Type};
+use crate::ProjectionError;
 
 /// The most rows one page holds, whatever `limit` asks.
 pub const MAX_PAGE_SIZE: usize = 500;
@@ -94,6 +100,116 @@ pub fn paginate<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> Cur
         items: rows,
         next_cursor,
     }
+}
+
+/// A sort column and the type of its values, which the cursor's value
+/// must parse as: the keyset pagination of the lists of `timers` and
+/// `drafts` (one SQL text with fixed parameters, whatever the filters and
+/// sort).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SortKey {
+    pub(crate) column: &'static str,
+    /// [`Type::Time`], [`Type::Int`] or [`Type::Text`].
+    pub(crate) ty: Type,
+}
+
+impl SortKey {
+    pub(crate) fn time(column: &'static str) -> Self {
+        Self {
+            column,
+            ty: Type::Time,
+        }
+    }
+
+    pub(crate) fn integer(column: &'static str) -> Self {
+        Self {
+            column,
+            ty: Type::Int,
+        }
+    }
+
+    pub(crate) fn id() -> Self {
+        Self {
+            column: "id",
+            ty: Type::Text,
+        }
+    }
+
+    /// The cursor's sort value as text of the column's type (an instant as
+    /// stored on SQLite, which Postgres reads too); a forged cursor is
+    /// refused here rather than failing the query.
+    pub(crate) fn after(
+        self,
+        cursor: Option<&Cursor>,
+    ) -> Result<(Option<String>, Option<String>), ProjectionError> {
+        let Some(cursor) = cursor else {
+            return Ok((None, None));
+        };
+        let value = match (self.ty, &cursor.value) {
+            (Type::Time, Value::String(t)) => DateTime::parse_from_rfc3339(t).ok().map(|t| {
+                t.with_timezone(&Utc)
+                    .to_rfc3339_opts(SecondsFormat::Micros, true)
+            }),
+            (Type::Int, Value::Number(n)) => n.as_i64().map(|n| n.to_string()),
+            (Type::Text, Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        match value {
+            Some(value) => Ok((Some(value), Some(cursor.id.clone()))),
+            None => Err(ProjectionError::Rejected(
+                "the cursor does not belong to this list; pass next_cursor unchanged".into(),
+            )),
+        }
+    }
+
+    /// `AND` the rows after the cursor (parameters `a` and `b`: its value
+    /// and id as [`after`](Self::after) gives them, both text, `NULL` for
+    /// the first page), `ORDER BY` and `LIMIT` parameter `limit`. On
+    /// SQLite a time's text compares with the stored instants as they do.
+    pub(crate) fn tail(
+        self,
+        dialect: Dialect,
+        order: SortOrder,
+        a: usize,
+        b: usize,
+        limit: usize,
+    ) -> String {
+        let (column, after, dir) = (self.column, order.after(), order.sql());
+        let (value, id) = (dialect.param(a, Type::Text), dialect.param(b, Type::Text));
+        let typed = match (dialect, self.ty) {
+            (Dialect::Postgres, ty) => dialect.cast(&value, ty),
+            (Dialect::Sqlite, Type::Int) => format!("CAST({value} AS INTEGER)"),
+            (Dialect::Sqlite, _) => value.clone(),
+        };
+        format!(
+            "AND ({value} IS NULL OR ({column}, id) {after} ({typed}, {id}))
+             ORDER BY {column} {dir}, id {dir} LIMIT {}",
+            dialect.param(limit, Type::Int)
+        )
+    }
+}
+
+/// The cursor after a row sorted by a time column.
+pub(crate) fn time_cursor(sort: &str, at: DateTime<Utc>, id: &str) -> Cursor {
+    Cursor {
+        sort: sort.to_owned(),
+        value: Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        id: id.to_owned(),
+    }
+}
+
+/// The cursor after a row sorted by its id.
+pub(crate) fn id_cursor(sort: &str, id: &str) -> Cursor {
+    Cursor {
+        sort: sort.to_owned(),
+        value: Value::String(id.to_owned()),
+        id: id.to_owned(),
+    }
+}
+
+/// The rows to fetch for a page of `limit`: one more shows there is a next.
+pub(crate) fn page_size(limit: usize) -> i64 {
+    limit.clamp(1, MAX_PAGE_SIZE) as i64 + 1
 }
 
 #[cfg(test)]

@@ -34,28 +34,29 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use herald_events::{drafts, edges, statistics, tickets, timers};
 use herald_events::{EventEnvelope, TenantId, TypedEvent};
 use serde::Serialize;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 
-use crate::{Projection, ProjectionError, ReadModels};
+use crate::sql::{
+    decode, read_model, serve, Cell, Column, Db, Dialect, OnConflict, ReadSide, RowReader, Rows,
+    Table, Type,
+};
+use crate::ProjectionError;
 
 /// The projection's name.
 pub const NAME: &str = "statistics";
 
 /// The version of the tables' shape and of the fold (both backends).
-pub(crate) const VERSION: u32 = 1;
+const VERSION: u32 = 1;
 
 /// The longest range of days one query may cover.
 pub const MAX_RANGE_DAYS: u64 = 366;
 
 /// The daily counters, in the order of [`COUNTER_COLUMNS`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Counter {
+enum Counter {
     TicketsOpened,
     TicketsResolved,
     TicketsReopened,
@@ -69,7 +70,7 @@ pub(crate) enum Counter {
 }
 
 /// The columns of `daily`, one per [`Counter`].
-pub(crate) const COUNTER_COLUMNS: [&str; 10] = [
+const COUNTER_COLUMNS: [&str; 10] = [
     "tickets_opened",
     "tickets_resolved",
     "tickets_reopened",
@@ -82,14 +83,14 @@ pub(crate) const COUNTER_COLUMNS: [&str; 10] = [
     "session_micros",
 ];
 
-pub(crate) type Counters = [i64; COUNTER_COLUMNS.len()];
+type Counters = [i64; COUNTER_COLUMNS.len()];
 
 /// Rolls up the other domains' events per tenant, customer and day.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StatisticsProjection;
 
 /// What one accepted event means to the statistics.
-pub(crate) enum Fact {
+enum Fact {
     TicketOpened {
         customer: String,
     },
@@ -108,15 +109,6 @@ pub(crate) enum Fact {
     SessionEnded {
         ended_at: DateTime<Utc>,
     },
-}
-
-fn decode<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
-    T::deserialize(&event.payload).map_err(|e| {
-        ProjectionError::Rejected(format!(
-            "{} at position {}: the payload does not parse: {e}",
-            event.event_type, event.position
-        ))
-    })
 }
 
 /// An event counted as it is (its payload must still parse).
@@ -167,15 +159,13 @@ fn fact(event: &EventEnvelope) -> Result<Option<Fact>, ProjectionError> {
 }
 
 /// Whether the statistics read `event` (both backends).
-pub(crate) fn accepts(event: &EventEnvelope) -> bool {
+fn accepts(event: &EventEnvelope) -> bool {
     ACCEPTED.contains(&event.event_type.as_str())
 }
 
 /// What a batch's events mean, every payload read before anything is
 /// counted, so that a poison event fails the batch before any work.
-pub(crate) fn facts(
-    events: &[EventEnvelope],
-) -> Result<Vec<(&EventEnvelope, Fact)>, ProjectionError> {
+fn facts(events: &[EventEnvelope]) -> Result<Vec<(&EventEnvelope, Fact)>, ProjectionError> {
     let mut facts = Vec::with_capacity(events.len());
     for event in events {
         if let Some(fact) = fact(event)? {
@@ -200,24 +190,24 @@ const ACCEPTED: &[&str] = &[
 ];
 
 /// (tenant, id within the domain): a ticket, an edge or a session.
-pub(crate) type EntityKey = (String, String);
+type EntityKey = (String, String);
 
 #[derive(Debug, Clone)]
-pub(crate) struct TicketOpening {
-    pub(crate) customer: String,
-    pub(crate) opened_at: DateTime<Utc>,
+struct TicketOpening {
+    customer: String,
+    opened_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub(crate) struct EdgeState {
-    pub(crate) customer: String,
-    pub(crate) offline_since: Option<DateTime<Utc>>,
+struct EdgeState {
+    customer: String,
+    offline_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct SessionStart {
-    pub(crate) customer: String,
-    pub(crate) started_at: DateTime<Utc>,
+struct SessionStart {
+    customer: String,
+    started_at: DateTime<Utc>,
 }
 
 /// A batch's effect, folded in memory: deltas of the rollups, and the
@@ -228,18 +218,18 @@ pub(crate) struct SessionStart {
 /// [`absorb`](Fold::absorb) the facts, then add the deltas to the rollups
 /// and upsert the changed helper rows.
 #[derive(Default)]
-pub(crate) struct Fold {
-    pub(crate) daily: HashMap<(String, NaiveDate, String), Counters>,
+struct Fold {
+    daily: HashMap<(String, NaiveDate, String), Counters>,
     /// (tenant, day, customer, micros) → resolutions of that length.
-    pub(crate) durations: HashMap<(String, NaiveDate, String, i64), i64>,
+    durations: HashMap<(String, NaiveDate, String, i64), i64>,
     /// (tenant, day, customer, edge) → microseconds offline.
-    pub(crate) outages: HashMap<(String, NaiveDate, String, String), i64>,
-    pub(crate) tickets: HashMap<EntityKey, TicketOpening>,
-    pub(crate) edges: HashMap<EntityKey, EdgeState>,
-    pub(crate) sessions: HashMap<EntityKey, SessionStart>,
-    pub(crate) changed_tickets: HashSet<EntityKey>,
-    pub(crate) changed_edges: HashSet<EntityKey>,
-    pub(crate) changed_sessions: HashSet<EntityKey>,
+    outages: HashMap<(String, NaiveDate, String, String), i64>,
+    tickets: HashMap<EntityKey, TicketOpening>,
+    edges: HashMap<EntityKey, EdgeState>,
+    sessions: HashMap<EntityKey, SessionStart>,
+    changed_tickets: HashSet<EntityKey>,
+    changed_edges: HashSet<EntityKey>,
+    changed_sessions: HashSet<EntityKey>,
 }
 
 fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
@@ -271,7 +261,7 @@ fn split_by_day(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(NaiveDate, i64)>
 
 impl Fold {
     /// Folds a batch's facts, in position order, into the loaded state.
-    pub(crate) fn absorb(&mut self, facts: Vec<(&EventEnvelope, Fact)>) {
+    fn absorb(&mut self, facts: Vec<(&EventEnvelope, Fact)>) {
         for (event, fact) in facts {
             self.apply(event, fact);
         }
@@ -374,14 +364,14 @@ impl Fold {
 
 /// The keys of the helper rows a batch needs from earlier batches.
 #[derive(Default)]
-pub(crate) struct Needed {
-    pub(crate) tickets: HashSet<EntityKey>,
-    pub(crate) edges: HashSet<EntityKey>,
-    pub(crate) sessions: HashSet<EntityKey>,
+struct Needed {
+    tickets: HashSet<EntityKey>,
+    edges: HashSet<EntityKey>,
+    sessions: HashSet<EntityKey>,
 }
 
 impl Needed {
-    pub(crate) fn of(facts: &[(&EventEnvelope, Fact)]) -> Self {
+    fn of(facts: &[(&EventEnvelope, Fact)]) -> Self {
         let mut needed = Needed::default();
         for (event, fact) in facts {
             let key = || {
@@ -407,457 +397,271 @@ impl Needed {
     }
 }
 
-/// A column's type, as each backend spells it.
-#[derive(Debug, Clone, Copy)]
-enum Type {
-    Text,
-    Day,
-    Int,
-    Time,
-    /// A nullable instant.
-    MaybeTime,
-}
-
-/// The SQL of the backend a statistics table lives in. Postgres tables are
-/// `{schema}.<table>`, SQLite ones `{prefix}<table>`: the functions below
-/// take that qualifier (`"rm_statistics_g1."` or `"rm_statistics_g1_"`).
-/// On SQLite a day is an INTEGER (`NaiveDate::num_days_from_ce`, which
-/// orders like the days) and an instant is [`time_text`](crate::embedded::time_text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Postgres,
-    Sqlite,
-}
-
-impl Dialect {
-    fn type_name(self, ty: Type) -> &'static str {
-        match (self, ty) {
-            (Dialect::Postgres, Type::Text) => "text",
-            (Dialect::Postgres, Type::Day) => "date",
-            (Dialect::Postgres, Type::Int) => "bigint",
-            (Dialect::Postgres, Type::Time | Type::MaybeTime) => "timestamptz",
-            (Dialect::Sqlite, Type::Text | Type::Time | Type::MaybeTime) => "TEXT",
-            (Dialect::Sqlite, Type::Day | Type::Int) => "INTEGER",
-        }
-    }
-
-    /// The `n`th query parameter (from 1).
-    fn param(self, n: usize) -> String {
-        match self {
-            Dialect::Postgres => format!("${n}"),
-            Dialect::Sqlite => format!("?{n}"),
-        }
-    }
-
-    /// `expr` as a value of type `ty` (SQLite needs no cast).
-    fn cast(self, expr: &str, ty: Type) -> String {
-        match self {
-            Dialect::Postgres => format!("{expr}::{}", self.type_name(ty)),
-            Dialect::Sqlite => expr.to_owned(),
-        }
-    }
-}
-
-/// The statistics tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Table {
-    Daily,
-    Durations,
-    Outages,
-    TicketOpenings,
-    EdgeStates,
-    SessionStarts,
-}
-
 /// The tables of a generation (without the schema or prefix).
-pub(crate) const TABLES: &[&str] = &[
-    Table::Daily.name(),
-    Table::Durations.name(),
-    Table::Outages.name(),
-    Table::TicketOpenings.name(),
-    Table::EdgeStates.name(),
-    Table::SessionStarts.name(),
+const TABLE_NAMES: &[&str] = &[
+    "daily",
+    "resolution_durations",
+    "outages",
+    "ticket_openings",
+    "edge_states",
+    "session_starts",
 ];
 
-const ALL_TABLES: [Table; 6] = [
-    Table::Daily,
-    Table::Durations,
-    Table::Outages,
-    Table::TicketOpenings,
-    Table::EdgeStates,
-    Table::SessionStarts,
+const TABLES: &[&Table] = &[
+    &DAILY,
+    &DURATIONS,
+    &OUTAGES,
+    &TICKET_OPENINGS,
+    &EDGE_STATES,
+    &SESSION_STARTS,
 ];
 
-impl Table {
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            Table::Daily => "daily",
-            Table::Durations => "resolution_durations",
-            Table::Outages => "outages",
-            Table::TicketOpenings => "ticket_openings",
-            Table::EdgeStates => "edge_states",
-            Table::SessionStarts => "session_starts",
-        }
-    }
+const fn counter(name: &'static str) -> Column {
+    Column::new(name, Type::Int)
+}
 
-    /// The primary key's columns.
-    fn key(self) -> &'static [(&'static str, Type)] {
-        const DAY: [(&str, Type); 3] = [
-            ("tenant", Type::Text),
-            ("day", Type::Day),
-            ("customer", Type::Text),
-        ];
-        match self {
-            Table::Daily => &DAY,
-            Table::Durations => &[DAY[0], DAY[1], DAY[2], ("micros", Type::Int)],
-            Table::Outages => &[DAY[0], DAY[1], DAY[2], ("edge", Type::Text)],
-            Table::TicketOpenings => &[("tenant", Type::Text), ("ticket", Type::Text)],
-            Table::EdgeStates => &[("tenant", Type::Text), ("edge", Type::Text)],
-            Table::SessionStarts => &[("tenant", Type::Text), ("session", Type::Text)],
-        }
-    }
+/// The rollups add what a batch counted to what is stored.
+const DAILY: Table = Table {
+    name: "daily",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("day", Type::Day),
+        Column::new("customer", Type::Text),
+        counter(COUNTER_COLUMNS[0]),
+        counter(COUNTER_COLUMNS[1]),
+        counter(COUNTER_COLUMNS[2]),
+        counter(COUNTER_COLUMNS[3]),
+        counter(COUNTER_COLUMNS[4]),
+        counter(COUNTER_COLUMNS[5]),
+        counter(COUNTER_COLUMNS[6]),
+        counter(COUNTER_COLUMNS[7]),
+        counter(COUNTER_COLUMNS[8]),
+        counter(COUNTER_COLUMNS[9]),
+    ],
+    key: 3,
+    indexes: &[],
+    on_conflict: OnConflict::Add,
+};
 
-    /// The other columns.
-    fn values(self) -> Vec<(&'static str, Type)> {
-        match self {
-            Table::Daily => COUNTER_COLUMNS.iter().map(|c| (*c, Type::Int)).collect(),
-            Table::Durations => vec![("resolutions", Type::Int)],
-            Table::Outages => vec![("micros", Type::Int)],
-            Table::TicketOpenings => vec![("customer", Type::Text), ("opened_at", Type::Time)],
-            Table::EdgeStates => vec![("customer", Type::Text), ("offline_since", Type::MaybeTime)],
-            Table::SessionStarts => vec![("customer", Type::Text), ("started_at", Type::Time)],
-        }
-    }
+const DURATIONS: Table = Table {
+    name: "resolution_durations",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("day", Type::Day),
+        Column::new("customer", Type::Text),
+        Column::new("micros", Type::Int),
+        Column::new("resolutions", Type::Int),
+    ],
+    key: 4,
+    indexes: &[],
+    on_conflict: OnConflict::Add,
+};
 
-    /// Whether an upsert adds to the stored values (the rollups) rather
-    /// than replacing them (the helper rows).
-    fn adds(self) -> bool {
-        matches!(self, Table::Daily | Table::Durations | Table::Outages)
-    }
+const OUTAGES: Table = Table {
+    name: "outages",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("day", Type::Day),
+        Column::new("customer", Type::Text),
+        Column::new("edge", Type::Text),
+        Column::new("micros", Type::Int),
+    ],
+    key: 4,
+    indexes: &[],
+    on_conflict: OnConflict::Add,
+};
 
-    /// The id column of a helper table (keyed by tenant and id).
-    pub(crate) fn id_column(self) -> &'static str {
-        self.key()[1].0
-    }
+/// The helper rows are replaced.
+const TICKET_OPENINGS: Table = Table {
+    name: "ticket_openings",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("ticket", Type::Text),
+        Column::new("customer", Type::Text),
+        Column::new("opened_at", Type::Time),
+    ],
+    key: 2,
+    indexes: &[],
+    on_conflict: OnConflict::Replace,
+};
 
-    /// The value columns, comma-separated, each prefixed with `alias`.
-    pub(crate) fn value_columns(self, alias: &str) -> String {
-        let columns: Vec<String> = self
-            .values()
-            .iter()
-            .map(|(c, _)| format!("{alias}{c}"))
-            .collect();
-        columns.join(", ")
-    }
+const EDGE_STATES: Table = Table {
+    name: "edge_states",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("edge", Type::Text),
+        Column::new("customer", Type::Text),
+        Column::new("offline_since", Type::Time).null(),
+    ],
+    key: 2,
+    indexes: &[],
+    on_conflict: OnConflict::Replace,
+};
 
-    fn create_sql(self, dialect: Dialect, tables: &str) -> String {
-        let columns: Vec<String> = self
-            .key()
-            .iter()
-            .copied()
-            .chain(self.values())
-            .map(|(c, ty)| {
-                let null = if matches!(ty, Type::MaybeTime) {
-                    ""
-                } else {
-                    " NOT NULL"
-                };
-                format!("{c} {}{null}", dialect.type_name(ty))
-            })
-            .collect();
-        let key: Vec<&str> = self.key().iter().map(|(c, _)| *c).collect();
-        format!(
-            "CREATE TABLE IF NOT EXISTS {tables}{} ({}, PRIMARY KEY ({}));",
-            self.name(),
-            columns.join(", "),
-            key.join(", ")
+const SESSION_STARTS: Table = Table {
+    name: "session_starts",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("session", Type::Text),
+        Column::new("customer", Type::Text),
+        Column::new("started_at", Type::Time),
+    ],
+    key: 2,
+    indexes: &[],
+    on_conflict: OnConflict::Replace,
+};
+
+read_model!(StatisticsProjection);
+
+/// The entity key of a helper row (tenant, then the table's id column).
+fn entity_key(row: &dyn RowReader, id: &str) -> Result<EntityKey, ProjectionError> {
+    Ok((row.text("tenant")?, row.text(id)?))
+}
+
+/// Writes the effect of a batch: loads the helper rows its facts need,
+/// folds them, adds the deltas to the rollups and upserts the changed
+/// helper rows.
+async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionError> {
+    let facts = facts(events)?;
+    let needed = Needed::of(&facts);
+    let mut fold = Fold::default();
+    let sorted = |keys: &HashSet<EntityKey>| keys.iter().cloned().collect::<Vec<_>>();
+    for (key, opening) in db
+        .load(
+            &TICKET_OPENINGS,
+            "ticket",
+            &sorted(&needed.tickets),
+            "",
+            "",
+            |row| {
+                Ok((
+                    entity_key(row, "ticket")?,
+                    TicketOpening {
+                        customer: row.text("customer")?,
+                        opened_at: row.time("opened_at")?,
+                    },
+                ))
+            },
         )
+        .await?
+    {
+        fold.tickets.insert(key, opening);
     }
-
-    /// The upsert of rows: on Postgres from one array per column (`unnest`),
-    /// on SQLite one row of parameters. The rollups add, the helper rows
-    /// are replaced.
-    pub(crate) fn upsert_sql(self, dialect: Dialect, tables: &str) -> String {
-        let key: Vec<&str> = self.key().iter().map(|(c, _)| *c).collect();
-        let all: Vec<(&str, Type)> = self.key().iter().copied().chain(self.values()).collect();
-        let params = all
-            .iter()
-            .enumerate()
-            .map(|(i, (_, ty))| match dialect {
-                Dialect::Postgres => format!("${}::{}[]", i + 1, dialect.type_name(*ty)),
-                Dialect::Sqlite => dialect.param(i + 1),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let source = match dialect {
-            Dialect::Postgres => format!("SELECT * FROM unnest({params})"),
-            Dialect::Sqlite => format!("VALUES ({params})"),
-        };
-        let updates: Vec<String> = self
-            .values()
-            .iter()
-            .map(|(c, _)| {
-                if self.adds() {
-                    format!("{c} = t.{c} + EXCLUDED.{c}")
-                } else {
-                    format!("{c} = EXCLUDED.{c}")
-                }
-            })
-            .collect();
-        let columns: Vec<&str> = all.iter().map(|(c, _)| *c).collect();
-        format!(
-            "INSERT INTO {tables}{} AS t ({}) {source} ON CONFLICT ({}) DO UPDATE SET {}",
-            self.name(),
-            columns.join(", "),
-            key.join(", "),
-            updates.join(", ")
+    for (key, state) in db
+        .load(
+            &EDGE_STATES,
+            "edge",
+            &sorted(&needed.edges),
+            "",
+            "",
+            |row| {
+                Ok((
+                    entity_key(row, "edge")?,
+                    EdgeState {
+                        customer: row.text("customer")?,
+                        offline_since: row.time_opt("offline_since")?,
+                    },
+                ))
+            },
         )
+        .await?
+    {
+        fold.edges.insert(key, state);
     }
-}
-
-/// Creates every table of a generation, `IF NOT EXISTS`.
-pub(crate) fn ddl(dialect: Dialect, tables: &str) -> String {
-    ALL_TABLES
-        .iter()
-        .map(|t| t.create_sql(dialect, tables))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Splits keys into the two text arrays `unnest` takes.
-fn key_columns(keys: &HashSet<EntityKey>) -> (Vec<&str>, Vec<&str>) {
-    keys.iter().map(|(t, id)| (t.as_str(), id.as_str())).unzip()
-}
-
-/// The helper rows of `table` (keyed by tenant and its id) for `keys`.
-async fn load(
-    tx: &Transaction<'_>,
-    schema: &str,
-    table: Table,
-    keys: &HashSet<EntityKey>,
-) -> Result<Vec<tokio_postgres::Row>, ProjectionError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    for (key, start) in db
+        .load(
+            &SESSION_STARTS,
+            "session",
+            &sorted(&needed.sessions),
+            "",
+            "",
+            |row| {
+                Ok((
+                    entity_key(row, "session")?,
+                    SessionStart {
+                        customer: row.text("customer")?,
+                        started_at: row.time("started_at")?,
+                    },
+                ))
+            },
+        )
+        .await?
+    {
+        fold.sessions.insert(key, start);
     }
-    let (tenants, ids) = key_columns(keys);
-    let sql = format!(
-        "SELECT h.tenant, h.{id}, {columns} FROM {schema}.{table} h \
-         JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) \
-         ON h.tenant = k.tenant AND h.{id} = k.id",
-        id = table.id_column(),
-        columns = table.value_columns("h."),
-        table = table.name(),
-    );
-    Ok(tx.query(&sql, &[&tenants, &ids]).await?)
+    fold.absorb(facts);
+    for rows in fold.rows() {
+        db.upsert(&rows).await?;
+    }
+    Ok(())
 }
 
 impl Fold {
-    async fn load_helpers(
-        &mut self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        needed: &Needed,
-    ) -> Result<(), ProjectionError> {
-        let key = |row: &tokio_postgres::Row| (row.get::<_, String>(0), row.get::<_, String>(1));
-        for row in load(tx, schema, Table::TicketOpenings, &needed.tickets).await? {
-            self.tickets.insert(
-                key(&row),
-                TicketOpening {
-                    customer: row.get(2),
-                    opened_at: row.get(3),
-                },
-            );
-        }
-        for row in load(tx, schema, Table::EdgeStates, &needed.edges).await? {
-            self.edges.insert(
-                key(&row),
-                EdgeState {
-                    customer: row.get(2),
-                    offline_since: row.get(3),
-                },
-            );
-        }
-        for row in load(tx, schema, Table::SessionStarts, &needed.sessions).await? {
-            self.sessions.insert(
-                key(&row),
-                SessionStart {
-                    customer: row.get(2),
-                    started_at: row.get(3),
-                },
-            );
-        }
-        Ok(())
-    }
-
-    async fn write(self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        let tables = format!("{schema}.");
-        self.write_daily(tx, &tables).await?;
-        self.write_durations(tx, &tables).await?;
-        self.write_outages(tx, &tables).await?;
-        self.write_helpers(tx, &tables).await
-    }
-
-    async fn write_daily(&self, tx: &Transaction<'_>, tables: &str) -> Result<(), ProjectionError> {
-        if self.daily.is_empty() {
-            return Ok(());
-        }
-        let mut tenants = Vec::new();
-        let mut days = Vec::new();
-        let mut customers = Vec::new();
-        let mut counters: Vec<Vec<i64>> = vec![Vec::new(); COUNTER_COLUMNS.len()];
-        for ((tenant, day, customer), values) in &self.daily {
-            tenants.push(tenant.as_str());
-            days.push(*day);
-            customers.push(customer.as_str());
-            for (column, value) in counters.iter_mut().zip(values) {
-                column.push(*value);
+    /// The rows a batch writes: its deltas of the rollups and its changed
+    /// helper rows.
+    fn rows(self) -> [Rows; 6] {
+        let mut daily = Rows::new(&DAILY);
+        for ((tenant, day, customer), counters) in self.daily {
+            let mut row: [Cell; 13] = std::array::from_fn(|_| Cell::Int(None));
+            row[0] = tenant.into();
+            row[1] = day.into();
+            row[2] = customer.into();
+            for (cell, value) in row[3..].iter_mut().zip(counters) {
+                *cell = value.into();
             }
+            daily.push(row);
         }
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenants, &days, &customers];
-        params.extend(counters.iter().map(|c| c as &(dyn ToSql + Sync)));
-        tx.execute(&Table::Daily.upsert_sql(Dialect::Postgres, tables), &params)
-            .await?;
-        Ok(())
-    }
-
-    async fn write_durations(
-        &self,
-        tx: &Transaction<'_>,
-        tables: &str,
-    ) -> Result<(), ProjectionError> {
-        if self.durations.is_empty() {
-            return Ok(());
+        let mut durations = Rows::new(&DURATIONS);
+        for ((tenant, day, customer, micros), resolutions) in self.durations {
+            durations.push([
+                tenant.into(),
+                day.into(),
+                customer.into(),
+                micros.into(),
+                resolutions.into(),
+            ]);
         }
-        let mut tenants = Vec::new();
-        let mut days = Vec::new();
-        let mut customers = Vec::new();
-        let mut lengths = Vec::new();
-        let mut counts = Vec::new();
-        for ((tenant, day, customer, length), count) in &self.durations {
-            tenants.push(tenant.as_str());
-            days.push(*day);
-            customers.push(customer.as_str());
-            lengths.push(*length);
-            counts.push(*count);
+        let mut outages = Rows::new(&OUTAGES);
+        for ((tenant, day, customer, edge), micros) in self.outages {
+            outages.push([
+                tenant.into(),
+                day.into(),
+                customer.into(),
+                edge.into(),
+                micros.into(),
+            ]);
         }
-        let sql = Table::Durations.upsert_sql(Dialect::Postgres, tables);
-        tx.execute(&sql, &[&tenants, &days, &customers, &lengths, &counts])
-            .await?;
-        Ok(())
-    }
-
-    async fn write_outages(
-        &self,
-        tx: &Transaction<'_>,
-        tables: &str,
-    ) -> Result<(), ProjectionError> {
-        if self.outages.is_empty() {
-            return Ok(());
+        let mut tickets = Rows::new(&TICKET_OPENINGS);
+        for key in &self.changed_tickets {
+            let o = &self.tickets[key];
+            tickets.push([
+                (&key.0).into(),
+                (&key.1).into(),
+                (&o.customer).into(),
+                o.opened_at.into(),
+            ]);
         }
-        let mut tenants = Vec::new();
-        let mut days = Vec::new();
-        let mut customers = Vec::new();
-        let mut edges = Vec::new();
-        let mut lengths = Vec::new();
-        for ((tenant, day, customer, edge), length) in &self.outages {
-            tenants.push(tenant.as_str());
-            days.push(*day);
-            customers.push(customer.as_str());
-            edges.push(edge.as_str());
-            lengths.push(*length);
+        let mut edges = Rows::new(&EDGE_STATES);
+        for key in &self.changed_edges {
+            let e = &self.edges[key];
+            edges.push([
+                (&key.0).into(),
+                (&key.1).into(),
+                (&e.customer).into(),
+                e.offline_since.into(),
+            ]);
         }
-        let sql = Table::Outages.upsert_sql(Dialect::Postgres, tables);
-        tx.execute(&sql, &[&tenants, &days, &customers, &edges, &lengths])
-            .await?;
-        Ok(())
-    }
-
-    async fn write_helpers(
-        &self,
-        tx: &Transaction<'_>,
-        tables: &str,
-    ) -> Result<(), ProjectionError> {
-        if !self.changed_tickets.is_empty() {
-            let (tenants, ids) = key_columns(&self.changed_tickets);
-            let (customers, times): (Vec<&str>, Vec<DateTime<Utc>>) = self
-                .changed_tickets
-                .iter()
-                .map(|k| {
-                    let o = &self.tickets[k];
-                    (o.customer.as_str(), o.opened_at)
-                })
-                .unzip();
-            let sql = Table::TicketOpenings.upsert_sql(Dialect::Postgres, tables);
-            tx.execute(&sql, &[&tenants, &ids, &customers, &times])
-                .await?;
+        let mut sessions = Rows::new(&SESSION_STARTS);
+        for key in &self.changed_sessions {
+            let s = &self.sessions[key];
+            sessions.push([
+                (&key.0).into(),
+                (&key.1).into(),
+                (&s.customer).into(),
+                s.started_at.into(),
+            ]);
         }
-        if !self.changed_edges.is_empty() {
-            let (tenants, ids) = key_columns(&self.changed_edges);
-            let (customers, times): (Vec<&str>, Vec<Option<DateTime<Utc>>>) = self
-                .changed_edges
-                .iter()
-                .map(|k| {
-                    let e = &self.edges[k];
-                    (e.customer.as_str(), e.offline_since)
-                })
-                .unzip();
-            let sql = Table::EdgeStates.upsert_sql(Dialect::Postgres, tables);
-            tx.execute(&sql, &[&tenants, &ids, &customers, &times])
-                .await?;
-        }
-        if !self.changed_sessions.is_empty() {
-            let (tenants, ids) = key_columns(&self.changed_sessions);
-            let (customers, times): (Vec<&str>, Vec<DateTime<Utc>>) = self
-                .changed_sessions
-                .iter()
-                .map(|k| {
-                    let s = &self.sessions[k];
-                    (s.customer.as_str(), s.started_at)
-                })
-                .unzip();
-            let sql = Table::SessionStarts.upsert_sql(Dialect::Postgres, tables);
-            tx.execute(&sql, &[&tenants, &ids, &customers, &times])
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Projection for StatisticsProjection {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn version(&self) -> u32 {
-        VERSION
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        TABLES
-    }
-
-    fn accepts(&self, event: &EventEnvelope) -> bool {
-        accepts(event)
-    }
-
-    async fn setup(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        tx.batch_execute(&ddl(Dialect::Postgres, &format!("{schema}.")))
-            .await?;
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let facts = facts(events)?;
-        let mut fold = Fold::default();
-        fold.load_helpers(tx, schema, &Needed::of(&facts)).await?;
-        fold.absorb(facts);
-        fold.write(tx, schema).await
+        [daily, durations, outages, tickets, edges, sessions]
     }
 }
 
@@ -923,7 +727,7 @@ impl GroupBy {
                 select.push(column.to_owned());
                 group.push(column);
             } else {
-                select.push(dialect.cast("NULL", ty));
+                select.push(format!("{} AS {column}", dialect.cast("NULL", ty)));
             }
         }
         let group = if group.is_empty() {
@@ -975,7 +779,7 @@ pub struct StatisticsRow {
 }
 
 /// The key of a row: day, customer, edge (each null unless grouped).
-pub(crate) type RowKey = (Option<NaiveDate>, Option<String>, Option<String>);
+type RowKey = (Option<NaiveDate>, Option<String>, Option<String>);
 
 /// The nearest-rank 90th percentile of a histogram sorted by value
 /// ascending: the value at rank ⌈0.9·n⌉ (from 1) of the n values.
@@ -992,38 +796,43 @@ fn p90(histogram: &[(i64, i64)]) -> Option<i64> {
     })
 }
 
-/// The three statements of a query, over the tables `{tables}<table>`;
-/// their parameters are the tenant, the first and last days and the
-/// customer (null for all). Each answers the row key (day, customer,
-/// edge) in its first three columns, then:
-/// - `daily`: the sums of [`COUNTER_COLUMNS`], in that order;
-/// - `durations`: micros and resolutions, micros ascending;
-/// - `outages`: the microseconds offline.
-pub(crate) struct QuerySql {
-    pub(crate) daily: String,
-    pub(crate) durations: String,
-    pub(crate) outages: String,
+/// The three statements of a query; their parameters are the tenant, the
+/// first and last days and the customer (null for all). Each answers the
+/// row key (`day`, `customer`, `edge`), then:
+/// - `daily`: the sums of [`COUNTER_COLUMNS`], under their names;
+/// - `durations`: `micros` and `resolutions`, micros ascending;
+/// - `outages`: the microseconds offline, `micros`.
+struct QuerySql {
+    daily: String,
+    durations: String,
+    outages: String,
 }
 
 impl QuerySql {
-    pub(crate) fn new(dialect: Dialect, tables: &str, group: GroupBy) -> Self {
-        let p = |n| dialect.param(n);
+    fn new(db: &impl Db, group: GroupBy) -> Self {
+        let dialect = db.dialect();
         let filter = format!(
             "WHERE tenant = {} AND day BETWEEN {} AND {} AND ({} IS NULL OR customer = {})",
-            p(1),
-            p(2),
-            p(3),
-            dialect.cast(&p(4), Type::Text),
-            p(4)
+            dialect.param(1, Type::Text),
+            dialect.param(2, Type::Day),
+            dialect.param(3, Type::Day),
+            dialect.param(4, Type::Text),
+            dialect.param(4, Type::Text),
         );
-        let sum = |column: &str| dialect.cast(&format!("sum({column})"), Type::Int);
+        let sum = |column: &str| {
+            format!(
+                "{} AS {column}",
+                dialect.cast(&format!("sum({column})"), Type::Int)
+            )
+        };
         let (keys, group_sql) = group.sql(dialect, false);
         let sums: Vec<String> = COUNTER_COLUMNS.iter().map(|c| sum(c)).collect();
         // HAVING: ungrouped, an aggregate over no rows is still one row (of
         // nulls); the total row is added by `finish` anyway.
         let daily = format!(
-            "SELECT {keys}, {} FROM {tables}daily {filter} {group_sql} HAVING count(*) > 0",
-            sums.join(", ")
+            "SELECT {keys}, {} FROM {} {filter} {group_sql} HAVING count(*) > 0",
+            sums.join(", "),
+            db.table(DAILY.name)
         );
         let with_micros = if group_sql.is_empty() {
             "GROUP BY micros".to_owned()
@@ -1031,14 +840,15 @@ impl QuerySql {
             format!("{group_sql}, micros")
         };
         let durations = format!(
-            "SELECT {keys}, micros, {} FROM {tables}resolution_durations \
-             {filter} {with_micros} ORDER BY micros",
-            sum("resolutions")
+            "SELECT {keys}, micros, {} FROM {} {filter} {with_micros} ORDER BY micros",
+            sum("resolutions"),
+            db.table(DURATIONS.name)
         );
         let (keys, group_sql) = group.sql(dialect, true);
         let outages = format!(
-            "SELECT {keys}, {} FROM {tables}outages {filter} {group_sql} HAVING count(*) > 0",
-            sum("micros")
+            "SELECT {keys}, {} FROM {} {filter} {group_sql} HAVING count(*) > 0",
+            sum("micros"),
+            db.table(OUTAGES.name)
         );
         QuerySql {
             daily,
@@ -1050,21 +860,21 @@ impl QuerySql {
 
 /// Accumulates the rows of a query from the three tables.
 #[derive(Default)]
-pub(crate) struct Rows {
+struct Answer {
     counters: BTreeMap<RowKey, Counters>,
     /// Per row: (micros, resolutions), micros ascending.
     durations: BTreeMap<RowKey, Vec<(i64, i64)>>,
     outage_micros: BTreeMap<RowKey, i64>,
 }
 
-impl Rows {
+impl Answer {
     /// A row of [`QuerySql::daily`].
-    pub(crate) fn add_counters(&mut self, key: RowKey, counters: Counters) {
+    fn add_counters(&mut self, key: RowKey, counters: Counters) {
         self.counters.insert(key, counters);
     }
 
     /// A row of [`QuerySql::durations`] (in their order).
-    pub(crate) fn add_durations(&mut self, key: RowKey, micros: i64, resolutions: i64) {
+    fn add_durations(&mut self, key: RowKey, micros: i64, resolutions: i64) {
         self.durations
             .entry(key)
             .or_default()
@@ -1072,11 +882,11 @@ impl Rows {
     }
 
     /// A row of [`QuerySql::outages`].
-    pub(crate) fn add_outage(&mut self, key: RowKey, micros: i64) {
+    fn add_outage(&mut self, key: RowKey, micros: i64) {
         self.outage_micros.insert(key, micros);
     }
 
-    pub(crate) fn finish(mut self, group: GroupBy) -> Vec<StatisticsRow> {
+    fn finish(mut self, group: GroupBy) -> Vec<StatisticsRow> {
         let mut keys: Vec<RowKey> = self
             .counters
             .keys()
@@ -1130,8 +940,12 @@ impl Rows {
     }
 }
 
-fn row_key(row: &tokio_postgres::Row) -> RowKey {
-    (row.get(0), row.get(1), row.get(2))
+fn row_key(row: &dyn RowReader) -> Result<RowKey, ProjectionError> {
+    Ok((
+        row.day_opt("day")?,
+        row.text_opt("customer")?,
+        row.text_opt("edge")?,
+    ))
 }
 
 /// The statistics of `tenant` over the days `from` to `to` (both
@@ -1139,41 +953,61 @@ fn row_key(row: &tokio_postgres::Row) -> RowKey {
 /// sorted by day, customer and edge; ungrouped, there is exactly one.
 /// The range is not limited here: callers bound it (the HTTP API at
 /// [`MAX_RANGE_DAYS`]).
-pub async fn query(
-    read_models: &ReadModels,
+pub async fn query<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &TenantId,
     from: NaiveDate,
     to: NaiveDate,
     group: GroupBy,
     customer: Option<&str>,
 ) -> Result<Vec<StatisticsRow>, ProjectionError> {
-    let (mut client, schema) = read_models.serving(NAME).await?;
+    let params: Vec<Cell> = vec![
+        tenant.as_str().into(),
+        from.into(),
+        to.into(),
+        customer.into(),
+    ];
     // One snapshot for the three tables, so that a batch committed midway
     // cannot show in one metric and not in another.
-    let client = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let params: [&(dyn ToSql + Sync); 4] = [&tenant.as_str(), &from, &to, &customer];
-    let sql = QuerySql::new(Dialect::Postgres, &format!("{schema}."), group);
-    let mut rows = Rows::default();
-    for row in client.query(&sql.daily, &params).await? {
-        let mut counters = Counters::default();
-        for (i, value) in counters.iter_mut().enumerate() {
-            *value = row.get(i + 3);
-        }
-        rows.add_counters(row_key(&row), counters);
-    }
-    for row in client.query(&sql.durations, &params).await? {
-        rows.add_durations(row_key(&row), row.get(3), row.get(4));
-    }
-    for row in client.query(&sql.outages, &params).await? {
-        rows.add_outage(row_key(&row), row.get(3));
-    }
-    client.commit().await?;
-    Ok(rows.finish(group))
+    serve!(
+        read_models.into(),
+        NAME,
+        snapshot
+            | db
+            | async move {
+                let sql = QuerySql::new(db, group);
+                let mut answer = Answer::default();
+                let daily = db
+                    .rows(&sql.daily, &params, |row| {
+                        let mut counters = Counters::default();
+                        for (value, column) in counters.iter_mut().zip(COUNTER_COLUMNS) {
+                            *value = row.int(column)?;
+                        }
+                        Ok((row_key(row)?, counters))
+                    })
+                    .await?;
+                for (key, counters) in daily {
+                    answer.add_counters(key, counters);
+                }
+                let durations = db
+                    .rows(&sql.durations, &params, |row| {
+                        Ok((row_key(row)?, row.int("micros")?, row.int("resolutions")?))
+                    })
+                    .await?;
+                for (key, micros, resolutions) in durations {
+                    answer.add_durations(key, micros, resolutions);
+                }
+                let outages = db
+                    .rows(&sql.outages, &params, |row| {
+                        Ok((row_key(row)?, row.int("micros")?))
+                    })
+                    .await?;
+                for (key, micros) in outages {
+                    answer.add_outage(key, micros);
+                }
+                Ok::<_, ProjectionError>(answer.finish(group))
+            }
+    )
 }
 
 #[cfg(test)]
@@ -1215,6 +1049,35 @@ mod tests {
         // Counts weigh: 9 × 1 and 1 × 100 → rank 9 is 1.
         assert_eq!(p90(&[(1, 9), (100, 1)]), Some(1));
         assert_eq!(p90(&[(1, 8), (100, 2)]), Some(100));
+    }
+
+    #[test]
+    fn every_statement_prepares_on_sqlite() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let prefix = "rm_statistics_g1_";
+        let ddl = crate::sql::ddl(Dialect::Sqlite, prefix, TABLES);
+        conn.execute_batch(&ddl).unwrap();
+        conn.execute_batch(&ddl).unwrap();
+        for table in TABLES {
+            conn.prepare(&table.upsert_sql(Dialect::Sqlite, prefix))
+                .unwrap();
+        }
+        let db = crate::sql::Lite::new(&conn, prefix);
+        for day in [false, true] {
+            for customer in [false, true] {
+                for edge in [false, true] {
+                    let group = GroupBy {
+                        day,
+                        customer,
+                        edge,
+                    };
+                    let sql = QuerySql::new(&db, group);
+                    for statement in [sql.daily, sql.durations, sql.outages] {
+                        conn.prepare(&statement).unwrap();
+                    }
+                }
+            }
+        }
     }
 
     #[test]

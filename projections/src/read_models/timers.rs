@@ -1,7 +1,8 @@
 //! The timers read model: every timer with where it stands (pending with the
 //! due time of its next occurrence, fired, cancelled) and each of its
 //! firings, and every countdown with its views and expiry; plus the queries
-//! that serve them (`/v1/views/timers`, `/v1/views/countdowns`).
+//! that serve them (`/v1/views/timers`, `/v1/views/countdowns`), on either
+//! database.
 //!
 //! Timers and countdowns share the `timers/{id}` streams: a stream is one or
 //! the other by its first event (`timer_scheduled` or `countdown_created`),
@@ -11,8 +12,7 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use herald_events::timers::{
     CountdownCreated, CountdownExpired, CountdownViewed, TimerCancelled, TimerFired,
     TimerScheduled, DOMAIN,
@@ -20,54 +20,134 @@ use herald_events::timers::{
 use herald_events::{EventEnvelope, TypedEvent};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Transaction};
 
+use super::page::{id_cursor, page_size, time_cursor, SortKey};
 use super::{paginate, Cursor, Page, SortOrder, MAX_PAGE_SIZE};
-use crate::{Projection, ProjectionError, ReadModels};
+use crate::sql::{
+    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Index, OnConflict, ReadSide,
+    RowKey, RowReader, Rows, Table, Type,
+};
+use crate::ProjectionError;
 
 /// The projection's name: its checkpoint and schema prefix.
 pub const NAME: &str = "timers";
+
+/// The version of the tables' shape and of the fold.
+const VERSION: u32 = 1;
+
+const TABLE_NAMES: &[&str] = &["timers", "firings", "countdowns"];
+
+const TABLES: &[&Table] = &[&TIMERS, &FIRINGS, &COUNTDOWNS];
+
+const TIMERS: Table = Table {
+    name: "timers",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("id", Type::Text),
+        Column::new("label", Type::Text).null(),
+        Column::new("status", Type::Text).check("status IN ('pending', 'fired', 'cancelled')"),
+        Column::new("due_at", Type::Time),
+        Column::new("first_due_at", Type::Time),
+        Column::new("next_due_at", Type::Time).null(),
+        Column::new("every_secs", Type::Int).null(),
+        Column::new("fired_count", Type::Int),
+        Column::new("last_fired_at", Type::Time).null(),
+        Column::new("late_count", Type::Int),
+        Column::new("deliver", Type::Json),
+        Column::new("scheduled_at", Type::Time),
+        Column::new("cancelled_at", Type::Time).null(),
+        Column::new("cancel_reason", Type::Text).null(),
+        Column::new("version", Type::Int),
+    ],
+    key: 2,
+    indexes: &[
+        Index {
+            name: "timers_by_due",
+            on: "tenant, due_at, id",
+        },
+        Index {
+            name: "timers_by_status_due",
+            on: "tenant, status, due_at, id",
+        },
+    ],
+    on_conflict: OnConflict::Replace,
+};
+
+const FIRINGS: Table = Table {
+    name: "firings",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("timer_id", Type::Text),
+        Column::new("occurrence", Type::Int),
+        Column::new("due_at", Type::Time),
+        Column::new("fired_at", Type::Time),
+        Column::new("late", Type::Bool),
+    ],
+    key: 3,
+    indexes: &[],
+    on_conflict: OnConflict::Replace,
+};
+
+const COUNTDOWNS: Table = Table {
+    name: "countdowns",
+    columns: &[
+        Column::new("tenant", Type::Text),
+        Column::new("id", Type::Text),
+        Column::new("label", Type::Text),
+        Column::new("deadline", Type::Time),
+        Column::new("views", Type::Int),
+        Column::new("last_viewed_at", Type::Time).null(),
+        Column::new("expired", Type::Bool),
+        Column::new("expired_at", Type::Time).null(),
+        Column::new("created_at", Type::Time),
+        Column::new("version", Type::Int),
+    ],
+    key: 2,
+    indexes: &[Index {
+        name: "countdowns_by_deadline",
+        on: "tenant, deadline, id",
+    }],
+    on_conflict: OnConflict::Replace,
+};
+
+/// Whether the timers read model reads `event`.
+fn accepts(event: &EventEnvelope) -> bool {
+    event.event_type.domain() == DOMAIN
+}
 
 /// Projects `timers.*` into the `timers`, `firings` and `countdowns` tables.
 #[derive(Debug, Default)]
 pub struct TimersProjection;
 
-pub(super) const TIMER_COLUMNS: &str =
-    "tenant, id, label, status, due_at, first_due_at, next_due_at, \
-    every_secs, fired_count, last_fired_at, late_count, deliver, scheduled_at, cancelled_at, \
-    cancel_reason, version";
-
-pub(super) const COUNTDOWN_COLUMNS: &str =
-    "tenant, id, label, deadline, views, last_viewed_at, expired, expired_at, created_at, version";
+read_model!(TimersProjection);
 
 /// A timer row as the batch leaves it.
 #[derive(Debug, Clone)]
-pub(super) struct TimerRow {
-    pub(super) tenant: String,
-    pub(super) id: String,
-    pub(super) label: Option<String>,
-    pub(super) status: TimerStatus,
+struct TimerRow {
+    tenant: String,
+    id: String,
+    label: Option<String>,
+    status: TimerStatus,
     /// The due time of the next occurrence while pending; of the last one
     /// (fired, or pending when cancelled) once finished. Never null, so it
     /// sorts and pages every timer.
-    pub(super) due_at: DateTime<Utc>,
-    pub(super) first_due_at: DateTime<Utc>,
-    pub(super) next_due_at: Option<DateTime<Utc>>,
-    pub(super) every_secs: Option<i64>,
-    pub(super) fired_count: i64,
-    pub(super) last_fired_at: Option<DateTime<Utc>>,
-    pub(super) late_count: i64,
-    pub(super) deliver: Value,
-    pub(super) scheduled_at: DateTime<Utc>,
-    pub(super) cancelled_at: Option<DateTime<Utc>>,
-    pub(super) cancel_reason: Option<String>,
-    pub(super) version: i64,
+    due_at: DateTime<Utc>,
+    first_due_at: DateTime<Utc>,
+    next_due_at: Option<DateTime<Utc>>,
+    every_secs: Option<i64>,
+    fired_count: i64,
+    last_fired_at: Option<DateTime<Utc>>,
+    late_count: i64,
+    deliver: Value,
+    scheduled_at: DateTime<Utc>,
+    cancelled_at: Option<DateTime<Utc>>,
+    cancel_reason: Option<String>,
+    version: i64,
 }
 
 impl TimerRow {
-    /// The row of [`TIMER_COLUMNS`], from either database.
-    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+    /// The row of [`TIMERS`], from either database.
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         Ok(Self {
             tenant: row.text("tenant")?,
             id: row.text("id")?,
@@ -86,6 +166,28 @@ impl TimerRow {
             cancel_reason: row.text_opt("cancel_reason")?,
             version: row.int("version")?,
         })
+    }
+
+    /// The row as [`TIMERS`] writes it.
+    fn cells(&self) -> [Cell; 16] {
+        [
+            (&self.tenant).into(),
+            (&self.id).into(),
+            (&self.label).into(),
+            self.status.as_str().into(),
+            self.due_at.into(),
+            self.first_due_at.into(),
+            self.next_due_at.into(),
+            self.every_secs.into(),
+            self.fired_count.into(),
+            self.last_fired_at.into(),
+            self.late_count.into(),
+            self.deliver.clone().into(),
+            self.scheduled_at.into(),
+            self.cancelled_at.into(),
+            (&self.cancel_reason).into(),
+            self.version.into(),
+        ]
     }
 
     fn scheduled(
@@ -141,22 +243,22 @@ impl TimerRow {
 
 /// A countdown row as the batch leaves it.
 #[derive(Debug, Clone)]
-pub(super) struct CountdownRow {
-    pub(super) tenant: String,
-    pub(super) id: String,
-    pub(super) label: String,
-    pub(super) deadline: DateTime<Utc>,
-    pub(super) views: i64,
-    pub(super) last_viewed_at: Option<DateTime<Utc>>,
-    pub(super) expired: bool,
-    pub(super) expired_at: Option<DateTime<Utc>>,
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) version: i64,
+struct CountdownRow {
+    tenant: String,
+    id: String,
+    label: String,
+    deadline: DateTime<Utc>,
+    views: i64,
+    last_viewed_at: Option<DateTime<Utc>>,
+    expired: bool,
+    expired_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    version: i64,
 }
 
 impl CountdownRow {
-    /// The row of [`COUNTDOWN_COLUMNS`], from either database.
-    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+    /// The row of [`COUNTDOWNS`], from either database.
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         Ok(Self {
             tenant: row.text("tenant")?,
             id: row.text("id")?,
@@ -170,131 +272,51 @@ impl CountdownRow {
             version: row.int("version")?,
         })
     }
+
+    /// The row as [`COUNTDOWNS`] writes it.
+    fn cells(&self) -> [Cell; 10] {
+        [
+            (&self.tenant).into(),
+            (&self.id).into(),
+            (&self.label).into(),
+            self.deadline.into(),
+            self.views.into(),
+            self.last_viewed_at.into(),
+            self.expired.into(),
+            self.expired_at.into(),
+            self.created_at.into(),
+            self.version.into(),
+        ]
+    }
 }
 
 /// One firing to record.
 #[derive(Debug)]
-pub(super) struct FiringRow {
-    pub(super) tenant: String,
-    pub(super) timer_id: String,
-    pub(super) occurrence: i64,
-    pub(super) due_at: DateTime<Utc>,
-    pub(super) fired_at: DateTime<Utc>,
-    pub(super) late: bool,
-}
-
-/// A row's columns by name, whichever database it was read from: how the
-/// rows of this read model and of `drafts` are read on Postgres and on
-/// SQLite (where the embedded module implements it).
-pub(super) trait Columns {
-    fn text_opt(&self, column: &str) -> Result<Option<String>, ProjectionError>;
-    fn int_opt(&self, column: &str) -> Result<Option<i64>, ProjectionError>;
-    fn flag(&self, column: &str) -> Result<bool, ProjectionError>;
-    fn time_opt(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError>;
-    fn json_opt(&self, column: &str) -> Result<Option<Value>, ProjectionError>;
-
-    fn text(&self, column: &str) -> Result<String, ProjectionError> {
-        self.text_opt(column)?.ok_or_else(|| null(column))
-    }
-
-    fn int(&self, column: &str) -> Result<i64, ProjectionError> {
-        self.int_opt(column)?.ok_or_else(|| null(column))
-    }
-
-    fn time(&self, column: &str) -> Result<DateTime<Utc>, ProjectionError> {
-        self.time_opt(column)?.ok_or_else(|| null(column))
-    }
-
-    fn json(&self, column: &str) -> Result<Value, ProjectionError> {
-        self.json_opt(column)?.ok_or_else(|| null(column))
-    }
-}
-
-fn null(column: &str) -> ProjectionError {
-    ProjectionError::Internal(format!("the column {column} is unexpectedly null"))
-}
-
-impl Columns for Row {
-    fn text_opt(&self, column: &str) -> Result<Option<String>, ProjectionError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn int_opt(&self, column: &str) -> Result<Option<i64>, ProjectionError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn flag(&self, column: &str) -> Result<bool, ProjectionError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn time_opt(&self, column: &str) -> Result<Option<DateTime<Utc>>, ProjectionError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn json_opt(&self, column: &str) -> Result<Option<Value>, ProjectionError> {
-        Ok(self.try_get(column)?)
-    }
+struct FiringRow {
+    tenant: String,
+    timer_id: String,
+    occurrence: i64,
+    due_at: DateTime<Utc>,
+    fired_at: DateTime<Utc>,
+    late: bool,
 }
 
 /// A count from an event, as the bigint it is stored as.
-pub(super) fn count(n: u64, what: &str) -> Result<i64, ProjectionError> {
+fn count(n: u64, what: &str) -> Result<i64, ProjectionError> {
     i64::try_from(n).map_err(|_| ProjectionError::Rejected(format!("{what} {n} is out of range")))
-}
-
-/// The typed payload of `event`, or the refusal that parks it (a payload
-/// its type does not describe, or an unknown schema version). Shared by the
-/// read models of this crate.
-pub(super) fn decode<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
-    if event.version.get() != T::VERSION {
-        return Err(ProjectionError::Rejected(format!(
-            "{} v{} at position {}: only v{} is known",
-            event.event_type,
-            event.version,
-            event.position,
-            T::VERSION
-        )));
-    }
-    // From a borrow: the payload stays in the envelope, uncloned.
-    T::deserialize(&event.payload).map_err(|e| {
-        ProjectionError::Rejected(format!(
-            "{} at position {}: {e}",
-            event.event_type, event.position
-        ))
-    })
-}
-
-/// The refusal of an event on a stream that was never created as `what`.
-pub(super) fn orphan(event: &EventEnvelope, what: &str) -> ProjectionError {
-    ProjectionError::Rejected(format!(
-        "{} at position {} is on {}, which is not a {what}",
-        event.event_type, event.position, event.stream
-    ))
-}
-
-pub(super) type Key = (String, String);
-
-/// The (tenant, stream id) keys of `events`, each once, in order of
-/// appearance: the rows a batch loads.
-pub(super) fn keys(events: &[EventEnvelope]) -> Vec<(&str, &str)> {
-    let mut seen = std::collections::HashSet::new();
-    events
-        .iter()
-        .map(|e| (e.tenant.as_str(), e.stream.id()))
-        .filter(|key| seen.insert(*key))
-        .collect()
 }
 
 /// The rows a batch touches, loaded once, folded in memory, written back
 /// (by each backend's projection).
 #[derive(Default)]
-pub(super) struct Batch {
-    pub(super) timers: HashMap<Key, TimerRow>,
-    pub(super) countdowns: HashMap<Key, CountdownRow>,
-    pub(super) firings: Vec<FiringRow>,
+struct Batch {
+    timers: HashMap<RowKey, TimerRow>,
+    countdowns: HashMap<RowKey, CountdownRow>,
+    firings: Vec<FiringRow>,
 }
 
 impl Batch {
-    pub(super) fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
+    fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
         let key = (
             event.tenant.as_str().to_owned(),
             event.stream.id().to_owned(),
@@ -389,223 +411,54 @@ impl Batch {
         }
         Ok(())
     }
-
-    /// Loads the existing rows of every stream the events touch.
-    async fn load(
-        &mut self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let (tenants, ids): (Vec<&str>, Vec<&str>) = keys(events).into_iter().unzip();
-        let keys = "JOIN unnest($1::text[], $2::text[]) AS k(tenant, id) USING (tenant, id)";
-        for row in tx
-            .query(
-                &format!("SELECT {TIMER_COLUMNS} FROM {schema}.timers {keys}"),
-                &[&tenants, &ids],
-            )
-            .await?
-        {
-            let timer = TimerRow::from_row(&row)?;
-            self.timers
-                .insert((timer.tenant.clone(), timer.id.clone()), timer);
-        }
-        for row in tx
-            .query(
-                &format!("SELECT {COUNTDOWN_COLUMNS} FROM {schema}.countdowns {keys}"),
-                &[&tenants, &ids],
-            )
-            .await?
-        {
-            let countdown = CountdownRow::from_row(&row)?;
-            self.countdowns
-                .insert((countdown.tenant.clone(), countdown.id.clone()), countdown);
-        }
-        Ok(())
-    }
-
-    async fn write(self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        if !self.timers.is_empty() {
-            let t: Vec<&TimerRow> = self.timers.values().collect();
-            let status: Vec<&str> = t.iter().map(|r| r.status.as_str()).collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO {schema}.timers ({TIMER_COLUMNS})
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                         $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::bigint[],
-                         $9::bigint[], $10::timestamptz[], $11::bigint[], $12::jsonb[],
-                         $13::timestamptz[], $14::timestamptz[], $15::text[], $16::bigint[])
-                     ON CONFLICT (tenant, id) DO UPDATE SET
-                         label = EXCLUDED.label, status = EXCLUDED.status,
-                         due_at = EXCLUDED.due_at, first_due_at = EXCLUDED.first_due_at,
-                         next_due_at = EXCLUDED.next_due_at, every_secs = EXCLUDED.every_secs,
-                         fired_count = EXCLUDED.fired_count, last_fired_at = EXCLUDED.last_fired_at,
-                         late_count = EXCLUDED.late_count, deliver = EXCLUDED.deliver,
-                         scheduled_at = EXCLUDED.scheduled_at, cancelled_at = EXCLUDED.cancelled_at,
-                         cancel_reason = EXCLUDED.cancel_reason, version = EXCLUDED.version"
-                ),
-                &[
-                    &t.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.label.as_deref()).collect::<Vec<_>>(),
-                    &status,
-                    &t.iter().map(|r| r.due_at).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.first_due_at).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.next_due_at).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.every_secs).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.fired_count).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.last_fired_at).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.late_count).collect::<Vec<_>>(),
-                    &t.iter().map(|r| &r.deliver).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.scheduled_at).collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.cancelled_at).collect::<Vec<_>>(),
-                    &t.iter()
-                        .map(|r| r.cancel_reason.as_deref())
-                        .collect::<Vec<_>>(),
-                    &t.iter().map(|r| r.version).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
-        if !self.firings.is_empty() {
-            let f = &self.firings;
-            tx.execute(
-                &format!(
-                    "INSERT INTO {schema}.firings (tenant, timer_id, occurrence, due_at, fired_at, late)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[],
-                         $4::timestamptz[], $5::timestamptz[], $6::bool[])
-                     ON CONFLICT (tenant, timer_id, occurrence) DO UPDATE SET
-                         due_at = EXCLUDED.due_at, fired_at = EXCLUDED.fired_at,
-                         late = EXCLUDED.late"
-                ),
-                &[
-                    &f.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
-                    &f.iter().map(|r| r.timer_id.as_str()).collect::<Vec<_>>(),
-                    &f.iter().map(|r| r.occurrence).collect::<Vec<_>>(),
-                    &f.iter().map(|r| r.due_at).collect::<Vec<_>>(),
-                    &f.iter().map(|r| r.fired_at).collect::<Vec<_>>(),
-                    &f.iter().map(|r| r.late).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
-        if !self.countdowns.is_empty() {
-            let c: Vec<&CountdownRow> = self.countdowns.values().collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO {schema}.countdowns ({COUNTDOWN_COLUMNS})
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                         $5::bigint[], $6::timestamptz[], $7::bool[], $8::timestamptz[],
-                         $9::timestamptz[], $10::bigint[])
-                     ON CONFLICT (tenant, id) DO UPDATE SET
-                         label = EXCLUDED.label, deadline = EXCLUDED.deadline,
-                         views = EXCLUDED.views, last_viewed_at = EXCLUDED.last_viewed_at,
-                         expired = EXCLUDED.expired, expired_at = EXCLUDED.expired_at,
-                         created_at = EXCLUDED.created_at, version = EXCLUDED.version"
-                ),
-                &[
-                    &c.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.deadline).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.views).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.last_viewed_at).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.expired).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.expired_at).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.created_at).collect::<Vec<_>>(),
-                    &c.iter().map(|r| r.version).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
-        Ok(())
-    }
 }
 
-#[async_trait]
-impl Projection for TimersProjection {
-    fn name(&self) -> &'static str {
-        NAME
+/// Writes the effect of a batch: loads the rows of every stream it
+/// touches, folds its events over them, and writes them back.
+async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionError> {
+    let keys = stream_keys(events);
+    let mut batch = Batch::default();
+    for timer in db
+        .load(&TIMERS, "id", &keys, "", "", TimerRow::from_row)
+        .await?
+    {
+        batch
+            .timers
+            .insert((timer.tenant.clone(), timer.id.clone()), timer);
     }
-
-    fn version(&self) -> u32 {
-        1
+    for countdown in db
+        .load(&COUNTDOWNS, "id", &keys, "", "", CountdownRow::from_row)
+        .await?
+    {
+        batch
+            .countdowns
+            .insert((countdown.tenant.clone(), countdown.id.clone()), countdown);
     }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["timers", "firings", "countdowns"]
+    for event in events {
+        batch.fold(event)?;
     }
-
-    fn accepts(&self, event: &EventEnvelope) -> bool {
-        event.event_type.domain() == DOMAIN
+    let mut timers = Rows::new(&TIMERS);
+    for timer in batch.timers.values() {
+        timers.push(timer.cells());
     }
-
-    async fn setup(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ProjectionError> {
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.timers (
-                 tenant text NOT NULL,
-                 id text NOT NULL,
-                 label text,
-                 status text NOT NULL CHECK (status IN ('pending', 'fired', 'cancelled')),
-                 due_at timestamptz NOT NULL,
-                 first_due_at timestamptz NOT NULL,
-                 next_due_at timestamptz,
-                 every_secs bigint,
-                 fired_count bigint NOT NULL,
-                 last_fired_at timestamptz,
-                 late_count bigint NOT NULL,
-                 deliver jsonb NOT NULL,
-                 scheduled_at timestamptz NOT NULL,
-                 cancelled_at timestamptz,
-                 cancel_reason text,
-                 version bigint NOT NULL,
-                 PRIMARY KEY (tenant, id)
-             );
-             CREATE INDEX IF NOT EXISTS timers_by_due ON {schema}.timers (tenant, due_at, id);
-             CREATE INDEX IF NOT EXISTS timers_by_status_due
-                 ON {schema}.timers (tenant, status, due_at, id);
-             CREATE TABLE IF NOT EXISTS {schema}.firings (
-                 tenant text NOT NULL,
-                 timer_id text NOT NULL,
-                 occurrence bigint NOT NULL,
-                 due_at timestamptz NOT NULL,
-                 fired_at timestamptz NOT NULL,
-                 late bool NOT NULL,
-                 PRIMARY KEY (tenant, timer_id, occurrence)
-             );
-             CREATE TABLE IF NOT EXISTS {schema}.countdowns (
-                 tenant text NOT NULL,
-                 id text NOT NULL,
-                 label text NOT NULL,
-                 deadline timestamptz NOT NULL,
-                 views bigint NOT NULL,
-                 last_viewed_at timestamptz,
-                 expired bool NOT NULL,
-                 expired_at timestamptz,
-                 created_at timestamptz NOT NULL,
-                 version bigint NOT NULL,
-                 PRIMARY KEY (tenant, id)
-             );
-             CREATE INDEX IF NOT EXISTS countdowns_by_deadline
-                 ON {schema}.countdowns (tenant, deadline, id);"
-        ))
-        .await?;
-        Ok(())
+    let mut firings = Rows::new(&FIRINGS);
+    for f in batch.firings {
+        firings.push([
+            f.tenant.into(),
+            f.timer_id.into(),
+            f.occurrence.into(),
+            f.due_at.into(),
+            f.fired_at.into(),
+            f.late.into(),
+        ]);
     }
-
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &str,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let mut batch = Batch::default();
-        batch.load(tx, schema, events).await?;
-        for event in events {
-            batch.fold(event)?;
-        }
-        batch.write(tx, schema).await
+    let mut countdowns = Rows::new(&COUNTDOWNS);
+    for countdown in batch.countdowns.values() {
+        countdowns.push(countdown.cells());
     }
+    db.upsert(&timers).await?;
+    db.upsert(&firings).await?;
+    db.upsert(&countdowns).await
 }
 
 // ---------------------------------------------------------------- queries
@@ -712,7 +565,7 @@ pub struct TimerFiring {
 }
 
 impl TimerFiring {
-    pub(super) fn from_row(row: &impl Columns) -> Result<Self, ProjectionError> {
+    fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         Ok(Self {
             occurrence: row.int("occurrence")?,
             due_at: row.time("due_at")?,
@@ -753,7 +606,7 @@ pub struct CountdownView {
 }
 
 impl CountdownView {
-    pub(super) fn new(r: CountdownRow, now: DateTime<Utc>) -> Self {
+    fn new(r: CountdownRow, now: DateTime<Utc>) -> Self {
         Self {
             remaining_secs: (r.deadline - now).num_seconds().max(0),
             id: r.id,
@@ -788,7 +641,7 @@ impl TimerSort {
         }
     }
 
-    pub(super) fn key(self) -> SortKey {
+    fn key(self) -> SortKey {
         match self {
             TimerSort::DueAt => SortKey::time("due_at"),
             TimerSort::Id => SortKey::id(),
@@ -831,7 +684,7 @@ impl CountdownSort {
         }
     }
 
-    pub(super) fn key(self) -> SortKey {
+    fn key(self) -> SortKey {
         match self {
             CountdownSort::Deadline => SortKey::time("deadline"),
             CountdownSort::Views => SortKey::integer("views"),
@@ -850,137 +703,51 @@ pub struct CountdownQuery {
     pub cursor: Option<Cursor>,
 }
 
-/// A sort column and the SQL type of its values, which the cursor's value
-/// must parse as: the keyset pagination of the lists here and in `drafts`
-/// (one SQL text with fixed parameters, whatever the filters and sort).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct SortKey {
-    pub(super) column: &'static str,
-    /// `timestamptz`, `bigint` or `text`.
-    pub(super) sql_type: &'static str,
-}
-
-impl SortKey {
-    pub(super) fn time(column: &'static str) -> Self {
-        Self {
-            column,
-            sql_type: "timestamptz",
-        }
-    }
-
-    pub(super) fn integer(column: &'static str) -> Self {
-        Self {
-            column,
-            sql_type: "bigint",
-        }
-    }
-
-    pub(super) fn id() -> Self {
-        Self {
-            column: "id",
-            sql_type: "text",
-        }
-    }
-
-    /// The cursor's sort value as SQL text of the column's type; a forged
-    /// cursor is refused here rather than failing the query.
-    pub(super) fn after(
-        self,
-        cursor: Option<&Cursor>,
-    ) -> Result<(Option<String>, Option<String>), ProjectionError> {
-        let Some(cursor) = cursor else {
-            return Ok((None, None));
-        };
-        let value = match (self.sql_type, &cursor.value) {
-            ("timestamptz", Value::String(t)) => DateTime::parse_from_rfc3339(t).ok().map(|t| {
-                t.with_timezone(&Utc)
-                    .to_rfc3339_opts(SecondsFormat::Micros, true)
-            }),
-            ("bigint", Value::Number(n)) => n.as_i64().map(|n| n.to_string()),
-            ("text", Value::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        match value {
-            Some(value) => Ok((Some(value), Some(cursor.id.clone()))),
-            None => Err(ProjectionError::Rejected(
-                "the cursor does not belong to this list; pass next_cursor unchanged".into(),
-            )),
-        }
-    }
-
-    /// `AND` the rows after the cursor (`$a`, `$b`: its value and id, both
-    /// text, `NULL` for the first page), `ORDER BY` and `LIMIT $limit`.
-    pub(super) fn tail(self, order: SortOrder, a: usize, b: usize, limit: usize) -> String {
-        let (column, ty, after, dir) = (self.column, self.sql_type, order.after(), order.sql());
-        format!(
-            "AND (${a}::text IS NULL OR ({column}, id) {after} (${a}::text::{ty}, ${b}::text))
-             ORDER BY {column} {dir}, id {dir} LIMIT ${limit}"
-        )
-    }
-}
-
-/// The cursor after a row sorted by a time column.
-pub(super) fn time_cursor(sort: &str, at: DateTime<Utc>, id: &str) -> Cursor {
-    Cursor {
-        sort: sort.to_owned(),
-        value: Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true)),
-        id: id.to_owned(),
-    }
-}
-
-/// The cursor after a row sorted by its id.
-pub(super) fn id_cursor(sort: &str, id: &str) -> Cursor {
-    Cursor {
-        sort: sort.to_owned(),
-        value: Value::String(id.to_owned()),
-        id: id.to_owned(),
-    }
-}
-
-/// The rows to fetch for a page of `limit`: one more shows there is a next.
-pub(super) fn page_size(limit: usize) -> i64 {
-    limit.clamp(1, MAX_PAGE_SIZE) as i64 + 1
-}
-
 /// A page of the tenant's timers.
-pub async fn list_timers(
-    read_models: &ReadModels,
+pub async fn list_timers<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     query: &TimerQuery,
 ) -> Result<Page<TimerView>, ProjectionError> {
     let key = query.sort.key();
     let (after_value, after_id) = key.after(query.cursor.as_ref())?;
-    let status = query.status.map(TimerStatus::as_str);
-    let (client, schema) = read_models.serving(NAME).await?;
-    let sql = format!(
-        "SELECT {TIMER_COLUMNS} FROM {schema}.timers
-         WHERE tenant = $1
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::timestamptz IS NULL OR due_at >= $3)
-           AND ($4::timestamptz IS NULL OR due_at < $4)
-         {}",
-        key.tail(query.order, 5, 6, 7)
-    );
-    let params: [&(dyn ToSql + Sync); 7] = [
-        &tenant,
-        &status,
-        &query.due_after,
-        &query.due_before,
-        &after_value,
-        &after_id,
-        &page_size(query.limit),
+    let params: Vec<Cell> = vec![
+        tenant.into(),
+        query.status.map(TimerStatus::as_str).into(),
+        query.due_after.into(),
+        query.due_before.into(),
+        after_value.into(),
+        after_id.into(),
+        page_size(query.limit).into(),
     ];
-    let rows = client
-        .query(&sql, &params)
-        .await?
-        .iter()
-        .map(TimerRow::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(timer_page(rows, query))
+    let query = query.clone();
+    serve!(read_models.into(), NAME, |db| async move {
+        let p = |n, ty| db.dialect().param(n, ty);
+        let sql = format!(
+            "SELECT {} FROM {}
+             WHERE tenant = {}
+               AND ({} IS NULL OR status = {})
+               AND ({} IS NULL OR due_at >= {})
+               AND ({} IS NULL OR due_at < {})
+             {}",
+            TIMERS.column_list(),
+            db.table("timers"),
+            p(1, Type::Text),
+            p(2, Type::Text),
+            p(2, Type::Text),
+            p(3, Type::Time),
+            p(3, Type::Time),
+            p(4, Type::Time),
+            p(4, Type::Time),
+            key.tail(db.dialect(), query.order, 5, 6, 7)
+        );
+        let rows = db.rows(&sql, &params, TimerRow::from_row).await?;
+        Ok(timer_page(rows, &query))
+    })
 }
 
 /// The page of `query` from the rows fetched for it (`limit + 1` at most).
-pub(super) fn timer_page(rows: Vec<TimerRow>, query: &TimerQuery) -> Page<TimerView> {
+fn timer_page(rows: Vec<TimerRow>, query: &TimerQuery) -> Page<TimerView> {
     let sort = query.sort;
     let page = paginate(rows, query.limit, |r| match sort {
         TimerSort::DueAt => time_cursor("due_at", r.due_at, &r.id),
@@ -994,74 +761,80 @@ pub(super) fn timer_page(rows: Vec<TimerRow>, query: &TimerQuery) -> Page<TimerV
 
 /// One of the tenant's timers with its latest firings; `None` when the
 /// tenant has no timer of that id.
-pub async fn timer(
-    read_models: &ReadModels,
+pub async fn timer<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     id: &str,
 ) -> Result<Option<TimerDetail>, ProjectionError> {
-    let (client, schema) = read_models.serving(NAME).await?;
-    let Some(row) = client
-        .query_opt(
-            &format!("SELECT {TIMER_COLUMNS} FROM {schema}.timers WHERE tenant = $1 AND id = $2"),
-            &[&tenant, &id],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let firings = client
-        .query(
-            &format!(
-                "SELECT occurrence, due_at, fired_at, late FROM {schema}.firings
-                 WHERE tenant = $1 AND timer_id = $2 ORDER BY occurrence DESC LIMIT $3"
-            ),
-            &[&tenant, &id, &(MAX_PAGE_SIZE as i64)],
-        )
-        .await?
-        .iter()
-        .map(TimerFiring::from_row)
-        .collect::<Result<Vec<_>, ProjectionError>>()?;
-    Ok(Some(TimerDetail {
-        timer: TimerRow::from_row(&row)?.into(),
-        firings,
-    }))
+    let key: Vec<Cell> = vec![tenant.into(), id.into()];
+    serve!(read_models.into(), NAME, |db| async move {
+        let p = |n, ty| db.dialect().param(n, ty);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant = {} AND id = {}",
+            TIMERS.column_list(),
+            db.table("timers"),
+            p(1, Type::Text),
+            p(2, Type::Text)
+        );
+        let Some(timer) = db.row(&sql, &key, TimerRow::from_row).await? else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT occurrence, due_at, fired_at, late FROM {}
+             WHERE tenant = {} AND timer_id = {} ORDER BY occurrence DESC LIMIT {}",
+            db.table("firings"),
+            p(1, Type::Text),
+            p(2, Type::Text),
+            p(3, Type::Int)
+        );
+        let mut params = key.clone();
+        params.push((MAX_PAGE_SIZE as i64).into());
+        let firings = db.rows(&sql, &params, TimerFiring::from_row).await?;
+        Ok(Some(TimerDetail {
+            timer: timer.into(),
+            firings,
+        }))
+    })
 }
 
 /// A page of the tenant's countdowns, their remaining time taken at `now`.
-pub async fn list_countdowns(
-    read_models: &ReadModels,
+pub async fn list_countdowns<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     query: &CountdownQuery,
     now: DateTime<Utc>,
 ) -> Result<Page<CountdownView>, ProjectionError> {
     let key = query.sort.key();
     let (after_value, after_id) = key.after(query.cursor.as_ref())?;
-    let (client, schema) = read_models.serving(NAME).await?;
-    let sql = format!(
-        "SELECT {COUNTDOWN_COLUMNS} FROM {schema}.countdowns
-         WHERE tenant = $1 AND ($2::bool IS NULL OR expired = $2)
-         {}",
-        key.tail(query.order, 3, 4, 5)
-    );
-    let params: [&(dyn ToSql + Sync); 5] = [
-        &tenant,
-        &query.expired,
-        &after_value,
-        &after_id,
-        &page_size(query.limit),
+    let params: Vec<Cell> = vec![
+        tenant.into(),
+        query.expired.into(),
+        after_value.into(),
+        after_id.into(),
+        page_size(query.limit).into(),
     ];
-    let rows = client
-        .query(&sql, &params)
-        .await?
-        .iter()
-        .map(CountdownRow::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(countdown_page(rows, query, now))
+    let query = query.clone();
+    serve!(read_models.into(), NAME, |db| async move {
+        let p = |n, ty| db.dialect().param(n, ty);
+        let sql = format!(
+            "SELECT {} FROM {}
+             WHERE tenant = {} AND ({} IS NULL OR expired = {})
+             {}",
+            COUNTDOWNS.column_list(),
+            db.table("countdowns"),
+            p(1, Type::Text),
+            p(2, Type::Bool),
+            p(2, Type::Bool),
+            key.tail(db.dialect(), query.order, 3, 4, 5)
+        );
+        let rows = db.rows(&sql, &params, CountdownRow::from_row).await?;
+        Ok(countdown_page(rows, &query, now))
+    })
 }
 
 /// The page of `query` from the rows fetched for it (`limit + 1` at most),
 /// their remaining time taken at `now`.
-pub(super) fn countdown_page(
+fn countdown_page(
     rows: Vec<CountdownRow>,
     query: &CountdownQuery,
     now: DateTime<Utc>,
@@ -1088,21 +861,25 @@ pub(super) fn countdown_page(
 
 /// One of the tenant's countdowns, its remaining time taken at `now`;
 /// `None` when the tenant has no countdown of that id.
-pub async fn countdown(
-    read_models: &ReadModels,
+pub async fn countdown<'a>(
+    read_models: impl Into<ReadSide<'a>>,
     tenant: &str,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<CountdownView>, ProjectionError> {
-    let (client, schema) = read_models.serving(NAME).await?;
-    client
-        .query_opt(
-            &format!(
-                "SELECT {COUNTDOWN_COLUMNS} FROM {schema}.countdowns WHERE tenant = $1 AND id = $2"
-            ),
-            &[&tenant, &id],
-        )
-        .await?
-        .map(|row| Ok(CountdownView::new(CountdownRow::from_row(&row)?, now)))
-        .transpose()
+    let key: Vec<Cell> = vec![tenant.into(), id.into()];
+    serve!(read_models.into(), NAME, |db| async move {
+        let p = |n, ty| db.dialect().param(n, ty);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant = {} AND id = {}",
+            COUNTDOWNS.column_list(),
+            db.table("countdowns"),
+            p(1, Type::Text),
+            p(2, Type::Text)
+        );
+        Ok(db
+            .row(&sql, &key, CountdownRow::from_row)
+            .await?
+            .map(|row| CountdownView::new(row, now)))
+    })
 }

@@ -209,7 +209,8 @@ pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .get(0)
 }
 
-pub const WAIT: Duration = Duration::from_secs(60);
+/// How long a runner may take to catch up or switch.
+pub const WAIT: Duration = Duration::from_secs(90);
 
 /// A count with one text parameter.
 pub async fn scalar_with(client: &tokio_postgres::Client, sql: &str, param: &str) -> i64 {

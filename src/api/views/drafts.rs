@@ -8,12 +8,11 @@ use herald_projections::read_models::drafts::{
     self, DraftAt, DraftDocument, DraftQuery, DraftSort, DraftSummary, DraftVersion, VersionKind,
     VersionQuery,
 };
-use herald_projections::read_models::embedded::drafts as embedded;
 use herald_projections::read_models::{Page, SortOrder};
 use utoipa::OpenApi;
 
 use super::timers::{flag, not_found};
-use super::{backend, invalid, problem, Backend, Params};
+use super::{backend, invalid, problem, Params};
 use crate::api::problem::{ApiResult, Problem};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -112,11 +111,9 @@ pub async fn list_drafts(
         cursor: params.cursor(sort)?,
     };
     let tenant = identity.tenant.as_str();
-    let page = match backend(&state)? {
-        Backend::Postgres(rm) => drafts::list_drafts(rm, tenant, &query).await,
-        Backend::Embedded(rm) => embedded::list_drafts(rm, tenant, &query).await,
-    }
-    .map_err(problem)?;
+    let page = drafts::list_drafts(backend(&state)?, tenant, &query)
+        .await
+        .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -170,10 +167,7 @@ pub async fn show_draft(
         (None, None) => DraftAt::Current,
     };
     let tenant = identity.tenant.as_str();
-    let draft = match backend(&state)? {
-        Backend::Postgres(rm) => drafts::draft(rm, tenant, &id, at).await,
-        Backend::Embedded(rm) => embedded::draft(rm, tenant, &id, at).await,
-    };
+    let draft = drafts::draft(backend(&state)?, tenant, &id, at).await;
     match draft.map_err(problem)? {
         Some(draft) => Ok(HttpResponse::Ok().json(draft)),
         None => Err(match at {
@@ -229,10 +223,7 @@ pub async fn list_draft_versions(
         cursor: params.cursor("version")?,
     };
     let tenant = identity.tenant.as_str();
-    let versions = match backend(&state)? {
-        Backend::Postgres(rm) => drafts::draft_versions(rm, tenant, &id, &query).await,
-        Backend::Embedded(rm) => embedded::draft_versions(rm, tenant, &id, &query).await,
-    };
+    let versions = drafts::draft_versions(backend(&state)?, tenant, &id, &query).await;
     match versions.map_err(problem)? {
         Some(page) => Ok(HttpResponse::Ok().json(page)),
         None => Err(not_found("draft", &id)),

@@ -7,11 +7,10 @@ use herald_events::edges::DOMAIN;
 use herald_projections::read_models::edges::{
     self, EdgeDetail, EdgeIncident, EdgeQuery, EdgeSort, EdgeThresholds, EdgeView, IncidentKind,
 };
-use herald_projections::read_models::embedded;
 use herald_projections::read_models::{Page, SortOrder};
 use utoipa::OpenApi;
 
-use super::{backend, invalid, problem, Backend, Params};
+use super::{backend, invalid, problem, Params};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -134,13 +133,9 @@ pub async fn list(
     let params = Params::parse(req.query_string(), LIST_PARAMS)?;
     identity.require_domain(Action::Read, DOMAIN)?;
     let query = list_query(&params)?;
-    let page = match backend(&state)? {
-        Backend::Postgres(read_models) => edges::list(read_models, &identity.tenant, &query).await,
-        Backend::Embedded(read_models) => {
-            embedded::edges::list(read_models, &identity.tenant, &query).await
-        }
-    }
-    .map_err(problem)?;
+    let page = edges::list(backend(&state)?, &identity.tenant, &query)
+        .await
+        .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -175,13 +170,9 @@ pub async fn show(
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
     identity.require_domain(Action::Read, DOMAIN)?;
-    let detail = match backend(&state)? {
-        Backend::Postgres(read_models) => edges::get(read_models, &identity.tenant, &id).await,
-        Backend::Embedded(read_models) => {
-            embedded::edges::get(read_models, &identity.tenant, &id).await
-        }
-    }
-    .map_err(problem)?;
+    let detail = edges::get(backend(&state)?, &identity.tenant, &id)
+        .await
+        .map_err(problem)?;
     detail.map(|d| HttpResponse::Ok().json(d)).ok_or_else(|| {
         Problem::new(
             ProblemKind::NotFound,

@@ -20,9 +20,8 @@ use std::collections::BTreeMap;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
-use herald_projections::embedded::EmbeddedReadModels;
 use herald_projections::read_models::{Cursor, SortOrder, MAX_PAGE_SIZE};
-use herald_projections::{ProjectionError, ReadModels};
+use herald_projections::{ProjectionError, ReadSide};
 use utoipa::OpenApi;
 
 use super::problem::{ApiResult, Problem, ProblemKind};
@@ -48,18 +47,12 @@ pub fn openapi(domains: &DomainList) -> utoipa::openapi::OpenApi {
 }
 
 /// Where this Herald's read models are: Postgres (with a `postgres://`
-/// store) or SQLite beside the embedded store.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Backend<'a> {
-    Postgres(&'a ReadModels),
-    Embedded(&'a EmbeddedReadModels),
-}
-
-/// The read models, or 503 when this Herald runs none.
-pub(crate) fn backend(state: &AppState) -> ApiResult<Backend<'_>> {
+/// store) or SQLite beside the embedded store; or 503 when this Herald
+/// runs none.
+pub(crate) fn backend(state: &AppState) -> ApiResult<ReadSide<'_>> {
     match (&state.read_models, &state.embedded_read_models) {
-        (Some(postgres), _) => Ok(Backend::Postgres(postgres)),
-        (None, Some(embedded)) => Ok(Backend::Embedded(embedded)),
+        (Some(postgres), _) => Ok(ReadSide::from(postgres)),
+        (None, Some(embedded)) => Ok(ReadSide::from(embedded)),
         (None, None) => Err(Problem::new(
             ProblemKind::ReadModelUnavailable,
             "this Herald runs no read models",

@@ -5,12 +5,11 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{Days, NaiveDate, Utc};
-use herald_projections::read_models::embedded::statistics as embedded;
 use herald_projections::read_models::statistics::{self, GroupBy, StatisticsRow, MAX_RANGE_DAYS};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::{backend, invalid, problem, Backend, Params};
+use super::{backend, invalid, problem, Params};
 use crate::api::problem::{ApiResult, Problem};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -138,15 +137,9 @@ pub async fn show(
     let group = GroupBy::parse(params.get("group_by").unwrap_or("")).map_err(invalid)?;
     let customer = params.get("customer");
     let tenant = &identity.tenant;
-    let rows = match backend(&state)? {
-        Backend::Postgres(read_models) => {
-            statistics::query(read_models, tenant, from, to, group, customer).await
-        }
-        Backend::Embedded(read_models) => {
-            embedded::query(read_models, tenant, from, to, group, customer).await
-        }
-    }
-    .map_err(problem)?;
+    let rows = statistics::query(backend(&state)?, tenant, from, to, group, customer)
+        .await
+        .map_err(problem)?;
     Ok(HttpResponse::Ok().json(StatisticsAnswer {
         from,
         to,

@@ -4,7 +4,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use herald_events::tickets::DOMAIN;
-use herald_projections::read_models::embedded;
 use herald_projections::read_models::tickets::{
     self, TicketDetail, TicketHistoryEntry, TicketNote, TicketQuery, TicketSort, TicketStatus,
     TicketView,
@@ -12,7 +11,7 @@ use herald_projections::read_models::tickets::{
 use herald_projections::read_models::{Page, SortOrder};
 use utoipa::OpenApi;
 
-use super::{backend, invalid, problem, Backend, Params};
+use super::{backend, invalid, problem, Params};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -130,15 +129,9 @@ pub async fn list(
     let params = Params::parse(req.query_string(), LIST_PARAMS)?;
     identity.require_domain(Action::Read, DOMAIN)?;
     let query = list_query(&params)?;
-    let page = match backend(&state)? {
-        Backend::Postgres(read_models) => {
-            tickets::list(read_models, &identity.tenant, &query).await
-        }
-        Backend::Embedded(read_models) => {
-            embedded::tickets::list(read_models, &identity.tenant, &query).await
-        }
-    }
-    .map_err(problem)?;
+    let page = tickets::list(backend(&state)?, &identity.tenant, &query)
+        .await
+        .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -173,13 +166,9 @@ pub async fn show(
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
     identity.require_domain(Action::Read, DOMAIN)?;
-    let detail = match backend(&state)? {
-        Backend::Postgres(read_models) => tickets::get(read_models, &identity.tenant, &id).await,
-        Backend::Embedded(read_models) => {
-            embedded::tickets::get(read_models, &identity.tenant, &id).await
-        }
-    }
-    .map_err(problem)?;
+    let detail = tickets::get(backend(&state)?, &identity.tenant, &id)
+        .await
+        .map_err(problem)?;
     match detail {
         Some(detail) => Ok(HttpResponse::Ok().json(detail)),
         None => Err(Problem::new(

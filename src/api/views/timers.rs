@@ -5,7 +5,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use herald_projections::read_models::embedded::timers as embedded;
 use herald_projections::read_models::timers::{
     self, CountdownQuery, CountdownSort, CountdownView, TimerDetail, TimerQuery, TimerSort,
     TimerStatus, TimerView,
@@ -13,7 +12,7 @@ use herald_projections::read_models::timers::{
 use herald_projections::read_models::{Page, SortOrder};
 use utoipa::OpenApi;
 
-use super::{backend, invalid, problem, Backend, Params};
+use super::{backend, invalid, problem, Params};
 use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::{Action, Identity};
@@ -135,11 +134,9 @@ pub async fn list_timers(
         cursor: params.cursor(sort)?,
     };
     let tenant = identity.tenant.as_str();
-    let page = match backend(&state)? {
-        Backend::Postgres(rm) => timers::list_timers(rm, tenant, &query).await,
-        Backend::Embedded(rm) => embedded::list_timers(rm, tenant, &query).await,
-    }
-    .map_err(problem)?;
+    let page = timers::list_timers(backend(&state)?, tenant, &query)
+        .await
+        .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -176,10 +173,7 @@ pub async fn show_timer(
     Params::parse(req.query_string(), &[])?;
     identity.require_domain(Action::Read, "timers")?;
     let tenant = identity.tenant.as_str();
-    let timer = match backend(&state)? {
-        Backend::Postgres(rm) => timers::timer(rm, tenant, &id).await,
-        Backend::Embedded(rm) => embedded::timer(rm, tenant, &id).await,
-    };
+    let timer = timers::timer(backend(&state)?, tenant, &id).await;
     match timer.map_err(problem)? {
         Some(timer) => Ok(HttpResponse::Ok().json(timer)),
         None => Err(not_found("timer", &id)),
@@ -234,11 +228,9 @@ pub async fn list_countdowns(
         cursor: params.cursor(sort)?,
     };
     let (tenant, now) = (identity.tenant.as_str(), Utc::now());
-    let page = match backend(&state)? {
-        Backend::Postgres(rm) => timers::list_countdowns(rm, tenant, &query, now).await,
-        Backend::Embedded(rm) => embedded::list_countdowns(rm, tenant, &query, now).await,
-    }
-    .map_err(problem)?;
+    let page = timers::list_countdowns(backend(&state)?, tenant, &query, now)
+        .await
+        .map_err(problem)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -285,10 +277,7 @@ pub async fn show_countdown(
     Params::parse(req.query_string(), &[])?;
     identity.require_domain(Action::Read, "timers")?;
     let (tenant, now) = (identity.tenant.as_str(), Utc::now());
-    let countdown = match backend(&state)? {
-        Backend::Postgres(rm) => timers::countdown(rm, tenant, &id, now).await,
-        Backend::Embedded(rm) => embedded::countdown(rm, tenant, &id, now).await,
-    };
+    let countdown = timers::countdown(backend(&state)?, tenant, &id, now).await;
     match countdown.map_err(problem)? {
         Some(countdown) => Ok(HttpResponse::Ok().json(countdown)),
         None => Err(not_found("countdown", &id)),

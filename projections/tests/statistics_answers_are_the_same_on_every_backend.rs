@@ -1,16 +1,18 @@
-//! The statistics read model on SQLite (the embedded store's backend)
-//! answers exactly what it answers on Postgres. One Postgres store holds a
-//! varied log over three tenants — scripted edge cases (zero-length and
-//! repeated resolutions, resolutions and reopenings of tickets never
-//! opened, outages across several midnights, offline twice in a row,
-//! online without an outage, an edge re-registered mid-outage, an outage
-//! not ended, sessions without a customer, with a skewed clock, ended
-//! without a start, enough resolutions in a day for a p90 that is not the
-//! maximum) and a long seeded random mix, some of it backdated — and both
-//! a Postgres runner and an embedded runner project it, in batches of
+//! The statistics read model answers on every read-model backend exactly
+//! what it answers on Postgres (the projections' conformance suite, run on
+//! Postgres in a database of its own and on SQLite, the embedded store's
+//! backend). One Postgres store holds a varied log over three tenants —
+//! scripted edge cases (zero-length and repeated resolutions, resolutions
+//! and reopenings of tickets never opened, outages across several
+//! midnights, offline twice in a row, online without an outage, an edge
+//! re-registered mid-outage, an outage not ended, sessions without a
+//! customer, with a skewed clock, ended without a start, enough
+//! resolutions in a day for a p90 that is not the maximum) and a long
+//! seeded random mix, some of it backdated — and both the Postgres
+//! reference runner and the runner under test project it, in batches of
 //! different sizes. Every (tenant, range, grouping, customer) asked must
-//! get the same JSON from both; and again after the SQLite read model is
-//! rebuilt (one big batch).
+//! get the same JSON from both; and again after the read model under test
+//! is rebuilt (one big batch).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,19 +26,17 @@ use herald_events::tickets::{
 };
 use herald_events::timers::CountdownViewed;
 use herald_events::{NewEvent, StreamId, TenantId, TypedEvent};
-use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner};
-use herald_projections::read_models::embedded::statistics as embedded;
-use herald_projections::read_models::statistics::{
-    self, GroupBy, StatisticsProjection, StatisticsRow, NAME,
-};
-use herald_projections::{
-    ProjectionError, ProjectionRunner, ProjectionStatus, ReadModels, RunnerConfig,
-};
-use herald_store::{EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
-use herald_testkit::{eventually, TestDatabase};
+use herald_projections::read_models::statistics::{self, GroupBy, StatisticsRow, NAME};
+use herald_projections::{ReadModels, RunnerConfig};
+use herald_store::ExpectedVersion;
+use herald_testkit::eventually;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
+mod conformance;
+
+use conformance::{Backend, Fixture, Models, WAIT};
+
 const TENANTS: [&str; 3] = ["north", "south", "east"];
 const CUSTOMERS: [&str; 4] = ["acme", "globex", "Acme", "ünïcødé"];
 
@@ -337,36 +337,19 @@ fn random(log: &mut Log, rng: &mut Rng, steps: usize) {
     }
 }
 
-struct Both {
-    postgres: ProjectionRunner,
-    embedded: EmbeddedRunner,
-}
-
-impl Both {
-    async fn statuses(&self) -> [Result<ProjectionStatus, ProjectionError>; 2] {
-        [
-            self.postgres.status(NAME).await,
-            self.embedded.status(NAME).await,
-        ]
-    }
-
-    /// Both have projected the whole log, parking nothing.
-    async fn caught_up(&self) {
-        let done = eventually(WAIT, || async {
-            self.statuses().await.iter().all(|s| {
-                s.as_ref()
-                    .is_ok_and(|s| s.lag_events == 0 && s.rebuild.is_none())
-            })
+/// Both runners have projected the whole log, parking nothing.
+async fn caught_up(f: &Fixture) {
+    let statuses = || async { [f.reference.status(NAME).await, f.tested.status(NAME).await] };
+    let done = eventually(WAIT, || async {
+        statuses().await.iter().all(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.lag_events == 0 && s.rebuild.is_none())
         })
-        .await;
-        assert!(
-            done,
-            "both projections catch up: {:?}",
-            self.statuses().await
-        );
-        for status in self.statuses().await {
-            assert_eq!(status.unwrap().parked, 0);
-        }
+    })
+    .await;
+    assert!(done, "both projections catch up: {:?}", statuses().await);
+    for status in statuses().await {
+        assert_eq!(status.unwrap().parked, 0);
     }
 }
 
@@ -463,25 +446,21 @@ impl Seen {
     }
 }
 
-async fn ask_both(
-    postgres: &ReadModels,
-    sqlite: &EmbeddedReadModels,
-    questions: &[Question],
-) -> Seen {
+async fn ask_both(postgres: &ReadModels, tested: &Models, questions: &[Question]) -> Seen {
     let mut seen = Seen::default();
     for q in questions {
         let customer = q.customer.as_deref();
         let expected = statistics::query(postgres, &q.tenant, q.from, q.to, q.group, customer)
             .await
             .expect("Postgres answers");
-        let actual = embedded::query(sqlite, &q.tenant, q.from, q.to, q.group, customer)
+        let actual = statistics::query(tested, &q.tenant, q.from, q.to, q.group, customer)
             .await
-            .expect("SQLite answers");
+            .expect("the backend under test answers");
         let expected_json: Value = serde_json::to_value(&expected).unwrap();
         let actual_json: Value = serde_json::to_value(&actual).unwrap();
         assert_eq!(
             actual_json, expected_json,
-            "{q:?}\nSQLite: {actual:#?}\nPostgres: {expected:#?}"
+            "{q:?}\ntested: {actual:#?}\nPostgres: {expected:#?}"
         );
         seen.add(&expected);
     }
@@ -501,27 +480,23 @@ fn assert_varied(seen: &Seen, asked: usize) {
     assert!(seen.day_rows > 1000, "{seen:?}");
 }
 
-fn temp_dir() -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "herald-statistics-embedded-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statistics_embedded_answers_equal_postgres() {
-    let db = TestDatabase::create().await;
-    let store = PostgresStore::open(PostgresConfig::new(db.url()))
-        .await
-        .expect("open the Postgres store");
-    let pool = store.pool().clone();
-    let store: Arc<dyn EventStore> = Arc::new(store);
+async fn statistics_answer_the_same_on_every_backend(backend: Backend) {
+    let mut f = Fixture::new(
+        backend,
+        &[NAME],
+        RunnerConfig {
+            batch_size: 7,
+            poll_interval: Duration::from_millis(10),
+            ..RunnerConfig::default()
+        },
+        RunnerConfig {
+            batch_size: 5,
+            poll_interval: Duration::from_millis(10),
+            ..RunnerConfig::default()
+        },
+    )
+    .await;
+    let store = Arc::clone(&f.store);
 
     let mut log = Log {
         now: at("2026-03-01T21:40:00.000001Z"),
@@ -568,72 +543,23 @@ async fn statistics_embedded_answers_equal_postgres() {
     let later = events.split_off(events.len() / 2);
     append(events).await;
 
-    let postgres = ProjectionRunner::new(
-        pool,
-        Arc::clone(&store),
-        vec![Arc::new(StatisticsProjection)],
-    )
-    .with_config(RunnerConfig {
-        batch_size: 7,
-        poll_interval: Duration::from_millis(10),
-        ..RunnerConfig::default()
-    });
-    let dir = temp_dir();
-    let embedded_runner = EmbeddedRunner::new(
-        dir.join("read-models.db"),
-        Arc::clone(&store),
-        vec![Arc::new(StatisticsProjection)],
-    )
-    .with_config(RunnerConfig {
-        batch_size: 5,
-        poll_interval: Duration::from_millis(10),
-        ..RunnerConfig::default()
-    });
-    postgres.install().await.expect("install on Postgres");
-    embedded_runner.install().await.expect("install on SQLite");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = postgres.clone();
-    let stopped_pg = stopped.clone();
-    let postgres_task = tokio::spawn(async move { running.run(stopped_pg).await });
-    let running = embedded_runner.clone();
-    let embedded_task = tokio::spawn(async move { running.run(stopped).await });
+    f.install().await;
+    f.start();
     append(later).await;
 
-    let both = Both {
-        postgres,
-        embedded: embedded_runner,
-    };
-    both.caught_up().await;
-    let postgres_models = both.postgres.read_models();
-    let sqlite_models = both.embedded.read_models();
+    caught_up(&f).await;
+    let (postgres_models, tested_models) = f.both();
     let asked = questions(first, last);
-    let seen = ask_both(&postgres_models, &sqlite_models, &asked).await;
+    let seen = ask_both(&postgres_models, &tested_models, &asked).await;
     assert_varied(&seen, asked.len());
 
-    // A rebuild of the SQLite read model (one big batch) answers the same.
-    let before = both.embedded.status(NAME).await.unwrap().generation;
-    assert!(before.is_some());
-    both.embedded.rebuild(NAME).await.expect("start a rebuild");
-    let switched = eventually(WAIT, || async {
-        both.embedded
-            .status(NAME)
-            .await
-            .is_ok_and(|s| s.generation != before && s.rebuild.is_none())
-    })
-    .await;
-    assert!(switched, "the rebuilt generation serves");
-    both.caught_up().await;
-    let seen_again = ask_both(&postgres_models, &sqlite_models, &asked).await;
+    // A rebuild of the read model under test (one big batch) answers the
+    // same.
+    f.rebuild(NAME).await;
+    caught_up(&f).await;
+    let seen_again = ask_both(&postgres_models, &tested_models, &asked).await;
     assert_varied(&seen_again, asked.len());
 
-    stop.send(true).unwrap();
-    postgres_task
-        .await
-        .unwrap()
-        .expect("the Postgres runner stops cleanly");
-    embedded_task
-        .await
-        .unwrap()
-        .expect("the SQLite runner stops cleanly");
-    let _ = std::fs::remove_dir_all(dir);
+    f.stop().await;
 }
+conformance!(statistics_answer_the_same_on_every_backend);

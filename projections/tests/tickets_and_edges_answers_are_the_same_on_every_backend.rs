@@ -1,15 +1,17 @@
-//! The tickets and edges read models answer the same on SQLite as on
-//! Postgres: one log (several tenants; tickets through every step, restated,
-//! never opened, malformed, of an unknown type; edges reporting before their
-//! registration, never reporting, flapping past the recent-incident limit,
-//! degraded, confirmed offline, decommissioned, with report times finer than
-//! a microsecond) is projected by both runners, and every filter, both
-//! sorts in both orders, every page through cursors (also cursors written
-//! by hand, good and bad), every detail and missing ids give the same JSON
-//! — also after the SQLite read models are rebuilt from the log.
+//! The tickets and edges read models answer on every read-model backend
+//! what they answer on Postgres (the projections' conformance suite, run on
+//! Postgres in a database of its own and on SQLite): one log (several
+//! tenants; tickets through every step, restated, never opened, malformed,
+//! of an unknown type; edges reporting before their registration, never
+//! reporting, flapping past the recent-incident limit, degraded, confirmed
+//! offline, decommissioned, with report times finer than a microsecond) is
+//! projected by the Postgres reference runner and the runner under test,
+//! and every filter, both sorts in both orders, every page through cursors
+//! (also cursors written by hand, good and bad), every detail and missing
+//! ids give the same JSON — also after the read models under test are
+//! rebuilt from the log.
 
 use std::fmt::Debug;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,21 +26,20 @@ use herald_events::tickets::{
     TicketResolved,
 };
 use herald_events::{NewEvent, SchemaVersion, TenantId, TypedEvent};
-use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner};
-use herald_projections::read_models::edges::{self, EdgeQuery, EdgeSort, EdgesProjection};
-use herald_projections::read_models::embedded;
-use herald_projections::read_models::tickets::{
-    self, TicketQuery, TicketSort, TicketStatus, TicketsProjection,
-};
+use herald_projections::read_models::edges::{self, EdgeQuery, EdgeSort};
+use herald_projections::read_models::tickets::{self, TicketQuery, TicketSort, TicketStatus};
 use herald_projections::read_models::{Cursor, Page, SortOrder};
-use herald_projections::{ProjectionError, ProjectionRunner, ReadModels, RunnerConfig};
-use herald_store::{EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
-use herald_testkit::{eventually, TestDatabase};
+use herald_projections::{ProjectionError, ReadModels, RunnerConfig};
+use herald_store::{EventStore, ExpectedVersion};
+use herald_testkit::eventually;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
-const WAIT: Duration = Duration::from_secs(90);
+mod common;
+mod conformance;
+
+use conformance::{same, Backend, Fixture, Models, WAIT};
+
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "nobody-here"];
 const TICKETS: usize = 30;
 const EDGES: usize = 24;
@@ -408,8 +409,8 @@ trait Model {
         tenant: &TenantId,
         query: &Self::Query,
     ) -> Result<Page<Self::Item>, ProjectionError>;
-    async fn sqlite(
-        rm: &EmbeddedReadModels,
+    async fn tested(
+        rm: &Models,
         tenant: &TenantId,
         query: &Self::Query,
     ) -> Result<Page<Self::Item>, ProjectionError>;
@@ -418,8 +419,8 @@ trait Model {
         tenant: &TenantId,
         id: &str,
     ) -> Result<Option<Self::Detail>, ProjectionError>;
-    async fn sqlite_get(
-        rm: &EmbeddedReadModels,
+    async fn tested_get(
+        rm: &Models,
         tenant: &TenantId,
         id: &str,
     ) -> Result<Option<Self::Detail>, ProjectionError>;
@@ -430,7 +431,7 @@ trait Id {
 }
 
 /// The [`Model`] named `$model` of the read model whose queries are
-/// `$module::{list, get}` and `embedded::$module::{list, get}`.
+/// `$module::{list, get}` and `$module::{list, get}`.
 macro_rules! model {
     ($model:ident, $module:ident, $query:ty, $item:ty, $detail:ty) => {
         struct $model;
@@ -460,12 +461,12 @@ macro_rules! model {
             ) -> Result<Page<$item>, ProjectionError> {
                 $module::list(rm, t, q).await
             }
-            async fn sqlite(
-                rm: &EmbeddedReadModels,
+            async fn tested(
+                rm: &Models,
                 t: &TenantId,
                 q: &$query,
             ) -> Result<Page<$item>, ProjectionError> {
-                embedded::$module::list(rm, t, q).await
+                $module::list(rm, t, q).await
             }
             async fn postgres_get(
                 rm: &ReadModels,
@@ -474,12 +475,12 @@ macro_rules! model {
             ) -> Result<Option<$detail>, ProjectionError> {
                 $module::get(rm, t, id).await
             }
-            async fn sqlite_get(
-                rm: &EmbeddedReadModels,
+            async fn tested_get(
+                rm: &Models,
                 t: &TenantId,
                 id: &str,
             ) -> Result<Option<$detail>, ProjectionError> {
-                embedded::$module::get(rm, t, id).await
+                $module::get(rm, t, id).await
             }
         }
     };
@@ -494,37 +495,9 @@ model!(
 );
 model!(Edges, edges, EdgeQuery, edges::EdgeView, edges::EdgeDetail);
 
-/// The two answers, which must be equal: the same JSON, or errors saying
-/// the same.
-fn same<T: Serialize>(
-    what: &str,
-    postgres: Result<T, ProjectionError>,
-    sqlite: Result<T, ProjectionError>,
-) -> Result<Value, String> {
-    match (postgres, sqlite) {
-        (Ok(p), Ok(s)) => {
-            let (p, s) = (
-                serde_json::to_value(p).unwrap(),
-                serde_json::to_value(s).unwrap(),
-            );
-            assert_eq!(s, p, "{what}: SQLite (left) and Postgres (right) differ");
-            Ok(p)
-        }
-        (Err(p), Err(s)) => {
-            assert_eq!(s.to_string(), p.to_string(), "{what}: the errors differ");
-            Err(p.to_string())
-        }
-        (p, s) => panic!(
-            "{what}: Postgres answered {:?}, SQLite {:?}",
-            p.map(|_| "a value"),
-            s.map(|_| "a value")
-        ),
-    }
-}
-
 struct Both {
     postgres: ReadModels,
-    sqlite: EmbeddedReadModels,
+    tested: Models,
 }
 
 impl Both {
@@ -535,7 +508,7 @@ impl Both {
         for _ in 0..200 {
             let what = format!("{} {tenant} {query:?}", M::NAME);
             let postgres = M::postgres(&self.postgres, tenant, &query).await;
-            let sqlite = M::sqlite(&self.sqlite, tenant, &query).await;
+            let tested = M::tested(&self.tested, tenant, &query).await;
             let page = postgres.as_ref().map(|p| {
                 let ids: Vec<String> = p.items.iter().map(|i| i.id().to_owned()).collect();
                 (ids, p.next_cursor.clone())
@@ -544,7 +517,7 @@ impl Both {
                 Ok(page) => page,
                 Err(e) => panic!("{what}: {e}"),
             };
-            same(&what, postgres, sqlite).unwrap();
+            same(&what, postgres, tested).unwrap();
             ids.extend(page_ids);
             match next {
                 Some(text) => {
@@ -571,8 +544,9 @@ impl Both {
         same(
             &what,
             M::postgres(&self.postgres, tenant, &query).await,
-            M::sqlite(&self.sqlite, tenant, &query).await,
+            M::tested(&self.tested, tenant, &query).await,
         )
+        .map(|page| serde_json::to_value(page).unwrap())
     }
 
     /// The detail of `id` on both backends (`null` when there is none).
@@ -581,9 +555,9 @@ impl Both {
         let detail = same(
             &what,
             M::postgres_get(&self.postgres, tenant, id).await,
-            M::sqlite_get(&self.sqlite, tenant, id).await,
+            M::tested_get(&self.tested, tenant, id).await,
         );
-        detail.unwrap_or_else(|e| panic!("{what}: {e}"))
+        serde_json::to_value(detail.unwrap_or_else(|e| panic!("{what}: {e}"))).unwrap()
     }
 }
 
@@ -875,67 +849,30 @@ async fn compare_everything(both: &Both) {
     }
 }
 
-/// A fresh directory for the SQLite file.
-fn temp_dir() -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "herald-tickets-edges-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tickets_and_edges_embedded_answers_equal_postgres() {
-    let db = TestDatabase::create().await;
-    let store = PostgresStore::open(PostgresConfig::new(db.url()))
-        .await
-        .unwrap();
-    let pool = store.pool().clone();
-    let store: Arc<dyn EventStore> = Arc::new(store);
-    write_the_log(&store).await;
-
+async fn tickets_and_edges_answer_the_same_on_every_backend(backend: Backend) {
     // Small batches on both sides, of other sizes: the folds over stored
     // rows must agree whatever the batches.
-    let postgres = ProjectionRunner::new(
-        pool,
-        Arc::clone(&store),
-        vec![Arc::new(TicketsProjection), Arc::new(EdgesProjection)],
+    let mut f = Fixture::new(
+        backend,
+        &["tickets", "edges"],
+        RunnerConfig {
+            batch_size: 3,
+            poll_interval: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        },
+        RunnerConfig {
+            batch_size: 5,
+            rebuild_batch_size: 2_000,
+            poll_interval: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        },
     )
-    .with_config(RunnerConfig {
-        batch_size: 3,
-        poll_interval: Duration::from_millis(20),
-        ..RunnerConfig::default()
-    });
-    let dir = temp_dir();
-    let sqlite = EmbeddedRunner::new(
-        dir.join("read-models.db"),
-        Arc::clone(&store),
-        vec![Arc::new(TicketsProjection), Arc::new(EdgesProjection)],
-    )
-    .with_config(RunnerConfig {
-        batch_size: 5,
-        rebuild_batch_size: 2_000,
-        poll_interval: Duration::from_millis(20),
-        ..RunnerConfig::default()
-    });
-    let (stop_tx, stop) = watch::channel(false);
-    let postgres_task = tokio::spawn({
-        let runner = postgres.clone();
-        let stop = stop.clone();
-        async move { runner.run(stop).await }
-    });
-    let sqlite_task = tokio::spawn({
-        let runner = sqlite.clone();
-        async move { runner.run(stop).await }
-    });
+    .await;
+    write_the_log(&f.store).await;
+    f.start();
     let caught_up = eventually(WAIT, || async {
-        let p = postgres.statuses().await.unwrap();
-        let s = sqlite.statuses().await.unwrap();
+        let p = f.reference.statuses().await.unwrap();
+        let s = f.tested.statuses().await.unwrap();
         p.len() == 2
             && s.len() == 2
             && p.iter()
@@ -946,52 +883,27 @@ async fn tickets_and_edges_embedded_answers_equal_postgres() {
     assert!(
         caught_up,
         "{:?}\n{:?}",
-        postgres.statuses().await,
-        sqlite.statuses().await
+        f.reference.statuses().await,
+        f.tested.statuses().await
     );
 
     // The same events parked, for the same reason.
     for name in ["tickets", "edges"] {
-        let parked = |list: Vec<herald_projections::ParkedEvent>| {
-            list.into_iter()
-                .map(|p| (p.position, p.event_id, p.error))
-                .collect::<Vec<_>>()
-        };
-        let on_postgres = parked(postgres.parked(name).await.unwrap());
-        assert_eq!(
-            on_postgres.len(),
-            usize::from(name == "tickets"),
-            "{on_postgres:?}"
-        );
-        assert_eq!(
-            parked(sqlite.parked(name).await.unwrap()),
-            on_postgres,
-            "{name}"
-        );
+        let parked = f.parked_alike(name).await;
+        assert_eq!(parked, usize::from(name == "tickets"), "{name}");
     }
 
-    let both = Both {
-        postgres: postgres.read_models(),
-        sqlite: sqlite.read_models(),
-    };
+    let (postgres, tested) = f.both();
+    let both = Both { postgres, tested };
     compare_everything(&both).await;
 
-    // Rebuilt from the log in one big batch, SQLite still answers the same.
+    // Rebuilt from the log in one big batch, the backend under test still
+    // answers the same.
     for name in ["tickets", "edges"] {
-        let before = sqlite.status(name).await.unwrap().generation;
-        let building = sqlite.rebuild(name).await.unwrap();
-        assert_ne!(Some(building), before);
-        let switched = eventually(WAIT, || async {
-            let status = sqlite.status(name).await.unwrap();
-            status.rebuild.is_none() && status.generation == Some(building)
-        })
-        .await;
-        assert!(switched, "the rebuild of {name} takes over");
+        f.rebuild(name).await;
     }
     compare_everything(&both).await;
 
-    stop_tx.send(true).unwrap();
-    postgres_task.await.unwrap().expect("Postgres runner stops");
-    sqlite_task.await.unwrap().expect("SQLite runner stops");
-    let _ = std::fs::remove_dir_all(dir);
+    f.stop().await;
 }
+conformance!(tickets_and_edges_answer_the_same_on_every_backend);

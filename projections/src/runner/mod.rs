@@ -1,0 +1,669 @@
+//! The projection runner: one loop, whichever database holds the read
+//! models. For each projection it reads the store's log from each
+//! generation's checkpoint, applies bounded batches in one transaction
+//! with the checkpoint, isolates and parks poison events, builds new
+//! generations beside the serving one and switches to them (blue-green),
+//! and answers status and parked-event requests. What it decides comes
+//! from [`crate::plan`]; the I/O is a [`Backend`]'s ([`postgres`],
+//! [`sqlite`]), so metrics, logs, parking and switching are the same on
+//! both by construction. The offline builds and diffs are in [`detached`].
+
+mod backend;
+mod detached;
+mod postgres;
+mod sqlite;
+
+pub use backend::{Backend, Describe};
+pub use postgres::Postgres;
+pub use sqlite::Sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_brokers::{Broker, Topic};
+use herald_events::{EventEnvelope, Position};
+use herald_store::EventStore;
+use tokio::sync::watch;
+
+use crate::live::LiveFeed;
+use crate::plan::{self, Step};
+use crate::schema::{Generation, GenerationState};
+use crate::{status, telemetry, ParkedEvent, ProjectionError, ProjectionStatus};
+use backend::{Batch, Carried, Outcome, Park};
+
+/// The runner of projections into Postgres (the store's database, or
+/// another).
+pub type ProjectionRunner = Runner<Postgres>;
+
+/// The runner of projections into SQLite, beside the embedded store.
+pub type EmbeddedRunner = Runner<Sqlite>;
+
+/// How the runner reads and waits.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Events read (and at most applied) per transaction by a serving
+    /// generation; bounds the work a crash throws away and the time a
+    /// transaction stays open.
+    pub batch_size: usize,
+    /// The same for a generation being built from the start of the log,
+    /// where bigger batches mean fewer round trips.
+    pub rebuild_batch_size: usize,
+    /// How long to wait before reading again once caught up. Polling is the
+    /// authority: no wake-up can be lost.
+    pub poll_interval: Duration,
+    /// The longest pause between retries after a transient error.
+    pub max_backoff: Duration,
+    /// How long a generation replaced by a rebuild is kept before its
+    /// tables are dropped, so that queries which resolved it just before
+    /// the switch still find them.
+    pub retire_grace: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            rebuild_batch_size: 2_000,
+            poll_interval: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            retire_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs projections over the store's log into the read-model database of
+/// its [`Backend`]. Cheap to clone; clones share everything.
+pub struct Runner<B: Backend> {
+    backend: Arc<B>,
+    store: Arc<dyn EventStore>,
+    projections: Arc<BTreeMap<&'static str, Arc<B::Projection>>>,
+    config: RunnerConfig,
+    /// The broker deliveries that wake the loops, when there is a broker.
+    live: Option<LiveFeed>,
+}
+
+impl<B: Backend> Clone for Runner<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: Arc::clone(&self.backend),
+            store: Arc::clone(&self.store),
+            projections: Arc::clone(&self.projections),
+            config: self.config.clone(),
+            live: self.live.clone(),
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for Runner<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner")
+            .field("store", &self.store.backend())
+            .field("projections", &self.projections.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A name that is safe to splice into a schema or table name.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 40
+}
+
+impl<B: Backend> Runner<B> {
+    /// A runner of these projections on `backend`. Panics if two share a
+    /// name (they would share, and corrupt, one checkpoint) or a name is
+    /// not a plain lower-case identifier (it becomes part of schema and
+    /// table names).
+    fn on(backend: B, store: Arc<dyn EventStore>, projections: Vec<Arc<B::Projection>>) -> Self {
+        let mut by_name = BTreeMap::new();
+        for p in projections {
+            let name = p.name();
+            assert!(
+                valid_name(name),
+                "projection name {name:?} is not [a-z][a-z0-9_]*"
+            );
+            assert!(
+                by_name.insert(name, p).is_none(),
+                "two projections are named {name}"
+            );
+        }
+        Self {
+            backend: Arc::new(backend),
+            store,
+            projections: Arc::new(by_name),
+            config: RunnerConfig::default(),
+            live: None,
+        }
+    }
+
+    /// Follows the log live through `broker` (the `topics` of the domains
+    /// the projections read, consumer group [`LIVE_GROUP`](crate::LIVE_GROUP)): each delivery
+    /// wakes the projections, which then read on from their checkpoints in
+    /// the store. The store stays the authority (order, gaps, catch-up after
+    /// downtime, rebuilds); the broker turns a poll interval of latency into
+    /// a delivery's, and polling still covers a broker that is down.
+    pub fn with_broker(mut self, broker: Arc<dyn Broker>, topics: Vec<Topic>) -> Self {
+        self.live = Some(LiveFeed::new(broker, topics));
+        self
+    }
+
+    pub fn with_config(mut self, config: RunnerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The names of the projections this runner runs, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.keys().copied().collect()
+    }
+
+    fn projection(&self, name: &str) -> Result<Arc<B::Projection>, ProjectionError> {
+        self.projections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+    }
+
+    /// Runs every projection until `stop` turns true (or its sender is
+    /// dropped), each in a task of its own. Transient errors are retried
+    /// forever with backoff; the answer is an error only for what retrying
+    /// cannot fix (a read model already served by a newer version of the
+    /// projection, or a projection that panicked).
+    pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        // Dropped (with the other loops aborted) when one fails.
+        let mut loops = tokio::task::JoinSet::new();
+        for p in self.projections.values() {
+            let (runner, p, stop) = (self.clone(), Arc::clone(p), stop.clone());
+            loops.spawn(async move { runner.run_one(p, stop).await });
+        }
+        let all = async {
+            while let Some(joined) = loops.join_next().await {
+                match joined {
+                    Ok(result) => result?,
+                    Err(e) => {
+                        return Err(ProjectionError::Internal(format!(
+                            "a projection's loop panicked: {e}"
+                        )))
+                    }
+                }
+            }
+            Ok(())
+        };
+        let listener = async {
+            if let Some(feed) = &self.live {
+                feed.listen(stop.clone()).await;
+            }
+        };
+        let (result, ()) = tokio::join!(all, listener);
+        result
+    }
+
+    /// Creates the runner's tables and every projection's serving (or
+    /// building) generation; `run` does this itself.
+    pub async fn install(&self) -> Result<(), ProjectionError> {
+        for p in self.projections.values() {
+            self.install_one(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the generations of `p` in line with this code's version
+    /// ([`plan::install`]): the first start creates a serving generation; a
+    /// version above the serving one's starts building a new generation; a
+    /// build for an older version is abandoned. A serving generation of a
+    /// newer version is an error: this (older) code must not write to it.
+    async fn install_one(&self, p: &Arc<B::Projection>) -> Result<(), ProjectionError> {
+        let (name, version) = (p.name(), p.version());
+        let carried = self
+            .backend
+            .carry_out(
+                p,
+                Box::new(move |generations| {
+                    plan::install(generations, version).map_err(|newer| {
+                        ProjectionError::VersionMismatch {
+                            name,
+                            stored: newer.stored,
+                            code: version,
+                        }
+                    })
+                }),
+            )
+            .await?;
+        log_steps(p.as_ref(), &carried);
+        Ok(())
+    }
+
+    /// Starts a blue-green rebuild of `name` with this code: a new
+    /// generation is filled from the start of the log while the serving one
+    /// keeps answering, and replaces it once it has caught up. Returns the
+    /// new generation's number (or that of the build already under way).
+    pub async fn rebuild(&self, name: &str) -> Result<u32, ProjectionError> {
+        let p = self.projection(name)?;
+        let version = p.version();
+        let carried = self
+            .backend
+            .carry_out(
+                &p,
+                Box::new(move |generations| Ok(plan::rebuild_steps(generations, version))),
+            )
+            .await?;
+        log_steps(p.as_ref(), &carried);
+        match (carried.created, plan::rebuild(&carried.before, version)) {
+            (Some(generation), _) => {
+                tracing::info!(projection = p.name(), generation, "rebuild requested");
+                Ok(generation)
+            }
+            (None, Ok(under_way)) => Ok(under_way),
+            (None, Err(_)) => Err(ProjectionError::Internal(format!(
+                "a rebuild of {name} made no generation"
+            ))),
+        }
+    }
+
+    /// The generations this code moves: those of its version that are not
+    /// retired (the serving one and, during a rebuild, the one being built).
+    async fn targets(&self, p: &B::Projection) -> Result<Vec<Generation>, ProjectionError> {
+        Ok(self
+            .backend
+            .generations(p.name())
+            .await?
+            .into_iter()
+            .filter(|g| g.version == p.version() && g.state != GenerationState::Retired)
+            .collect())
+    }
+
+    async fn run_one(
+        &self,
+        p: Arc<B::Projection>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let name = p.name();
+        let mut failures = 0u32;
+        loop {
+            match self.install_one(&p).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() => {
+                    failures += 1;
+                    tracing::warn!(projection = name, error = %e, failures, "cannot install the projection; retrying");
+                    if self.pause(self.backoff(failures), &mut stop).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(
+            projection = name,
+            version = p.version(),
+            "projection started"
+        );
+        failures = 0;
+        let mut targets: Option<Vec<Generation>> = None;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            match self.round(&p, &mut targets).await {
+                Ok(true) => failures = 0,
+                Ok(false) => {
+                    failures = 0;
+                    // Idle: see rebuilds requested elsewhere, clean up.
+                    targets = None;
+                    self.drop_retired(&p).await;
+                    if self.pause(self.config.poll_interval, &mut stop).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    // Every error that reaches here is retried: a consumer
+                    // must never stop quietly. Lag metrics show a stall.
+                    failures += 1;
+                    targets = None;
+                    tracing::warn!(projection = name, error = %e, failures, "batch failed; retrying");
+                    if self.pause(self.backoff(failures), &mut stop).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One batch for each generation this code moves (so a build never
+    /// starves the serving generation); a build that has caught up takes
+    /// over. True when anything moved.
+    async fn round(
+        &self,
+        p: &Arc<B::Projection>,
+        targets: &mut Option<Vec<Generation>>,
+    ) -> Result<bool, ProjectionError> {
+        if targets.is_none() {
+            *targets = Some(self.targets(p).await?);
+        }
+        let mut moved = false;
+        let mut switched = false;
+        for g in targets.iter_mut().flatten() {
+            match self.step(p, g).await? {
+                Some(position) => {
+                    g.position = position;
+                    moved = true;
+                }
+                None if g.state == GenerationState::Building => {
+                    self.switch(p, g).await?;
+                    switched = true;
+                    moved = true;
+                }
+                None => {
+                    if g.state == GenerationState::Active {
+                        telemetry::position(p.name(), g.position, g.position);
+                    }
+                }
+            }
+        }
+        if switched {
+            *targets = None;
+        }
+        Ok(moved)
+    }
+
+    /// Makes a caught-up build the serving generation and retires the one it
+    /// replaces, in one transaction ([`plan::switch`]).
+    async fn switch(
+        &self,
+        p: &Arc<B::Projection>,
+        built: &Generation,
+    ) -> Result<(), ProjectionError> {
+        let generation = built.generation;
+        let carried = self
+            .backend
+            .carry_out(
+                p,
+                Box::new(move |generations| Ok(plan::switch_steps(generations, generation))),
+            )
+            .await?;
+        if carried.steps.is_empty() {
+            // Another runner switched.
+            return Ok(());
+        }
+        let replaced = carried.steps.iter().find_map(|step| match step {
+            Step::Retire(old) => Some(*old),
+            _ => None,
+        });
+        telemetry::switched(p.name());
+        tracing::info!(
+            projection = p.name(),
+            generation,
+            version = built.version,
+            replaced,
+            "the rebuilt generation serves now"
+        );
+        Ok(())
+    }
+
+    /// Drops generations retired longer ago than the grace period. Failures
+    /// (a query still holding a table) are left for the next idle moment.
+    async fn drop_retired(&self, p: &Arc<B::Projection>) {
+        let name = p.name();
+        let grace =
+            chrono::Duration::from_std(self.config.retire_grace).unwrap_or(chrono::Duration::MAX);
+        let result = async {
+            let now = Utc::now();
+            for g in self.backend.generations(name).await? {
+                let expired = g.state == GenerationState::Retired
+                    && g.switched_at.is_none_or(|at| at + grace <= now);
+                if expired {
+                    self.backend.drop_generation(p, g.generation).await?;
+                    tracing::info!(
+                        projection = name,
+                        generation = g.generation,
+                        "dropped a retired generation"
+                    );
+                }
+            }
+            Ok::<_, ProjectionError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(projection = name, error = %e, "cannot drop a retired generation yet");
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        (Duration::from_millis(50) * 2u32.saturating_pow(failures.min(16)))
+            .min(self.config.max_backoff)
+    }
+
+    /// Sleeps, or less if asked to stop or (when following a broker) woken
+    /// by a delivery; true when asked to stop.
+    async fn pause(&self, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+        crate::live::pause(wait, stop, self.live.as_ref()).await
+    }
+
+    /// Reads and applies one batch after the generation's checkpoint. The
+    /// new checkpoint, or `None` when there was nothing to read.
+    async fn step(
+        &self,
+        p: &Arc<B::Projection>,
+        g: &Generation,
+    ) -> Result<Option<Position>, ProjectionError> {
+        let size = match g.state {
+            GenerationState::Building => self.config.rebuild_batch_size,
+            _ => self.config.batch_size,
+        };
+        let checkpoint = g.position;
+        let events = self.store.read_all(checkpoint.next(), size.max(1)).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(None);
+        };
+        let accepted: Arc<[EventEnvelope]> = events.into_iter().filter(|e| p.accepts(e)).collect();
+        let batch = Batch {
+            generation: g.generation,
+            expected: checkpoint,
+            events: Arc::clone(&accepted),
+            to: last,
+            park: None,
+            detached: None,
+        };
+        let reached = match self.backend.commit(p, batch).await {
+            Ok(Outcome::Committed) => last,
+            Ok(Outcome::Moved(position)) => position,
+            Ok(Outcome::Gone) => return Err(ProjectionError::Retired(p.name())),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::warn!(projection = p.name(), generation = g.generation, error = %e, "batch refused; applying its events one by one");
+                self.isolate(p, g, checkpoint, &accepted, last).await?
+            }
+        };
+        if g.state == GenerationState::Active {
+            self.report(p.name(), reached).await;
+        }
+        Ok(Some(reached))
+    }
+
+    /// Applies a refused batch event by event, each in its own transaction
+    /// with the checkpoint, parking those that fail on their own.
+    async fn isolate(
+        &self,
+        p: &Arc<B::Projection>,
+        g: &Generation,
+        mut checkpoint: Position,
+        accepted: &[EventEnvelope],
+        last: Position,
+    ) -> Result<Position, ProjectionError> {
+        let batch = |expected, events: Arc<[EventEnvelope]>, to, park| Batch {
+            generation: g.generation,
+            expected,
+            events,
+            to,
+            park,
+            detached: None,
+        };
+        for event in accepted {
+            let single: Arc<[EventEnvelope]> = Arc::new([event.clone()]);
+            let outcome = match self
+                .backend
+                .commit(p, batch(checkpoint, single, event.position, None))
+                .await
+            {
+                Err(e) if !e.is_transient() => {
+                    tracing::error!(
+                        projection = p.name(),
+                        generation = g.generation,
+                        position = %event.position,
+                        event_id = %event.id,
+                        error = %e,
+                        "parking an event the projection cannot apply"
+                    );
+                    let park = Park {
+                        position: event.position,
+                        event_id: event.id,
+                        error: e.to_string(),
+                    };
+                    let outcome = self
+                        .backend
+                        .commit(
+                            p,
+                            batch(checkpoint, Arc::new([]), event.position, Some(park)),
+                        )
+                        .await?;
+                    if outcome == Outcome::Committed {
+                        telemetry::parked(p.name());
+                    }
+                    outcome
+                }
+                other => other?,
+            };
+            match outcome {
+                Outcome::Committed => checkpoint = event.position,
+                Outcome::Moved(position) => return Ok(position),
+                Outcome::Gone => return Err(ProjectionError::Retired(p.name())),
+            }
+        }
+        if checkpoint < last {
+            match self
+                .backend
+                .commit(p, batch(checkpoint, Arc::new([]), last, None))
+                .await?
+            {
+                Outcome::Committed => {}
+                Outcome::Moved(position) => return Ok(position),
+                Outcome::Gone => return Err(ProjectionError::Retired(p.name())),
+            }
+        }
+        Ok(last)
+    }
+
+    /// Updates the gauges after progress; a failure to read the head only
+    /// leaves the lag gauge stale for one batch.
+    async fn report(&self, name: &'static str, position: Position) {
+        telemetry::progressed(name, Utc::now());
+        match self.store.head().await {
+            Ok(head) => telemetry::position(name, position, head.position),
+            Err(e) => tracing::debug!(projection = name, error = %e, "cannot read the head"),
+        }
+    }
+
+    /// Where every projection stands, by name.
+    pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        let mut all = Vec::with_capacity(self.projections.len());
+        for name in self.projections.keys() {
+            all.push(self.status(name).await?);
+        }
+        Ok(all)
+    }
+
+    /// Where a projection's serving generation stands against the store's
+    /// head, and the progress of a rebuild under way.
+    pub async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
+        let p = self.projection(name)?;
+        let generations = self.backend.generations(p.name()).await?;
+        let active = generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active);
+        let parked = match active {
+            Some(a) => self.backend.parked(p.name(), a.generation).await?.len(),
+            None => 0,
+        };
+        status::assemble(
+            self.store.as_ref(),
+            p.name(),
+            p.version(),
+            &generations,
+            parked,
+        )
+        .await
+    }
+
+    /// The events a projection's serving generation has parked, in position
+    /// order.
+    pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ProjectionError> {
+        let p = self.projection(name)?;
+        let active = self
+            .backend
+            .generations(p.name())
+            .await?
+            .into_iter()
+            .find(|g| g.state == GenerationState::Active);
+        match active {
+            Some(a) => self.backend.parked(p.name(), a.generation).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Applies a parked event of the serving generation again (after the
+    /// cause was fixed) and, if it now succeeds, removes it from the parked
+    /// events, in one transaction. It is applied out of order (later events
+    /// went on without it), which is what parking means. On failure the
+    /// parked row keeps the new error.
+    pub async fn retry_parked(
+        &self,
+        name: &str,
+        position: Position,
+    ) -> Result<(), ProjectionError> {
+        let p = self.projection(name)?;
+        let event = self
+            .store
+            .read_all(position, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.position == position)
+            .ok_or_else(|| ProjectionError::NotParked {
+                name: name.to_owned(),
+                position,
+            })?;
+        self.backend.retry(&p, event).await?;
+        tracing::info!(projection = p.name(), position = %position, "parked event applied");
+        Ok(())
+    }
+}
+
+/// Logs the generations a plan made or retired.
+fn log_steps(p: &(impl Describe + ?Sized), carried: &Carried) {
+    let name = p.name();
+    for step in &carried.steps {
+        match *step {
+            Step::Retire(generation) => {
+                tracing::info!(projection = name, generation, "retiring a generation");
+            }
+            Step::Create(state) => tracing::info!(
+                projection = name,
+                generation = carried.created,
+                version = p.version(),
+                ?state,
+                "new generation of the read model"
+            ),
+            Step::CreateDetached(_) => tracing::info!(
+                projection = name,
+                generation = carried.created,
+                version = p.version(),
+                "building a detached generation"
+            ),
+            Step::Activate(_) | Step::Setup(_) => {}
+        }
+    }
+}
