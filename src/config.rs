@@ -121,6 +121,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_EVENTS_PER_APPEND", value_name = "N")]
     pub max_events_per_append: Option<usize>,
 
+    /// Connections of the read models: the Postgres pool of queries and
+    /// projections, or the idle SQLite readers on the embedded store
+    /// [default: 16]
+    #[arg(long, env = "HERALD_READ_MODEL_POOL_SIZE", value_name = "N")]
+    pub read_model_pool_size: Option<usize>,
+
     /// Seconds to let in-flight requests finish on SIGTERM or Ctrl-C [default: 30]
     #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS")]
     pub shutdown_timeout_secs: Option<u64>,
@@ -624,6 +630,7 @@ pub struct FileConfig {
     pub append_batch_wait_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub max_events_per_append: Option<usize>,
+    pub read_model_pool_size: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
     pub body_timeout: Option<String>,
@@ -728,6 +735,8 @@ pub struct ServeConfig {
     /// The admin key to store at start when the store holds none.
     pub bootstrap_admin_key: Option<crate::auth::ApiKey>,
     pub actors: ActorSettings,
+    /// The read side's connections.
+    pub read_side: herald_projections::ReadSideSettings,
 }
 
 impl ServeConfig {
@@ -769,8 +778,24 @@ impl ServeConfig {
             auth: auth_settings(&args.auth, file)?,
             bootstrap_admin_key: bootstrap_admin_key(&args.auth, file)?,
             actors: actor_settings(&args.actors, file)?,
+            read_side: read_side_settings(args, file)?,
         })
     }
+}
+
+/// The read side's pool: at least one connection.
+fn read_side_settings(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<herald_projections::ReadSideSettings> {
+    let mut settings = herald_projections::ReadSideSettings::default();
+    if let Some(n) = args.read_model_pool_size.or(file.read_model_pool_size) {
+        if n == 0 {
+            bail!("HERALD_READ_MODEL_POOL_SIZE / --read-model-pool-size must be at least 1");
+        }
+        settings.pool_size = n;
+    }
+    Ok(settings)
 }
 
 /// How long idempotency keys are kept: at least a second.
@@ -954,6 +979,26 @@ mod tests {
             let e = window(Some(bad), None).unwrap_err().to_string();
             assert!(e.contains("--idempotency-window"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_read_model_pool_size_is_read_and_at_least_one() {
+        let size = |flag: Option<usize>, file: Option<usize>| {
+            let args = ServeArgs {
+                read_model_pool_size: flag,
+                ..Default::default()
+            };
+            let file = FileConfig {
+                read_model_pool_size: file,
+                ..Default::default()
+            };
+            ServeConfig::resolve(&args, &file).map(|c| c.read_side.pool_size)
+        };
+        assert_eq!(size(None, None).unwrap(), 16);
+        assert_eq!(size(None, Some(4)).unwrap(), 4);
+        assert_eq!(size(Some(32), Some(4)).unwrap(), 32);
+        let e = size(Some(0), None).unwrap_err().to_string();
+        assert!(e.contains("--read-model-pool-size"), "{e}");
     }
 
     #[test]

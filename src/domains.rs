@@ -214,6 +214,15 @@ impl DomainList {
             .collect()
     }
 
+    /// Every read model, for both databases: what a
+    /// [`ReadSide`](herald_projections::ReadSide) may run.
+    pub fn read_model_set(&self) -> herald_projections::ReadModelSet {
+        herald_projections::ReadModelSet {
+            postgres: self.read_models(),
+            sqlite: self.embedded_read_models(),
+        }
+    }
+
     /// The domains whose events the read models read: the broker topics a
     /// live runner follows.
     pub fn read_model_domains(&self) -> Vec<&'static str> {

@@ -126,8 +126,7 @@ async fn drafts_bigger_than_a_broker_message_travel_end_to_end() {
     .await;
     state.domains = Domains::default().with(Arc::new(drafts));
     state.broker = Arc::clone(&broker);
-    state.read_models = Some(runner.read_models());
-    state.projections = Some(runner.clone());
+    state.read_side = Some(runner.clone().into());
     let (_, key) = support::create_key(
         &store,
         "acme",

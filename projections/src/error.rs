@@ -14,6 +14,12 @@ pub enum ProjectionError {
     #[error("read-model pool: {}", herald_store::postgres::describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A query on the embedded (SQLite) read models failed.
+    #[error("the read models' Postgres URL does not parse: {0}")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+
+    #[error("read-model pool: {0}")]
+    PoolBuild(#[from] deadpool_postgres::BuildError),
+
     #[error("embedded read models: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// A bug: a task panicked or an invariant broke.
@@ -80,7 +86,9 @@ impl ProjectionError {
             | ProjectionError::NotServing(_)
             | ProjectionError::VersionMismatch { .. }
             | ProjectionError::UnknownProjection(_)
-            | ProjectionError::NotParked { .. } => false,
+            | ProjectionError::NotParked { .. }
+            | ProjectionError::InvalidUrl(_)
+            | ProjectionError::PoolBuild(_) => false,
         }
     }
 }

@@ -63,15 +63,10 @@ pub struct AppState {
     pub registry: EventRegistry,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
-    /// The read models' database (`None` on the embedded store).
-    pub read_models: Option<herald_projections::ReadModels>,
-    /// The projection runner, for status, parked events and rebuilds
-    /// (`None` on the embedded store).
-    pub projections: Option<herald_projections::ProjectionRunner>,
-    /// The SQLite read models of the embedded store (`None` on Postgres).
-    pub embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
-    /// Their runner (`None` on Postgres).
-    pub embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
+    /// The read models and their runner, on the store's backend (`None`
+    /// when this Herald runs no read models: views and projection routes
+    /// answer 503).
+    pub read_side: Option<herald_projections::ReadSide>,
     /// Whether the process's workers (relay, ingest, reactions) move;
     /// readiness reports those stalled.
     pub progress: herald_brokers::progress::Progress,

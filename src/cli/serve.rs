@@ -16,6 +16,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use herald_brokers::memory::{MemoryBroker, MemoryConfig};
 use herald_brokers::Broker;
+use herald_projections::ReadSide;
 use herald_store::StoreLocation;
 use tokio::sync::Notify;
 
@@ -29,7 +30,6 @@ use crate::relay::{Relay, RelayConfig};
 use crate::telemetry;
 
 /// The embedded read models' file in the data directory.
-const READ_MODELS_FILE: &str = "read-models.db";
 
 /// How long an orderly stop waits for the projections to finish their batch.
 const PROJECTIONS_STOP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -103,7 +103,10 @@ pub async fn serve(
             // word; every append would then be a 503.
             herald_store::embedded::check_writable(
                 data_dir,
-                &[herald_store::embedded::FILE_NAME, READ_MODELS_FILE],
+                &[
+                    herald_store::embedded::FILE_NAME,
+                    herald_projections::READ_MODELS_FILE,
+                ],
             )?;
         }
         StoreLocation::Postgres { url } => {
@@ -181,8 +184,8 @@ pub async fn serve(
         .spawn(tasks_stop.clone())
     });
 
-    let mut read_side = start_read_models(&config, &domains, &store, &broker, tasks_stop.clone())?;
-    let projections_task = read_side.task.take();
+    let (read_side, projections_task) =
+        start_read_models(&config, &domains, &store, &broker, tasks_stop.clone())?;
     telemetry::register_series(&telemetry::Running {
         store_backend: store.backend(),
         broker_backend: broker.backend(),
@@ -191,7 +194,7 @@ pub async fn serve(
             .iter()
             .map(|r| r.name())
             .collect(),
-        projections: read_side.projection_names(),
+        projections: read_side.names(),
     });
 
     let hub = crate::ws::Hub::start(Arc::clone(&store), registry.clone())
@@ -211,10 +214,7 @@ pub async fn serve(
             body_timeout: config.body_timeout,
         },
         metrics,
-        read_models: read_side.read_models,
-        projections: read_side.projections,
-        embedded_read_models: read_side.embedded_read_models,
-        embedded_projections: read_side.embedded_projections,
+        read_side: Some(read_side),
         progress,
     };
     let connections = Arc::new(OpenConnections::default());
@@ -328,15 +328,16 @@ pub async fn serve(
     if let Some(ingest) = ingest {
         ingest.join().await;
     }
-    if let Some(task) = projections_task {
-        // A batch in flight commits or rolls back; either way the runner
-        // stops at its next check of the signal.
-        if tokio::time::timeout(PROJECTIONS_STOP, task).await.is_err() {
-            tracing::warn!(
-                waited_ms = PROJECTIONS_STOP.as_millis() as u64,
-                "The projections did not stop in time; their last batch is redone at the next start."
-            );
-        }
+    // A batch in flight commits or rolls back; either way the runner stops
+    // at its next check of the signal.
+    if tokio::time::timeout(PROJECTIONS_STOP, projections_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            waited_ms = PROJECTIONS_STOP.as_millis() as u64,
+            "The projections did not stop in time; their last batch is redone at the next start."
+        );
     }
     running.stop().await;
     broker.close().await;
@@ -557,112 +558,48 @@ pub(crate) async fn open_broker(settings: &BrokerSettings) -> anyhow::Result<Arc
     }
 }
 
-/// A pool of its own on the read models' database (the store's), so that
-/// queries and projection batches never wait behind the store's writer.
-fn read_model_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
-    let config: tokio_postgres::Config = url.parse().context("parsing the Postgres URL")?;
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(16)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .context("building the read-model pool")
-}
-
-/// The runners of the read models and their query handles: on Postgres in
-/// the store's database, on the embedded store in `read-models.db` beside
-/// it.
-#[derive(Default)]
-struct ReadSide {
-    read_models: Option<herald_projections::ReadModels>,
-    projections: Option<herald_projections::ProjectionRunner>,
-    embedded_read_models: Option<herald_projections::embedded::EmbeddedReadModels>,
-    embedded_projections: Option<herald_projections::embedded::EmbeddedRunner>,
-    /// The task running the projections: joined at the orderly stop before
-    /// the store closes, so a runner mid-batch never outlives the runtime.
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl ReadSide {
-    fn projection_names(&self) -> Vec<&'static str> {
-        let mut names = self
-            .projections
-            .as_ref()
-            .map_or_else(Vec::new, |r| r.names());
-        if let Some(runner) = &self.embedded_projections {
-            names.extend(runner.names());
-        }
-        names
-    }
-}
-
 /// Starts the projections of every read model. Live events arrive through
 /// the broker once the relay has published them; the store serves catch-up
-/// and rebuilds.
+/// and rebuilds. Answers the read side and the task running it (joined at
+/// the orderly stop before the store closes, so a runner mid-batch never
+/// outlives the runtime).
 fn start_read_models(
     config: &ServeConfig,
     domains: &crate::domains::DomainList,
     store: &Arc<dyn herald_store::EventStore>,
     broker: &Arc<dyn Broker>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<ReadSide> {
-    let topics: Vec<herald_brokers::Topic> = domains
-        .read_model_domains()
-        .iter()
-        .map(|d| {
-            let domain: herald_events::Domain =
-                d.parse().expect("the read models' domains are valid");
-            herald_brokers::Topic::for_domain(&domain)
-        })
-        .collect();
-    let live = config.broker.relay.then_some((Arc::clone(broker), topics));
-    let mut side = ReadSide::default();
-    match &config.store.location {
-        StoreLocation::Postgres { url } => {
-            let mut runner = herald_projections::ProjectionRunner::new(
-                read_model_pool(url)?,
-                Arc::clone(store),
-                domains.read_models(),
-            );
-            if let Some((broker, topics)) = live {
-                runner = runner.with_broker(broker, topics);
-            }
-            tracing::info!(projections = ?runner.names(), "Starting the projections into Postgres.");
-            let running = runner.clone();
-            side.task = Some(tokio::spawn(async move {
-                if let Err(e) = running.run(stop).await {
-                    tracing::error!(error = %e, "A projection stopped.");
-                }
-            }));
-            side.read_models = Some(runner.read_models());
-            side.projections = Some(runner);
-        }
-        StoreLocation::Embedded { data_dir } => {
-            let path = data_dir.join(READ_MODELS_FILE);
-            let mut runner = herald_projections::embedded::EmbeddedRunner::new(
-                &path,
-                Arc::clone(store),
-                domains.embedded_read_models(),
-            );
-            if let Some((broker, topics)) = live {
-                runner = runner.with_broker(broker, topics);
-            }
-            tracing::info!(projections = ?runner.names(), path = %path.display(), "Starting the projections into SQLite.");
-            let running = runner.clone();
-            side.task = Some(tokio::spawn(async move {
-                if let Err(e) = running.run(stop).await {
-                    tracing::error!(error = %e, "A projection stopped.");
-                }
-            }));
-            side.embedded_read_models = Some(runner.read_models());
-            side.embedded_projections = Some(runner);
-        }
+) -> anyhow::Result<(ReadSide, tokio::task::JoinHandle<()>)> {
+    let mut side = ReadSide::open(
+        &config.store.location,
+        Arc::clone(store),
+        domains.read_model_set(),
+        config.read_side,
+    )
+    .context("opening the read models")?;
+    if config.broker.relay {
+        let topics: Vec<herald_brokers::Topic> = domains
+            .read_model_domains()
+            .iter()
+            .map(|d| {
+                let domain: herald_events::Domain =
+                    d.parse().expect("the read models' domains are valid");
+                herald_brokers::Topic::for_domain(&domain)
+            })
+            .collect();
+        side = side.with_broker(Arc::clone(broker), topics);
     }
-    Ok(side)
+    tracing::info!(
+        projections = ?side.names(),
+        database = side.database(),
+        path = ?side.path(),
+        "Starting the projections."
+    );
+    let running = side.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = running.run(stop).await {
+            tracing::error!(error = %e, "A projection stopped.");
+        }
+    });
+    Ok((side, task))
 }

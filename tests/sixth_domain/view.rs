@@ -43,7 +43,10 @@ pub async fn show(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let Some(read_models) = state.embedded_read_models.as_ref() else {
+    // This test domain's read model is written for SQLite alone.
+    let Some(herald_projections::Serving::Sqlite(read_models)) =
+        state.read_side.as_ref().map(|side| side.serving())
+    else {
         return HttpResponse::ServiceUnavailable().finish();
     };
     match read_model::total(read_models, identity.tenant.to_string(), id.clone()).await {

@@ -61,10 +61,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         registry: EventRegistry::builtin().expect("builtin registry"),
         limits,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
-        read_models: None,
-        projections: None,
-        embedded_read_models: None,
-        embedded_projections: None,
+        read_side: None,
         progress: Default::default(),
     }
 }
@@ -369,8 +366,7 @@ pub async fn postgres_state_with_projections(
     let running = runner.clone();
     tokio::spawn(async move { running.run(stop).await });
     let mut state = state(store, TEST_LIMITS).await;
-    state.read_models = Some(runner.read_models());
-    state.projections = Some(runner.clone());
+    state.read_side = Some(runner.clone().into());
     (state, runner, stop_tx)
 }
 

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OpenFlags};
 use super::{schema, table_prefix};
 use crate::ProjectionError;
 
-/// Idle read connections kept for the next query.
-const MAX_IDLE: usize = 8;
+/// Idle read connections kept for the next query, unless configured.
+const DEFAULT_READERS: usize = 8;
 
 /// Read access to the SQLite read models. Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +23,7 @@ pub struct EmbeddedReadModels {
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
 }
 
 impl std::fmt::Debug for EmbeddedReadModels {
@@ -55,10 +56,17 @@ pub(crate) fn open(path: &Path, read_only: bool) -> Result<Connection, Projectio
 
 impl EmbeddedReadModels {
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self::with_readers(path, DEFAULT_READERS)
+    }
+
+    /// Keeps up to `readers` idle read connections open between queries
+    /// (more queries at once open more, closed when done).
+    pub fn with_readers(path: impl Into<PathBuf>, readers: usize) -> Self {
         Self {
             inner: Arc::new(Readers {
                 path: path.into(),
                 idle: Mutex::new(Vec::new()),
+                max_idle: readers,
             }),
         }
     }
@@ -87,7 +95,7 @@ impl EmbeddedReadModels {
             };
             let answer = query(&conn, &table_prefix(&name, generation));
             let mut idle = inner.idle.lock().expect("the pool lock");
-            if idle.len() < MAX_IDLE {
+            if idle.len() < inner.max_idle {
                 idle.push(conn);
             }
             answer

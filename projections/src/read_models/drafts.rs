@@ -28,7 +28,7 @@ use super::page::{id_cursor, page_size, time_cursor, SortKey};
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::sql::{
     decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Dialect, Index, OnConflict,
-    ReadSide, RowKey, RowReader, Rows, Table, Type,
+    RowKey, RowReader, Rows, Serving, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -632,7 +632,7 @@ pub struct VersionQuery {
 
 /// A page of the tenant's drafts.
 pub async fn list_drafts<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     query: &DraftQuery,
 ) -> Result<Page<DraftSummary>, ProjectionError> {
@@ -685,7 +685,7 @@ fn draft_page(rows: Vec<DraftSummary>, query: &DraftQuery) -> Page<DraftSummary>
 /// tenant has no draft of that id, or it has no such version, or it did
 /// not exist yet at that instant.
 pub async fn draft<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     id: &str,
     at: DraftAt,
@@ -829,7 +829,7 @@ fn rebuild_document(tenant: &str, id: &str, rows: Vec<RebuildRow>) -> Value {
 /// A page of one of the tenant's drafts' versions; `None` when the tenant
 /// has no draft of that id.
 pub async fn draft_versions<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     id: &str,
     query: &VersionQuery,

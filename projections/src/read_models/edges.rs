@@ -24,8 +24,8 @@ use utoipa::ToSchema;
 
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::sql::{
-    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Dialect, Index, OnConflict,
-    ReadSide, RowKey, RowReader, Rows, Table, Type,
+    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Dialect, Index, OnConflict, RowKey,
+    RowReader, Rows, Serving, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -830,7 +830,7 @@ impl EdgeQuery {
 
 /// A page of `tenant`'s edges.
 pub async fn list<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &TenantId,
     query: &EdgeQuery,
 ) -> Result<Page<EdgeView>, ProjectionError> {
@@ -859,7 +859,7 @@ pub async fn list<'a>(
 /// `tenant`'s edge `id` with its open and recent incidents; `None` when
 /// there is no such edge.
 pub async fn get<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &TenantId,
     id: &str,
 ) -> Result<Option<EdgeDetail>, ProjectionError> {

@@ -40,7 +40,7 @@ use herald_events::{EventEnvelope, TenantId, TypedEvent};
 use serde::Serialize;
 
 use crate::sql::{
-    decode, read_model, serve, Cell, Column, Db, Dialect, OnConflict, ReadSide, RowReader, Rows,
+    decode, read_model, serve, Cell, Column, Db, Dialect, OnConflict, RowReader, Rows, Serving,
     Table, Type,
 };
 use crate::ProjectionError;
@@ -954,7 +954,7 @@ fn row_key(row: &dyn RowReader) -> Result<RowKey, ProjectionError> {
 /// The range is not limited here: callers bound it (the HTTP API at
 /// [`MAX_RANGE_DAYS`]).
 pub async fn query<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &TenantId,
     from: NaiveDate,
     to: NaiveDate,

@@ -21,8 +21,8 @@ use utoipa::ToSchema;
 
 use super::{paginate, Cursor, Page, SortOrder};
 use crate::sql::{
-    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Index, OnConflict, ReadSide, RowKey,
-    RowReader, Rows, Table, Type,
+    decode, read_model, serve, Cell, Column, Db, DecodedBatch, Index, OnConflict, RowKey,
+    RowReader, Rows, Serving, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -640,7 +640,7 @@ impl TicketQuery {
 
 /// A page of `tenant`'s tickets.
 pub async fn list<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &TenantId,
     query: &TicketQuery,
 ) -> Result<Page<TicketView>, ProjectionError> {
@@ -672,7 +672,7 @@ pub async fn list<'a>(
 /// `tenant`'s ticket `id` with its notes and history; `None` when there is
 /// no such ticket.
 pub async fn get<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &TenantId,
     id: &str,
 ) -> Result<Option<TicketDetail>, ProjectionError> {

@@ -24,8 +24,8 @@ use serde_json::Value;
 use super::page::{id_cursor, page_size, time_cursor, SortKey};
 use super::{paginate, Cursor, Page, SortOrder, MAX_PAGE_SIZE};
 use crate::sql::{
-    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Index, OnConflict, ReadSide,
-    RowKey, RowReader, Rows, Table, Type,
+    decode, orphan, read_model, serve, stream_keys, Cell, Column, Db, Index, OnConflict, RowKey,
+    RowReader, Rows, Serving, Table, Type,
 };
 use crate::ProjectionError;
 
@@ -705,7 +705,7 @@ pub struct CountdownQuery {
 
 /// A page of the tenant's timers.
 pub async fn list_timers<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     query: &TimerQuery,
 ) -> Result<Page<TimerView>, ProjectionError> {
@@ -762,7 +762,7 @@ fn timer_page(rows: Vec<TimerRow>, query: &TimerQuery) -> Page<TimerView> {
 /// One of the tenant's timers with its latest firings; `None` when the
 /// tenant has no timer of that id.
 pub async fn timer<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     id: &str,
 ) -> Result<Option<TimerDetail>, ProjectionError> {
@@ -799,7 +799,7 @@ pub async fn timer<'a>(
 
 /// A page of the tenant's countdowns, their remaining time taken at `now`.
 pub async fn list_countdowns<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     query: &CountdownQuery,
     now: DateTime<Utc>,
@@ -862,7 +862,7 @@ fn countdown_page(
 /// One of the tenant's countdowns, its remaining time taken at `now`;
 /// `None` when the tenant has no countdown of that id.
 pub async fn countdown<'a>(
-    read_models: impl Into<ReadSide<'a>>,
+    read_models: impl Into<Serving<'a>>,
     tenant: &str,
     id: &str,
     now: DateTime<Utc>,

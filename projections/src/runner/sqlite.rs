@@ -56,6 +56,12 @@ impl Runner<Sqlite> {
     pub fn read_models(&self) -> EmbeddedReadModels {
         EmbeddedReadModels::new(self.backend.path.clone())
     }
+
+    /// The query side's handle on the same file, keeping up to `readers`
+    /// idle read connections.
+    pub fn read_models_with(&self, readers: usize) -> EmbeddedReadModels {
+        EmbeddedReadModels::with_readers(self.backend.path.clone(), readers)
+    }
 }
 
 impl Sqlite {

@@ -5,7 +5,7 @@
 //! synchronous, their futures never wait and are run to completion in
 //! place on the runner's (or the query's) blocking thread.
 //!
-//! [`ReadSide`] is the read models of either store as the query functions
+//! [`Serving`] is the read models of either store as the query functions
 //! take them, and [`serve!`](serve) runs a query on the serving generation
 //! of the right one.
 
@@ -271,38 +271,38 @@ impl Db for Lite<'_> {
 /// the embedded store. Every query function takes either
 /// (`&ReadModels` or `&EmbeddedReadModels`).
 #[derive(Debug, Clone, Copy)]
-pub enum ReadSide<'a> {
+pub enum Serving<'a> {
     Postgres(&'a ReadModels),
     Sqlite(&'a EmbeddedReadModels),
 }
 
-impl<'a> From<&'a ReadModels> for ReadSide<'a> {
+impl<'a> From<&'a ReadModels> for Serving<'a> {
     fn from(read_models: &'a ReadModels) -> Self {
-        ReadSide::Postgres(read_models)
+        Serving::Postgres(read_models)
     }
 }
 
-impl<'a> From<&'a EmbeddedReadModels> for ReadSide<'a> {
+impl<'a> From<&'a EmbeddedReadModels> for Serving<'a> {
     fn from(read_models: &'a EmbeddedReadModels) -> Self {
-        ReadSide::Sqlite(read_models)
+        Serving::Sqlite(read_models)
     }
 }
 
 /// Runs `$body` (a future using `$db: &impl Db`) on the serving generation
-/// of the read model `$name` in `$side` ([`ReadSide`]), and answers what it
+/// of the read model `$name` in `$side` ([`Serving`]), and answers what it
 /// answers. `snapshot` runs it in one read-only snapshot, so that the
 /// counts of an entity agree with the rows shown beside it even while the
 /// runner commits a batch. What `$body` uses must be owned: on SQLite it
 /// runs on a blocking thread.
 macro_rules! serve {
     ($side:expr, $name:expr, |$db:ident| $body:expr) => {
-        match $crate::sql::ReadSide::from($side) {
-            $crate::sql::ReadSide::Postgres(read_models) => {
+        match $crate::sql::Serving::from($side) {
+            $crate::sql::Serving::Postgres(read_models) => {
                 let (client, schema) = read_models.serving($name).await?;
                 let $db = &$crate::sql::Pg::new(&**client, &schema);
                 $body.await
             }
-            $crate::sql::ReadSide::Sqlite(read_models) => {
+            $crate::sql::Serving::Sqlite(read_models) => {
                 read_models
                     .serving($name, move |conn, prefix| {
                         let $db = &$crate::sql::Lite::new(conn, prefix);
@@ -313,8 +313,8 @@ macro_rules! serve {
         }
     };
     ($side:expr, $name:expr, snapshot |$db:ident| $body:expr) => {
-        match $crate::sql::ReadSide::from($side) {
-            $crate::sql::ReadSide::Postgres(read_models) => {
+        match $crate::sql::Serving::from($side) {
+            $crate::sql::Serving::Postgres(read_models) => {
                 let (mut client, schema) = read_models.serving($name).await?;
                 let tx = client
                     .build_transaction()
@@ -329,7 +329,7 @@ macro_rules! serve {
                 tx.commit().await?;
                 Ok(answer)
             }
-            $crate::sql::ReadSide::Sqlite(read_models) => {
+            $crate::sql::Serving::Sqlite(read_models) => {
                 read_models
                     .serving($name, move |conn, prefix| {
                         let tx = conn.unchecked_transaction()?;

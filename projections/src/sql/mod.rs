@@ -11,7 +11,7 @@
 //!   writes are generated ([`table`]);
 //! - [`Db`]: what a projection's batch and a query run on, implemented by
 //!   a Postgres client or transaction ([`Pg`]) and a SQLite connection
-//!   ([`Lite`]) ([`backend`]), and [`ReadSide`], the read models of
+//!   ([`Lite`]) ([`backend`]), and [`Serving`], the read models of
 //!   either store as the query functions take them.
 //!
 //! On SQLite an instant is [`time_text`] (RFC 3339 in UTC with
@@ -21,7 +21,7 @@
 pub(crate) mod backend;
 pub(crate) mod table;
 
-pub use backend::ReadSide;
+pub use backend::Serving;
 pub(crate) use backend::{serve, Db, Lite, Pg};
 pub(crate) use table::{Column, Index, OnConflict, Rows, Table};
 

@@ -15,8 +15,8 @@ use herald_events::{NewEvent, StreamId, TenantId};
 use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner};
 use herald_projections::read_models;
 use herald_projections::{
-    ParkedEvent, ProjectionError, ProjectionRunner, ProjectionStatus, ReadModels, ReadSide,
-    RunnerConfig,
+    ParkedEvent, ProjectionError, ProjectionRunner, ProjectionStatus, ReadModels, RunnerConfig,
+    Serving,
 };
 use herald_store::{EventStore, ExpectedVersion};
 use herald_testkit::{eventually, TestDatabase};
@@ -119,11 +119,11 @@ pub enum Models {
     Sqlite(EmbeddedReadModels),
 }
 
-impl<'a> From<&'a Models> for ReadSide<'a> {
+impl<'a> From<&'a Models> for Serving<'a> {
     fn from(models: &'a Models) -> Self {
         match models {
-            Models::Postgres(m) => ReadSide::from(m),
-            Models::Sqlite(m) => ReadSide::from(m),
+            Models::Postgres(m) => Serving::from(m),
+            Models::Sqlite(m) => Serving::from(m),
         }
     }
 }

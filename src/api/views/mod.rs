@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use actix_web::web;
 use chrono::{DateTime, Utc};
 use herald_projections::read_models::{Cursor, SortOrder, MAX_PAGE_SIZE};
-use herald_projections::{ProjectionError, ReadSide};
+use herald_projections::{ProjectionError, Serving};
 use utoipa::OpenApi;
 
 use super::problem::{ApiResult, Problem, ProblemKind};
@@ -49,15 +49,17 @@ pub fn openapi(domains: &DomainList) -> utoipa::openapi::OpenApi {
 /// Where this Herald's read models are: Postgres (with a `postgres://`
 /// store) or SQLite beside the embedded store; or 503 when this Herald
 /// runs none.
-pub(crate) fn backend(state: &AppState) -> ApiResult<ReadSide<'_>> {
-    match (&state.read_models, &state.embedded_read_models) {
-        (Some(postgres), _) => Ok(ReadSide::from(postgres)),
-        (None, Some(embedded)) => Ok(ReadSide::from(embedded)),
-        (None, None) => Err(Problem::new(
-            ProblemKind::ReadModelUnavailable,
-            "this Herald runs no read models",
-        )),
-    }
+pub(crate) fn backend(state: &AppState) -> ApiResult<Serving<'_>> {
+    state
+        .read_side
+        .as_ref()
+        .map(|side| side.serving())
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemKind::ReadModelUnavailable,
+                "this Herald runs no read models",
+            )
+        })
 }
 
 /// The HTTP face of a projection or read-model error.
@@ -84,9 +86,7 @@ pub(crate) fn problem(e: ProjectionError) -> Problem {
         // The read models live in the store's database (or beside the
         // embedded store's file): when that database cannot serve, the
         // client sees what every other read and write answers then.
-        ProjectionError::Pool(_) | ProjectionError::Database(_) | ProjectionError::Sqlite(_)
-            if e.is_transient() =>
-        {
+        e if e.is_transient() => {
             tracing::warn!(error = %e, "Read-model database unavailable.");
             Problem::new(
                 ProblemKind::StoreUnavailable,

@@ -5,8 +5,7 @@
 
 use actix_web::{web, HttpResponse};
 use herald_events::Position;
-use herald_projections::embedded::EmbeddedRunner;
-use herald_projections::{ParkedEvent, ProjectionError, ProjectionRunner, ProjectionStatus};
+use herald_projections::{ParkedEvent, ProjectionError, ProjectionStatus, ReadSide};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
@@ -55,59 +54,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// This Herald's projection runner, on whichever backend it runs.
-#[derive(Debug, Clone, Copy)]
-enum Runner<'a> {
-    Postgres(&'a ProjectionRunner),
-    Embedded(&'a EmbeddedRunner),
-}
-
-impl Runner<'_> {
-    async fn statuses(self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.statuses().await,
-            Runner::Embedded(r) => r.statuses().await,
-        }
-    }
-
-    async fn status(self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.status(name).await,
-            Runner::Embedded(r) => r.status(name).await,
-        }
-    }
-
-    async fn parked(self, name: &str) -> Result<Vec<ParkedEvent>, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.parked(name).await,
-            Runner::Embedded(r) => r.parked(name).await,
-        }
-    }
-
-    async fn rebuild(self, name: &str) -> Result<u32, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.rebuild(name).await,
-            Runner::Embedded(r) => r.rebuild(name).await,
-        }
-    }
-
-    async fn retry_parked(self, name: &str, position: Position) -> Result<(), ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.retry_parked(name, position).await,
-            Runner::Embedded(r) => r.retry_parked(name, position).await,
-        }
-    }
-}
-
-fn runner(state: &AppState) -> ApiResult<Runner<'_>> {
-    match (&state.projections, &state.embedded_projections) {
-        (Some(postgres), _) => Ok(Runner::Postgres(postgres)),
-        (None, Some(embedded)) => Ok(Runner::Embedded(embedded)),
-        (None, None) => Err(Problem::new(
+/// This Herald's read side, whose runner answers for the projections.
+fn runner(state: &AppState) -> ApiResult<&ReadSide> {
+    state.read_side.as_ref().ok_or_else(|| {
+        Problem::new(
             ProblemKind::ReadModelUnavailable,
             "this Herald runs no projections",
-        )),
-    }
+        )
+    })
 }
 
 fn require_admin(identity: &Identity) -> ApiResult<()> {

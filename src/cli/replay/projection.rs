@@ -14,9 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use herald_events::Position;
-use herald_projections::diff::{DetachedBuild, Progress, ProjectionDiff};
-use herald_projections::embedded::EmbeddedRunner;
-use herald_projections::{ProjectionError, ProjectionRunner, ProjectionStatus};
+use herald_projections::diff::Progress;
+use herald_projections::{ProjectionError, ReadSide, ReadSideSettings};
 use herald_store::{EventStore, StoreLocation};
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -57,118 +56,29 @@ pub struct ProjectionArgs {
     pub json: bool,
 }
 
-/// The read models' runner on whichever backend the store implies, running
-/// only the named projection.
-#[derive(Debug, Clone)]
-enum Runner {
-    Postgres(ProjectionRunner),
-    Embedded(EmbeddedRunner),
-}
-
-impl Runner {
-    fn open(
-        location: &StoreLocation,
-        store: &Arc<dyn EventStore>,
-        name: &str,
-    ) -> anyhow::Result<Self> {
-        let domains = crate::domains::builtin();
-        let names: Vec<&str> = domains.read_models().iter().map(|p| p.name()).collect();
-        if !names.contains(&name) {
-            return Err(usage(format!(
-                "no read model named {name:?}; the read models are {}",
-                names.join(", ")
-            )));
-        }
-        Ok(match location {
-            StoreLocation::Postgres { url } => {
-                let only = domains
-                    .read_models()
-                    .into_iter()
-                    .filter(|p| p.name() == name)
-                    .collect();
-                Runner::Postgres(ProjectionRunner::new(
-                    read_model_pool(url)?,
-                    Arc::clone(store),
-                    only,
-                ))
-            }
-            StoreLocation::Embedded { data_dir } => {
-                let only = domains
-                    .embedded_read_models()
-                    .into_iter()
-                    .filter(|p| p.name() == name)
-                    .collect();
-                Runner::Embedded(EmbeddedRunner::new(
-                    data_dir.join("read-models.db"),
-                    Arc::clone(store),
-                    only,
-                ))
-            }
-        })
+/// The read side on whichever backend the store implies, running only the
+/// named read model, with a small pool of its own.
+fn open_read_side(
+    location: &StoreLocation,
+    store: &Arc<dyn EventStore>,
+    name: &str,
+) -> anyhow::Result<ReadSide> {
+    let domains = crate::domains::builtin();
+    let set = domains.read_model_set();
+    let only = set.only(name);
+    if only.postgres.is_empty() && only.sqlite.is_empty() {
+        let names: Vec<&str> = set.postgres.iter().map(|p| p.name()).collect();
+        return Err(usage(format!(
+            "no read model named {name:?}; the read models are {}",
+            names.join(", ")
+        )));
     }
-
-    async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.status(name).await,
-            Runner::Embedded(r) => r.status(name).await,
-        }
-    }
-
-    async fn rebuild(&self, name: &str) -> Result<u32, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.rebuild(name).await,
-            Runner::Embedded(r) => r.rebuild(name).await,
-        }
-    }
-
-    async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.run(stop).await,
-            Runner::Embedded(r) => r.run(stop).await,
-        }
-    }
-
-    async fn build_detached(
-        &self,
-        name: &str,
-        to: Position,
-        keep: Duration,
-        progress: Progress,
-    ) -> Result<DetachedBuild, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.build_detached(name, Some(to), keep, progress).await,
-            Runner::Embedded(r) => r.build_detached(name, Some(to), keep, progress).await,
-        }
-    }
-
-    async fn diff(
-        &self,
-        name: &str,
-        max_rows: usize,
-        progress: Progress,
-    ) -> Result<ProjectionDiff, ProjectionError> {
-        match self {
-            Runner::Postgres(r) => r.diff(name, max_rows, progress).await,
-            Runner::Embedded(r) => r.diff(name, max_rows, progress).await,
-        }
-    }
-}
-
-/// A small pool of its own on the read models' database (the store's).
-fn read_model_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
-    let config: tokio_postgres::Config = url.parse().context("parsing the Postgres URL")?;
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(4)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .context("building the read-model pool")
+    Ok(ReadSide::open(
+        location,
+        Arc::clone(store),
+        only,
+        ReadSideSettings { pool_size: 4 },
+    )?)
 }
 
 /// A progress callback that moves `bar`.
@@ -198,7 +108,7 @@ pub async fn run(args: ProjectionArgs, store: &StoreArgs, file: &FileConfig) -> 
         .await
         .context("opening the event store")?;
     let result = async {
-        let runner = Runner::open(&location, &store, &args.name)?;
+        let runner = open_read_side(&location, &store, &args.name)?;
         if args.diff {
             diff(&runner, &args).await
         } else if let Some(to) = args.to_position {
@@ -214,7 +124,7 @@ pub async fn run(args: ProjectionArgs, store: &StoreArgs, file: &FileConfig) -> 
 
 /// A blue-green rebuild, followed until the new generation serves.
 async fn rebuild(
-    runner: &Runner,
+    runner: &ReadSide,
     store: &Arc<dyn EventStore>,
     args: &ProjectionArgs,
 ) -> anyhow::Result<()> {
@@ -294,11 +204,11 @@ async fn rebuild(
 }
 
 /// A generation built up to `to` and left beside the serving one.
-async fn detached(runner: &Runner, args: &ProjectionArgs, to: Position) -> anyhow::Result<()> {
+async fn detached(runner: &ReadSide, args: &ProjectionArgs, to: Position) -> anyhow::Result<()> {
     let name = args.name.as_str();
     let bar = progress_bar(&format!("building {name} up to {to}"), to.get());
     let built = runner
-        .build_detached(name, to, args.keep, moves(&bar))
+        .build_detached(name, Some(to), args.keep, moves(&bar))
         .await
         .map_err(|e| explain(name, e));
     bar.finish_and_clear();
@@ -331,7 +241,7 @@ async fn detached(runner: &Runner, args: &ProjectionArgs, to: Position) -> anyho
 }
 
 /// A fresh build compared with the serving tables.
-async fn diff(runner: &Runner, args: &ProjectionArgs) -> anyhow::Result<()> {
+async fn diff(runner: &ReadSide, args: &ProjectionArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
     let bar = progress_bar(&format!("building {name} to compare"), 0);
     let diff = runner
