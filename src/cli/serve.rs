@@ -29,8 +29,6 @@ use crate::ingest::{Ingest, IngestConfig};
 use crate::relay::{Relay, RelayConfig};
 use crate::telemetry;
 
-/// The embedded read models' file in the data directory.
-
 /// How long an orderly stop waits for the projections to finish their batch.
 const PROJECTIONS_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most time a connection's first request head may take to arrive (408
