@@ -226,7 +226,7 @@ pub fn actor_settings(args: &ActorArgs, file: &FileConfig) -> anyhow::Result<Act
     {
         Some(text) => parse_duration(text)
             .map_err(|e| anyhow::anyhow!("HERALD_OUTAGE_RECHECK / --outage-recheck: {e}"))?,
-        None => herald_actors::outage::DEFAULT_RECHECK,
+        None => herald_actors::edges::reactions::DEFAULT_RECHECK,
     };
     let max_actors = args
         .actors_max

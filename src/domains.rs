@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use herald_actors::domain::{DomainSpecs, GroupParts};
-use herald_actors::outage::OutageMonitor;
+use herald_actors::edges::reactions::OutageMonitor;
 use herald_actors::reactions::{spawn_reaction, Reaction};
 use herald_actors::{ActorRuntime, DomainSpec, Domains, EventsDomain};
 use herald_brokers::progress::Progress;
@@ -41,7 +41,12 @@ pub fn builtin() -> DomainList {
             .read_model(tickets::TicketsProjection),
         Domain::new(herald_actors::edges::spec())
             .views(views::edges::VIEWS)
-            .read_model(edges::EdgesProjection),
+            .read_model(edges::EdgesProjection)
+            .reaction(|settings| {
+                Arc::new(OutageMonitor {
+                    recheck: settings.outage_recheck,
+                })
+            }),
         Domain::new(herald_actors::drafts::spec())
             .views(views::drafts::VIEWS)
             .read_model(drafts::DraftsProjection),
@@ -84,7 +89,13 @@ pub struct Domain {
     pub views: Option<Views>,
     pub read_models: Vec<Arc<dyn Projection>>,
     pub embedded_read_models: Vec<Arc<dyn SqliteProjection>>,
+    /// The reactions that follow this domain's events, made with the
+    /// process's settings.
+    pub reactions: Vec<ReactionFactory>,
 }
+
+/// Makes a reaction with the process's actor settings.
+pub type ReactionFactory = fn(&ActorSettings) -> Arc<dyn Reaction>;
 
 impl std::fmt::Debug for Domain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +104,7 @@ impl std::fmt::Debug for Domain {
             .field("views", &self.views.is_some())
             .field("read_models", &self.read_models.len())
             .field("embedded_read_models", &self.embedded_read_models.len())
+            .field("reactions", &self.reactions.len())
             .finish()
     }
 }
@@ -106,7 +118,14 @@ impl Domain {
             views: None,
             read_models: Vec::new(),
             embedded_read_models: Vec::new(),
+            reactions: Vec::new(),
         }
+    }
+
+    /// Adds a reaction to this domain's events.
+    pub fn reaction(mut self, reaction: ReactionFactory) -> Self {
+        self.reactions.push(reaction);
+        self
     }
 
     pub fn views(mut self, views: Views) -> Self {
@@ -214,6 +233,23 @@ impl DomainList {
             .collect()
     }
 
+    /// Every domain's reactions, made with `settings`.
+    pub fn reactions(&self, settings: &ActorSettings) -> Vec<Arc<dyn Reaction>> {
+        self.domains
+            .iter()
+            .flat_map(|d| d.reactions.iter().map(|make| make(settings)))
+            .collect()
+    }
+
+    /// The consumer groups of [`reactions`](Self::reactions)
+    /// (`reaction.<name>`).
+    pub fn reaction_groups(&self, settings: &ActorSettings) -> Vec<ConsumerGroup> {
+        self.reactions(settings)
+            .iter()
+            .filter_map(|r| herald_actors::reactions::consumer_group(r.name()).ok())
+            .collect()
+    }
+
     /// Every read model, for both databases: what a
     /// [`ReadSide`](herald_projections::ReadSide) may run.
     pub fn read_model_set(&self) -> herald_projections::ReadModelSet {
@@ -311,7 +347,8 @@ pub async fn start_domains(
         config: &settings.group,
     });
     let domains = started.domains;
-    let mut reactions: Vec<_> = reactions(settings)
+    let mut reactions: Vec<_> = list
+        .reactions(settings)
         .into_iter()
         .map(|reaction| {
             spawn_reaction(
@@ -344,21 +381,6 @@ pub async fn start_domains(
         runtime,
         tasks,
     }
-}
-
-/// The reactions `herald serve` runs.
-pub fn reactions(settings: &ActorSettings) -> Vec<Arc<dyn Reaction>> {
-    vec![Arc::new(OutageMonitor {
-        recheck: settings.outage_recheck,
-    })]
-}
-
-/// The consumer groups of [`reactions`] (`reaction.<name>`).
-pub fn reaction_groups(settings: &ActorSettings) -> Vec<ConsumerGroup> {
-    reactions(settings)
-        .iter()
-        .filter_map(|r| herald_actors::reactions::consumer_group(r.name()).ok())
-        .collect()
 }
 
 impl RunningDomains {

@@ -29,7 +29,12 @@ pub struct Needed {
 }
 
 /// What `herald serve` with these settings publishes to and consumes.
-pub fn needed(broker: &BrokerSettings, actors: &ActorSettings, registry: &EventRegistry) -> Needed {
+pub fn needed(
+    broker: &BrokerSettings,
+    actors: &ActorSettings,
+    list: &crate::domains::DomainList,
+    registry: &EventRegistry,
+) -> Needed {
     let domains: BTreeSet<String> = registry
         .types()
         .map(|(t, _)| t.domain().to_owned())
@@ -39,7 +44,7 @@ pub fn needed(broker: &BrokerSettings, actors: &ActorSettings, registry: &EventR
         .filter_map(|d| Domain::new(d.as_str()).ok())
         .map(|d| Topic::for_domain(&d))
         .collect();
-    let mut groups: Vec<ConsumerGroup> = crate::domains::reaction_groups(actors);
+    let mut groups: Vec<ConsumerGroup> = list.reaction_groups(actors);
     if broker.relay {
         groups.extend(ConsumerGroup::new(herald_projections::LIVE_GROUP).ok());
     }

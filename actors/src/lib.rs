@@ -15,7 +15,6 @@ pub mod drafts;
 pub mod edges;
 pub mod error;
 pub mod group;
-pub mod outage;
 pub mod reactions;
 pub mod state_at;
 pub mod telemetry;

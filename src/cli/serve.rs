@@ -135,7 +135,7 @@ pub async fn serve(
         .context("connecting to the broker")?;
     crate::topics::prepare(
         &broker,
-        &crate::topics::needed(&config.broker, &config.actors, &registry),
+        &crate::topics::needed(&config.broker, &config.actors, &domains, &registry),
         config.broker.wire.partitions,
     )
     .await?;
@@ -188,7 +188,8 @@ pub async fn serve(
         store_backend: store.backend(),
         broker_backend: broker.backend(),
         domains: running.domains.names().collect(),
-        reactions: crate::domains::reactions(&config.actors)
+        reactions: domains
+            .reactions(&config.actors)
             .iter()
             .map(|r| r.name())
             .collect(),

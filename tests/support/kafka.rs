@@ -37,7 +37,12 @@ pub fn needed(servers: &str) -> Needed {
         threads: 1,
         outage_recheck: Duration::from_secs(5),
     };
-    herald::topics::needed(&broker, &actors, &EventRegistry::builtin().unwrap())
+    herald::topics::needed(
+        &broker,
+        &actors,
+        &herald::domains::builtin(),
+        &EventRegistry::builtin().unwrap(),
+    )
 }
 
 /// Makes every topic of `needed` on the mock: domain topics with

@@ -1,6 +1,7 @@
 //! The `edges` domain: network edge devices at customer sites. Read top to
 //! bottom: [`commands`], [`events`] (the payloads live in herald-events),
-//! [`state`] (`apply`), [`decide`].
+//! [`state`] (`apply`), [`decide`], [`reactions`] (the outage monitor, which
+//! turns edges' events into tickets' commands).
 //!
 //! Rules:
 //!
@@ -69,6 +70,7 @@
 pub mod commands;
 pub mod decide;
 pub mod events;
+pub mod reactions;
 pub mod state;
 
 pub use commands::EdgeCommand;
