@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_postgres::GenericClient;
 
-use crate::ProjectionError;
+use crate::{GenerationFault, ProjectionError};
 
 /// Told how far a build has got: `(reached, target)`.
 pub type Progress = Arc<dyn Fn(Position, Position) + Send + Sync>;
@@ -179,9 +179,7 @@ fn sqlite_columns(
         .query_map([], |row| row.get::<_, String>(1))?
         .collect::<Result<Vec<_>, _>>()?;
     if columns.is_empty() {
-        return Err(ProjectionError::Internal(format!(
-            "the table {table} does not exist"
-        )));
+        return Err(GenerationFault::NoTable(table.to_owned()).into());
     }
     Ok(columns)
 }
@@ -275,11 +273,13 @@ pub fn sqlite_tables(
         let columns = sqlite_columns(conn, &a)?;
         let theirs = sqlite_columns(conn, &b)?;
         if columns != theirs {
-            return Err(ProjectionError::Internal(format!(
-                "{a} and {b} have different columns ({} / {}): built by different versions?",
-                columns.join(", "),
-                theirs.join(", ")
-            )));
+            return Err(GenerationFault::Incomparable {
+                live: a,
+                rebuilt: b,
+                live_columns: columns,
+                rebuilt_columns: theirs,
+            }
+            .into());
         }
         let (only_in_live_count, only_in_live) = sqlite_except(conn, &a, &b, &columns, max_rows)?;
         let (only_in_rebuild_count, only_in_rebuild) =

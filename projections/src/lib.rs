@@ -25,7 +25,7 @@ mod sql;
 mod status;
 pub mod telemetry;
 
-pub use error::ProjectionError;
+pub use error::{Corruption, EventFault, GenerationFault, ProjectionError, QueryFault};
 pub use live::LIVE_GROUP;
 pub use projection::Projection;
 pub use read_side::{postgres_pool, ReadModelSet, ReadSide, ReadSideSettings, READ_MODELS_FILE};

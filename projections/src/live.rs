@@ -46,7 +46,7 @@ impl LiveFeed {
                 Ok(subscription) => subscription,
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(error = %e, "cannot follow the broker; projections poll the store meanwhile");
+                    tracing::warn!(error = %e, "Cannot follow the broker; the projections poll the store meanwhile.");
                     let wait =
                         (Duration::from_millis(100) * failures.min(50)).min(Duration::from_secs(5));
                     tokio::select! {
@@ -72,11 +72,11 @@ impl LiveFeed {
                             });
                         }
                         if let Err(e) = delivery.ack().await {
-                            tracing::debug!(error = %e, "cannot acknowledge a wake-up");
+                            tracing::debug!(error = %e, "Cannot acknowledge a wake-up.");
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the broker subscription failed; joining again");
+                        tracing::warn!(error = %e, "The broker subscription failed; joining again.");
                         break;
                     }
                     None => break,

@@ -62,7 +62,7 @@ async fn a_poison_event_is_parked_and_can_be_retried() {
 
     // A retry before the fix fails and keeps it parked.
     let err = runner.retry_parked(NAME, Position(5)).await.unwrap_err();
-    assert!(matches!(err, ProjectionError::Rejected(_)), "{err}");
+    assert!(matches!(err, ProjectionError::Event { .. }), "{err}");
     assert_eq!(runner.parked(NAME).await.unwrap().len(), 1);
 
     projection.fixed.store(true, Ordering::SeqCst);

@@ -12,7 +12,7 @@ use herald_events::{
     EventEnvelope, EventType, NewEvent, Position, SchemaVersion, StreamId, TenantId,
 };
 use herald_projections::embedded::{EmbeddedReadModels, EmbeddedRunner, SqliteProjection};
-use herald_projections::{ProjectionError, RunnerConfig};
+use herald_projections::{EventFault, ProjectionError, RunnerConfig};
 use herald_store::{EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion};
 use herald_testkit::eventually;
 use rusqlite::params;
@@ -75,10 +75,10 @@ impl SqliteProjection for Counting {
                 }
             }
             if event.payload["poison"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
-                return Err(ProjectionError::Rejected(format!(
-                    "poison at {}",
-                    event.position
-                )));
+                return Err(ProjectionError::event(
+                    event,
+                    EventFault::Other(format!("poison at {}", event.position).into()),
+                ));
             }
             tx.execute(
                 &format!("INSERT INTO {prefix}applied (position, stream) VALUES (?1, ?2)"),
@@ -172,10 +172,7 @@ async fn a_runner_dying_mid_batch_resumes_with_every_event_applied_once() {
     let first = EmbeddedRunner::new(&path, Arc::clone(&store), vec![dying]).with_config(config());
     let (_stop, stop) = watch::channel(false);
     let died = first.run(stop.clone()).await;
-    assert!(
-        matches!(died, Err(ProjectionError::Internal(_))),
-        "{died:?}"
-    );
+    assert!(matches!(died, Err(ProjectionError::Task(_))), "{died:?}");
     let read_models = first.read_models();
     let (_, [applied, _, _]) = totals(&read_models).await.unwrap();
     assert_eq!(
@@ -246,7 +243,7 @@ async fn a_poison_event_is_parked_listed_and_retried() {
     assert_eq!(runner.status(NAME).await.unwrap().parked, 1);
     assert!(matches!(
         runner.retry_parked(NAME, Position(2)).await,
-        Err(ProjectionError::Rejected(_))
+        Err(ProjectionError::Event { .. })
     ));
     projection.fixed.store(true, Ordering::SeqCst);
     runner.retry_parked(NAME, Position(2)).await.unwrap();

@@ -14,7 +14,7 @@ pub const NAME: &str = "counters";
 pub struct CountersProjection;
 
 fn sqlite(e: rusqlite::Error) -> ProjectionError {
-    ProjectionError::Internal(e.to_string())
+    ProjectionError::Sqlite(e)
 }
 
 impl SqliteProjection for CountersProjection {

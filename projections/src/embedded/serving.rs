@@ -101,6 +101,6 @@ impl EmbeddedReadModels {
             answer
         })
         .await
-        .map_err(|e| ProjectionError::Internal(format!("a read-model query panicked: {e}")))?
+        .map_err(ProjectionError::Task)?
     }
 }

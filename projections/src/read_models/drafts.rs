@@ -293,10 +293,12 @@ impl Batch {
                     event.stream.id().to_owned(),
                 );
                 if self.drafts.contains_key(&key) {
-                    return Err(ProjectionError::Rejected(format!(
-                        "{} at position {}: {} was already created",
-                        event.event_type, event.position, event.stream
-                    )));
+                    return Err(ProjectionError::event(
+                        event,
+                        crate::EventFault::AlreadyCreated {
+                            stream: event.stream.to_string(),
+                        },
+                    ));
                 }
                 let document = Value::Object(e.document);
                 self.versions.push(VersionRow {
@@ -387,11 +389,11 @@ impl Batch {
                 let _: DraftRestored = decode(event)?;
                 self.draft(event)?.deleted = false;
             }
-            other => {
-                return Err(ProjectionError::Rejected(format!(
-                    "unknown event type drafts.{other} at position {}",
-                    event.position
-                )))
+            _ => {
+                return Err(ProjectionError::event(
+                    event,
+                    crate::EventFault::UnknownType,
+                ));
             }
         }
         let draft = self.draft(event)?;
@@ -773,9 +775,10 @@ async fn draft_in(
         .row(&sql, &params, DraftVersion::from_row)
         .await?
         .ok_or_else(|| {
-            ProjectionError::Internal(format!(
-                "draft {id:?} of {tenant:?} has no row of its version {version}"
-            ))
+            ProjectionError::from(crate::Corruption::Missing {
+                what: format!("draft {id:?} of {tenant:?}"),
+                missing: format!("its version {version}"),
+            })
         })?;
     Ok(Some(DraftDocument {
         draft,
@@ -877,11 +880,12 @@ pub async fn draft_versions<'a>(
 fn version_after(query: &VersionQuery) -> Result<Option<i64>, ProjectionError> {
     match &query.cursor {
         None => Ok(None),
-        Some(cursor) => Some(cursor.value.as_i64().ok_or_else(|| {
-            ProjectionError::Rejected(
-                "the cursor does not belong to this list; pass next_cursor unchanged".into(),
-            )
-        }))
+        Some(cursor) => Some(
+            cursor
+                .value
+                .as_i64()
+                .ok_or_else(|| ProjectionError::from(crate::QueryFault::ForeignCursor)),
+        )
         .transpose(),
     }
 }

@@ -171,10 +171,13 @@ struct EdgeRow {
     version: i64,
 }
 
-fn corrupt(table: &str, what: &str, value: &str) -> ProjectionError {
-    ProjectionError::Rejected(format!(
-        "the {table} table holds an unknown {what} {value:?}"
-    ))
+fn corrupt(table: &'static str, what: &'static str, value: &str) -> ProjectionError {
+    crate::Corruption::UnknownValue {
+        table,
+        what,
+        value: value.to_owned(),
+    }
+    .into()
 }
 
 impl EdgeRow {
@@ -741,11 +744,7 @@ fn contact_after(cursor: &Cursor) -> Result<Option<DateTime<Utc>>, ProjectionErr
 }
 
 fn bad_cursor() -> ProjectionError {
-    ProjectionError::Rejected(
-        "the cursor does not point into this list; pass the next_cursor of an earlier answer \
-         unchanged"
-            .into(),
-    )
+    crate::QueryFault::ForeignCursor.into()
 }
 
 fn edge_view(row: &dyn RowReader) -> Result<EdgeView, ProjectionError> {

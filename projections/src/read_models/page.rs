@@ -156,9 +156,7 @@ impl SortKey {
         };
         match value {
             Some(value) => Ok((Some(value), Some(cursor.id.clone()))),
-            None => Err(ProjectionError::Rejected(
-                "the cursor does not belong to this list; pass next_cursor unchanged".into(),
-            )),
+            None => Err(crate::QueryFault::ForeignCursor.into()),
         }
     }
 

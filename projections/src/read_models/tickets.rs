@@ -180,10 +180,12 @@ impl TicketRow {
     fn from_row(row: &dyn RowReader) -> Result<Self, ProjectionError> {
         let kind = row.text("kind")?;
         let status = row.text("status")?;
-        let corrupt = |what: &str, value: &str| {
-            ProjectionError::Rejected(format!(
-                "the tickets table holds an unknown {what} {value:?}"
-            ))
+        let corrupt = |what: &'static str, value: &str| {
+            ProjectionError::from(crate::Corruption::UnknownValue {
+                table: "tickets",
+                what,
+                value: value.to_owned(),
+            })
         };
         Ok(Self {
             tenant: row.text("tenant")?,
@@ -356,7 +358,7 @@ async fn apply(db: &impl Db, events: &[EventEnvelope]) -> Result<(), ProjectionE
                 .entry(key)
                 .or_insert_with(|| TicketRow::opened(tenant, id, opened, at)),
             (None, _) => {
-                tracing::debug!(tenant, ticket = id, event = %event.event_type, "event on a ticket never opened; left out");
+                tracing::debug!(tenant, ticket = id, event = %event.event_type, "An event on a ticket never opened is left out.");
                 continue;
             }
         };
@@ -576,12 +578,7 @@ fn cursor_time(cursor: &Cursor) -> Result<DateTime<Utc>, ProjectionError> {
         .as_str()
         .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| {
-            ProjectionError::Rejected(
-                "the cursor is malformed; pass the next_cursor of an earlier answer unchanged"
-                    .into(),
-            )
-        })
+        .ok_or_else(|| crate::QueryFault::MalformedCursor.into())
 }
 
 impl TicketQuery {

@@ -302,8 +302,8 @@ struct FiringRow {
 }
 
 /// A count from an event, as the bigint it is stored as.
-fn count(n: u64, what: &str) -> Result<i64, ProjectionError> {
-    i64::try_from(n).map_err(|_| ProjectionError::Rejected(format!("{what} {n} is out of range")))
+fn count(n: u64, what: &'static str) -> Result<i64, ProjectionError> {
+    i64::try_from(n).map_err(|_| ProjectionError::OutOfRange { what, value: n })
 }
 
 /// The rows a batch touches, loaded once, folded in memory, written back
@@ -402,11 +402,11 @@ impl Batch {
                 row.expired_at = Some(at);
                 row.version = version;
             }
-            other => {
-                return Err(ProjectionError::Rejected(format!(
-                    "unknown event type timers.{other} at position {}",
-                    event.position
-                )))
+            _ => {
+                return Err(ProjectionError::event(
+                    event,
+                    crate::EventFault::UnknownType,
+                ));
             }
         }
         Ok(())

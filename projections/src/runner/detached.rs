@@ -16,7 +16,7 @@ use super::{Backend, Describe, Runner};
 use crate::diff::{DetachedBuild, Progress, ProjectionDiff, DIFF_ATTEMPTS};
 use crate::plan::Step;
 use crate::schema::GenerationState;
-use crate::ProjectionError;
+use crate::{GenerationFault, ProjectionError};
 
 /// How long the detached generation of a diff is kept should the diff die
 /// before dropping it (a runner drops it after that).
@@ -62,7 +62,7 @@ impl<B: Backend> Runner<B> {
             }),
             Err(e) => {
                 if let Err(dropped) = self.backend.drop_generation(&p, generation).await {
-                    tracing::warn!(projection = p.name(), generation, error = %dropped, "cannot drop a failed detached build; a runner drops it once it expires");
+                    tracing::warn!(projection = p.name(), generation, error = %dropped, "Cannot drop a failed detached build; a runner drops it once it expires.");
                 }
                 Err(e)
             }
@@ -96,7 +96,7 @@ impl<B: Backend> Runner<B> {
             .diff_detached(&p, generation, max_rows, &progress)
             .await;
         if let Err(e) = self.backend.drop_generation(&p, generation).await {
-            tracing::warn!(projection = p.name(), generation, error = %e, "cannot drop the diff's build; a runner drops it once it expires");
+            tracing::warn!(projection = p.name(), generation, error = %e, "Cannot drop the diff's build; a runner drops it once it expires.");
         }
         result
     }
@@ -146,10 +146,7 @@ impl<B: Backend> Runner<B> {
                 });
             }
         }
-        Err(ProjectionError::Internal(format!(
-            "the serving generation of {name} kept moving while the diff caught up with it; \
-             try again"
-        )))
+        Err(GenerationFault::KeptMoving(name.to_owned()).into())
     }
 
     /// Adds a detached generation and its tables; returns it and the
@@ -173,9 +170,9 @@ impl<B: Backend> Runner<B> {
             .iter()
             .find(|g| g.state == GenerationState::Active)
             .map(|g| g.generation);
-        let generation = carried.created.ok_or_else(|| {
-            ProjectionError::Internal(format!("no detached generation of {} made", p.name()))
-        })?;
+        let generation = carried
+            .created
+            .ok_or_else(|| ProjectionError::from(GenerationFault::NotMade(p.name().to_owned())))?;
         Ok((generation, serving))
     }
 
@@ -221,7 +218,7 @@ impl<B: Backend> Runner<B> {
                 Ok(()) => {}
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(projection = p.name(), generation, error = %e, "batch refused; applying its events one by one");
+                    tracing::warn!(projection = p.name(), generation, error = %e, "A batch was refused; applying its events one by one to find the one at fault.");
                     let mut checkpoint = position;
                     for event in accepted.iter() {
                         let single: Arc<[EventEnvelope]> = Arc::new([event.clone()]);
@@ -268,10 +265,11 @@ impl<B: Backend> Runner<B> {
         let generation = batch.generation;
         match self.backend.commit(p, batch).await? {
             Outcome::Committed => Ok(()),
-            Outcome::Moved(_) | Outcome::Gone => Err(ProjectionError::Internal(format!(
-                "the detached generation {generation} of {} was dropped or moved meanwhile",
-                p.name()
-            ))),
+            Outcome::Moved(_) | Outcome::Gone => Err(GenerationFault::DetachedMoved {
+                name: p.name().to_owned(),
+                generation,
+            }
+            .into()),
         }
     }
 }

@@ -186,11 +186,7 @@ impl<B: Backend> Runner<B> {
             while let Some(joined) = loops.join_next().await {
                 match joined {
                     Ok(result) => result?,
-                    Err(e) => {
-                        return Err(ProjectionError::Internal(format!(
-                            "a projection's loop panicked: {e}"
-                        )))
-                    }
+                    Err(e) => return Err(ProjectionError::Task(e)),
                 }
             }
             Ok(())
@@ -256,13 +252,11 @@ impl<B: Backend> Runner<B> {
         log_steps(p.as_ref(), &carried);
         match (carried.created, plan::rebuild(&carried.before, version)) {
             (Some(generation), _) => {
-                tracing::info!(projection = p.name(), generation, "rebuild requested");
+                tracing::info!(projection = p.name(), generation, "Rebuild requested.");
                 Ok(generation)
             }
             (None, Ok(under_way)) => Ok(under_way),
-            (None, Err(_)) => Err(ProjectionError::Internal(format!(
-                "a rebuild of {name} made no generation"
-            ))),
+            (None, Err(_)) => Err(crate::GenerationFault::NotMade(name.to_owned()).into()),
         }
     }
 
@@ -290,7 +284,7 @@ impl<B: Backend> Runner<B> {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     failures += 1;
-                    tracing::warn!(projection = name, error = %e, failures, "cannot install the projection; retrying");
+                    tracing::warn!(projection = name, error = %e, failures, "Cannot install the projection; retrying.");
                     if self.pause(self.backoff(failures), &mut stop).await {
                         return Ok(());
                     }
@@ -301,7 +295,7 @@ impl<B: Backend> Runner<B> {
         tracing::info!(
             projection = name,
             version = p.version(),
-            "projection started"
+            "Projection started."
         );
         failures = 0;
         let mut targets: Option<Vec<Generation>> = None;
@@ -325,7 +319,7 @@ impl<B: Backend> Runner<B> {
                     // must never stop quietly. Lag metrics show a stall.
                     failures += 1;
                     targets = None;
-                    tracing::warn!(projection = name, error = %e, failures, "batch failed; retrying");
+                    tracing::warn!(projection = name, error = %e, failures, "A batch failed; retrying it.");
                     if self.pause(self.backoff(failures), &mut stop).await {
                         return Ok(());
                     }
@@ -421,7 +415,7 @@ impl<B: Backend> Runner<B> {
                     tracing::info!(
                         projection = name,
                         generation = g.generation,
-                        "dropped a retired generation"
+                        "Dropped a retired generation."
                     );
                 }
             }
@@ -429,7 +423,7 @@ impl<B: Backend> Runner<B> {
         }
         .await;
         if let Err(e) = result {
-            tracing::debug!(projection = name, error = %e, "cannot drop a retired generation yet");
+            tracing::debug!(projection = name, error = %e, "Cannot drop a retired generation yet; trying again later.");
         }
     }
 
@@ -475,7 +469,7 @@ impl<B: Backend> Runner<B> {
             Ok(Outcome::Gone) => return Err(ProjectionError::Retired(p.name())),
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
-                tracing::warn!(projection = p.name(), generation = g.generation, error = %e, "batch refused; applying its events one by one");
+                tracing::warn!(projection = p.name(), generation = g.generation, error = %e, "A batch was refused; applying its events one by one to find the one at fault.");
                 self.isolate(p, g, checkpoint, &accepted, last).await?
             }
         };
@@ -564,7 +558,7 @@ impl<B: Backend> Runner<B> {
         telemetry::progressed(name, Utc::now());
         match self.store.head().await {
             Ok(head) => telemetry::position(name, position, head.position),
-            Err(e) => tracing::debug!(projection = name, error = %e, "cannot read the head"),
+            Err(e) => tracing::debug!(projection = name, error = %e, "Cannot read the log's head."),
         }
     }
 
@@ -637,7 +631,7 @@ impl<B: Backend> Runner<B> {
                 position,
             })?;
         self.backend.retry(&p, event).await?;
-        tracing::info!(projection = p.name(), position = %position, "parked event applied");
+        tracing::info!(projection = p.name(), position = %position, "A parked event applied on retry.");
         Ok(())
     }
 }
@@ -648,7 +642,7 @@ fn log_steps(p: &(impl Describe + ?Sized), carried: &Carried) {
     for step in &carried.steps {
         match *step {
             Step::Retire(generation) => {
-                tracing::info!(projection = name, generation, "retiring a generation");
+                tracing::info!(projection = name, generation, "Retiring a generation.");
             }
             Step::Create(state) => tracing::info!(
                 projection = name,
@@ -661,7 +655,7 @@ fn log_steps(p: &(impl Describe + ?Sized), carried: &Carried) {
                 projection = name,
                 generation = carried.created,
                 version = p.version(),
-                "building a detached generation"
+                "Building a detached generation."
             ),
             Step::Activate(_) | Step::Setup(_) => {}
         }

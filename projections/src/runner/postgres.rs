@@ -201,9 +201,12 @@ impl Backend for Postgres {
             None => return Ok(()),
             Some((_, GenerationState::Retired)) => {}
             Some((_, state)) => {
-                return Err(ProjectionError::Internal(format!(
-                    "generation {generation} of {name} is {state:?}, not retired"
-                )))
+                return Err(crate::GenerationFault::NotRetired {
+                    name: name.to_owned(),
+                    generation,
+                    state: format!("{state:?}"),
+                }
+                .into())
             }
         }
         // A query still reading the tables holds the drop off: try again

@@ -87,9 +87,7 @@ impl Sqlite {
         match joined {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(ProjectionError::Internal(format!(
-                "a read-model task was cancelled: {e}"
-            ))),
+            Err(e) => Err(ProjectionError::Task(e)),
         }
     }
 }
@@ -218,9 +216,12 @@ impl Backend for Sqlite {
                 None => return Ok(()),
                 Some((_, GenerationState::Retired)) => {}
                 Some((_, state)) => {
-                    return Err(ProjectionError::Internal(format!(
-                        "generation {generation} of {name} is {state:?}, not retired"
-                    )))
+                    return Err(crate::GenerationFault::NotRetired {
+                        name: name.to_owned(),
+                        generation,
+                        state: format!("{state:?}"),
+                    }
+                    .into())
                 }
             }
             schema::drop_generation(&tx, name, generation, p.tables())?;

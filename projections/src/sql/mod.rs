@@ -29,7 +29,7 @@ use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use herald_events::{EventEnvelope, TypedEvent};
 use serde_json::Value;
 
-use crate::ProjectionError;
+use crate::{Corruption, EventFault, ProjectionError};
 
 /// The database a statement is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,14 @@ pub fn time_text(at: DateTime<Utc>) -> String {
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, ProjectionError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| ProjectionError::Internal(format!("a stored time {text:?}: {e}")))
+        .map_err(|e| {
+            Corruption::Unparsable {
+                kind: "time",
+                value: text.to_owned(),
+                reason: e.to_string(),
+            }
+            .into()
+        })
 }
 
 /// How SQLite stores a day: days from the common era, which order like
@@ -153,7 +160,14 @@ pub(crate) fn day_of(number: i64) -> Result<NaiveDate, ProjectionError> {
     i32::try_from(number)
         .ok()
         .and_then(NaiveDate::from_num_days_from_ce_opt)
-        .ok_or_else(|| ProjectionError::Internal(format!("a stored day {number} is no date")))
+        .ok_or_else(|| {
+            Corruption::Unparsable {
+                kind: "day",
+                value: number.to_string(),
+                reason: "no such date".to_owned(),
+            }
+            .into()
+        })
 }
 
 /// A value as a statement takes it (a parameter, or one column of a row to
@@ -269,7 +283,10 @@ impl dyn RowReader + '_ {
 }
 
 fn null(column: &str) -> ProjectionError {
-    ProjectionError::Internal(format!("the column {column} is unexpectedly null"))
+    Corruption::Null {
+        column: column.to_owned(),
+    }
+    .into()
 }
 
 impl RowReader for tokio_postgres::Row {
@@ -322,7 +339,11 @@ impl RowReader for rusqlite::Row<'_> {
         self.text_opt(column)?
             .map(|text| {
                 serde_json::from_str(&text).map_err(|e| {
-                    ProjectionError::Internal(format!("the stored JSON of {column}: {e}"))
+                    Corruption::Json {
+                        column: column.to_owned(),
+                        source: e,
+                    }
+                    .into()
                 })
             })
             .transpose()
@@ -335,29 +356,28 @@ impl RowReader for rusqlite::Row<'_> {
 /// Every read model reads its events through here.
 pub(crate) fn decode<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
     if event.version.get() != T::VERSION {
-        return Err(ProjectionError::Rejected(format!(
-            "{} v{} at position {}: only v{} is known",
-            event.event_type,
-            event.version,
-            event.position,
-            T::VERSION
-        )));
+        return Err(ProjectionError::event(
+            event,
+            EventFault::UnknownVersion {
+                version: event.version.get(),
+                known: T::VERSION,
+            },
+        ));
     }
     // From a borrow: the payload stays in the envelope, uncloned.
-    T::deserialize(&event.payload).map_err(|e| {
-        ProjectionError::Rejected(format!(
-            "{} at position {}: the payload does not fit its schema: {e}",
-            event.event_type, event.position
-        ))
-    })
+    T::deserialize(&event.payload)
+        .map_err(|e| ProjectionError::event(event, EventFault::Payload(e)))
 }
 
 /// The rejection of an event on a stream that was never created as `what`.
-pub(crate) fn orphan(event: &EventEnvelope, what: &str) -> ProjectionError {
-    ProjectionError::Rejected(format!(
-        "{} at position {} is on {}, which is not a {what}",
-        event.event_type, event.position, event.stream
-    ))
+pub(crate) fn orphan(event: &EventEnvelope, what: &'static str) -> ProjectionError {
+    ProjectionError::event(
+        event,
+        EventFault::NotCreated {
+            stream: event.stream.to_string(),
+            what,
+        },
+    )
 }
 
 /// The (tenant, stream id) keys of `events`, each once, in order of

@@ -296,7 +296,7 @@ pub(crate) struct Rows {
     len: usize,
     /// A cell pushed into a column of another type: a bug, reported when
     /// the rows are written rather than written wrongly.
-    mismatch: Option<String>,
+    mismatch: Option<crate::Corruption>,
 }
 
 impl Rows {
@@ -312,20 +312,19 @@ impl Rows {
     /// Adds a row: one cell per column, in the table's order.
     pub(crate) fn push<const N: usize>(&mut self, row: [Cell; N]) {
         if N != self.columns.len() {
-            self.mismatch = Some(format!(
-                "{} values for the {} columns of {}",
-                N,
-                self.columns.len(),
-                self.table.name
-            ));
+            self.mismatch = Some(crate::Corruption::WrongArity {
+                table: self.table.name,
+                values: N,
+                columns: self.columns.len(),
+            });
             return;
         }
         for ((values, cell), column) in self.columns.iter_mut().zip(row).zip(self.table.columns) {
             if !values.push(cell) {
-                self.mismatch = Some(format!(
-                    "a value of another type for {}.{}",
-                    self.table.name, column.name
-                ));
+                self.mismatch = Some(crate::Corruption::WrongType {
+                    table: self.table.name,
+                    column: column.name,
+                });
             }
         }
         self.len += 1;
@@ -340,9 +339,20 @@ impl Rows {
     }
 
     pub(crate) fn checked(&self) -> Result<(), ProjectionError> {
+        use crate::Corruption::{WrongArity, WrongType};
         match &self.mismatch {
-            Some(what) => Err(ProjectionError::Internal(format!("a write of {what}"))),
-            None => Ok(()),
+            Some(WrongArity {
+                table,
+                values,
+                columns,
+            }) => Err(WrongArity {
+                table,
+                values: *values,
+                columns: *columns,
+            }
+            .into()),
+            Some(WrongType { table, column }) => Err(WrongType { table, column }.into()),
+            Some(_) | None => Ok(()),
         }
     }
 

@@ -13,7 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use herald_events::{
     EventEnvelope, EventType, NewEvent, Position, SchemaVersion, StreamId, TenantId,
 };
-use herald_projections::{Projection, ProjectionError};
+use herald_projections::{EventFault, Projection, ProjectionError};
 use herald_store::{EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
 use herald_testkit::TestDatabase;
 use serde_json::json;
@@ -147,10 +147,10 @@ impl Projection for Counting {
                 }
             }
             if event.payload["poison"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
-                return Err(ProjectionError::Rejected(format!(
-                    "poison event at position {}",
-                    event.position
-                )));
+                return Err(ProjectionError::event(
+                    event,
+                    EventFault::Other("a poison event".into()),
+                ));
             }
             let stream = event.stream.as_str();
             tx.execute(

@@ -82,7 +82,7 @@ pub(crate) fn problem(e: ProjectionError) -> Problem {
             format!("projection {name} has no parked event at position {position}"),
         ),
         ProjectionError::Store(store) => Problem::from(store),
-        ProjectionError::Rejected(why) => Problem::new(ProblemKind::InvalidQuery, why),
+        ProjectionError::Query(fault) => Problem::new(ProblemKind::InvalidQuery, fault.to_string()),
         // The read models live in the store's database (or beside the
         // embedded store's file): when that database cannot serve, the
         // client sees what every other read and write answers then.

@@ -342,10 +342,12 @@ pub async fn retry(
             position,
             applied: true,
         })),
-        Err(e @ ProjectionError::Rejected(_)) => Err(Problem::new(
-            ProblemKind::ParkedEventFailed,
-            format!("the event failed again and stays parked: {e}"),
-        )),
+        Err(e @ (ProjectionError::Event { .. } | ProjectionError::OutOfRange { .. })) => {
+            Err(Problem::new(
+                ProblemKind::ParkedEventFailed,
+                format!("the event failed again and stays parked: {e}"),
+            ))
+        }
         Err(e) => Err(problem(e)),
     }
 }
