@@ -393,3 +393,52 @@ impl RunningDomains {
         self.runtime.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crates' own lists (used by their tests and benches) name what
+    /// the one domain list registers.
+    #[test]
+    fn the_crates_lists_agree_with_the_domain_list() {
+        let list = builtin();
+        let names = |v: Vec<&'static str>| {
+            let mut v = v;
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            names(list.read_models().iter().map(|p| p.name()).collect()),
+            names(
+                herald_projections::read_models::all()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect()
+            )
+        );
+        assert_eq!(
+            names(
+                list.embedded_read_models()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect()
+            ),
+            names(
+                herald_projections::read_models::all_embedded()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect()
+            )
+        );
+        let types = |r: EventRegistry| {
+            let mut t: Vec<String> = r.types().map(|(t, _)| t.to_string()).collect();
+            t.sort_unstable();
+            t
+        };
+        assert_eq!(
+            types(list.registry().expect("the list's registry")),
+            types(EventRegistry::builtin().expect("the built-in registry"))
+        );
+    }
+}

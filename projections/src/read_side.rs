@@ -65,6 +65,15 @@ impl std::fmt::Debug for ReadModelSet {
 }
 
 impl ReadModelSet {
+    /// Adds a read model that serves both databases.
+    pub fn with<M: Projection + SqliteProjection>(mut self, model: M) -> Self {
+        let model = Arc::new(model);
+        self.postgres
+            .push(Arc::clone(&model) as Arc<dyn Projection>);
+        self.sqlite.push(model);
+        self
+    }
+
     /// Only the read model called `name` (none when there is no such one).
     pub fn only(&self, name: &str) -> Self {
         Self {

@@ -20,29 +20,27 @@ pub use page::{paginate, Cursor, Page, SortOrder, MAX_PAGE_SIZE};
 use std::sync::Arc;
 
 use crate::embedded::SqliteProjection;
-use crate::Projection;
+use crate::{Projection, ReadModelSet};
 
-/// Every domain's Postgres projection (tests and benches use this;
-/// `herald serve` takes each from its domain's registration in
-/// `herald::domains::builtin`).
-pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(tickets::TicketsProjection),
-        Arc::new(edges::EdgesProjection),
-        Arc::new(timers::TimersProjection),
-        Arc::new(drafts::DraftsProjection),
-        Arc::new(statistics::StatisticsProjection),
-    ]
+/// Every read model this crate ships, one line each, for both databases.
+/// Tests and benches use it; `herald serve` takes each read model from its
+/// domain's line in `herald::domains::builtin` (a test there checks the two
+/// agree).
+pub fn shipped() -> ReadModelSet {
+    ReadModelSet::default()
+        .with(tickets::TicketsProjection)
+        .with(edges::EdgesProjection)
+        .with(timers::TimersProjection)
+        .with(drafts::DraftsProjection)
+        .with(statistics::StatisticsProjection)
 }
 
-/// Every domain's SQLite projection, as `herald serve` runs them on the
-/// embedded store.
+/// Every read model's Postgres projection.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    shipped().postgres
+}
+
+/// Every read model's SQLite projection.
 pub fn all_embedded() -> Vec<Arc<dyn SqliteProjection>> {
-    vec![
-        Arc::new(tickets::TicketsProjection),
-        Arc::new(edges::EdgesProjection),
-        Arc::new(timers::TimersProjection),
-        Arc::new(drafts::DraftsProjection),
-        Arc::new(statistics::StatisticsProjection),
-    ]
+    shipped().sqlite
 }
