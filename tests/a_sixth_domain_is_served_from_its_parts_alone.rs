@@ -10,7 +10,7 @@ mod sixth_domain;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald::cli::replay::state::{answer, StateArgs};
 use herald::cli::serve::{serve, Stop, StopWhen};
@@ -57,16 +57,19 @@ async fn a_sixth_domain_is_served_from_its_parts_alone() {
     });
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match client.get(format!("{base}/healthz")).send().await {
-            Ok(r) if r.status().is_success() => break,
-            _ if Instant::now() < deadline && !server.is_finished() => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            other => panic!("Herald did not start: {other:?}"),
-        }
-    }
+    let started = herald_testkit::eventually(PATIENCE, || async {
+        assert!(!server.is_finished(), "Herald stopped while starting");
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(
+        started,
+        "Herald did not answer /healthz within {PATIENCE:?}"
+    );
 
     // A command on it commits.
     let first = client
@@ -119,23 +122,26 @@ async fn a_sixth_domain_is_served_from_its_parts_alone() {
     assert_eq!(then["version"], 1);
 
     // Its view, once the read model has the events.
-    let view = loop {
-        let r = client
-            .get(format!("{base}/v1/views/counters/c-1"))
-            .send()
-            .await
-            .unwrap();
-        let body: Option<Value> = if r.status() == 200 {
-            r.json().await.ok()
-        } else {
-            None
+    let view_url = format!("{base}/v1/views/counters/c-1");
+    let counted = herald_testkit::eventually(PATIENCE, || async {
+        let Ok(r) = client.get(&view_url).send().await else {
+            return false;
         };
-        match body {
-            Some(v) if v["total"] == 7 => break v,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("the counters view did not answer: {other:?}"),
-        }
-    };
+        r.status() == 200 && r.json::<Value>().await.is_ok_and(|v| v["total"] == 7)
+    })
+    .await;
+    assert!(
+        counted,
+        "the counters view did not count 7 within {PATIENCE:?}"
+    );
+    let view: Value = client
+        .get(&view_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(view, json!({ "id": "c-1", "total": 7 }));
 
     // The OpenAPI document lists its command and its view.

@@ -38,20 +38,19 @@ async fn an_alone_claim_excludes_every_other(backend: &Backend) {
     // Postgres frees the lock when the holder's backend has exited, which
     // follows the closed connection by a moment: a dead process's claim is
     // gone within a bounded time, not at the instant it dies.
-    let deadline = std::time::Instant::now() + RELEASE;
-    let shared = loop {
+    let freed = herald_testkit::eventually(RELEASE, || async {
         match b.occupy(Occupancy::Shared, "herald serve pid 2").await {
-            Ok(guard) => break guard,
-            Err(StoreError::Occupied { by }) => assert!(
-                std::time::Instant::now() < deadline,
-                "{}: a dropped claim still holds after {RELEASE:?}: {by:?}",
-                backend.name()
-            ),
+            Ok(_shared) => true,
+            Err(StoreError::Occupied { .. }) => false,
             Err(e) => panic!("refused for another reason: {e}"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    drop(shared);
+    })
+    .await;
+    assert!(
+        freed,
+        "{}: a dropped claim still holds after {RELEASE:?}",
+        backend.name()
+    );
     a.close().await;
     b.close().await;
 }
