@@ -87,8 +87,8 @@ impl<T: Projection + SqliteProjection> ReadModel for T {}
 pub struct Domain {
     pub spec: Arc<dyn DomainSpec>,
     pub views: Option<Views>,
-    pub read_models: Vec<Arc<dyn Projection>>,
-    pub embedded_read_models: Vec<Arc<dyn SqliteProjection>>,
+    /// Its read models, for each database.
+    pub read_models: herald_projections::ReadModelSet,
     /// The reactions that follow this domain's events, made with the
     /// process's settings.
     pub reactions: Vec<ReactionFactory>,
@@ -102,8 +102,7 @@ impl std::fmt::Debug for Domain {
         f.debug_struct("Domain")
             .field("name", &self.spec.name())
             .field("views", &self.views.is_some())
-            .field("read_models", &self.read_models.len())
-            .field("embedded_read_models", &self.embedded_read_models.len())
+            .field("read_models", &self.read_models)
             .field("reactions", &self.reactions.len())
             .finish()
     }
@@ -116,8 +115,7 @@ impl Domain {
         Self {
             spec: Arc::new(spec),
             views: None,
-            read_models: Vec::new(),
-            embedded_read_models: Vec::new(),
+            read_models: herald_projections::ReadModelSet::default(),
             reactions: Vec::new(),
         }
     }
@@ -135,16 +133,13 @@ impl Domain {
 
     /// Adds a read model served on both databases.
     pub fn read_model<M: ReadModel>(mut self, model: M) -> Self {
-        let model = Arc::new(model);
-        self.read_models
-            .push(Arc::clone(&model) as Arc<dyn Projection>);
-        self.embedded_read_models.push(model);
+        self.read_models = self.read_models.with(model);
         self
     }
 
     /// Adds a read model served on the embedded store's SQLite only.
     pub fn embedded_read_model(mut self, model: impl SqliteProjection) -> Self {
-        self.embedded_read_models.push(Arc::new(model));
+        self.read_models.sqlite.push(Arc::new(model));
         self
     }
 
@@ -221,7 +216,7 @@ impl DomainList {
     pub fn read_models(&self) -> Vec<Arc<dyn Projection>> {
         self.domains
             .iter()
-            .flat_map(|d| d.read_models.iter().cloned())
+            .flat_map(|d| d.read_models.postgres.iter().cloned())
             .collect()
     }
 
@@ -229,7 +224,7 @@ impl DomainList {
     pub fn embedded_read_models(&self) -> Vec<Arc<dyn SqliteProjection>> {
         self.domains
             .iter()
-            .flat_map(|d| d.embedded_read_models.iter().cloned())
+            .flat_map(|d| d.read_models.sqlite.iter().cloned())
             .collect()
     }
 
@@ -264,7 +259,7 @@ impl DomainList {
     pub fn read_model_domains(&self) -> Vec<&'static str> {
         self.domains
             .iter()
-            .filter(|d| !d.read_models.is_empty() || !d.embedded_read_models.is_empty())
+            .filter(|d| !d.read_models.postgres.is_empty() || !d.read_models.sqlite.is_empty())
             .map(Domain::name)
             .collect()
     }

@@ -9,13 +9,13 @@
 mod support;
 
 use std::process::Output;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use herald_events::{chain_hash, ChainHash, EventEnvelope, EventType, NewEvent, SchemaVersion};
 use herald_events::{StreamId, TenantId};
 use herald_store::{
-    Clock, EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion, PostgresConfig,
+    EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion, ManualClock, PostgresConfig,
     PostgresStore,
 };
 use herald_testkit::TestDatabase;
@@ -31,16 +31,6 @@ enum Backend {
 }
 
 const BACKENDS: [Backend; 2] = [Backend::Embedded, Backend::Postgres];
-
-/// Record times the test chooses.
-#[derive(Debug)]
-struct SetClock(Mutex<DateTime<Utc>>);
-
-impl Clock for SetClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
 
 /// What event `position` is: its tenant, stream and type.
 fn shape(position: u64) -> (&'static str, &'static str, &'static str) {
@@ -71,7 +61,7 @@ struct Log {
 impl Log {
     async fn create(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(SetClock(Mutex::new(recorded(1))));
+        let clock = Arc::new(ManualClock::new(recorded(1)));
         let (db, store): (_, Arc<dyn EventStore>) = match backend {
             Backend::Embedded => {
                 let mut config = EmbeddedConfig::in_dir(dir.path());
@@ -88,7 +78,7 @@ impl Log {
         };
         for position in 1..=EVENTS {
             let (tenant, stream, event_type) = shape(position);
-            *clock.0.lock().unwrap() = recorded(position);
+            clock.set(recorded(position));
             let event = NewEvent::new(
                 event_type.parse::<EventType>().unwrap(),
                 SchemaVersion::V1,

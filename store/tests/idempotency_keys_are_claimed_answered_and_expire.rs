@@ -8,31 +8,14 @@
 
 mod conformance;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use conformance::{note, stream, tenant, Backend, Options};
 use herald_events::TenantId;
-use herald_store::{Claimed, Clock, EventStore, ExpectedVersion, IdempotencyClaim};
+use herald_store::{Claimed, Clock, EventStore, ExpectedVersion, IdempotencyClaim, ManualClock};
 use serde_json::json;
-
-/// A clock the test moves.
-#[derive(Debug)]
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl TestClock {
-    fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap();
-        *now += chrono::Duration::from_std(by).unwrap();
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
 
 fn claim(tenant: &TenantId, stream_id: &str, key: &str, fingerprint: &str) -> IdempotencyClaim {
     IdempotencyClaim {
@@ -45,7 +28,7 @@ fn claim(tenant: &TenantId, stream_id: &str, key: &str, fingerprint: &str) -> Id
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
-async fn open(backend: &Backend, clock: &Arc<TestClock>) -> Arc<dyn EventStore> {
+async fn open(backend: &Backend, clock: &Arc<ManualClock>) -> Arc<dyn EventStore> {
     backend
         .open_with(Options {
             clock: Some(clock.clone()),
@@ -56,7 +39,7 @@ async fn open(backend: &Backend, clock: &Arc<TestClock>) -> Arc<dyn EventStore> 
 }
 
 async fn a_key_is_claimed_answered_and_kept_for_its_window(backend: &Backend) {
-    let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
+    let clock = Arc::new(ManualClock::new(Utc::now()));
     let store = open(backend, &clock).await;
     let t = tenant();
     let first = claim(&t, "T-1", "k", "f1");
@@ -157,7 +140,7 @@ async fn a_key_is_claimed_answered_and_kept_for_its_window(backend: &Backend) {
 conformance!(a_key_is_claimed_answered_and_kept_for_its_window);
 
 async fn of_racing_claims_exactly_one_is_new(backend: &Backend) {
-    let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
+    let clock = Arc::new(ManualClock::new(Utc::now()));
     let store = open(backend, &clock).await;
     let t = tenant();
     let claims: Vec<_> = (0..16)
@@ -187,7 +170,7 @@ async fn of_racing_claims_exactly_one_is_new(backend: &Backend) {
 conformance!(of_racing_claims_exactly_one_is_new);
 
 async fn a_claims_events_are_found_by_id_within_the_tenant(backend: &Backend) {
-    let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
+    let clock = Arc::new(ManualClock::new(Utc::now()));
     let store = open(backend, &clock).await;
     let t = tenant();
     let c = claim(&t, "T-1", "k", "f");

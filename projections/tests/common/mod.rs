@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use herald_events::{
     EventEnvelope, EventType, NewEvent, Position, SchemaVersion, StreamId, TenantId,
 };
@@ -36,19 +36,7 @@ pub async fn store() -> (TestDatabase, Arc<dyn EventStore>, Pool) {
 /// A pool of its own on the database, so a runner can be killed with its
 /// connections without touching the store's.
 pub fn own_pool(db: &TestDatabase) -> Pool {
-    let config: tokio_postgres::Config = db.url().parse().expect("a valid URL");
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(4)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .expect("a pool")
+    herald_projections::postgres_pool(db.url(), 4).expect("a pool")
 }
 
 pub fn stream(id: &str) -> StreamId {
