@@ -334,12 +334,24 @@ pub async fn raw_inserts(
     rows: usize,
     timing: Timing,
 ) -> f64 {
+    raw_inserts_on(db, admin, shared, rows, 1, timing).await
+}
+
+/// [`raw_inserts`] from `connections` clients at once, each on its own
+/// connection and each waiting for its own commit; returns rows/s of all.
+pub async fn raw_inserts_on(
+    db: &TestDatabase,
+    admin: &Client,
+    shared: &Arc<SharedColumns>,
+    rows: usize,
+    connections: usize,
+    timing: Timing,
+) -> f64 {
     admin
         .batch_execute("TRUNCATE raw_events")
         .await
         .expect("truncate raw_events");
     checkpoint(admin).await;
-    let client = db.connect().await;
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
             let placeholders: Vec<String> = (1..=COLUMN_COUNT)
@@ -348,31 +360,33 @@ pub async fn raw_inserts(
             format!("({})", placeholders.join(", "))
         })
         .collect();
-    let insert = client
-        .prepare(&format!(
-            "INSERT INTO raw_events ({COLUMNS}) VALUES {}",
-            tuples.join(", ")
-        ))
-        .await
-        .expect("prepare the raw INSERT");
+    let sql = format!(
+        "INSERT INTO raw_events ({COLUMNS}) VALUES {}",
+        tuples.join(", ")
+    );
 
     let load = Arc::new(Load::default());
-    let worker = {
+    let mut workers = Vec::with_capacity(connections);
+    for worker in 0..connections as u64 {
+        let client = db.connect().await;
+        let insert = client.prepare(&sql).await.expect("prepare the raw INSERT");
         let load = load.clone();
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut next = 0u64;
+        // Worker w writes batches w, w + connections, …: rows never collide.
+        let stride = connections as u64 * rows as u64;
+        workers.push(tokio::spawn(async move {
+            let mut next = worker * rows as u64;
             while !load.stopped() {
                 let batch: Vec<RawRow> = (next..next + rows as u64).map(RawRow::new).collect();
-                next += rows as u64;
+                next += stride;
                 let params: Vec<&(dyn ToSql + Sync)> =
                     batch.iter().flat_map(|row| row.params(&shared)).collect();
                 client.execute(&insert, &params).await.expect("raw INSERT");
                 load.add(rows as u64);
             }
-        })
-    };
-    measure(&load, vec![worker], timing, || async {})
+        }));
+    }
+    measure(&load, workers, timing, || async {})
         .await
         .per_second
 }

@@ -86,17 +86,18 @@ impl LiveFeed {
     }
 }
 
-/// Waits `wait`, or less when asked to stop or woken by `feed`; true when
-/// asked to stop.
+/// Waits `wait`, or less when asked to stop or woken by `wake_ups` (a
+/// [`LiveFeed::wake_ups`] receiver kept across waits, so a delivery that
+/// came while the caller worked wakes it at once); true when asked to stop.
 pub(crate) async fn pause(
     wait: Duration,
     stop: &mut watch::Receiver<bool>,
-    feed: Option<&LiveFeed>,
+    wake_ups: Option<&mut watch::Receiver<u64>>,
 ) -> bool {
     let woken = async {
-        match feed {
-            Some(feed) => {
-                let _ = feed.wake_ups().changed().await;
+        match wake_ups {
+            Some(wake_ups) => {
+                let _ = wake_ups.changed().await;
             }
             None => std::future::pending::<()>().await,
         }

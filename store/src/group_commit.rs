@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use herald_events::Position;
+use herald_events::{EventEnvelope, Position};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
 use crate::model::AppendOutcome;
 use crate::plan::{check_append, PendingAppend};
+use crate::recent::RecentLog;
 use crate::telemetry;
 
 /// Limits of one group-commit batch.
@@ -51,6 +52,8 @@ impl Default for GroupCommitConfig {
 #[derive(Debug)]
 pub(crate) struct BatchWritten {
     pub outcomes: Vec<Result<AppendOutcome, StoreError>>,
+    /// The events written, in position order.
+    pub rows: Vec<EventEnvelope>,
     /// The log's last position after the commit.
     pub head: Position,
 }
@@ -114,7 +117,7 @@ impl GroupCommitter {
     pub fn start<W: BatchWriter>(
         writer: W,
         config: GroupCommitConfig,
-        head: watch::Sender<Position>,
+        head: Committed,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let task = tokio::spawn(run(writer, config, rx, head));
@@ -244,7 +247,7 @@ async fn run<W: BatchWriter>(
     mut writer: W,
     config: GroupCommitConfig,
     mut queue: mpsc::Receiver<Queued>,
-    head: watch::Sender<Position>,
+    head: Committed,
 ) {
     let mut in_flight: VecDeque<Started<W>> = VecDeque::with_capacity(PIPELINE_DEPTH);
     let mut held: Option<AtomicJob> = None;
@@ -312,11 +315,7 @@ async fn run<W: BatchWriter>(
 }
 
 /// Commits an atomic job as a batch of its own: all of it, or none.
-async fn commit_atomic<W: BatchWriter>(
-    writer: &mut W,
-    job: AtomicJob,
-    head: &watch::Sender<Position>,
-) {
+async fn commit_atomic<W: BatchWriter>(writer: &mut W, job: AtomicJob, head: &Committed) {
     let count = job.appends.len();
     let batch: Arc<[PendingAppend]> = job.appends.into();
     let answer = match writer.write(batch).await {
@@ -324,6 +323,7 @@ async fn commit_atomic<W: BatchWriter>(
             if let Some(refused) = written.outcomes.iter().find_map(|o| o.as_ref().err()) {
                 Err(refused.clone())
             } else {
+                head.publish(&written);
                 let outcomes: Vec<AppendOutcome> = written.outcomes.into_iter().flatten().collect();
                 let events = outcomes
                     .iter()
@@ -331,7 +331,7 @@ async fn commit_atomic<W: BatchWriter>(
                     .map(|o| o.events.len())
                     .sum();
                 telemetry::batch_committed(W::BACKEND, count, events);
-                advance(head, written.head);
+
                 Ok(outcomes)
             }
         }
@@ -355,7 +355,7 @@ async fn settle<W: BatchWriter>(
     waiters: Vec<Waiter>,
     appends: Arc<[PendingAppend]>,
     result: Result<BatchWritten, StoreError>,
-    head: &watch::Sender<Position>,
+    head: &Committed,
 ) {
     match result {
         Ok(written) => {
@@ -367,7 +367,7 @@ async fn settle<W: BatchWriter>(
                 .map(|o| o.events.len())
                 .sum();
             telemetry::batch_committed(W::BACKEND, waiters.len(), events);
-            advance(head, written.head);
+            head.publish(&written);
             for (waiter, outcome) in waiters.into_iter().zip(written.outcomes) {
                 answer(W::BACKEND, waiter, outcome);
             }
@@ -391,7 +391,7 @@ async fn settle<W: BatchWriter>(
                             .map(|o| o.events.len())
                             .sum();
                         telemetry::batch_committed(W::BACKEND, 1, events);
-                        advance(head, written.head);
+                        head.publish(&written);
                         let outcome = written.outcomes.pop().unwrap_or(Err(StoreError::Closed));
                         answer(W::BACKEND, waiter, outcome);
                     }
@@ -416,15 +416,26 @@ type Started<W> = (
 
 type Waiter = (Instant, oneshot::Sender<Result<AppendOutcome, StoreError>>);
 
-fn advance(head: &watch::Sender<Position>, to: Position) {
-    head.send_if_modified(|h| {
-        if to > *h {
-            *h = to;
-            true
-        } else {
-            false
-        }
-    });
+/// Where a committed batch is made known: the recent events first, then
+/// the head, so that a reader woken by the head finds the events in memory.
+pub(crate) struct Committed {
+    pub head: watch::Sender<Position>,
+    pub recent: Arc<RecentLog>,
+}
+
+impl Committed {
+    fn publish(&self, written: &BatchWritten) {
+        self.recent.record(&written.rows);
+        let to = written.head;
+        self.head.send_if_modified(|h| {
+            if to > *h {
+                *h = to;
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 fn answer(

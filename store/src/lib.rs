@@ -25,6 +25,7 @@ pub mod telemetry;
 
 pub mod embedded;
 pub mod postgres;
+mod recent;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,6 +112,15 @@ pub trait EventStore:
 
     /// The last committed event of the global log.
     async fn head(&self) -> Result<LogHead>;
+
+    /// The last position this process knows to be committed — its own
+    /// commits, and other processes' as they are announced — without asking
+    /// the database; at most the real head, and behind it only briefly.
+    /// For gauges and hints that run per batch; `None` where the store does
+    /// not follow its head.
+    fn known_head(&self) -> Option<Position> {
+        None
+    }
 
     /// Succeeds when the store answers a query.
     async fn check(&self) -> Result<()>;

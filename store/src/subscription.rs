@@ -32,6 +32,9 @@ struct State {
     buffer: VecDeque<EventEnvelope>,
     poll: Duration,
     failures: u32,
+    /// The last read was short: the log was read to its end, so the next
+    /// read waits for the head to move (or the poll interval) first.
+    at_end: bool,
 }
 
 /// Subscribes to the log from `from` (inclusive; 0 and 1 both mean the start).
@@ -48,11 +51,19 @@ pub fn catch_up_then_live(
         buffer: VecDeque::new(),
         poll,
         failures: 0,
+        at_end: false,
     };
     Box::pin(futures::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(event) = s.buffer.pop_front() {
                 return Some((Ok(event), s));
+            }
+            if std::mem::take(&mut s.at_end) {
+                // The head was marked seen before that read: a commit since
+                // ends this wait at once.
+                if let Ok(Err(_)) = tokio::time::timeout(s.poll, s.head.changed()).await {
+                    return None;
+                }
             }
             // Mark the current head as seen before reading, so a commit that
             // lands after the read still wakes the wait below.
@@ -61,6 +72,9 @@ pub fn catch_up_then_live(
                 Ok(events) if !events.is_empty() => {
                     s.failures = 0;
                     s.next = events[events.len() - 1].position.next();
+                    // A short page is the end of the log as it was read;
+                    // reading again at once would only find nothing.
+                    s.at_end = events.len() < PAGE_SIZE;
                     s.buffer.extend(events);
                 }
                 Ok(_) => {

@@ -60,6 +60,17 @@ pub struct RunnerConfig {
     /// tables are dropped, so that queries which resolved it just before
     /// the switch still find them.
     pub retire_grace: Duration,
+    /// How often an idle projection looks for rebuilds requested by other
+    /// processes and drops retired generations.
+    pub housekeeping_interval: Duration,
+    /// The longest a serving generation that passes over events it does
+    /// not take goes without saving its checkpoint while busy.
+    pub checkpoint_every: Duration,
+    /// How long a projection woken by a delivery waits before it reads, so
+    /// that the commits of a busy moment are applied as one batch rather
+    /// than each in its own transaction; what read models lag at most
+    /// beyond the delivery.
+    pub linger: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -70,6 +81,9 @@ impl Default for RunnerConfig {
             poll_interval: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             retire_grace: Duration::from_secs(30),
+            housekeeping_interval: Duration::from_secs(1),
+            checkpoint_every: Duration::from_secs(1),
+            linger: Duration::from_millis(10),
         }
     }
 }
@@ -105,6 +119,50 @@ impl<B: Backend> fmt::Debug for Runner<B> {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// What one round of a projection's loop found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// More is waiting (a full batch, a build under way, a switch).
+    More,
+    /// Moved, and read the log to its end.
+    ReadToEnd,
+    /// Nothing to read.
+    Idle,
+}
+
+/// A generation this code moves, as the loop follows it.
+#[derive(Debug, Clone)]
+struct Target {
+    /// As stored; `position` is its saved checkpoint.
+    g: Generation,
+    /// How far the log has been read: past the checkpoint by events the
+    /// projection does not take, whose checkpoint is saved later.
+    read_through: Position,
+    /// When the checkpoint was last saved.
+    saved_at: tokio::time::Instant,
+}
+
+impl Target {
+    fn new(g: Generation) -> Self {
+        Self {
+            read_through: g.position,
+            g,
+            saved_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Where the next read starts after.
+    fn resume(&self) -> Position {
+        self.read_through.max(self.g.position)
+    }
+}
+
+/// Whether one batch was a full one (more may wait).
+#[derive(Debug, Clone, Copy)]
+struct Stepped {
+    full: bool,
 }
 
 /// A name that is safe to splice into a schema or table name.
@@ -285,7 +343,7 @@ impl<B: Backend> Runner<B> {
                 Err(e) if e.is_transient() => {
                     failures += 1;
                     tracing::warn!(projection = name, error = %e, failures, "Cannot install the projection; retrying.");
-                    if self.pause(self.backoff(failures), &mut stop).await {
+                    if self.pause(self.backoff(failures), &mut stop, None).await {
                         return Ok(());
                     }
                 }
@@ -298,21 +356,39 @@ impl<B: Backend> Runner<B> {
             "Projection started."
         );
         failures = 0;
-        let mut targets: Option<Vec<Generation>> = None;
+        let mut targets: Option<Vec<Target>> = None;
+        // Kept across rounds: a delivery during a round is not missed.
+        let mut wake_ups = self.live.as_ref().map(LiveFeed::wake_ups);
+        let mut housekeeping = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            match self.round(&p, &mut targets).await {
-                Ok(true) => failures = 0,
-                Ok(false) => {
+            if let Some(wake_ups) = wake_ups.as_mut() {
+                // This round reads past every delivery seen so far.
+                wake_ups.borrow_and_update();
+            }
+            let outcome = self.round(&p, &mut targets).await;
+            let idle = match outcome {
+                Ok(Round::More) => {
                     failures = 0;
-                    // Idle: see rebuilds requested elsewhere, clean up.
-                    targets = None;
-                    self.drop_retired(&p).await;
-                    if self.pause(self.config.poll_interval, &mut stop).await {
-                        return Ok(());
-                    }
+                    continue;
+                }
+                // A round that read to the log's end: the next event is
+                // announced by a delivery, so reading again at once (an
+                // empty read per projection per commit) is not needed. With
+                // no broker to announce it, only a read can tell.
+                Ok(Round::ReadToEnd) if wake_ups.is_none() => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(Round::ReadToEnd) => {
+                    failures = 0;
+                    false
+                }
+                Ok(Round::Idle) => {
+                    failures = 0;
+                    true
                 }
                 Err(e) => {
                     // Every error that reaches here is retried: a consumer
@@ -320,41 +396,76 @@ impl<B: Backend> Runner<B> {
                     failures += 1;
                     targets = None;
                     tracing::warn!(projection = name, error = %e, failures, "A batch failed; retrying it.");
-                    if self.pause(self.backoff(failures), &mut stop).await {
+                    if self
+                        .pause(self.backoff(failures), &mut stop, wake_ups.as_mut())
+                        .await
+                    {
                         return Ok(());
                     }
+                    continue;
                 }
+            };
+            if idle && housekeeping.elapsed() >= self.config.housekeeping_interval {
+                // See rebuilds requested elsewhere, drop retired tables: not
+                // on every idle moment, which comes once per commit.
+                housekeeping = tokio::time::Instant::now();
+                targets = None;
+                self.drop_retired(&p).await;
+            }
+            if self
+                .pause(self.config.poll_interval, &mut stop, wake_ups.as_mut())
+                .await
+            {
+                return Ok(());
+            }
+            if !self.config.linger.is_zero()
+                && self.pause(self.config.linger, &mut stop, None).await
+            {
+                return Ok(());
             }
         }
     }
 
     /// One batch for each generation this code moves (so a build never
     /// starves the serving generation); a build that has caught up takes
-    /// over. True when anything moved.
+    /// over.
     async fn round(
         &self,
         p: &Arc<B::Projection>,
-        targets: &mut Option<Vec<Generation>>,
-    ) -> Result<bool, ProjectionError> {
+        targets: &mut Option<Vec<Target>>,
+    ) -> Result<Round, ProjectionError> {
         if targets.is_none() {
-            *targets = Some(self.targets(p).await?);
+            *targets = Some(
+                self.targets(p)
+                    .await?
+                    .into_iter()
+                    .map(Target::new)
+                    .collect(),
+            );
         }
         let mut moved = false;
+        let mut more = false;
         let mut switched = false;
-        for g in targets.iter_mut().flatten() {
-            match self.step(p, g).await? {
-                Some(position) => {
-                    g.position = position;
+        for t in targets.iter_mut().flatten() {
+            match self.step(p, t).await? {
+                Some(Stepped { full }) => {
                     moved = true;
+                    // A build is read to its end once before it switches.
+                    more |= full || t.g.state == GenerationState::Building;
                 }
-                None if g.state == GenerationState::Building => {
-                    self.switch(p, g).await?;
+                None if t.g.state == GenerationState::Building => {
+                    self.switch(p, &t.g).await?;
                     switched = true;
                     moved = true;
+                    more = true;
                 }
                 None => {
-                    if g.state == GenerationState::Active {
-                        telemetry::position(p.name(), g.position, g.position);
+                    if t.read_through > t.g.position {
+                        // Caught up: save how far the skipped events go.
+                        self.save(p, t, Arc::new([]), t.read_through).await?;
+                    }
+                    if t.g.state == GenerationState::Active {
+                        telemetry::position(p.name(), t.g.position, t.g.position);
                     }
                 }
             }
@@ -362,7 +473,11 @@ impl<B: Backend> Runner<B> {
         if switched {
             *targets = None;
         }
-        Ok(moved)
+        Ok(match (moved, more) {
+            (_, true) => Round::More,
+            (true, false) => Round::ReadToEnd,
+            (false, false) => Round::Idle,
+        })
     }
 
     /// Makes a caught-up build the serving generation and retires the one it
@@ -434,29 +549,61 @@ impl<B: Backend> Runner<B> {
 
     /// Sleeps, or less if asked to stop or (when following a broker) woken
     /// by a delivery; true when asked to stop.
-    async fn pause(&self, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-        crate::live::pause(wait, stop, self.live.as_ref()).await
+    async fn pause(
+        &self,
+        wait: Duration,
+        stop: &mut watch::Receiver<bool>,
+        wake_ups: Option<&mut watch::Receiver<u64>>,
+    ) -> bool {
+        crate::live::pause(wait, stop, wake_ups).await
     }
 
-    /// Reads and applies one batch after the generation's checkpoint. The
-    /// new checkpoint, or `None` when there was nothing to read.
+    /// Reads and applies one batch after where the generation has read to:
+    /// whether it was full, or `None` when there was nothing to read.
     async fn step(
         &self,
         p: &Arc<B::Projection>,
-        g: &Generation,
-    ) -> Result<Option<Position>, ProjectionError> {
-        let size = match g.state {
+        t: &mut Target,
+    ) -> Result<Option<Stepped>, ProjectionError> {
+        let size = match t.g.state {
             GenerationState::Building => self.config.rebuild_batch_size,
             _ => self.config.batch_size,
-        };
-        let checkpoint = g.position;
-        let events = self.store.read_all(checkpoint.next(), size.max(1)).await?;
+        }
+        .max(1);
+        let events = self.store.read_all(t.resume().next(), size).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(None);
         };
+        let full = events.len() >= size;
         let accepted: Arc<[EventEnvelope]> = events.into_iter().filter(|e| p.accepts(e)).collect();
+        // A serving generation passes over events it does not take without
+        // a transaction (most projections take one domain of many); its
+        // checkpoint catches up with its next batch, when it goes idle, or
+        // after `checkpoint_every`, whichever comes first.
+        let skip = accepted.is_empty()
+            && t.g.state == GenerationState::Active
+            && t.saved_at.elapsed() < self.config.checkpoint_every;
+        if skip {
+            t.read_through = last;
+            self.report(p.name(), last).await;
+        } else {
+            self.save(p, t, accepted, last).await?;
+        }
+        Ok(Some(Stepped { full }))
+    }
+
+    /// Applies `accepted` (events up to `last`) to the generation and moves
+    /// its checkpoint to `last`, in one transaction.
+    async fn save(
+        &self,
+        p: &Arc<B::Projection>,
+        t: &mut Target,
+        accepted: Arc<[EventEnvelope]>,
+        last: Position,
+    ) -> Result<(), ProjectionError> {
+        let checkpoint = t.g.position;
         let batch = Batch {
-            generation: g.generation,
+            generation: t.g.generation,
             expected: checkpoint,
             events: Arc::clone(&accepted),
             to: last,
@@ -469,14 +616,17 @@ impl<B: Backend> Runner<B> {
             Ok(Outcome::Gone) => return Err(ProjectionError::Retired(p.name())),
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
-                tracing::warn!(projection = p.name(), generation = g.generation, error = %e, "A batch was refused; applying its events one by one to find the one at fault.");
-                self.isolate(p, g, checkpoint, &accepted, last).await?
+                tracing::warn!(projection = p.name(), generation = t.g.generation, error = %e, "A batch was refused; applying its events one by one to find the one at fault.");
+                self.isolate(p, &t.g, checkpoint, &accepted, last).await?
             }
         };
-        if g.state == GenerationState::Active {
+        t.g.position = reached;
+        t.read_through = reached;
+        t.saved_at = tokio::time::Instant::now();
+        if t.g.state == GenerationState::Active {
             self.report(p.name(), reached).await;
         }
-        Ok(Some(reached))
+        Ok(())
     }
 
     /// Applies a refused batch event by event, each in its own transaction
@@ -556,6 +706,12 @@ impl<B: Backend> Runner<B> {
     /// leaves the lag gauge stale for one batch.
     async fn report(&self, name: &'static str, position: Position) {
         telemetry::progressed(name, Utc::now());
+        // Once per batch per projection: the head the store follows in
+        // memory, not a query, when it has one.
+        if let Some(head) = self.store.known_head() {
+            telemetry::position(name, position, head.max(position));
+            return;
+        }
         match self.store.head().await {
             Ok(head) => telemetry::position(name, position, head.position),
             Err(e) => tracing::debug!(projection = name, error = %e, "Cannot read the log's head."),

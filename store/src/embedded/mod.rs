@@ -30,12 +30,15 @@ use tokio::sync::watch;
 
 use crate::clock::{self, Clock};
 use crate::error::StoreError;
-use crate::group_commit::{BatchWriter, BatchWritten, GroupCommitConfig, GroupCommitter};
+use crate::group_commit::{
+    BatchWriter, BatchWritten, Committed, GroupCommitConfig, GroupCommitter,
+};
 use crate::hooks::AppendHooks;
 use crate::idempotency::Keeping;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
+use crate::recent::RecentLog;
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{sql_limit, EventEnvelope, EventStore};
 
@@ -175,6 +178,8 @@ struct Inner {
     writer: Arc<Mutex<Connection>>,
     committer: Arc<GroupCommitter>,
     head: watch::Receiver<Position>,
+    /// What this process committed last, for reads of it.
+    recent: Arc<RecentLog>,
     poll_interval: Duration,
     keeping: Keeping,
 }
@@ -221,7 +226,15 @@ impl EmbeddedStore {
             hooks: config.hooks,
             clock,
         };
-        let committer = GroupCommitter::start(writer, config.group_commit, head_tx);
+        let recent = Arc::new(RecentLog::new(crate::recent::DEFAULT_CAPACITY));
+        let committer = GroupCommitter::start(
+            writer,
+            config.group_commit,
+            Committed {
+                head: head_tx,
+                recent: Arc::clone(&recent),
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 readers: Arc::new(ReadPool {
@@ -232,6 +245,7 @@ impl EmbeddedStore {
                 writer: writer_conn,
                 committer,
                 head: head_rx,
+                recent,
                 poll_interval: config.poll_interval,
                 keeping,
             }),
@@ -459,6 +473,7 @@ fn write_batch(
     tx.commit().map_err(sqlite_error)?;
     Ok(BatchWritten {
         outcomes: plan.outcomes,
+        rows: plan.rows,
         head: plan.head.position,
     })
 }
@@ -531,6 +546,10 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn read_all(&self, from: Position, max: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let head = *self.inner.head.borrow();
+        if let Some(events) = self.inner.recent.read(from, max, head) {
+            return Ok(events);
+        }
         self.inner
             .readers
             .with(move |conn| {
@@ -580,6 +599,10 @@ impl EventStore for EmbeddedStore {
                 Ok(StreamVersion(version.unwrap_or(0) as u64))
             })
             .await
+    }
+
+    fn known_head(&self) -> Option<Position> {
+        Some(*self.inner.head.borrow())
     }
 
     async fn head(&self) -> Result<LogHead, StoreError> {

@@ -67,13 +67,18 @@ impl Coordination for PostgresStore {
         position: Position,
         lease: Option<(&str, &str)>,
     ) -> Result<bool, StoreError> {
-        let client = self.pool().get().await.map_err(pool_error)?;
+        let client = self.relaxed_pool().get().await.map_err(pool_error)?;
         let position = position.get() as i64;
+        // Saved many times a second by busy loops: prepared once per connection.
         let written = match lease {
-            None => client.execute(SAVE, &[&name, &position]).await,
+            None => {
+                let save = client.prepare_cached(SAVE).await.map_err(pg_error)?;
+                client.execute(&save, &[&name, &position]).await
+            }
             Some((lease, holder)) => {
+                let save = client.prepare_cached(SAVE_FENCED).await.map_err(pg_error)?;
                 client
-                    .execute(SAVE_FENCED, &[&name, &position, &lease, &holder])
+                    .execute(&save, &[&name, &position, &lease, &holder])
                     .await
             }
         }
@@ -85,7 +90,7 @@ impl Coordination for PostgresStore {
         &self,
         name: &str,
     ) -> Result<Option<(Position, Option<String>)>, StoreError> {
-        let client = self.pool().get().await.map_err(pool_error)?;
+        let client = self.relaxed_pool().get().await.map_err(pool_error)?;
         let row = client
             .query_opt(LOAD_STATE, &[&name])
             .await
@@ -99,7 +104,7 @@ impl Coordination for PostgresStore {
         position: Position,
         state: &str,
     ) -> Result<(), StoreError> {
-        let client = self.pool().get().await.map_err(pool_error)?;
+        let client = self.relaxed_pool().get().await.map_err(pool_error)?;
         let position = position.get() as i64;
         client
             .execute(SAVE_STATE, &[&name, &position, &state])

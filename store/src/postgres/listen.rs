@@ -3,6 +3,9 @@
 //! hint: after a reconnect, subscribers are woken anyway because any sent
 //! while the connection was down are lost, and polling stays the authority.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use futures::StreamExt;
 use herald_events::Position;
 use tokio::sync::watch;
@@ -14,11 +17,12 @@ use super::CHANNEL;
 pub(super) fn spawn(
     config: tokio_postgres::Config,
     head: watch::Sender<Position>,
+    own: Arc<AtomicU64>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures: u32 = 0;
         loop {
-            match listen_once(&config, &head).await {
+            match listen_once(&config, &head, &own).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -35,6 +39,7 @@ pub(super) fn spawn(
 async fn listen_once(
     config: &tokio_postgres::Config,
     head: &watch::Sender<Position>,
+    own: &AtomicU64,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -55,7 +60,15 @@ async fn listen_once(
     let result = loop {
         match rx.recv().await {
             Some(Ok(AsyncMessage::Notification(n))) => {
-                if let Ok(position) = n.payload().parse::<u64>() {
+                // This process's own commits are announced by its writer,
+                // after their events are kept for readers (`RecentLog`):
+                // woken by this notification instead, readers would find
+                // them not yet kept and query for them. A position at or
+                // below what the writer has sent is its own, or another
+                // process's that makes the writer's batch fail and go the
+                // careful way, which then announces a head past it.
+                let position = n.payload().parse::<u64>().ok();
+                if let Some(position) = position.filter(|p| *p > own.load(Ordering::Acquire)) {
                     head.send_if_modified(|h| {
                         if Position(position) > *h {
                             *h = Position(position);

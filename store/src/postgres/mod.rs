@@ -19,6 +19,7 @@ mod search;
 mod snapshot;
 mod writer;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +32,13 @@ use tokio_postgres::NoTls;
 
 use crate::clock::{self, Clock};
 use crate::error::StoreError;
-use crate::group_commit::{GroupCommitConfig, GroupCommitter};
+use crate::group_commit::{Committed, GroupCommitConfig, GroupCommitter};
 use crate::hooks::AppendHooks;
 use crate::idempotency::Keeping;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::PendingAppend;
+use crate::recent::RecentLog;
 use crate::subscription::{catch_up_then_live, EventStream};
 use crate::{sql_limit, EventEnvelope, EventStore};
 
@@ -88,10 +90,16 @@ impl PostgresConfig {
 
 struct Inner {
     pool: Pool,
+    /// Connections whose commits do not wait for their WAL flush, for
+    /// writes that are recomputable (checkpoints, snapshots): see
+    /// [`relax_commits`].
+    relaxed: Pool,
     /// For connections of their own (the occupancy lock).
     pg_config: tokio_postgres::Config,
     committer: Arc<GroupCommitter>,
     head: watch::Receiver<Position>,
+    /// What this process committed last, for reads of it.
+    recent: Arc<RecentLog>,
     listener: JoinHandle<()>,
     poll_interval: Duration,
     keeping: Keeping,
@@ -120,41 +128,36 @@ impl PostgresStore {
                     backend: BACKEND,
                     detail: format!("invalid Postgres URL: {e}"),
                 })?;
-        let manager = Manager::from_config(
-            pg_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(2))
-            .timeouts(Timeouts {
-                wait: Some(Duration::from_secs(10)),
-                create: Some(Duration::from_secs(5)),
-                recycle: Some(Duration::from_secs(5)),
-            })
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Unavailable {
-                backend: BACKEND,
-                detail: e.to_string(),
-            })?;
+        let pool = build_pool(pg_config.clone(), config.pool_size.max(2))?;
+        let mut relaxed_config = pg_config.clone();
+        relax_commits(&mut relaxed_config);
+        let relaxed = build_pool(relaxed_config, RELAXED_POOL_SIZE)?;
 
         migrate(&pool).await?;
         let head = read_head(&pool).await?;
         let (head_tx, head_rx) = watch::channel(head.position);
-        let listener = listen::spawn(pg_config.clone(), head_tx.clone());
+        let own_sent = Arc::new(AtomicU64::new(0));
+        let listener = listen::spawn(pg_config.clone(), head_tx.clone(), Arc::clone(&own_sent));
         let clock = config.clock.unwrap_or_else(clock::system);
         let keeping = Keeping::new(config.idempotency_window, Arc::clone(&clock));
-        let writer = writer::PgWriter::new(pool.clone(), config.hooks, clock);
-        let committer = GroupCommitter::start(writer, config.group_commit, head_tx);
+        let writer = writer::PgWriter::new(pool.clone(), config.hooks, clock, own_sent);
+        let recent = Arc::new(RecentLog::new(crate::recent::DEFAULT_CAPACITY));
+        let committer = GroupCommitter::start(
+            writer,
+            config.group_commit,
+            Committed {
+                head: head_tx,
+                recent: Arc::clone(&recent),
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                relaxed,
                 pg_config,
                 committer,
                 head: head_rx,
+                recent,
                 listener,
                 poll_interval: config.poll_interval,
                 keeping,
@@ -166,6 +169,55 @@ impl PostgresStore {
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
+
+    /// The pool of [`relax_commits`] connections.
+    pub(crate) fn relaxed_pool(&self) -> &Pool {
+        &self.inner.relaxed
+    }
+}
+
+/// Connections of the relaxed pool: checkpoints and snapshots are written
+/// by a few background loops, one at a time each.
+const RELAXED_POOL_SIZE: usize = 4;
+
+fn build_pool(pg_config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .timeouts(Timeouts {
+            wait: Some(Duration::from_secs(10)),
+            create: Some(Duration::from_secs(5)),
+            recycle: Some(Duration::from_secs(5)),
+        })
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unavailable {
+            backend: BACKEND,
+            detail: e.to_string(),
+        })
+}
+
+/// Makes the connections of `config` commit without waiting for their WAL
+/// record to reach disk (`synchronous_commit = off`), for writes that can be
+/// recomputed from the log: checkpoints, snapshots, read models. Such a
+/// commit is still atomic and ordered with every other: any later commit
+/// that waits for its flush (every append does) makes it durable too. Only
+/// a crash of the database server itself can lose the last few of them,
+/// and then the work they recorded is done again from an earlier point —
+/// which every consumer of the log already tolerates (at-least-once). A
+/// Herald process that dies loses nothing this way.
+pub fn relax_commits(config: &mut tokio_postgres::Config) {
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} -c synchronous_commit=off"),
+        _ => "-c synchronous_commit=off".to_owned(),
+    };
+    config.options(&options);
 }
 
 async fn migrate(pool: &Pool) -> Result<(), StoreError> {
@@ -297,6 +349,10 @@ impl EventStore for PostgresStore {
     }
 
     async fn read_all(&self, from: Position, max: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let head = *self.inner.head.borrow();
+        if let Some(events) = self.inner.recent.read(from, max, head) {
+            return Ok(events);
+        }
         let client = self.inner.pool.get().await.map_err(pool_error)?;
         let stmt = client
             .prepare_cached(&format!(
@@ -345,6 +401,10 @@ impl EventStore for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(StreamVersion(row.map_or(0, |r| r.get::<_, i64>(0) as u64)))
+    }
+
+    fn known_head(&self) -> Option<Position> {
+        Some(*self.inner.head.borrow())
     }
 
     async fn head(&self) -> Result<LogHead, StoreError> {

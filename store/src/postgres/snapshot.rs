@@ -26,7 +26,7 @@ const UPSERT: &str = "INSERT INTO herald_snapshots \
 impl SnapshotStore for PostgresStore {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let state = snapshot.checked_state_json()?;
-        let client = self.pool().get().await.map_err(pool_error)?;
+        let client = self.relaxed_pool().get().await.map_err(pool_error)?;
         let stmt = client.prepare_cached(UPSERT).await.map_err(pg_error)?;
         // Both checked: the version within i64, the state version a u32.
         let stream_version = snapshot.stream_version.get() as i64;

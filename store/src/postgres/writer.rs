@@ -25,11 +25,12 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::task::Poll;
 
 use deadpool_postgres::Pool;
-use herald_events::{EventId, Position, StreamVersion};
+use herald_events::{EventEnvelope, EventId, Position, StreamVersion};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -39,7 +40,7 @@ use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::group_commit::{BatchWriter, BatchWritten};
 use crate::hooks::AppendHooks;
-use crate::model::{AppendOutcome, LogHead};
+use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::{plan_batch, BatchFacts, BatchPlan, PendingAppend, StoredId, StreamKey};
 
 /// Streams whose version the writer remembers; past this it forgets them all
@@ -79,6 +80,9 @@ pub(super) struct PgWriter {
     versions: HashMap<StreamKey, StreamVersion>,
     /// The connection remembered batches are sent on.
     connection: Option<Arc<deadpool_postgres::Object>>,
+    /// The highest position this writer has sent to be committed, so that
+    /// the listener can tell its notifications from other processes'.
+    sent_through: Arc<AtomicU64>,
 }
 
 /// Why a remembered-state attempt did not write.
@@ -90,7 +94,12 @@ pub(super) enum Stale {
 }
 
 impl PgWriter {
-    pub fn new(pool: Pool, hooks: Option<Arc<dyn AppendHooks>>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        pool: Pool,
+        hooks: Option<Arc<dyn AppendHooks>>,
+        clock: Arc<dyn Clock>,
+        sent_through: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             pool,
             hooks,
@@ -98,7 +107,14 @@ impl PgWriter {
             head: None,
             versions: HashMap::new(),
             connection: None,
+            sent_through,
         }
+    }
+
+    /// Notes that a batch ending at `head` goes to the database now.
+    fn sending(&self, head: &LogHead) {
+        self.sent_through
+            .fetch_max(head.position.get(), AtomicOrdering::AcqRel);
     }
 
     fn remember(&mut self, plan: &BatchPlan) {
@@ -121,7 +137,20 @@ impl PgWriter {
         let mut facts = BatchFacts::default();
         for append in batch {
             let key = append.key();
-            let version = *self.versions.get(&key)?;
+            if facts.versions.contains_key(&key) {
+                continue;
+            }
+            let version = match self.versions.get(&key) {
+                Some(version) => *version,
+                // An append that creates its stream (an aggregate's first
+                // command) is planned on version 0 without a lookup: if the
+                // stream exists after all, its version 1 is taken and the
+                // unique index aborts the call, which then goes the careful
+                // way. Only 0 is safe to assume: a guess above the real
+                // version would not collide, and would leave a gap.
+                None if append.expected == ExpectedVersion::NO_STREAM => StreamVersion::EMPTY,
+                None => return None,
+            };
             facts.versions.insert(key, version);
         }
         let plan = plan_batch(head, self.clock.now(), batch, facts);
@@ -227,6 +256,7 @@ impl PgWriter {
 
         let plan = plan_batch(rows::head(&head_row)?, self.clock.now(), batch, facts);
         if !plan.rows.is_empty() {
+            self.sending(&plan.head);
             let columns = rows::Columns::of(&plan.rows);
             let insert_params = columns.params();
             let head = HeadParams::of(&plan.head);
@@ -310,6 +340,7 @@ impl PgWriter {
             &head.recorded_at,
         ];
         params.extend_from_slice(&columns.params());
+        self.sending(&plan.head);
         let written = match &self.hooks {
             None => client.execute(&append, &params).await.map(|_| ()),
             Some(_) => futures::try_join!(
@@ -342,8 +373,9 @@ impl PgWriter {
     }
 }
 
-/// The answer to a batch sent on the writer's own connection.
-type Reply = Pin<Box<dyn Future<Output = Result<(), Stale>> + Send>>;
+/// The answer to a batch sent on the writer's own connection: its rows,
+/// once committed.
+type Reply = Pin<Box<dyn Future<Output = Result<Vec<EventEnvelope>, Stale>> + Send>>;
 
 /// A batch sent on remembered state and not yet answered, or one settled.
 pub(super) enum PgInFlight {
@@ -365,6 +397,7 @@ impl PgWriter {
                     self.remember(&plan);
                     return Ok(BatchWritten {
                         outcomes: plan.outcomes,
+                        rows: plan.rows,
                         head: plan.head.position,
                     });
                 }
@@ -385,6 +418,7 @@ impl PgWriter {
                 self.remember(&plan);
                 Ok(BatchWritten {
                     outcomes: plan.outcomes,
+                    rows: plan.rows,
                     head: plan.head.position,
                 })
             }
@@ -423,6 +457,7 @@ impl PgWriter {
             .map_err(pg_error)?;
         // The next batch is planned on top of this one.
         self.remember(&plan);
+        self.sending(&plan.head);
         let rows = std::mem::take(&mut plan.rows);
         let head = HeadParams::of(&plan.head);
         let mut reply: Reply = Box::pin(async move {
@@ -437,17 +472,14 @@ impl PgWriter {
                 &head.recorded_at,
             ];
             params.extend_from_slice(&columns.params());
-            connection
-                .execute(&append, &params)
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    if memory_was_wrong(&e) {
-                        Stale::Memory
-                    } else {
-                        Stale::Failed(pg_error(e))
-                    }
-                })
+            let written = connection.execute(&append, &params).await;
+            drop(params);
+            drop(columns);
+            match written {
+                Ok(_) => Ok(rows),
+                Err(e) if memory_was_wrong(&e) => Err(Stale::Memory),
+                Err(e) => Err(Stale::Failed(pg_error(e))),
+            }
         });
         // The first poll puts the statement on the connection, so batches
         // reach Postgres in the order they were started.
@@ -496,7 +528,11 @@ impl BatchWriter for PgWriter {
                 head,
                 reply,
             } => match reply.await {
-                Ok(()) => Ok(BatchWritten { outcomes, head }),
+                Ok(rows) => Ok(BatchWritten {
+                    outcomes,
+                    rows,
+                    head,
+                }),
                 Err(Stale::Memory) => {
                     self.forget();
                     self.careful(&batch).await

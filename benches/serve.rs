@@ -1,0 +1,775 @@
+//! The command path as users run it: `herald serve` started as a separate
+//! process with its defaults (relay on, every read model projected), driven
+//! over keep-alive HTTP, beside what the same machine's database does raw in
+//! the same run.
+//!
+//! Setups, each a fresh `herald serve` on a fresh store:
+//! - `postgres+memory`: the Postgres store (a fresh database made by
+//!   `herald_testkit`), the in-process broker;
+//! - `postgres+rabbitmq`: the same on RabbitMQ (a fresh vhost, dropped after);
+//! - `embedded`: the embedded defaults (SQLite in a temporary data dir).
+//!
+//! The workload is the one a support desk makes: each client works through
+//! tickets of its own, ten commands per ticket — `open`, eight
+//! `append_note` with a ~300-byte note, `resolve` — each a
+//! `POST /v1/tickets/{id}/{command}` answered 201 after its events committed.
+//! For 1, 8 and 64 clients (1 and 8 on the embedded store) the commands
+//! completed in a fixed window after a warm-up are counted; p50 and p99 are
+//! over those commands. CPU per command is read from `/proc` over the
+//! window: the `herald` process, and the Postgres backends connected to the
+//! bench's database (not the server's background writers).
+//!
+//! The raw limits, measured while no `herald` runs (before it starts and
+//! after it stops, averaged): on Postgres, single-row `INSERT`s into a copy
+//! of the event table (same columns, indexes and constraints), one row per
+//! autocommit transaction from 1, 8 and 64 connections at once, and
+//! 1000-row `INSERT`s from one connection (`support/raw_postgres.rs`); on
+//! SQLite, single-row inserts into a copy of the embedded event table (WAL,
+//! `synchronous=FULL`, as the store runs), one per transaction, from 1 and 8
+//! connections.
+//!
+//! Run with `cargo bench --bench serve`. `HERALD_BENCH_SECONDS` sets the
+//! window per level (default 5); `HERALD_BENCH_SETUPS` picks setups
+//! (comma-separated, default all three) and `HERALD_BENCH_CLIENTS` client
+//! counts (e.g. `1,8`); Postgres comes from
+//! `HERALD_TEST_DATABASE_URL`, RabbitMQ from `HERALD_TEST_AMQP_URL`;
+//! `HERALD_BENCH_BINARY` runs another `herald` build than the bench's own.
+//! `cargo test --benches` runs a smoke pass of every setup in seconds;
+//! `-- --list` names the levels without starting anything.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_testkit::{TestDatabase, TestVhost};
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+#[path = "support/raw_postgres.rs"]
+mod raw_postgres;
+
+use raw_postgres::{
+    checkpoint, measure, mode, note_payload, note_text, raw_inserts_on, Load, Mode, SharedColumns,
+    Timing, BATCH_ROWS, NOTE_AUTHOR,
+};
+
+const POSTGRES_LEVELS: [usize; 3] = [1, 8, 64];
+const EMBEDDED_LEVELS: [usize; 2] = [1, 8];
+/// Commands per ticket: open, the notes, resolve.
+const NOTES_PER_TICKET: usize = 8;
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The targets of issue 15, as fractions of the raw rates.
+const TARGET_ONE_CLIENT: f64 = 0.7;
+const TARGET_EIGHT_CLIENTS: f64 = 1.0;
+const TARGET_64_OF_BATCH: f64 = 0.4;
+const TARGET_PG_CPU_MS_AT_8: f64 = 0.3;
+const TARGET_HERALD_CPU_MS_AT_8: f64 = 0.15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    PostgresMemory,
+    PostgresRabbit,
+    Embedded,
+}
+
+impl Setup {
+    const ALL: [Setup; 3] = [
+        Setup::PostgresMemory,
+        Setup::PostgresRabbit,
+        Setup::Embedded,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::PostgresMemory => "postgres+memory",
+            Setup::PostgresRabbit => "postgres+rabbitmq",
+            Setup::Embedded => "embedded",
+        }
+    }
+
+    /// The client counts of this setup, or those of `HERALD_BENCH_CLIENTS`
+    /// (comma-separated) that it runs.
+    fn levels(self) -> Vec<usize> {
+        let all: &[usize] = match self {
+            Setup::Embedded => &EMBEDDED_LEVELS,
+            _ => &POSTGRES_LEVELS,
+        };
+        let Ok(chosen) = std::env::var("HERALD_BENCH_CLIENTS") else {
+            return all.to_vec();
+        };
+        let chosen: Vec<usize> = chosen
+            .split(',')
+            .map(|c| c.trim().parse().expect("HERALD_BENCH_CLIENTS: numbers"))
+            .collect();
+        all.iter().copied().filter(|c| chosen.contains(c)).collect()
+    }
+
+    fn selected() -> Vec<Setup> {
+        let Ok(names) = std::env::var("HERALD_BENCH_SETUPS") else {
+            return Self::ALL.to_vec();
+        };
+        let chosen: Vec<Setup> = Self::ALL
+            .into_iter()
+            .filter(|s| names.split(',').any(|n| n.trim() == s.name()))
+            .collect();
+        assert!(
+            !chosen.is_empty(),
+            "HERALD_BENCH_SETUPS={names:?} names none of postgres+memory, postgres+rabbitmq, embedded"
+        );
+        chosen
+    }
+}
+
+fn main() {
+    let mode = mode();
+    let setups = Setup::selected();
+    if mode == Mode::List {
+        for setup in &setups {
+            for clients in setup.levels() {
+                println!("serve/{}/{clients}_clients: benchmark", setup.name());
+            }
+        }
+        return;
+    }
+    let timing = Timing::for_mode(mode);
+    // The clients get one thread: the machine's other cores are herald's
+    // and the database's, as on a host that only serves.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the clients");
+    let mut reports = Vec::new();
+    for setup in setups {
+        reports.push(runtime.block_on(run_setup(setup, timing)));
+    }
+    println!();
+    println!(
+        "serve bench: {} s window after {} ms warm-up per level; cmd = one POST /v1/tickets/{{id}}/{{command}} (open, {NOTES_PER_TICKET} × append_note of {} bytes, resolve)",
+        timing.window.as_secs_f64(),
+        timing.warmup.as_millis(),
+        note_payload().to_string().len()
+    );
+    for report in &reports {
+        report.print();
+    }
+}
+
+#[derive(Debug)]
+struct SetupReport {
+    setup: Setup,
+    /// Raw single-row commits/s by connections (before, after).
+    raw_single: Vec<(usize, f64, f64)>,
+    /// Raw 1000-row batch rows/s (before, after); Postgres only.
+    raw_batch: Option<(f64, f64)>,
+    levels: Vec<Level>,
+}
+
+#[derive(Debug)]
+struct Level {
+    clients: usize,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    herald_cpu_ms: f64,
+    /// Postgres backends' CPU per command; none on the embedded store.
+    database_cpu_ms: Option<f64>,
+}
+
+impl SetupReport {
+    fn single(&self, connections: usize) -> f64 {
+        let (_, before, after) = self
+            .raw_single
+            .iter()
+            .find(|(c, _, _)| *c == connections)
+            .expect("a raw rate for every level");
+        (before + after) / 2.0
+    }
+
+    fn print(&self) {
+        println!();
+        println!("== {} ==", self.setup.name());
+        let raw_kind = if self.setup == Setup::Embedded {
+            "raw SQLite single-row insert/txn"
+        } else {
+            "raw single-row INSERT/txn"
+        };
+        for (connections, before, after) in &self.raw_single {
+            println!(
+                "{raw_kind}, {connections:>2} conn: {:>8.0} rows/s  (mean of {before:.0} before and {after:.0} after)",
+                (before + after) / 2.0
+            );
+        }
+        if let Some((before, after)) = self.raw_batch {
+            println!(
+                "raw {BATCH_ROWS}-row INSERT/txn,  1 conn: {:>8.0} rows/s  (mean of {before:.0} before and {after:.0} after)",
+                (before + after) / 2.0
+            );
+        }
+        println!(
+            "{:>7} | {:>8} | {:>8} | {:>8} | {:>14} | {:>10} | {:>14} | {:>14}",
+            "clients",
+            "cmd/s",
+            "p50 ms",
+            "p99 ms",
+            "× raw single",
+            "× raw batch",
+            "herald ms/cmd",
+            "db ms/cmd"
+        );
+        for level in &self.levels {
+            let batch = self
+                .raw_batch
+                .map(|(b, a)| format!("{:.2}", level.per_second / ((b + a) / 2.0)))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:>7} | {:>8.0} | {:>8.2} | {:>8.2} | {:>14.2} | {:>10} | {:>14.3} | {:>14}",
+                level.clients,
+                level.per_second,
+                level.p50.as_secs_f64() * 1e3,
+                level.p99.as_secs_f64() * 1e3,
+                level.per_second / self.single(level.clients),
+                batch,
+                level.herald_cpu_ms,
+                level
+                    .database_cpu_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.3}")),
+            );
+        }
+        self.print_targets();
+    }
+
+    fn print_targets(&self) {
+        let verdict = |met: bool| if met { "met" } else { "NOT met" };
+        for level in &self.levels {
+            let ratio = level.per_second / self.single(level.clients);
+            match level.clients {
+                1 => println!(
+                    "target 1 client ≥ {TARGET_ONE_CLIENT}× raw single-row (1 conn): {ratio:.2}× {}",
+                    verdict(ratio >= TARGET_ONE_CLIENT)
+                ),
+                8 => println!(
+                    "target 8 clients ≥ {TARGET_EIGHT_CLIENTS}× raw single-row (8 conns): {ratio:.2}× {}",
+                    verdict(ratio >= TARGET_EIGHT_CLIENTS)
+                ),
+                64 => {
+                    if let Some((b, a)) = self.raw_batch {
+                        let of_batch = level.per_second / ((b + a) / 2.0);
+                        println!(
+                            "target 64 clients ≥ {TARGET_64_OF_BATCH}× raw {BATCH_ROWS}-row batch: {of_batch:.2}× {}",
+                            verdict(of_batch >= TARGET_64_OF_BATCH)
+                        );
+                    }
+                }
+                _ => {}
+            }
+            if level.clients == 8 {
+                println!(
+                    "target herald CPU at 8 clients ≤ {TARGET_HERALD_CPU_MS_AT_8} ms/cmd: {:.3} {}",
+                    level.herald_cpu_ms,
+                    verdict(level.herald_cpu_ms <= TARGET_HERALD_CPU_MS_AT_8)
+                );
+                if let Some(ms) = level.database_cpu_ms {
+                    println!(
+                        "target Postgres CPU at 8 clients ≤ {TARGET_PG_CPU_MS_AT_8} ms/cmd: {ms:.3} {}",
+                        verdict(ms <= TARGET_PG_CPU_MS_AT_8)
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn run_setup(setup: Setup, timing: Timing) -> SetupReport {
+    let levels = &setup.levels()[..];
+    match setup {
+        Setup::Embedded => {
+            let dir = tempfile::tempdir().expect("a data dir");
+            let data_dir = dir.path().join("data");
+            let store_args = vec!["--data-dir".to_owned(), data_dir.display().to_string()];
+            // The raw table copies the embedded event table, so the store is
+            // made (by creating the bench's key) before the raw rates.
+            let key = create_key(dir.path(), &store_args);
+            let raw_file = dir.path().join("raw.db");
+            copy_event_table(&data_dir.join("herald.db"), &raw_file);
+            let before: Vec<f64> = levels
+                .iter()
+                .map(|&c| raw_sqlite_inserts(&raw_file, c, timing))
+                .collect();
+            let measured = herald_levels(setup, dir.path(), &store_args, &key, None, timing).await;
+            let after: Vec<f64> = levels
+                .iter()
+                .map(|&c| raw_sqlite_inserts(&raw_file, c, timing))
+                .collect();
+            SetupReport {
+                setup,
+                raw_single: zip_rates(levels, &before, &after),
+                raw_batch: None,
+                levels: measured,
+            }
+        }
+        Setup::PostgresMemory | Setup::PostgresRabbit => {
+            let vhost = if setup == Setup::PostgresRabbit {
+                Some(TestVhost::create().await)
+            } else {
+                None
+            };
+            let db = TestDatabase::create().await;
+            let admin = db.connect().await;
+            let dir = tempfile::tempdir().expect("a working dir");
+            let mut store_args = vec!["--store".to_owned(), db.url().to_owned()];
+            let key = create_key(dir.path(), &store_args);
+            let (before_single, before_batch) =
+                raw_postgres_rates(&db, &admin, levels, timing).await;
+            if let Some(vhost) = &vhost {
+                store_args.extend(["--broker".to_owned(), vhost.url().to_owned()]);
+            }
+            let measured = herald_levels(
+                setup,
+                dir.path(),
+                &store_args,
+                &key,
+                Some((&db, &admin)),
+                timing,
+            )
+            .await;
+            let (after_single, after_batch) = raw_postgres_rates(&db, &admin, levels, timing).await;
+            // The database and the vhost are dropped with their guards.
+            drop((admin, db, vhost));
+            SetupReport {
+                setup,
+                raw_single: zip_rates(levels, &before_single, &after_single),
+                raw_batch: Some((before_batch, after_batch)),
+                levels: measured,
+            }
+        }
+    }
+}
+
+fn zip_rates(levels: &[usize], before: &[f64], after: &[f64]) -> Vec<(usize, f64, f64)> {
+    levels
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(&c, (&b, &a))| (c, b, a))
+        .collect()
+}
+
+/// Raw single-row rates at every level's connection count, and the batch rate.
+async fn raw_postgres_rates(
+    db: &TestDatabase,
+    admin: &Client,
+    levels: &[usize],
+    timing: Timing,
+) -> (Vec<f64>, f64) {
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS raw_events; CREATE TABLE raw_events (LIKE herald_events INCLUDING ALL)",
+        )
+        .await
+        .expect("create raw_events");
+    let shared = Arc::new(SharedColumns::new(note_payload()));
+    let mut single = Vec::new();
+    for &connections in levels {
+        single.push(raw_inserts_on(db, admin, &shared, 1, connections, timing).await);
+    }
+    let batch = raw_inserts_on(db, admin, &shared, BATCH_ROWS, 1, timing).await;
+    admin
+        .batch_execute("DROP TABLE raw_events")
+        .await
+        .expect("drop raw_events");
+    (single, batch)
+}
+
+/// Starts `herald serve`, runs every level of `setup` against it, stops it
+/// with SIGTERM.
+async fn herald_levels(
+    setup: Setup,
+    cwd: &Path,
+    store_args: &[String],
+    key: &str,
+    postgres: Option<(&TestDatabase, &Client)>,
+    timing: Timing,
+) -> Vec<Level> {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut args = vec![
+        "serve".to_owned(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--log".to_owned(),
+        "warn".to_owned(),
+    ];
+    args.extend(store_args.iter().cloned());
+    let mut herald = Herald::start(cwd, &args);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()
+        .expect("an HTTP client");
+    herald.wait_ready(&http, &base).await;
+
+    let mut levels = Vec::new();
+    for (round, clients) in setup.levels().into_iter().enumerate() {
+        if let Some((_, admin)) = postgres {
+            checkpoint(admin).await;
+        }
+        levels.push(
+            herald_level(
+                &http,
+                &base,
+                key,
+                round,
+                clients,
+                herald.child.id(),
+                postgres,
+                timing,
+            )
+            .await,
+        );
+    }
+    herald.terminate();
+    levels
+}
+
+/// Bookkeeping of one client: when each command finished and how long it took.
+type Latencies = Arc<Mutex<Vec<(Instant, Duration)>>>;
+
+#[allow(clippy::too_many_arguments)]
+async fn herald_level(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    round: usize,
+    clients: usize,
+    herald_pid: u32,
+    postgres: Option<(&TestDatabase, &Client)>,
+    timing: Timing,
+) -> Level {
+    let load = Arc::new(Load::default());
+    let latencies: Latencies = Arc::default();
+    let workers = (0..clients)
+        .map(|client| {
+            let (http, load, latencies) = (http.clone(), load.clone(), latencies.clone());
+            let (base, key) = (base.to_owned(), key.to_owned());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut ticket = 0usize;
+                'tickets: while !load.stopped() {
+                    let id = format!("bench-{round}-{client}-{ticket}");
+                    ticket += 1;
+                    for (command, body) in ticket_commands() {
+                        let started = Instant::now();
+                        let response = http
+                            .post(format!("{base}/v1/tickets/{id}/{command}"))
+                            .bearer_auth(&key)
+                            .json(&body)
+                            .send()
+                            .await
+                            .expect("a command's answer");
+                        let status = response.status();
+                        if status != reqwest::StatusCode::CREATED {
+                            let text = response.text().await.unwrap_or_default();
+                            panic!("{command} on {id} answered {status}: {text}");
+                        }
+                        // Read the answer whole, as a client that uses it would.
+                        response.bytes().await.expect("a command's body");
+                        let done = Instant::now();
+                        mine.push((done, done - started));
+                        load.add(1);
+                        if load.stopped() {
+                            break 'tickets;
+                        }
+                    }
+                }
+                latencies.lock().unwrap().extend(mine);
+            })
+        })
+        .collect();
+    let measured = measure(&load, workers, timing, || {
+        cpu_sample(herald_pid, postgres.map(|(db, admin)| (db.name(), admin)))
+    })
+    .await;
+    let (start, end) = (measured.start, measured.end);
+    let mut window: Vec<Duration> = latencies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _)| *at >= start.at && *at <= end.at)
+        .map(|(_, took)| *took)
+        .collect();
+    assert!(!window.is_empty(), "no command completed in the window");
+    window.sort_unstable();
+    let at = |q: f64| window[((window.len() - 1) as f64 * q).round() as usize];
+    let commands = measured.per_second * (end.at - start.at).as_secs_f64();
+    let per_command_ms = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e3 / commands;
+    Level {
+        clients,
+        per_second: measured.per_second,
+        p50: at(0.50),
+        p99: at(0.99),
+        herald_cpu_ms: per_command_ms(end.herald - start.herald),
+        database_cpu_ms: postgres.map(|_| {
+            let ticks: u64 = end
+                .backends
+                .iter()
+                .map(|(pid, t)| t - start.backends.get(pid).copied().unwrap_or(0).min(*t))
+                .sum();
+            per_command_ms(ticks)
+        }),
+    }
+}
+
+/// One ticket's commands, in order.
+fn ticket_commands() -> Vec<(&'static str, Value)> {
+    let mut commands = vec![(
+        "open",
+        json!({
+            "kind": "other",
+            "customer": "acme-networks",
+            "description": "Exports time out after the latest upgrade.",
+            "opened_by": NOTE_AUTHOR,
+        }),
+    )];
+    for _ in 0..NOTES_PER_TICKET {
+        commands.push((
+            "append_note",
+            json!({"note": note_text(), "author": NOTE_AUTHOR}),
+        ));
+    }
+    commands.push((
+        "resolve",
+        json!({"resolution": "fixed in 4.2.1", "resolved_by": NOTE_AUTHOR}),
+    ));
+    commands
+}
+
+#[derive(Debug)]
+struct CpuSample {
+    at: Instant,
+    herald: u64,
+    backends: HashMap<i32, u64>,
+}
+
+async fn cpu_sample(herald_pid: u32, postgres: Option<(&str, &Client)>) -> CpuSample {
+    let mut backends = HashMap::new();
+    if let Some((database, admin)) = postgres {
+        let rows = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&database],
+            )
+            .await
+            .expect("list the database's backends");
+        for row in rows {
+            let pid: i32 = row.get(0);
+            // A backend that just exited has no /proc entry: it counts as 0.
+            if let Some(ticks) = cpu_ticks(pid as u32) {
+                backends.insert(pid, ticks);
+            }
+        }
+    }
+    CpuSample {
+        at: Instant::now(),
+        herald: cpu_ticks(herald_pid).expect("herald's /proc entry"),
+        backends,
+    }
+}
+
+/// User plus system clock ticks a process has used, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `herald keys create` of an admin key without a rate limit worth the name:
+/// a bench measures the command path, not the limiter.
+fn create_key(cwd: &Path, store_args: &[String]) -> String {
+    let output = herald_command()
+        .current_dir(cwd)
+        .args(["keys", "create", "--tenant", "default", "--scopes", "admin"])
+        .args(["--rate", "1000000", "--label", "serve bench"])
+        .args(store_args)
+        .output()
+        .expect("run herald keys create");
+    assert!(
+        output.status.success(),
+        "herald keys create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("a key in UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// The `herald` built with this bench, or `HERALD_BENCH_BINARY` (to compare
+/// builds on the same machine in one sitting).
+fn herald_command() -> Command {
+    let binary = std::env::var_os("HERALD_BENCH_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into());
+    let mut command = Command::new(binary);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A `herald serve` child, killed if the bench panics.
+struct Herald {
+    child: Child,
+}
+
+impl Herald {
+    fn start(cwd: &Path, args: &[String]) -> Self {
+        let child = herald_command()
+            .current_dir(cwd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn herald serve");
+        Self { child }
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) {
+        let ready = herald_testkit::eventually(Duration::from_secs(30), || {
+            let request = http.get(format!("{base}/readyz")).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("herald serve exited early with {status}");
+        }
+        assert!(ready, "herald serve was not ready within 30 s");
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        panic!("herald serve did not stop within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates `raw` with a copy of the embedded store's event table (columns,
+/// constraints and indexes, from the store's own schema) as `raw_events`.
+fn copy_event_table(store: &Path, raw: &Path) {
+    let source = rusqlite::Connection::open(store).expect("open the embedded store");
+    let mut statement = source
+        .prepare(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'herald_events' AND sql IS NOT NULL",
+        )
+        .expect("read the event table's schema");
+    let ddl: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .expect("the event table's schema")
+        .collect::<Result<_, _>>()
+        .expect("the event table's schema");
+    let target = open_raw_sqlite(raw);
+    for sql in ddl {
+        target
+            .execute_batch(&sql.replace("herald_events", "raw_events"))
+            .expect("copy the event table's schema");
+    }
+}
+
+/// A connection set up as the embedded store sets up its writer.
+fn open_raw_sqlite(path: &Path) -> rusqlite::Connection {
+    let connection = rusqlite::Connection::open(path).expect("open the raw SQLite file");
+    connection
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        .expect("WAL and synchronous=FULL");
+    connection
+        .busy_timeout(Duration::from_secs(10))
+        .expect("a busy timeout");
+    connection
+}
+
+/// Single-row inserts, one per transaction, from `connections` threads each
+/// with its own connection, into an emptied `raw_events`; rows/s of all.
+fn raw_sqlite_inserts(path: &Path, connections: usize, timing: Timing) -> f64 {
+    open_raw_sqlite(path)
+        .execute_batch("DELETE FROM raw_events; PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("empty raw_events");
+    let payload = note_payload().to_string();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..connections as u64)
+        .map(|worker| {
+            let (done, stop, payload) = (done.clone(), stop.clone(), payload.clone());
+            let path = path.to_owned();
+            std::thread::spawn(move || {
+                let connection = open_raw_sqlite(&path);
+                let mut insert = connection
+                    .prepare(
+                        "INSERT INTO raw_events (position, event_id, tenant, domain, stream_id, \
+                         stream_version, event_type, schema_version, occurred_at, recorded_at, \
+                         correlation_id, causation_id, producer, payload, hash) \
+                         VALUES (?1, ?2, 'default', 'tickets', ?3, ?4, 'tickets.note_appended', 1, \
+                         ?5, ?5, ?2, ?2, 'herald', ?6, ?7)",
+                    )
+                    .expect("prepare the raw insert");
+                let mut n = worker;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = uuid::Uuid::now_v7();
+                    let at = chrono::Utc::now()
+                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                        .to_string();
+                    let hash = [id.as_bytes().as_slice(), id.as_bytes().as_slice()].concat();
+                    insert
+                        .execute(rusqlite::params![
+                            n as i64 + 1,
+                            id.to_string(),
+                            format!("bench-raw-{}", n % 100),
+                            (n / 100) as i64 + 1,
+                            at,
+                            payload,
+                            hash,
+                        ])
+                        .expect("raw SQLite insert");
+                    n += connections as u64;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(timing.warmup);
+    let (t0, n0) = (Instant::now(), done.load(Ordering::Relaxed));
+    std::thread::sleep(timing.window);
+    let (t1, n1) = (Instant::now(), done.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("a raw SQLite worker");
+    }
+    (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
+}
