@@ -49,6 +49,8 @@ use herald_testkit::{TestDatabase, TestVhost};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
+// Shared with the other Postgres benches; this one uses part of it.
+#[allow(dead_code)]
 #[path = "support/raw_postgres.rs"]
 mod raw_postgres;
 

@@ -312,10 +312,20 @@ impl Relay {
             self.progress.waiting();
             let last = batch[batch.len() - 1].position;
             if last > marked {
-                if let Err(end) = self.mark_sent(last, shutdown, &mut renewed).await {
+                // Marked as far as is committed, so that the batches right
+                // behind this one (under load, usually) need no mark of
+                // their own; never more than one batch past the
+                // checkpoint, which bounds what a takeover counts.
+                let first = batch[0].position.get();
+                let bound = Position((first - 1).saturating_add(self.config.batch_max as u64));
+                let through = self
+                    .store
+                    .known_head()
+                    .map_or(last, |head| head.min(bound).max(last));
+                if let Err(end) = self.mark_sent(through, shutdown, &mut renewed).await {
                     return end;
                 }
-                marked = last;
+                marked = through;
             }
             if let Err(end) = self.publish(&batch, shutdown, &mut renewed).await {
                 return end;

@@ -11,6 +11,7 @@
 
 pub mod jwt;
 pub mod key;
+mod key_cache;
 pub mod rate;
 pub mod scope;
 
@@ -187,6 +188,7 @@ pub struct Authenticator {
     jwt: Option<jwt::JwtVerifier>,
     rates: rate::RateLimits,
     anonymous: AtomicBool,
+    keys: key_cache::KeyCache,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -226,6 +228,7 @@ impl Authenticator {
             jwt,
             rates: rate::RateLimits::new(settings.default_rate_per_sec),
             anonymous: AtomicBool::new(anonymous),
+            keys: key_cache::KeyCache::default(),
         });
         if anonymous {
             tracing::warn!(
@@ -269,8 +272,8 @@ impl Authenticator {
             let key = ApiKey::parse(token)
                 .ok_or_else(|| AuthError::Invalid("malformed API key".into()))?;
             let record = self
-                .store
-                .api_key(&key.id)
+                .keys
+                .get(self.store.as_ref(), &key.id)
                 .await
                 .map_err(AuthError::Store)?
                 .ok_or_else(|| AuthError::Invalid("unknown API key".into()))?;

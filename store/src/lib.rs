@@ -242,6 +242,13 @@ pub struct ApiKeyRecord {
 pub trait ApiKeyStore: Send + Sync {
     /// Stores a new key; fails if its id exists.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// A count that moves whenever a key may have been revoked, by any
+    /// process: a key looked up while it stays the same may be used again
+    /// without another lookup. `None` where the store cannot tell, and
+    /// every use needs a lookup.
+    fn api_key_changes(&self) -> Option<u64> {
+        None
+    }
     /// The key with this id, revoked or not.
     async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>>;
     /// Marks the key revoked from now on; false when there is no such key.

@@ -79,7 +79,7 @@ impl Coordination for EmbeddedStore {
     ) -> Result<bool, StoreError> {
         let name = name.to_owned();
         let lease = lease.map(|(l, h)| (l.to_owned(), h.to_owned()));
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let updated_at = herald_events::chain::canonical_time(&chrono::Utc::now());
             let position = position.get() as i64;
             let upsert = "ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
@@ -133,7 +133,7 @@ impl Coordination for EmbeddedStore {
         state: &str,
     ) -> Result<(), StoreError> {
         let (name, state) = (name.to_owned(), state.to_owned());
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let updated_at = herald_events::chain::canonical_time(&chrono::Utc::now());
             conn.execute(
                 "INSERT INTO herald_checkpoints (name, position, updated_at, state) \

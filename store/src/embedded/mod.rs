@@ -283,6 +283,30 @@ impl EmbeddedStore {
         .await
         .map_err(join_error)?
     }
+
+    /// [`write`](Self::write) for what is recomputable from the log
+    /// (checkpoints, snapshots): committed without waiting for the disk
+    /// (`synchronous = NORMAL` for this one transaction). In WAL mode the
+    /// commit is still atomic and in order, and the next append's sync
+    /// makes it durable too; only an operating-system crash right after it
+    /// can lose it, and then the work it recorded is done again.
+    pub(crate) async fn write_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(move |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(sqlite_error)?;
+            let result = f(conn);
+            let restored = conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(sqlite_error);
+            // Appends must never run on a relaxed connection.
+            restored.and(result)
+        })
+        .await
+    }
 }
 
 fn migrate_file(conn: &mut Connection) -> Result<(), StoreError> {

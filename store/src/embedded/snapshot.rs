@@ -37,7 +37,7 @@ impl SnapshotStore for EmbeddedStore {
         let stream_version = snapshot.stream_version.get() as i64;
         let state_version = i64::from(snapshot.state_version);
         let taken_at = canonical_time(&snapshot.stored_taken_at());
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             conn.prepare_cached(UPSERT)
                 .map_err(sqlite_error)?
                 .execute(params![

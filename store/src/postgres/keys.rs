@@ -83,7 +83,19 @@ impl ApiKeyStore for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+        // After the commit, so that a process told looks up the revoked key.
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&super::KEYS_CHANNEL, &key_id])
+            .await
+            .map_err(pg_error)?;
         Ok(n == 1)
+    }
+
+    fn api_key_changes(&self) -> Option<u64> {
+        Some(
+            self.key_changes()
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {

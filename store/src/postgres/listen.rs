@@ -12,25 +12,28 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::CHANNEL;
+use super::{CHANNEL, KEYS_CHANNEL};
 
 pub(super) fn spawn(
     config: tokio_postgres::Config,
     head: watch::Sender<Position>,
     own: Arc<AtomicU64>,
+    key_changes: Arc<AtomicU64>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures: u32 = 0;
         loop {
-            match listen_once(&config, &head, &own).await {
+            match listen_once(&config, &head, &own, &key_changes).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, failures, "Postgres LISTEN connection lost; reconnecting.");
                 }
             }
-            // Wake every subscriber: they re-read from their position.
+            // Wake every subscriber: they re-read from their position. And
+            // forget keys looked up: a revocation may have gone unheard.
             head.send_modify(|_| {});
+            key_changes.fetch_add(1, Ordering::AcqRel);
             tokio::time::sleep(super::RECONNECT_BACKOFF.delay(failures.saturating_add(1))).await;
         }
     })
@@ -40,6 +43,7 @@ async fn listen_once(
     config: &tokio_postgres::Config,
     head: &watch::Sender<Position>,
     own: &AtomicU64,
+    key_changes: &AtomicU64,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -53,12 +57,18 @@ async fn listen_once(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {KEYS_CHANNEL}"))
+        .await?;
+    key_changes.fetch_add(1, Ordering::AcqRel);
     // Anything committed between connecting and LISTEN is picked up by the
     // subscribers' next read, which this wake-up triggers.
     head.send_modify(|_| {});
     let result = loop {
         match rx.recv().await {
+            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == KEYS_CHANNEL => {
+                key_changes.fetch_add(1, Ordering::AcqRel);
+            }
             Some(Ok(AsyncMessage::Notification(n))) => {
                 // This process's own commits are announced by its writer,
                 // after their events are kept for readers (`RecentLog`):

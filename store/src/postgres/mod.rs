@@ -50,6 +50,8 @@ pub(crate) use errors::{pg_error, pool_error};
 pub(crate) const BACKEND: &str = "postgres";
 /// The NOTIFY channel carrying the last committed position.
 pub(crate) const CHANNEL: &str = "herald_events";
+/// The NOTIFY channel carrying the id of a key just revoked.
+pub(crate) const KEYS_CHANNEL: &str = "herald_keys";
 /// Key of the advisory lock that serialises migrations across processes.
 /// Waits of the LISTEN connection and the occupancy lock between attempts
 /// to connect again: 100 ms doubling, at most 6.4 s.
@@ -100,6 +102,9 @@ struct Inner {
     head: watch::Receiver<Position>,
     /// What this process committed last, for reads of it.
     recent: Arc<RecentLog>,
+    /// Moves on every key revocation announced, and on every reconnect of
+    /// the listener (announcements may have been missed).
+    key_changes: Arc<AtomicU64>,
     listener: JoinHandle<()>,
     poll_interval: Duration,
     keeping: Keeping,
@@ -137,7 +142,13 @@ impl PostgresStore {
         let head = read_head(&pool).await?;
         let (head_tx, head_rx) = watch::channel(head.position);
         let own_sent = Arc::new(AtomicU64::new(0));
-        let listener = listen::spawn(pg_config.clone(), head_tx.clone(), Arc::clone(&own_sent));
+        let key_changes = Arc::new(AtomicU64::new(0));
+        let listener = listen::spawn(
+            pg_config.clone(),
+            head_tx.clone(),
+            Arc::clone(&own_sent),
+            Arc::clone(&key_changes),
+        );
         let clock = config.clock.unwrap_or_else(clock::system);
         let keeping = Keeping::new(config.idempotency_window, Arc::clone(&clock));
         let writer = writer::PgWriter::new(pool.clone(), config.hooks, clock, own_sent);
@@ -158,6 +169,7 @@ impl PostgresStore {
                 committer,
                 head: head_rx,
                 recent,
+                key_changes,
                 listener,
                 poll_interval: config.poll_interval,
                 keeping,
@@ -168,6 +180,10 @@ impl PostgresStore {
     /// The connection pool, for read models sharing this database.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    pub(crate) fn key_changes(&self) -> &AtomicU64 {
+        &self.inner.key_changes
     }
 
     /// The pool of [`relax_commits`] connections.
