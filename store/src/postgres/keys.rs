@@ -83,7 +83,10 @@ impl ApiKeyStore for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
-        // After the commit, so that a process told looks up the revoked key.
+        // This process knows at once; the others when told, after the
+        // commit, so that they look up the key as revoked.
+        self.key_changes()
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         client
             .execute("SELECT pg_notify($1, $2)", &[&super::KEYS_CHANNEL, &key_id])
             .await
