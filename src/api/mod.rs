@@ -155,24 +155,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
         cfg.app_data(web::Data::from(Arc::clone(&domains)));
-        // Commands are most of what is POSTed: matched first, and only for
-        // the domains that take commands, so that no other route's pattern
-        // is tried before them (each costs a regex match). Anything else
-        // falls through to the routes below, which answer as before (the
-        // same pattern is registered again last, for its 405s).
-        let command_domains: Vec<&'static str> =
-            domains.commands().iter().map(|(d, _)| *d).collect();
-        if !command_domains.is_empty() {
-            cfg.service(
-                web::resource("/v1/{domain}/{id}/{command}")
-                    .guard(actix_web::guard::Post())
-                    .guard(actix_web::guard::fn_guard(move |ctx| {
-                        let domain = ctx.head().uri.path().split('/').nth(2);
-                        domain.is_some_and(|d| command_domains.contains(&d))
-                    }))
-                    .route(web::post().to(commands::execute)),
-            );
-        }
         cfg.service(get_only("/healthz").route(web::get().to(admin::healthz)))
             .service(get_only("/readyz").route(web::get().to(admin::readyz)))
             .service(get_only("/metrics").route(web::get().to(admin::metrics)))
