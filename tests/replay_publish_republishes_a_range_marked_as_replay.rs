@@ -88,12 +88,16 @@ async fn scenario(store: Arc<dyn EventStore>, store_args: Vec<String>) {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let topic = Topic::named(format!("herald.replay-test.{suffix}")).unwrap();
     let group = ConsumerGroup::new(format!("replay-test-{suffix}")).unwrap();
-    let amqp = AmqpBroker::connect(AmqpConfig::new(herald_testkit::amqp_url(), WIRE))
+    // A vhost of its own: the other store's run deletes its topology
+    // beside this one, and the dead-letter exchange is shared per vhost.
+    let vhost = herald_testkit::TestVhost::create().await;
+    let amqp_url = vhost.url().to_owned();
+    let amqp = AmqpBroker::connect(AmqpConfig::new(amqp_url.clone(), WIRE))
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "RabbitMQ at {} is not reachable ({e}); start it with `rabbitmq-server -detached`",
-                herald_testkit::amqp_url()
+                amqp_url
             )
         });
     amqp.delete_topology(std::slice::from_ref(&topic), std::slice::from_ref(&group))
@@ -108,7 +112,7 @@ async fn scenario(store: Arc<dyn EventStore>, store_args: Vec<String>) {
         "--topic",
         topic.as_str(),
         "--broker",
-        &herald_testkit::amqp_url(),
+        &amqp_url,
         "--broker-partitions",
         "1",
         "--json",
@@ -240,7 +244,7 @@ async fn scenario(store: Arc<dyn EventStore>, store_args: Vec<String>) {
                 "--topic",
                 topic.as_str(),
                 "--broker",
-                &herald_testkit::amqp_url(),
+                &amqp_url,
             ],
             "past the end of the log",
         ),
