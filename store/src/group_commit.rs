@@ -319,11 +319,11 @@ async fn commit_atomic<W: BatchWriter>(writer: &mut W, job: AtomicJob, head: &Co
     let count = job.appends.len();
     let batch: Arc<[PendingAppend]> = job.appends.into();
     let answer = match writer.write(batch).await {
-        Ok(written) => {
+        Ok(mut written) => {
             if let Some(refused) = written.outcomes.iter().find_map(|o| o.as_ref().err()) {
                 Err(refused.clone())
             } else {
-                head.publish(&written);
+                head.publish(&mut written);
                 let outcomes: Vec<AppendOutcome> = written.outcomes.into_iter().flatten().collect();
                 let events = outcomes
                     .iter()
@@ -358,7 +358,7 @@ async fn settle<W: BatchWriter>(
     head: &Committed,
 ) {
     match result {
-        Ok(written) => {
+        Ok(mut written) => {
             let events = written
                 .outcomes
                 .iter()
@@ -367,7 +367,7 @@ async fn settle<W: BatchWriter>(
                 .map(|o| o.events.len())
                 .sum();
             telemetry::batch_committed(W::BACKEND, waiters.len(), events);
-            head.publish(&written);
+            head.publish(&mut written);
             for (waiter, outcome) in waiters.into_iter().zip(written.outcomes) {
                 answer(W::BACKEND, waiter, outcome);
             }
@@ -391,7 +391,7 @@ async fn settle<W: BatchWriter>(
                             .map(|o| o.events.len())
                             .sum();
                         telemetry::batch_committed(W::BACKEND, 1, events);
-                        head.publish(&written);
+                        head.publish(&mut written);
                         let outcome = written.outcomes.pop().unwrap_or(Err(StoreError::Closed));
                         answer(W::BACKEND, waiter, outcome);
                     }
@@ -424,8 +424,23 @@ pub(crate) struct Committed {
 }
 
 impl Committed {
-    fn publish(&self, written: &BatchWritten) {
-        self.recent.record(&written.rows);
+    /// Announces on `head`, keeping the default number of recent events.
+    pub fn new(head: watch::Sender<Position>) -> Self {
+        Self {
+            head,
+            recent: Arc::new(RecentLog::new(crate::recent::DEFAULT_CAPACITY)),
+        }
+    }
+
+    /// The recent events, for the store's reads.
+    pub fn recent(&self) -> Arc<RecentLog> {
+        Arc::clone(&self.recent)
+    }
+
+    /// Takes the batch's rows (the recent log keeps them; nothing else
+    /// needs them once written).
+    fn publish(&self, written: &mut BatchWritten) {
+        self.recent.record(std::mem::take(&mut written.rows));
         let to = written.head;
         self.head.send_if_modified(|h| {
             if to > *h {

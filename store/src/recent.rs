@@ -30,7 +30,7 @@ impl RecentLog {
 
     /// Keeps the rows of a batch that has committed (in position order, at
     /// consecutive positions, as a batch assigns them).
-    pub fn record(&self, rows: &[EventEnvelope]) {
+    pub fn record(&self, rows: Vec<EventEnvelope>) {
         let Some(first) = rows.first() else {
             return;
         };
@@ -45,7 +45,7 @@ impl RecentLog {
             // Someone else committed in between: what is kept would have a hole.
             events.clear();
         }
-        events.extend(rows.iter().cloned());
+        events.extend(rows);
         let excess = events.len().saturating_sub(self.capacity);
         events.drain(..excess);
     }
@@ -107,21 +107,21 @@ mod tests {
     fn answers_only_within_one_contiguous_run() {
         let recent = RecentLog::new(4);
         assert_eq!(positions(recent.read_at(Position(1), 10)), None);
-        recent.record(&[at(5), at(6)]);
-        recent.record(&[at(7)]);
+        recent.record(vec![at(5), at(6)]);
+        recent.record(vec![at(7)]);
         assert_eq!(positions(recent.read_at(Position(6), 10)), Some(vec![6, 7]));
         assert_eq!(positions(recent.read_at(Position(5), 2)), Some(vec![5, 6]));
         assert_eq!(positions(recent.read_at(Position(4), 10)), None);
         assert_eq!(positions(recent.read_at(Position(8), 10)), None);
         // Capacity: the oldest go first.
-        recent.record(&[at(8), at(9)]);
+        recent.record(vec![at(8), at(9)]);
         assert_eq!(positions(recent.read_at(Position(5), 10)), None);
         assert_eq!(
             positions(recent.read_at(Position(6), 10)),
             Some(vec![6, 7, 8, 9])
         );
         // A hole (another process committed 10): start again at 11.
-        recent.record(&[at(11)]);
+        recent.record(vec![at(11)]);
         assert_eq!(positions(recent.read_at(Position(9), 10)), None);
         assert_eq!(positions(recent.read_at(Position(11), 10)), Some(vec![11]));
         // Another process committed past what is kept: the database answers.

@@ -48,7 +48,11 @@ async fn reads_of_recent_commits_equal_the_database(backend: &Backend) {
             accepted += 1;
         }
     }
-    assert!(accepted >= 6, "{}: only {accepted} accepted", backend.name());
+    assert!(
+        accepted >= 6,
+        "{}: only {accepted} accepted",
+        backend.name()
+    );
     let reader = backend.open().await;
     for from in [0u64, 1, 3, accepted as u64, accepted as u64 + 1] {
         for max in [1usize, 2, 100] {

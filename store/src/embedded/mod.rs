@@ -226,15 +226,9 @@ impl EmbeddedStore {
             hooks: config.hooks,
             clock,
         };
-        let recent = Arc::new(RecentLog::new(crate::recent::DEFAULT_CAPACITY));
-        let committer = GroupCommitter::start(
-            writer,
-            config.group_commit,
-            Committed {
-                head: head_tx,
-                recent: Arc::clone(&recent),
-            },
-        );
+        let committed = Committed::new(head_tx);
+        let recent = committed.recent();
+        let committer = GroupCommitter::start(writer, config.group_commit, committed);
         Ok(Self {
             inner: Arc::new(Inner {
                 readers: Arc::new(ReadPool {

@@ -152,15 +152,9 @@ impl PostgresStore {
         let clock = config.clock.unwrap_or_else(clock::system);
         let keeping = Keeping::new(config.idempotency_window, Arc::clone(&clock));
         let writer = writer::PgWriter::new(pool.clone(), config.hooks, clock, own_sent);
-        let recent = Arc::new(RecentLog::new(crate::recent::DEFAULT_CAPACITY));
-        let committer = GroupCommitter::start(
-            writer,
-            config.group_commit,
-            Committed {
-                head: head_tx,
-                recent: Arc::clone(&recent),
-            },
-        );
+        let committed = Committed::new(head_tx);
+        let recent = committed.recent();
+        let committer = GroupCommitter::start(writer, config.group_commit, committed);
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
