@@ -153,6 +153,19 @@ impl Target {
         }
     }
 
+    /// `g` as stored, keeping how far a target already followed it had
+    /// read past its checkpoint.
+    fn following(g: Generation, known: &[Target]) -> Self {
+        match known.iter().find(|t| t.g.generation == g.generation) {
+            Some(t) if t.read_through > g.position => Self {
+                read_through: t.read_through,
+                saved_at: t.saved_at,
+                g,
+            },
+            _ => Self::new(g),
+        }
+    }
+
     /// Where the next read starts after.
     fn resume(&self) -> Position {
         self.read_through.max(self.g.position)
@@ -360,16 +373,27 @@ impl<B: Backend> Runner<B> {
         // Kept across rounds: a delivery during a round is not missed.
         let mut wake_ups = self.live.as_ref().map(LiveFeed::wake_ups);
         let mut housekeeping = tokio::time::Instant::now();
+        let mut refresh = false;
         loop {
             if *stop.borrow() {
                 return Ok(());
+            }
+            if housekeeping.elapsed() >= self.config.housekeeping_interval {
+                // See rebuilds requested here or elsewhere, drop retired
+                // tables: once a second, also while the log stays busy
+                // (when no round is ever idle), not after every commit.
+                housekeeping = tokio::time::Instant::now();
+                refresh = true;
+                self.drop_retired(&p).await;
             }
             if let Some(wake_ups) = wake_ups.as_mut() {
                 // This round reads past every delivery seen so far.
                 wake_ups.borrow_and_update();
             }
-            let outcome = self.round(&p, &mut targets).await;
-            let idle = match outcome {
+            let outcome = self
+                .round(&p, &mut targets, std::mem::take(&mut refresh))
+                .await;
+            match outcome {
                 Ok(Round::More) => {
                     failures = 0;
                     continue;
@@ -382,14 +406,7 @@ impl<B: Backend> Runner<B> {
                     failures = 0;
                     continue;
                 }
-                Ok(Round::ReadToEnd) => {
-                    failures = 0;
-                    false
-                }
-                Ok(Round::Idle) => {
-                    failures = 0;
-                    true
-                }
+                Ok(Round::ReadToEnd | Round::Idle) => failures = 0,
                 Err(e) => {
                     // Every error that reaches here is retried: a consumer
                     // must never stop quietly. Lag metrics show a stall.
@@ -405,13 +422,6 @@ impl<B: Backend> Runner<B> {
                     continue;
                 }
             };
-            if idle && housekeeping.elapsed() >= self.config.housekeeping_interval {
-                // See rebuilds requested elsewhere, drop retired tables: not
-                // on every idle moment, which comes once per commit.
-                housekeeping = tokio::time::Instant::now();
-                targets = None;
-                self.drop_retired(&p).await;
-            }
             if self
                 .pause(self.config.poll_interval, &mut stop, wake_ups.as_mut())
                 .await
@@ -433,13 +443,15 @@ impl<B: Backend> Runner<B> {
         &self,
         p: &Arc<B::Projection>,
         targets: &mut Option<Vec<Target>>,
+        refresh: bool,
     ) -> Result<Round, ProjectionError> {
-        if targets.is_none() {
+        if targets.is_none() || refresh {
+            let known = targets.take().unwrap_or_default();
             *targets = Some(
                 self.targets(p)
                     .await?
                     .into_iter()
-                    .map(Target::new)
+                    .map(|g| Target::following(g, &known))
                     .collect(),
             );
         }
