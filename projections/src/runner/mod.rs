@@ -460,9 +460,18 @@ impl<B: Backend> Runner<B> {
         let mut switched = false;
         for t in targets.iter_mut().flatten() {
             match self.step(p, t).await? {
+                Some(Stepped { full }) if t.g.state == GenerationState::Building && !full => {
+                    // A build that read to the head as it stood takes over
+                    // now: waiting for a read that finds nothing could wait
+                    // forever while the log keeps moving. As the serving
+                    // generation it goes on from where it stands.
+                    self.switch(p, &t.g).await?;
+                    switched = true;
+                    moved = true;
+                    more = true;
+                }
                 Some(Stepped { full }) => {
                     moved = true;
-                    // A build is read to its end once before it switches.
                     more |= full || t.g.state == GenerationState::Building;
                 }
                 None if t.g.state == GenerationState::Building => {
