@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{append, note, Counting, NAME};
+use common::{append, note, NAME};
 use herald_brokers::memory::MemoryBroker;
-use herald_brokers::{Broker, Topic};
-use herald_events::{Domain, Position};
-use herald_projections::{ProjectionRunner, RunnerConfig};
+use herald_brokers::Broker;
+use herald_events::Position;
 use herald_testkit::eventually;
 use serde_json::json;
 use tokio::sync::watch;
@@ -23,15 +22,8 @@ use tokio::sync::watch;
 async fn a_rebuild_takes_over_while_events_keep_arriving() {
     let (db, store, pool) = common::store().await;
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::default());
-    let domain: Domain = "tickets".parse().unwrap();
-    let runner = ProjectionRunner::new(pool, store.clone(), vec![Arc::new(Counting::default())])
-        .with_config(RunnerConfig {
-            // Only deliveries move it; an idle poll would hide the point.
-            poll_interval: Duration::from_secs(60),
-            ..RunnerConfig::default()
-        })
-        .with_broker(Arc::clone(&broker), vec![Topic::for_domain(&domain)]);
-    runner.install().await.unwrap();
+    // Only deliveries move it; an idle poll would hide the point.
+    let runner = common::live_runner(store.clone(), pool, Arc::clone(&broker)).await;
     let (_stop, stop) = watch::channel(false);
     tokio::spawn({
         let runner = runner.clone();
@@ -64,8 +56,9 @@ async fn a_rebuild_takes_over_while_events_keep_arriving() {
                 appended.store(n, Ordering::Relaxed);
                 let events = store.read_all(Position(published + 1), 100).await.unwrap();
                 published += events.len() as u64;
+                // No pause: each append waits for its commit, and the log
+                // never stands still.
                 broker.publish_batch(&events).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(3)).await;
             }
             n
         }

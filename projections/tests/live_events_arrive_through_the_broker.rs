@@ -8,11 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{append, note, Counting, NAME};
+use common::{append, note, NAME};
 use herald_brokers::memory::MemoryBroker;
-use herald_brokers::{Broker, Topic};
-use herald_events::{Domain, Position};
-use herald_projections::{ProjectionRunner, RunnerConfig};
+use herald_brokers::Broker;
+use herald_events::Position;
 use herald_testkit::eventually;
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,14 +20,8 @@ use tokio::sync::watch;
 async fn live_events_arrive_through_the_broker() {
     let (db, store, pool) = common::store().await;
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::default());
-    let domain: Domain = "tickets".parse().unwrap();
-    let runner = ProjectionRunner::new(pool, store.clone(), vec![Arc::new(Counting::default())])
-        .with_config(RunnerConfig {
-            poll_interval: Duration::from_secs(60),
-            ..RunnerConfig::default()
-        })
-        .with_broker(Arc::clone(&broker), vec![Topic::for_domain(&domain)]);
-    runner.install().await.unwrap();
+    // Only deliveries move it; an idle poll would hide the point.
+    let runner = common::live_runner(store.clone(), pool, Arc::clone(&broker)).await;
     let (_stop, stop) = watch::channel(false);
     tokio::spawn({
         let runner = runner.clone();

@@ -208,3 +208,23 @@ pub async fn scalar_with(client: &tokio_postgres::Client, sql: &str, param: &str
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// A runner of [`Counting`] that follows `broker` (the tickets topic) and
+/// polls only once a minute, so that progress within seconds can only come
+/// from deliveries; installed, not started.
+pub async fn live_runner(
+    store: Arc<dyn EventStore>,
+    pool: Pool,
+    broker: Arc<dyn herald_brokers::Broker>,
+) -> herald_projections::ProjectionRunner {
+    let domain: herald_events::Domain = "tickets".parse().unwrap();
+    let runner =
+        herald_projections::ProjectionRunner::new(pool, store, vec![Arc::new(Counting::default())])
+            .with_config(herald_projections::RunnerConfig {
+                poll_interval: std::time::Duration::from_secs(60),
+                ..herald_projections::RunnerConfig::default()
+            })
+            .with_broker(broker, vec![herald_brokers::Topic::for_domain(&domain)]);
+    runner.install().await.unwrap();
+    runner
+}
