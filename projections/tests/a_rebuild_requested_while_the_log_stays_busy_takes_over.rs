@@ -1,16 +1,21 @@
-//! A projection that is never idle — a delivery wakes it again before it
-//! runs out of work — still looks for rebuilds (requested by this process or
-//! another) and carries them through: the new generation is built beside the
-//! serving one and takes over while events keep arriving, and then holds
-//! every event once.
+//! A projection that is never idle — every read it makes finds new events —
+//! still looks for rebuilds (requested by this process or another) and
+//! carries them through: the new generation is built beside the serving one
+//! and takes over while events keep arriving, and then holds every event
+//! once.
+//!
+//! The log is kept busy by the projection itself ([`common::KeepBusy`]):
+//! each batch it applies appends and publishes one more event before it
+//! returns, so no read of either generation ever comes back empty, on any
+//! machine and under any load. A build that waited for an empty read before
+//! taking over would wait forever here.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{append, note, NAME};
+use common::{append, note, Counting, KeepBusy, NAME, WAIT};
 use herald_brokers::memory::MemoryBroker;
 use herald_brokers::Broker;
 use herald_events::Position;
@@ -22,8 +27,18 @@ use tokio::sync::watch;
 async fn a_rebuild_takes_over_while_events_keep_arriving() {
     let (db, store, pool) = common::store().await;
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::default());
+    let busy = KeepBusy::new(store.clone(), Arc::clone(&broker));
     // Only deliveries move it; an idle poll would hide the point.
-    let runner = common::live_runner(store.clone(), pool, Arc::clone(&broker)).await;
+    let runner = common::live_runner_of(
+        Counting {
+            keep_busy: Some(Arc::clone(&busy)),
+            ..Counting::default()
+        },
+        store.clone(),
+        pool,
+        Arc::clone(&broker),
+    )
+    .await;
     let (_stop, stop) = watch::channel(false);
     tokio::spawn({
         let runner = runner.clone();
@@ -31,54 +46,35 @@ async fn a_rebuild_takes_over_while_events_keep_arriving() {
     });
     let serving = runner.status(NAME).await.unwrap().generation;
 
-    // A steady trickle, each commit published as the relay would: the
-    // projection is woken every few milliseconds, never idle for long.
-    let busy = Arc::new(AtomicBool::new(true));
-    let appended = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn({
-        let (store, broker, busy, appended) = (
-            store.clone(),
-            Arc::clone(&broker),
-            Arc::clone(&busy),
-            Arc::clone(&appended),
-        );
-        async move {
-            let mut published = 0u64;
-            let mut n = 0u64;
-            while busy.load(Ordering::Relaxed) {
-                append(
-                    &store,
-                    &format!("s{}", n % 7),
-                    vec![note(json!({ "n": n }))],
-                )
-                .await;
-                n += 1;
-                appended.store(n, Ordering::Relaxed);
-                let events = store.read_all(Position(published + 1), 100).await.unwrap();
-                published += events.len() as u64;
-                // No pause: each append waits for its commit, and the log
-                // never stands still.
-                broker.publish_batch(&events).await.unwrap();
-            }
-            n
-        }
-    });
+    // The first events, published as the relay would; from then on every
+    // applied batch brings the next one.
+    for n in 0..50 {
+        append(
+            &store,
+            &format!("first{}", n % 7),
+            vec![note(json!({ "first": n }))],
+        )
+        .await;
+    }
+    let first = store.read_all(Position::START.next(), 100).await.unwrap();
+    broker.publish_batch(&first).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            appended.load(Ordering::Relaxed) >= 50
+        eventually(WAIT, || async {
+            busy.appended.load(Ordering::SeqCst) >= 20
         })
-        .await
+        .await,
+        "the serving generation did not keep the log busy: {} appended",
+        busy.appended.load(Ordering::SeqCst)
     );
 
     let rebuilt = runner.rebuild(NAME).await.unwrap();
     assert_ne!(Some(rebuilt), serving);
-    let took_over = eventually(Duration::from_secs(20), || async {
+    let took_over = eventually(WAIT, || async {
         runner.status(NAME).await.unwrap().generation == Some(rebuilt)
     })
     .await;
-    let during = appended.load(Ordering::Relaxed);
-    busy.store(false, Ordering::Relaxed);
-    let total = writer.await.unwrap();
+    let during = busy.appended.load(Ordering::SeqCst);
+    busy.stop().await;
     assert!(
         took_over,
         "the rebuilt generation {rebuilt} did not take over while {during} events had been appended"
@@ -86,14 +82,20 @@ async fn a_rebuild_takes_over_while_events_keep_arriving() {
 
     // Every event once, in the generation that serves now.
     let sql = common::connect(&db).await;
-    let expected = total as i64;
     let count = format!("SELECT n FROM rm_{NAME}_g{rebuilt}.counting_total");
+    let appended = busy.appended.load(Ordering::SeqCst) as i64;
+    assert_eq!(
+        store.head().await.unwrap().position.get() as i64,
+        50 + appended,
+        "the log holds the first events and those appended while busy"
+    );
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            common::scalar(&sql, &count).await == expected
+        eventually(WAIT, || async {
+            common::scalar(&sql, &count).await == 50 + appended
         })
         .await,
-        "the serving generation holds {} of {expected} events",
-        common::scalar(&sql, &count).await
+        "the serving generation holds {} of {} events",
+        common::scalar(&sql, &count).await,
+        50 + appended
     );
 }

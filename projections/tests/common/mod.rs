@@ -4,7 +4,7 @@
 //! with a transaction open) or to refuse poison events.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,10 +68,81 @@ pub struct Hang {
     pub reached: Notify,
 }
 
+/// Keeps the log from ever standing still: while `on` holds, every batch
+/// `apply` takes (of any generation) appends one more event, committed
+/// before `apply` returns, and hands it to the broker as the relay would.
+/// So every read a runner makes after a batch finds something new, without
+/// a writer racing the runner on the clock.
+pub struct KeepBusy {
+    pub store: Arc<dyn EventStore>,
+    pub broker: Arc<dyn herald_brokers::Broker>,
+    pub on: AtomicBool,
+    /// Events appended so far.
+    pub appended: AtomicU64,
+    published: tokio::sync::Mutex<Position>,
+}
+
+impl std::fmt::Debug for KeepBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepBusy")
+            .field("on", &self.on)
+            .field("appended", &self.appended)
+            .finish()
+    }
+}
+
+impl KeepBusy {
+    pub fn new(store: Arc<dyn EventStore>, broker: Arc<dyn herald_brokers::Broker>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            broker,
+            on: AtomicBool::new(true),
+            appended: AtomicU64::new(0),
+            published: tokio::sync::Mutex::new(Position::START),
+        })
+    }
+
+    /// Stops appending; returns once no append is under way.
+    pub async fn stop(&self) {
+        self.on.store(false, Ordering::SeqCst);
+        drop(self.published.lock().await);
+    }
+
+    /// Appends one event and publishes everything not yet published.
+    pub async fn one_more(&self) {
+        let mut published = self.published.lock().await;
+        if !self.on.load(Ordering::SeqCst) {
+            return;
+        }
+        let n = self.appended.fetch_add(1, Ordering::SeqCst);
+        append(
+            &self.store,
+            &format!("s{}", n % 7),
+            vec![note(json!({ "n": n }))],
+        )
+        .await;
+        loop {
+            let events = self
+                .store
+                .read_all(published.next(), 100)
+                .await
+                .expect("read the log");
+            let Some(last) = events.last() else { break };
+            *published = last.position;
+            self.broker
+                .publish_batch(&events)
+                .await
+                .expect("publish to the broker");
+        }
+    }
+}
+
 /// Counts events per stream and in total, and logs every applied position
 /// under a primary key, so applying an event twice fails (and would show).
 #[derive(Debug, Default)]
 pub struct Counting {
+    /// Appends an event per applied batch while on.
+    pub keep_busy: Option<Arc<KeepBusy>>,
     /// The projection's version; 1 when `None`.
     pub version: Option<u32>,
     /// A pause per batch, to make a rebuild last long enough to watch.
@@ -162,6 +233,9 @@ impl Projection for Counting {
             )
             .await?;
         }
+        if let Some(busy) = &self.keep_busy {
+            busy.one_more().await;
+        }
         Ok(())
     }
 }
@@ -217,14 +291,23 @@ pub async fn live_runner(
     pool: Pool,
     broker: Arc<dyn herald_brokers::Broker>,
 ) -> herald_projections::ProjectionRunner {
+    live_runner_of(Counting::default(), store, pool, broker).await
+}
+
+/// [`live_runner`] of a given counting projection.
+pub async fn live_runner_of(
+    counting: Counting,
+    store: Arc<dyn EventStore>,
+    pool: Pool,
+    broker: Arc<dyn herald_brokers::Broker>,
+) -> herald_projections::ProjectionRunner {
     let domain: herald_events::Domain = "tickets".parse().unwrap();
-    let runner =
-        herald_projections::ProjectionRunner::new(pool, store, vec![Arc::new(Counting::default())])
-            .with_config(herald_projections::RunnerConfig {
-                poll_interval: std::time::Duration::from_secs(60),
-                ..herald_projections::RunnerConfig::default()
-            })
-            .with_broker(broker, vec![herald_brokers::Topic::for_domain(&domain)]);
+    let runner = herald_projections::ProjectionRunner::new(pool, store, vec![Arc::new(counting)])
+        .with_config(herald_projections::RunnerConfig {
+            poll_interval: std::time::Duration::from_secs(60),
+            ..herald_projections::RunnerConfig::default()
+        })
+        .with_broker(broker, vec![herald_brokers::Topic::for_domain(&domain)]);
     runner.install().await.unwrap();
     runner
 }
