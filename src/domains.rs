@@ -68,8 +68,10 @@ pub fn shared_builtin() -> Arc<DomainList> {
     Arc::clone(&BUILTIN)
 }
 
-/// A domain's views: the routes of its `/v1/views/...` and their OpenAPI
-/// paths (which also say which routes there are).
+/// A domain's views: the routes of its `/v1/views/...`, registered inside
+/// the `/v1/views` scope (so `/tickets/{id}` serves `/v1/views/tickets/{id}`),
+/// and their OpenAPI paths under their full path (which also say which routes
+/// there are).
 #[derive(Debug, Clone, Copy)]
 pub struct Views {
     pub routes: fn(&mut web::ServiceConfig),

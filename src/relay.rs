@@ -349,16 +349,14 @@ impl Relay {
             self.progress.waiting();
             let last = batch[batch.len() - 1].position;
             if last > marked {
-                // Marked as far as is committed, so that the batches right
-                // behind this one (under load, usually) need no mark of
-                // their own; never more than one batch past the
-                // checkpoint, which bounds what a takeover counts.
+                // Marked a whole batch ahead, so that the batches right
+                // behind this one need no mark of their own: one write per
+                // `batch_max` events instead of one per batch when commits
+                // trickle in one at a time. Never more than one batch past
+                // what was published, which bounds what a takeover counts.
                 let first = batch[0].position.get();
-                let bound = Position((first - 1).saturating_add(self.config.batch_max as u64));
-                let through = self
-                    .store
-                    .known_head()
-                    .map_or(last, |head| head.min(bound).max(last));
+                let through =
+                    Position((first - 1).saturating_add(self.config.batch_max as u64)).max(last);
                 if let Err(end) = self.mark_sent(through, shutdown, &mut renewed).await {
                     return end;
                 }

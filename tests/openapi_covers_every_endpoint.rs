@@ -820,23 +820,74 @@ async fn openapi_covers_every_endpoint() {
     running.stop().await;
 }
 
-/// The path patterns of the app's resources, from the `Debug` form of its
-/// resource map (actix-web has no other way to list them); the test fails
-/// loudly if that form changes.
+/// The full path patterns of the app's resources (a scope's prefix joined
+/// to its resources'), from the `Debug` form of its resource map (actix-web
+/// has no other way to list them); the test fails loudly if that form
+/// changes.
 fn patterns(resource_map: &str) -> BTreeSet<String> {
+    const NODE: &str = "ResourceMap {";
     const MARK: &str = "patterns: Single(\"";
     assert!(
         resource_map.contains(MARK) && !resource_map.contains("patterns: List("),
         "cannot read the resource map: {resource_map}"
     );
-    resource_map
-        .match_indices(MARK)
-        .map(|(at, _)| {
-            let rest = &resource_map[at + MARK.len()..];
-            rest[..rest.find("\")").expect("a closing quote")].to_owned()
-        })
-        .filter(|pattern| !pattern.is_empty())
-        .collect()
+    // The map is a tree (a scope's resources are its children); its Debug
+    // text nests them. Walk it with a stack of (brace depth, pattern, has
+    // children) and join each leaf's pattern to its ancestors'.
+    let mut found = BTreeSet::new();
+    let mut stack: Vec<(usize, String, bool)> = Vec::new();
+    let mut depth = 0usize;
+    let mut rest = resource_map;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with(NODE) {
+            if let Some(parent) = stack.last_mut() {
+                parent.2 = true;
+            }
+            depth += 1;
+            stack.push((depth, String::new(), false));
+            rest = &rest[NODE.len()..];
+        } else if rest.starts_with(MARK) {
+            let tail = &rest[MARK.len()..];
+            let close = tail.find("\")").expect("a closing quote");
+            let node = stack.last_mut().expect("a pattern inside a node");
+            if node.1.is_empty() {
+                node.1 = tail[..close].to_owned();
+            }
+            rest = &tail[close + 1..];
+        } else if c == '"' {
+            // Skip a quoted string: braces inside it are not structure.
+            let mut escaped = false;
+            let mut end = 1;
+            for (i, ch) in rest[1..].char_indices() {
+                if escaped {
+                    escaped = false;
+                } else if ch == '\\' {
+                    escaped = true;
+                } else if ch == '"' {
+                    end = i + 2;
+                    break;
+                }
+            }
+            rest = &rest[end..];
+        } else {
+            if c == '{' {
+                depth += 1;
+            } else if c == '}' {
+                if stack.last().is_some_and(|(d, _, _)| *d == depth) {
+                    let (_, own, has_children) = stack.pop().expect("a node");
+                    if !has_children {
+                        let mut full: String = stack.iter().map(|(_, p, _)| p.as_str()).collect();
+                        full.push_str(&own);
+                        found.insert(full);
+                    }
+                }
+                depth -= 1;
+            }
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    found.retain(|pattern: &String| !pattern.is_empty());
+    found
 }
 
 /// A problem answer fits the `Problem` schema.

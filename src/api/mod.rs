@@ -99,6 +99,7 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("POST", "/v1/streams/{domain}/{id}/events"),
     ("GET", "/v1/streams/{domain}/{id}/events"),
+    ("GET", "/v1/streams/{domain}/{id}"),
     ("GET", "/v1/events/stream"),
     ("GET", "/v1/subscribe"),
     ("GET", "/v1/events/search"),
@@ -113,7 +114,6 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
 /// The routes registered after the views, in order.
 const AFTER_VIEWS: &[(&str, &str)] = &[
     ("GET", "/v1/audit/verify"),
-    ("GET", "/v1/streams/{domain}/{id}"),
     ("POST", "/v1/{domain}/{id}/{command}"),
     ("GET", "/v1/{domain}/{id}"),
 ];
@@ -160,11 +160,18 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
             .service(get_only("/metrics").route(web::get().to(admin::metrics)))
             // Outside /v1, and before the generic domain routes all the same.
             .service(get_only("/openapi.json").route(web::get().to(openapi::serve)))
+            // Scopes with a static prefix keep a command's request from
+            // trying every pattern of the routes before it: a prefix is a
+            // string comparison, a pattern a regular expression.
             .service(
-                web::resource("/v1/streams/{domain}/{id}/events")
-                    .route(web::post().to(streams::append))
-                    .route(web::get().to(streams::read))
-                    .default_service(web::to(method_not_allowed)),
+                web::scope("/v1/streams")
+                    .service(
+                        web::resource("/{domain}/{id}/events")
+                            .route(web::post().to(streams::append))
+                            .route(web::get().to(streams::read))
+                            .default_service(web::to(method_not_allowed)),
+                    )
+                    .configure(state_at::routes),
             )
             .service(
                 web::resource("/v1/events/stream")
@@ -189,7 +196,6 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
             );
         views::routes(cfg, &domains);
         cfg.configure(audit::routes)
-            .configure(state_at::routes)
             // Last: the generic domain routes must not shadow the ones above.
             .service(
                 web::resource("/v1/{domain}/{id}/{command}")

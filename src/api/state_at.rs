@@ -22,10 +22,10 @@ const MAX_LISTED: usize = 1000;
 #[openapi(paths(show), components(schemas(StateAt, EventAt, Moment)))]
 pub struct Api;
 
-/// Registers this module's routes.
+/// Registers this module's routes, inside the `/v1/streams` scope.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/streams/{domain}/{id}")
+        web::resource("/{domain}/{id}")
             .route(web::get().to(show))
             .default_service(web::to(super::method_not_allowed)),
     );

@@ -34,17 +34,17 @@ pub const VIEWS: crate::domains::Views = crate::domains::Views {
 /// Registers this module's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/views/drafts")
+        web::resource("/drafts")
             .route(web::get().to(list_drafts))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/views/drafts/{id}")
+        web::resource("/drafts/{id}")
             .route(web::get().to(show_draft))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/views/drafts/{id}/versions")
+        web::resource("/drafts/{id}/versions")
             .route(web::get().to(list_draft_versions))
             .default_service(web::to(crate::api::method_not_allowed)),
     );

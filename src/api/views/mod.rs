@@ -30,10 +30,12 @@ use crate::domains::DomainList;
 
 /// Registers the projection routes and every domain's views.
 pub fn routes(cfg: &mut web::ServiceConfig, domains: &DomainList) {
-    projections::routes(cfg);
+    cfg.service(web::scope("/v1/projections").configure(projections::routes));
+    let mut scope = web::scope("/v1/views");
     for views in domains.views() {
-        (views.routes)(cfg);
+        scope = scope.configure(views.routes);
     }
+    cfg.service(scope);
 }
 
 /// The OpenAPI paths and schemas of the projection routes and every

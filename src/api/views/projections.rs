@@ -33,22 +33,22 @@ pub struct Api;
 /// Registers this module's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/projections")
+        web::resource("")
             .route(web::get().to(list))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/projections/{name}")
+        web::resource("/{name}")
             .route(web::get().to(show))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/projections/{name}/rebuild")
+        web::resource("/{name}/rebuild")
             .route(web::post().to(rebuild))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/projections/{name}/parked/{position}/retry")
+        web::resource("/{name}/parked/{position}/retry")
             .route(web::post().to(retry))
             .default_service(web::to(crate::api::method_not_allowed)),
     );

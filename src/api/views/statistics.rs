@@ -28,7 +28,7 @@ pub const VIEWS: crate::domains::Views = crate::domains::Views {
 /// Registers this module's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/views/statistics")
+        web::resource("/statistics")
             .route(web::get().to(show))
             .default_service(web::to(crate::api::method_not_allowed)),
     );

@@ -40,12 +40,12 @@ pub const VIEWS: crate::domains::Views = crate::domains::Views {
 /// Registers this module's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/views/tickets")
+        web::resource("/tickets")
             .route(web::get().to(list))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/views/tickets/{id}")
+        web::resource("/tickets/{id}")
             .route(web::get().to(show))
             .default_service(web::to(crate::api::method_not_allowed)),
     );

@@ -34,22 +34,22 @@ pub const VIEWS: crate::domains::Views = crate::domains::Views {
 /// Registers this module's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/views/timers")
+        web::resource("/timers")
             .route(web::get().to(list_timers))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/views/timers/{id}")
+        web::resource("/timers/{id}")
             .route(web::get().to(show_timer))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/views/countdowns")
+        web::resource("/countdowns")
             .route(web::get().to(list_countdowns))
             .default_service(web::to(crate::api::method_not_allowed)),
     )
     .service(
-        web::resource("/v1/views/countdowns/{id}")
+        web::resource("/countdowns/{id}")
             .route(web::get().to(show_countdown))
             .default_service(web::to(crate::api::method_not_allowed)),
     );
