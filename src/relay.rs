@@ -97,13 +97,15 @@ pub struct RelayConfig {
     pub standby_poll: Duration,
     /// Longest wait between publish retries.
     pub max_backoff: Duration,
-    /// How often a checkpoint held back by the broker's groups (the
-    /// in-process broker's) is moved up to what they have settled.
+    /// How long the log stays quiet before the checkpoint is saved up to
+    /// what was published (while it is busy, every half batch), and how
+    /// often a checkpoint held back by the broker's groups (the in-process
+    /// broker's) is moved up to what they have settled.
     pub settle_poll: Duration,
     /// How long the relay waits for more commits once it has a batch that
     /// is not full while the log is busy (its previous batch went out less
     /// than five lingers ago), so that a busy log goes out in batches (each
-    /// costs two small store writes and a publish) rather than event by
+    /// a publish, and a small store write per half batch of events) rather than event by
     /// event; what it adds at most to the broker's delivery latency then.
     pub linger: Duration,
 }
@@ -288,14 +290,20 @@ impl Relay {
         };
         loop {
             let renew_at = tokio::time::Instant::from_std(renewed + self.config.renew_every);
-            // On a broker that keeps nothing (the in-process one) the
-            // checkpoint trails what was published until its groups settle.
+            // The checkpoint trails what was published: saved every half
+            // batch while the log is busy, and here once it goes quiet. On
+            // a broker that keeps nothing (the in-process one) it also
+            // trails until the broker's groups settle.
             let trailing = checkpoint.saved < checkpoint.published;
             let chunk = if !pending.is_empty() {
                 Some(std::mem::take(&mut pending))
             } else {
                 tokio::select! {
-                _ = shutdown.changed() => return TermEnd::Shutdown,
+                _ = shutdown.changed() => {
+                    // A clean stop leaves nothing to publish again.
+                    self.save_checkpoint(&mut checkpoint).await;
+                    return TermEnd::Shutdown;
+                }
                 _ = tokio::time::sleep_until(renew_at) => {
                     if !self.renew().await {
                         return TermEnd::LeaseLost;
@@ -348,15 +356,20 @@ impl Relay {
             }
             self.progress.waiting();
             let last = batch[batch.len() - 1].position;
+            let batch_max = self.config.batch_max.max(1) as u64;
             if last > marked {
-                // Marked a whole batch ahead, so that the batches right
-                // behind this one need no mark of their own: one write per
-                // `batch_max` events instead of one per batch when commits
-                // trickle in one at a time. Never more than one batch past
-                // what was published, which bounds what a takeover counts.
-                let first = batch[0].position.get();
-                let through =
-                    Position((first - 1).saturating_add(self.config.batch_max as u64)).max(last);
+                // Marked a whole batch past the saved checkpoint, so that
+                // the batches right behind this one need no mark of their
+                // own: a few writes per `batch_max` events instead of one
+                // per batch when commits trickle in one at a time. A
+                // takeover publishes again from the saved checkpoint and
+                // counts up to the mark: never more than one batch.
+                if last.get() > checkpoint.saved.get().saturating_add(batch_max)
+                    && !self.save_checkpoint(&mut checkpoint).await
+                {
+                    return TermEnd::LeaseLost;
+                }
+                let through = Position(checkpoint.saved.get().saturating_add(batch_max)).max(last);
                 if let Err(end) = self.mark_sent(through, shutdown, &mut renewed).await {
                     return end;
                 }
@@ -378,7 +391,12 @@ impl Relay {
             self.progress.idle();
             checkpoint.published = last;
             last_sent = Instant::now();
-            if !self.save_checkpoint(&mut checkpoint).await {
+            // Saved once half a batch went out since the last save, and
+            // when the log goes quiet (`trailing` above): one write per
+            // event on a trickling log was the relay's largest cost.
+            if last.get() - checkpoint.saved.get() >= (batch_max / 2).max(1)
+                && !self.save_checkpoint(&mut checkpoint).await
+            {
                 return TermEnd::LeaseLost;
             }
         }
