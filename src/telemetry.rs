@@ -123,6 +123,8 @@ pub const METRICS: &[MetricDoc] = &[
     metric(store_metrics::BATCH_APPENDS, Histogram, "backend", "Appends per group-commit batch."),
     metric(store_metrics::BATCH_EVENTS, Histogram, "backend", "Events per group-commit batch."),
     metric(store_metrics::ERRORS_TOTAL, Counter, "backend, kind", "Failures of the store itself (not refused appends), by kind."),
+    metric(store_metrics::BATCHES_TOTAL, Counter, "backend, path", "Batches the Postgres writer committed, by how it planned them: remembered (on its memory of the log's head and the streams' versions, one statement) or careful (on facts read under the log's lock)."),
+    metric(store_metrics::REPLANNED_TOTAL, Counter, "backend", "Batches the Postgres writer planned on memory that the database refused because memory was wrong (another process moved the log's head, or a stream held more events than remembered), planned again carefully."),
     metric(crate::api::HTTP_REQUESTS_TOTAL, Counter, "method, route, status", "HTTP requests answered, by method, route pattern and status."),
     metric(HTTP_REQUEST_SECONDS, Histogram, "method, route", "Seconds to answer an HTTP request, by method and route pattern."),
     metric(crate::relay::PUBLISHED_TOTAL, Counter, "", "Events published to the broker by this process's relay while active."),
@@ -247,6 +249,14 @@ pub fn register_series(running: &Running<'_>) {
     for kind in ["unavailable", "backend", "closed"] {
         counter!(store_metrics::ERRORS_TOTAL, "backend" => store.clone(), "kind" => kind)
             .increment(0);
+    }
+    // Only the Postgres writer plans on memory.
+    if store == "postgres" {
+        for &path in store_metrics::BATCH_PATHS {
+            counter!(store_metrics::BATCHES_TOTAL, "backend" => store.clone(), "path" => path)
+                .increment(0);
+        }
+        counter!(store_metrics::REPLANNED_TOTAL, "backend" => store).increment(0);
     }
     let broker = running.broker_backend.to_owned();
     {

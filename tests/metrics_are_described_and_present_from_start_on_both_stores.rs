@@ -124,6 +124,20 @@ async fn scenario(env: &[(&str, &str)], backend: &str) {
         ),
         Some(0.0)
     );
+    // Only the Postgres writer plans on memory, and says how.
+    if backend == "postgres" {
+        for path in ["path=\"remembered\"", "path=\"careful\""] {
+            assert_eq!(
+                series(&text, "herald_store_batches_total", &[path]),
+                Some(0.0),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            series(&text, "herald_store_replanned_total", &[]),
+            Some(0.0)
+        );
+    }
 
     // Build info and process metrics.
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));

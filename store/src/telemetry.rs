@@ -16,6 +16,18 @@ pub const BATCH_APPENDS: &str = "herald_store_batch_appends";
 pub const BATCH_EVENTS: &str = "herald_store_batch_events";
 /// Failures of the store itself (not refused appends), by kind.
 pub const ERRORS_TOTAL: &str = "herald_store_errors_total";
+/// Batches the Postgres writer committed, by how it planned them:
+/// `remembered` (on its memory of the head and the streams' versions, one
+/// statement) or `careful` (on facts read under the log's lock: the first
+/// batch, streams it did not know, or memory that proved wrong).
+pub const BATCHES_TOTAL: &str = "herald_store_batches_total";
+/// The paths of [`BATCHES_TOTAL`].
+pub const BATCH_PATHS: &[&str] = &["remembered", "careful"];
+/// Batches the Postgres writer planned on memory that the database refused
+/// because memory was wrong — another process moved the log's head, or a
+/// stream held more events than remembered — and planned again carefully.
+/// Several processes appending to one store show here.
+pub const REPLANNED_TOTAL: &str = "herald_store_replanned_total";
 
 /// Bucket bounds for [`APPEND_LATENCY_SECONDS`].
 pub const APPEND_LATENCY_BUCKETS: &[f64] = &[
@@ -39,4 +51,12 @@ pub(crate) fn batch_committed(backend: &'static str, appends: usize, events: usi
 
 pub(crate) fn store_error(backend: &'static str, kind: &'static str) {
     metrics::counter!(ERRORS_TOTAL, "backend" => backend, "kind" => kind).increment(1);
+}
+
+pub(crate) fn batch_planned(backend: &'static str, path: &'static str) {
+    metrics::counter!(BATCHES_TOTAL, "backend" => backend, "path" => path).increment(1);
+}
+
+pub(crate) fn batch_replanned(backend: &'static str) {
+    metrics::counter!(REPLANNED_TOTAL, "backend" => backend).increment(1);
 }

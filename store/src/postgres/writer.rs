@@ -42,6 +42,7 @@ use crate::group_commit::{BatchWriter, BatchWritten};
 use crate::hooks::AppendHooks;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::{plan_batch, BatchFacts, BatchPlan, PendingAppend, StoredId, StreamKey};
+use crate::telemetry;
 
 /// Streams whose version the writer remembers; past this it forgets them all
 /// (a forgotten stream only costs a lookup).
@@ -395,13 +396,17 @@ impl PgWriter {
             match self.write_remembered(&client, &plan, expected).await {
                 Ok(()) => {
                     self.remember(&plan);
+                    telemetry::batch_planned(BACKEND, "remembered");
                     return Ok(BatchWritten {
                         outcomes: plan.outcomes,
                         rows: plan.rows,
                         head: plan.head.position,
                     });
                 }
-                Err(Stale::Memory) => self.forget(),
+                Err(Stale::Memory) => {
+                    telemetry::batch_replanned(BACKEND);
+                    self.forget();
+                }
                 Err(Stale::Failed(e)) => {
                     self.forget();
                     return Err(e);
@@ -416,6 +421,7 @@ impl PgWriter {
         match self.write_careful(&client, batch).await {
             Ok(plan) => {
                 self.remember(&plan);
+                telemetry::batch_planned(BACKEND, "careful");
                 Ok(BatchWritten {
                     outcomes: plan.outcomes,
                     rows: plan.rows,
@@ -528,12 +534,16 @@ impl BatchWriter for PgWriter {
                 head,
                 reply,
             } => match reply.await {
-                Ok(rows) => Ok(BatchWritten {
-                    outcomes,
-                    rows,
-                    head,
-                }),
+                Ok(rows) => {
+                    telemetry::batch_planned(BACKEND, "remembered");
+                    Ok(BatchWritten {
+                        outcomes,
+                        rows,
+                        head,
+                    })
+                }
                 Err(Stale::Memory) => {
+                    telemetry::batch_replanned(BACKEND);
                     self.forget();
                     self.careful(&batch).await
                 }
