@@ -8,7 +8,8 @@
 //!
 //! Run with `cargo bench --bench fanout`. `HERALD_BENCH_SUBSCRIBERS`
 //! (default 1000), `HERALD_BENCH_RATE` (events/s, default 2000) and
-//! `HERALD_BENCH_SECONDS` (default 5) change the load. `-- --test` does a
+//! `HERALD_BENCH_SECONDS` (default 5) change the load;
+//! `HERALD_BENCH_BINARY` runs another `herald` build. `-- --test` does a
 //! smoke run of 20 subscribers for a second. The server and the clients
 //! share the machine's cores, so the figure includes the clients' cost.
 
@@ -93,7 +94,10 @@ fn main() {
         .expect("a free port")
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    // Another build than the bench's own, to compare two in one sitting.
+    let binary = std::env::var_os("HERALD_BENCH_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into());
+    let mut command = Command::new(binary);
     for (key, _) in std::env::vars() {
         if key.starts_with("HERALD_") {
             command.env_remove(key);
