@@ -154,12 +154,18 @@ async fn a_relay_stalled_by_refused_publishes_shows_in_readiness_metrics_and_log
             .any(|l| l.contains("Component makes progress again.") && l.contains("component=relay"))
     })
     .await;
-    assert!(
-        probe::metric(&base, "herald_relay_checkpoint_position")
-            .await
-            .is_some_and(|p| p >= waiting),
-        "the waiting event was published"
-    );
+    // The checkpoint follows once the log is quiet (200 ms), not at once.
+    within(
+        accepted,
+        PATIENCE,
+        "the waiting event published and checkpointed",
+        async || {
+            probe::metric(&base, "herald_relay_checkpoint_position")
+                .await
+                .is_some_and(|p| p >= waiting)
+        },
+    )
+    .await;
     assert!(
         !herald
             .log()

@@ -19,8 +19,9 @@ pub const VIEWS: Views = Views {
     openapi: <Api as OpenApi>::openapi,
 };
 
+/// Registered inside the `/v1/views` scope, so relative to it.
 fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/views/counters/{id}").route(web::get().to(show)));
+    cfg.service(web::resource("/counters/{id}").route(web::get().to(show)));
 }
 
 /// `GET /v1/views/counters/{id}`
