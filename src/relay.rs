@@ -105,8 +105,8 @@ pub struct RelayConfig {
     /// How long the relay waits for more commits once it has a batch that
     /// is not full while the log is busy (its previous batch went out less
     /// than five lingers ago), so that a busy log goes out in batches (each
-    /// a publish, and a small store write per half batch of events) rather than event by
-    /// event; what it adds at most to the broker's delivery latency then.
+    /// a publish) rather than event by event; what it adds at most to the
+    /// broker's delivery latency then.
     pub linger: Duration,
 }
 
