@@ -148,6 +148,7 @@ pub const METRICS: &[MetricDoc] = &[
     metric(actor_metrics::ACTORS_LIVE, Gauge, "domain", "Aggregate actors live in this process."),
     metric(actor_metrics::ACTORS_PASSIVATED_TOTAL, Counter, "domain", "Aggregate actors stopped (idle, or past the group's cap)."),
     metric(actor_metrics::SNAPSHOTS_SAVED_TOTAL, Counter, "domain", "Aggregate snapshots saved."),
+    metric(actor_metrics::SNAPSHOTS_ALREADY_SAVED_TOTAL, Counter, "domain", "Snapshot boundaries reached after another process had saved the snapshot there (nothing written)."),
     metric(actor_metrics::REACTIONS_TOTAL, Counter, "reaction, outcome", "Events handled by reactions, by outcome: done, retried or dead_lettered."),
     metric(actor_metrics::TIMERS_FIRED_TOTAL, Counter, "late", "Timer occurrences fired by this process, by whether they fired late."),
     metric(actor_metrics::TIMER_COUNTDOWNS_EXPIRED_TOTAL, Counter, "", "Countdowns expired by this process."),
@@ -159,6 +160,7 @@ pub const METRICS: &[MetricDoc] = &[
     metric(herald_projections::telemetry::LAST_PROGRESS_SECONDS, Gauge, "projection", "Unix time in seconds of the projection's last applied batch; alert on time() minus it while lag is above 0."),
     metric(herald_projections::telemetry::PARKED_TOTAL, Counter, "projection", "Events the projection could not apply and parked."),
     metric(herald_projections::telemetry::SWITCHES_TOTAL, Counter, "projection", "Rebuilt generations that took over serving."),
+    metric(herald_projections::telemetry::RUNNING, Gauge, "projection", "1 in the one process that runs the projection, 0 in the processes standing by for it."),
     metric(SUBSCRIBERS, Gauge, "kind", "Connected subscribers: open websockets (kind websocket) and SSE streams (kind sse)."),
     metric(BUILD_INFO, Gauge, "version, brokers", "Always 1; version is Herald's, brokers the broker backends built in."),
 ];
@@ -283,6 +285,7 @@ pub fn register_series(running: &Running<'_>) {
         counter!(actor_metrics::COMMAND_CONFLICTS_TOTAL, "domain" => domain).increment(0);
         counter!(actor_metrics::ACTORS_PASSIVATED_TOTAL, "domain" => domain).increment(0);
         counter!(actor_metrics::SNAPSHOTS_SAVED_TOTAL, "domain" => domain).increment(0);
+        counter!(actor_metrics::SNAPSHOTS_ALREADY_SAVED_TOTAL, "domain" => domain).increment(0);
         gauge!(actor_metrics::ACTORS_LIVE, "domain" => domain).increment(0.0);
     }
     for &reaction in &running.reactions {
@@ -310,6 +313,8 @@ pub fn register_series(running: &Running<'_>) {
             .increment(0);
         counter!(herald_projections::telemetry::SWITCHES_TOTAL, "projection" => projection)
             .increment(0);
+        metrics::gauge!(herald_projections::telemetry::RUNNING, "projection" => projection)
+            .set(0.0);
     }
 }
 

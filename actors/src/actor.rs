@@ -570,11 +570,18 @@ impl Run {
             .collect()
     }
 
-    /// Snapshot if enough events passed since the last one; a failure only
-    /// costs a longer rehydration later.
+    /// Snapshot when the stream crossed a boundary of `snapshot_every`
+    /// events since the last snapshot this actor saved or loaded. Processes
+    /// that serve the same aggregate each cross it: the store keeps the
+    /// first save at a boundary and refuses the others, so each boundary is
+    /// written once. A failure only costs a longer rehydration later.
     async fn maybe_snapshot<A: Aggregate>(&self, loaded: &mut Loaded<A>) {
         let every = self.shared.config.snapshot_every;
-        if every == 0 || loaded.version < loaded.snapshot_version + every {
+        if every == 0 {
+            return;
+        }
+        let boundary = loaded.version / every * every;
+        if boundary == 0 || boundary <= loaded.snapshot_version {
             return;
         }
         let state = match serde_json::to_value(&loaded.state) {
@@ -592,10 +599,19 @@ impl Run {
             state,
             taken_at: Utc::now(),
         };
-        match self.shared.store.save_snapshot(&snapshot).await {
-            Ok(()) => {
+        match self
+            .shared
+            .store
+            .save_snapshot_past(&snapshot, StreamVersion(boundary))
+            .await
+        {
+            Ok(written) => {
                 loaded.snapshot_version = loaded.version;
-                telemetry::snapshot_saved(A::DOMAIN);
+                if written {
+                    telemetry::snapshot_saved(A::DOMAIN);
+                } else {
+                    telemetry::snapshot_already_saved(A::DOMAIN);
+                }
             }
             Err(e) => {
                 tracing::warn!(domain = A::DOMAIN, stream = %self.stream, version = loaded.version, error = %e, "Snapshot not saved.")

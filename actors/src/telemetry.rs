@@ -18,6 +18,9 @@ pub const ACTORS_LIVE: &str = "herald_actors_live";
 pub const ACTORS_PASSIVATED_TOTAL: &str = "herald_actors_passivated_total";
 /// Aggregate snapshots saved, by `domain`.
 pub const SNAPSHOTS_SAVED_TOTAL: &str = "herald_snapshots_saved_total";
+/// Snapshot boundaries this process reached after another process had
+/// saved the snapshot there, by `domain`: no second write.
+pub const SNAPSHOTS_ALREADY_SAVED_TOTAL: &str = "herald_snapshots_already_saved_total";
 /// Events handled by reactions, by `reaction` and `outcome` (one of
 /// [`REACTION_OUTCOMES`]).
 pub const REACTIONS_TOTAL: &str = "herald_reactions_total";
@@ -62,6 +65,10 @@ pub(crate) fn actor_stopped(domain: &'static str) {
 
 pub(crate) fn snapshot_saved(domain: &'static str) {
     metrics::counter!(SNAPSHOTS_SAVED_TOTAL, "domain" => domain).increment(1);
+}
+
+pub(crate) fn snapshot_already_saved(domain: &'static str) {
+    metrics::counter!(SNAPSHOTS_ALREADY_SAVED_TOTAL, "domain" => domain).increment(1);
 }
 
 pub(crate) fn reaction(name: &'static str, outcome: &'static str) {

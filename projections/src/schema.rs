@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS herald_projection_parked (
     error text NOT NULL,
     parked_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (name, generation, position)
+);
+CREATE TABLE IF NOT EXISTS herald_projection_leases (
+    name text PRIMARY KEY,
+    holder text NOT NULL,
+    expires_at timestamptz NOT NULL
 );";
 
 /// An event a projection could not apply, set aside so the projection goes on.
@@ -106,6 +111,43 @@ pub(crate) async fn create_runner_tables(tx: &Transaction<'_>) -> Result<(), Pro
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await?;
     tx.batch_execute(DDL).await?;
+    Ok(())
+}
+
+const TAKE_LEASE: &str = "INSERT INTO herald_projection_leases (name, holder, expires_at) \
+     VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+     WHERE herald_projection_leases.holder = EXCLUDED.holder \
+     OR herald_projection_leases.expires_at < now()";
+
+/// Takes or renews the lease of projection `name` for `holder`, timed by
+/// the database's clock (processes on several machines agree on expiry);
+/// true when `holder` holds it.
+pub(crate) async fn take_lease(
+    client: &impl GenericClient,
+    name: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> Result<bool, ProjectionError> {
+    let millis = ttl.as_millis() as f64;
+    Ok(client
+        .execute(TAKE_LEASE, &[&name, &holder, &millis])
+        .await?
+        == 1)
+}
+
+/// Gives up the lease of projection `name` if `holder` holds it.
+pub(crate) async fn release_lease(
+    client: &impl GenericClient,
+    name: &str,
+    holder: &str,
+) -> Result<(), ProjectionError> {
+    client
+        .execute(
+            "DELETE FROM herald_projection_leases WHERE name = $1 AND holder = $2",
+            &[&name, &holder],
+        )
+        .await?;
     Ok(())
 }
 

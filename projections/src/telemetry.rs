@@ -20,6 +20,15 @@ pub const PARKED_TOTAL: &str = "herald_projection_parked_total";
 /// Rebuilt generations that took over serving (counter).
 pub const SWITCHES_TOTAL: &str = "herald_projection_switches_total";
 
+/// 1 in the one process that runs the projection, 0 in those standing by
+/// (gauge).
+pub const RUNNING: &str = "herald_projection_running";
+
+/// Publishes whether this process runs a projection.
+pub(crate) fn running(name: &'static str, running: bool) {
+    metrics::gauge!(RUNNING, "projection" => name).set(if running { 1.0 } else { 0.0 });
+}
+
 /// Publishes a projection's position and lag against the head.
 pub(crate) fn position(name: &'static str, position: Position, head: Position) {
     metrics::gauge!(POSITION, "projection" => name).set(position.get() as f64);

@@ -158,7 +158,24 @@ pub trait SnapshotStore: Send + Sync {
     /// writing nothing, for a stream version of 0, a state over
     /// [`MAX_SNAPSHOT_STATE_BYTES`] of JSON or holding U+0000, or a time
     /// outside the years 1 to 9999. `taken_at` is kept to the microsecond.
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let next = StreamVersion(snapshot.stream_version.get().saturating_add(1));
+        self.save_snapshot_past(snapshot, next).await.map(drop)
+    }
+
+    /// Keeps `snapshot` unless the one kept already reached `boundary` (a
+    /// stream version at most `snapshot`'s) in the same state version; true
+    /// when it was written. Processes that each cross the boundary of
+    /// every N events write one snapshot between them, not one each: the
+    /// first to arrive writes, the others find it and write nothing. A kept
+    /// snapshot of another state version is replaced by one at least as
+    /// recent. Otherwise as [`save_snapshot`](Self::save_snapshot), which
+    /// is this with the boundary just past the snapshot's version.
+    async fn save_snapshot_past(
+        &self,
+        snapshot: &Snapshot,
+        boundary: StreamVersion,
+    ) -> Result<bool>;
 
     /// The snapshot kept for the stream of the tenant, if any.
     async fn load_snapshot(&self, tenant: &TenantId, stream: &StreamId)

@@ -66,6 +66,16 @@ impl Snapshot {
         }
     }
 
+    /// `boundary` as a guard's operand: at most one past the snapshot's own
+    /// version (a later boundary would let a stale save overwrite a newer
+    /// snapshot), and within i64 (the version was checked to be).
+    pub(crate) fn boundary(&self, boundary: StreamVersion) -> i64 {
+        boundary
+            .get()
+            .min(self.stream_version.get().saturating_add(1))
+            .min(i64::MAX as u64) as i64
+    }
+
     /// Checks the snapshot and answers its state as JSON text, written once
     /// and never beyond the size limit.
     pub(crate) fn checked_state_json(&self) -> Result<String> {

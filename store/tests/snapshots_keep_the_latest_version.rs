@@ -2,7 +2,9 @@
 //! save of a lower stream version never replaces a higher one (same or
 //! higher does), even when saves race; tenants and streams are isolated; a
 //! snapshot can be deleted; an invalid one (oversized, version 0) is refused
-//! and changes nothing; snapshots survive a restart and stay out of the log.
+//! and changes nothing; snapshots survive a restart and stay out of the log;
+//! processes that cross the same boundary of every N events write one
+//! snapshot between them.
 
 mod conformance;
 
@@ -131,6 +133,74 @@ async fn a_lower_version_never_replaces_a_higher_one(backend: &Backend) {
     store.close().await;
 }
 conformance!(a_lower_version_never_replaces_a_higher_one);
+
+async fn processes_crossing_one_boundary_write_one_snapshot(backend: &Backend) {
+    // Two handles on one store: two processes.
+    let (a, b) = (backend.open().await, backend.open().await);
+    let t = tenant();
+    let at = |v: u64| snapshot(&t, "T-1", v, json!({ "v": v }));
+
+    let first = at(10);
+    assert!(a
+        .save_snapshot_past(&first, StreamVersion(10))
+        .await
+        .unwrap());
+    assert!(
+        !b.save_snapshot_past(&at(11), StreamVersion(10))
+            .await
+            .unwrap(),
+        "{}: a second save at boundary 10 was written",
+        backend.name()
+    );
+    assert_eq!(load(&a, &t, "T-1").await.unwrap(), first);
+
+    // A kept snapshot of another state version is replaced at once.
+    let mut reshaped = at(12);
+    reshaped.state_version = 2;
+    assert!(b
+        .save_snapshot_past(&reshaped, StreamVersion(10))
+        .await
+        .unwrap());
+    assert_eq!(load(&a, &t, "T-1").await.unwrap(), reshaped);
+
+    // Racing saves at one boundary, from both processes: one is written.
+    let saves: Vec<_> = (30..38u64)
+        .map(|v| {
+            let store = Arc::clone(if v % 2 == 0 { &a } else { &b });
+            let mut s = at(v);
+            s.state_version = 2;
+            tokio::spawn(async move { store.save_snapshot_past(&s, StreamVersion(30)).await })
+        })
+        .collect();
+    let mut written = 0;
+    for save in saves {
+        written += usize::from(save.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        written,
+        1,
+        "{}: racing saves at boundary 30",
+        backend.name()
+    );
+    let kept = load(&b, &t, "T-1").await.unwrap().stream_version.get();
+    assert!((30..38).contains(&kept), "kept {kept}");
+
+    // A boundary past the snapshot's own version counts as just past it:
+    // a stale save never replaces a newer snapshot.
+    let mut stale = at(25);
+    stale.state_version = 2;
+    assert!(!a
+        .save_snapshot_past(&stale, StreamVersion(100))
+        .await
+        .unwrap());
+    assert_eq!(
+        load(&a, &t, "T-1").await.unwrap().stream_version.get(),
+        kept
+    );
+    a.close().await;
+    b.close().await;
+}
+conformance!(processes_crossing_one_boundary_write_one_snapshot);
 
 async fn tenants_and_streams_are_isolated(backend: &Backend) {
     let store = backend.open().await;

@@ -28,7 +28,15 @@ CREATE TABLE IF NOT EXISTS herald_projection_parked (
     error TEXT NOT NULL,
     parked_at TEXT NOT NULL,
     PRIMARY KEY (name, generation, position)
+);
+CREATE TABLE IF NOT EXISTS herald_projection_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
 );";
+
+/// Seconds since the Unix epoch, from SQLite's clock, with fractions.
+const NOW: &str = "((julianday('now') - 2440587.5) * 86400.0)";
 
 use crate::sql::time_text as text;
 
@@ -52,6 +60,40 @@ fn state(text: &str) -> GenerationState {
         "active" => GenerationState::Active,
         _ => GenerationState::Retired,
     }
+}
+
+/// Takes or renews the lease of projection `name` for `holder`; true when
+/// `holder` holds it.
+pub(crate) fn take_lease(
+    conn: &Connection,
+    name: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> Result<bool, ProjectionError> {
+    let sql = format!(
+        "INSERT INTO herald_projection_leases (name, holder, expires_at) \
+         VALUES (?1, ?2, {NOW} + ?3) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE herald_projection_leases.holder = excluded.holder \
+         OR herald_projection_leases.expires_at < {NOW}"
+    );
+    let changed =
+        conn.prepare_cached(&sql)?
+            .execute(rusqlite::params![name, holder, ttl.as_secs_f64()])?;
+    Ok(changed == 1)
+}
+
+/// Gives up the lease of projection `name` if `holder` holds it.
+pub(crate) fn release_lease(
+    conn: &Connection,
+    name: &str,
+    holder: &str,
+) -> Result<(), ProjectionError> {
+    conn.execute(
+        "DELETE FROM herald_projection_leases WHERE name = ?1 AND holder = ?2",
+        rusqlite::params![name, holder],
+    )?;
+    Ok(())
 }
 
 pub(crate) fn create_tables(conn: &Connection) -> Result<(), ProjectionError> {

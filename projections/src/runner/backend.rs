@@ -6,6 +6,7 @@
 //! events, dropping tables, comparing two generations.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_events::{EventEnvelope, EventId, Position};
@@ -105,6 +106,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Where a generation's tables are: its schema or its table prefix.
     fn tables_in(&self, name: &str, generation: u32) -> String;
+
+    /// Takes or renews the lease on running projection `name` in this
+    /// database for `holder`, for `ttl`; true when `holder` holds it. One
+    /// runner at a time moves a projection's read models in one database.
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ProjectionError>;
+
+    /// Gives up the lease on `name` if `holder` holds it.
+    async fn release_lease(&self, name: &'static str, holder: &str) -> Result<(), ProjectionError>;
 
     /// Every generation of `name`, oldest first.
     async fn generations(&self, name: &'static str) -> Result<Vec<Generation>, ProjectionError>;

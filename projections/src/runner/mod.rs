@@ -71,6 +71,16 @@ pub struct RunnerConfig {
     /// than each in its own transaction; what read models lag at most
     /// beyond the delivery.
     pub linger: Duration,
+    /// How long a projection's lease lasts without renewal. One process at
+    /// a time runs each projection (the others stand by, as the relay's
+    /// do); when it dies, a stand-by takes over at most this long (plus
+    /// `standby_poll`) later. A clean stop hands over at once.
+    pub lease_ttl: Duration,
+    /// How often the running process renews a projection's lease.
+    pub renew_every: Duration,
+    /// How often a stand-by tries to take a projection's lease, and
+    /// reports the position the running process has reached.
+    pub standby_poll: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -84,6 +94,9 @@ impl Default for RunnerConfig {
             housekeeping_interval: Duration::from_secs(1),
             checkpoint_every: Duration::from_secs(1),
             linger: Duration::from_millis(10),
+            lease_ttl: Duration::from_secs(6),
+            renew_every: Duration::from_secs(2),
+            standby_poll: Duration::from_secs(1),
         }
     }
 }
@@ -97,6 +110,8 @@ pub struct Runner<B: Backend> {
     config: RunnerConfig,
     /// The broker deliveries that wake the loops, when there is a broker.
     live: Option<LiveFeed>,
+    /// This runner's identity in the projections' leases (clones share it).
+    holder: Arc<str>,
 }
 
 impl<B: Backend> Clone for Runner<B> {
@@ -107,6 +122,7 @@ impl<B: Backend> Clone for Runner<B> {
             projections: Arc::clone(&self.projections),
             config: self.config.clone(),
             live: self.live.clone(),
+            holder: Arc::clone(&self.holder),
         }
     }
 }
@@ -117,6 +133,7 @@ impl<B: Backend> fmt::Debug for Runner<B> {
             .field("store", &self.store.backend())
             .field("projections", &self.projections.keys().collect::<Vec<_>>())
             .field("config", &self.config)
+            .field("holder", &self.holder)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +189,13 @@ impl Target {
     }
 }
 
+/// Why a term as the process that runs a projection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    Stopped,
+    LeaseLost,
+}
+
 /// Whether one batch was a full one (more may wait).
 #[derive(Debug, Clone, Copy)]
 struct Stepped {
@@ -210,6 +234,7 @@ impl<B: Backend> Runner<B> {
             projections: Arc::new(by_name),
             config: RunnerConfig::default(),
             live: None,
+            holder: format!("projections-{}", uuid::Uuid::now_v7()).into(),
         }
     }
 
@@ -368,15 +393,133 @@ impl<B: Backend> Runner<B> {
             version = p.version(),
             "Projection started."
         );
-        failures = 0;
+        loop {
+            if self.stand_by(&p, &mut stop).await {
+                return Ok(());
+            }
+            tracing::info!(projection = name, holder = %self.holder, "This process runs the projection.");
+            telemetry::running(name, true);
+            let term = self.lead(&p, &mut stop).await;
+            telemetry::running(name, false);
+            match term? {
+                Term::Stopped => {
+                    // Hand over at once rather than after the lease expires.
+                    if let Err(e) = self.backend.release_lease(name, &self.holder).await {
+                        tracing::debug!(projection = name, error = %e, "Cannot release the projection's lease; it expires on its own.");
+                    }
+                    return Ok(());
+                }
+                Term::LeaseLost => {
+                    tracing::warn!(projection = name, holder = %self.holder, "The projection's lease was lost; standing by.");
+                }
+            }
+        }
+    }
+
+    /// Waits until this runner holds `p`'s lease; true when asked to stop
+    /// first. Meanwhile it reports the position the running process has
+    /// reached, so that every process's gauges tell the truth.
+    async fn stand_by(&self, p: &Arc<B::Projection>, stop: &mut watch::Receiver<bool>) -> bool {
+        let name = p.name();
+        let mut announced = false;
+        let mut seen: Option<Position> = None;
+        loop {
+            if *stop.borrow() {
+                return true;
+            }
+            match self
+                .backend
+                .take_lease(name, &self.holder, self.config.lease_ttl)
+                .await
+            {
+                Ok(true) => return false,
+                Ok(false) => {
+                    if !announced {
+                        announced = true;
+                        telemetry::running(name, false);
+                        tracing::info!(
+                            projection = name,
+                            "Another process runs the projection; standing by."
+                        );
+                    }
+                    self.follow(p, &mut seen).await;
+                }
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "Cannot reach the read models' database to take the projection's lease; retrying.");
+                }
+            }
+            if self.pause(self.config.standby_poll, stop, None).await {
+                return true;
+            }
+        }
+    }
+
+    /// A stand-by's report of where the serving generation stands, as the
+    /// running process saved it: progress when it moved or is at the head.
+    async fn follow(&self, p: &Arc<B::Projection>, seen: &mut Option<Position>) {
+        let name = p.name();
+        let serving = match self.backend.generations(name).await {
+            Ok(generations) => generations
+                .into_iter()
+                .find(|g| g.state == GenerationState::Active),
+            Err(e) => {
+                tracing::debug!(projection = name, error = %e, "Cannot read where the projection stands.");
+                return;
+            }
+        };
+        let Some(serving) = serving else { return };
+        let head = match self.store.known_head() {
+            Some(head) => head,
+            None => match self.store.head().await {
+                Ok(head) => head.position,
+                Err(_) => return,
+            },
+        };
+        let position = serving.position;
+        telemetry::position(name, position, head.max(position));
+        if *seen != Some(position) || position >= head {
+            telemetry::progressed(name, Utc::now());
+        }
+        *seen = Some(position);
+    }
+
+    /// One term as the process that runs `p`: rounds until asked to stop or
+    /// the lease is lost. A batch committed after the lease was lost does
+    /// no harm: every batch moves the checkpoint only from where it read it.
+    async fn lead(
+        &self,
+        p: &Arc<B::Projection>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Term, ProjectionError> {
+        let name = p.name();
+        let mut failures = 0u32;
         let mut targets: Option<Vec<Target>> = None;
         // Kept across rounds: a delivery during a round is not missed.
         let mut wake_ups = self.live.as_ref().map(LiveFeed::wake_ups);
         let mut housekeeping = tokio::time::Instant::now();
+        let mut renewed = tokio::time::Instant::now();
         let mut refresh = false;
         loop {
             if *stop.borrow() {
-                return Ok(());
+                return Ok(Term::Stopped);
+            }
+            if renewed.elapsed() >= self.config.renew_every {
+                match self
+                    .backend
+                    .take_lease(name, &self.holder, self.config.lease_ttl)
+                    .await
+                {
+                    Ok(true) => renewed = tokio::time::Instant::now(),
+                    Ok(false) => return Ok(Term::LeaseLost),
+                    // Go on while the lease may still be ours; the
+                    // checkpoints fence what a late batch could do.
+                    Err(_) if renewed.elapsed() >= self.config.lease_ttl => {
+                        return Ok(Term::LeaseLost)
+                    }
+                    Err(e) => {
+                        tracing::warn!(projection = name, error = %e, "Cannot renew the projection's lease.");
+                    }
+                }
             }
             if housekeeping.elapsed() >= self.config.housekeeping_interval {
                 // See rebuilds requested here or elsewhere, drop retired
@@ -384,14 +527,14 @@ impl<B: Backend> Runner<B> {
                 // (when no round is ever idle), not after every commit.
                 housekeeping = tokio::time::Instant::now();
                 refresh = true;
-                self.drop_retired(&p).await;
+                self.drop_retired(p).await;
             }
             if let Some(wake_ups) = wake_ups.as_mut() {
                 // This round reads past every delivery seen so far.
                 wake_ups.borrow_and_update();
             }
             let outcome = self
-                .round(&p, &mut targets, std::mem::take(&mut refresh))
+                .round(p, &mut targets, std::mem::take(&mut refresh))
                 .await;
             match outcome {
                 Ok(Round::More) => {
@@ -414,24 +557,22 @@ impl<B: Backend> Runner<B> {
                     targets = None;
                     tracing::warn!(projection = name, error = %e, failures, "A batch failed; retrying it.");
                     if self
-                        .pause(self.backoff(failures), &mut stop, wake_ups.as_mut())
+                        .pause(self.backoff(failures), stop, wake_ups.as_mut())
                         .await
                     {
-                        return Ok(());
+                        return Ok(Term::Stopped);
                     }
                     continue;
                 }
             };
             if self
-                .pause(self.config.poll_interval, &mut stop, wake_ups.as_mut())
+                .pause(self.config.poll_interval, stop, wake_ups.as_mut())
                 .await
             {
-                return Ok(());
+                return Ok(Term::Stopped);
             }
-            if !self.config.linger.is_zero()
-                && self.pause(self.config.linger, &mut stop, None).await
-            {
-                return Ok(());
+            if !self.config.linger.is_zero() && self.pause(self.config.linger, stop, None).await {
+                return Ok(Term::Stopped);
             }
         }
     }

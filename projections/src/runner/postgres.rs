@@ -72,6 +72,22 @@ impl Backend for Postgres {
         schema::schema_name(name, generation)
     }
 
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, ProjectionError> {
+        self.ensure_tables().await?;
+        let client = self.pool.get().await?;
+        schema::take_lease(&**client, name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &'static str, holder: &str) -> Result<(), ProjectionError> {
+        let client = self.pool.get().await?;
+        schema::release_lease(&**client, name, holder).await
+    }
+
     async fn generations(&self, name: &'static str) -> Result<Vec<Generation>, ProjectionError> {
         self.ensure_tables().await?;
         let client = self.pool.get().await?;

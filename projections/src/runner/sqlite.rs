@@ -100,6 +100,23 @@ impl Backend for Sqlite {
         table_prefix(name, generation)
     }
 
+    async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, ProjectionError> {
+        let holder = holder.to_owned();
+        self.with(move |conn| schema::take_lease(conn, name, &holder, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, name: &'static str, holder: &str) -> Result<(), ProjectionError> {
+        let holder = holder.to_owned();
+        self.with(move |conn| schema::release_lease(conn, name, &holder))
+            .await
+    }
+
     async fn generations(&self, name: &'static str) -> Result<Vec<Generation>, ProjectionError> {
         self.with(move |conn| schema::generations(conn, name)).await
     }

@@ -150,6 +150,9 @@ pub struct Counting {
     pub hang: Option<Hang>,
     /// Events whose payload has `"poison": true` are refused until this is set.
     pub fixed: AtomicBool,
+    /// Events this instance applied in batches that committed or not: which
+    /// runner did the work.
+    pub applied: AtomicU64,
 }
 
 #[async_trait]
@@ -233,6 +236,8 @@ impl Projection for Counting {
             )
             .await?;
         }
+        self.applied
+            .fetch_add(events.len() as u64, Ordering::SeqCst);
         if let Some(busy) = &self.keep_busy {
             busy.one_more().await;
         }

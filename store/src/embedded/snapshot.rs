@@ -1,6 +1,7 @@
 //! Aggregate snapshots in the SQLite file, in `herald_snapshots` (migration
 //! 5): one row per stream, saved by one upsert on the writer connection whose
-//! guard keeps the highest stream version (SQLite's write lock orders saves,
+//! guard keeps the highest stream version and lets one save per boundary
+//! through (SQLite's write lock orders saves,
 //! of this process and of others sharing the file). The state is JSON text,
 //! the time `YYYY-MM-DDTHH:MM:SS.ffffffZ`, as in the log.
 
@@ -19,7 +20,9 @@ const UPSERT: &str = "INSERT INTO herald_snapshots \
      ON CONFLICT (tenant, domain, stream_id) DO UPDATE SET \
      stream_version = excluded.stream_version, state_version = excluded.state_version, \
      state = excluded.state, taken_at = excluded.taken_at \
-     WHERE excluded.stream_version >= herald_snapshots.stream_version";
+     WHERE herald_snapshots.stream_version < ?8 \
+     OR (herald_snapshots.state_version <> excluded.state_version \
+         AND excluded.stream_version >= herald_snapshots.stream_version)";
 
 fn corrupt(stream: &StreamId, detail: String) -> StoreError {
     StoreError::Backend {
@@ -30,8 +33,13 @@ fn corrupt(stream: &StreamId, detail: String) -> StoreError {
 
 #[async_trait]
 impl SnapshotStore for EmbeddedStore {
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot_past(
+        &self,
+        snapshot: &Snapshot,
+        boundary: StreamVersion,
+    ) -> Result<bool, StoreError> {
         let state = snapshot.checked_state_json()?;
+        let boundary = snapshot.boundary(boundary);
         let (tenant, stream) = (snapshot.tenant.clone(), snapshot.stream.clone());
         // Checked: the version is within i64.
         let stream_version = snapshot.stream_version.get() as i64;
@@ -48,9 +56,10 @@ impl SnapshotStore for EmbeddedStore {
                     state_version,
                     state,
                     taken_at,
+                    boundary,
                 ])
-                .map_err(sqlite_error)?;
-            Ok(())
+                .map_err(sqlite_error)
+                .map(|written| written == 1)
         })
         .await
     }

@@ -1,6 +1,6 @@
 //! Aggregate snapshots on Postgres, in `herald_snapshots` (migration 6): one
 //! row per stream, saved by one upsert whose guard keeps the highest stream
-//! version, so concurrent saves need no lock of their own (the conflicting
+//! version and lets one save per boundary through, so concurrent saves need no lock of their own (the conflicting
 //! row's lock orders them, and each re-checks the guard against the row as
 //! the one before left it). The state is sent as the JSON text the checks
 //! wrote and cast to `jsonb` by the server.
@@ -20,18 +20,25 @@ const UPSERT: &str = "INSERT INTO herald_snapshots \
      ON CONFLICT (tenant, domain, stream_id) DO UPDATE SET \
      stream_version = excluded.stream_version, state_version = excluded.state_version, \
      state = excluded.state, taken_at = excluded.taken_at \
-     WHERE excluded.stream_version >= herald_snapshots.stream_version";
+     WHERE herald_snapshots.stream_version < $8 \
+     OR (herald_snapshots.state_version <> excluded.state_version \
+         AND excluded.stream_version >= herald_snapshots.stream_version)";
 
 #[async_trait]
 impl SnapshotStore for PostgresStore {
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot_past(
+        &self,
+        snapshot: &Snapshot,
+        boundary: StreamVersion,
+    ) -> Result<bool, StoreError> {
         let state = snapshot.checked_state_json()?;
+        let boundary = snapshot.boundary(boundary);
         let client = self.relaxed_pool().get().await.map_err(pool_error)?;
         let stmt = client.prepare_cached(UPSERT).await.map_err(pg_error)?;
         // Both checked: the version within i64, the state version a u32.
         let stream_version = snapshot.stream_version.get() as i64;
         let state_version = i64::from(snapshot.state_version);
-        client
+        let written = client
             .execute(
                 &stmt,
                 &[
@@ -42,11 +49,12 @@ impl SnapshotStore for PostgresStore {
                     &state_version,
                     &state,
                     &snapshot.stored_taken_at(),
+                    &boundary,
                 ],
             )
             .await
             .map_err(pg_error)?;
-        Ok(())
+        Ok(written == 1)
     }
 
     async fn load_snapshot(
