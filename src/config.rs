@@ -82,6 +82,17 @@ pub struct StoreArgs {
     )]
     pub store_pool_size: Option<usize>,
 
+    /// Postgres connections for checkpoints and snapshots, whose commits do
+    /// not wait for their flush [default: 4]
+    #[arg(
+        long,
+        env = "HERALD_STORE_BACKGROUND_POOL_SIZE",
+        value_name = "N",
+        global = true,
+        help_heading = "Store"
+    )]
+    pub store_background_pool_size: Option<usize>,
+
     /// Most events committed in one group-commit transaction [default: 1000]
     #[arg(
         long,
@@ -626,6 +637,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
     pub store_pool_size: Option<usize>,
+    pub store_background_pool_size: Option<usize>,
     pub append_batch_events: Option<usize>,
     pub append_batch_wait_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
@@ -713,6 +725,15 @@ pub fn store_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Sto
             bail!("the store pool needs at least 2 connections (one writer, one reader)");
         }
         settings.pool_size = n;
+    }
+    if let Some(n) = args
+        .store_background_pool_size
+        .or(file.store_background_pool_size)
+    {
+        if n < 1 {
+            bail!("HERALD_STORE_BACKGROUND_POOL_SIZE / --store-background-pool-size must be at least 1");
+        }
+        settings.background_pool_size = n;
     }
     Ok(settings)
 }

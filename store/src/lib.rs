@@ -293,6 +293,8 @@ pub struct StoreSettings {
     pub poll_interval: Duration,
     /// Postgres connection pool size.
     pub pool_size: usize,
+    /// Postgres connections for checkpoints and snapshots.
+    pub background_pool_size: usize,
     /// How long an idempotency key is kept from its first use.
     pub idempotency_window: Duration,
 }
@@ -304,6 +306,7 @@ impl StoreSettings {
             group_commit: GroupCommitConfig::default(),
             poll_interval: Duration::from_millis(500),
             pool_size: 16,
+            background_pool_size: postgres::DEFAULT_BACKGROUND_POOL_SIZE,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
@@ -324,6 +327,7 @@ pub async fn open(settings: StoreSettings) -> Result<Arc<dyn EventStore>> {
             config.group_commit = settings.group_commit;
             config.poll_interval = settings.poll_interval;
             config.pool_size = settings.pool_size;
+            config.background_pool_size = settings.background_pool_size;
             config.idempotency_window = settings.idempotency_window;
             Ok(Arc::new(PostgresStore::open(config).await?))
         }

@@ -66,6 +66,9 @@ pub struct PostgresConfig {
     pub url: String,
     /// Connections for reads and the writer.
     pub pool_size: usize,
+    /// Connections whose commits do not wait for their flush, for
+    /// checkpoints and snapshots (at least 1).
+    pub background_pool_size: usize,
     pub group_commit: GroupCommitConfig,
     /// How often an idle subscription polls when no notification came.
     pub poll_interval: Duration,
@@ -81,6 +84,7 @@ impl PostgresConfig {
         Self {
             url: url.into(),
             pool_size: 16,
+            background_pool_size: DEFAULT_BACKGROUND_POOL_SIZE,
             group_commit: GroupCommitConfig::default(),
             poll_interval: Duration::from_millis(500),
             hooks: None,
@@ -136,7 +140,7 @@ impl PostgresStore {
         let pool = build_pool(pg_config.clone(), config.pool_size.max(2))?;
         let mut relaxed_config = pg_config.clone();
         relax_commits(&mut relaxed_config);
-        let relaxed = build_pool(relaxed_config, RELAXED_POOL_SIZE)?;
+        let relaxed = build_pool(relaxed_config, config.background_pool_size.max(1))?;
 
         migrate(&pool).await?;
         let head = read_head(&pool).await?;
@@ -186,9 +190,9 @@ impl PostgresStore {
     }
 }
 
-/// Connections of the relaxed pool: checkpoints and snapshots are written
-/// by a few background loops, one at a time each.
-const RELAXED_POOL_SIZE: usize = 4;
+/// Connections of the relaxed pool by default: checkpoints and snapshots
+/// are written by a few background loops, one at a time each.
+pub const DEFAULT_BACKGROUND_POOL_SIZE: usize = 4;
 
 fn build_pool(pg_config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
