@@ -38,15 +38,12 @@
 //! `-- --list` names the levels without starting anything.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_testkit::{TestDatabase, TestVhost};
-use serde_json::{json, Value};
 use tokio_postgres::Client;
 
 // Shared with the other Postgres benches; this one uses part of it.
@@ -54,17 +51,18 @@ use tokio_postgres::Client;
 #[path = "support/raw_postgres.rs"]
 mod raw_postgres;
 
+#[path = "support/serve_process.rs"]
+mod serve_process;
+
 use raw_postgres::{
-    checkpoint, measure, mode, note_payload, note_text, raw_inserts_on, Load, Mode, SharedColumns,
-    Timing, BATCH_ROWS, NOTE_AUTHOR,
+    checkpoint, measure, mode, note_payload, raw_event_rates, Load, Mode, Timing, BATCH_ROWS,
+};
+use serve_process::{
+    cpu_ticks, create_key, free_port, ticket_commands, Herald, NOTES_PER_TICKET, TICKS_PER_SECOND,
 };
 
 const POSTGRES_LEVELS: [usize; 3] = [1, 8, 64];
 const EMBEDDED_LEVELS: [usize; 2] = [1, 8];
-/// Commands per ticket: open, the notes, resolve.
-const NOTES_PER_TICKET: usize = 8;
-/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The targets of issue 15, as fractions of the raw rates.
 const TARGET_ONE_CLIENT: f64 = 0.7;
@@ -326,8 +324,7 @@ async fn run_setup(setup: Setup, timing: Timing) -> SetupReport {
             let dir = tempfile::tempdir().expect("a working dir");
             let mut store_args = vec!["--store".to_owned(), db.url().to_owned()];
             let key = create_key(dir.path(), &store_args);
-            let (before_single, before_batch) =
-                raw_postgres_rates(&db, &admin, levels, timing).await;
+            let (before_single, before_batch) = raw_event_rates(&db, &admin, levels, timing).await;
             if let Some(vhost) = &vhost {
                 store_args.extend(["--broker".to_owned(), vhost.url().to_owned()]);
             }
@@ -340,7 +337,7 @@ async fn run_setup(setup: Setup, timing: Timing) -> SetupReport {
                 timing,
             )
             .await;
-            let (after_single, after_batch) = raw_postgres_rates(&db, &admin, levels, timing).await;
+            let (after_single, after_batch) = raw_event_rates(&db, &admin, levels, timing).await;
             // The database and the vhost are dropped with their guards.
             drop((admin, db, vhost));
             SetupReport {
@@ -359,32 +356,6 @@ fn zip_rates(levels: &[usize], before: &[f64], after: &[f64]) -> Vec<(usize, f64
         .zip(before.iter().zip(after))
         .map(|(&c, (&b, &a))| (c, b, a))
         .collect()
-}
-
-/// Raw single-row rates at every level's connection count, and the batch rate.
-async fn raw_postgres_rates(
-    db: &TestDatabase,
-    admin: &Client,
-    levels: &[usize],
-    timing: Timing,
-) -> (Vec<f64>, f64) {
-    admin
-        .batch_execute(
-            "DROP TABLE IF EXISTS raw_events; CREATE TABLE raw_events (LIKE herald_events INCLUDING ALL)",
-        )
-        .await
-        .expect("create raw_events");
-    let shared = Arc::new(SharedColumns::new(note_payload()));
-    let mut single = Vec::new();
-    for &connections in levels {
-        single.push(raw_inserts_on(db, admin, &shared, 1, connections, timing).await);
-    }
-    let batch = raw_inserts_on(db, admin, &shared, BATCH_ROWS, 1, timing).await;
-    admin
-        .batch_execute("DROP TABLE raw_events")
-        .await
-        .expect("drop raw_events");
-    (single, batch)
 }
 
 /// Starts `herald serve`, runs every level of `setup` against it, stops it
@@ -525,30 +496,6 @@ async fn herald_level(
     }
 }
 
-/// One ticket's commands, in order.
-fn ticket_commands() -> Vec<(&'static str, Value)> {
-    let mut commands = vec![(
-        "open",
-        json!({
-            "kind": "other",
-            "customer": "acme-networks",
-            "description": "Exports time out after the latest upgrade.",
-            "opened_by": NOTE_AUTHOR,
-        }),
-    )];
-    for _ in 0..NOTES_PER_TICKET {
-        commands.push((
-            "append_note",
-            json!({"note": note_text(), "author": NOTE_AUTHOR}),
-        ));
-    }
-    commands.push((
-        "resolve",
-        json!({"resolution": "fixed in 4.2.1", "resolved_by": NOTE_AUTHOR}),
-    ));
-    commands
-}
-
 #[derive(Debug)]
 struct CpuSample {
     at: Instant,
@@ -578,108 +525,6 @@ async fn cpu_sample(herald_pid: u32, postgres: Option<(&str, &Client)>) -> CpuSa
         at: Instant::now(),
         herald: cpu_ticks(herald_pid).expect("herald's /proc entry"),
         backends,
-    }
-}
-
-/// User plus system clock ticks a process has used, from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; the fields after it are plain.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// `herald keys create` of an admin key without a rate limit worth the name:
-/// a bench measures the command path, not the limiter.
-fn create_key(cwd: &Path, store_args: &[String]) -> String {
-    let output = herald_command()
-        .current_dir(cwd)
-        .args(["keys", "create", "--tenant", "default", "--scopes", "admin"])
-        .args(["--rate", "1000000", "--label", "serve bench"])
-        .args(store_args)
-        .output()
-        .expect("run herald keys create");
-    assert!(
-        output.status.success(),
-        "herald keys create failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("a key in UTF-8")
-        .trim()
-        .to_owned()
-}
-
-/// The `herald` built with this bench, or `HERALD_BENCH_BINARY` (to compare
-/// builds on the same machine in one sitting).
-fn herald_command() -> Command {
-    let binary = std::env::var_os("HERALD_BENCH_BINARY")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into());
-    let mut command = Command::new(binary);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HERALD_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A `herald serve` child, killed if the bench panics.
-struct Herald {
-    child: Child,
-}
-
-impl Herald {
-    fn start(cwd: &Path, args: &[String]) -> Self {
-        let child = herald_command()
-            .current_dir(cwd)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn herald serve");
-        Self { child }
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) {
-        let ready = herald_testkit::eventually(Duration::from_secs(30), || {
-            let request = http.get(format!("{base}/readyz")).send();
-            async move { request.await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await;
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("herald serve exited early with {status}");
-        }
-        assert!(ready, "herald serve was not ready within 30 s");
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(10));
-        }
-        panic!("herald serve did not stop within 30 s of SIGTERM");
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

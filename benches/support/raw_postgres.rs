@@ -441,3 +441,31 @@ pub async fn raw_copy_rate(db: &TestDatabase, admin: &Client, payload: &Value, r
         .expect("drop raw_copy");
     rate
 }
+
+/// Into a fresh copy of `herald_events`: the raw single-row rate from each
+/// of `levels` connections, and the [`BATCH_ROWS`]-row batch rate from one.
+#[allow(dead_code)] // only the benches that run `herald serve` need it
+pub async fn raw_event_rates(
+    db: &TestDatabase,
+    admin: &Client,
+    levels: &[usize],
+    timing: Timing,
+) -> (Vec<f64>, f64) {
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS raw_events; CREATE TABLE raw_events (LIKE herald_events INCLUDING ALL)",
+        )
+        .await
+        .expect("create raw_events");
+    let shared = Arc::new(SharedColumns::new(note_payload()));
+    let mut single = Vec::new();
+    for &connections in levels {
+        single.push(raw_inserts_on(db, admin, &shared, 1, connections, timing).await);
+    }
+    let batch = raw_inserts_on(db, admin, &shared, BATCH_ROWS, 1, timing).await;
+    admin
+        .batch_execute("DROP TABLE raw_events")
+        .await
+        .expect("drop raw_events");
+    (single, batch)
+}
