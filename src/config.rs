@@ -266,6 +266,8 @@ pub fn actor_settings(args: &ActorArgs, file: &FileConfig) -> anyhow::Result<Act
                 .or(file.snapshot_every)
                 .unwrap_or(defaults.snapshot_every),
             conflict_retries: defaults.conflict_retries,
+            // Set by `herald serve` once it knows whether it shares the store.
+            catch_up_before_deciding: defaults.catch_up_before_deciding,
         },
         threads: args
             .actor_threads

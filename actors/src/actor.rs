@@ -435,11 +435,14 @@ impl Run {
         unsettled: bool,
     ) -> (Option<Loaded<A>>, Result<Executed, CommandError>) {
         let mut loaded = match loaded {
-            // Another process may have done the earlier attempt.
-            Some(loaded) if unsettled => match self.catch_up(loaded).await {
-                Ok(loaded) => loaded,
-                Err(e) => return (None, Err(e)),
-            },
+            // Another process may have done the earlier attempt, or (on a
+            // shared store) appended since this actor last looked.
+            Some(loaded) if unsettled || self.shared.config.catch_up_before_deciding => {
+                match self.catch_up(loaded).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => return (None, Err(e)),
+                }
+            }
             Some(loaded) => loaded,
             None => match self.rehydrate::<A>().await {
                 Ok(loaded) => loaded,

@@ -40,6 +40,14 @@ pub struct GroupConfig {
     pub snapshot_every: u64,
     /// Most decide → append attempts when other writers keep winning.
     pub conflict_retries: u32,
+    /// Read what other processes appended to an aggregate before each
+    /// decision, instead of learning of it from a refused append. For
+    /// processes that share a store: a decision on a stale state costs a
+    /// refused batch under the log's lock, a re-read and a second append;
+    /// the read alone is one indexed query that usually finds nothing. A
+    /// process alone on its store holds every aggregate's latest state and
+    /// skips it.
+    pub catch_up_before_deciding: bool,
 }
 
 impl Default for GroupConfig {
@@ -50,6 +58,7 @@ impl Default for GroupConfig {
             mailbox: 64,
             snapshot_every: 100,
             conflict_retries: 5,
+            catch_up_before_deciding: false,
         }
     }
 }

@@ -147,9 +147,14 @@ pub async fn serve(
     crate::relay::init_metrics();
     // The domains' reactions join their consumer groups before the relay
     // publishes, so no event is published to nobody.
+    // On a shared broker other processes append to the same aggregates:
+    // actors read what they missed before deciding.
+    let mut actors = config.actors.clone();
+    actors.group.catch_up_before_deciding =
+        !matches!(config.broker.location, BrokerLocation::Memory);
     let running = crate::domains::start_domains(
         &domains,
-        &config.actors,
+        &actors,
         &store,
         &registry,
         &broker,

@@ -155,7 +155,8 @@ impl PostgresStore {
         );
         let clock = config.clock.unwrap_or_else(clock::system);
         let keeping = Keeping::new(config.idempotency_window, Arc::clone(&clock));
-        let writer = writer::PgWriter::new(pool.clone(), config.hooks, clock, own_sent);
+        let writer =
+            writer::PgWriter::new(pool.clone(), config.hooks, clock, own_sent, head_rx.clone());
         let committed = Committed::new(head_tx);
         let recent = committed.recent();
         let committer = GroupCommitter::start(writer, config.group_commit, committed);

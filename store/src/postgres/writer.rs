@@ -18,7 +18,10 @@
 //! plan refused an append on a remembered version. The batch is then planned
 //! again on facts read under the lock, event ids included, in an explicit
 //! transaction on a pooled connection; that is also the path for streams the
-//! writer does not remember. With test hooks set, batches are not pipelined
+//! writer does not remember. A batch whose writer has already heard (through
+//! the store's LISTEN) that another process moved the head goes that way at
+//! once: with several processes appending, most batches would otherwise pay
+//! for a refused attempt first. With test hooks set, batches are not pipelined
 //! and each call runs inside BEGIN … COMMIT so the hooks can act before the
 //! commit.
 
@@ -31,6 +34,7 @@ use std::task::Poll;
 
 use deadpool_postgres::Pool;
 use herald_events::{EventEnvelope, EventId, Position, StreamVersion};
+use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -84,6 +88,9 @@ pub(super) struct PgWriter {
     /// The highest position this writer has sent to be committed, so that
     /// the listener can tell its notifications from other processes'.
     sent_through: Arc<AtomicU64>,
+    /// The head as the store knows it: past the remembered one only when
+    /// another process committed (the listener announces those).
+    known: watch::Receiver<Position>,
 }
 
 /// Why a remembered-state attempt did not write.
@@ -100,6 +107,7 @@ impl PgWriter {
         hooks: Option<Arc<dyn AppendHooks>>,
         clock: Arc<dyn Clock>,
         sent_through: Arc<AtomicU64>,
+        known: watch::Receiver<Position>,
     ) -> Self {
         Self {
             pool,
@@ -109,6 +117,19 @@ impl PgWriter {
             versions: HashMap::new(),
             connection: None,
             sent_through,
+            known,
+        }
+    }
+
+    /// Forgets the remembered head when another process is known to have
+    /// moved it: a batch planned on it would only be refused (and cost
+    /// Postgres an aborted transaction) before going the careful way. The
+    /// stream versions stay: a stale one is caught as before.
+    fn notice_other_writers(&mut self) {
+        if let Some(head) = self.head {
+            if *self.known.borrow() > head.position {
+                self.head = None;
+            }
         }
     }
 
@@ -392,6 +413,7 @@ impl PgWriter {
     /// Start to finish, waiting for each step: the path with hooks.
     async fn write_now(&mut self, batch: &[PendingAppend]) -> Result<BatchWritten, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        self.notice_other_writers();
         if let (Some(expected), Some(plan)) = (self.head, self.plan_from_memory(batch)) {
             match self.write_remembered(&client, &plan, expected).await {
                 Ok(()) => {
@@ -510,6 +532,7 @@ impl BatchWriter for PgWriter {
             hooks.before_lock().await;
             return PgInFlight::Done(self.write_now(&batch).await);
         }
+        self.notice_other_writers();
         if let (Some(expected), Some(plan)) = (self.head, self.plan_from_memory(&batch)) {
             return match self.send_remembered(plan, expected).await {
                 Ok(in_flight) => in_flight,
