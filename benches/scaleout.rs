@@ -1,7 +1,9 @@
 //! Scale-out as users try it: one `herald serve`, then three, on one
-//! Postgres store and one RabbitMQ virtual host, driven by the same number
-//! of keep-alive HTTP clients, beside the raw rates of the same database in
-//! the same run.
+//! Postgres store and one shared broker — a RabbitMQ virtual host, or
+//! librdkafka's mock Kafka cluster in the bench's process (the topics made
+//! on it as `herald serve` needs them, 4 partitions, short sessions) —
+//! driven by the same number of keep-alive HTTP clients, beside the raw
+//! rates of the same database in the same run.
 //!
 //! Every process runs with `--store-pool-size 8 --read-model-pool-size 8`
 //! (the README's advice for three processes on a default `max_connections`
@@ -26,13 +28,14 @@
 //!
 //! Run with `cargo bench --bench scaleout`. `HERALD_BENCH_SECONDS` sets the
 //! window (default 5), `HERALD_BENCH_CLIENTS` the clients (default 16),
-//! `HERALD_BENCH_BINARY` another `herald` build; Postgres comes from
+//! `HERALD_BENCH_SETUPS` the brokers (`postgres+rabbitmq`, `postgres+kafka`;
+//! default both), `HERALD_BENCH_BINARY` another `herald` build; Postgres comes from
 //! `HERALD_TEST_DATABASE_URL`, RabbitMQ from `HERALD_TEST_AMQP_URL`.
 //! `cargo test --benches` runs a smoke pass in seconds; `-- --list` names
 //! the runs without starting anything.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_testkit::{TestDatabase, TestVhost};
@@ -44,9 +47,49 @@ use tokio_postgres::Client;
 mod raw_postgres;
 #[path = "support/serve_process.rs"]
 mod serve_process;
+// The mock cluster and the topics herald needs on it, as the tests make them.
+#[allow(dead_code)]
+#[path = "../tests/support/kafka.rs"]
+mod kafka;
 
 use raw_postgres::{checkpoint, measure, mode, raw_event_rates, Load, Mode, Timing, BATCH_ROWS};
-use serve_process::{cpu_ticks, create_key, free_port, ticket_commands, Herald, TICKS_PER_SECOND};
+use serve_process::{
+    backend_ticks, backend_ticks_between, cpu_ticks, create_key, free_port, herald_command,
+    percentiles, ticket_clients, Herald, Latencies, TICKS_PER_SECOND,
+};
+
+/// The shared broker of a setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Rabbit,
+    Kafka,
+}
+
+impl Broker {
+    const ALL: [Broker; 2] = [Broker::Rabbit, Broker::Kafka];
+
+    fn setup(self) -> &'static str {
+        match self {
+            Broker::Rabbit => "postgres+rabbitmq",
+            Broker::Kafka => "postgres+kafka",
+        }
+    }
+
+    fn selected() -> Vec<Broker> {
+        let Ok(names) = std::env::var("HERALD_BENCH_SETUPS") else {
+            return Self::ALL.to_vec();
+        };
+        let chosen: Vec<Broker> = Self::ALL
+            .into_iter()
+            .filter(|b| names.split(',').any(|n| n.trim() == b.setup()))
+            .collect();
+        assert!(
+            !chosen.is_empty(),
+            "HERALD_BENCH_SETUPS={names:?} names none of postgres+rabbitmq, postgres+kafka"
+        );
+        chosen
+    }
+}
 
 const PROCESS_COUNTS: [usize; 2] = [1, 3];
 const DEFAULT_CLIENTS: usize = 16;
@@ -64,8 +107,13 @@ fn clients() -> usize {
 fn main() {
     let mode = mode();
     if mode == Mode::List {
-        for processes in PROCESS_COUNTS {
-            println!("scaleout/postgres+rabbitmq/{processes}_processes: benchmark");
+        for broker in Broker::selected() {
+            for processes in PROCESS_COUNTS {
+                println!(
+                    "scaleout/{}/{processes}_processes: benchmark",
+                    broker.setup()
+                );
+            }
         }
         return;
     }
@@ -76,8 +124,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime for the clients");
-    let report = runtime.block_on(run(timing, clients()));
-    report.print(timing);
+    let reports: Vec<Report> = Broker::selected()
+        .into_iter()
+        .map(|broker| runtime.block_on(run(broker, timing, clients())))
+        .collect();
+    for report in &reports {
+        report.print(timing);
+    }
 }
 
 #[derive(Debug)]
@@ -94,6 +147,7 @@ struct Run {
 
 #[derive(Debug)]
 struct Report {
+    broker: Broker,
     clients: usize,
     raw_single: (f64, f64),
     raw_batch: (f64, f64),
@@ -106,7 +160,8 @@ impl Report {
         let (single, batch) = (mean(self.raw_single), mean(self.raw_batch));
         println!();
         println!(
-            "scaleout bench: {} clients, round-robin over the processes; {} s window after {} ms warm-up; Postgres store + RabbitMQ; pools {}",
+            "== {} == scaleout bench: {} clients, round-robin over the processes; {} s window after {} ms warm-up; pools {}",
+            self.broker.setup(),
             self.clients,
             timing.window.as_secs_f64(),
             timing.warmup.as_millis(),
@@ -164,8 +219,29 @@ impl Report {
     }
 }
 
-async fn run(timing: Timing, clients: usize) -> Report {
-    let vhost = TestVhost::create().await;
+async fn run(broker: Broker, timing: Timing, clients: usize) -> Report {
+    // Kept until the runs are over: dropping one takes its broker away.
+    let (vhost, cluster, broker_args) = match broker {
+        Broker::Rabbit => {
+            let vhost = TestVhost::create().await;
+            let args = vec!["--broker".to_owned(), vhost.url().to_owned()];
+            (Some(vhost), None, args)
+        }
+        Broker::Kafka => {
+            let cluster = kafka::cluster();
+            let servers = cluster.bootstrap_servers();
+            kafka::create_topics(&cluster, &kafka::needed(&servers), |_| {
+                kafka::PARTITIONS as i32
+            });
+            let args = vec![
+                "--broker".to_owned(),
+                format!("kafka://{servers}?session.timeout.ms=2000&heartbeat.interval.ms=500"),
+                "--broker-partitions".to_owned(),
+                kafka::PARTITIONS.to_string(),
+            ];
+            (None, Some(cluster), args)
+        }
+    };
     let db = TestDatabase::create().await;
     let admin = db.connect().await;
     let dir = tempfile::tempdir().expect("a working dir");
@@ -179,7 +255,7 @@ async fn run(timing: Timing, clients: usize) -> Report {
             run_processes(
                 &db,
                 &admin,
-                vhost.url(),
+                &broker_args,
                 &key,
                 round,
                 processes,
@@ -190,8 +266,9 @@ async fn run(timing: Timing, clients: usize) -> Report {
         );
     }
     let (after_single, after_batch) = raw_event_rates(&db, &admin, &[clients], timing).await;
-    drop((admin, db, vhost));
+    drop((admin, db, vhost, cluster));
     Report {
+        broker,
         clients,
         raw_single: (before_single[0], after_single[0]),
         raw_batch: (before_batch, after_batch),
@@ -199,14 +276,11 @@ async fn run(timing: Timing, clients: usize) -> Report {
     }
 }
 
-/// Bookkeeping of the clients: when each command finished and how long it took.
-type Latencies = Arc<Mutex<Vec<(Instant, Duration)>>>;
-
 #[allow(clippy::too_many_arguments)]
 async fn run_processes(
     db: &TestDatabase,
     admin: &Client,
-    broker: &str,
+    broker_args: &[String],
     key: &str,
     round: usize,
     processes: usize,
@@ -228,12 +302,11 @@ async fn run_processes(
             "warn",
             "--store",
             db.url(),
-            "--broker",
-            broker,
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        args.extend(broker_args.iter().cloned());
         args.extend(POOLS.iter().map(|s| (*s).to_owned()));
         heralds.push(Herald::start(dir.path(), &args));
         bases.push(format!("http://127.0.0.1:{port}"));
@@ -250,46 +323,15 @@ async fn run_processes(
 
     let load = Arc::new(Load::default());
     let latencies: Latencies = Arc::default();
-    let workers = (0..clients)
-        .map(|client| {
-            let (http, load, latencies) = (http.clone(), load.clone(), latencies.clone());
-            let (bases, key) = (bases.clone(), key.to_owned());
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                let mut sent = client;
-                let mut ticket = 0usize;
-                'tickets: while !load.stopped() {
-                    let id = format!("scaleout-{round}-{client}-{ticket}");
-                    ticket += 1;
-                    for (command, body) in ticket_commands() {
-                        let base = &bases[sent % bases.len()];
-                        sent += 1;
-                        let started = Instant::now();
-                        let response = http
-                            .post(format!("{base}/v1/tickets/{id}/{command}"))
-                            .bearer_auth(&key)
-                            .json(&body)
-                            .send()
-                            .await
-                            .expect("a command's answer");
-                        let status = response.status();
-                        if status != reqwest::StatusCode::CREATED {
-                            let text = response.text().await.unwrap_or_default();
-                            panic!("{command} on {id} through {base} answered {status}: {text}");
-                        }
-                        response.bytes().await.expect("a command's body");
-                        let done = Instant::now();
-                        mine.push((done, done - started));
-                        load.add(1);
-                        if load.stopped() {
-                            break 'tickets;
-                        }
-                    }
-                }
-                latencies.lock().unwrap().extend(mine);
-            })
-        })
-        .collect();
+    let workers = ticket_clients(
+        &http,
+        &bases,
+        key,
+        &format!("scaleout-{round}"),
+        clients,
+        &load,
+        &latencies,
+    );
     let measured = measure(&load, workers, timing, || {
         sample(&http, &bases, &pids, db.name(), admin)
     })
@@ -298,30 +340,16 @@ async fn run_processes(
         herald.terminate();
     }
     let (start, end) = (measured.start, measured.end);
-    let mut window: Vec<Duration> = latencies
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(at, _)| *at >= start.at && *at <= end.at)
-        .map(|(_, took)| *took)
-        .collect();
-    assert!(!window.is_empty(), "no command completed in the window");
-    window.sort_unstable();
-    let at = |q: f64| window[((window.len() - 1) as f64 * q).round() as usize];
+    let (p50, p99) = percentiles(&latencies, start.at, end.at);
     let commands = measured.per_second * (end.at - start.at).as_secs_f64();
     let per_command_ms = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e3 / commands;
-    let backend_ticks: u64 = end
-        .backends
-        .iter()
-        .map(|(pid, t)| t - start.backends.get(pid).copied().unwrap_or(0).min(*t))
-        .sum();
     Run {
         processes,
         per_second: measured.per_second,
-        p50: at(0.50),
-        p99: at(0.99),
+        p50,
+        p99,
         herald_cpu_ms: per_command_ms(end.herald - start.herald),
-        database_cpu_ms: per_command_ms(backend_ticks),
+        database_cpu_ms: per_command_ms(backend_ticks_between(&start.backends, &end.backends)),
         conflicts_per_command: (end.conflicts - start.conflicts) / commands,
         replans_per_command: (end.replans - start.replans) / commands,
     }
@@ -352,21 +380,7 @@ async fn sample(
         .iter()
         .map(|&pid| cpu_ticks(pid).expect("herald's /proc entry"))
         .sum();
-    let mut backends = HashMap::new();
-    let rows = admin
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&database],
-        )
-        .await
-        .expect("list the database's backends");
-    for row in rows {
-        let pid: i32 = row.get(0);
-        // A backend that just exited has no /proc entry: it counts as 0.
-        if let Some(ticks) = cpu_ticks(pid as u32) {
-            backends.insert(pid, ticks);
-        }
-    }
+    let backends = backend_ticks(admin, database).await;
     let (mut conflicts, mut replans) = (0.0, 0.0);
     for base in bases {
         let text = http

@@ -40,7 +40,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_testkit::{TestDatabase, TestVhost};
@@ -58,7 +58,8 @@ use raw_postgres::{
     checkpoint, measure, mode, note_payload, raw_event_rates, Load, Mode, Timing, BATCH_ROWS,
 };
 use serve_process::{
-    cpu_ticks, create_key, free_port, ticket_commands, Herald, NOTES_PER_TICKET, TICKS_PER_SECOND,
+    backend_ticks, backend_ticks_between, cpu_ticks, create_key, free_port, percentiles,
+    ticket_clients, Herald, Latencies, NOTES_PER_TICKET, TICKS_PER_SECOND,
 };
 
 const POSTGRES_LEVELS: [usize; 3] = [1, 8, 64];
@@ -408,9 +409,6 @@ async fn herald_levels(
     levels
 }
 
-/// Bookkeeping of one client: when each command finished and how long it took.
-type Latencies = Arc<Mutex<Vec<(Instant, Duration)>>>;
-
 #[allow(clippy::too_many_arguments)]
 async fn herald_level(
     http: &reqwest::Client,
@@ -424,75 +422,32 @@ async fn herald_level(
 ) -> Level {
     let load = Arc::new(Load::default());
     let latencies: Latencies = Arc::default();
-    let workers = (0..clients)
-        .map(|client| {
-            let (http, load, latencies) = (http.clone(), load.clone(), latencies.clone());
-            let (base, key) = (base.to_owned(), key.to_owned());
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                let mut ticket = 0usize;
-                'tickets: while !load.stopped() {
-                    let id = format!("bench-{round}-{client}-{ticket}");
-                    ticket += 1;
-                    for (command, body) in ticket_commands() {
-                        let started = Instant::now();
-                        let response = http
-                            .post(format!("{base}/v1/tickets/{id}/{command}"))
-                            .bearer_auth(&key)
-                            .json(&body)
-                            .send()
-                            .await
-                            .expect("a command's answer");
-                        let status = response.status();
-                        if status != reqwest::StatusCode::CREATED {
-                            let text = response.text().await.unwrap_or_default();
-                            panic!("{command} on {id} answered {status}: {text}");
-                        }
-                        // Read the answer whole, as a client that uses it would.
-                        response.bytes().await.expect("a command's body");
-                        let done = Instant::now();
-                        mine.push((done, done - started));
-                        load.add(1);
-                        if load.stopped() {
-                            break 'tickets;
-                        }
-                    }
-                }
-                latencies.lock().unwrap().extend(mine);
-            })
-        })
-        .collect();
+    let bases = Arc::new(vec![base.to_owned()]);
+    let workers = ticket_clients(
+        http,
+        &bases,
+        key,
+        &format!("bench-{round}"),
+        clients,
+        &load,
+        &latencies,
+    );
     let measured = measure(&load, workers, timing, || {
         cpu_sample(herald_pid, postgres.map(|(db, admin)| (db.name(), admin)))
     })
     .await;
     let (start, end) = (measured.start, measured.end);
-    let mut window: Vec<Duration> = latencies
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(at, _)| *at >= start.at && *at <= end.at)
-        .map(|(_, took)| *took)
-        .collect();
-    assert!(!window.is_empty(), "no command completed in the window");
-    window.sort_unstable();
-    let at = |q: f64| window[((window.len() - 1) as f64 * q).round() as usize];
+    let (p50, p99) = percentiles(&latencies, start.at, end.at);
     let commands = measured.per_second * (end.at - start.at).as_secs_f64();
     let per_command_ms = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e3 / commands;
     Level {
         clients,
         per_second: measured.per_second,
-        p50: at(0.50),
-        p99: at(0.99),
+        p50,
+        p99,
         herald_cpu_ms: per_command_ms(end.herald - start.herald),
-        database_cpu_ms: postgres.map(|_| {
-            let ticks: u64 = end
-                .backends
-                .iter()
-                .map(|(pid, t)| t - start.backends.get(pid).copied().unwrap_or(0).min(*t))
-                .sum();
-            per_command_ms(ticks)
-        }),
+        database_cpu_ms: postgres
+            .map(|_| per_command_ms(backend_ticks_between(&start.backends, &end.backends))),
     }
 }
 
@@ -504,23 +459,10 @@ struct CpuSample {
 }
 
 async fn cpu_sample(herald_pid: u32, postgres: Option<(&str, &Client)>) -> CpuSample {
-    let mut backends = HashMap::new();
-    if let Some((database, admin)) = postgres {
-        let rows = admin
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&database],
-            )
-            .await
-            .expect("list the database's backends");
-        for row in rows {
-            let pid: i32 = row.get(0);
-            // A backend that just exited has no /proc entry: it counts as 0.
-            if let Some(ticks) = cpu_ticks(pid as u32) {
-                backends.insert(pid, ticks);
-            }
-        }
-    }
+    let backends = match postgres {
+        Some((database, admin)) => backend_ticks(admin, database).await,
+        None => HashMap::new(),
+    };
     CpuSample {
         at: Instant::now(),
         herald: cpu_ticks(herald_pid).expect("herald's /proc entry"),

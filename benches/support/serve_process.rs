@@ -5,14 +5,119 @@
 //! Included with `#[path = "support/serve_process.rs"] mod serve_process;`
 //! next to `raw_postgres` (for the note's text).
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 
-use super::raw_postgres::{note_text, NOTE_AUTHOR};
+use super::raw_postgres::{note_text, Load, NOTE_AUTHOR};
+
+/// Of every client: when each command finished and how long it took.
+pub type Latencies = Arc<Mutex<Vec<(Instant, Duration)>>>;
+
+/// Starts `clients` clients, each working through tickets of its own
+/// (`{prefix}-{client}-{n}`) and sending each command to the next of
+/// `bases` in turn (from its own index on: one base is one process, several
+/// are a round-robin load balancer), until `load` stops; every command must
+/// be answered 201.
+pub fn ticket_clients(
+    http: &reqwest::Client,
+    bases: &Arc<Vec<String>>,
+    key: &str,
+    prefix: &str,
+    clients: usize,
+    load: &Arc<Load>,
+    latencies: &Latencies,
+) -> Vec<JoinHandle<()>> {
+    (0..clients)
+        .map(|client| {
+            let (http, load, latencies) = (http.clone(), load.clone(), latencies.clone());
+            let (bases, key, prefix) = (bases.clone(), key.to_owned(), prefix.to_owned());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut sent = client;
+                let mut ticket = 0usize;
+                'tickets: while !load.stopped() {
+                    let id = format!("{prefix}-{client}-{ticket}");
+                    ticket += 1;
+                    for (command, body) in ticket_commands() {
+                        let base = &bases[sent % bases.len()];
+                        sent += 1;
+                        let started = Instant::now();
+                        let response = http
+                            .post(format!("{base}/v1/tickets/{id}/{command}"))
+                            .bearer_auth(&key)
+                            .json(&body)
+                            .send()
+                            .await
+                            .expect("a command's answer");
+                        let status = response.status();
+                        if status != reqwest::StatusCode::CREATED {
+                            let text = response.text().await.unwrap_or_default();
+                            panic!("{command} on {id} through {base} answered {status}: {text}");
+                        }
+                        // Read the answer whole, as a client that uses it would.
+                        response.bytes().await.expect("a command's body");
+                        let done = Instant::now();
+                        mine.push((done, done - started));
+                        load.add(1);
+                        if load.stopped() {
+                            break 'tickets;
+                        }
+                    }
+                }
+                latencies.lock().unwrap().extend(mine);
+            })
+        })
+        .collect()
+}
+
+/// p50 and p99 of the commands that finished between `start` and `end`.
+pub fn percentiles(latencies: &Latencies, start: Instant, end: Instant) -> (Duration, Duration) {
+    let mut window: Vec<Duration> = latencies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _)| *at >= start && *at <= end)
+        .map(|(_, took)| *took)
+        .collect();
+    assert!(!window.is_empty(), "no command completed in the window");
+    window.sort_unstable();
+    let at = |q: f64| window[((window.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// CPU ticks of each Postgres backend connected to `database`, but the
+/// asking one.
+pub async fn backend_ticks(admin: &Client, database: &str) -> HashMap<i32, u64> {
+    let rows = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .expect("list the database's backends");
+    rows.iter()
+        .filter_map(|row| {
+            let pid: i32 = row.get(0);
+            // A backend that just exited has no /proc entry: it counts as 0.
+            cpu_ticks(pid as u32).map(|ticks| (pid, ticks))
+        })
+        .collect()
+}
+
+/// Ticks the backends used between two [`backend_ticks`] samples.
+pub fn backend_ticks_between(start: &HashMap<i32, u64>, end: &HashMap<i32, u64>) -> u64 {
+    end.iter()
+        .map(|(pid, t)| t - start.get(pid).copied().unwrap_or(0).min(*t))
+        .sum()
+}
 
 /// Commands per ticket: open, the notes, resolve.
 pub const NOTES_PER_TICKET: usize = 8;
