@@ -55,7 +55,7 @@ mod kafka;
 use raw_postgres::{checkpoint, measure, mode, raw_event_rates, Load, Mode, Timing, BATCH_ROWS};
 use serve_process::{
     backend_ticks, backend_ticks_between, cpu_ticks, create_key, free_port, herald_command,
-    percentiles, ticket_clients, Herald, Latencies, TICKS_PER_SECOND,
+    percentiles, selected_setups, ticket_clients, Herald, Latencies, TICKS_PER_SECOND,
 };
 
 /// The shared broker of a setup.
@@ -76,18 +76,7 @@ impl Broker {
     }
 
     fn selected() -> Vec<Broker> {
-        let Ok(names) = std::env::var("HERALD_BENCH_SETUPS") else {
-            return Self::ALL.to_vec();
-        };
-        let chosen: Vec<Broker> = Self::ALL
-            .into_iter()
-            .filter(|b| names.split(',').any(|n| n.trim() == b.setup()))
-            .collect();
-        assert!(
-            !chosen.is_empty(),
-            "HERALD_BENCH_SETUPS={names:?} names none of postgres+rabbitmq, postgres+kafka"
-        );
-        chosen
+        selected_setups(&Self::ALL, Self::setup)
     }
 }
 

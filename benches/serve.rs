@@ -59,7 +59,7 @@ use raw_postgres::{
 };
 use serve_process::{
     backend_ticks, backend_ticks_between, cpu_ticks, create_key, free_port, percentiles,
-    ticket_clients, Herald, Latencies, NOTES_PER_TICKET, TICKS_PER_SECOND,
+    selected_setups, ticket_clients, Herald, Latencies, NOTES_PER_TICKET, TICKS_PER_SECOND,
 };
 
 const POSTGRES_LEVELS: [usize; 3] = [1, 8, 64];
@@ -112,18 +112,7 @@ impl Setup {
     }
 
     fn selected() -> Vec<Setup> {
-        let Ok(names) = std::env::var("HERALD_BENCH_SETUPS") else {
-            return Self::ALL.to_vec();
-        };
-        let chosen: Vec<Setup> = Self::ALL
-            .into_iter()
-            .filter(|s| names.split(',').any(|n| n.trim() == s.name()))
-            .collect();
-        assert!(
-            !chosen.is_empty(),
-            "HERALD_BENCH_SETUPS={names:?} names none of postgres+memory, postgres+rabbitmq, embedded"
-        );
-        chosen
+        selected_setups(&Self::ALL, Self::name)
     }
 }
 

@@ -18,6 +18,26 @@ use tokio_postgres::Client;
 
 use super::raw_postgres::{note_text, Load, NOTE_AUTHOR};
 
+/// The setups of `all` that `HERALD_BENCH_SETUPS` (comma-separated names)
+/// picks, in `all`'s order; every one when it is not set.
+pub fn selected_setups<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> Vec<T> {
+    let Ok(names) = std::env::var("HERALD_BENCH_SETUPS") else {
+        return all.to_vec();
+    };
+    let chosen: Vec<T> = all
+        .iter()
+        .copied()
+        .filter(|&s| names.split(',').any(|n| n.trim() == name(s)))
+        .collect();
+    let known: Vec<&str> = all.iter().map(|&s| name(s)).collect();
+    assert!(
+        !chosen.is_empty(),
+        "HERALD_BENCH_SETUPS={names:?} names none of {}",
+        known.join(", ")
+    );
+    chosen
+}
+
 /// Of every client: when each command finished and how long it took.
 pub type Latencies = Arc<Mutex<Vec<(Instant, Duration)>>>;
 
