@@ -163,3 +163,66 @@ async fn one_process_runs_each_projection_and_another_takes_over() {
         "a clean stop leaves no lease behind"
     );
 }
+
+/// A process alone on its store (`alone`, as `herald serve` on the
+/// in-process broker is) takes no lease: restarted after a crash, it goes
+/// on at once, even while the dead runner's lease would hold for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_alone_on_its_store_goes_on_without_waiting_for_a_lease() {
+    let (db, store, _pool) = common::store().await;
+    let sql = common::connect(&db).await;
+    let crashed_counting = Arc::new(Counting::default());
+    let crashed = ProjectionRunner::new(
+        common::own_pool(&db),
+        store.clone(),
+        vec![crashed_counting.clone()],
+    )
+    .with_config(RunnerConfig {
+        lease_ttl: Duration::from_secs(300),
+        ..RunnerConfig::default()
+    });
+    crashed.install().await.expect("install the projection");
+    let (_keep, stop) = watch::channel(false);
+    let task = tokio::spawn(async move { crashed.run(stop).await });
+    append_round(&store, 1).await;
+    assert!(
+        eventually(WAIT, || async {
+            checkpoint(&sql).await == PER_ROUND as i64
+        })
+        .await,
+        "the first runner projects the first round"
+    );
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    let restarted_counting = Arc::new(Counting::default());
+    let restarted = ProjectionRunner::new(
+        common::own_pool(&db),
+        store.clone(),
+        vec![restarted_counting.clone()],
+    )
+    .with_config(RunnerConfig {
+        alone: true,
+        ..RunnerConfig::default()
+    });
+    let (stop_restarted, stop) = watch::channel(false);
+    let task = tokio::spawn({
+        let restarted = restarted.clone();
+        async move { restarted.run(stop).await }
+    });
+    append_round(&store, 2).await;
+    assert!(
+        eventually(WAIT, || async {
+            checkpoint(&sql).await == 2 * PER_ROUND as i64
+        })
+        .await,
+        "the restarted runner goes on without the dead one's lease (at {})",
+        checkpoint(&sql).await
+    );
+    assert_eq!(
+        restarted_counting.applied.load(Ordering::SeqCst),
+        PER_ROUND as u64
+    );
+    stop_restarted.send(true).unwrap();
+    task.await.unwrap().expect("the runner stops");
+}

@@ -593,6 +593,14 @@ fn start_read_models(
             .collect();
         side = side.with_broker(Arc::clone(broker), topics);
     }
+    if matches!(config.broker.location, BrokerLocation::Memory) {
+        // The in-process broker claims the store alone (see `occupy`): no
+        // other process runs projections, so none needs a lease.
+        side = side.with_config(herald_projections::RunnerConfig {
+            alone: true,
+            ..herald_projections::RunnerConfig::default()
+        });
+    }
     tracing::info!(
         projections = ?side.names(),
         database = side.database(),

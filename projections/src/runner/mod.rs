@@ -81,6 +81,10 @@ pub struct RunnerConfig {
     /// How often a stand-by tries to take a projection's lease, and
     /// reports the position the running process has reached.
     pub standby_poll: Duration,
+    /// This process is known to be the only one on its store (it claimed
+    /// the store alone): no lease is taken, so a restart after a crash
+    /// goes on at once instead of waiting for the dead process's lease.
+    pub alone: bool,
 }
 
 impl Default for RunnerConfig {
@@ -97,6 +101,7 @@ impl Default for RunnerConfig {
             lease_ttl: Duration::from_secs(6),
             renew_every: Duration::from_secs(2),
             standby_poll: Duration::from_secs(1),
+            alone: false,
         }
     }
 }
@@ -402,6 +407,7 @@ impl<B: Backend> Runner<B> {
             let term = self.lead(&p, &mut stop).await;
             telemetry::running(name, false);
             match term? {
+                Term::Stopped if self.config.alone => return Ok(()),
                 Term::Stopped => {
                     // Hand over at once rather than after the lease expires.
                     if let Err(e) = self.backend.release_lease(name, &self.holder).await {
@@ -423,6 +429,9 @@ impl<B: Backend> Runner<B> {
         let name = p.name();
         let mut announced = false;
         let mut seen: Option<Position> = None;
+        if self.config.alone {
+            return *stop.borrow();
+        }
         loop {
             if *stop.borrow() {
                 return true;
@@ -503,7 +512,7 @@ impl<B: Backend> Runner<B> {
             if *stop.borrow() {
                 return Ok(Term::Stopped);
             }
-            if renewed.elapsed() >= self.config.renew_every {
+            if !self.config.alone && renewed.elapsed() >= self.config.renew_every {
                 match self
                     .backend
                     .take_lease(name, &self.holder, self.config.lease_ttl)
