@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domains;
 pub mod ingest;
+pub mod placement;
 pub mod relay;
 pub mod telemetry;
 pub mod topics;

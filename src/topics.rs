@@ -39,12 +39,22 @@ pub fn needed(
         .types()
         .map(|(t, _)| t.domain().to_owned())
         .collect();
-    let placed: Vec<Topic> = domains
+    let mut placed: Vec<Topic> = domains
         .iter()
         .filter_map(|d| Domain::new(d.as_str()).ok())
         .map(|d| Topic::for_domain(&d))
         .collect();
     let mut groups: Vec<ConsumerGroup> = list.reaction_groups(actors);
+    // Commands travel to their aggregate's owner on a shared broker
+    // (`placement`), answers back on the reply topic (Kafka).
+    if !matches!(broker.location, crate::config::BrokerLocation::Memory) {
+        placed.extend(Topic::named(crate::placement::COMMAND_TOPIC).ok());
+        groups.extend(ConsumerGroup::new(crate::placement::COMMAND_GROUP).ok());
+    }
+    #[cfg(feature = "kafka")]
+    if matches!(broker.location, crate::config::BrokerLocation::Kafka { .. }) {
+        placed.extend(Topic::named(herald_brokers::kafka::REPLY_TOPIC).ok());
+    }
     if broker.relay {
         groups.extend(ConsumerGroup::new(herald_projections::LIVE_GROUP).ok());
     }

@@ -46,6 +46,13 @@ pub enum BrokerError {
     /// The broker was closed.
     #[error("the broker is closed")]
     Closed,
+    /// The backend cannot do this (the in-process broker has no requests
+    /// between processes).
+    #[error("the {backend} broker cannot {operation}")]
+    Unsupported {
+        backend: &'static str,
+        operation: &'static str,
+    },
 }
 
 /// What is wrong with one topic.
@@ -95,6 +102,7 @@ impl BrokerError {
         "invalid_name",
         "topics",
         "closed",
+        "unsupported",
     ];
 
     /// A stable, low-cardinality name of the variant.
@@ -107,6 +115,7 @@ impl BrokerError {
             BrokerError::InvalidName { .. } => "invalid_name",
             BrokerError::Topics { .. } => "topics",
             BrokerError::Closed => "closed",
+            BrokerError::Unsupported { .. } => "unsupported",
         }
     }
 }

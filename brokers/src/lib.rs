@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod memory;
 pub mod message;
 pub mod progress;
+pub mod request;
 pub mod telemetry;
 
 use std::fmt;
@@ -84,6 +85,32 @@ pub trait Broker: Send + Sync + 'static {
     /// durable offsets.
     fn settled_through(&self) -> Option<Position> {
         None
+    }
+
+    /// Opens an inbox for replies to requests this process sends to the
+    /// members of a group ([`request`]). The in-process broker has none
+    /// ([`BrokerError::Unsupported`]): its one process owns everything.
+    async fn open_inbox(&self) -> Result<request::Inbox, BrokerError> {
+        Err(BrokerError::Unsupported {
+            backend: self.backend(),
+            operation: "send requests to other processes",
+        })
+    }
+
+    /// Sends the answer to a request to `reply_to` (the request's
+    /// [`request::HEADER_REPLY_TO`]); best effort: an inbox that is gone
+    /// drops it.
+    async fn reply(
+        &self,
+        reply_to: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), BrokerError> {
+        let _ = (reply_to, headers, body);
+        Err(BrokerError::Unsupported {
+            backend: self.backend(),
+            operation: "reply to requests",
+        })
     }
 
     /// Succeeds when the broker answers.
@@ -182,6 +209,7 @@ impl Delivery {
 /// A group member's deliveries.
 pub struct Subscription {
     deliveries: Pin<Box<dyn Stream<Item = Result<Delivery, BrokerError>> + Send>>,
+    ownership: Option<std::sync::Arc<dyn request::Ownership>>,
 }
 
 impl fmt::Debug for Subscription {
@@ -196,7 +224,19 @@ impl Subscription {
     ) -> Self {
         Self {
             deliveries: Box::pin(deliveries),
+            ownership: None,
         }
+    }
+
+    /// The same subscription, able to tell which partitions it owns.
+    pub fn with_ownership(mut self, ownership: std::sync::Arc<dyn request::Ownership>) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    /// Which partitions this member owns now, where the backend can tell.
+    pub fn ownership(&self) -> Option<std::sync::Arc<dyn request::Ownership>> {
+        self.ownership.clone()
     }
 }
 

@@ -16,6 +16,7 @@ use super::body::read_json;
 use super::problem::{ApiResult, Problem, ProblemKind};
 use super::AppState;
 use crate::auth::{Action, Identity};
+use crate::placement::{Failure, Outcome};
 
 /// `POST /v1/{domain}/{id}/{command}`
 #[utoipa::path(
@@ -116,10 +117,22 @@ pub async fn execute(
         producer: Some(format!("http:{}", identity.subject)),
         idempotency,
     };
-    let executed = group
-        .execute_json(&identity.tenant, &id, &command, body, meta)
+    let executed = match state
+        .placement
+        .execute(
+            &**group,
+            &domain,
+            &identity.tenant,
+            &id,
+            &command,
+            body,
+            meta,
+        )
         .await
-        .map_err(problem)?;
+    {
+        Outcome::Here(executed) => executed.map_err(problem)?,
+        Outcome::There(executed) => executed.map_err(from_failure)?,
+    };
     let status = if executed.events.is_empty() || executed.duplicate {
         actix_web::http::StatusCode::OK
     } else {
@@ -213,6 +226,31 @@ fn correlation(req: &HttpRequest) -> ApiResult<Option<Uuid>> {
                 )
             }),
     }
+}
+
+/// A command's failure as the owner of its aggregate sends it to the
+/// process that forwarded the command.
+pub(crate) fn describe(e: CommandError) -> Failure {
+    let problem = problem(e);
+    Failure {
+        kind: problem.kind.slug().to_owned(),
+        detail: problem.detail,
+        extensions: problem.extensions,
+        retry_after_secs: problem.retry_after_secs,
+    }
+}
+
+/// The problem the owner described, answered as it would have.
+fn from_failure(failure: Failure) -> Problem {
+    let kind = ProblemKind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.slug() == failure.kind)
+        .unwrap_or(ProblemKind::Internal);
+    let mut problem = Problem::new(kind, failure.detail);
+    problem.extensions = failure.extensions;
+    problem.retry_after_secs = failure.retry_after_secs;
+    problem
 }
 
 /// The HTTP face of a command's failure.

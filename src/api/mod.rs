@@ -6,7 +6,7 @@
 mod admin;
 pub mod audit;
 pub mod body;
-mod commands;
+pub(crate) mod commands;
 pub mod connections;
 mod events;
 pub mod idempotency;
@@ -58,6 +58,8 @@ pub struct AppState {
     pub hub: crate::ws::Hub,
     /// Every domain's actor group, by domain name.
     pub domains: herald_actors::Domains,
+    /// Sends each command to the process that owns its aggregate.
+    pub placement: crate::placement::Placement,
     pub store: Arc<dyn EventStore>,
     pub broker: Arc<dyn Broker>,
     pub registry: EventRegistry,

@@ -162,6 +162,21 @@ pub async fn serve(
         tasks_stop.clone(),
     )
     .await;
+    // On a shared broker each aggregate is decided by the process that owns
+    // its partition of the command group; alone, by this one.
+    let (placement, placement_task) = if matches!(config.broker.location, BrokerLocation::Memory) {
+        (crate::placement::Placement::alone(), None)
+    } else {
+        let (placement, task) = crate::placement::Placement::join(
+            Arc::clone(&broker),
+            running.domains.clone(),
+            api::commands::describe,
+            tasks_stop.clone(),
+        )
+        .await
+        .context("joining the command group")?;
+        (placement, Some(task))
+    };
     let relay = config.broker.relay.then(|| {
         Relay::new(
             Arc::clone(&store),
@@ -209,6 +224,7 @@ pub async fn serve(
         auth,
         hub,
         domains: running.domains.clone(),
+        placement,
         store: Arc::clone(&store),
         broker: Arc::clone(&broker),
         registry,
@@ -342,6 +358,10 @@ pub async fn serve(
             waited_ms = PROJECTIONS_STOP.as_millis() as u64,
             "The projections did not stop in time; their last batch is redone at the next start."
         );
+    }
+    // Commands decided for other processes are answered before the actors stop.
+    if let Some(task) = placement_task {
+        let _ = task.await;
     }
     running.stop().await;
     broker.close().await;

@@ -54,6 +54,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
     .expect("start the hub");
     AppState {
         domains: herald_actors::Domains::default(),
+        placement: herald::placement::Placement::alone(),
         auth,
         hub,
         store,

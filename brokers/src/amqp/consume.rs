@@ -136,12 +136,17 @@ pub(super) async fn subscribe(
         tokio::spawn(task.run(opened));
     }
     tokio::spawn(rebalance(Arc::clone(&ctx), shards.clone(), stopped));
+    let ownership = Arc::new(super::requests::MemberOwnership {
+        shards: shards.clone(),
+        partitions,
+    });
     Ok(Subscription::new(Member {
         shards,
         cursor: 0,
         ctx,
         _stop: stop,
-    }))
+    })
+    .with_ownership(ownership))
 }
 
 /// What a member's stream, tasks and deliveries share.
@@ -178,10 +183,10 @@ struct Slot {
 }
 
 /// One shard queue of the member.
-struct Shard {
+pub(super) struct Shard {
     queue: String,
-    topic: Topic,
-    partition: u32,
+    pub(super) topic: Topic,
+    pub(super) partition: u32,
     slot: Mutex<Slot>,
     commands: mpsc::UnboundedSender<Command>,
 }
@@ -225,7 +230,7 @@ impl Shard {
     }
 
     /// The shard's activation order while it is delivering here.
-    fn active_since(&self) -> Option<u64> {
+    pub(super) fn active_since(&self) -> Option<u64> {
         let slot = self.lock();
         (slot.handing_out && slot.active_since > 0).then_some(slot.active_since)
     }
@@ -684,7 +689,8 @@ impl Member {
         if d.redelivered {
             telemetry::redelivered(BACKEND);
         }
-        let headers = string_headers(d.properties.headers().as_ref());
+        let mut headers = string_headers(d.properties.headers().as_ref());
+        headers.extend(super::requests::reply_header(&d.properties));
         let content = decode(&headers, &d.data);
         let settle = AmqpSettle {
             ctx: Arc::clone(&self.ctx),

@@ -62,6 +62,7 @@ mod consume;
 mod dead_letter;
 mod link;
 mod publish;
+mod requests;
 #[cfg(test)]
 mod server_tests;
 mod topology;
@@ -117,6 +118,9 @@ struct Shared {
     config: AmqpConfig,
     publisher: Publisher,
     consume: Link,
+    /// Inboxes' channels and the channel replies go out on.
+    requests: Link,
+    replies: tokio::sync::Mutex<Option<lapin::Channel>>,
     /// The channel `dead_letters` reads with (on the consuming connection).
     browse: tokio::sync::Mutex<Option<lapin::Channel>>,
     closed: AtomicBool,
@@ -150,6 +154,8 @@ impl AmqpBroker {
         );
         let shared = Arc::new(Shared {
             consume: Link::new(&config.url, "consume"),
+            requests: Link::new(&config.url, "requests"),
+            replies: tokio::sync::Mutex::new(None),
             config,
             publisher,
             browse: tokio::sync::Mutex::new(None),
@@ -216,6 +222,21 @@ impl Broker for AmqpBroker {
         dead_letter::browse(&self.shared, group, max).await
     }
 
+    async fn open_inbox(&self) -> Result<crate::request::Inbox, BrokerError> {
+        self.shared.check_open()?;
+        requests::open_inbox(&self.shared).await
+    }
+
+    async fn reply(
+        &self,
+        reply_to: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), BrokerError> {
+        self.shared.check_open()?;
+        requests::reply(&self.shared, reply_to, headers, body).await
+    }
+
     async fn check(&self) -> Result<(), BrokerError> {
         self.shared.check_open()?;
         self.shared.publisher.connect().await
@@ -226,8 +247,12 @@ impl Broker for AmqpBroker {
         if let Some(channel) = self.shared.browse.lock().await.take() {
             close_channel(&channel).await;
         }
+        if let Some(channel) = self.shared.replies.lock().await.take() {
+            close_channel(&channel).await;
+        }
         self.shared.publisher.close().await;
         self.shared.consume.close().await;
+        self.shared.requests.close().await;
     }
 }
 

@@ -91,6 +91,7 @@ pub(super) fn subscribe(
         .subscribe(&names)
         .map_err(|e| broker_error("subscribe", &e))?;
     tracing::info!(backend = BACKEND, group = %group, topics = ?names, "Joining the consumer group.");
+    let ownership = Arc::new(super::requests::MemberOwnership(Arc::clone(&shared)));
     let member = Member {
         consumer,
         shared,
@@ -102,17 +103,17 @@ pub(super) fn subscribe(
         next_commit: Instant::now(),
         failed: false,
     };
-    Ok(Subscription::new(futures::stream::unfold(
-        member,
-        |mut member| async move {
+    Ok(
+        Subscription::new(futures::stream::unfold(member, |mut member| async move {
             let item = member.next().await?;
             Some((item, member))
-        },
-    )))
+        }))
+        .with_ownership(ownership),
+    )
 }
 
 /// What the subscription, its deliveries and the rebalance callbacks share.
-struct Shared {
+pub(super) struct Shared {
     group: ConsumerGroup,
     state: Mutex<State>,
     /// Woken when an acknowledgement moved a commit mark.
@@ -131,6 +132,13 @@ struct State {
 }
 
 impl Shared {
+    /// True while `partition` of `topic` is assigned to this member.
+    pub(super) fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.lock()
+            .assigned
+            .contains_key(&(topic.to_owned(), partition))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -29,6 +29,9 @@ mod consume;
 mod dead_letters;
 mod offsets;
 mod produce;
+mod requests;
+
+pub use requests::REPLY_TOPIC;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -233,6 +236,21 @@ impl Broker for KafkaBroker {
     ) -> Result<Vec<DeadLetter>, BrokerError> {
         self.check_open()?;
         dead_letters::read(&self.inner.config, group, max).await
+    }
+
+    async fn open_inbox(&self) -> Result<crate::request::Inbox, BrokerError> {
+        self.check_open()?;
+        requests::open_inbox(self).await
+    }
+
+    async fn reply(
+        &self,
+        reply_to: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), BrokerError> {
+        self.check_open()?;
+        requests::reply(self, reply_to, headers, body).await
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
