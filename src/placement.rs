@@ -206,6 +206,10 @@ impl Placement {
             .is_some_and(|o| o.owns(&inner.topic, partition))
         {
             route(domain, "owner");
+            let meta = CommandMeta {
+                decided_by_owner: true,
+                ..meta
+            };
             return Outcome::Here(group.execute_json(tenant, id, command, body, meta).await);
         }
         let request_id = Uuid::now_v7().to_string();
@@ -440,6 +444,7 @@ async fn decide(inner: Arc<Inner>, domains: Domains, describe: Describe, deliver
                 dedupe_key: command.dedupe_key,
                 producer: command.producer,
                 idempotency,
+                decided_by_owner: true,
             };
             match group
                 .execute_json(&tenant, &command.id, &command.command, command.body, meta)

@@ -145,6 +145,7 @@ pub const METRICS: &[MetricDoc] = &[
     metric(crate::ingest::RETRIES_TOTAL, Counter, "kind", "Ingest appends retried after the store failed, by store error kind."),
     metric(actor_metrics::COMMANDS_TOTAL, Counter, "domain, outcome", "Commands run, by domain and outcome: done, unchanged, duplicate (a repeat answered without appending), refused or busy."),
     metric(actor_metrics::COMMAND_CONFLICTS_TOTAL, Counter, "domain", "Command attempts decided again because another writer appended to the stream first."),
+    metric(crate::placement::ROUTES_TOTAL, Counter, "domain, route", "Commands by where they were decided: owner (here, which owns the aggregate's partition), forwarded (sent to the owning process), for_another (decided here for another process), fallback (could not be sent; decided here)."),
     metric(actor_metrics::ACTORS_LIVE, Gauge, "domain", "Aggregate actors live in this process."),
     metric(actor_metrics::ACTORS_PASSIVATED_TOTAL, Counter, "domain", "Aggregate actors stopped (idle, or past the group's cap)."),
     metric(actor_metrics::SNAPSHOTS_SAVED_TOTAL, Counter, "domain", "Aggregate snapshots saved."),
@@ -283,6 +284,10 @@ pub fn register_series(running: &Running<'_>) {
                 .increment(0);
         }
         counter!(actor_metrics::COMMAND_CONFLICTS_TOTAL, "domain" => domain).increment(0);
+        for &route in crate::placement::ROUTES {
+            counter!(crate::placement::ROUTES_TOTAL, "domain" => domain, "route" => route)
+                .increment(0);
+        }
         counter!(actor_metrics::ACTORS_PASSIVATED_TOTAL, "domain" => domain).increment(0);
         counter!(actor_metrics::SNAPSHOTS_SAVED_TOTAL, "domain" => domain).increment(0);
         counter!(actor_metrics::SNAPSHOTS_ALREADY_SAVED_TOTAL, "domain" => domain).increment(0);

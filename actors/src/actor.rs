@@ -29,6 +29,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use herald_events::{EventId, EventRegistry, NewEvent, StreamId, StreamVersion, TenantId};
 use herald_store::{Claimed, EventStore, ExpectedVersion, IdempotencyClaim, Snapshot, StoreError};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CommandContext, DomainEvent};
@@ -54,6 +55,12 @@ pub struct CommandMeta {
     /// A client's idempotency key (HTTP `Idempotency-Key`): a repeat gets
     /// the first answer and appends nothing.
     pub idempotency: Option<Idempotency>,
+    /// Sent by the process that owns the aggregate's partition (placement
+    /// on a shared broker): the actor decides on the state it holds, without
+    /// first reading what other processes appended. Only a hand-over lets
+    /// another process append meanwhile, and the store's version check
+    /// refuses a decision on a stale state, which is then decided again.
+    pub decided_by_owner: bool,
 }
 
 /// A client's idempotency key for a command, scoped to the tenant and the
@@ -234,18 +241,21 @@ impl<A: Aggregate> Handler<Execute<A>> for AggregateActor<A> {
         // Only this future touches the state until it is done (the response
         // is atomic), so it takes the state and gives it back.
         let loaded = self.loaded.take();
-        let span = tracing::info_span!("command", domain = A::DOMAIN, stream = %self.stream, tenant = %self.tenant);
+        // Entered only while the command's future is polled: a guard held
+        // across its awaits would leave the span current on the arbiter's
+        // thread while other actors run, so every later command's span would
+        // take the one before as its parent, a chain that grows with each
+        // command until closing it overflows the stack.
+        let span = tracing::info_span!(parent: None, "command", domain = A::DOMAIN, stream = %self.stream, tenant = %self.tenant);
         AtomicResponse::new(Box::pin(
-            async move {
-                let _enter = span.enter();
-                run.execute(loaded, msg).await
-            }
-            .into_actor(self)
-            .map(|(loaded, result), actor, _ctx| {
-                actor.loaded = loaded;
-                actor.last_active = Instant::now();
-                result
-            }),
+            async move { run.execute(loaded, msg).await }
+                .instrument(span)
+                .into_actor(self)
+                .map(|(loaded, result), actor, _ctx| {
+                    actor.loaded = loaded;
+                    actor.last_active = Instant::now();
+                    result
+                }),
         ))
     }
 }
@@ -437,7 +447,11 @@ impl Run {
         let mut loaded = match loaded {
             // Another process may have done the earlier attempt, or (on a
             // shared store) appended since this actor last looked.
-            Some(loaded) if unsettled || self.shared.config.catch_up_before_deciding => {
+            Some(loaded)
+                if unsettled
+                    || (self.shared.config.catch_up_before_deciding
+                        && !msg.meta.decided_by_owner) =>
+            {
                 match self.catch_up(loaded).await {
                     Ok(loaded) => loaded,
                     Err(e) => return (None, Err(e)),

@@ -146,6 +146,7 @@ impl<'a> ReactionContext<'a> {
             dedupe_key: Some(format!("{}/{}/{step}", self.reaction, self.event.id)),
             producer: Some(format!("reaction:{}", self.reaction)),
             idempotency: None,
+            decided_by_owner: false,
         };
         target
             .execute_json(&self.event.tenant, id, command, body, meta)

@@ -116,6 +116,8 @@ pub async fn execute(
         dedupe_key: None,
         producer: Some(format!("http:{}", identity.subject)),
         idempotency,
+        // Set by the placement when this process owns the aggregate.
+        decided_by_owner: false,
     };
     let executed = match state
         .placement

@@ -134,6 +134,7 @@ async fn deliver_command(
         dedupe_key: Some(key.to_owned()),
         producer: Some(PRODUCER.to_owned()),
         idempotency: None,
+        decided_by_owner: false,
     };
     let body = Value::Object(deliver.body.clone());
     match target

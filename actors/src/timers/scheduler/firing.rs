@@ -440,6 +440,7 @@ pub(super) async fn fire(shared: Arc<Shared>, due: Due) -> Done {
             dedupe_key: Some(fire_dedupe_key(tenant, id, occurrence)),
             producer: Some(PRODUCER.to_owned()),
             idempotency: None,
+            decided_by_owner: false,
         };
         let command = TimerCommand::Fire { occurrence, due_at };
         match shared.timers.execute(tenant, id, command, meta).await {
