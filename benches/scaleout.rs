@@ -12,12 +12,15 @@
 //! commands per ticket (`open`, eight `append_note`, `resolve`) — and each
 //! client sends every command to the next process in turn, as a
 //! round-robin load balancer would: with three processes one ticket's
-//! commands arrive at all three.
+//! commands arrive at all three, and two of every three are forwarded to
+//! the process that owns the ticket's partition of the command group (with
+//! the default single command partition, the one process that decides).
 //!
 //! Per run: commands/s over a window after a warm-up, p50 and p99, CPU per
 //! command of the herald processes (together) and of the Postgres backends
 //! of the bench's database, and, from the processes' `/metrics`, version
-//! conflicts re-decided and writer batches re-planned per command. The raw
+//! conflicts re-decided, writer batches re-planned and commands forwarded
+//! to their owner, per command. The raw
 //! limits — single-row `INSERT` per transaction from as many connections as
 //! clients, and 1000-row `INSERT`s from one connection, into a copy of the
 //! event table — are measured before the first run and after the last and
@@ -29,7 +32,9 @@
 //! Run with `cargo bench --bench scaleout`. `HERALD_BENCH_SECONDS` sets the
 //! window (default 5), `HERALD_BENCH_CLIENTS` the clients (default 16),
 //! `HERALD_BENCH_SETUPS` the brokers (`postgres+rabbitmq`, `postgres+kafka`;
-//! default both), `HERALD_BENCH_BINARY` another `herald` build; Postgres comes from
+//! default both), `HERALD_BENCH_COMMAND_PARTITIONS` the processes'
+//! `--command-partitions` (default: Herald's, 1), `HERALD_BENCH_BINARY`
+//! another `herald` build; Postgres comes from
 //! `HERALD_TEST_DATABASE_URL`, RabbitMQ from `HERALD_TEST_AMQP_URL`.
 //! `cargo test --benches` runs a smoke pass in seconds; `-- --list` names
 //! the runs without starting anything.
@@ -132,6 +137,7 @@ struct Run {
     database_cpu_ms: f64,
     conflicts_per_command: f64,
     replans_per_command: f64,
+    forwarded_per_command: f64,
 }
 
 #[derive(Debug)]
@@ -165,7 +171,7 @@ impl Report {
             self.raw_batch.0, self.raw_batch.1
         );
         println!(
-            "{:>9} | {:>8} | {:>8} | {:>8} | {:>12} | {:>11} | {:>13} | {:>10} | {:>13} | {:>11}",
+            "{:>9} | {:>8} | {:>8} | {:>8} | {:>12} | {:>11} | {:>13} | {:>10} | {:>13} | {:>11} | {:>9}",
             "processes",
             "cmd/s",
             "p50 ms",
@@ -175,11 +181,12 @@ impl Report {
             "herald ms/cmd",
             "db ms/cmd",
             "conflicts/cmd",
-            "replans/cmd"
+            "replans/cmd",
+            "forwarded"
         );
         for run in &self.runs {
             println!(
-                "{:>9} | {:>8.0} | {:>8.2} | {:>8.2} | {:>12.2} | {:>11.3} | {:>13.3} | {:>10.3} | {:>13.3} | {:>11.4}",
+                "{:>9} | {:>8.0} | {:>8.2} | {:>8.2} | {:>12.2} | {:>11.3} | {:>13.3} | {:>10.3} | {:>13.3} | {:>11.4} | {:>9.2}",
                 run.processes,
                 run.per_second,
                 run.p50.as_secs_f64() * 1e3,
@@ -190,6 +197,7 @@ impl Report {
                 run.database_cpu_ms,
                 run.conflicts_per_command,
                 run.replans_per_command,
+                run.forwarded_per_command,
             );
         }
         let verdict = |met: bool| if met { "met" } else { "NOT met" };
@@ -208,12 +216,33 @@ impl Report {
     }
 }
 
+/// `--command-partitions` for every process: `HERALD_BENCH_COMMAND_PARTITIONS`,
+/// else Herald's default (one process decides everything). On RabbitMQ the
+/// topics then get that many partitions, or Herald's default 4 if more.
+fn command_partitions() -> Option<u32> {
+    std::env::var("HERALD_BENCH_COMMAND_PARTITIONS")
+        .ok()
+        .map(|p| {
+            p.trim()
+                .parse()
+                .expect("HERALD_BENCH_COMMAND_PARTITIONS: a number")
+        })
+}
+
 async fn run(broker: Broker, timing: Timing, clients: usize) -> Report {
     // Kept until the runs are over: dropping one takes its broker away.
     let (vhost, cluster, broker_args) = match broker {
         Broker::Rabbit => {
             let vhost = TestVhost::create().await;
-            let args = vec!["--broker".to_owned(), vhost.url().to_owned()];
+            let mut args = vec!["--broker".to_owned(), vhost.url().to_owned()];
+            if let Some(n) = command_partitions() {
+                args.extend([
+                    "--broker-partitions".to_owned(),
+                    n.max(4).to_string(),
+                    "--command-partitions".to_owned(),
+                    n.to_string(),
+                ]);
+            }
             (Some(vhost), None, args)
         }
         Broker::Kafka => {
@@ -222,12 +251,21 @@ async fn run(broker: Broker, timing: Timing, clients: usize) -> Report {
             kafka::create_topics(&cluster, &kafka::needed(&servers), |_| {
                 kafka::PARTITIONS as i32
             });
-            let args = vec![
+            let mut args = vec![
                 "--broker".to_owned(),
-                format!("kafka://{servers}?session.timeout.ms=2000&heartbeat.interval.ms=500"),
+                // The mock answers an empty fetch only after the whole
+                // `fetch.wait.max.ms` (500 ms by default), even when a
+                // record arrives meanwhile; a real broker answers at once.
+                // Without this every forwarded command would wait for it.
+                format!(
+                    "kafka://{servers}?session.timeout.ms=2000&heartbeat.interval.ms=500&fetch.wait.max.ms=10"
+                ),
                 "--broker-partitions".to_owned(),
                 kafka::PARTITIONS.to_string(),
             ];
+            if let Some(n) = command_partitions() {
+                args.extend(["--command-partitions".to_owned(), n.to_string()]);
+            }
             (None, Some(cluster), args)
         }
     };
@@ -341,6 +379,7 @@ async fn run_processes(
         database_cpu_ms: per_command_ms(backend_ticks_between(&start.backends, &end.backends)),
         conflicts_per_command: (end.conflicts - start.conflicts) / commands,
         replans_per_command: (end.replans - start.replans) / commands,
+        forwarded_per_command: (end.forwarded - start.forwarded) / commands,
     }
 }
 
@@ -355,6 +394,8 @@ struct Sample {
     conflicts: f64,
     /// `herald_store_replanned_total` over the processes.
     replans: f64,
+    /// Commands sent to their aggregate's owner, over the processes.
+    forwarded: f64,
 }
 
 async fn sample(
@@ -370,7 +411,7 @@ async fn sample(
         .map(|&pid| cpu_ticks(pid).expect("herald's /proc entry"))
         .sum();
     let backends = backend_ticks(admin, database).await;
-    let (mut conflicts, mut replans) = (0.0, 0.0);
+    let (mut conflicts, mut replans, mut forwarded) = (0.0, 0.0, 0.0);
     for base in bases {
         let text = http
             .get(format!("{base}/metrics"))
@@ -382,6 +423,14 @@ async fn sample(
             .expect("the metrics' text");
         conflicts += metric_sum(&text, "herald_command_conflicts_total");
         replans += metric_sum(&text, "herald_store_replanned_total");
+        forwarded += text
+            .lines()
+            .filter(|line| {
+                line.starts_with("herald_command_routes_total{")
+                    && line.contains("route=\"forwarded\"")
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
     }
     Sample {
         at,
@@ -389,6 +438,7 @@ async fn sample(
         backends,
         conflicts,
         replans,
+        forwarded,
     }
 }
 

@@ -438,6 +438,13 @@ pub struct BrokerArgs {
     #[arg(long, env = "HERALD_BROKER_PARTITIONS", value_name = "N")]
     pub broker_partitions: Option<u32>,
 
+    /// With several processes on a shared broker: how many partitions of the
+    /// command group aggregates are placed over, at most --broker-partitions.
+    /// 1: one process decides and appends every command (the others forward
+    /// to it); more spread the aggregates over processes [default: 1]
+    #[arg(long, env = "HERALD_COMMAND_PARTITIONS", value_name = "N")]
+    pub command_partitions: Option<u32>,
+
     /// Run the outbox relay (one process of a store is active, the others stand by) [default: true]
     #[arg(long, env = "HERALD_RELAY", value_name = "BOOL")]
     pub relay: Option<bool>,
@@ -535,6 +542,9 @@ fn kafka_location(url: &str) -> anyhow::Result<BrokerLocation> {
 pub struct BrokerSettings {
     pub location: BrokerLocation,
     pub wire: herald_brokers::WireSettings,
+    /// Partitions of the command group aggregates are placed over
+    /// (`placement`), 1 to `wire.partitions`.
+    pub command_partitions: u32,
     pub relay: bool,
     pub ingest: IngestSettings,
 }
@@ -603,9 +613,20 @@ pub fn broker_settings(args: &BrokerArgs, file: &FileConfig) -> anyhow::Result<B
     if partitions == 0 {
         bail!("the broker needs at least one partition per topic");
     }
+    let command_partitions = args
+        .command_partitions
+        .or(file.command_partitions)
+        .unwrap_or(crate::placement::DEFAULT_COMMAND_PARTITIONS);
+    if command_partitions == 0 || command_partitions > partitions {
+        bail!(
+            "HERALD_COMMAND_PARTITIONS / --command-partitions must be from 1 to the broker's \
+             partitions per topic ({partitions}), not {command_partitions}"
+        );
+    }
     let ingest = ingest_settings(args, file, &location)?;
     Ok(BrokerSettings {
         location,
+        command_partitions,
         ingest,
         wire: herald_brokers::WireSettings {
             codec,
@@ -655,6 +676,7 @@ pub struct FileConfig {
     pub broker_codec: Option<WireCodec>,
     pub broker_max_message_bytes: Option<usize>,
     pub broker_partitions: Option<u32>,
+    pub command_partitions: Option<u32>,
     pub relay: Option<bool>,
     pub ingest: Option<Switch>,
     pub ingest_topic: Option<String>,

@@ -2,12 +2,15 @@
 //! `herald serve` share one store and one broker.
 //!
 //! Every process joins the consumer group [`COMMAND_GROUP`] on the topic
-//! [`COMMAND_TOPIC`], whose partitions map streams exactly like the domain
-//! topics (`tenant/domain/id`, FNV-1a modulo the partition count). The
+//! [`COMMAND_TOPIC`]. A stream's commands go to partition `tenant/domain/id`
+//! hashed (FNV-1a) modulo the command partitions — by default one
+//! ([`DEFAULT_COMMAND_PARTITIONS`]), so one process decides and appends
+//! everything; up to the topic's partition count to spread aggregates. The
 //! broker gives each partition to one member at a time — Kafka's group
 //! assignment, RabbitMQ's single active consumer per shard queue — and that
-//! member is the partition's owner: it decides for every aggregate in it.
-//! There is no membership protocol of Herald's own.
+//! member is the partition's owner: it decides for every aggregate in it,
+//! on the state it holds (no read before deciding). There is no membership
+//! protocol of Herald's own.
 //!
 //! A command that arrives over HTTP at the owner runs at once, as in one
 //! process. Any other process forwards it: the command, its body and its
@@ -65,6 +68,12 @@ pub const ROUTES: &[&str] = &["owner", "forwarded", "for_another", "fallback"];
 /// Longest a forwarded command waits for its answer (a hand-over after the
 /// owner died included) before the caller gets 503 with `Retry-After`.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Partitions of the command group aggregates are placed over by default:
+/// one process decides and appends every command. On one Postgres store the
+/// log's head is one row that every writer locks in turn, so one writer
+/// batching everything costs the database least (about half the CPU per
+/// command of three writers, `benches/scaleout`).
+pub const DEFAULT_COMMAND_PARTITIONS: u32 = 1;
 /// Longest a stopping process waits for the commands it decides for others.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -151,6 +160,7 @@ impl Placement {
     /// answered.
     pub async fn join(
         broker: Arc<dyn Broker>,
+        command_partitions: u32,
         domains: Domains,
         describe: Describe,
         stop: watch::Receiver<bool>,
@@ -161,7 +171,7 @@ impl Placement {
             .subscribe(&group, std::slice::from_ref(&topic))
             .await?;
         let inner = Arc::new(Inner {
-            partitions: broker.wire().partitions.max(1),
+            partitions: command_partitions.clamp(1, broker.wire().partitions.max(1)),
             broker: Arc::clone(&broker),
             topic,
             ownership: subscription.ownership(),

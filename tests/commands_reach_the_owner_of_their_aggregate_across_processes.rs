@@ -4,10 +4,12 @@
 //! partition of the command group (the others forward it), so once placement
 //! has settled no decision is refused by the store and decided again; every
 //! command is answered once and every answered command is stored once. Then
-//! one process is killed with SIGKILL while the clients keep going: its
-//! partitions move to the survivors at once (RabbitMQ gives a dead
+//! a process that decides is killed with SIGKILL while the clients keep
+//! going: its partitions move to the survivors at once (RabbitMQ gives a dead
 //! connection's queues to the next consumer), commands keep being answered,
-//! and nothing is lost or applied twice.
+//! and nothing is lost or applied twice. Once with the default single
+//! command partition (one process decides everything), once with the
+//! aggregates spread over twelve.
 
 mod support;
 
@@ -129,7 +131,31 @@ async fn client(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_reach_the_owner_of_their_aggregate_across_processes() {
+async fn one_process_decides_every_command_and_a_survivor_takes_over() {
+    scenario(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_spread_over_the_processes_move_when_one_dies() {
+    scenario(&["--broker-partitions", "12", "--command-partitions", "12"]).await;
+}
+
+/// The commands a process decided (as owner, or for another process).
+async fn decided_by(http: &reqwest::Client, base: &str) -> f64 {
+    metric(http, base, "herald_command_routes_total", "route=\"owner\"")
+        .await
+        .unwrap_or(0.0)
+        + metric(
+            http,
+            base,
+            "herald_command_routes_total",
+            "route=\"for_another\"",
+        )
+        .await
+        .unwrap_or(0.0)
+}
+
+async fn scenario(extra: &[&str]) {
     let db = TestDatabase::create().await;
     let vhost = TestVhost::create().await;
     let env = [("HERALD_STORE", db.url()), ("HERALD_BROKER", vhost.url())];
@@ -139,7 +165,11 @@ async fn commands_reach_the_owner_of_their_aggregate_across_processes() {
         .map(|dir| {
             Herald::start(
                 dir.path(),
-                &["serve", "--listen", &format!("127.0.0.1:{}", free_port())],
+                &[
+                    &["serve", "--listen", &format!("127.0.0.1:{}", free_port())][..],
+                    extra,
+                ]
+                .concat(),
                 &env,
             )
         })
@@ -242,11 +272,20 @@ async fn commands_reach_the_owner_of_their_aggregate_across_processes() {
     let fallbacks = total(&http, &bases, "herald_command_routes_total", "fallback").await;
     assert_eq!(fallbacks, 0.0, "every forward reached the broker");
 
-    // One process dies mid-load; the clients go on through the others.
+    // A process that decides dies mid-load; the clients go on through the
+    // others.
+    let mut deciding = Vec::new();
+    for base in bases.iter() {
+        deciding.push(decided_by(&http, base).await);
+    }
+    let victim = (0..3)
+        .max_by(|&a, &b| deciding[a].total_cmp(&deciding[b]))
+        .unwrap();
+    assert!(deciding[victim] > 0.0, "some process decides");
     seen.lock().unwrap().longest_wait = Duration::ZERO;
-    dead.lock().unwrap().insert(2);
+    dead.lock().unwrap().insert(victim);
     let mut processes = processes;
-    processes[2].kill9();
+    processes[victim].kill9();
     assert!(
         done_at_least(600).await,
         "the survivors answer commands for every ticket after the kill"

@@ -169,6 +169,7 @@ pub async fn serve(
     } else {
         let (placement, task) = crate::placement::Placement::join(
             Arc::clone(&broker),
+            config.broker.command_partitions,
             running.domains.clone(),
             api::commands::describe,
             tasks_stop.clone(),
