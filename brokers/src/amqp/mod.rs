@@ -27,10 +27,12 @@
 //!
 //! # Connections
 //!
-//! A broker holds two connections, opened lazily and reopened with a capped
-//! exponential backoff after they are lost: one publishes (one confirm
-//! channel; dead letters go through it too), one consumes (a channel per
-//! shard queue of every subscription, and one for reading dead letters).
+//! A broker holds up to three connections, opened lazily and reopened with a
+//! capped exponential backoff after they are lost: one publishes (one
+//! confirm channel; dead letters go through it too), one consumes (a channel
+//! per shard queue of every subscription, and one for reading dead letters),
+//! and one carries requests to other processes and their replies (an
+//! inbox's channel, and one replies go out on; see [`crate::request`]).
 //! Separate connections keep RabbitMQ's flow control of publishers from
 //! stalling acknowledgements.
 //!
