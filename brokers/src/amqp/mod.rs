@@ -300,6 +300,24 @@ fn soft_error(error: &lapin::Error) -> Option<&AMQPSoftError> {
     }
 }
 
+/// A new channel on `connection`, in confirm mode when `confirms`.
+async fn open_channel(
+    connection: &lapin::Connection,
+    confirms: bool,
+) -> Result<lapin::Channel, BrokerError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| failure("open a channel", &e))?;
+    if confirms {
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| failure("enable publisher confirms", &e))?;
+    }
+    Ok(channel)
+}
+
 /// Closes a channel, giving up after a few seconds (a half-dead connection
 /// must not hold up a shutdown); a channel already closed is left alone.
 async fn close_channel(channel: &lapin::Channel) {

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tracing::debug;
@@ -109,15 +109,7 @@ impl Publisher {
             self.declared().clear();
         }
         *slot = None;
-        let channel = live
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| failure("open a channel", &e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| failure("enable publisher confirms", &e))?;
+        let channel = super::open_channel(&live.connection, true).await?;
         *slot = Some(Open {
             channel: channel.clone(),
             generation: live.generation,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::mpsc;
@@ -42,15 +42,7 @@ const TRANSIENT: u8 = 1;
 /// Opens an inbox: a channel consuming the direct reply-to pseudo-queue.
 pub(super) async fn open_inbox(shared: &Arc<Shared>) -> Result<Inbox, BrokerError> {
     let live = shared.requests.connect().await?;
-    let channel = live
-        .connection
-        .create_channel()
-        .await
-        .map_err(|e| failure("open a channel", &e))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| failure("enable publisher confirms", &e))?;
+    let channel = super::open_channel(&live.connection, true).await?;
     let mut consumer = channel
         .basic_consume(
             short("queue", DIRECT_REPLY_TO)?,
@@ -191,11 +183,7 @@ async fn reply_channel(shared: &Arc<Shared>) -> Result<Channel, BrokerError> {
         return Ok(channel.clone());
     }
     let live = shared.requests.connect().await?;
-    let channel = live
-        .connection
-        .create_channel()
-        .await
-        .map_err(|e| failure("open a channel", &e))?;
+    let channel = super::open_channel(&live.connection, false).await?;
     *slot = Some(channel.clone());
     Ok(channel)
 }

@@ -58,6 +58,23 @@ impl ClientContext for LogContext {
     }
 }
 
+/// A record's headers as strings (a value that is not UTF-8 is read lossily,
+/// a missing one as empty).
+pub(super) fn string_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, String)> {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                    (h.key.to_owned(), value.into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// For consumers outside any group, which have no rebalances to handle.
 impl ConsumerContext for LogContext {}
 

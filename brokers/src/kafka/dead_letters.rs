@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -155,18 +155,7 @@ fn left(deadline: Instant) -> Result<Duration, BrokerError> {
 /// A dead letter as the consumer saw the message: the original's topic,
 /// partition, key, headers and body, with the reason it was rejected.
 fn dead_letter(dlq: &Topic, m: &BorrowedMessage<'_>, config: &KafkaConfig) -> DeadLetter {
-    let all: Vec<(String, String)> = m
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| {
-                    let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                    (h.key.to_owned(), value.into_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let all = super::client::string_headers(m);
     let error = header(&all, HEADER_ERROR).unwrap_or_default().to_owned();
     // Anything else on the topic names no original: it stands for itself.
     let topic = header(&all, HEADER_ORIGINAL_TOPIC)

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
@@ -129,19 +129,7 @@ fn poll_replies(
         match consumer.poll(POLL) {
             None => {}
             Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|headers| {
-                        headers
-                            .iter()
-                            .map(|h| {
-                                let value =
-                                    h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                                (h.key.to_owned(), value.into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = super::client::string_headers(&m);
                 let body = m.payload().unwrap_or_default().to_vec();
                 if replies.send(Reply { headers, body }).is_err() {
                     return;
