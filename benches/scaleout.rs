@@ -60,7 +60,8 @@ mod kafka;
 use raw_postgres::{checkpoint, measure, mode, raw_event_rates, Load, Mode, Timing, BATCH_ROWS};
 use serve_process::{
     backend_ticks, backend_ticks_between, cpu_ticks, create_key, free_port, herald_command,
-    percentiles, selected_setups, ticket_clients, Herald, Latencies, TICKS_PER_SECOND,
+    percentiles, selected_setups, ticket_clients, ticket_commands, Herald, Latencies,
+    TICKS_PER_SECOND,
 };
 
 /// The shared broker of a setup.
@@ -344,6 +345,25 @@ async fn run_processes(
         .expect("an HTTP client");
     for (herald, base) in heralds.iter_mut().zip(&bases) {
         herald.wait_ready(&http, base).await;
+    }
+    // Ready is not yet deciding: on a shared broker the command group must
+    // have given its partitions out (a Kafka group forms in a second or
+    // more), or a short window would measure the wait.
+    for (i, base) in bases.iter().enumerate() {
+        let (command, body) = &ticket_commands()[0];
+        let url = format!("{base}/v1/tickets/ready-{round}-{i}/{command}");
+        let answered = herald_testkit::eventually(Duration::from_secs(60), || {
+            let request = http.post(&url).bearer_auth(key).json(body).send();
+            // Any answer but 503 (busy: not placed yet) is a decision; a
+            // repeat of an open that went through late is refused, 409.
+            async move {
+                request
+                    .await
+                    .is_ok_and(|r| r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE)
+            }
+        })
+        .await;
+        assert!(answered, "{base} answers no command");
     }
     let pids: Vec<u32> = heralds.iter().map(|h| h.child.id()).collect();
     let bases = Arc::new(bases);
