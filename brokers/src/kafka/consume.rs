@@ -30,7 +30,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -440,18 +440,7 @@ impl Member {
         if redelivered {
             telemetry::redelivered(BACKEND);
         }
-        let headers: Vec<(String, String)> = m
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| {
-                        let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                        (h.key.to_owned(), value.into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = super::client::string_headers(m);
         let key = m
             .key()
             .map(String::from_utf8_lossy)
