@@ -20,7 +20,10 @@
 //! command of the herald processes (together) and of the Postgres backends
 //! of the bench's database, and, from the processes' `/metrics`, version
 //! conflicts re-decided, writer batches re-planned and commands forwarded
-//! to their owner, per command. The raw
+//! to their owner, per command; commands per commit of events (the
+//! writers' batches), and pages of the log read from the database per
+//! command (other processes' commits, read by each process's followers of
+//! the log). The raw
 //! limits — single-row `INSERT` per transaction from as many connections as
 //! clients, and 1000-row `INSERT`s from one connection, into a copy of the
 //! event table — are measured before the first run and after the last and
@@ -139,6 +142,8 @@ struct Run {
     conflicts_per_command: f64,
     replans_per_command: f64,
     forwarded_per_command: f64,
+    commands_per_batch: f64,
+    database_reads_per_command: f64,
 }
 
 #[derive(Debug)]
@@ -172,7 +177,7 @@ impl Report {
             self.raw_batch.0, self.raw_batch.1
         );
         println!(
-            "{:>9} | {:>8} | {:>8} | {:>8} | {:>12} | {:>11} | {:>13} | {:>10} | {:>13} | {:>11} | {:>9}",
+            "{:>9} | {:>8} | {:>8} | {:>8} | {:>12} | {:>11} | {:>13} | {:>10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>12}",
             "processes",
             "cmd/s",
             "p50 ms",
@@ -183,11 +188,13 @@ impl Report {
             "db ms/cmd",
             "conflicts/cmd",
             "replans/cmd",
-            "forwarded"
+            "forwarded",
+            "cmd/batch",
+            "log reads/cmd"
         );
         for run in &self.runs {
             println!(
-                "{:>9} | {:>8.0} | {:>8.2} | {:>8.2} | {:>12.2} | {:>11.3} | {:>13.3} | {:>10.3} | {:>13.3} | {:>11.4} | {:>9.2}",
+                "{:>9} | {:>8.0} | {:>8.2} | {:>8.2} | {:>12.2} | {:>11.3} | {:>13.3} | {:>10.3} | {:>13.3} | {:>11.4} | {:>9.2} | {:>9.2} | {:>12.3}",
                 run.processes,
                 run.per_second,
                 run.p50.as_secs_f64() * 1e3,
@@ -199,6 +206,8 @@ impl Report {
                 run.conflicts_per_command,
                 run.replans_per_command,
                 run.forwarded_per_command,
+                run.commands_per_batch,
+                run.database_reads_per_command,
             );
         }
         let verdict = |met: bool| if met { "met" } else { "NOT met" };
@@ -400,6 +409,8 @@ async fn run_processes(
         conflicts_per_command: (end.conflicts - start.conflicts) / commands,
         replans_per_command: (end.replans - start.replans) / commands,
         forwarded_per_command: (end.forwarded - start.forwarded) / commands,
+        commands_per_batch: commands / (end.batches - start.batches).max(1.0),
+        database_reads_per_command: (end.database_reads - start.database_reads) / commands,
     }
 }
 
@@ -416,6 +427,10 @@ struct Sample {
     replans: f64,
     /// Commands sent to their aggregate's owner, over the processes.
     forwarded: f64,
+    /// `herald_store_batches_total` over the processes: commits of events.
+    batches: f64,
+    /// Pages of the log the processes read from the database.
+    database_reads: f64,
 }
 
 async fn sample(
@@ -432,6 +447,7 @@ async fn sample(
         .sum();
     let backends = backend_ticks(admin, database).await;
     let (mut conflicts, mut replans, mut forwarded) = (0.0, 0.0, 0.0);
+    let (mut batches, mut database_reads) = (0.0, 0.0);
     for base in bases {
         let text = http
             .get(format!("{base}/metrics"))
@@ -443,6 +459,15 @@ async fn sample(
             .expect("the metrics' text");
         conflicts += metric_sum(&text, "herald_command_conflicts_total");
         replans += metric_sum(&text, "herald_store_replanned_total");
+        batches += metric_sum(&text, "herald_store_batches_total");
+        database_reads += text
+            .lines()
+            .filter(|line| {
+                line.starts_with("herald_store_log_reads_total{")
+                    && line.contains("source=\"database\"")
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
         forwarded += text
             .lines()
             .filter(|line| {
@@ -459,6 +484,8 @@ async fn sample(
         conflicts,
         replans,
         forwarded,
+        batches,
+        database_reads,
     }
 }
 

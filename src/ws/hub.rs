@@ -200,6 +200,9 @@ struct Subscription {
 struct Registry {
     /// The last position handed to subscriptions.
     handed: Position,
+    /// Whether the hub is reading the log. With no subscription it does
+    /// not: it only moves `handed` up to the head it knows when asked.
+    following: bool,
     subscriptions: HashMap<u64, Subscription>,
     /// Subscriptions that name streams, by stream.
     by_stream: HashMap<StreamId, Vec<u64>>,
@@ -321,6 +324,8 @@ struct Inner {
     events: EventRegistry,
     epoch: String,
     registry: Mutex<Registry>,
+    /// Woken when a subscription arrives at an idle hub.
+    subscribed: Arc<Notify>,
     /// `true` once the process is shutting down. A watch, because the
     /// connections that wait on it run on every HTTP worker's thread.
     shutting_down: watch::Sender<bool>,
@@ -329,6 +334,18 @@ struct Inner {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle hub has handed out everything up to the head: no
+    /// subscription was there to take it. (Only when idle: a hub reading
+    /// the log hands events out as it reads them, and a subscription's
+    /// history must end where the hub's reading begins.)
+    fn catch_up_idle(&self, registry: &mut Registry) {
+        if !registry.following {
+            if let Some(head) = self.store.known_head() {
+                registry.handed = registry.handed.max(head);
+            }
+        }
     }
 
     fn cursor(&self, position: Position) -> String {
@@ -400,34 +417,13 @@ impl Hub {
                 handed: head,
                 ..Registry::default()
             }),
+            subscribed: Arc::new(Notify::new()),
             shutting_down: watch::Sender::new(false),
         });
         let hub = Self {
             inner: Arc::clone(&inner),
         };
-        let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
-            let mut log = store.subscribe_all(head.next()).ready_chunks(256);
-            let mut frames = HashMap::new();
-            while let Some(chunk) = log.next().await {
-                let Some(inner) = weak.upgrade() else { return };
-                let events: Vec<Arc<LiveEvent>> = chunk
-                    .into_iter()
-                    .filter_map(|item| match item {
-                        Ok(e) => Some(inner.live_event(e)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Subscription hub could not read the log; retrying.");
-                            None
-                        }
-                    })
-                    .collect();
-                let mut registry = inner.lock();
-                for event in &events {
-                    registry.dispatch(event, &mut frames);
-                }
-                registry.flush();
-            }
-        });
+        tokio::spawn(follow_log(store, Arc::downgrade(&inner)));
         Ok(hub)
     }
 
@@ -437,7 +433,11 @@ impl Hub {
 
     /// The cursor of the last event the hub handed out.
     pub fn head_cursor(&self) -> String {
-        let handed = self.inner.lock().handed;
+        let handed = {
+            let mut registry = self.inner.lock();
+            self.inner.catch_up_idle(&mut registry);
+            registry.handed
+        };
         self.inner.cursor(handed)
     }
 
@@ -454,6 +454,7 @@ impl Hub {
         let id: Arc<str> = Arc::from(id);
         let id_json = json_string(&id);
         let mut registry = self.inner.lock();
+        self.inner.catch_up_idle(&mut registry);
         let handed = registry.handed;
         let after = after.unwrap_or(handed);
         let key = registry.next_key;
@@ -489,7 +490,11 @@ impl Hub {
                 pending: Vec::new(),
             },
         );
+        let idle = !registry.following;
         drop(registry);
+        if idle {
+            self.inner.subscribed.notify_one();
+        }
         if catching_up {
             let inner = Arc::clone(&self.inner);
             tokio::spawn(catch_up(
@@ -536,6 +541,60 @@ impl ShutdownSignal {
         // The sender lives in the hub, which outlives every connection; if
         // it is gone all the same, nothing is left to wait for.
         let _ = self.0.wait_for(|down| *down).await;
+    }
+}
+
+/// How long an idle hub waits before looking whether it is still wanted.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The hub's reading of the log: from the first subscription on, every
+/// event after `handed` is read once and dispatched; once no subscription
+/// is left the reading stops until the next one, so a process nobody
+/// subscribes to reads nothing and renders nothing. Ends when the hub is
+/// dropped or the store closes.
+async fn follow_log(store: Arc<dyn EventStore>, weak: std::sync::Weak<Inner>) {
+    let mut frames = HashMap::new();
+    loop {
+        // Idle until a subscription arrives.
+        let from = loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let subscribed = Arc::clone(&inner.subscribed);
+            {
+                let mut registry = inner.lock();
+                if !registry.subscriptions.is_empty() || store.known_head().is_none() {
+                    registry.following = true;
+                    break registry.handed.next();
+                }
+            }
+            drop(inner);
+            let _ = tokio::time::timeout(IDLE_CHECK, subscribed.notified()).await;
+        };
+        let mut log = store.subscribe_all(from).ready_chunks(256);
+        loop {
+            let Some(chunk) = log.next().await else {
+                return;
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            let events: Vec<Arc<LiveEvent>> = chunk
+                .into_iter()
+                .filter_map(|item| match item {
+                    Ok(e) => Some(inner.live_event(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Subscription hub could not read the log; retrying.");
+                        None
+                    }
+                })
+                .collect();
+            let mut registry = inner.lock();
+            for event in &events {
+                registry.dispatch(event, &mut frames);
+            }
+            registry.flush();
+            if registry.subscriptions.is_empty() && store.known_head().is_some() {
+                registry.following = false;
+                break;
+            }
+        }
     }
 }
 

@@ -1,10 +1,12 @@
-//! The tail of the log this process committed last, kept in memory: its own
-//! readers — subscriptions, the projections, the relay, the timer
-//! scheduler — are woken by a commit and then read the events it made, and
-//! those reads are answered here without a query or a decode. Only one
-//! contiguous run of committed positions is kept (a commit by another
-//! process breaks the run, and it starts again); a read that starts outside
-//! it goes to the database, which stays the authority.
+//! The tail of the log, kept in memory: this process's readers —
+//! subscriptions, the projections, the relay, the timer scheduler — are
+//! woken by a commit and then read the events it made, and those reads are
+//! answered here without a query or a decode. The run is filled by this
+//! process's own commits and by the pages its readers read from the
+//! database, so that another process's commit is read from the database
+//! once per process, not once per reader. Only one contiguous run of
+//! committed positions is kept; a read that starts outside it goes to the
+//! database, which stays the authority.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -28,26 +30,57 @@ impl RecentLog {
         }
     }
 
-    /// Keeps the rows of a batch that has committed (in position order, at
-    /// consecutive positions, as a batch assigns them).
+    /// Keeps committed events at consecutive positions: a batch this
+    /// process committed, or a page read from the database. What joins or
+    /// overlaps the run kept is merged into it; a newer run with a hole
+    /// before it replaces it (the tail is what readers ask for); an older
+    /// one, or one with a hole inside, is not kept.
     pub fn record(&self, rows: Vec<EventEnvelope>) {
-        let Some(first) = rows.first() else {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
             return;
         };
         if self.capacity == 0 {
             return;
         }
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        let follows = events
-            .back()
-            .is_none_or(|last| first.position == last.position.next());
-        if !follows {
-            // Someone else committed in between: what is kept would have a hole.
-            events.clear();
+        let (first, last) = (first.position, last.position);
+        if last.get() - first.get() + 1 != rows.len() as u64 {
+            return;
         }
-        events.extend(rows);
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = events
+            .front()
+            .zip(events.back())
+            .map(|(a, b)| (a.position, b.position));
+        match kept {
+            Some((kept_first, kept_last))
+                if first <= kept_last.next() && kept_first <= last.next() =>
+            {
+                // Joins or overlaps: add what lies beyond either end.
+                let before =
+                    usize::try_from(kept_first.get().saturating_sub(first.get())).unwrap_or(0);
+                let mut rows = rows.into_iter();
+                let older: Vec<EventEnvelope> = rows.by_ref().take(before).collect();
+                for event in older.into_iter().rev() {
+                    events.push_front(event);
+                }
+                events.extend(rows.filter(|e| e.position > kept_last));
+            }
+            Some((_, kept_last)) if last < kept_last => return,
+            _ => {
+                // Nothing kept, or a hole before these: start again here.
+                events.clear();
+                events.extend(rows);
+            }
+        }
         let excess = events.len().saturating_sub(self.capacity);
         events.drain(..excess);
+    }
+
+    /// The last position of the run kept.
+    #[cfg(test)]
+    pub fn last(&self) -> Option<Position> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.back().map(|e| e.position)
     }
 
     /// Up to `max` events from `from` on, when `from` is within the run
@@ -130,5 +163,47 @@ mod tests {
             positions(recent.read(Position(11), 10, Position(11))),
             Some(vec![11])
         );
+    }
+
+    #[test]
+    fn pages_read_from_the_database_join_the_run() {
+        let recent = RecentLog::new(16);
+        // Own commit at 5..6, then another process's 7..8 read from the
+        // database, then an own commit at 9.
+        recent.record(vec![at(5), at(6)]);
+        recent.record(vec![at(7), at(8)]);
+        recent.record(vec![at(9)]);
+        assert_eq!(
+            positions(recent.read_at(Position(5), 10)),
+            Some(vec![5, 6, 7, 8, 9])
+        );
+        // Another process committed 10..11; this one 12 before any reader
+        // read them: the run starts again at 12, and the page 10..12 read
+        // from the database fills the hole.
+        recent.record(vec![at(12)]);
+        assert_eq!(positions(recent.read_at(Position(10), 10)), None);
+        recent.record(vec![at(10), at(11), at(12)]);
+        assert_eq!(
+            positions(recent.read_at(Position(10), 10)),
+            Some(vec![10, 11, 12])
+        );
+        // An overlapping page that reaches further extends the run.
+        recent.record(vec![at(11), at(12), at(13)]);
+        assert_eq!(
+            positions(recent.read_at(Position(12), 10)),
+            Some(vec![12, 13])
+        );
+        // A page joining the run from below is kept in front of it.
+        recent.record(vec![at(8), at(9)]);
+        assert_eq!(
+            positions(recent.read_at(Position(8), 10)),
+            Some(vec![8, 9, 10, 11, 12, 13])
+        );
+        // An older run with a hole after it is not kept; nor is a page with
+        // a hole inside.
+        recent.record(vec![at(2), at(3)]);
+        assert_eq!(positions(recent.read_at(Position(2), 10)), None);
+        recent.record(vec![at(14), at(16)]);
+        assert_eq!(recent.last(), Some(Position(13)));
     }
 }

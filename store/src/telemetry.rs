@@ -28,6 +28,11 @@ pub const BATCH_PATHS: &[&str] = &["remembered", "careful"];
 /// stream held more events than remembered — and planned again carefully.
 /// Several processes appending to one store show here.
 pub const REPLANNED_TOTAL: &str = "herald_store_replanned_total";
+/// Pages of the global log read, by where they came from: `memory` (the
+/// tail this process committed or already read) or `database`. With
+/// several processes on one store, every other process's commit costs
+/// each process one `database` read, however many readers follow the log.
+pub const LOG_READS_TOTAL: &str = "herald_store_log_reads_total";
 
 /// Bucket bounds for [`APPEND_LATENCY_SECONDS`].
 pub const APPEND_LATENCY_BUCKETS: &[f64] = &[
@@ -59,4 +64,8 @@ pub(crate) fn batch_planned(backend: &'static str, path: &'static str) {
 
 pub(crate) fn batch_replanned(backend: &'static str) {
     metrics::counter!(REPLANNED_TOTAL, "backend" => backend).increment(1);
+}
+
+pub(crate) fn log_read(backend: &'static str, source: &'static str) {
+    metrics::counter!(LOG_READS_TOTAL, "backend" => backend, "source" => source).increment(1);
 }

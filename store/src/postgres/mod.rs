@@ -40,6 +40,7 @@ use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
 use crate::plan::PendingAppend;
 use crate::recent::RecentLog;
 use crate::subscription::{catch_up_then_live, EventStream};
+use crate::telemetry;
 use crate::{sql_limit, EventEnvelope, EventStore};
 
 pub use errors::{
@@ -104,8 +105,11 @@ struct Inner {
     pg_config: tokio_postgres::Config,
     committer: Arc<GroupCommitter>,
     head: watch::Receiver<Position>,
-    /// What this process committed last, for reads of it.
+    /// The tail of the log as this process last committed or read it.
     recent: Arc<RecentLog>,
+    /// Held by a read of the tail from the database, so that readers woken
+    /// by the same commit wait for one query instead of each sending one.
+    tail_read: tokio::sync::Mutex<()>,
     /// Moves on every key revocation announced, and on every reconnect of
     /// the listener (announcements may have been missed).
     key_changes: Arc<AtomicU64>,
@@ -127,6 +131,29 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Up to `max` events from `from` on, from the database.
+    async fn read_all_stored(
+        &self,
+        from: Position,
+        max: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "{SELECT_EVENT} WHERE position >= $1 ORDER BY position LIMIT $2"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let from = from.get().min(i64::MAX as u64) as i64;
+        client
+            .query(&stmt, &[&from, &sql_limit(max)])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(rows::event)
+            .collect()
+    }
+
     /// Connects, applies migrations and starts the writer and the listener.
     pub async fn open(config: PostgresConfig) -> Result<Self, StoreError> {
         let pg_config: tokio_postgres::Config =
@@ -168,6 +195,7 @@ impl PostgresStore {
                 committer,
                 head: head_rx,
                 recent,
+                tail_read: tokio::sync::Mutex::new(()),
                 key_changes,
                 listener,
                 poll_interval: config.poll_interval,
@@ -366,23 +394,30 @@ impl EventStore for PostgresStore {
     async fn read_all(&self, from: Position, max: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         let head = *self.inner.head.borrow();
         if let Some(events) = self.inner.recent.read(from, max, head) {
+            telemetry::log_read(BACKEND, "memory");
             return Ok(events);
         }
-        let client = self.inner.pool.get().await.map_err(pool_error)?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "{SELECT_EVENT} WHERE position >= $1 ORDER BY position LIMIT $2"
-            ))
-            .await
-            .map_err(pg_error)?;
-        let from = from.get().min(i64::MAX as u64) as i64;
-        client
-            .query(&stmt, &[&from, &sql_limit(max)])
-            .await
-            .map_err(pg_error)?
-            .iter()
-            .map(rows::event)
-            .collect()
+        // A read at the tail (past what is kept, near the head) is what
+        // every follower of the log sends when another process commits:
+        // one of them reads, the others find its page kept.
+        let at_tail = from.get().saturating_add(max as u64) > head.get();
+        let _reading = if at_tail {
+            let guard = self.inner.tail_read.lock().await;
+            let head = *self.inner.head.borrow();
+            if let Some(events) = self.inner.recent.read(from, max, head) {
+                telemetry::log_read(BACKEND, "memory");
+                return Ok(events);
+            }
+            Some(guard)
+        } else {
+            None
+        };
+        let events = self.read_all_stored(from, max).await?;
+        telemetry::log_read(BACKEND, "database");
+        if at_tail {
+            self.inner.recent.record(events.clone());
+        }
+        Ok(events)
     }
 
     fn subscribe_all(&self, from: Position) -> EventStream {

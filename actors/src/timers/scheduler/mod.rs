@@ -57,7 +57,10 @@
 //!
 //! Cost: a start reads the log after the checkpoint (every event is read;
 //! timers events are decoded), and no timer fires before that catch-up
-//! ends. Its memory is one entry per active timer, plus one per timer whose
+//! ends. Once caught up, a quiet log is read at most every
+//! `follow_every` (50 ms): with several processes on one store, every
+//! process's scheduler would otherwise query the database once per commit
+//! of the others. Its memory is one entry per active timer, plus one per timer whose
 //! last firing is not known to be delivered; saving the checkpoint writes
 //! all of it as JSON, at most every `checkpoint_every`.
 //!
@@ -97,6 +100,10 @@ mod firing;
 pub use delivery::{delivered_event_id, delivery_dedupe_key};
 use firing::{Done, Index};
 
+/// Events taken from the log at most at once; a full chunk means the log is
+/// busy, and the next is read without pause.
+const FOLLOW_CHUNK: usize = 256;
+
 /// The checkpoint (with the index) the scheduler saves in the store.
 pub const CHECKPOINT: &str = "herald.timers";
 
@@ -126,6 +133,12 @@ pub struct SchedulerConfig {
     pub not_due_retry: Duration,
     /// Shortest time between two saves of the index with its position.
     pub checkpoint_every: Duration,
+    /// Once caught up, the shortest time between two reads of the log that
+    /// found it nearly idle: a busy log is still read without pause, but
+    /// the commits of a store shared by several processes reach each
+    /// scheduler in one read per interval rather than one query per
+    /// commit. A timer is then learnt of at most this late.
+    pub follow_every: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -137,6 +150,7 @@ impl Default for SchedulerConfig {
             max_sleep: Duration::from_secs(30),
             not_due_retry: Duration::from_millis(100),
             checkpoint_every: Duration::from_secs(5),
+            follow_every: Duration::from_millis(50),
         }
     }
 }
@@ -296,7 +310,8 @@ impl TimerScheduler {
         );
         let started = Instant::now();
         let from = read_through.next();
-        let mut log = shared.store.subscribe_all(from).ready_chunks(256);
+        let mut log = shared.store.subscribe_all(from).ready_chunks(FOLLOW_CHUNK);
+        let mut next_read = tokio::time::Instant::now();
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut caught_up = false;
         let mut read = 0u64;
@@ -332,11 +347,15 @@ impl TimerScheduler {
                     }
                     Err(_) => {}
                 },
-                chunk = log.next() => {
+                _ = tokio::time::sleep_until(next_read), if tokio::time::Instant::now() < next_read => {}
+                chunk = log.next(), if tokio::time::Instant::now() >= next_read => {
                     let Some(chunk) = chunk else {
                         tracing::info!("The store closed; the timer scheduler stops.");
                         break;
                     };
+                    if caught_up && chunk.len() < FOLLOW_CHUNK {
+                        next_read = tokio::time::Instant::now() + shared.config.follow_every;
+                    }
                     for item in chunk {
                         let envelope = match item {
                             Ok(envelope) => envelope,
