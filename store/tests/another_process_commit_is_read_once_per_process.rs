@@ -93,7 +93,7 @@ async fn followers_of_one_process_share_one_read_of_a_foreign_commit() {
     // Without sharing, each follower reads each commit (or run of commits)
     // itself: FOLLOWERS times the database reads of one follower.
     assert!(
-        database >= 1 && database <= COMMITS * 3 / 2,
+        (1..=COMMITS * 3 / 2).contains(&database),
         "one database read per commit at most, not one per follower: {database} database, {memory} memory"
     );
     assert!(
