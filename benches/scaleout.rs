@@ -23,7 +23,8 @@
 //! to their owner, per command; commands per commit of events (the
 //! writers' batches), and pages of the log read from the database per
 //! command (other processes' commits, read by each process's followers of
-//! the log). The raw
+//! the log), and forwarded commands per request to an owner (they travel
+//! in batches). The raw
 //! limits — single-row `INSERT` per transaction from as many connections as
 //! clients, and 1000-row `INSERT`s from one connection, into a copy of the
 //! event table — are measured before the first run and after the last and
@@ -144,6 +145,7 @@ struct Run {
     forwarded_per_command: f64,
     commands_per_batch: f64,
     database_reads_per_command: f64,
+    forwarded_per_request: f64,
 }
 
 #[derive(Debug)]
@@ -177,7 +179,7 @@ impl Report {
             self.raw_batch.0, self.raw_batch.1
         );
         println!(
-            "{:>9} | {:>8} | {:>8} | {:>8} | {:>12} | {:>11} | {:>13} | {:>10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>12}",
+            "{:>9} | {:>8} | {:>8} | {:>8} | {:>12} | {:>11} | {:>13} | {:>10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>12} | {:>11}",
             "processes",
             "cmd/s",
             "p50 ms",
@@ -190,11 +192,12 @@ impl Report {
             "replans/cmd",
             "forwarded",
             "cmd/batch",
-            "log reads/cmd"
+            "log reads/cmd",
+            "fwd/request"
         );
         for run in &self.runs {
             println!(
-                "{:>9} | {:>8.0} | {:>8.2} | {:>8.2} | {:>12.2} | {:>11.3} | {:>13.3} | {:>10.3} | {:>13.3} | {:>11.4} | {:>9.2} | {:>9.2} | {:>12.3}",
+                "{:>9} | {:>8.0} | {:>8.2} | {:>8.2} | {:>12.2} | {:>11.3} | {:>13.3} | {:>10.3} | {:>13.3} | {:>11.4} | {:>9.2} | {:>9.2} | {:>12.3} | {:>11.2}",
                 run.processes,
                 run.per_second,
                 run.p50.as_secs_f64() * 1e3,
@@ -208,6 +211,7 @@ impl Report {
                 run.forwarded_per_command,
                 run.commands_per_batch,
                 run.database_reads_per_command,
+                run.forwarded_per_request,
             );
         }
         let verdict = |met: bool| if met { "met" } else { "NOT met" };
@@ -411,6 +415,8 @@ async fn run_processes(
         forwarded_per_command: (end.forwarded - start.forwarded) / commands,
         commands_per_batch: commands / (end.batches - start.batches).max(1.0),
         database_reads_per_command: (end.database_reads - start.database_reads) / commands,
+        forwarded_per_request: (end.forwarded - start.forwarded)
+            / (end.forward_requests - start.forward_requests).max(1.0),
     }
 }
 
@@ -431,6 +437,8 @@ struct Sample {
     batches: f64,
     /// Pages of the log the processes read from the database.
     database_reads: f64,
+    /// Requests (batches of forwarded commands) sent to owners.
+    forward_requests: f64,
 }
 
 async fn sample(
@@ -447,7 +455,7 @@ async fn sample(
         .sum();
     let backends = backend_ticks(admin, database).await;
     let (mut conflicts, mut replans, mut forwarded) = (0.0, 0.0, 0.0);
-    let (mut batches, mut database_reads) = (0.0, 0.0);
+    let (mut batches, mut database_reads, mut forward_requests) = (0.0, 0.0, 0.0);
     for base in bases {
         let text = http
             .get(format!("{base}/metrics"))
@@ -460,6 +468,7 @@ async fn sample(
         conflicts += metric_sum(&text, "herald_command_conflicts_total");
         replans += metric_sum(&text, "herald_store_replanned_total");
         batches += metric_sum(&text, "herald_store_batches_total");
+        forward_requests += metric_sum(&text, "herald_command_forward_requests_total");
         database_reads += text
             .lines()
             .filter(|line| {
@@ -486,6 +495,7 @@ async fn sample(
         forwarded,
         batches,
         database_reads,
+        forward_requests,
     }
 }
 

@@ -18,6 +18,12 @@
 //! as the reply address ([`herald_brokers::request`]); the owner runs it
 //! through its actor group and replies with the answer it would have given
 //! itself (the events, or the problem), which the caller answers with.
+//! Forwarded commands travel in batches, as appends do to the store: a
+//! command for a partition no request is on its way to is sent at once, and
+//! those that arrive meanwhile go together in the next request, which the
+//! owner decides at once (each command through its aggregate's actor, so
+//! its appends share group commits) and answers with one reply. A busy
+//! process thus costs the broker two messages per batch, not per command.
 //! RabbitMQ does not tell a waiting member that it became active, so a
 //! process learns it owns a partition when a command arrives there; until
 //! then it forwards (possibly to itself).
@@ -65,6 +71,11 @@ pub const ROUTES_TOTAL: &str = "herald_command_routes_total";
 /// (`for_another`), or decided here because it could not be sent
 /// (`fallback`).
 pub const ROUTES: &[&str] = &["owner", "forwarded", "for_another", "fallback"];
+/// `herald_command_forward_requests_total`: requests (batches of forwarded
+/// commands) this process sent to owners; with
+/// `herald_command_routes_total{route="forwarded"}` it gives the commands
+/// per request.
+pub const FORWARD_REQUESTS_TOTAL: &str = "herald_command_forward_requests_total";
 /// Longest a forwarded command waits for its answer (a hand-over after the
 /// owner died included) before the caller gets 503 with `Retry-After`.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,6 +87,11 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_COMMAND_PARTITIONS: u32 = 1;
 /// Longest a stopping process waits for the commands it decides for others.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Most commands sent to an owner in one request.
+const MAX_BATCH_COMMANDS: usize = 64;
+/// Most bytes of commands in one request (one larger command goes alone):
+/// below Kafka's default `message.max.bytes` of 1 MB.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// A command as it travels to its owner.
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,12 +108,41 @@ struct ForwardedCommand {
     dedupe_key: Option<String>,
 }
 
+/// One command of a batch, with the id its caller waits on.
+#[derive(Debug, Deserialize)]
+struct Forwarded {
+    request_id: String,
+    command: ForwardedCommand,
+}
+
 /// What the owner answered.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Answer {
     Done(Executed),
     Failed(Failure),
+}
+
+/// One answer of a batch.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answered {
+    request_id: String,
+    answer: Answer,
+}
+
+/// What a forwarding caller is told.
+enum Told {
+    Answer(Answer),
+    /// The batch holding its command could not be sent.
+    Unsent,
+}
+
+/// Commands waiting to be sent to one partition, and whether a sender is
+/// at work on them.
+#[derive(Default)]
+struct Outbox {
+    queued: Vec<(String, Vec<u8>)>,
+    sending: bool,
 }
 
 /// A command's failure as the HTTP edge describes it (a problem's kind,
@@ -145,7 +190,8 @@ struct Inner {
     partitions: u32,
     ownership: Option<Arc<dyn Ownership>>,
     requester: RwLock<Option<Arc<dyn Requester>>>,
-    waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Told>>>,
+    outboxes: Mutex<HashMap<u32, Outbox>>,
 }
 
 impl Placement {
@@ -177,6 +223,7 @@ impl Placement {
             ownership: subscription.ownership(),
             requester: RwLock::new(None),
             waiting: Mutex::new(HashMap::new()),
+            outboxes: Mutex::new(HashMap::new()),
         });
         inner.open_inbox().await?;
         let task = tokio::spawn(serve(
@@ -274,17 +321,7 @@ impl Inner {
                 let Some(inner) = inner.upgrade() else {
                     return;
                 };
-                let Some(id) = reply.request_id().map(str::to_owned) else {
-                    continue;
-                };
-                let waiter = inner
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(reply);
-                }
+                inner.answered(&reply);
             }
             // The inbox is gone: the next forward opens another.
             if let Some(inner) = inner.upgrade() {
@@ -311,35 +348,26 @@ impl Inner {
         command: &ForwardedCommand,
     ) -> Result<Result<Executed, Failure>, Unsent> {
         let give_back = || Unsent(command.body.clone());
-        let Some(requester) = self.requester().await else {
+        let Ok(encoded) = serde_json::to_vec(command) else {
             return Err(give_back());
         };
-        let body = serde_json::to_vec(command).map_err(|_| give_back())?;
         let (answered, answer) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(request_id.to_owned(), answered);
-        let request = WireMessage {
-            topic: self.topic.clone(),
-            partition,
-            key: format!("{}/{}/{}", command.tenant, command.domain, command.id),
-            headers: vec![
-                (HEADER_REQUEST_ID.to_owned(), request_id.to_owned()),
-                (
-                    herald_brokers::message::HEADER_CONTENT_TYPE.to_owned(),
-                    "application/json".to_owned(),
-                ),
-            ],
-            body,
+        let start_sender = {
+            let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+            let outbox = outboxes.entry(partition).or_default();
+            outbox.queued.push((request_id.to_owned(), encoded));
+            !std::mem::replace(&mut outbox.sending, true)
         };
-        if let Err(e) = requester.send(request).await {
-            self.forget(request_id);
-            tracing::warn!(error = %e, "A command could not be sent to its owner; deciding it here.");
-            return Err(give_back());
+        if start_sender {
+            tokio::spawn(Arc::clone(self).send_queued(partition));
         }
-        let reply = match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-            Ok(Ok(reply)) => reply,
+        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(Told::Answer(answer))) => answer,
+            Ok(Ok(Told::Unsent)) => return Err(give_back()),
             // The inbox was lost, or the owner and its successor were silent.
             _ => {
                 self.forget(request_id);
@@ -357,16 +385,105 @@ impl Inner {
                 }));
             }
         };
-        Ok(match serde_json::from_slice::<Answer>(&reply.body) {
-            Ok(Answer::Done(executed)) => Ok(executed),
-            Ok(Answer::Failed(failure)) => Err(failure),
-            Err(e) => Err(Failure {
-                kind: "internal".to_owned(),
-                detail: format!("the owner's answer cannot be read: {e}"),
-                extensions: Map::new(),
-                retry_after_secs: None,
-            }),
+        Ok(match answer {
+            Answer::Done(executed) => Ok(executed),
+            Answer::Failed(failure) => Err(failure),
         })
+    }
+
+    /// Sends what is queued for `partition`, as batches, until nothing is:
+    /// the commands that arrive while a batch is on its way (waiting for
+    /// the broker's confirm) go together in the next, so a busy process
+    /// sends one request for many commands, and the owner decides them
+    /// together and answers once.
+    async fn send_queued(self: Arc<Self>, partition: u32) {
+        loop {
+            let batch = {
+                let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+                let outbox = outboxes.entry(partition).or_default();
+                let mut size = 0;
+                let take = outbox
+                    .queued
+                    .iter()
+                    .take_while(|(_, encoded)| {
+                        size += encoded.len();
+                        size <= MAX_BATCH_BYTES
+                    })
+                    .count()
+                    .clamp(1.min(outbox.queued.len()), MAX_BATCH_COMMANDS);
+                if take == 0 {
+                    outbox.sending = false;
+                    return;
+                }
+                outbox.queued.drain(..take).collect::<Vec<_>>()
+            };
+            let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+            metrics::counter!(FORWARD_REQUESTS_TOTAL).increment(1);
+            let sent = match self.requester().await {
+                Some(requester) => requester
+                    .send(self.batch_request(partition, batch))
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("no inbox for answers".to_owned()),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, commands = ids.len(), "Commands could not be sent to their owner; deciding them here.");
+                let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                for id in ids {
+                    if let Some(waiter) = waiting.remove(&id) {
+                        let _ = waiter.send(Told::Unsent);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One request carrying `batch`: a JSON array of `{request_id, command}`.
+    fn batch_request(&self, partition: u32, batch: Vec<(String, Vec<u8>)>) -> WireMessage {
+        let batch_id = Uuid::now_v7().to_string();
+        let mut body = Vec::with_capacity(batch.iter().map(|(_, c)| c.len() + 64).sum());
+        body.push(b'[');
+        for (n, (request_id, command)) in batch.into_iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"request_id\":");
+            body.extend_from_slice(&serde_json::to_vec(&request_id).unwrap_or_default());
+            body.extend_from_slice(b",\"command\":");
+            body.extend_from_slice(&command);
+            body.push(b'}');
+        }
+        body.push(b']');
+        WireMessage {
+            topic: self.topic.clone(),
+            partition,
+            key: format!("batch/{batch_id}"),
+            headers: vec![
+                (HEADER_REQUEST_ID.to_owned(), batch_id),
+                (
+                    herald_brokers::message::HEADER_CONTENT_TYPE.to_owned(),
+                    "application/json".to_owned(),
+                ),
+            ],
+            body,
+        }
+    }
+
+    /// Hands each answer of a reply to the caller waiting for it.
+    fn answered(&self, reply: &Reply) {
+        let answers: Vec<Answered> = match serde_json::from_slice(&reply.body) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "An owner's answer cannot be read; its callers time out.");
+                return;
+            }
+        };
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for Answered { request_id, answer } in answers {
+            if let Some(waiter) = waiting.remove(&request_id) {
+                let _ = waiter.send(Told::Answer(answer));
+            }
+        }
     }
 
     fn forget(&self, request_id: &str) {
@@ -423,11 +540,13 @@ async fn serve(
     drop(subscription);
 }
 
+/// Decides a delivered batch — its commands at once, each through its
+/// aggregate's actor — and answers it with one reply, then acknowledges it.
 async fn decide(inner: Arc<Inner>, domains: Domains, describe: Describe, delivery: Delivery) {
-    let command: ForwardedCommand = match serde_json::from_slice(delivery.body()) {
-        Ok(command) => command,
+    let batch: Vec<Forwarded> = match serde_json::from_slice(delivery.body()) {
+        Ok(batch) => batch,
         Err(e) => {
-            let reason = format!("not a forwarded command: {e}");
+            let reason = format!("not a batch of forwarded commands: {e}");
             if let Err(e) = delivery.nack(reason).await {
                 tracing::warn!(error = %e, "A malformed command could not be dead-lettered.");
             }
@@ -436,9 +555,41 @@ async fn decide(inner: Arc<Inner>, domains: Domains, describe: Describe, deliver
     };
     let reply_to =
         herald_brokers::message::header(delivery.headers(), HEADER_REPLY_TO).map(str::to_owned);
-    let request_id =
+    let batch_id =
         herald_brokers::message::header(delivery.headers(), HEADER_REQUEST_ID).map(str::to_owned);
-    let outcome = match (
+    let answers: Vec<Answered> = futures::future::join_all(batch.into_iter().map(
+        |Forwarded {
+             request_id,
+             command,
+         }| {
+            let domains = &domains;
+            async move {
+                Answered {
+                    request_id,
+                    answer: decide_one(domains, describe, command).await,
+                }
+            }
+        },
+    ))
+    .await;
+    if let (Some(reply_to), Some(batch_id)) = (reply_to, batch_id) {
+        match serde_json::to_vec(&answers) {
+            Ok(body) => {
+                let headers = vec![(HEADER_REQUEST_ID.to_owned(), batch_id)];
+                if let Err(e) = inner.broker.reply(&reply_to, headers, body).await {
+                    tracing::warn!(error = %e, "Commands' answers could not be sent back; their callers time out.");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "Commands' answers cannot be encoded."),
+        }
+    }
+    if let Err(e) = delivery.ack().await {
+        tracing::debug!(error = %e, "Decided commands were not acknowledged; a redelivery appends nothing twice.");
+    }
+}
+
+async fn decide_one(domains: &Domains, describe: Describe, command: ForwardedCommand) -> Answer {
+    match (
         domains.get(&command.domain),
         TenantId::new(command.tenant.clone()),
     ) {
@@ -470,19 +621,5 @@ async fn decide(inner: Arc<Inner>, domains: Domains, describe: Describe, deliver
             extensions: Map::new(),
             retry_after_secs: None,
         }),
-    };
-    if let (Some(reply_to), Some(request_id)) = (reply_to, request_id) {
-        match serde_json::to_vec(&outcome) {
-            Ok(body) => {
-                let headers = vec![(HEADER_REQUEST_ID.to_owned(), request_id)];
-                if let Err(e) = inner.broker.reply(&reply_to, headers, body).await {
-                    tracing::warn!(error = %e, "A command's answer could not be sent back; its caller times out.");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "A command's answer cannot be encoded."),
-        }
-    }
-    if let Err(e) = delivery.ack().await {
-        tracing::debug!(error = %e, "A decided command was not acknowledged; a redelivery appends nothing twice.");
     }
 }

@@ -125,6 +125,7 @@ pub const METRICS: &[MetricDoc] = &[
     metric(store_metrics::ERRORS_TOTAL, Counter, "backend, kind", "Failures of the store itself (not refused appends), by kind."),
     metric(store_metrics::BATCHES_TOTAL, Counter, "backend, path", "Batches the Postgres writer committed, by how it planned them: remembered (on its memory of the log's head and the streams' versions, one statement) or careful (on facts read under the log's lock)."),
     metric(store_metrics::REPLANNED_TOTAL, Counter, "backend", "Batches the Postgres writer planned on memory that the database refused because memory was wrong (another process moved the log's head, or a stream held more events than remembered), planned again carefully."),
+    metric(store_metrics::LOG_READS_TOTAL, Counter, "backend, source", "Pages of the global log read by this process's followers of the log (subscriptions, projections, relay, timer scheduler), by source: memory (the tail this process committed or already read) or database."),
     metric(crate::api::HTTP_REQUESTS_TOTAL, Counter, "method, route, status", "HTTP requests answered, by method, route pattern and status."),
     metric(HTTP_REQUEST_SECONDS, Histogram, "method, route", "Seconds to answer an HTTP request, by method and route pattern."),
     metric(crate::relay::PUBLISHED_TOTAL, Counter, "", "Events published to the broker by this process's relay while active."),
@@ -146,6 +147,7 @@ pub const METRICS: &[MetricDoc] = &[
     metric(actor_metrics::COMMANDS_TOTAL, Counter, "domain, outcome", "Commands run, by domain and outcome: done, unchanged, duplicate (a repeat answered without appending), refused or busy."),
     metric(actor_metrics::COMMAND_CONFLICTS_TOTAL, Counter, "domain", "Command attempts decided again because another writer appended to the stream first."),
     metric(crate::placement::ROUTES_TOTAL, Counter, "domain, route", "Commands by where they were decided: owner (here, which owns the aggregate's partition), forwarded (sent to the owning process), for_another (decided here for another process), fallback (could not be sent; decided here)."),
+    metric(crate::placement::FORWARD_REQUESTS_TOTAL, Counter, "", "Requests this process sent to aggregates' owners: batches of forwarded commands (commands per request = forwarded routes ÷ this)."),
     metric(actor_metrics::ACTORS_LIVE, Gauge, "domain", "Aggregate actors live in this process."),
     metric(actor_metrics::ACTORS_PASSIVATED_TOTAL, Counter, "domain", "Aggregate actors stopped (idle, or past the group's cap)."),
     metric(actor_metrics::SNAPSHOTS_SAVED_TOTAL, Counter, "domain", "Aggregate snapshots saved."),
@@ -259,7 +261,11 @@ pub fn register_series(running: &Running<'_>) {
             counter!(store_metrics::BATCHES_TOTAL, "backend" => store.clone(), "path" => path)
                 .increment(0);
         }
-        counter!(store_metrics::REPLANNED_TOTAL, "backend" => store).increment(0);
+        counter!(store_metrics::REPLANNED_TOTAL, "backend" => store.clone()).increment(0);
+        for source in ["memory", "database"] {
+            counter!(store_metrics::LOG_READS_TOTAL, "backend" => store.clone(), "source" => source)
+                .increment(0);
+        }
     }
     let broker = running.broker_backend.to_owned();
     {
@@ -277,6 +283,7 @@ pub fn register_series(running: &Running<'_>) {
         counter!(b::RECONNECTS_TOTAL, "backend" => broker).increment(0);
     }
     counter!(crate::ingest::APPENDED_TOTAL).increment(0);
+    counter!(crate::placement::FORWARD_REQUESTS_TOTAL).increment(0);
     counter!(crate::ingest::DUPLICATES_TOTAL).increment(0);
     for &domain in &running.domains {
         for &outcome in actor_metrics::COMMAND_OUTCOMES {
