@@ -190,6 +190,8 @@ struct Inner {
     partitions: u32,
     ownership: Option<Arc<dyn Ownership>>,
     requester: RwLock<Option<Arc<dyn Requester>>>,
+    /// Held while an inbox is opened.
+    opening: tokio::sync::Mutex<()>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Told>>>,
     outboxes: Mutex<HashMap<u32, Outbox>>,
 }
@@ -222,6 +224,7 @@ impl Placement {
             topic,
             ownership: subscription.ownership(),
             requester: RwLock::new(None),
+            opening: tokio::sync::Mutex::new(()),
             waiting: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
         });
@@ -332,6 +335,13 @@ impl Inner {
     }
 
     async fn requester(self: &Arc<Self>) -> Option<Arc<dyn Requester>> {
+        if let Some(requester) = self.requester.read().await.clone() {
+            return Some(requester);
+        }
+        // One opening at a time: senders of several partitions that find
+        // the inbox gone wait for the one being opened instead of each
+        // opening another.
+        let _opening = self.opening.lock().await;
         if let Some(requester) = self.requester.read().await.clone() {
             return Some(requester);
         }

@@ -363,7 +363,7 @@ async fn confirmed(confirm: PublisherConfirm, topic: &Topic) -> Result<Confirmat
 
 /// A message's AMQP properties: persistent, Herald's headers (and the
 /// partition key) as long strings, content type and event id where known.
-fn properties(message: &WireMessage) -> Result<BasicProperties, BrokerError> {
+pub(super) fn properties(message: &WireMessage) -> Result<BasicProperties, BrokerError> {
     let headers = topology::header_table(
         message
             .headers

@@ -25,7 +25,6 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::mpsc;
 
 use super::consume::Shard;
-use super::publish::HEADER_KEY;
 use super::topology::{self, header_table, short, string_headers};
 use super::{failure, Shared, BACKEND};
 use crate::error::BrokerError;
@@ -106,17 +105,11 @@ impl Requester for AmqpRequester {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(topic.to_owned());
         }
-        let headers = header_table(
-            request
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str()))
-                .chain([(HEADER_KEY, request.key.as_str())]),
-        )?;
-        let properties = BasicProperties::default()
+        // Built as every published message's properties, but transient: a
+        // request outlives neither its caller's wait nor a broker restart.
+        let properties = super::publish::properties(&request)?
             .with_delivery_mode(TRANSIENT)
-            .with_reply_to(short("reply address", DIRECT_REPLY_TO)?)
-            .with_headers(headers);
+            .with_reply_to(short("reply address", DIRECT_REPLY_TO)?);
         let confirm = self
             .channel
             .basic_publish(
