@@ -469,22 +469,9 @@ async fn sample(
         replans += metric_sum(&text, "herald_store_replanned_total");
         batches += metric_sum(&text, "herald_store_batches_total");
         forward_requests += metric_sum(&text, "herald_command_forward_requests_total");
-        database_reads += text
-            .lines()
-            .filter(|line| {
-                line.starts_with("herald_store_log_reads_total{")
-                    && line.contains("source=\"database\"")
-            })
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>();
-        forwarded += text
-            .lines()
-            .filter(|line| {
-                line.starts_with("herald_command_routes_total{")
-                    && line.contains("route=\"forwarded\"")
-            })
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>();
+        database_reads +=
+            labelled_sum(&text, "herald_store_log_reads_total", "source=\"database\"");
+        forwarded += labelled_sum(&text, "herald_command_routes_total", "route=\"forwarded\"");
     }
     Sample {
         at,
@@ -497,6 +484,17 @@ async fn sample(
         database_reads,
         forward_requests,
     }
+}
+
+/// The sum of the series of a metric whose labels include `label`.
+fn labelled_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') && rest.contains(label))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// The sum of a metric's series in Prometheus text.

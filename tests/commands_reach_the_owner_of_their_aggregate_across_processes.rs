@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use herald_testkit::{eventually, TestDatabase, TestVhost};
 use serde_json::json;
-use support::{free_port, Herald};
+use support::start_serves;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const TICKETS: usize = 8;
@@ -159,24 +159,7 @@ async fn scenario(extra: &[&str]) {
     let db = TestDatabase::create().await;
     let vhost = TestVhost::create().await;
     let env = [("HERALD_STORE", db.url()), ("HERALD_BROKER", vhost.url())];
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut processes: Vec<Herald> = dirs
-        .iter()
-        .map(|dir| {
-            Herald::start(
-                dir.path(),
-                &[
-                    &["serve", "--listen", &format!("127.0.0.1:{}", free_port())][..],
-                    extra,
-                ]
-                .concat(),
-                &env,
-            )
-        })
-        .collect();
-    for p in &mut processes {
-        p.wait_healthy(PATIENCE).await;
-    }
+    let (_dirs, processes) = start_serves(3, &env, extra, PATIENCE).await;
     let http = reqwest::Client::new();
     let bases: Vec<String> = processes.iter().map(|p| p.base.clone()).collect();
     for t in 0..TICKETS {

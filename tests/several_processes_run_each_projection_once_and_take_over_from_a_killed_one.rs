@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herald_testkit::{eventually, TestDatabase, TestVhost};
 use serde_json::{json, Value};
-use support::{free_port, Herald};
+use support::start_serves;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -77,20 +77,7 @@ async fn several_processes_run_each_projection_once_and_take_over_from_a_killed_
     let db = TestDatabase::create().await;
     let vhost = TestVhost::create().await;
     let env = [("HERALD_STORE", db.url()), ("HERALD_BROKER", vhost.url())];
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut processes: Vec<Herald> = dirs
-        .iter()
-        .map(|dir| {
-            Herald::start(
-                dir.path(),
-                &["serve", "--listen", &format!("127.0.0.1:{}", free_port())],
-                &env,
-            )
-        })
-        .collect();
-    for p in &mut processes {
-        p.wait_healthy(PATIENCE).await;
-    }
+    let (_dirs, mut processes) = start_serves(3, &env, &[], PATIENCE).await;
     let http = reqwest::Client::new();
     let bases: Vec<String> = processes.iter().map(|p| p.base.clone()).collect();
 

@@ -5,6 +5,8 @@
 //! order, with no gap. `herald_store_log_reads_total{source=...}` says
 //! which way each page came.
 
+mod conformance;
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,20 +14,11 @@ use herald_events::{EventType, NewEvent, Position, SchemaVersion, StreamId, Tena
 use herald_store::telemetry::LOG_READS_TOTAL;
 use herald_store::{EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
 use herald_testkit::TestDatabase;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::json;
 
 const FOLLOWERS: usize = 4;
 const COMMITS: u64 = 40;
-
-fn counted(metrics: &PrometheusHandle, label: &str) -> u64 {
-    metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(LOG_READS_TOTAL) && l.contains(label))
-        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_of_one_process_share_one_read_of_a_foreign_commit() {
@@ -88,8 +81,8 @@ async fn followers_of_one_process_share_one_read_of_a_foreign_commit() {
         );
     }
 
-    let database = counted(&metrics, "source=\"database\"");
-    let memory = counted(&metrics, "source=\"memory\"");
+    let database = conformance::counted(&metrics, LOG_READS_TOTAL, "source=\"database\"");
+    let memory = conformance::counted(&metrics, LOG_READS_TOTAL, "source=\"memory\"");
     // Without sharing, each follower reads each commit (or run of commits)
     // itself: FOLLOWERS times the database reads of one follower.
     assert!(

@@ -8,6 +8,9 @@
 //! one that could not have heard of it yet (its batch waited for the lock
 //! while the other committed) is refused and plans again.
 
+mod conformance;
+
+use conformance::counted;
 use herald_events::{EventType, NewEvent, SchemaVersion, StreamId, TenantId};
 use herald_store::telemetry::{BATCHES_TOTAL, REPLANNED_TOTAL};
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use herald_events::{EventEnvelope, Position};
 use herald_store::{AppendHooks, EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
 use herald_testkit::eventually;
 use herald_testkit::TestDatabase;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -53,16 +56,6 @@ impl AppendHooks for HoldBeforeCommit {
         self.release.notified().await;
         Ok(())
     }
-}
-
-/// The value of the series of `family` whose labels include `label`.
-fn counted(metrics: &PrometheusHandle, family: &str, label: &str) -> u64 {
-    metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(family) && l.contains(label))
-        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,31 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
     }
 }
 
+/// Starts `n` `herald serve` processes side by side, each in a directory of
+/// its own and on a free port, with `env` and the `extra` arguments, and
+/// waits until each answers `/healthz`. The directories must outlive the
+/// processes.
+pub async fn start_serves(
+    n: usize,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    within: Duration,
+) -> (Vec<tempfile::TempDir>, Vec<Herald>) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut processes: Vec<Herald> = dirs
+        .iter()
+        .map(|dir| {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let args = [&["serve", "--listen", &listen][..], extra].concat();
+            Herald::start(dir.path(), &args, env)
+        })
+        .collect();
+    for p in &mut processes {
+        p.wait_healthy(within).await;
+    }
+    (dirs, processes)
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

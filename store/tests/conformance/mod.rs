@@ -149,3 +149,18 @@ pub fn note(text: impl Into<String>) -> NewEvent {
 pub fn notes(prefix: &str, n: usize) -> Vec<NewEvent> {
     (0..n).map(|i| note(format!("{prefix}-{i}"))).collect()
 }
+
+/// The value of the first series of the metric `family` whose labels
+/// include `label` (0 when there is none yet).
+pub fn counted(
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+    family: &str,
+    label: &str,
+) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(label))
+        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+        .unwrap_or(0)
+}
