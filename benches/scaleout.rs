@@ -37,7 +37,10 @@
 //! window (default 5), `HERALD_BENCH_CLIENTS` the clients (default 16),
 //! `HERALD_BENCH_SETUPS` the brokers (`postgres+rabbitmq`, `postgres+kafka`;
 //! default both), `HERALD_BENCH_COMMAND_PARTITIONS` the processes'
-//! `--command-partitions` (default: Herald's, 1), `HERALD_BENCH_BINARY`
+//! `--command-partitions` (default: Herald's, 1),
+//! `HERALD_BENCH_SCALEOUT_ARGS` more `herald serve` arguments for the
+//! processes of the multi-process run only (e.g. `--workers 1
+//! --actor-threads 1`, for processes sharing the cores), `HERALD_BENCH_BINARY`
 //! another `herald` build; Postgres comes from
 //! `HERALD_TEST_DATABASE_URL`, RabbitMQ from `HERALD_TEST_AMQP_URL`.
 //! `cargo test --benches` runs a smoke pass in seconds; `-- --list` names
@@ -349,6 +352,12 @@ async fn run_processes(
         .collect();
         args.extend(broker_args.iter().cloned());
         args.extend(POOLS.iter().map(|s| (*s).to_owned()));
+        if processes > 1 {
+            // E.g. threads sized for processes that share the machine's cores.
+            if let Ok(extra) = std::env::var("HERALD_BENCH_SCALEOUT_ARGS") {
+                args.extend(extra.split_whitespace().map(str::to_owned));
+            }
+        }
         heralds.push(Herald::start(dir.path(), &args));
         bases.push(format!("http://127.0.0.1:{port}"));
     }
