@@ -34,7 +34,7 @@ use crate::config::ActorSettings;
 
 /// Every domain Herald ships, in order: the one list.
 pub fn builtin() -> DomainList {
-    use herald_projections::read_models::{drafts, edges, statistics, tickets, timers};
+    use herald_projections::read_models::{drafts, edges, statistics, streams, tickets, timers};
     DomainList::new(vec![
         Domain::new(herald_actors::tickets::spec())
             .views(views::tickets::VIEWS)
@@ -58,7 +58,13 @@ pub fn builtin() -> DomainList {
             events: herald_events::statistics::EVENT_TYPES,
         })
         .views(views::statistics::VIEWS)
-        .read_model(statistics::StatisticsProjection),
+        .read_model(statistics::StatisticsProjection)
+        // The streams of every domain, built-in or registered at run time:
+        // on this line for now, until it gets a domain line of its own.
+        .views(views::streams::VIEWS)
+        .read_model(streams::StreamsProjection),
+        // The schema registry's own events (runtime types register there).
+        Domain::new(herald_actors::registry::RegistryDomain),
     ])
 }
 
@@ -88,7 +94,8 @@ impl<T: Projection + SqliteProjection> ReadModel for T {}
 #[derive(Clone)]
 pub struct Domain {
     pub spec: Arc<dyn DomainSpec>,
-    pub views: Option<Views>,
+    /// Its views, in the order their routes are registered.
+    pub views: Vec<Views>,
     /// Its read models, for each database.
     pub read_models: herald_projections::ReadModelSet,
     /// The reactions that follow this domain's events, made with the
@@ -103,7 +110,7 @@ impl std::fmt::Debug for Domain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Domain")
             .field("name", &self.spec.name())
-            .field("views", &self.views.is_some())
+            .field("views", &self.views.len())
             .field("read_models", &self.read_models)
             .field("reactions", &self.reactions.len())
             .finish()
@@ -116,7 +123,7 @@ impl Domain {
     pub fn new(spec: impl DomainSpec) -> Self {
         Self {
             spec: Arc::new(spec),
-            views: None,
+            views: Vec::new(),
             read_models: herald_projections::ReadModelSet::default(),
             reactions: Vec::new(),
         }
@@ -128,8 +135,10 @@ impl Domain {
         self
     }
 
+    /// Adds views (routes and their OpenAPI paths); a domain may have
+    /// several.
     pub fn views(mut self, views: Views) -> Self {
-        self.views = Some(views);
+        self.views.push(views);
         self
     }
 
@@ -268,7 +277,7 @@ impl DomainList {
 
     /// Every domain's views.
     pub fn views(&self) -> impl Iterator<Item = &Views> {
-        self.domains.iter().filter_map(|d| d.views.as_ref())
+        self.domains.iter().flat_map(|d| d.views.iter())
     }
 
     /// Every (method, path template) the HTTP API serves with these

@@ -50,7 +50,8 @@ use uuid::Uuid;
 
 use crate::api::body::decode;
 use crate::api::item::{prepare, PublishItem, MAX_IDEMPOTENCY_KEY};
-use crate::api::problem::Problem;
+use crate::api::problem::{Problem, ProblemKind};
+use crate::runtime_schemas::RuntimeSchemas;
 use crate::auth::{Action, Identity, Scope, TypePattern};
 
 /// The topic consumed when nothing says otherwise.
@@ -118,6 +119,7 @@ pub struct Ingest {
     registry: EventRegistry,
     config: IngestConfig,
     progress: Tracker,
+    schemas: Option<Arc<RuntimeSchemas>>,
 }
 
 impl fmt::Debug for Ingest {
@@ -213,7 +215,15 @@ impl Ingest {
             registry,
             config,
             progress: Tracker::detached(COMPONENT),
+            schemas: None,
         }
+    }
+
+    /// Checks runtime types against `schemas`, reading a tenant's registry
+    /// again before refusing a type or version it does not know.
+    pub fn with_runtime_schemas(mut self, schemas: Arc<RuntimeSchemas>) -> Self {
+        self.schemas = Some(schemas);
+        self
     }
 
     /// Reports the ingest's progress to `progress` (as [`COMPONENT`]).
@@ -326,12 +336,34 @@ impl Ingest {
         let mut streams: Vec<StreamBatch> = Vec::new();
         let mut by_stream: HashMap<(TenantId, StreamId), usize> = HashMap::new();
         for delivery in deliveries {
-            let checked = check_message(
+            let mut checked = check_message(
                 delivery.headers(),
                 delivery.body(),
                 &self.registry,
                 self.config.max_body_bytes,
             );
+            if let (Err(rejection), Some(schemas)) = (&checked, &self.schemas) {
+                // The type may have been registered since this process last
+                // read the tenant's registry: check again before refusing.
+                if rejection.names_unknown_type() {
+                    let tenant = message_tenant(delivery.headers());
+                    if let Some(tenant) = tenant {
+                        match schemas.catch_up(&tenant).await {
+                            Ok(()) => {
+                                checked = check_message(
+                                    delivery.headers(),
+                                    delivery.body(),
+                                    &self.registry,
+                                    self.config.max_body_bytes,
+                                );
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, %tenant, "reading the tenant's schema registry failed");
+                            }
+                        }
+                    }
+                }
+            }
             match checked {
                 Ok(checked) => {
                     let key = (checked.tenant.clone(), checked.stream.clone());
@@ -586,6 +618,12 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// True when the message names a type or version not known here.
+    fn names_unknown_type(&self) -> bool {
+        self.kind == ProblemKind::UnknownEventType.slug()
+            || self.kind == ProblemKind::UnknownSchemaVersion.slug()
+    }
+
     fn new(kind: &'static str, detail: impl Into<String>) -> Self {
         Self {
             kind,
@@ -642,6 +680,15 @@ pub struct Checked {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub event: NewEvent,
+}
+
+/// The tenant a message's header names (the default tenant without one);
+/// `None` when the header is not a tenant (the check refuses it).
+fn message_tenant(headers: &[(String, String)]) -> Option<TenantId> {
+    match header(headers, HEADER_TENANT) {
+        None => Some(TenantId::default_tenant()),
+        Some(value) => TenantId::new(value).ok(),
+    }
 }
 
 /// Checks one message of the ingest topic as `POST /v1/events` checks one

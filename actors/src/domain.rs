@@ -85,6 +85,13 @@ pub trait DomainSpec: Send + Sync + 'static {
         &[]
     }
 
+    /// Whether [`DomainSpec::state_at`] folds its streams: every domain
+    /// with an aggregate, and the registry, whose state is folded though it
+    /// takes no commands.
+    fn folds_state(&self) -> bool {
+        !self.commands().is_empty()
+    }
+
     /// Starts its actor group; `None` when it has no aggregate.
     fn start(&self, _parts: &GroupParts<'_>) -> Option<StartedGroup> {
         None
@@ -294,6 +301,12 @@ impl DomainSpecs {
         self.specs.iter().find(|s| s.name() == name)
     }
 
+    /// The domains whose states fold ([`DomainSpec::folds_state`]), in
+    /// order.
+    pub fn with_state(&self) -> impl Iterator<Item = &Arc<dyn DomainSpec>> {
+        self.specs.iter().filter(|s| s.folds_state())
+    }
+
     /// The domains that have aggregates (take commands), in order.
     pub fn with_aggregates(&self) -> impl Iterator<Item = &Arc<dyn DomainSpec>> {
         self.specs.iter().filter(|s| !s.commands().is_empty())
@@ -336,7 +349,7 @@ impl DomainSpecs {
         at: Moment,
         max_listed: Option<usize>,
     ) -> Result<StateAt, StateAtError> {
-        match self.with_aggregates().find(|s| s.name() == domain) {
+        match self.with_state().find(|s| s.name() == domain) {
             Some(spec) => spec.state_at(store, tenant, id, at, max_listed).await,
             None => Err(self.unknown(domain)),
         }
@@ -346,7 +359,7 @@ impl DomainSpecs {
     pub fn unknown(&self, domain: &str) -> StateAtError {
         StateAtError::UnknownDomain {
             domain: domain.chars().take(64).collect(),
-            known: self.with_aggregates().map(|s| s.name()).collect(),
+            known: self.with_state().map(|s| s.name()).collect(),
         }
     }
 }

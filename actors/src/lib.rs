@@ -16,6 +16,7 @@ pub mod edges;
 pub mod error;
 pub mod group;
 pub mod reactions;
+pub mod registry;
 pub mod state_at;
 pub mod telemetry;
 pub mod testing;

@@ -68,6 +68,19 @@ pub enum ValidationError {
         version: SchemaVersion,
         violations: Vec<SchemaViolation>,
     },
+    #[error("{event_type} v{version} is deprecated{}; publish v{latest}", .reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Deprecated {
+        event_type: EventType,
+        version: SchemaVersion,
+        latest: u32,
+        reason: Option<String>,
+    },
+    #[error("the registered schema of {event_type} v{version} cannot be compiled by this Herald: {reason}")]
+    Uncompilable {
+        event_type: EventType,
+        version: SchemaVersion,
+        reason: String,
+    },
 }
 
 fn describe(violations: &[SchemaViolation]) -> String {

@@ -6,6 +6,8 @@
 pub mod backoff;
 pub mod chain;
 pub mod codec;
+pub mod compat;
+pub mod declarative;
 pub mod drafts;
 pub mod edges;
 pub mod envelope;
@@ -21,6 +23,8 @@ pub mod typed;
 pub use backoff::Backoff;
 pub use chain::{chain_hash, ChainHash};
 pub use codec::Codec;
+pub use compat::{Compatibility, Incompatibility};
+pub use declarative::UpcasterSpec;
 pub use envelope::{EventEnvelope, NewEvent};
 pub use error::{
     CodecError, IdError, RegistryError, SchemaViolation, UpcastError, ValidationError,
@@ -28,6 +32,8 @@ pub use error::{
 pub use ids::{
     Domain, EventId, EventType, Position, SchemaVersion, StreamId, StreamVersion, TenantId,
 };
+pub use registry::events::RegistryChange;
+pub use registry::runtime::{RegisteredTypes, RuntimeTypes};
 pub use registry::{EventRegistry, RegistryBuilder, Upcaster};
 pub use typed::TypedEvent;
 
@@ -40,6 +46,7 @@ pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
         (timers::DOMAIN, timers::EVENT_TYPES),
         (drafts::DOMAIN, drafts::EVENT_TYPES),
         (statistics::DOMAIN, statistics::EVENT_TYPES),
+        (registry::events::DOMAIN, registry::events::EVENT_TYPES),
     ];
     domains
         .iter()

@@ -217,11 +217,20 @@ pub fn check_event(
             ),
         ));
     }
+    if event_type.domain() == herald_events::registry::events::DOMAIN {
+        return Err(invalid(
+            ProblemKind::ReservedEventType,
+            format!(
+                "{event_type} is the schema registry's own event; only Herald appends it \
+                 (register schemas with POST /v1/schemas)"
+            ),
+        ));
+    }
     identity.require(Action::Publish, &event_type).map_err(at)?;
     let version = SchemaVersion::new(fields.version)
         .map_err(|e| invalid(ProblemKind::UnknownSchemaVersion, e.to_string()))?;
     registry
-        .validate(&event_type, version, &fields.payload)
+        .validate_in(&identity.tenant, &event_type, version, &fields.payload)
         .map_err(|e| Problem::from_validation(index, &e))?;
     let mut event = NewEvent::new(event_type, version, fields.payload);
     if let Some(id) = fields.id {

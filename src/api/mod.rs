@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod problem;
 mod publish;
 pub mod request_log;
+pub mod schemas;
 mod search;
 pub mod state_at;
 mod streams;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub broker: Arc<dyn Broker>,
     pub registry: EventRegistry,
+    /// Registers runtime event types and keeps them current.
+    pub schemas: Arc<crate::runtime_schemas::RuntimeSchemas>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     /// The read models and their runner, on the store's backend (`None`
@@ -107,6 +110,11 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("GET", "/v1/events/search"),
     ("GET", "/v1/events"),
     ("POST", "/v1/events"),
+    ("POST", "/v1/schemas"),
+    ("GET", "/v1/schemas"),
+    ("POST", "/v1/schemas/check"),
+    ("GET", "/v1/schemas/{type}/{version}"),
+    ("POST", "/v1/schemas/{type}/{version}/deprecate"),
     ("GET", "/v1/projections"),
     ("GET", "/v1/projections/{name}"),
     ("POST", "/v1/projections/{name}/rebuild"),
@@ -195,7 +203,8 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
                     .route(web::get().to(events::read_all))
                     .route(web::post().to(publish::publish))
                     .default_service(web::to(method_not_allowed)),
-            );
+            )
+            .configure(schemas::routes);
         views::routes(cfg, &domains);
         cfg.configure(audit::routes)
             // Last: the generic domain routes must not shadow the ones above.

@@ -103,6 +103,7 @@ otherwise) and must send its whole body within `body_timeout` (408 \
         (name = "streams", description = "Append to a stream and read it back."),
         (name = "events", description = "The global log, and publishing events to any stream."),
         (name = "search", description = "Search the tenant's events."),
+        (name = "schemas", description = "The schema registry: producers register their own event types and versions, checked for compatibility, kept as events of the tenant's stream `registry/schemas` (README \"Your own events\")."),
         (name = "subscriptions", description = "Live events: the `herald.v1` websocket and server-sent events (docs/websocket.md)."),
         (name = "commands", description = "Commands and aggregate states of each domain (README \"Domains and commands\")."),
         (name = "views", description = "Read models: tickets, edges, timers and countdowns, drafts and statistics, projected from the log into Postgres, with filters, sorting and cursor pagination (README \"Read models\")."),
@@ -121,6 +122,7 @@ pub fn document(domains: &DomainList) -> Result<String, String> {
     // The read-model endpoints keep their paths beside their handlers.
     let mut views = super::views::openapi(domains);
     views.merge(super::audit::Api::openapi());
+    views.merge(super::schemas::Api::openapi());
     views.merge(super::state_at::Api::openapi());
     doc.paths.paths.extend(views.paths.paths);
     if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {

@@ -55,6 +55,12 @@ pub enum ProblemKind {
     TooManyConnections,
     SubprotocolRequired,
     UpgradeRequired,
+    InvalidSchema,
+    IncompatibleSchema,
+    SchemaVersionConflict,
+    ReservedEventType,
+    SchemaLimitReached,
+    DeprecatedSchemaVersion,
 }
 
 impl ProblemKind {
@@ -100,6 +106,12 @@ impl ProblemKind {
         ProblemKind::TooManyConnections,
         ProblemKind::SubprotocolRequired,
         ProblemKind::UpgradeRequired,
+        ProblemKind::InvalidSchema,
+        ProblemKind::IncompatibleSchema,
+        ProblemKind::SchemaVersionConflict,
+        ProblemKind::ReservedEventType,
+        ProblemKind::SchemaLimitReached,
+        ProblemKind::DeprecatedSchemaVersion,
     ];
 
     /// (slug, title, status)
@@ -307,6 +319,36 @@ impl ProblemKind {
                 "This resource is a websocket: upgrade the connection",
                 StatusCode::UPGRADE_REQUIRED,
             ),
+            InvalidSchema => (
+                "invalid-schema",
+                "The schema is not an acceptable JSON Schema",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            IncompatibleSchema => (
+                "incompatible-schema",
+                "The new version breaks the type's compatibility rule",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            SchemaVersionConflict => (
+                "schema-version-conflict",
+                "That version cannot be registered next",
+                StatusCode::CONFLICT,
+            ),
+            ReservedEventType => (
+                "reserved-event-type",
+                "The event type belongs to a built-in domain",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            SchemaLimitReached => (
+                "schema-limit-reached",
+                "The tenant's registry holds as many types or versions as allowed",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            DeprecatedSchemaVersion => (
+                "deprecated-schema-version",
+                "The schema version is deprecated",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
         }
     }
 
@@ -378,6 +420,8 @@ impl Problem {
             ValidationError::UnknownType { .. } => ProblemKind::UnknownEventType,
             ValidationError::UnknownVersion { .. } => ProblemKind::UnknownSchemaVersion,
             ValidationError::NotAnObject { .. } => ProblemKind::PayloadNotObject,
+            ValidationError::Deprecated { .. } => ProblemKind::DeprecatedSchemaVersion,
+            ValidationError::Uncompilable { .. } => ProblemKind::InvalidSchema,
             _ => ProblemKind::SchemaViolation,
         };
         let mut problem =

@@ -163,6 +163,11 @@ pub async fn publish(
         .with("limit", state.limits.max_events_per_append));
     }
 
+    // Runtime types named here may have just been registered elsewhere.
+    state
+        .schemas
+        .prefetch(&identity.tenant, items.iter().map(named_type))
+        .await?;
     // Check every item first.
     let mut prepared: Vec<Result<Prepared, Problem>> = Vec::with_capacity(items.len());
     for (index, raw) in items.into_iter().enumerate() {
@@ -278,4 +283,12 @@ fn answer(atomic: bool, results: Vec<ItemResult>) -> HttpResponse {
         response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
     }
     response.json(serde_json::json!({ "atomic": atomic, "results": results }))
+}
+
+/// The event type and schema version an item names, before it is checked.
+pub(super) fn named_type(item: &Value) -> (&str, Option<u64>) {
+    (
+        item.get("type").and_then(Value::as_str).unwrap_or_default(),
+        item.get("version").and_then(Value::as_u64),
+    )
 }

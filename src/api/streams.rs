@@ -214,6 +214,15 @@ pub async fn append(
             event.id = event.id.or(Some(claim.event_id(i).as_uuid()));
         }
     }
+    state
+        .schemas
+        .prefetch(
+            &identity.tenant,
+            body.events
+                .iter()
+                .map(|e| (e.event_type.as_str(), Some(u64::from(e.version)))),
+        )
+        .await?;
     let events = body
         .events
         .into_iter()
@@ -422,14 +431,18 @@ fn culprit<T: serde::de::DeserializeOwned>(query: &str) -> Option<String> {
     })
 }
 
-pub(super) fn upcast_all(
+/// Brings events of `tenant` to their latest versions (its runtime types
+/// loaded first), unless asked for them as stored.
+pub(super) async fn upcast_all(
     state: &AppState,
+    tenant: &herald_events::TenantId,
     events: Vec<EventEnvelope>,
     as_stored: bool,
 ) -> ApiResult<Vec<EventEnvelope>> {
     if as_stored {
         return Ok(events);
     }
+    state.schemas.ensure_loaded(tenant).await?;
     events
         .into_iter()
         .map(|e| {
@@ -520,7 +533,7 @@ pub async fn read(
     let version = events
         .last()
         .map_or(version, |e| e.stream_version.max(version));
-    let events = upcast_all(&state, events, query.as_stored)?;
+    let events = upcast_all(&state, &identity.tenant, events, query.as_stored).await?;
     Ok(HttpResponse::Ok().json(StreamPage {
         stream: stream.to_string(),
         stream_version: version.get(),

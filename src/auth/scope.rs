@@ -17,6 +17,9 @@ pub enum Action {
     Subscribe,
     /// Read streams, the log and search.
     Read,
+    /// Register, deprecate and re-rule runtime event types (`schemas:write`,
+    /// or `schemas:write:<pattern>` for some types only).
+    RegisterSchemas,
     /// Everything, and the admin endpoints.
     Admin,
 }
@@ -27,6 +30,7 @@ impl Action {
             Action::Publish => "publish",
             Action::Subscribe => "subscribe",
             Action::Read => "read",
+            Action::RegisterSchemas => "schemas:write",
             Action::Admin => "admin",
         }
     }
@@ -222,6 +226,17 @@ impl FromStr for Scope {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        if let Some(rest) = s.strip_prefix("schemas:write") {
+            let pattern = match rest.strip_prefix(':') {
+                Some(pattern) => pattern,
+                None if rest.is_empty() => TypePattern::ANY,
+                None => return Err(format!("unknown scope {s:?}; did you mean schemas:write?")),
+            };
+            return Ok(Self {
+                action: Action::RegisterSchemas,
+                pattern: TypePattern::new(pattern).map_err(|e| format!("scope {s:?}: {e}"))?,
+            });
+        }
         let (action, pattern) = s.split_once(':').unwrap_or((s, TypePattern::ANY));
         let action = match action {
             "publish" => Action::Publish,
@@ -230,7 +245,8 @@ impl FromStr for Scope {
             "admin" => Action::Admin,
             other => {
                 return Err(format!(
-                    "unknown action {other:?} in scope {s:?}; use publish, subscribe, read or admin"
+                    "unknown action {other:?} in scope {s:?}; use publish, subscribe, read, \
+                     schemas:write or admin"
                 ))
             }
         };
@@ -243,6 +259,9 @@ impl FromStr for Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.action == Action::RegisterSchemas && self.pattern.as_str() == TypePattern::ANY {
+            return f.write_str("schemas:write");
+        }
         write!(f, "{}:{}", self.action, self.pattern)
     }
 }

@@ -187,6 +187,13 @@ pub async fn serve(
         .with_progress(&progress)
         .spawn(tasks_stop.clone())
     });
+    // Runtime event types: this process applies every registration made
+    // through any process sharing the store.
+    let schemas = Arc::new(crate::runtime_schemas::RuntimeSchemas::new(
+        Arc::clone(&store),
+        registry.clone(),
+    ));
+    let schemas_task = Arc::clone(&schemas).follow(tasks_stop.clone());
     let ingest = config.broker.ingest.enabled.then(|| {
         tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
         Ingest::new(
@@ -200,6 +207,7 @@ pub async fn serve(
             },
         )
         .with_progress(&progress)
+        .with_runtime_schemas(Arc::clone(&schemas))
         .spawn(tasks_stop.clone())
     });
 
@@ -229,6 +237,7 @@ pub async fn serve(
         store: Arc::clone(&store),
         broker: Arc::clone(&broker),
         registry,
+        schemas,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_events_per_append: config.max_events_per_append,
@@ -349,6 +358,7 @@ pub async fn serve(
     if let Some(ingest) = ingest {
         ingest.join().await;
     }
+    let _ = schemas_task.await;
     // A batch in flight commits or rolls back; either way the runner stops
     // at its next check of the signal.
     if tokio::time::timeout(PROJECTIONS_STOP, projections_task)

@@ -46,12 +46,16 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
     )
     .await
     .expect("start authentication");
-    let hub = herald::ws::Hub::start(
+    // One registry, shared: runtime types installed through any part are
+    // seen by all, as in `herald serve`.
+    let registry = EventRegistry::builtin().expect("builtin registry");
+    let hub = herald::ws::Hub::start(Arc::clone(&store), registry.clone())
+        .await
+        .expect("start the hub");
+    let schemas = Arc::new(herald::runtime_schemas::RuntimeSchemas::new(
         Arc::clone(&store),
-        EventRegistry::builtin().expect("builtin registry"),
-    )
-    .await
-    .expect("start the hub");
+        registry.clone(),
+    ));
     AppState {
         domains: herald_actors::Domains::default(),
         placement: herald::placement::Placement::alone(),
@@ -59,7 +63,8 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         hub,
         store,
         broker: Arc::new(herald_brokers::memory::MemoryBroker::default()),
-        registry: EventRegistry::builtin().expect("builtin registry"),
+        registry,
+        schemas,
         limits,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         read_side: None,

@@ -10,6 +10,7 @@
 pub mod drafts;
 pub mod edges;
 pub mod statistics;
+pub mod streams;
 pub mod tickets;
 pub mod timers;
 
@@ -33,6 +34,7 @@ pub fn shipped() -> ReadModelSet {
         .with(timers::TimersProjection)
         .with(drafts::DraftsProjection)
         .with(statistics::StatisticsProjection)
+        .with(streams::StreamsProjection)
 }
 
 /// Every read model's Postgres projection.

@@ -13,6 +13,7 @@ pub mod drafts;
 pub mod edges;
 pub mod projections;
 pub mod statistics;
+pub mod streams;
 pub mod tickets;
 pub mod timers;
 

@@ -17,7 +17,8 @@ use crate::domains::DomainList;
 
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// The aggregate's domain: tickets, edges, drafts or timers
+    /// The aggregate's domain: tickets, edges, drafts or timers, or
+    /// `registry` (id `schemas`) for the schema registry
     pub domain: String,
 
     /// The aggregate's id (the id part of its stream, e.g. T-1001)
@@ -59,11 +60,11 @@ pub async fn answer(
     let at = Moment::parse(&args.at).map_err(|e| usage(format!("--at: {e}")))?;
     let tenant = TenantId::new(args.tenant.clone()).map_err(|e| usage(format!("--tenant: {e}")))?;
     let specs = domains.specs();
-    if !specs.with_aggregates().any(|s| s.name() == args.domain) {
+    if !specs.with_state().any(|s| s.name() == args.domain) {
         return Err(usage(format!(
             "no domain {:?} has aggregates; the domains are {}",
             args.domain,
-            domains.aggregate_names()
+            specs.with_state().map(|s| s.name()).collect::<Vec<_>>().join(", ")
         )));
     }
     let settings = store_settings(store, file)?;

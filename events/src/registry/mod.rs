@@ -1,6 +1,16 @@
 //! The registry of event types and their schema versions: validates payloads
 //! against their JSON Schema and brings old versions up to the latest through
 //! chained upcasters (vN → vN+1 → …) when events are read.
+//!
+//! Two layers: the built-in types, compiled into the binary (schemas under
+//! `schemas/` and the domains' upcasters), and the types producers register
+//! at run time, per tenant ([`runtime`]), folded from each tenant's registry
+//! stream ([`events`]). A built-in type always wins: a runtime type can
+//! never shadow one, because registration refuses the built-in domains.
+
+pub mod decide;
+pub mod events;
+pub mod runtime;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,8 +20,9 @@ use serde_json::Value;
 
 use crate::envelope::EventEnvelope;
 use crate::error::{RegistryError, SchemaViolation, UpcastError, ValidationError};
-use crate::ids::{EventType, SchemaVersion};
+use crate::ids::{EventType, SchemaVersion, TenantId};
 use crate::schemas::embedded_schema_files;
+use runtime::{CompiledVersion, RuntimeTypes};
 
 /// Turns a payload of version N into one of version N+1.
 pub type Upcaster = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
@@ -31,10 +42,13 @@ struct TypeEntry {
     upcasters: BTreeMap<SchemaVersion, Upcaster>,
 }
 
-/// Every known event type with its schema versions and upcasters.
+/// Every known event type with its schema versions and upcasters. Clones
+/// share the runtime types: a registration installed through one is seen
+/// through all.
 #[derive(Default, Clone)]
 pub struct EventRegistry {
     types: Arc<BTreeMap<EventType, TypeEntry>>,
+    runtime: Arc<RuntimeTypes>,
 }
 
 impl fmt::Debug for EventRegistry {
@@ -48,6 +62,38 @@ impl fmt::Debug for EventRegistry {
             }))
             .finish()
     }
+}
+
+/// Checks a payload with a compiled schema.
+fn check_payload(
+    validator: &jsonschema::Validator,
+    event_type: &EventType,
+    version: SchemaVersion,
+    payload: &Value,
+) -> Result<(), ValidationError> {
+    if !payload.is_object() {
+        return Err(ValidationError::NotAnObject {
+            event_type: event_type.clone(),
+            version,
+        });
+    }
+    // The common case, a valid payload, is decided without collecting.
+    if validator.is_valid(payload) {
+        return Ok(());
+    }
+    let violations: Vec<SchemaViolation> = validator
+        .iter_errors(payload)
+        .take(MAX_VIOLATIONS)
+        .map(|e| SchemaViolation {
+            pointer: e.instance_path().to_string(),
+            message: e.to_string(),
+        })
+        .collect();
+    Err(ValidationError::SchemaViolation {
+        event_type: event_type.clone(),
+        version,
+        violations,
+    })
 }
 
 /// Builds an [`EventRegistry`].
@@ -147,6 +193,7 @@ impl RegistryBuilder {
     pub fn build(self) -> EventRegistry {
         EventRegistry {
             types: Arc::new(self.types),
+            runtime: Arc::default(),
         }
     }
 }
@@ -215,30 +262,80 @@ impl EventRegistry {
                     version,
                     known: entry.versions.keys().map(|v| v.get()).collect(),
                 })?;
-        if !payload.is_object() {
-            return Err(ValidationError::NotAnObject {
+        check_payload(&schema.validator, event_type, version, payload)
+    }
+
+    /// Checks a payload published by `tenant`: against a built-in type, or
+    /// else against the tenant's runtime type. A deprecated runtime version
+    /// is refused; stored events of it still read.
+    pub fn validate_in(
+        &self,
+        tenant: &TenantId,
+        event_type: &EventType,
+        version: SchemaVersion,
+        payload: &Value,
+    ) -> Result<(), ValidationError> {
+        if self.types.contains_key(event_type) {
+            return self.validate(event_type, version, payload);
+        }
+        let unknown = || ValidationError::UnknownType {
+            event_type: event_type.clone(),
+        };
+        let tenant_types = self.runtime.tenant(tenant).ok_or_else(unknown)?;
+        let versions = tenant_types.compiled.get(event_type).ok_or_else(unknown)?;
+        let compiled = versions
+            .get(&version)
+            .ok_or_else(|| ValidationError::UnknownVersion {
                 event_type: event_type.clone(),
                 version,
+                known: versions.keys().map(|v| v.get()).collect(),
+            })?;
+        if compiled.registered.deprecated {
+            return Err(ValidationError::Deprecated {
+                event_type: event_type.clone(),
+                version,
+                latest: versions.keys().next_back().map_or(version.get(), |v| v.get()),
+                reason: compiled.registered.deprecation_reason.clone(),
             });
         }
-        let violations: Vec<SchemaViolation> = schema
-            .validator
-            .iter_errors(payload)
-            .take(MAX_VIOLATIONS)
-            .map(|e| SchemaViolation {
-                pointer: e.instance_path().to_string(),
-                message: e.to_string(),
-            })
-            .collect();
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationError::SchemaViolation {
-                event_type: event_type.clone(),
-                version,
-                violations,
-            })
+        let validator =
+            compiled
+                .validator
+                .as_ref()
+                .map_err(|reason| ValidationError::Uncompilable {
+                    event_type: event_type.clone(),
+                    version,
+                    reason: reason.clone(),
+                })?;
+        check_payload(validator, event_type, version, payload)
+    }
+
+    /// True when `tenant` may publish `event_type` at `version`: a built-in
+    /// version, or a runtime one installed here.
+    pub fn knows(&self, tenant: &TenantId, event_type: &EventType, version: SchemaVersion) -> bool {
+        if self.types.contains_key(event_type) {
+            return self.contains(event_type, version);
         }
+        self.runtime.tenant(tenant).is_some_and(|t| {
+            t.compiled
+                .get(event_type)
+                .is_some_and(|versions| versions.contains_key(&version))
+        })
+    }
+
+    /// True for a type compiled into the binary.
+    pub fn is_builtin(&self, event_type: &EventType) -> bool {
+        self.types.contains_key(event_type)
+    }
+
+    /// The domains of the built-in types: a runtime type may not be in one.
+    pub fn builtin_domains(&self) -> std::collections::BTreeSet<&str> {
+        self.types.keys().map(EventType::domain).collect()
+    }
+
+    /// The runtime types of every tenant in this process.
+    pub fn runtime(&self) -> &RuntimeTypes {
+        &self.runtime
     }
 
     /// Brings a payload from `version` to the latest version of its type.
@@ -253,6 +350,9 @@ impl EventRegistry {
             // was given, and readers of unknown types see it as stored.
             return Ok((version, payload));
         };
+        if entry.versions.is_empty() {
+            return Ok((version, payload));
+        }
         let latest = entry
             .versions
             .keys()
@@ -282,9 +382,47 @@ impl EventRegistry {
     /// stored: the chain covers what was written, not what readers see.
     pub fn upcast(&self, mut event: EventEnvelope) -> Result<EventEnvelope, UpcastError> {
         let payload = std::mem::take(&mut event.payload);
-        let (version, payload) = self.upcast_payload(&event.event_type, event.version, payload)?;
+        let (version, payload) = if self.types.contains_key(&event.event_type) {
+            self.upcast_payload(&event.event_type, event.version, payload)?
+        } else {
+            self.upcast_runtime(&event.tenant, &event.event_type, event.version, payload)?
+        };
         event.version = version;
         event.payload = payload;
         Ok(event)
+    }
+
+    /// Brings a payload of a tenant's runtime type as far up its versions
+    /// as they bridge: through each version that reads the one before it
+    /// unchanged or has a declarative upcaster from it. A version with
+    /// neither (registered as `forward` or `none` compatible without an
+    /// upcaster) stops the climb: its readers get the older version, as
+    /// stored, rather than a payload claiming a schema it may break.
+    fn upcast_runtime(
+        &self,
+        tenant: &TenantId,
+        event_type: &EventType,
+        mut version: SchemaVersion,
+        mut payload: Value,
+    ) -> Result<(SchemaVersion, Value), UpcastError> {
+        let Some(tenant_types) = self.runtime.tenant(tenant) else {
+            return Ok((version, payload));
+        };
+        let Some(versions) = tenant_types.compiled.get(event_type) else {
+            return Ok((version, payload));
+        };
+        while let Some(CompiledVersion { registered, .. }) = versions.get(&version.next()) {
+            if let Some(upcaster) = &registered.upcaster {
+                payload = upcaster.apply(payload).map_err(|reason| UpcastError::Failed {
+                    event_type: event_type.clone(),
+                    from: version,
+                    reason,
+                })?;
+            } else if !registered.reads_previous {
+                break;
+            }
+            version = version.next();
+        }
+        Ok((version, payload))
     }
 }
