@@ -673,6 +673,12 @@ async fn openapi_covers_every_endpoint() {
         ),
         (
             "GET",
+            "/v1/views/streams",
+            "/v1/views/streams?domain=tickets,timers&sort=last_event_at&order=desc".to_owned(),
+            None,
+        ),
+        (
+            "GET",
             "/v1/audit/verify",
             "/v1/audit/verify?from=1".to_owned(),
             None,

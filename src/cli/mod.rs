@@ -4,6 +4,7 @@ mod audit;
 mod keys;
 mod publish;
 pub mod replay;
+mod schemas;
 pub mod serve;
 mod tail;
 mod tool;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Replay history: an aggregate's state at a moment, a read model's
     /// rebuild, a range republished to the broker.
     Replay(replay::ReplayArgs),
+    /// The schema registry: register, check, list, show and deprecate the
+    /// event types producers bring.
+    Schemas(schemas::SchemasArgs),
 }
 
 /// Runs the parsed command.
@@ -49,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => tail::run(args),
         Command::Audit(args) => audit::run(&cli.log, args),
         Command::Replay(args) => replay::run(&cli.log, args),
+        Command::Schemas(args) => schemas::run(args),
     }
 }

@@ -22,7 +22,7 @@ use crate::envelope::EventEnvelope;
 use crate::error::{RegistryError, SchemaViolation, UpcastError, ValidationError};
 use crate::ids::{EventType, SchemaVersion, TenantId};
 use crate::schemas::embedded_schema_files;
-use runtime::{CompiledVersion, RuntimeTypes};
+use runtime::RuntimeTypes;
 
 /// Turns a payload of version N into one of version N+1.
 pub type Upcaster = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
@@ -411,7 +411,8 @@ impl EventRegistry {
         let Some(versions) = tenant_types.compiled.get(event_type) else {
             return Ok((version, payload));
         };
-        while let Some(CompiledVersion { registered, .. }) = versions.get(&version.next()) {
+        while let Some(next) = versions.get(&version.next()) {
+            let registered = &next.registered;
             if let Some(upcaster) = &registered.upcaster {
                 payload = upcaster.apply(payload).map_err(|reason| UpcastError::Failed {
                     event_type: event_type.clone(),

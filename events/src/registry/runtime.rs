@@ -109,7 +109,7 @@ pub struct TenantTypes {
     /// The registry stream's version folded in (0: none).
     pub(super) applied: u64,
     pub(super) folded: RegisteredTypes,
-    pub(super) compiled: HashMap<EventType, BTreeMap<SchemaVersion, CompiledVersion>>,
+    pub(super) compiled: HashMap<EventType, BTreeMap<SchemaVersion, Arc<CompiledVersion>>>,
 }
 
 impl std::fmt::Debug for TenantTypes {
@@ -143,10 +143,19 @@ impl TenantTypes {
     fn with_change(&self, version: u64, change: &RegistryChange) -> Self {
         let mut folded = self.folded.clone();
         folded.apply(change);
-        // Only the type the change is about needs compiling again; the
-        // others' validators are rebuilt from their (unchanged) schemas,
-        // which is cheap next to how rarely the registry changes.
-        let compiled = compile_all(&folded);
+        // Only the type the change is about is compiled again; the others
+        // keep their validators (shared, not rebuilt).
+        let mut compiled = self.compiled.clone();
+        if let Ok(event_type) = change.event_type().parse::<EventType>() {
+            match folded.types.get(change.event_type()) {
+                Some(registered) => {
+                    compiled.insert(event_type, compile_type(registered));
+                }
+                None => {
+                    compiled.remove(&event_type);
+                }
+            }
+        }
         Self {
             applied: version,
             folded,
@@ -176,30 +185,22 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
         .map_err(|e| e.to_string())
 }
 
-fn compile_all(folded: &RegisteredTypes) -> HashMap<EventType, BTreeMap<SchemaVersion, CompiledVersion>> {
-    let mut compiled = HashMap::new();
-    for (name, registered) in &folded.types {
-        let Ok(event_type) = name.parse::<EventType>() else {
-            continue;
-        };
-        let versions = registered
-            .versions
-            .iter()
-            .filter_map(|(v, r)| {
-                let version = SchemaVersion::new(*v).ok()?;
-                let validator = compile(&r.schema);
-                Some((
-                    version,
-                    CompiledVersion {
-                        validator,
-                        registered: r.clone(),
-                    },
-                ))
-            })
-            .collect();
-        compiled.insert(event_type, versions);
-    }
-    compiled
+/// Compiles every version of one type.
+fn compile_type(registered: &RegisteredType) -> BTreeMap<SchemaVersion, Arc<CompiledVersion>> {
+    registered
+        .versions
+        .iter()
+        .filter_map(|(v, r)| {
+            let version = SchemaVersion::new(*v).ok()?;
+            Some((
+                version,
+                Arc::new(CompiledVersion {
+                    validator: compile(&r.schema),
+                    registered: r.clone(),
+                }),
+            ))
+        })
+        .collect()
 }
 
 /// What [`RuntimeTypes::install`] did with a change.

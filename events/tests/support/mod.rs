@@ -32,6 +32,16 @@ pub struct Pair {
     pub upcaster: Option<UpcasterSpec>,
 }
 
+impl Pair {
+    /// The pair's name, and why it gets its answer, for failure messages.
+    pub fn label(&self) -> String {
+        match &self.why {
+            Some(why) => format!("{:?} ({why})", self.name),
+            None => format!("{:?}", self.name),
+        }
+    }
+}
+
 pub fn corpus() -> Vec<Pair> {
     serde_json::from_str(include_str!("../fixtures/schema_pairs.json"))
         .expect("tests/fixtures/schema_pairs.json is a list of pairs")
