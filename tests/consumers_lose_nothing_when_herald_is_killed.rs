@@ -36,7 +36,14 @@ const RESOLVED: usize = EDGES.div_ceil(3);
 const CONCURRENCY: usize = 8;
 /// How long one condition may take; generous for a loaded CI machine.
 const PATIENCE: Duration = Duration::from_secs(90);
-const READ_MODELS: [&str; 5] = ["tickets", "edges", "timers", "drafts", "statistics"];
+const READ_MODELS: [&str; 6] = [
+    "tickets",
+    "edges",
+    "timers",
+    "drafts",
+    "statistics",
+    "streams",
+];
 
 /// One store-and-broker combination and what keeps its servers alive.
 struct Setup {

@@ -63,7 +63,7 @@ async fn scenario(herald: &mut Herald, store: &str) {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            all.len() == 5
+            all.len() == 6
                 && all
                     .iter()
                     .all(|p| p["lag_events"] == 0 && p["generation"] == 1)
@@ -80,7 +80,7 @@ async fn scenario(herald: &mut Herald, store: &str) {
         .text()
         .await
         .unwrap();
-    for projection in ["tickets", "edges", "timers", "drafts", "statistics"] {
+    for projection in ["tickets", "edges", "timers", "drafts", "statistics", "streams"] {
         assert!(
             metrics.contains(&format!(
                 "herald_projection_lag_events{{projection=\"{projection}\"}}"

@@ -913,7 +913,7 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(demand) = count(w, max) {
-            if count(n, max).is_none_or(|held| held > demand) {
+            if count(n, max).is_none_or(|held| held > demand + 1) {
                 let reason = format!(
                     "{} accepts {what} of at most {demand} {unit} ({max}) but {} may hold longer ones",
                     roles.wider, roles.narrower_events

@@ -241,41 +241,48 @@ fn random_schema() -> impl Strategy<Value = Value> {
     object_schema(property)
 }
 
+/// Bounds a mutation may move, add or remove.
+const BOUNDS: &[&str] = &[
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+];
+
+/// A change to an object schema. `usize` picks one of the properties the
+/// schema has (modulo their number), so that changes rarely miss.
 #[derive(Debug, Clone)]
 enum Mutation {
     /// Adds or replaces a property.
     Replace(&'static str, Value),
-    Remove(&'static str),
+    Remove(usize),
     ToggleRequired(&'static str),
     Additional(Option<Value>),
-    /// Moves a bound by a step; adds it when absent, removes it at 0.
-    Nudge(&'static str, &'static str, i64),
+    /// Moves one of the property's bounds by a step (removing it at 0), or
+    /// adds a bound when it has none.
+    Nudge(usize, usize, i64),
     /// Turns `minimum` into `exclusiveMinimum` and back (same for maximum).
-    Exclusive(&'static str),
-    Retype(&'static str, Option<Value>),
+    Exclusive(usize),
+    Retype(usize, Option<Value>),
     /// Adds the value to the property's enum, or removes it when there.
-    ToggleEnumValue(&'static str, Value),
+    ToggleEnumValue(usize, Value),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    let name = || select(NAMES);
+    let pick = || any::<usize>();
     prop_oneof![
-        1 => (name(), leaf_schema()).prop_map(|(n, s)| Mutation::Replace(n, s)),
-        1 => name().prop_map(Mutation::Remove),
-        2 => name().prop_map(Mutation::ToggleRequired),
+        1 => (select(NAMES), leaf_schema()).prop_map(|(n, s)| Mutation::Replace(n, s)),
+        1 => pick().prop_map(Mutation::Remove),
+        2 => select(NAMES).prop_map(Mutation::ToggleRequired),
         1 => additional().prop_map(Mutation::Additional),
-        4 => (
-            name(),
-            select(vec![
-                "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                "minLength", "maxLength", "minItems", "maxItems",
-            ]),
-            -3i64..=3,
-        )
-            .prop_map(|(n, k, d)| Mutation::Nudge(n, k, d)),
-        1 => name().prop_map(Mutation::Exclusive),
+        5 => (pick(), pick(), -2i64..=2).prop_map(|(p, k, d)| Mutation::Nudge(p, k, d)),
+        1 => pick().prop_map(Mutation::Exclusive),
         2 => (
-            name(),
+            pick(),
             select(vec![
                 None,
                 Some(json!("string")),
@@ -285,9 +292,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
                 Some(json!(["integer", "string"])),
             ]),
         )
-            .prop_map(|(n, t)| Mutation::Retype(n, t)),
-        2 => (name(), select(vec![json!("x"), json!("yy"), json!(""), json!(1), json!(null)]))
-            .prop_map(|(n, v)| Mutation::ToggleEnumValue(n, v)),
+            .prop_map(|(p, t)| Mutation::Retype(p, t)),
+        2 => (pick(), select(vec![json!("x"), json!("yy"), json!(""), json!(1), json!(null)]))
+            .prop_map(|(p, v)| Mutation::ToggleEnumValue(p, v)),
     ]
 }
 
@@ -305,16 +312,8 @@ fn mutate(schema: &mut Value, (deep, mutation): &(bool, Mutation)) {
     } else {
         schema
     };
-    let properties = target["properties"]
-        .as_object_mut()
-        .expect("random object schemas list properties");
+    let target = target.as_object_mut().expect("random schemas are objects");
     match mutation {
-        Mutation::Replace(name, property) => {
-            properties.insert((*name).to_owned(), property.clone());
-        }
-        Mutation::Remove(name) => {
-            properties.remove(*name);
-        }
         Mutation::ToggleRequired(name) => {
             let required = target["required"].as_array_mut().expect("a required list");
             match required.iter().position(|r| r == name) {
@@ -324,37 +323,52 @@ fn mutate(schema: &mut Value, (deep, mutation): &(bool, Mutation)) {
                 None => required.push(json!(name)),
             }
         }
-        Mutation::Additional(None) => {
-            target
-                .as_object_mut()
-                .unwrap()
-                .remove("additionalProperties");
+        Mutation::Additional(Some(schema)) => {
+            target.insert("additionalProperties".to_owned(), schema.clone());
         }
-        Mutation::Additional(Some(schema)) => target["additionalProperties"] = schema.clone(),
-        Mutation::Nudge(name, keyword, delta) => {
-            let Some(Value::Object(property)) = properties.get_mut(*name) else {
+        Mutation::Additional(None) => {
+            target.remove("additionalProperties");
+        }
+        Mutation::Replace(name, property) => {
+            properties(target).insert((*name).to_owned(), property.clone());
+        }
+        Mutation::Remove(pick) => {
+            let properties = properties(target);
+            if let Some(name) = picked_name(properties, *pick) {
+                properties.remove(&name);
+            }
+        }
+        Mutation::Nudge(pick, which, delta) => {
+            let Some(property) = picked_property(target, *pick) else {
                 return;
             };
+            let present: Vec<&str> = BOUNDS
+                .iter()
+                .copied()
+                .filter(|k| property.contains_key(*k))
+                .collect();
+            let keyword = match present.len() {
+                0 => BOUNDS[which % BOUNDS.len()],
+                n => present[which % n],
+            };
             let counted = keyword.ends_with("Length") || keyword.ends_with("Items");
-            match (property.get(*keyword).and_then(Value::as_f64), delta) {
+            match (property.get(keyword).and_then(Value::as_f64), delta) {
                 (Some(_), 0) => {
-                    property.remove(*keyword);
+                    property.remove(keyword);
                 }
                 (Some(value), delta) => {
                     let moved = value + *delta as f64;
-                    property.insert(
-                        (*keyword).to_owned(),
-                        number(if counted { moved.max(0.0) } else { moved }),
-                    );
+                    let moved = if counted { moved.max(0.0) } else { moved };
+                    property.insert(keyword.to_owned(), number(moved));
                 }
                 (None, delta) => {
                     let start = if counted { delta.abs() } else { *delta };
-                    property.insert((*keyword).to_owned(), json!(start));
+                    property.insert(keyword.to_owned(), json!(start));
                 }
             }
         }
-        Mutation::Exclusive(name) => {
-            let Some(Value::Object(property)) = properties.get_mut(*name) else {
+        Mutation::Exclusive(pick) => {
+            let Some(property) = picked_property(target, *pick) else {
                 return;
             };
             for (a, b) in [
@@ -372,8 +386,8 @@ fn mutate(schema: &mut Value, (deep, mutation): &(bool, Mutation)) {
                 };
             }
         }
-        Mutation::Retype(name, kind) => {
-            let Some(Value::Object(property)) = properties.get_mut(*name) else {
+        Mutation::Retype(pick, kind) => {
+            let Some(property) = picked_property(target, *pick) else {
                 return;
             };
             match kind {
@@ -381,8 +395,8 @@ fn mutate(schema: &mut Value, (deep, mutation): &(bool, Mutation)) {
                 None => property.remove("type"),
             };
         }
-        Mutation::ToggleEnumValue(name, value) => {
-            let Some(Value::Object(property)) = properties.get_mut(*name) else {
+        Mutation::ToggleEnumValue(pick, value) => {
+            let Some(property) = picked_property(target, *pick) else {
                 return;
             };
             let values = property
@@ -398,6 +412,27 @@ fn mutate(schema: &mut Value, (deep, mutation): &(bool, Mutation)) {
             }
         }
     }
+}
+
+fn properties(schema: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    schema["properties"]
+        .as_object_mut()
+        .expect("random object schemas list properties")
+}
+
+fn picked_name(properties: &Map<String, Value>, pick: usize) -> Option<String> {
+    let count = properties.len().max(1);
+    properties.keys().nth(pick % count).cloned()
+}
+
+/// The picked property's schema, unless it is a boolean schema.
+fn picked_property(
+    schema: &mut Map<String, Value>,
+    pick: usize,
+) -> Option<&mut Map<String, Value>> {
+    let properties = properties(schema);
+    let name = picked_name(properties, pick)?;
+    properties.get_mut(&name)?.as_object_mut()
 }
 
 fn number(value: f64) -> Value {
@@ -503,8 +538,8 @@ fn pairs_with_instances() -> impl Strategy<Value = (Value, Value, Vec<Value>, Ve
             (a, b)
         })
         .prop_flat_map(|(a, b)| {
-            let a_instances = proptest::collection::vec(instances(&a), 6);
-            let b_instances = proptest::collection::vec(instances(&b), 6);
+            let a_instances = proptest::collection::vec(instances(&a), 10);
+            let b_instances = proptest::collection::vec(instances(&b), 10);
             (Just(a), Just(b), a_instances, b_instances)
         })
 }
