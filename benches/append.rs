@@ -11,6 +11,12 @@
 //! - `PostgresStore::append` of one ~300-byte `tickets.note_appended` event
 //!   per call, by 1, 8 and 64 concurrent appenders, each cycling over its own
 //!   100 streams;
+//! - checked appends, as every way in makes them: each event validated by
+//!   the event registry before it is appended, once of the built-in type
+//!   `tickets.note_appended` and once of a runtime type registered with a
+//!   20-property schema (payloads of about the same size), by 8 and 64
+//!   appenders, alternated twice; the runtime type's rate over the built-in
+//!   one's is issue 17's target (≥ 0.9);
 //! - a criterion benchmark, `postgres/append_1_event_64_concurrent`: the time
 //!   for 64 concurrent one-event appends.
 //!
@@ -33,7 +39,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use herald_events::tickets::NoteAppended;
-use herald_events::{NewEvent, StreamId, TenantId, TypedEvent};
+use herald_events::registry::events::{RegistryChange, SchemaRegistered};
+use herald_events::{
+    Compatibility, EventRegistry, EventType, NewEvent, SchemaVersion, StreamId, TenantId,
+    TypedEvent,
+};
 use herald_store::{EventStore, ExpectedVersion, PostgresConfig, PostgresStore};
 use herald_testkit::TestDatabase;
 use serde_json::Value;
@@ -59,6 +69,12 @@ const POOL_SIZE: usize = 16;
 /// The target for 64 appenders, as fractions of the raw baselines.
 const TARGET_OF_BATCH: f64 = 0.5;
 const TARGET_OF_SINGLE: f64 = 10.0;
+/// Checked appends: appenders, and the runtime type's target as a fraction
+/// of the built-in type's rate.
+const CHECKED_LEVELS: [usize; 2] = [8, 64];
+const TARGET_RUNTIME_OF_BUILTIN: f64 = 0.9;
+/// The runtime type of the checked appends.
+const RUNTIME_TYPE: &str = "orders.order_placed";
 
 fn main() {
     let mode = mode();
@@ -155,6 +171,75 @@ struct Report {
     payload_bytes: usize,
     raw: RawBaselines,
     levels: Vec<Level>,
+    checked: Vec<Checked>,
+    runtime_payload_bytes: usize,
+}
+
+/// Checked appends at one level: built-in and runtime type rates, each
+/// the mean of two alternated windows.
+#[derive(Debug)]
+struct Checked {
+    appenders: usize,
+    builtin: f64,
+    runtime: f64,
+}
+
+/// The 20-property schema of the runtime type.
+fn runtime_schema() -> Value {
+    let mut properties = serde_json::Map::new();
+    for i in 1..=20 {
+        let schema = match i % 5 {
+            0 => serde_json::json!({"type": "string", "minLength": 1, "maxLength": 40}),
+            1 => serde_json::json!({"type": "integer", "minimum": 0, "maximum": 1_000_000}),
+            2 => serde_json::json!({"type": "number", "minimum": 0}),
+            3 => serde_json::json!({"type": "boolean"}),
+            _ => serde_json::json!({"type": "string", "enum": ["web", "store", "phone"]}),
+        };
+        properties.insert(format!("p{i:02}"), schema);
+    }
+    let required: Vec<String> = (1..=20).map(|i| format!("p{i:02}")).collect();
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": false
+    })
+}
+
+/// A payload of the runtime type, about the size of the note.
+fn runtime_payload() -> Value {
+    let mut payload = serde_json::Map::new();
+    for i in 1..=20 {
+        let value = match i % 5 {
+            0 => Value::from(format!("value number {i} of the order")),
+            1 => Value::from(1000 + i),
+            2 => Value::from(12.5 * f64::from(i)),
+            3 => Value::from(i % 2 == 0),
+            _ => Value::from("web"),
+        };
+        payload.insert(format!("p{i:02}"), value);
+    }
+    Value::Object(payload)
+}
+
+/// The built-in registry with the runtime type installed for `tenant`, as
+/// `herald serve` has it once the registration is applied.
+fn registry_with_runtime_type(tenant: &TenantId) -> EventRegistry {
+    let registry = EventRegistry::builtin().expect("the built-in registry");
+    registry.runtime().install(
+        tenant,
+        1,
+        &RegistryChange::Registered(SchemaRegistered {
+            event_type: RUNTIME_TYPE.to_owned(),
+            version: 1,
+            schema: runtime_schema(),
+            compatibility: Compatibility::Backward,
+            upcaster: None,
+            reads_previous: false,
+        }),
+    );
+    registry
 }
 
 #[derive(Debug)]
@@ -177,6 +262,32 @@ async fn throughput(db: &TestDatabase, store: &PostgresStore, timing: Timing) ->
         levels.push(herald_appends(store, &admin, appenders, &payload, timing).await);
     }
 
+    let tenant = TenantId::default_tenant();
+    let registry = registry_with_runtime_type(&tenant);
+    let builtin = (NoteAppended::event_type(), payload.clone());
+    let runtime: (EventType, Value) = (
+        RUNTIME_TYPE.parse().expect("a valid type"),
+        runtime_payload(),
+    );
+    let mut checked = Vec::new();
+    for appenders in CHECKED_LEVELS {
+        let mut rates = [0.0f64; 2];
+        // Alternated, so drift of the machine falls on both alike.
+        for _ in 0..2 {
+            for (i, (event_type, payload)) in [&builtin, &runtime].into_iter().enumerate() {
+                checkpoint(&admin).await;
+                rates[i] += checked_appends(store, &registry, appenders, event_type, payload, timing)
+                    .await
+                    / 2.0;
+            }
+        }
+        checked.push(Checked {
+            appenders,
+            builtin: rates[0],
+            runtime: rates[1],
+        });
+    }
+
     checkpoint(&admin).await;
     let after = raw_rates(db, &admin, &payload, timing).await;
     Report {
@@ -185,7 +296,68 @@ async fn throughput(db: &TestDatabase, store: &PostgresStore, timing: Timing) ->
             runs: [before, after],
         },
         levels,
+        checked,
+        runtime_payload_bytes: runtime.1.to_string().len(),
     }
+}
+
+/// Appends/s of events of `event_type`, each validated by the registry
+/// first, by `appenders` concurrent appenders.
+async fn checked_appends(
+    store: &PostgresStore,
+    registry: &EventRegistry,
+    appenders: usize,
+    event_type: &EventType,
+    payload: &Value,
+    timing: Timing,
+) -> f64 {
+    let load = Arc::new(Load::default());
+    let workers = (0..appenders)
+        .map(|a| {
+            let store = store.clone();
+            let load = load.clone();
+            let payload = payload.clone();
+            let registry = registry.clone();
+            let event_type = event_type.clone();
+            tokio::spawn(async move {
+                let tenant = TenantId::default_tenant();
+                let domain = event_type.domain().to_owned();
+                let streams: Vec<StreamId> = (0..STREAMS_PER_APPENDER)
+                    .map(|n| {
+                        format!("{domain}/checked-{a}-{n}")
+                            .parse()
+                            .expect("a valid stream id")
+                    })
+                    .collect();
+                let mut n = 0usize;
+                while !load.stopped() {
+                    registry
+                        .validate_in(&tenant, &event_type, SchemaVersion::V1, &payload)
+                        .expect("a valid payload");
+                    store
+                        .append(
+                            &tenant,
+                            &streams[n % STREAMS_PER_APPENDER],
+                            ExpectedVersion::Any,
+                            vec![NewEvent::new(
+                                event_type.clone(),
+                                SchemaVersion::V1,
+                                payload.clone(),
+                            )],
+                        )
+                        .await
+                        .expect("herald append");
+                    load.add(1);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    measure(&load, workers, timing, || async move {
+        store.head().await.expect("read the log head").position
+    })
+    .await
+    .per_second
 }
 
 async fn herald_appends(
@@ -257,6 +429,22 @@ impl Report {
                 level.per_second / self.raw.single(),
                 level.per_second / self.raw.batch(),
                 level.appends_per_commit,
+            );
+        }
+        println!(
+            "checked appends (validated by the registry, then appended): built-in {} ({} bytes) vs runtime {RUNTIME_TYPE} (20 properties, {} bytes), mean of 2 alternated windows",
+            NoteAppended::event_type(),
+            self.payload_bytes,
+            self.runtime_payload_bytes
+        );
+        for level in &self.checked {
+            println!(
+                "  {:>2} appenders: built-in {:>8.0}/s  runtime {:>8.0}/s  ratio {:.2} (target >= {TARGET_RUNTIME_OF_BUILTIN:.2}: {})",
+                level.appenders,
+                level.builtin,
+                level.runtime,
+                level.runtime / level.builtin,
+                if level.runtime >= TARGET_RUNTIME_OF_BUILTIN * level.builtin { "MET" } else { "NOT MET" }
             );
         }
         if let Some(top) = self.levels.iter().find(|l| l.appenders == 64) {

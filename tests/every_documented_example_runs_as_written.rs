@@ -907,6 +907,17 @@ async fn on_defaults_the_walkthrough_and_the_tools(docs: &mut Docs) {
     run_sh(&mut shell, &keyed, &subst);
     let search = docs.claim("README.md", "/v1/events/search?type=tickets.*", "search");
     run_console(&mut shell, &search, &mut subst);
+    // "Your own events": a type registered, published, a breaking version
+    // refused, bridged by an upcaster, read back upcast, listed.
+    for marker in [
+        "\"version\": 1, \"payload\": {\"order_id\": \"O-1\", \"amount\": 12.5}",
+        "\"incompatibilities\":[",
+        "\"upcaster\": {\"rename\": {\"amount\": \"total\"}",
+        "$ herald schemas list --domain orders",
+    ] {
+        let block = docs.claim("README.md", marker, "your own events");
+        run_console(&mut shell, &block, &mut subst);
+    }
 
     // herald publish reads the file the README shows; herald tail follows.
     let file = docs.claim("README.md", "{bad json}", "events.jsonl");

@@ -80,7 +80,14 @@ async fn scenario(herald: &mut Herald, store: &str) {
         .text()
         .await
         .unwrap();
-    for projection in ["tickets", "edges", "timers", "drafts", "statistics", "streams"] {
+    for projection in [
+        "tickets",
+        "edges",
+        "timers",
+        "drafts",
+        "statistics",
+        "streams",
+    ] {
         assert!(
             metrics.contains(&format!(
                 "herald_projection_lag_events{{projection=\"{projection}\"}}"
