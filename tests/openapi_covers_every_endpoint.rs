@@ -324,6 +324,7 @@ async fn openapi_covers_every_endpoint() {
         "events",
         "commands",
         "search",
+        "schemas",
         "subscriptions",
         "views",
         "projections",
@@ -538,6 +539,31 @@ async fn openapi_covers_every_endpoint() {
             "/v1/streams/{domain}/{id}",
             "/v1/streams/tickets/T-20?at=2100-01-01T00:00:00Z".to_owned(),
             None,
+        ),
+        (
+            "POST",
+            "/v1/schemas/check",
+            "/v1/schemas/check".to_owned(),
+            Some(json!({"type": "orders.order_placed", "schema": {"type": "object"}})),
+        ),
+        (
+            "POST",
+            "/v1/schemas",
+            "/v1/schemas".to_owned(),
+            Some(json!({"type": "orders.order_placed", "schema": {"type": "object"}})),
+        ),
+        ("GET", "/v1/schemas", "/v1/schemas".to_owned(), None),
+        (
+            "GET",
+            "/v1/schemas/{type}/{version}",
+            "/v1/schemas/orders.order_placed/1".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/schemas/{type}/{version}/deprecate",
+            "/v1/schemas/orders.order_placed/1/deprecate".to_owned(),
+            Some(json!({"reason": "a test"})),
         ),
     ] {
         let got = call(method, &path, body).await;

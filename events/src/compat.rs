@@ -34,6 +34,7 @@ pub enum Compatibility {
 }
 
 impl Compatibility {
+    /// Every mode, in the order they are offered.
     pub const ALL: [Compatibility; 4] = [
         Compatibility::Backward,
         Compatibility::Forward,
@@ -132,6 +133,9 @@ const MAX_PROBLEMS: usize = 20;
 /// rather than followed, so hostile schemas cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
+/// At most this many subschema comparisons for one check.
+const MAX_STEPS: usize = 10_000;
+
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// Keywords that never change which instances are valid. `$anchor` and
@@ -212,11 +216,23 @@ fn compare(wider: &Value, narrower: &Value, roles: Roles) -> Vec<Incompatibility
         roles,
         problems: Vec::new(),
         in_progress: HashMap::new(),
+        steps: 0,
     };
     checker.preflight(wider, roles.wider);
     checker.preflight(narrower, roles.narrower);
     if checker.problems.is_empty() {
         checker.subset(At::root(wider), At::root(narrower), 0, 0);
+    }
+    if checker.steps > MAX_STEPS {
+        let reason =
+            format!("cannot decide: comparing the schemas takes more than {MAX_STEPS} steps");
+        checker.problems.insert(
+            0,
+            Incompatibility {
+                path: String::new(),
+                reason,
+            },
+        );
     }
     checker.problems.truncate(MAX_PROBLEMS);
     checker.problems
@@ -590,6 +606,10 @@ struct Checker<'a> {
     /// instances are finite. Meeting it at the same depth is a `$ref` cycle
     /// that never descends, which is refused.
     in_progress: HashMap<(String, bool, String, bool), usize>,
+    /// Comparisons made so far: schemas whose references fan out could
+    /// otherwise make the check take exponential time. Beyond
+    /// `MAX_STEPS` the check gives up, and refuses.
+    steps: usize,
 }
 
 impl<'a> Checker<'a> {
@@ -633,6 +653,12 @@ impl<'a> Checker<'a> {
     /// into properties and items, `hops` every step, `$ref` included.
     fn subset(&mut self, w: At<'a>, n: At<'a>, depth: usize, hops: usize) {
         if self.full() {
+            return;
+        }
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            // Reported once the comparison ends: a problem pushed here could
+            // be dropped with a failed attempt at a narrower `$ref`.
             return;
         }
         if hops > MAX_DEPTH {
@@ -1035,7 +1061,7 @@ impl<'a> Checker<'a> {
                 "{} accepts no properties beyond those it lists but {} allows others, so {} may carry extra ones",
                 roles.wider, roles.narrower, roles.narrower_events
             );
-            let _ = reason;
+            self.push(w_rest.loc, reason);
         } else {
             self.subset(w_rest, n_rest, depth + 1, hops + 1);
         }
@@ -1055,8 +1081,19 @@ impl<'a> Checker<'a> {
                 "contains" => {
                     self.same_or_refuse(w, n, &["contains", "minContains", "maxContains"])
                 }
+                "$dynamicRef" | "$recursiveRef" => {
+                    // Their target depends on the path evaluation took.
+                    let reason = format!(
+                        "cannot decide: {keyword:?} of {} is not followed",
+                        self.roles.wider
+                    );
+                    self.push(w.keyword_path(keyword), reason);
+                }
                 "unevaluatedProperties" | "unevaluatedItems" => {
-                    // What is "unevaluated" depends on every other keyword.
+                    // What is "unevaluated" depends on every other keyword,
+                    // `$ref` included: a side read without its `$ref` cannot
+                    // be compared.
+                    let split = w.skip_ref || n.skip_ref;
                     let w_all: Map<String, Value> = w
                         .keywords()
                         .map(|(k, v)| (k.to_owned(), v.clone()))
@@ -1065,7 +1102,7 @@ impl<'a> Checker<'a> {
                         .keywords()
                         .map(|(k, v)| (k.to_owned(), v.clone()))
                         .collect();
-                    if !self.same_meaning(&Value::Object(w_all), &Value::Object(n_all)) {
+                    if split || !self.same_meaning(&Value::Object(w_all), &Value::Object(n_all)) {
                         let reason = format!(
                             "cannot decide: keyword {keyword:?} of {} depends on all its other keywords, so only an identical schema is accepted here",
                             self.roles.wider
@@ -1608,6 +1645,38 @@ mod tests {
             accepts_all_of(&json!({"multipleOf": 3}), &json!({"type": "string"})),
             Ok(())
         );
+    }
+
+    #[test]
+    fn unevaluated_properties_beside_a_ref_are_refused() {
+        // The narrower accepts {"y": 1}: `y` is evaluated through its $ref.
+        let narrower = json!({
+            "$ref": "#/$defs/b",
+            "unevaluatedProperties": false,
+            "$defs": {"b": {"properties": {"y": {}}}}
+        });
+        let wider = json!({"unevaluatedProperties": false});
+        assert!(accepts_all_of(&wider, &narrower).is_err());
+        assert_eq!(accepts_all_of(&wider, &wider), Ok(()));
+        let dynamic = json!({"$dynamicRef": "#meta"});
+        assert_eq!(paths(accepts_all_of(&dynamic, &dynamic)), ["/$dynamicRef"]);
+    }
+
+    #[test]
+    fn references_that_fan_out_are_cut_short() {
+        // Every level refers twice to the next: 2^18 paths through them.
+        let mut defs = Map::new();
+        for level in 0..18 {
+            let next = format!("#/$defs/l{}", level + 1);
+            defs.insert(
+                format!("l{level}"),
+                json!({"properties": {"p": {"$ref": next}, "q": {"$ref": next}}}),
+            );
+        }
+        defs.insert("l18".to_owned(), json!({"type": "string"}));
+        let schema = json!({"$ref": "#/$defs/l0", "$defs": defs});
+        let problems = accepts_all_of(&schema, &schema).unwrap_err();
+        assert!(problems[0].reason.contains("steps"), "{problems:?}");
     }
 
     #[test]

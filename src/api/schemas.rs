@@ -336,6 +336,8 @@ const REFUSALS: &str = "`invalid-schema` (not a JSON Schema, over the bounds, a 
     responses(
         (status = 201, description = "Registered", body = Registered),
         (status = 200, description = "Already the latest version, as sent: nothing changed", body = Registered),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, or `invalid-query` (a path segment holding U+0000)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: no `schemas:write` scope covering the type", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`schema-version-conflict` (`next_version` given) or `contended`", body = Problem, content_type = "application/problem+json"),
@@ -391,6 +393,10 @@ pub async fn register(
     request_body = SchemaRequest,
     responses(
         (status = 200, description = "It would be accepted", body = CheckAnswer),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, or `invalid-query` (a path segment holding U+0000)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: no `schemas:write` scope covering the type", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`schema-version-conflict` (`next_version` given)", body = Problem, content_type = "application/problem+json"),
@@ -440,9 +446,10 @@ pub async fn check(
     params(("domain" = Option<String>, Query, description = "Only this domain's types")),
     responses(
         (status = 200, description = "The types", body = SchemaList),
-        (status = 400, description = "`invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-query`: an unknown parameter, or one holding U+0000", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
         (status = 503, response = super::openapi::StoreUnavailable),
     ),
     security(("bearer" = [])),
@@ -521,6 +528,7 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The version", body = SchemaVersionDoc),
+        (status = 400, description = "`invalid-query`: an unknown query parameter, or a path segment or parameter holding U+0000", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: no `read` scope covering the type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such type or version", body = Problem, content_type = "application/problem+json"),
@@ -622,6 +630,10 @@ pub async fn show(
     request_body(content = Option<DeprecateRequest>),
     responses(
         (status = 200, description = "Deprecated", body = Deprecated),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, or `invalid-query` (a path segment holding U+0000)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: a body without a JSON `Content-Type`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: no `schemas:write` scope covering the type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such registered type or version", body = Problem, content_type = "application/problem+json"),
@@ -636,7 +648,7 @@ pub async fn deprecate(
     req: HttpRequest,
     identity: Identity,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let (type_text, version_text) = path.into_inner();
@@ -648,11 +660,17 @@ pub async fn deprecate(
             format!("version {version_text:?} is not a whole number"),
         )
     })?;
-    let request: DeprecateRequest = if body.is_empty() {
-        DeprecateRequest::default()
+    use actix_web::http::header;
+    // The body is optional: none at all is a deprecation without a reason.
+    let has_body = req.headers().contains_key(header::CONTENT_TYPE)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    let request: DeprecateRequest = if has_body {
+        read_json(&req, payload, &state.limits).await?
     } else {
-        super::body::require_json(&req)?;
-        super::body::decode(&body)?
+        DeprecateRequest::default()
     };
     if let Some(reason) = &request.reason {
         if reason.is_empty() || reason.len() > 1000 || !herald_store::storable::is_storable(reason) {
