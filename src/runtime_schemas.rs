@@ -38,6 +38,13 @@ pub enum RegisterError {
     Store(#[from] StoreError),
     #[error("the registry of tenant {tenant} kept changing while this registration was decided")]
     Contended { tenant: TenantId },
+    /// The new domain's topic could not be made ready; nothing registered.
+    #[error("the broker topic of domain {domain} is not ready: {source}")]
+    Topic {
+        domain: String,
+        #[source]
+        source: herald_brokers::BrokerError,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +61,9 @@ pub struct RuntimeSchemas {
     /// One read of a registry stream at a time: concurrent misses of one
     /// tenant wait for one read instead of each sending their own.
     reading: tokio::sync::Mutex<()>,
+    /// Where the relay publishes: a type of a new domain gets its topic
+    /// (`herald.<domain>`) made ready before it is registered.
+    broker: Option<Arc<dyn herald_brokers::Broker>>,
 }
 
 impl std::fmt::Debug for RuntimeSchemas {
@@ -79,7 +89,31 @@ impl RuntimeSchemas {
             limits: RegistryLimits::default(),
             tenants: Mutex::new(HashMap::new()),
             reading: tokio::sync::Mutex::new(()),
+            broker: None,
         }
+    }
+
+    /// Makes each new domain's topic ready on `broker` before registering
+    /// its first type (Kafka creates it; the others declare as they go).
+    pub fn with_broker(mut self, broker: Arc<dyn herald_brokers::Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    async fn prepare_topic(&self, event_type: &EventType) -> Result<(), RegisterError> {
+        let Some(broker) = &self.broker else {
+            return Ok(());
+        };
+        let Ok(domain) = herald_events::Domain::new(event_type.domain()) else {
+            return Ok(());
+        };
+        broker
+            .prepare_topics(&[herald_brokers::Topic::for_domain(&domain)], &[])
+            .await
+            .map_err(|source| RegisterError::Topic {
+                domain: domain.as_str().to_owned(),
+                source,
+            })
     }
 
     pub fn registry(&self) -> &EventRegistry {
@@ -198,6 +232,9 @@ impl RuntimeSchemas {
             let (applied, accepted) = self.decide(tenant, registration.clone())?;
             if accepted.changes.is_empty() {
                 return Ok((accepted, None));
+            }
+            if accepted.version == 1 {
+                self.prepare_topic(&registration.event_type).await?;
             }
             match self.append(tenant, applied, &accepted.changes).await {
                 Ok(position) => return Ok((accepted, Some(position))),

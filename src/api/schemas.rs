@@ -307,6 +307,9 @@ fn from_register_error(e: RegisterError) -> Problem {
         RegisterError::Refused(refusal) => refused(refusal),
         RegisterError::Store(e) => e.into(),
         RegisterError::Contended { .. } => Problem::new(ProblemKind::Contended, e.to_string()),
+        RegisterError::Topic { .. } => {
+            Problem::new(ProblemKind::BrokerUnavailable, e.to_string()).retry_after(5)
+        }
     }
 }
 
@@ -346,7 +349,7 @@ const REFUSALS: &str = "`invalid-schema` (not a JSON Schema, over the bounds, a 
         (status = 422, description = REFUSALS, body = Problem, content_type = "application/problem+json"),
         (status = 429, response = super::openapi::RateLimited),
         (status = 500, response = super::openapi::InternalError),
-        (status = 503, response = super::openapi::StoreUnavailable),
+        (status = 503, description = "`store-unavailable`, or `broker-unavailable` when the topic of a new domain cannot be made ready (`Retry-After` given); nothing registered", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

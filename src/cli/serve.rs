@@ -189,10 +189,10 @@ pub async fn serve(
     });
     // Runtime event types: this process applies every registration made
     // through any process sharing the store.
-    let schemas = Arc::new(crate::runtime_schemas::RuntimeSchemas::new(
-        Arc::clone(&store),
-        registry.clone(),
-    ));
+    let schemas = Arc::new(
+        crate::runtime_schemas::RuntimeSchemas::new(Arc::clone(&store), registry.clone())
+            .with_broker(Arc::clone(&broker)),
+    );
     let schemas_task = Arc::clone(&schemas).follow(tasks_stop.clone());
     let ingest = config.broker.ingest.enabled.then(|| {
         tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
