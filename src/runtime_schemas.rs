@@ -326,18 +326,40 @@ impl RuntimeSchemas {
         Ok(outcome.first_position())
     }
 
-    /// Follows the log from its head and applies every registry event, of
+    /// Starts this process's registry: follows the log from its head, then
+    /// loads every tenant's registry that has one (found through the event
+    /// type's index, not by reading the log), so that parts that validate
+    /// without a request — a timer delivering a runtime type — know every
+    /// type from the start. What commits while the tenants load is seen by
+    /// the follower, which started first. The follower runs until `stop`.
+    pub async fn start(
+        self: Arc<Self>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<JoinHandle<()>, StoreError> {
+        let head = self.store.head().await?.position;
+        let follower = Arc::clone(&self).follow(head.next(), stop);
+        let registered: EventType = format!(
+            "{}.{}",
+            registry_events::DOMAIN,
+            <registry_events::SchemaRegistered as herald_events::TypedEvent>::NAME
+        )
+        .parse()
+        .expect("a valid type constant");
+        let tenants = self.store.tenants_with_type(&registered).await?;
+        for tenant in &tenants {
+            self.refresh(tenant).await?;
+        }
+        if !tenants.is_empty() {
+            tracing::info!(tenants = tenants.len(), "Loaded the tenants' schema registries.");
+        }
+        Ok(follower)
+    }
+
+    /// Follows the log from `from` and applies every registry event, of
     /// any tenant, as it commits; a gap (events this process has not seen
     /// yet before it) reads the tenant's stream. Runs until `stop`.
-    pub fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    fn follow(self: Arc<Self>, from: Position, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let from = match self.store.head().await {
-                Ok(head) => head.position.next(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the schema registry could not read the log's head; following from the start");
-                    Position::START
-                }
-            };
             let mut events = self.store.subscribe_all(from);
             loop {
                 let next = tokio::select! {

@@ -193,7 +193,10 @@ pub async fn serve(
         crate::runtime_schemas::RuntimeSchemas::new(Arc::clone(&store), registry.clone())
             .with_broker(Arc::clone(&broker)),
     );
-    let schemas_task = Arc::clone(&schemas).follow(tasks_stop.clone());
+    let schemas_task = Arc::clone(&schemas)
+        .start(tasks_stop.clone())
+        .await
+        .context("loading the tenants' schema registries")?;
     let ingest = config.broker.ingest.enabled.then(|| {
         tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
         Ingest::new(

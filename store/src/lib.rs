@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use herald_events::EventEnvelope;
-use herald_events::{NewEvent, Position, StreamId, StreamVersion, TenantId};
+use herald_events::{EventType, NewEvent, Position, StreamId, StreamVersion, TenantId};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
@@ -109,6 +109,11 @@ pub trait EventStore:
 
     /// The stream's current version (0 when it has no events).
     async fn stream_version(&self, tenant: &TenantId, stream: &StreamId) -> Result<StreamVersion>;
+
+    /// Every tenant with at least one event of `event_type`, found through
+    /// the type's index, not by reading the log (the schema registry loads
+    /// each tenant's registry at start this way).
+    async fn tenants_with_type(&self, event_type: &EventType) -> Result<Vec<TenantId>>;
 
     /// The last committed event of the global log.
     async fn head(&self) -> Result<LogHead>;

@@ -58,19 +58,25 @@ impl Generator<'_> {
                 "null", "boolean", "integer", "number", "string", "array", "object",
             ],
         };
+        // A type whose bounds leave no value is left out; the schema still
+        // has instances of its other types.
         let alternatives: Vec<BoxedStrategy<Value>> = types
             .into_iter()
-            .map(|name| match name {
-                "null" => Just(Value::Null).boxed(),
-                "boolean" => any::<bool>().prop_map(Value::Bool).boxed(),
+            .filter_map(|name| match name {
+                "null" => Some(Just(Value::Null).boxed()),
+                "boolean" => Some(any::<bool>().prop_map(Value::Bool).boxed()),
                 "integer" => integers(map),
                 "number" => numbers(map),
                 "string" => strings(map),
                 "array" => self.arrays(map, depth),
-                "object" => self.objects(map, depth),
+                "object" => Some(self.objects(map, depth)),
                 other => panic!("unknown type {other:?}"),
             })
             .collect();
+        assert!(
+            !alternatives.is_empty(),
+            "no value of any type {schema} allows lies within its bounds"
+        );
         proptest::strategy::Union::new(alternatives).boxed()
     }
 
@@ -96,18 +102,26 @@ impl Generator<'_> {
         Value::Object(merged)
     }
 
-    fn arrays(&self, map: &Map<String, Value>, depth: usize) -> BoxedStrategy<Value> {
+    fn arrays(&self, map: &Map<String, Value>, depth: usize) -> Option<BoxedStrategy<Value>> {
         let min = count(map, "minItems").unwrap_or(0);
         let most = if depth >= DEEPEST { min } else { min + 4 };
         let max = count(map, "maxItems").map_or(most, |max| max.min(most));
+        if min > max {
+            return None;
+        }
         let item = match map.get("items") {
-            Some(Value::Bool(false)) => return Just(Value::Array(Vec::new())).boxed(),
+            Some(Value::Bool(false)) if min == 0 => {
+                return Some(Just(Value::Array(Vec::new())).boxed())
+            }
+            Some(Value::Bool(false)) => return None,
             Some(items) => self.schema(items, depth + 1),
             None => any_value(),
         };
-        proptest::collection::vec(item, min..=max)
-            .prop_map(Value::Array)
-            .boxed()
+        Some(
+            proptest::collection::vec(item, min..=max)
+                .prop_map(Value::Array)
+                .boxed(),
+        )
     }
 
     fn objects(&self, map: &Map<String, Value>, depth: usize) -> BoxedStrategy<Value> {
@@ -186,7 +200,7 @@ fn number(map: &Map<String, Value>, keyword: &str) -> Option<f64> {
     map.get(keyword).and_then(Value::as_f64)
 }
 
-fn integers(map: &Map<String, Value>) -> BoxedStrategy<Value> {
+fn integers(map: &Map<String, Value>) -> Option<BoxedStrategy<Value>> {
     let low = [
         number(map, "minimum").map(|m| m.ceil()),
         number(map, "exclusiveMinimum").map(|m| m.floor() + 1.0),
@@ -207,17 +221,18 @@ fn integers(map: &Map<String, Value>) -> BoxedStrategy<Value> {
         (None, Some(h)) => (h as i64 - 1000, h as i64),
         (None, None) => (-1000, 1000),
     };
-    assert!(low <= high, "no integer lies in [{low}, {high}]");
-    prop_oneof![
+    if low > high {
+        return None;
+    }
+    let strategy = prop_oneof![
         1 => Just(low),
         1 => Just(high),
         4 => low..=high,
-    ]
-    .prop_map(Value::from)
-    .boxed()
+    ];
+    Some(strategy.prop_map(Value::from).boxed())
 }
 
-fn numbers(map: &Map<String, Value>) -> BoxedStrategy<Value> {
+fn numbers(map: &Map<String, Value>) -> Option<BoxedStrategy<Value>> {
     let inclusive_low = number(map, "minimum");
     let exclusive_low = number(map, "exclusiveMinimum");
     let inclusive_high = number(map, "maximum");
@@ -242,29 +257,33 @@ fn numbers(map: &Map<String, Value>) -> BoxedStrategy<Value> {
             && inclusive_high.is_none_or(|m| *x <= m)
             && exclusive_high.is_none_or(|m| *x < m)
     };
+    if low > high || !(within(&low) || within(&high) || within(&((low + high) / 2.0))) {
+        return None;
+    }
     // Just inside each bound, so that a bound loosened from inclusive to
     // exclusive (or tightened by a little) shows.
     let nudge = ((high - low) / 1e6).max(1e-9);
-    prop_oneof![
+    let strategy = prop_oneof![
         1 => Just(low),
         1 => Just(high),
         1 => Just(low + nudge),
         1 => Just(high - nudge),
         2 => (low.ceil() as i64..=high.floor().max(low.ceil()) as i64).prop_map(|i| i as f64),
         4 => low..=high,
-    ]
-    .prop_filter("within the bounds", within)
-    .prop_map(|x| {
-        if x.fract() == 0.0 && x.abs() < 1e15 {
-            Value::from(x as i64)
-        } else {
-            Value::Number(Number::from_f64(x).expect("a finite number"))
-        }
-    })
-    .boxed()
+    ];
+    let numbers = strategy
+        .prop_filter("within the bounds", within)
+        .prop_map(|x| {
+            if x.fract() == 0.0 && x.abs() < 1e15 {
+                Value::from(x as i64)
+            } else {
+                Value::Number(Number::from_f64(x).expect("a finite number"))
+            }
+        });
+    Some(numbers.boxed())
 }
 
-fn strings(map: &Map<String, Value>) -> BoxedStrategy<Value> {
+fn strings(map: &Map<String, Value>) -> Option<BoxedStrategy<Value>> {
     let min = count(map, "minLength").unwrap_or(0);
     let max = count(map, "maxLength");
     let shaped: Option<String> = match map.get("format").and_then(Value::as_str) {
@@ -285,10 +304,9 @@ fn strings(map: &Map<String, Value>) -> BoxedStrategy<Value> {
             .boxed(),
         None => {
             let longest = max.unwrap_or(min + 12).min(min + 12);
-            assert!(
-                min <= longest,
-                "no string has between {min} and {longest} characters"
-            );
+            if min > longest {
+                return None;
+            }
             // Characters of one to four bytes: lengths count characters.
             let character = prop_oneof![
                 6 => proptest::char::range('a', 'z'),
@@ -303,12 +321,11 @@ fn strings(map: &Map<String, Value>) -> BoxedStrategy<Value> {
             .boxed()
         }
     };
-    text.prop_filter("within the length bounds", move |s| {
+    let strings = text.prop_filter("within the length bounds", move |s| {
         let length = s.chars().count();
         length >= min && max.is_none_or(|max| length <= max)
-    })
-    .prop_map(Value::String)
-    .boxed()
+    });
+    Some(strings.prop_map(Value::String).boxed())
 }
 
 /// Any small JSON value.

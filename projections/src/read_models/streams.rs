@@ -331,24 +331,49 @@ impl Default for StreamQuery {
     }
 }
 
-/// The statement of a page. Its parameters: the tenant, the domains (a
-/// JSON array, NULL for all), the prefix, the two bounds of the latest
+/// How a query names domains, which shapes its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DomainFilter {
+    Every,
+    /// One domain: an equality, so that the index of a domain's streams
+    /// serves its pages in order, without reading the domain whole.
+    One,
+    Several,
+}
+
+impl DomainFilter {
+    /// The filter of `domains` and its parameter: NULL, the domain, or a
+    /// JSON array of them.
+    fn of(domains: Option<&[String]>) -> (Self, Cell) {
+        match domains {
+            None => (DomainFilter::Every, Cell::Json(None)),
+            Some([one]) => (DomainFilter::One, one.as_str().into()),
+            Some(several) => (
+                DomainFilter::Several,
+                Value::Array(several.iter().map(|d| Value::from(d.as_str())).collect()).into(),
+            ),
+        }
+    }
+}
+
+/// The statement of a page. Its parameters: the tenant, the domains (as
+/// [`DomainFilter::of`] gives them), the prefix, the two bounds of the latest
 /// event's time (NULL when absent), then those of [`StreamSort::after`]
 /// (the cursor's time under `sort=last_event_at`, and its stream; NULL
 /// without a cursor) and the row limit.
-fn list_sql(db: &impl Db, sort: StreamSort, order: SortOrder) -> String {
+fn list_sql(db: &impl Db, domains: DomainFilter, sort: StreamSort, order: SortOrder) -> String {
     let dialect = db.dialect();
     let p = |n, ty| dialect.param(n, ty);
-    // One JSON parameter carries any number of domains on both databases,
-    // so one statement serves every filter.
-    let in_domains = match dialect {
-        Dialect::Postgres => {
-            format!(
-                "domain IN (SELECT jsonb_array_elements_text({}))",
-                p(2, Type::Json)
-            )
-        }
-        Dialect::Sqlite => format!(
+    // Several domains travel as one JSON array on both databases, so one
+    // statement serves any number of them.
+    let in_domains = match (domains, dialect) {
+        (DomainFilter::Every, _) => format!("{} IS NULL", p(2, Type::Json)),
+        (DomainFilter::One, _) => format!("domain = {}", p(2, Type::Text)),
+        (DomainFilter::Several, Dialect::Postgres) => format!(
+            "domain IN (SELECT jsonb_array_elements_text({}))",
+            p(2, Type::Json)
+        ),
+        (DomainFilter::Several, Dialect::Sqlite) => format!(
             "domain IN (SELECT value FROM json_each({}))",
             p(2, Type::Json)
         ),
@@ -378,7 +403,7 @@ fn list_sql(db: &impl Db, sort: StreamSort, order: SortOrder) -> String {
     format!(
         "SELECT {} FROM {}
          WHERE tenant = {}
-           AND ({} IS NULL OR {in_domains})
+           AND {in_domains}
            AND ({} IS NULL OR {with_prefix})
            AND ({} IS NULL OR last_event_at >= {})
            AND ({} IS NULL OR last_event_at < {})
@@ -388,7 +413,6 @@ fn list_sql(db: &impl Db, sort: StreamSort, order: SortOrder) -> String {
         STREAMS.column_list(),
         db.table(STREAMS.name),
         p(1, Type::Text),
-        p(2, Type::Json),
         p(3, Type::Text),
         p(4, Type::Time),
         p(4, Type::Time),
@@ -410,13 +434,10 @@ pub async fn list<'a>(
             next_cursor: None,
         });
     }
-    let domains = query
-        .domains
-        .as_ref()
-        .map(|d| Value::Array(d.iter().map(|d| Value::from(d.as_str())).collect()));
+    let (filter, domains) = DomainFilter::of(query.domains.as_deref());
     let mut params: Vec<Cell> = vec![
         tenant.into(),
-        domains.into(),
+        domains,
         query.prefix.clone().into(),
         query.updated_after.into(),
         query.updated_before.into(),
@@ -426,7 +447,11 @@ pub async fn list<'a>(
     let (sort, order) = (query.sort, query.order);
     serve!(read_models.into(), NAME, |db| async move {
         let rows = db
-            .rows(&list_sql(db, sort, order), &params, StreamRow::from_row)
+            .rows(
+                &list_sql(db, filter, sort, order),
+                &params,
+                StreamRow::from_row,
+            )
             .await?;
         let page = paginate(rows, limit, |r| sort.cursor(r));
         Ok(Page {
@@ -450,9 +475,15 @@ mod tests {
         conn.prepare(&STREAMS.upsert_sql(Dialect::Sqlite, prefix))
             .unwrap();
         let db = crate::sql::Lite::new(&conn, prefix);
-        for sort in [StreamSort::Stream, StreamSort::LastEventAt] {
-            for order in [SortOrder::Asc, SortOrder::Desc] {
-                conn.prepare(&list_sql(&db, sort, order)).unwrap();
+        for filter in [
+            DomainFilter::Every,
+            DomainFilter::One,
+            DomainFilter::Several,
+        ] {
+            for sort in [StreamSort::Stream, StreamSort::LastEventAt] {
+                for order in [SortOrder::Asc, SortOrder::Desc] {
+                    conn.prepare(&list_sql(&db, filter, sort, order)).unwrap();
+                }
             }
         }
     }

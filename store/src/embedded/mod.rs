@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_events::{NewEvent, Position, StreamId, StreamVersion, TenantId};
+use herald_events::{EventType, NewEvent, Position, StreamId, StreamVersion, TenantId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::watch;
 
@@ -615,6 +615,32 @@ impl EventStore for EmbeddedStore {
                     )
                     .map_err(sqlite_error)?;
                 Ok(StreamVersion(version.unwrap_or(0) as u64))
+            })
+            .await
+    }
+
+    async fn tenants_with_type(&self, event_type: &EventType) -> Result<Vec<TenantId>, StoreError> {
+        let event_type = event_type.as_str().to_owned();
+        self.inner
+            .readers
+            .with(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT DISTINCT tenant FROM herald_events WHERE event_type = ?1")
+                    .map_err(sqlite_error)?;
+                let tenants = stmt
+                    .query_map(params![event_type], |r| r.get::<_, String>(0))
+                    .map_err(sqlite_error)?
+                    .collect::<Result<Vec<String>, _>>()
+                    .map_err(sqlite_error)?;
+                tenants
+                    .into_iter()
+                    .map(|t| {
+                        TenantId::new(t).map_err(|e| StoreError::Backend {
+                            backend: BACKEND,
+                            detail: format!("a stored tenant does not read: {e}"),
+                        })
+                    })
+                    .collect()
             })
             .await
     }

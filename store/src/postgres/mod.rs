@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use herald_events::{Backoff, NewEvent, Position, StreamId, StreamVersion, TenantId};
+use herald_events::{Backoff, EventType, NewEvent, Position, StreamId, StreamVersion, TenantId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -451,6 +451,26 @@ impl EventStore for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(StreamVersion(row.map_or(0, |r| r.get::<_, i64>(0) as u64)))
+    }
+
+    async fn tenants_with_type(&self, event_type: &EventType) -> Result<Vec<TenantId>, StoreError> {
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT tenant FROM herald_events WHERE event_type = $1",
+                &[&event_type.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                let tenant: String = row.get(0);
+                TenantId::new(tenant).map_err(|e| StoreError::Backend {
+                    backend: BACKEND,
+                    detail: format!("a stored tenant does not read: {e}"),
+                })
+            })
+            .collect()
     }
 
     fn known_head(&self) -> Option<Position> {

@@ -207,7 +207,7 @@ async fn deliver_event(
     let payload = Value::Object(deliver.body.clone());
     shared
         .registry
-        .validate(&event_type, version, &payload)
+        .validate_in(&delivery.tenant, &event_type, version, &payload)
         .map_err(invalid)?;
     let event = NewEvent::new(event_type, version, payload)
         .with_id(EventId(delivered_event_id(key)))
