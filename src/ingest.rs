@@ -51,8 +51,8 @@ use uuid::Uuid;
 use crate::api::body::decode;
 use crate::api::item::{prepare, PublishItem, MAX_IDEMPOTENCY_KEY};
 use crate::api::problem::{Problem, ProblemKind};
-use crate::runtime_schemas::RuntimeSchemas;
 use crate::auth::{Action, Identity, Scope, TypePattern};
+use crate::runtime_schemas::RuntimeSchemas;
 
 /// The topic consumed when nothing says otherwise.
 pub const DEFAULT_TOPIC: &str = "herald.ingest";

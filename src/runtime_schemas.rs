@@ -19,7 +19,9 @@ use futures::StreamExt;
 use herald_events::registry::decide::{self, Accepted, Refused, Registration, RegistryLimits};
 use herald_events::registry::events::{self as registry_events, RegistryChange};
 use herald_events::registry::runtime::Installed;
-use herald_events::{EventRegistry, EventType, Position, SchemaVersion, StreamId, StreamVersion, TenantId};
+use herald_events::{
+    EventRegistry, EventType, Position, SchemaVersion, StreamId, StreamVersion, TenantId,
+};
 use herald_store::{EventStore, ExpectedVersion, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -279,13 +281,41 @@ impl RuntimeSchemas {
         version: u32,
         reason: Option<String>,
     ) -> Result<bool, RegisterError> {
+        self.change(tenant, |folded| {
+            decide::deprecate(folded, event_type, version, reason.clone())
+        })
+        .await
+    }
+
+    /// Sets a type's rule for its next version; setting the rule it has
+    /// changes nothing.
+    pub async fn set_compatibility(
+        &self,
+        tenant: &TenantId,
+        event_type: &EventType,
+        compatibility: herald_events::Compatibility,
+    ) -> Result<bool, RegisterError> {
+        self.change(tenant, |folded| {
+            decide::set_compatibility(folded, event_type, compatibility)
+        })
+        .await
+    }
+
+    /// Decides changes against the tenant's registry as stored and appends
+    /// them at the version decided at, deciding again if another process
+    /// moved the stream first; whether anything changed.
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        decide: impl Fn(&herald_events::RegisteredTypes) -> Result<Vec<RegistryChange>, Refused>,
+    ) -> Result<bool, RegisterError> {
         for _ in 0..REGISTER_TRIES {
             self.refresh(tenant).await?;
             let current = self.registry.runtime().tenant(tenant);
             let applied = current.as_ref().map_or(0, |t| t.applied());
             let empty = herald_events::RegisteredTypes::default();
             let folded = current.as_ref().map_or(&empty, |t| t.registered());
-            let changes = decide::deprecate(folded, event_type, version, reason.clone())?;
+            let changes = decide(folded)?;
             if changes.is_empty() {
                 return Ok(false);
             }
@@ -350,7 +380,10 @@ impl RuntimeSchemas {
             self.refresh(tenant).await?;
         }
         if !tenants.is_empty() {
-            tracing::info!(tenants = tenants.len(), "Loaded the tenants' schema registries.");
+            tracing::info!(
+                tenants = tenants.len(),
+                "Loaded the tenants' schema registries."
+            );
         }
         Ok(follower)
     }

@@ -82,30 +82,54 @@ async fn cli_schemas_registers_and_checks_as_a_producers_ci_would() {
     let (code, out, err) = schemas(&base, &["check", &v2_breaking, "--type", TYPE]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("incompatible-schema"), "{out}");
-    assert!(out.contains("total"), "the reason names the property: {out}");
+    assert!(
+        out.contains("total"),
+        "the reason names the property: {out}"
+    );
     let (code, out, _) = schemas(&base, &["check", &v2_breaking, "--type", TYPE, "--json"]);
     assert_eq!(code, 1);
     let problem: Value = serde_json::from_str(out.trim()).expect("the problem as JSON");
     assert!(
-        problem["incompatibilities"].as_array().is_some_and(|p| !p.is_empty()),
+        problem["incompatibilities"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
         "{problem}"
     );
     // With an upcaster from v1 it would be accepted, as v2.
     let (code, out, err) = schemas(
         &base,
-        &["check", &v2_breaking, "--type", TYPE, "--upcaster", &upcaster],
+        &[
+            "check",
+            &v2_breaking,
+            "--type",
+            TYPE,
+            "--upcaster",
+            &upcaster,
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("as v2"), "{out}");
     let (code, out, err) = schemas(
         &base,
-        &["register", &v2_breaking, "--type", TYPE, "--version", "2", "--upcaster", &upcaster],
+        &[
+            "register",
+            &v2_breaking,
+            "--type",
+            TYPE,
+            "--version",
+            "2",
+            "--upcaster",
+            &upcaster,
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
 
     let (code, out, _) = schemas(&base, &["list", "--domain", "orders"]);
     assert_eq!(code, 0);
-    assert!(out.contains("orders.order_placed\tregistered, backward\tv1 v2"), "{out}");
+    assert!(
+        out.contains("orders.order_placed\tregistered, backward\tv1 v2"),
+        "{out}"
+    );
     let (code, out, _) = schemas(&base, &["show", TYPE, "2"]);
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&out).unwrap();

@@ -560,6 +560,12 @@ async fn openapi_covers_every_endpoint() {
             None,
         ),
         (
+            "PUT",
+            "/v1/schemas/{type}/compatibility",
+            "/v1/schemas/orders.order_placed/compatibility".to_owned(),
+            Some(json!({"compatibility": "full"})),
+        ),
+        (
             "POST",
             "/v1/schemas/{type}/{version}/deprecate",
             "/v1/schemas/orders.order_placed/1/deprecate".to_owned(),

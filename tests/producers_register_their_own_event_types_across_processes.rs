@@ -155,27 +155,46 @@ async fn producers_register_their_own_event_types_across_processes() {
         publish_body("O-0", 1, json!({"order_id": "O-0", "amount": 1})),
     )
     .await;
-    assert_eq!((status, problem["type"].as_str()), (422, Some("urn:herald:problem:unknown-event-type")));
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (422, Some("urn:herald:problem:unknown-event-type"))
+    );
 
     // v1, registered through A; B follows.
-    let (status, registered) =
-        post(&http, format!("{a}/v1/schemas"), json!({"type": TYPE, "schema": v1()})).await;
+    let (status, registered) = post(
+        &http,
+        format!("{a}/v1/schemas"),
+        json!({"type": TYPE, "schema": v1()}),
+    )
+    .await;
     assert_eq!(status, 201, "{registered}");
     assert_eq!(registered["version"], 1);
     let v1_position = registered["position"].as_u64().expect("a position");
     let took = follows(&http, &b, &[(1, false)]).await;
     println!("B applied v1 after {took:?}");
     // Registering it again changes nothing.
-    let (status, again) =
-        post(&http, format!("{b}/v1/schemas"), json!({"type": TYPE, "schema": v1()})).await;
-    assert_eq!((status, again["registered"].as_bool()), (200, Some(false)), "{again}");
+    let (status, again) = post(
+        &http,
+        format!("{b}/v1/schemas"),
+        json!({"type": TYPE, "schema": v1()}),
+    )
+    .await;
+    assert_eq!(
+        (status, again["registered"].as_bool()),
+        (200, Some(false)),
+        "{again}"
+    );
 
     // Published over HTTP through both processes, checked against v1.
     for (base, id, amount) in [(&a, "O-1", 12.5), (&b, "O-2", 40.0)] {
         let (status, answer) = post(
             &http,
             format!("{base}/v1/events"),
-            publish_body(id, 1, json!({"order_id": id, "amount": amount, "currency": "EUR"})),
+            publish_body(
+                id,
+                1,
+                json!({"order_id": id, "amount": amount, "currency": "EUR"}),
+            ),
         )
         .await;
         assert_eq!(status, 201, "{answer}");
@@ -218,7 +237,10 @@ async fn producers_register_their_own_event_types_across_processes() {
         let (broker, message, http, b) = (&broker, message.clone(), &http, &b);
         async move {
             broker.publish(vec![message]).await.unwrap();
-            get(http, format!("{b}/v1/streams/orders/O-3/events")).await.0 == 200
+            get(http, format!("{b}/v1/streams/orders/O-3/events"))
+                .await
+                .0
+                == 200
         }
     })
     .await;
@@ -226,7 +248,10 @@ async fn producers_register_their_own_event_types_across_processes() {
 
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        let frame = subscriber.next().await.expect("the subscription stays open");
+        let frame = subscriber
+            .next()
+            .await
+            .expect("the subscription stays open");
         if frame["type"] == "event" {
             assert_eq!(frame["event"]["type"], TYPE, "{frame}");
             seen.push(frame["event"]["stream"].as_str().unwrap().to_owned());
@@ -260,24 +285,37 @@ async fn producers_register_their_own_event_types_across_processes() {
     assert_eq!(problem["type"], "urn:herald:problem:incompatible-schema");
     let reasons = problem["incompatibilities"].to_string();
     assert!(
-        problem["incompatibilities"][0]["path"].as_str().is_some_and(|p| p.contains("required"))
+        problem["incompatibilities"][0]["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("required"))
             && reasons.contains("customer"),
         "the refusal names the new required property: {problem}"
     );
     assert_eq!(listed_versions(&http, &a).await, [(1, false)]);
 
     // A compatible v2 through B; A follows.
-    let (status, registered) =
-        post(&http, format!("{b}/v1/schemas"), json!({"type": TYPE, "version": 2, "schema": v2()})).await;
+    let (status, registered) = post(
+        &http,
+        format!("{b}/v1/schemas"),
+        json!({"type": TYPE, "version": 2, "schema": v2()}),
+    )
+    .await;
     assert_eq!(status, 201, "{registered}");
     assert_eq!(registered["reads_previous"], true);
     let v2_position = registered["position"].as_u64().unwrap();
     follows(&http, &a, &[(1, false), (2, false)]).await;
 
     // v3 breaks backward compatibility, so it needs an upcaster from v2.
-    let (status, problem) =
-        post(&http, format!("{a}/v1/schemas"), json!({"type": TYPE, "schema": v3()})).await;
-    assert_eq!((status, problem["type"].as_str()), (422, Some("urn:herald:problem:incompatible-schema")));
+    let (status, problem) = post(
+        &http,
+        format!("{a}/v1/schemas"),
+        json!({"type": TYPE, "schema": v3()}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (422, Some("urn:herald:problem:incompatible-schema"))
+    );
     let (status, registered) = post(
         &http,
         format!("{a}/v1/schemas"),
@@ -303,8 +341,11 @@ async fn producers_register_their_own_event_types_across_processes() {
             event["payload"],
             json!({"order_id": "O-1", "total": 12.5, "currency": "EUR", "channel": "web"})
         );
-        let (_, stored) =
-            get(&http, format!("{base}/v1/streams/orders/O-1/events?as_stored=true")).await;
+        let (_, stored) = get(
+            &http,
+            format!("{base}/v1/streams/orders/O-1/events?as_stored=true"),
+        )
+        .await;
         assert_eq!(stored["events"][0]["version"], 1);
         assert_eq!(stored["events"][0]["payload"]["amount"], 12.5);
     }
@@ -312,7 +353,11 @@ async fn producers_register_their_own_event_types_across_processes() {
     let (status, answer) = post(
         &http,
         format!("{b}/v1/events"),
-        publish_body("O-4", 3, json!({"order_id": "O-4", "total": 3, "channel": "store"})),
+        publish_body(
+            "O-4",
+            3,
+            json!({"order_id": "O-4", "total": 3, "channel": "store"}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{answer}");
@@ -324,7 +369,11 @@ async fn producers_register_their_own_event_types_across_processes() {
         json!({"reason": "amount is now total"}),
     )
     .await;
-    assert_eq!((status, answer["changed"].as_bool()), (200, Some(true)), "{answer}");
+    assert_eq!(
+        (status, answer["changed"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
     follows(&http, &b, &[(1, true), (2, false), (3, false)]).await;
     let (status, problem) = post(
         &http,
@@ -333,7 +382,10 @@ async fn producers_register_their_own_event_types_across_processes() {
     )
     .await;
     assert_eq!(status, 422, "{problem}");
-    assert_eq!(problem["type"], "urn:herald:problem:deprecated-schema-version");
+    assert_eq!(
+        problem["type"],
+        "urn:herald:problem:deprecated-schema-version"
+    );
 
     // A restarted process rebuilds the registry from the log.
     let status = processes[1].terminate(PATIENCE);
@@ -347,7 +399,11 @@ async fn producers_register_their_own_event_types_across_processes() {
         listed_versions(&http, &restarted.base).await,
         [(1, true), (2, false), (3, false)]
     );
-    let (_, read) = get(&http, format!("{}/v1/streams/orders/O-2/events", restarted.base)).await;
+    let (_, read) = get(
+        &http,
+        format!("{}/v1/streams/orders/O-2/events", restarted.base),
+    )
+    .await;
     assert_eq!(read["events"][0]["version"], 3);
     assert_eq!(read["events"][0]["payload"]["total"], 40.0);
 
@@ -372,7 +428,9 @@ async fn producers_register_their_own_event_types_across_processes() {
         let at = position.to_string();
         let (code, state) = herald_cli(
             &db,
-            &["replay", "state", "registry", "schemas", "--at", &at, "--json"],
+            &[
+                "replay", "state", "registry", "schemas", "--at", &at, "--json",
+            ],
         );
         assert_eq!(code, 0, "{state}");
         let state: Value = serde_json::from_str(&state).expect("a JSON state");
@@ -381,10 +439,12 @@ async fn producers_register_their_own_event_types_across_processes() {
             .expect("the type's versions")
             .keys()
             .collect();
-        assert_eq!(known, versions, "the registry at position {position}: {state}");
         assert_eq!(
-            state["state"]["types"][TYPE]["versions"]["1"]["deprecated"],
-            false,
+            known, versions,
+            "the registry at position {position}: {state}"
+        );
+        assert_eq!(
+            state["state"]["types"][TYPE]["versions"]["1"]["deprecated"], false,
             "v1 was not deprecated yet at {position}"
         );
     }

@@ -113,6 +113,7 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("POST", "/v1/schemas"),
     ("GET", "/v1/schemas"),
     ("POST", "/v1/schemas/check"),
+    ("PUT", "/v1/schemas/{type}/compatibility"),
     ("GET", "/v1/schemas/{type}/{version}"),
     ("POST", "/v1/schemas/{type}/{version}/deprecate"),
     ("GET", "/v1/projections"),

@@ -106,7 +106,7 @@ otherwise) and must send its whole body within `body_timeout` (408 \
         (name = "schemas", description = "The schema registry: producers register their own event types and versions, checked for compatibility, kept as events of the tenant's stream `registry/schemas` (README \"Your own events\")."),
         (name = "subscriptions", description = "Live events: the `herald.v1` websocket and server-sent events (docs/websocket.md)."),
         (name = "commands", description = "Commands and aggregate states of each domain (README \"Domains and commands\")."),
-        (name = "views", description = "Read models: tickets, edges, timers and countdowns, drafts and statistics, projected from the log into Postgres, with filters, sorting and cursor pagination (README \"Read models\")."),
+        (name = "views", description = "Read models: tickets, edges, timers and countdowns, drafts, statistics and the streams of every domain, projected from the log into Postgres, with filters, sorting and cursor pagination (README \"Read models\")."),
         (name = "projections", description = "The projection runner: lag, parked events, retries and blue-green rebuilds; admin scope."),
         (name = "audit", description = "Tamper evidence and history: the hash chain's verification and an aggregate's state at a moment; admin scope."),
         (name = "admin", description = "Liveness, readiness, metrics and this document; no credentials."),

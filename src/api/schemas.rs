@@ -3,8 +3,9 @@
 //! `POST /v1/schemas/check` answers whether it would be accepted without
 //! registering it, `GET /v1/schemas` lists the types (built-in and
 //! registered) the caller may read, `GET /v1/schemas/{type}/{version}` shows
-//! one version, and `POST /v1/schemas/{type}/{version}/deprecate` stops a
-//! version from being published. Writing needs the `schemas:write` scope
+//! one version, `POST /v1/schemas/{type}/{version}/deprecate` stops a
+//! version from being published, and `PUT /v1/schemas/{type}/compatibility`
+//! sets the rule the type's next version is checked by. Writing needs the `schemas:write` scope
 //! covering the type; everything acts in the caller's tenant only.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -25,7 +26,7 @@ use crate::runtime_schemas::RegisterError;
 /// The OpenAPI paths of this module.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(register, check, list, show, deprecate),
+    paths(register, check, list, show, deprecate, set_compatibility),
     components(schemas(
         SchemaRequest,
         Registered,
@@ -36,6 +37,8 @@ use crate::runtime_schemas::RegisterError;
         SchemaVersionDoc,
         DeprecateRequest,
         Deprecated,
+        CompatibilityRequest,
+        CompatibilityAnswer,
         CompatibilityDoc,
         IncompatibilityDoc,
     ))
@@ -55,6 +58,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/check")
                     .route(web::post().to(check))
+                    .default_service(web::to(super::method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/compatibility")
+                    .route(web::put().to(set_compatibility))
                     .default_service(web::to(super::method_not_allowed)),
             )
             .service(
@@ -222,6 +230,23 @@ pub struct Deprecated {
     pub changed: bool,
 }
 
+/// A type's rule to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompatibilityRequest {
+    pub compatibility: CompatibilityDoc,
+}
+
+/// The answer to setting a rule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompatibilityAnswer {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub compatibility: CompatibilityDoc,
+    /// False when it was the type's rule already.
+    pub changed: bool,
+}
+
 fn doc(c: Compatibility) -> CompatibilityDoc {
     match c {
         Compatibility::Backward => CompatibilityDoc::Backward,
@@ -276,7 +301,8 @@ fn refused(refusal: Refused) -> Problem {
             Problem::new(ProblemKind::InvalidSchema, detail).with("pointer", "/schema")
         }
         Refused::SchemaTooDeep { pointer, .. } | Refused::SchemaNotAllowed { pointer, .. } => {
-            Problem::new(ProblemKind::InvalidSchema, detail).with("pointer", format!("/schema{pointer}"))
+            Problem::new(ProblemKind::InvalidSchema, detail)
+                .with("pointer", format!("/schema{pointer}"))
         }
         Refused::TooManyTypes { .. } | Refused::TooManyVersions { .. } => {
             Problem::new(ProblemKind::SchemaLimitReached, detail)
@@ -465,9 +491,8 @@ pub async fn list(
     let params = super::views::Params::parse(req.query_string(), &["domain"])?;
     let domain = params.get("domain");
     state.schemas.ensure_loaded(&identity.tenant).await?;
-    let wanted = |t: &EventType| {
-        domain.is_none_or(|d| t.domain() == d) && identity.allows(Action::Read, t)
-    };
+    let wanted =
+        |t: &EventType| domain.is_none_or(|d| t.domain() == d) && identity.allows(Action::Read, t);
     let registry = &state.registry;
     let mut types: Vec<TypeEntry> = registry
         .types()
@@ -567,14 +592,14 @@ pub async fn show(
     };
     let registry = &state.registry;
     if registry.is_builtin(&event_type) {
-        let latest = registry
-            .latest_version(&event_type)
-            .ok_or_else(not_found)?;
+        let latest = registry.latest_version(&event_type).ok_or_else(not_found)?;
         let version = match wanted {
             Some(v) => SchemaVersion::new(v).map_err(|_| not_found())?,
             None => latest,
         };
-        let schema = registry.schema(&event_type, version).ok_or_else(not_found)?;
+        let schema = registry
+            .schema(&event_type, version)
+            .ok_or_else(not_found)?;
         return Ok(HttpResponse::Ok().json(SchemaVersionDoc {
             event_type: event_type.to_string(),
             version: version.get(),
@@ -676,7 +701,8 @@ pub async fn deprecate(
         DeprecateRequest::default()
     };
     if let Some(reason) = &request.reason {
-        if reason.is_empty() || reason.len() > 1000 || !herald_store::storable::is_storable(reason) {
+        if reason.is_empty() || reason.len() > 1000 || !herald_store::storable::is_storable(reason)
+        {
             return Err(Problem::new(
                 ProblemKind::InvalidRequest,
                 "reason must be 1 to 1000 bytes of text without U+0000",
@@ -693,6 +719,58 @@ pub async fn deprecate(
         event_type: event_type.to_string(),
         version,
         deprecated: true,
+        changed,
+    }))
+}
+
+/// `PUT /v1/schemas/{type}/compatibility`
+#[utoipa::path(
+    put,
+    path = "/v1/schemas/{type}/compatibility",
+    tag = "schemas",
+    operation_id = "set_schema_compatibility",
+    summary = "Set a type's compatibility rule",
+    description = "Sets the rule the type's next version is checked by (`backward`, `forward`, \
+        `full` or `none`); versions already registered stay as they are. Recorded as a \
+        `registry.compatibility_set` event. Setting the rule the type has changes nothing. \
+        Needs the `schemas:write` scope.",
+    params(("type" = String, Path, description = "The event type, `domain.name`")),
+    request_body = CompatibilityRequest,
+    responses(
+        (status = 200, description = "The type's rule", body = CompatibilityAnswer),
+        (status = 400, description = "`invalid-json` (line and column given), `invalid-utf8`, or `invalid-query` (a path segment holding U+0000)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`: no `schemas:write` scope covering the type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such registered type", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the whole body did not arrive within `body_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`contended`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body-too-large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a malformed type or rule", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, response = super::openapi::StoreUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn set_compatibility(
+    req: HttpRequest,
+    identity: Identity,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let event_type = parse_type(&path.into_inner())?;
+    require_write(&identity, &event_type)?;
+    let request: CompatibilityRequest = read_json(&req, payload, &state.limits).await?;
+    let changed = state
+        .schemas
+        .set_compatibility(&identity.tenant, &event_type, request.compatibility.into())
+        .await
+        .map_err(from_register_error)?;
+    Ok(HttpResponse::Ok().json(CompatibilityAnswer {
+        event_type: event_type.to_string(),
+        compatibility: request.compatibility,
         changed,
     }))
 }

@@ -172,7 +172,12 @@ impl Client {
         })
     }
 
-    fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Answer, String> {
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, String> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(key) = self.server.key() {
@@ -200,7 +205,8 @@ impl Client {
 fn read_json(path: &PathBuf, what: &str) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("the {what} {} is not JSON: {e}", path.display()))
+    serde_json::from_str(&text)
+        .map_err(|e| format!("the {what} {} is not JSON: {e}", path.display()))
 }
 
 fn request_body(args: &Registration) -> Result<Value, String> {
@@ -244,7 +250,11 @@ fn explain(answer: &Answer) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| answer.body.to_string());
     let mut text = format!("{} ({}): {detail}", answer.status, short_kind(answer));
-    for problem in answer.body["incompatibilities"].as_array().into_iter().flatten() {
+    for problem in answer.body["incompatibilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         text.push_str(&format!(
             "\n  {}: {}",
             problem["path"].as_str().unwrap_or_default(),
@@ -307,8 +317,11 @@ fn execute(args: SchemasArgs) -> Result<Ended, String> {
         }
         SchemasCommand::Check(args) => {
             let client = Client::new(&args.server)?;
-            let answer =
-                client.send(Method::POST, "/v1/schemas/check", Some(request_body(&args)?))?;
+            let answer = client.send(
+                Method::POST,
+                "/v1/schemas/check",
+                Some(request_body(&args)?),
+            )?;
             if answer.status != 200 {
                 return failed(answer, args.json);
             }
@@ -400,7 +413,10 @@ fn execute(args: SchemasArgs) -> Result<Ended, String> {
             if answer.body["changed"] == true {
                 println!("deprecated {} v{}", args.event_type, args.version);
             } else {
-                println!("{} v{} was already deprecated", args.event_type, args.version);
+                println!(
+                    "{} v{} was already deprecated",
+                    args.event_type, args.version
+                );
             }
             Ok(Ended::Done)
         }

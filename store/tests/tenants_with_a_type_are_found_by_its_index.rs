@@ -29,11 +29,21 @@ async fn every_tenant_with_the_type_once(backend: &Backend) {
     }
     // Other types, in another tenant and in the same ones.
     store
-        .append(&initech, &stream("T-1"), ExpectedVersion::Any, vec![note("x")])
+        .append(
+            &initech,
+            &stream("T-1"),
+            ExpectedVersion::Any,
+            vec![note("x")],
+        )
         .await
         .unwrap();
     store
-        .append(&tenant(), &stream("T-2"), ExpectedVersion::Any, vec![note("y")])
+        .append(
+            &tenant(),
+            &stream("T-2"),
+            ExpectedVersion::Any,
+            vec![note("y")],
+        )
         .await
         .unwrap();
     let mut found = store.tenants_with_type(&orders).await.unwrap();

@@ -276,6 +276,30 @@ pub fn deprecate(
     })])
 }
 
+/// Decides a change of a type's rule: the type must be registered;
+/// setting the rule it has changes nothing. The rule checks the next
+/// version, not those already registered.
+pub fn set_compatibility(
+    current: &RegisteredTypes,
+    event_type: &EventType,
+    compatibility: Compatibility,
+) -> Result<Vec<RegistryChange>, Refused> {
+    let name = event_type.as_str();
+    let registered = current
+        .types
+        .get(name)
+        .ok_or_else(|| Refused::UnknownType {
+            event_type: name.to_owned(),
+        })?;
+    if registered.compatibility == compatibility {
+        return Ok(Vec::new());
+    }
+    Ok(vec![RegistryChange::CompatibilitySet(CompatibilitySet {
+        event_type: name.to_owned(),
+        compatibility,
+    })])
+}
+
 /// Refuses schemas over the size and depth bounds, and references that
 /// leave the schema (a registered contract must not depend on anything
 /// fetched from elsewhere, and the registry fetches nothing).
@@ -296,7 +320,12 @@ fn check_bounds(schema: &Value, limits: &RegistryLimits) -> Result<(), Refused> 
     walk(schema, String::new(), 1, limits)
 }
 
-fn walk(value: &Value, pointer: String, depth: usize, limits: &RegistryLimits) -> Result<(), Refused> {
+fn walk(
+    value: &Value,
+    pointer: String,
+    depth: usize,
+    limits: &RegistryLimits,
+) -> Result<(), Refused> {
     if depth > limits.max_schema_depth {
         return Err(Refused::SchemaTooDeep {
             depth,

@@ -92,9 +92,17 @@ impl RegistryChange {
         } else if name == CompatibilitySet::NAME {
             CompatibilitySet::from_payload(payload).map(Self::CompatibilitySet)
         } else {
-            return Some(Err(format!("unknown registry event {}", envelope.event_type)));
+            return Some(Err(format!(
+                "unknown registry event {}",
+                envelope.event_type
+            )));
         };
-        Some(change.map_err(|e| format!("{} at position {}: {e}", envelope.event_type, envelope.position)))
+        Some(change.map_err(|e| {
+            format!(
+                "{} at position {}: {e}",
+                envelope.event_type, envelope.position
+            )
+        }))
     }
 
     /// The event type the change is about.

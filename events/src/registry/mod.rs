@@ -294,7 +294,10 @@ impl EventRegistry {
             return Err(ValidationError::Deprecated {
                 event_type: event_type.clone(),
                 version,
-                latest: versions.keys().next_back().map_or(version.get(), |v| v.get()),
+                latest: versions
+                    .keys()
+                    .next_back()
+                    .map_or(version.get(), |v| v.get()),
                 reason: compiled.registered.deprecation_reason.clone(),
             });
         }
@@ -414,11 +417,13 @@ impl EventRegistry {
         while let Some(next) = versions.get(&version.next()) {
             let registered = &next.registered;
             if let Some(upcaster) = &registered.upcaster {
-                payload = upcaster.apply(payload).map_err(|reason| UpcastError::Failed {
-                    event_type: event_type.clone(),
-                    from: version,
-                    reason,
-                })?;
+                payload = upcaster
+                    .apply(payload)
+                    .map_err(|reason| UpcastError::Failed {
+                        event_type: event_type.clone(),
+                        from: version,
+                        reason,
+                    })?;
             } else if !registered.reads_previous {
                 break;
             }

@@ -249,7 +249,12 @@ impl RuntimeTypes {
 
     /// Folds in the change stored at `stream_version` of the tenant's
     /// registry stream, if it is the next one.
-    pub fn install(&self, tenant: &TenantId, stream_version: u64, change: &RegistryChange) -> Installed {
+    pub fn install(
+        &self,
+        tenant: &TenantId,
+        stream_version: u64,
+        change: &RegistryChange,
+    ) -> Installed {
         let mut tenants = self.write();
         let current = tenants.get(tenant).map(Arc::clone);
         let applied = current.as_ref().map_or(0, |t| t.applied);
@@ -260,7 +265,10 @@ impl RuntimeTypes {
             return Installed::Gap { after: applied };
         }
         let base = current.unwrap_or_else(|| Arc::new(TenantTypes::empty()));
-        tenants.insert(tenant.clone(), Arc::new(base.with_change(stream_version, change)));
+        tenants.insert(
+            tenant.clone(),
+            Arc::new(base.with_change(stream_version, change)),
+        );
         Installed::Applied
     }
 

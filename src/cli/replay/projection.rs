@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
 pub struct ProjectionArgs {
-    /// The read model: tickets, edges, timers, drafts or statistics
+    /// The read model: tickets, edges, timers, drafts, statistics or streams
     pub name: String,
 
     /// Build a new generation only up to this log position, beside the

@@ -64,7 +64,11 @@ pub async fn answer(
         return Err(usage(format!(
             "no domain {:?} has aggregates; the domains are {}",
             args.domain,
-            specs.with_state().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            specs
+                .with_state()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let settings = store_settings(store, file)?;

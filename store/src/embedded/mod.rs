@@ -625,7 +625,9 @@ impl EventStore for EmbeddedStore {
             .readers
             .with(move |conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT DISTINCT tenant FROM herald_events WHERE event_type = ?1")
+                    .prepare_cached(
+                        "SELECT DISTINCT tenant FROM herald_events WHERE event_type = ?1",
+                    )
                     .map_err(sqlite_error)?;
                 let tenants = stmt
                     .query_map(params![event_type], |r| r.get::<_, String>(0))
