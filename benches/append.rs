@@ -298,9 +298,9 @@ async fn throughput(db: &TestDatabase, store: &PostgresStore, timing: Timing) ->
         for i in [0, 1, 1, 0] {
             let (event_type, payload) = [&builtin, &runtime][i];
             checkpoint(&admin).await;
-            rates[i] +=
-                checked_appends(store, &registry, appenders, event_type, payload, timing).await
-                    / 2.0;
+            rates[i] += checked_appends(store, &registry, appenders, event_type, payload, timing)
+                .await
+                / 2.0;
         }
         checked.push(Checked {
             appenders,

@@ -304,10 +304,15 @@ async fn unsafe_schemas_are_refused_and_tenants_kept_apart() {
     for changed in [true, false] {
         let (status, body) = call!(
             app,
-            put("/v1/schemas/orders.order_placed/compatibility").set_json(json!({"compatibility": "full"})),
+            put("/v1/schemas/orders.order_placed/compatibility")
+                .set_json(json!({"compatibility": "full"})),
             writer
         );
-        assert_eq!((status, body["changed"].as_bool()), (200, Some(changed)), "{body}");
+        assert_eq!(
+            (status, body["changed"].as_bool()),
+            (200, Some(changed)),
+            "{body}"
+        );
     }
     assert_eq!(registry_version(&store, "acme").await, before + 1);
     let (_, shown) = call!(app, get("/v1/schemas/orders.order_placed/latest"), writer);
@@ -320,7 +325,8 @@ async fn unsafe_schemas_are_refused_and_tenants_kept_apart() {
     assert_eq!((status, problem_type(&body)), (404, "not-found"), "{body}");
     let (status, body) = call!(
         app,
-        put("/v1/schemas/orders.order_placed/compatibility").set_json(json!({"compatibility": "none"})),
+        put("/v1/schemas/orders.order_placed/compatibility")
+            .set_json(json!({"compatibility": "none"})),
         publisher
     );
     assert_eq!((status, problem_type(&body)), (403, "forbidden"), "{body}");

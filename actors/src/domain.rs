@@ -122,7 +122,7 @@ impl fmt::Debug for dyn DomainSpec {
 
 /// `(type name, version)` pairs of a domain, as `herald_events` declares
 /// them, made into event types.
-fn declared(domain: &str, types: &[(&str, u32)]) -> Vec<(EventType, SchemaVersion)> {
+pub(crate) fn declared(domain: &str, types: &[(&str, u32)]) -> Vec<(EventType, SchemaVersion)> {
     let domain = Domain::new(domain).expect("a valid domain constant");
     types
         .iter()

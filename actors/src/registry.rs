@@ -78,16 +78,7 @@ impl DomainSpec for RegistryDomain {
     }
 
     fn event_types(&self) -> Vec<(EventType, SchemaVersion)> {
-        let domain = herald_events::Domain::new(DOMAIN).expect("a valid domain constant");
-        EVENT_TYPES
-            .iter()
-            .map(|(name, version)| {
-                (
-                    EventType::new(&domain, name).expect("a valid event name constant"),
-                    SchemaVersion::new(*version).expect("a valid version constant"),
-                )
-            })
-            .collect()
+        crate::domain::declared(DOMAIN, EVENT_TYPES)
     }
 
     fn folds_state(&self) -> bool {

@@ -244,6 +244,19 @@ pub fn register(
     })
 }
 
+/// The registered type, or its refusal as unknown.
+fn registered<'a>(
+    current: &'a RegisteredTypes,
+    event_type: &EventType,
+) -> Result<&'a super::runtime::RegisteredType, Refused> {
+    current
+        .types
+        .get(event_type.as_str())
+        .ok_or_else(|| Refused::UnknownType {
+            event_type: event_type.as_str().to_owned(),
+        })
+}
+
 /// Decides whether a version may be deprecated: it must exist; deprecating
 /// a deprecated version changes nothing.
 pub fn deprecate(
@@ -253,13 +266,7 @@ pub fn deprecate(
     reason: Option<String>,
 ) -> Result<Vec<RegistryChange>, Refused> {
     let name = event_type.as_str();
-    let registered = current
-        .types
-        .get(name)
-        .ok_or_else(|| Refused::UnknownType {
-            event_type: name.to_owned(),
-        })?;
-    let found = registered
+    let found = registered(current, event_type)?
         .versions
         .get(&version)
         .ok_or_else(|| Refused::UnknownVersion {
@@ -285,13 +292,7 @@ pub fn set_compatibility(
     compatibility: Compatibility,
 ) -> Result<Vec<RegistryChange>, Refused> {
     let name = event_type.as_str();
-    let registered = current
-        .types
-        .get(name)
-        .ok_or_else(|| Refused::UnknownType {
-            event_type: name.to_owned(),
-        })?;
-    if registered.compatibility == compatibility {
+    if registered(current, event_type)?.compatibility == compatibility {
         return Ok(Vec::new());
     }
     Ok(vec![RegistryChange::CompatibilitySet(CompatibilitySet {
