@@ -7,8 +7,9 @@
 //! breaks; a compatible v2 and a v3 with an upcaster are accepted, and the
 //! v1 events read as v3 (as stored on request). A deprecated version is
 //! refused for new events. The other process sees every step within a
-//! second, without being asked to look. Afterwards `herald audit verify`
-//! finds the chain intact, `herald replay state registry schemas` shows the
+//! second, without being asked to look; server-sent events from it carry
+//! the type too. Afterwards `herald audit verify` finds the chain intact,
+//! `herald audit export --domain registry` carries every registration, `herald replay state registry schemas` shows the
 //! registry at each registration's instant, and a restarted process
 //! rebuilds the registry from the log.
 
@@ -115,6 +116,42 @@ async fn follows(http: &reqwest::Client, base: &str, expected: &[(u64, bool)]) -
         listed_versions(http, base).await
     );
     started.elapsed()
+}
+
+/// The streams of the first `count` events of `GET /v1/events/stream`
+/// (server-sent events) filtered on `orders.*`, from the start.
+async fn sse_streams(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
+    use futures::StreamExt;
+    let answer = http
+        .get(format!("{base}/v1/events/stream?type=orders.*&from=start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.bytes_stream();
+    let (mut buffer, mut streams) = (String::new(), Vec::new());
+    while streams.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .expect("events within 20 s")
+            .expect("the stream stays open")
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if !block.lines().any(|l| l == "event: event") {
+                continue;
+            }
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("an event's data");
+            let event: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(event["type"], TYPE, "{event}");
+            streams.push(event["stream"].as_str().unwrap().to_owned());
+        }
+    }
+    streams
 }
 
 fn publish_body(id: &str, version: u32, payload: Value) -> Value {
@@ -258,6 +295,11 @@ async fn producers_register_their_own_event_types_across_processes() {
         }
     }
     assert_eq!(seen, ["orders/O-1", "orders/O-2", "orders/O-3"]);
+    // And server-sent events with a type wildcard, from the other process.
+    assert_eq!(
+        sse_streams(&http, &a, 3).await,
+        ["orders/O-1", "orders/O-2", "orders/O-3"]
+    );
 
     // Searched with a payload filter.
     let (status, found) = get(
@@ -418,6 +460,41 @@ async fn producers_register_their_own_event_types_across_processes() {
     assert_eq!(code, 0, "{report}");
     let report: Value = serde_json::from_str(&report).expect("a JSON report");
     assert_eq!(report["intact"], true, "{report}");
+
+    // The registrations are exported with the trail, as stored.
+    let (code, trail) = herald_cli(
+        &db,
+        &["audit", "export", "--domain", "registry", "--output", "-"],
+    );
+    assert_eq!(code, 0, "{trail}");
+    let exported: Vec<(String, String)> = trail
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).expect("a JSON line");
+            (
+                row["stream"].as_str().unwrap_or_default().to_owned(),
+                row["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let registered = (
+        "registry/schemas".to_owned(),
+        "registry.schema_registered".to_owned(),
+    );
+    let deprecated = (
+        "registry/schemas".to_owned(),
+        "registry.schema_deprecated".to_owned(),
+    );
+    assert_eq!(
+        exported,
+        [
+            registered.clone(),
+            registered.clone(),
+            registered,
+            deprecated
+        ],
+        "{trail}"
+    );
 
     // The registry as it was at each registration.
     for (position, versions) in [
