@@ -3,7 +3,8 @@
 //! would be accepted (exit 0) and registers nothing; `register` registers
 //! it; `check` of an incompatible next version exits 1 naming the path of
 //! what breaks; `check` with an upcaster exits 0; `list`, `show` and
-//! `deprecate` answer; an unreachable server or a missing file exits 2.
+//! `compatibility` and `deprecate` answer; an unreachable server, a
+//! missing file or an unknown rule exits 2.
 
 mod support;
 
@@ -134,6 +135,15 @@ async fn cli_schemas_registers_and_checks_as_a_producers_ci_would() {
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["upcaster"]["rename"]["amount"], "total", "{shown}");
+    let (code, out, _) = schemas(&base, &["compatibility", TYPE, "full"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "orders.order_placed is now full compatible")
+    );
+    let (code, _, err) = schemas(&base, &["compatibility", TYPE, "sideways"]);
+    assert_eq!(code, 2, "{err}");
+    let (_, out, _) = schemas(&base, &["list", "--domain", "orders"]);
+    assert!(out.contains("registered, full"), "{out}");
     let (code, out, _) = schemas(&base, &["deprecate", TYPE, "1", "--reason", "use v2"]);
     assert_eq!((code, out.trim()), (0, "deprecated orders.order_placed v1"));
     let (_, out, _) = schemas(&base, &["list", "--domain", "orders"]);

@@ -1,8 +1,9 @@
 //! A producer brings its own event type, as a user runs Herald: two
 //! `herald serve` on one Postgres store and one RabbitMQ, the ingest on.
 //! `orders.order_placed` v1 is registered through one process; events of
-//! it are published over HTTP through both and over the broker ingest, a
-//! websocket subscriber of `orders.*` gets them, a search with a payload
+//! it are published over HTTP through both and over the broker ingest, the
+//! relay carries them to `herald.orders`, a websocket subscriber of
+//! `orders.*` gets them, a search with a payload
 //! filter finds them. An incompatible v2 is refused with the path of what
 //! breaks; a compatible v2 and a v3 with an upcaster are accepted, and the
 //! v1 events read as v3 (as stored on request). A deprecated version is
@@ -18,8 +19,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use herald_brokers::amqp::{AmqpBroker, AmqpConfig};
-use herald_brokers::{Broker, Topic, WireMessage, WireSettings};
+use herald_brokers::{Broker, ConsumerGroup, Payload, Topic, WireMessage, WireSettings};
+use herald_events::Domain;
 use herald_testkit::{eventually, TestDatabase, TestVhost};
 use serde_json::{json, Value};
 use support::{herald_command, start_serves, Herald, WsClient};
@@ -121,7 +124,6 @@ async fn follows(http: &reqwest::Client, base: &str, expected: &[(u64, bool)]) -
 /// The streams of the first `count` events of `GET /v1/events/stream`
 /// (server-sent events) filtered on `orders.*`, from the start.
 async fn sse_streams(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
-    use futures::StreamExt;
     let answer = http
         .get(format!("{base}/v1/events/stream?type=orders.*&from=start"))
         .send()
@@ -222,6 +224,22 @@ async fn producers_register_their_own_event_types_across_processes() {
         "{again}"
     );
 
+    // The relay publishes the new domain's events to `herald.orders`:
+    // its consumers subscribe before anything is published, as RabbitMQ
+    // keeps nothing for queues that do not exist yet.
+    let broker = AmqpBroker::connect(AmqpConfig::new(vhost.url(), WireSettings::default()))
+        .await
+        .expect("RabbitMQ answers");
+    let broker: Arc<dyn Broker> = Arc::new(broker);
+    let orders_topic = Topic::for_domain(&Domain::new("orders").unwrap());
+    let mut relayed = broker
+        .subscribe(
+            &ConsumerGroup::new("orders-reader").unwrap(),
+            &[orders_topic],
+        )
+        .await
+        .expect("a subscription to herald.orders");
+
     // Published over HTTP through both processes, checked against v1.
     for (base, id, amount) in [(&a, "O-1", 12.5), (&b, "O-2", 40.0)] {
         let (status, answer) = post(
@@ -253,10 +271,6 @@ async fn producers_register_their_own_event_types_across_processes() {
         .await;
 
     // Published over the broker ingest.
-    let broker = AmqpBroker::connect(AmqpConfig::new(vhost.url(), WireSettings::default()))
-        .await
-        .expect("RabbitMQ answers");
-    let broker: Arc<dyn Broker> = Arc::new(broker);
     let message = WireMessage {
         topic: Topic::named(INGEST_TOPIC).unwrap(),
         partition: 0,
@@ -295,6 +309,27 @@ async fn producers_register_their_own_event_types_across_processes() {
         }
     }
     assert_eq!(seen, ["orders/O-1", "orders/O-2", "orders/O-3"]);
+    // The relay carried each to the domain's topic (at least once).
+    let mut carried = std::collections::BTreeMap::new();
+    while carried.len() < 3 {
+        let delivery = tokio::time::timeout(PATIENCE, relayed.next())
+            .await
+            .expect("the relay publishes the orders events")
+            .expect("the subscription stays open")
+            .expect("a delivery");
+        let Ok(Payload::Event(event)) = &delivery.content else {
+            panic!("an event inline");
+        };
+        assert_eq!(event.event_type.as_str(), TYPE);
+        carried.insert(event.position.get(), event.stream.to_string());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(
+        carried.into_values().collect::<Vec<_>>(),
+        ["orders/O-1", "orders/O-2", "orders/O-3"]
+    );
+    drop(relayed);
+
     // And server-sent events with a type wildcard, from the other process.
     assert_eq!(
         sse_streams(&http, &a, 3).await,

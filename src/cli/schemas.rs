@@ -2,7 +2,7 @@
 //! command line — `register` a JSON Schema file as the next version of an
 //! event type, `check` whether it would be accepted without registering it
 //! (for a producer's CI), `list` the types, `show` one version, `deprecate`
-//! one. Exit codes: 0 done (or accepted); 1 the registry refused (the
+//! one, set a type's `compatibility` rule. Exit codes: 0 done (or accepted); 1 the registry refused (the
 //! reasons are printed, each incompatibility with its path); 2 bad usage,
 //! an unreachable server or any other error.
 
@@ -39,6 +39,8 @@ pub enum SchemasCommand {
     Show(ShowArgs),
     /// Stop a version from being published (stored events still read)
     Deprecate(DeprecateArgs),
+    /// Set the rule a type's next version is checked by
+    Compatibility(CompatibilityArgs),
 }
 
 /// What `register` and `check` send.
@@ -114,6 +116,20 @@ pub struct DeprecateArgs {
     /// Why, recorded with the deprecation
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompatibilityArgs {
+    /// The event type, domain.name
+    #[arg(value_name = "TYPE")]
+    pub event_type: String,
+
+    /// backward, forward, full or none
+    #[arg(value_name = "RULE")]
+    pub rule: String,
 
     #[command(flatten)]
     pub server: ServerArgs,
@@ -397,6 +413,24 @@ fn execute(args: SchemasArgs) -> Result<Ended, String> {
                 "{}",
                 serde_json::to_string_pretty(&answer.body).unwrap_or_default()
             );
+            Ok(Ended::Done)
+        }
+        SchemasCommand::Compatibility(args) => {
+            let rule: herald_events::Compatibility = args.rule.parse()?;
+            let client = Client::new(&args.server)?;
+            let answer = client.send(
+                Method::PUT,
+                &format!("/v1/schemas/{}/compatibility", args.event_type),
+                Some(json!({"compatibility": rule.as_str()})),
+            )?;
+            if answer.status != 200 {
+                return Err(explain(&answer));
+            }
+            if answer.body["changed"] == true {
+                println!("{} is now {rule} compatible", args.event_type);
+            } else {
+                println!("{} was {rule} compatible already", args.event_type);
+            }
             Ok(Ended::Done)
         }
         SchemasCommand::Deprecate(args) => {
