@@ -1,8 +1,8 @@
 //! The event types producers register at run time, as this process keeps
 //! them: it registers new versions (deciding against the tenant's registry
 //! stream `registry/schemas` and appending at the version it decided at, so
-//! two processes registering at once cannot both win), loads a tenant's
-//! registry the first time the tenant is seen, follows the log so a
+//! two processes registering at once cannot both win), loads every tenant's
+//! registry at start, follows the log so a
 //! registration made by any process sharing the store is applied here
 //! within moments, and reads the stream again when a publisher names a type
 //! or version not known yet (so a producer that registers through one
@@ -12,8 +12,7 @@
 //! process uses — is the [`EventRegistry`] this fills; clones of it share
 //! what is installed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use herald_events::registry::decide::{self, Accepted, Refused, Registration, RegistryLimits};
@@ -49,17 +48,11 @@ pub enum RegisterError {
     },
 }
 
-#[derive(Debug, Default)]
-struct TenantSync {
-    loaded: bool,
-}
-
 /// This process's runtime types: registering, loading and following.
 pub struct RuntimeSchemas {
     store: Arc<dyn EventStore>,
     registry: EventRegistry,
     limits: RegistryLimits,
-    tenants: Mutex<HashMap<TenantId, TenantSync>>,
     /// One read of a registry stream at a time: concurrent misses of one
     /// tenant wait for one read instead of each sending their own.
     reading: tokio::sync::Mutex<()>,
@@ -89,7 +82,6 @@ impl RuntimeSchemas {
             store,
             registry,
             limits: RegistryLimits::default(),
-            tenants: Mutex::new(HashMap::new()),
             reading: tokio::sync::Mutex::new(()),
             broker: None,
         }
@@ -126,10 +118,6 @@ impl RuntimeSchemas {
         &self.limits
     }
 
-    fn tenants(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, TenantSync>> {
-        self.tenants.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Reads the tenant's registry stream past what is applied here.
     pub async fn refresh(&self, tenant: &TenantId) -> Result<(), StoreError> {
         let _reading = self.reading.lock().await;
@@ -163,29 +151,20 @@ impl RuntimeSchemas {
                 break;
             }
         }
-        self.tenants().entry(tenant.clone()).or_default().loaded = true;
         Ok(())
     }
 
-    /// Loads the tenant's registry if this process has not yet.
-    pub async fn ensure_loaded(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        if self.tenants().get(tenant).is_some_and(|t| t.loaded) {
-            return Ok(());
-        }
-        self.refresh(tenant).await
-    }
-
     /// Makes sure the types a publisher names are as current as the store:
-    /// the tenant's registry is loaded, and read again when a named runtime
-    /// type or version is not
-    /// known here — it may have just been registered through another
-    /// process ([`RuntimeSchemas::catch_up`]).
+    /// the tenant's registry is read again when a named runtime type or
+    /// version is not known here — it may have just been registered through
+    /// another process ([`RuntimeSchemas::catch_up`]). Every other case
+    /// costs nothing: the registry was loaded at start and the follower
+    /// keeps it current.
     pub async fn prefetch<'a>(
         &self,
         tenant: &TenantId,
         named: impl IntoIterator<Item = (&'a str, Option<u64>)>,
     ) -> Result<(), StoreError> {
-        self.ensure_loaded(tenant).await?;
         let missing = named.into_iter().any(|(event_type, version)| {
             let Ok(event_type) = event_type.parse::<EventType>() else {
                 return false;
@@ -211,7 +190,6 @@ impl RuntimeSchemas {
     /// it than this process applied: the check of a miss, one indexed
     /// lookup when nothing is new.
     pub async fn catch_up(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        self.ensure_loaded(tenant).await?;
         let stored = self
             .store
             .stream_version(tenant, &registry_stream())

@@ -99,7 +99,7 @@ pub async fn read_all(
         .into_iter()
         .filter(|e| e.tenant == identity.tenant && identity.allows(Action::Read, &e.event_type))
         .collect();
-    let events = upcast_all(&state, &identity.tenant, events, query.as_stored).await?;
+    let events = upcast_all(&state, events, query.as_stored)?;
     Ok(HttpResponse::Ok().json(LogPage {
         events,
         next,

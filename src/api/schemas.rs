@@ -490,7 +490,6 @@ pub async fn list(
 ) -> ApiResult<HttpResponse> {
     let params = super::views::Params::parse(req.query_string(), &["domain"])?;
     let domain = params.get("domain");
-    state.schemas.ensure_loaded(&identity.tenant).await?;
     let wanted =
         |t: &EventType| domain.is_none_or(|d| t.domain() == d) && identity.allows(Action::Read, t);
     let registry = &state.registry;

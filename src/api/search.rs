@@ -284,7 +284,7 @@ pub async fn search(
         .into_iter()
         .filter(|e| e.tenant == identity.tenant && identity.allows(Action::Read, &e.event_type))
         .collect();
-    let events = upcast_all(&state, &identity.tenant, events, as_stored).await?;
+    let events = upcast_all(&state, events, as_stored)?;
     Ok(HttpResponse::Ok().json(SearchAnswer {
         events,
         next_cursor: page.last_scanned.map(encode_cursor),

@@ -431,18 +431,14 @@ fn culprit<T: serde::de::DeserializeOwned>(query: &str) -> Option<String> {
     })
 }
 
-/// Brings events of `tenant` to their latest versions (its runtime types
-/// loaded first), unless asked for them as stored.
-pub(super) async fn upcast_all(
+pub(super) fn upcast_all(
     state: &AppState,
-    tenant: &herald_events::TenantId,
     events: Vec<EventEnvelope>,
     as_stored: bool,
 ) -> ApiResult<Vec<EventEnvelope>> {
     if as_stored {
         return Ok(events);
     }
-    state.schemas.ensure_loaded(tenant).await?;
     events
         .into_iter()
         .map(|e| {
@@ -533,7 +529,7 @@ pub async fn read(
     let version = events
         .last()
         .map_or(version, |e| e.stream_version.max(version));
-    let events = upcast_all(&state, &identity.tenant, events, query.as_stored).await?;
+    let events = upcast_all(&state, events, query.as_stored)?;
     Ok(HttpResponse::Ok().json(StreamPage {
         stream: stream.to_string(),
         stream_version: version.get(),

@@ -233,11 +233,6 @@ async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStre
             return close_with(session, Ending::new(close::AUTH_FAILED, problem.detail)).await;
         }
     };
-    // Its runtime types are upcast by the hub; a failed read only leaves
-    // them as stored until the follower or a later read loads them.
-    if let Err(e) = state.schemas.ensure_loaded(&identity.tenant).await {
-        tracing::warn!(error = %e, tenant = %identity.tenant, "loading the tenant's schema registry failed");
-    }
     if session
         .text(format!(
             r#"{{"type":"ready","protocol":"{SUBPROTOCOL}","tenant":{},"heartbeat_ms":{},"cursor":"{}"}}"#,

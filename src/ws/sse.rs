@@ -121,7 +121,6 @@ pub async fn stream(
     identity: Identity,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    state.schemas.ensure_loaded(&identity.tenant).await?;
     let mut spec = FilterSpec::default();
     let mut from: Option<String> = None;
     let mut tenant: Option<String> = None;
