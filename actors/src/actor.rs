@@ -699,8 +699,10 @@ impl Run {
     }
 }
 
-/// The id of the `index`-th event of a deduplicated command.
-fn dedupe_id(key: &str, stream: &StreamId, index: usize) -> Uuid {
+/// The id of the `index`-th event of a deduplicated command: callers that
+/// must know whether a command with a dedupe key took effect before (the
+/// automations engine, after a crash) look for this id in the stream.
+pub fn dedupe_id(key: &str, stream: &StreamId, index: usize) -> Uuid {
     // A fixed namespace: the same key, stream and index give the same id.
     const NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_2d61_6374_6f72_732d_6964);
     Uuid::new_v5(&NAMESPACE, format!("{key}\n{stream}\n{index}").as_bytes())

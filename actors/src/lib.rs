@@ -23,7 +23,7 @@ pub mod testing;
 pub mod tickets;
 pub mod timers;
 
-pub use actor::{CommandMeta, Executed, ExecutedEvent, Idempotency};
+pub use actor::{dedupe_id, CommandMeta, Executed, ExecutedEvent, Idempotency};
 pub use aggregate::{Aggregate, CommandContext, DecodeError, DomainEvent, Refusal, RefusalKind};
 pub use domain::{AggregateDomain, DomainSpec, DomainSpecs, EventsDomain};
 pub use error::CommandError;

@@ -3,6 +3,7 @@
 //! payloads against `schemas/` and upcasts old versions, the JSON and bincode
 //! codecs, and the audit hash chain. This crate does no I/O.
 
+pub mod automations;
 pub mod backoff;
 pub mod chain;
 pub mod codec;
@@ -47,6 +48,7 @@ pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
         (drafts::DOMAIN, drafts::EVENT_TYPES),
         (statistics::DOMAIN, statistics::EVENT_TYPES),
         (registry::events::DOMAIN, registry::events::EVENT_TYPES),
+        (automations::DOMAIN, automations::EVENT_TYPES),
     ];
     domains
         .iter()

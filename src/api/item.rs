@@ -226,6 +226,15 @@ pub fn check_event(
             ),
         ));
     }
+    if event_type.domain() == herald_events::automations::DOMAIN {
+        return Err(invalid(
+            ProblemKind::ReservedEventType,
+            format!(
+                "{event_type} is the automations' own event; only Herald appends it \
+                 (manage automations with POST /v1/automations)"
+            ),
+        ));
+    }
     identity.require(Action::Publish, &event_type).map_err(at)?;
     let version = SchemaVersion::new(fields.version)
         .map_err(|e| invalid(ProblemKind::UnknownSchemaVersion, e.to_string()))?;
