@@ -65,6 +65,12 @@ pub fn builtin() -> DomainList {
         .read_model(streams::StreamsProjection),
         // The schema registry's own events (runtime types register there).
         Domain::new(herald_actors::registry::RegistryDomain),
+        // The automations' definitions and marks (their engine runs beside
+        // the domains: `crate::automations`).
+        Domain::new(EventsDomain {
+            name: herald_events::automations::DOMAIN,
+            events: herald_events::automations::EVENT_TYPES,
+        }),
     ])
 }
 

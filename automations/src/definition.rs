@@ -6,7 +6,7 @@
 //! the dry run share.
 //!
 //! The published JSON Schema of the document is
-//! `schemas/automations/automation.schema.json`; the serde model here is
+//! `automations/schema/automation.schema.json`; the serde model here is
 //! stricter (unknown fields are refused) and the two are kept equal by a
 //! test.
 
@@ -18,6 +18,9 @@ use serde_json::Value;
 
 use crate::expr::{CompileError, Expr, Template};
 use crate::matcher::{EventMatcher, MatcherError};
+
+/// The published JSON Schema of the document (`GET /v1/automations/schema`).
+pub const SCHEMA: &str = include_str!("../schema/automation.schema.json");
 
 /// The largest definition accepted, as JSON.
 pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;

@@ -16,6 +16,8 @@
 
 pub mod catalog;
 pub mod definition;
+pub mod dry_run;
+pub mod engine;
 pub mod expr;
 pub mod matcher;
 pub mod plan;

@@ -69,6 +69,12 @@ impl EventMatcher {
             && self.stream.as_ref().is_none_or(|p| p.matches(stream))
     }
 
+    /// The type patterns as written (the store's search takes the same
+    /// `*` patterns).
+    pub fn type_patterns(&self) -> Vec<String> {
+        self.types.iter().map(|p| p.text.clone()).collect()
+    }
+
     /// The exact types named, when no type pattern has a wildcard (the
     /// store's type index can then find candidates).
     pub fn exact_types(&self) -> Option<Vec<&str>> {

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod audit;
+pub mod automations;
 pub mod body;
 pub(crate) mod commands;
 pub mod connections;
@@ -66,6 +67,7 @@ pub struct AppState {
     pub registry: EventRegistry,
     /// Registers runtime event types and keeps them current.
     pub schemas: Arc<crate::runtime_schemas::RuntimeSchemas>,
+    pub automations: Arc<crate::automations::Automations>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     /// The read models and their runner, on the store's backend (`None`
@@ -116,6 +118,14 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("PUT", "/v1/schemas/{type}/compatibility"),
     ("GET", "/v1/schemas/{type}/{version}"),
     ("POST", "/v1/schemas/{type}/{version}/deprecate"),
+    ("POST", "/v1/automations"),
+    ("GET", "/v1/automations"),
+    ("GET", "/v1/automations/schema"),
+    ("POST", "/v1/automations/dry-run"),
+    ("GET", "/v1/automations/{name}"),
+    ("DELETE", "/v1/automations/{name}"),
+    ("POST", "/v1/automations/{name}/enable"),
+    ("POST", "/v1/automations/{name}/disable"),
     ("GET", "/v1/projections"),
     ("GET", "/v1/projections/{name}"),
     ("POST", "/v1/projections/{name}/rebuild"),
@@ -205,7 +215,8 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
                     .route(web::post().to(publish::publish))
                     .default_service(web::to(method_not_allowed)),
             )
-            .configure(schemas::routes);
+            .configure(schemas::routes)
+            .configure(automations::routes);
         views::routes(cfg, &domains);
         cfg.configure(audit::routes)
             // Last: the generic domain routes must not shadow the ones above.

@@ -61,6 +61,9 @@ pub enum ProblemKind {
     ReservedEventType,
     SchemaLimitReached,
     DeprecatedSchemaVersion,
+    InvalidAutomation,
+    AutomationVersionConflict,
+    AutomationLimitReached,
 }
 
 impl ProblemKind {
@@ -112,6 +115,9 @@ impl ProblemKind {
         ProblemKind::ReservedEventType,
         ProblemKind::SchemaLimitReached,
         ProblemKind::DeprecatedSchemaVersion,
+        ProblemKind::InvalidAutomation,
+        ProblemKind::AutomationVersionConflict,
+        ProblemKind::AutomationLimitReached,
     ];
 
     /// (slug, title, status)
@@ -347,6 +353,21 @@ impl ProblemKind {
             DeprecatedSchemaVersion => (
                 "deprecated-schema-version",
                 "The schema version is deprecated",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            InvalidAutomation => (
+                "invalid-automation",
+                "The automation is not valid",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            AutomationVersionConflict => (
+                "automation-version-conflict",
+                "The automation is not at the version expected",
+                StatusCode::CONFLICT,
+            ),
+            AutomationLimitReached => (
+                "automation-limit-reached",
+                "The tenant has as many automations as allowed",
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
         }

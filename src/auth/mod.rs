@@ -119,6 +119,25 @@ impl Identity {
         }
     }
 
+    /// Fails with 403 unless the key may manage automations (`write`) or
+    /// read them.
+    pub fn require_automations(&self, write: bool) -> Result<(), Problem> {
+        let allowed = self.allows_domain(Action::ManageAutomations, "automations")
+            || (!write && self.allows_domain(Action::ReadAutomations, "automations"));
+        if allowed {
+            Ok(())
+        } else if write {
+            Err(forbidden(
+                "changing automations needs the automations:write scope".to_owned(),
+            ))
+        } else {
+            Err(forbidden(
+                "reading automations needs the automations:read or automations:write scope"
+                    .to_owned(),
+            ))
+        }
+    }
+
     /// Fails with 403 unless `action` is allowed on every type of `domain`.
     pub fn require_domain(&self, action: Action, domain: &str) -> Result<(), Problem> {
         if self.allows_domain(action, domain) {

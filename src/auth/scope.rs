@@ -20,6 +20,14 @@ pub enum Action {
     /// Register, deprecate and re-rule runtime event types (`schemas:write`,
     /// or `schemas:write:<pattern>` for some types only).
     RegisterSchemas,
+    /// Create, change, switch and delete automations (`automations:write`).
+    /// An automation acts in the whole tenant (its actions send commands
+    /// and append events of any type), so this is as wide as the tenant's
+    /// publish rights.
+    ManageAutomations,
+    /// List and show automations, try them on history
+    /// (`automations:read`; `automations:write` includes it).
+    ReadAutomations,
     /// Everything, and the admin endpoints.
     Admin,
 }
@@ -31,6 +39,8 @@ impl Action {
             Action::Subscribe => "subscribe",
             Action::Read => "read",
             Action::RegisterSchemas => "schemas:write",
+            Action::ManageAutomations => "automations:write",
+            Action::ReadAutomations => "automations:read",
             Action::Admin => "admin",
         }
     }
@@ -237,6 +247,25 @@ impl FromStr for Scope {
                 pattern: TypePattern::new(pattern).map_err(|e| format!("scope {s:?}: {e}"))?,
             });
         }
+        match s {
+            "automations:write" | "automations:read" => {
+                return Ok(Self {
+                    action: if s == "automations:write" {
+                        Action::ManageAutomations
+                    } else {
+                        Action::ReadAutomations
+                    },
+                    pattern: TypePattern::new(TypePattern::ANY).expect("the any pattern"),
+                })
+            }
+            _ if s.starts_with("automations:") => {
+                return Err(format!(
+                    "unknown scope {s:?}; the automations scopes are automations:read and \
+                     automations:write (no pattern: an automation acts in the whole tenant)"
+                ))
+            }
+            _ => {}
+        }
         let (action, pattern) = s.split_once(':').unwrap_or((s, TypePattern::ANY));
         let action = match action {
             "publish" => Action::Publish,
@@ -246,7 +275,7 @@ impl FromStr for Scope {
             other => {
                 return Err(format!(
                     "unknown action {other:?} in scope {s:?}; use publish, subscribe, read, \
-                     schemas:write or admin"
+                     schemas:write, automations:read, automations:write or admin"
                 ))
             }
         };
@@ -261,6 +290,12 @@ impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.action == Action::RegisterSchemas && self.pattern.as_str() == TypePattern::ANY {
             return f.write_str("schemas:write");
+        }
+        if matches!(
+            self.action,
+            Action::ManageAutomations | Action::ReadAutomations
+        ) {
+            return f.write_str(self.action.name());
         }
         write!(f, "{}:{}", self.action, self.pattern)
     }

@@ -197,6 +197,20 @@ pub async fn serve(
         .start(tasks_stop.clone())
         .await
         .context("loading the tenants' schema registries")?;
+    // Automations: one engine across the processes sharing the store (a
+    // lease); the others stand by.
+    let automations = Arc::new(crate::automations::Automations::new(
+        Arc::clone(&store),
+        Arc::clone(&domains),
+    ));
+    let automations_task = herald_automations::engine::Engine::new(
+        Arc::clone(&store),
+        running.domains.clone(),
+        automations.states(),
+        registry.clone(),
+        herald_automations::engine::EngineConfig::default(),
+    )
+    .spawn(tasks_stop.clone());
     let ingest = config.broker.ingest.enabled.then(|| {
         tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
         Ingest::new(
@@ -241,6 +255,7 @@ pub async fn serve(
         broker: Arc::clone(&broker),
         registry,
         schemas,
+        automations,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_events_per_append: config.max_events_per_append,
@@ -362,6 +377,7 @@ pub async fn serve(
         ingest.join().await;
     }
     let _ = schemas_task.await;
+    let _ = automations_task.await;
     // A batch in flight commits or rolls back; either way the runner stops
     // at its next check of the signal.
     if tokio::time::timeout(PROJECTIONS_STOP, projections_task)

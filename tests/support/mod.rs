@@ -56,6 +56,10 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         Arc::clone(&store),
         registry.clone(),
     ));
+    let automations = Arc::new(herald::automations::Automations::new(
+        Arc::clone(&store),
+        herald::domains::shared_builtin(),
+    ));
     AppState {
         domains: herald_actors::Domains::default(),
         placement: herald::placement::Placement::alone(),
@@ -65,6 +69,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         broker: Arc::new(herald_brokers::memory::MemoryBroker::default()),
         registry,
         schemas,
+        automations,
         limits,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         read_side: None,

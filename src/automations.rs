@@ -1,0 +1,259 @@
+//! Automations as this process serves them: saving, switching and deleting
+//! them (deciding against the tenant's definitions stream and appending at
+//! the version decided at, so two processes changing one tenant's
+//! automations at once cannot both win), trying them on history, and the
+//! lookups of aggregates' state the engine and the dry run use. The engine
+//! itself ([`herald_automations::engine`]) runs in one process at a time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use herald_actors::state_at::{Moment, StateAtError};
+use herald_automations::catalog::{self, Accepted, Catalog, Refused};
+use herald_automations::dry_run::{self, DryRunError, Report, Stretch};
+use herald_automations::engine::{self, AutomationStats, LookupError, States};
+use herald_automations::{Definition, InvalidDefinition};
+use herald_events::automations::ActionFailed;
+use herald_events::{EventEnvelope, Position, StreamVersion, TenantId, TypedEvent};
+use herald_store::{EventStore, ExpectedVersion, StoreError};
+use serde_json::Value;
+
+/// Tries of a change that lost the race for the definitions stream.
+const CHANGE_TRIES: usize = 5;
+
+/// Why a change to the automations did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AutomationError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the automations of tenant {tenant} kept changing while this change was decided")]
+    Contended { tenant: TenantId },
+    #[error(transparent)]
+    DryRun(#[from] DryRunError),
+}
+
+impl From<InvalidDefinition> for AutomationError {
+    fn from(e: InvalidDefinition) -> Self {
+        Self::Refused(Refused::Invalid(e))
+    }
+}
+
+/// This process's door to the automations.
+pub struct Automations {
+    store: Arc<dyn EventStore>,
+    states: Arc<DomainStates>,
+}
+
+impl std::fmt::Debug for Automations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Automations").finish_non_exhaustive()
+    }
+}
+
+/// What a change did.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub accepted: Accepted,
+    /// The change's event in the log (`None`: nothing changed).
+    pub position: Option<Position>,
+}
+
+impl Automations {
+    pub fn new(store: Arc<dyn EventStore>, domains: Arc<crate::domains::DomainList>) -> Self {
+        let states = Arc::new(DomainStates {
+            store: Arc::clone(&store),
+            domains,
+        });
+        Self { store, states }
+    }
+
+    /// The lookups of aggregates' state, for the engine.
+    pub fn states(&self) -> Arc<dyn States> {
+        Arc::clone(&self.states) as Arc<dyn States>
+    }
+
+    /// The tenant's automations as stored now.
+    pub async fn catalog(&self, tenant: &TenantId) -> Result<Catalog, StoreError> {
+        engine::load_catalog(&*self.store, tenant, None).await
+    }
+
+    /// Saves a definition (create, or a new version; the same again
+    /// changes nothing).
+    pub async fn apply(
+        &self,
+        tenant: &TenantId,
+        definition: &Value,
+        enabled: bool,
+        expected_version: Option<u32>,
+    ) -> Result<Changed, AutomationError> {
+        self.change(tenant, |catalog| {
+            catalog::decide_apply(catalog, definition, enabled, expected_version)
+        })
+        .await
+    }
+
+    /// Enables or disables one.
+    pub async fn switch(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<Changed, AutomationError> {
+        self.change(tenant, |catalog| {
+            catalog::decide_switch(catalog, name, enabled, reason.clone())
+        })
+        .await
+    }
+
+    /// Deletes one.
+    pub async fn delete(&self, tenant: &TenantId, name: &str) -> Result<Changed, AutomationError> {
+        self.change(tenant, |catalog| catalog::decide_delete(catalog, name))
+            .await
+    }
+
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        decide: impl Fn(&Catalog) -> Result<Accepted, Refused>,
+    ) -> Result<Changed, AutomationError> {
+        let stream = engine::definitions_stream();
+        for _ in 0..CHANGE_TRIES {
+            let catalog = self.catalog(tenant).await?;
+            let accepted = decide(&catalog)?;
+            let Some(change) = &accepted.change else {
+                return Ok(Changed {
+                    accepted,
+                    position: None,
+                });
+            };
+            let expected = ExpectedVersion::Exact(StreamVersion(catalog.stream_version));
+            match self
+                .store
+                .append(tenant, &stream, expected, vec![change.to_new_event()])
+                .await
+            {
+                Ok(outcome) => {
+                    return Ok(Changed {
+                        accepted,
+                        position: Some(outcome.last_position()),
+                    })
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AutomationError::Contended {
+            tenant: tenant.clone(),
+        })
+    }
+
+    /// Tries a definition (saved or not) on the tenant's history.
+    pub async fn dry_run(
+        &self,
+        tenant: &TenantId,
+        definition: &Definition,
+        version: u32,
+        stretch: &Stretch,
+    ) -> Result<Report, AutomationError> {
+        let compiled = Arc::new(definition.compile()?);
+        Ok(dry_run::dry_run(
+            &*self.store,
+            &*self.states,
+            tenant,
+            compiled,
+            version,
+            stretch,
+        )
+        .await?)
+    }
+
+    /// The engine's counters for one automation, and the position the
+    /// engine had finished when it last saved them.
+    pub async fn stats(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<(AutomationStats, Position), StoreError> {
+        let (position, state) = engine::saved_state(&*self.store).await?;
+        Ok((state.of(tenant, name), position))
+    }
+
+    /// The latest failures for good of one automation (its dead letters),
+    /// newest last.
+    pub async fn failures(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<(EventEnvelope, ActionFailed)>, StoreError> {
+        let stream = engine::automation_stream(name);
+        let version = self.store.stream_version(tenant, &stream).await?.get();
+        // The stream also holds absence and schedule marks: read a window
+        // of them and keep the failures.
+        let window = (limit as u64).saturating_mul(4).max(100);
+        let from = version.saturating_sub(window - 1).max(1);
+        let events = self
+            .store
+            .read_stream(tenant, &stream, StreamVersion(from), window as usize)
+            .await?;
+        let mut failures: Vec<_> = events
+            .into_iter()
+            .filter(|e| e.event_type.name() == ActionFailed::NAME)
+            .filter_map(|e| {
+                let failure = ActionFailed::from_payload(e.payload.clone()).ok()?;
+                Some((e, failure))
+            })
+            .collect();
+        let skip = failures.len().saturating_sub(limit);
+        failures.drain(..skip);
+        Ok(failures)
+    }
+}
+
+/// Aggregates' state as of a position, through the domains' state-at (the
+/// same fold as `GET /v1/streams/{domain}/{id}?at=`).
+pub struct DomainStates {
+    store: Arc<dyn EventStore>,
+    domains: Arc<crate::domains::DomainList>,
+}
+
+impl std::fmt::Debug for DomainStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainStates").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl States for DomainStates {
+    async fn state_at(
+        &self,
+        tenant: &TenantId,
+        domain: &str,
+        id: &str,
+        position: u64,
+    ) -> Result<Option<Value>, LookupError> {
+        match self
+            .domains
+            .specs()
+            .state_at(
+                &*self.store,
+                tenant,
+                domain,
+                id,
+                Moment::Position(position),
+                Some(0),
+            )
+            .await
+        {
+            Ok(at) => Ok(Some(at.state)),
+            Err(StateAtError::NoStream { .. } | StateAtError::NotYet { .. }) => Ok(None),
+            Err(StateAtError::Store(e)) if !e.is_caller_error() => {
+                Err(LookupError::Transient(e.to_string()))
+            }
+            Err(e) => Err(LookupError::Invalid(e.to_string())),
+        }
+    }
+}
