@@ -13,7 +13,9 @@ use herald_automations::catalog::{self, Accepted, Catalog, Refused};
 use herald_automations::dry_run::{self, DryRunError, Report, Stretch};
 use herald_automations::engine::{self, AutomationStats, LookupError, States};
 use herald_automations::{Definition, InvalidDefinition};
-use herald_events::automations::ActionFailed;
+use herald_events::automations::{
+    ActionFailed, WebhookDeadLettered, WebhookDelivered, WebhookRequested, WebhookRetryRequested,
+};
 use herald_events::{EventEnvelope, Position, StreamVersion, TenantId, TypedEvent};
 use herald_store::{EventStore, ExpectedVersion, StoreError};
 use serde_json::Value;
@@ -32,6 +34,11 @@ pub enum AutomationError {
     Contended { tenant: TenantId },
     #[error(transparent)]
     DryRun(#[from] DryRunError),
+    #[error("delivery {delivery} of automation {automation:?} is not dead-lettered: only a dead letter is retried")]
+    NotDeadLettered {
+        automation: String,
+        delivery: uuid::Uuid,
+    },
 }
 
 impl From<InvalidDefinition> for AutomationError {
@@ -210,6 +217,160 @@ impl Automations {
         let skip = failures.len().saturating_sub(limit);
         failures.drain(..skip);
         Ok(failures)
+    }
+}
+
+/// One webhook delivery and where it stands.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub delivery_id: uuid::Uuid,
+    pub url: String,
+    pub trigger_event: uuid::Uuid,
+    pub action: String,
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+    pub requested_position: u64,
+    /// `pending`, `delivered` or `dead_lettered`.
+    pub status: &'static str,
+    /// The answer's status code (delivered), or the last one (dead letter).
+    pub status_code: Option<u16>,
+    pub attempts: Option<u32>,
+    pub latency_ms: Option<u64>,
+    pub error: Option<String>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Automations {
+    /// The latest webhook deliveries of one automation, oldest first.
+    pub async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let stream = engine::automation_stream(name);
+        let version = self.store.stream_version(tenant, &stream).await?.get();
+        let window = (limit as u64).saturating_mul(4).max(200);
+        let from = version.saturating_sub(window - 1).max(1);
+        let events = self
+            .store
+            .read_stream(tenant, &stream, StreamVersion(from), window as usize)
+            .await?;
+        let mut order = Vec::new();
+        let mut found: std::collections::HashMap<uuid::Uuid, Delivery> = Default::default();
+        for e in &events {
+            let name = e.event_type.name();
+            if name == WebhookRequested::NAME {
+                if let Ok(r) = WebhookRequested::from_payload(e.payload.clone()) {
+                    order.push(r.delivery_id);
+                    found.insert(
+                        r.delivery_id,
+                        Delivery {
+                            delivery_id: r.delivery_id,
+                            url: r.url,
+                            trigger_event: r.trigger_event,
+                            action: r.action,
+                            requested_at: e.recorded_at,
+                            requested_position: e.position.get(),
+                            status: "pending",
+                            status_code: None,
+                            attempts: None,
+                            latency_ms: None,
+                            error: None,
+                            finished_at: None,
+                        },
+                    );
+                }
+            } else if name == WebhookDelivered::NAME {
+                if let Ok(d) = WebhookDelivered::from_payload(e.payload.clone()) {
+                    if let Some(x) = found.get_mut(&d.delivery_id) {
+                        x.status = "delivered";
+                        x.status_code = Some(d.status);
+                        x.attempts = Some(d.attempts);
+                        x.latency_ms = Some(d.latency_ms);
+                        x.error = None;
+                        x.finished_at = Some(e.recorded_at);
+                    }
+                }
+            } else if name == WebhookDeadLettered::NAME {
+                if let Ok(d) = WebhookDeadLettered::from_payload(e.payload.clone()) {
+                    if let Some(x) = found.get_mut(&d.delivery_id) {
+                        x.status = "dead_lettered";
+                        x.status_code = d.last_status;
+                        x.attempts = Some(d.attempts);
+                        x.error = Some(d.error);
+                        x.finished_at = Some(e.recorded_at);
+                    }
+                }
+            } else if name == WebhookRetryRequested::NAME {
+                if let Ok(r) = WebhookRetryRequested::from_payload(e.payload.clone()) {
+                    if let Some(x) = found.get_mut(&r.delivery_id) {
+                        x.status = "pending";
+                        x.finished_at = None;
+                    }
+                }
+            }
+        }
+        let skip = order.len().saturating_sub(limit);
+        Ok(order
+            .into_iter()
+            .skip(skip)
+            .filter_map(|id| found.remove(&id))
+            .collect())
+    }
+
+    /// Queues a dead-lettered delivery again, with a new retry window.
+    pub async fn retry_delivery(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        delivery: uuid::Uuid,
+    ) -> Result<Position, AutomationError> {
+        let not_found = || {
+            AutomationError::Refused(Refused::NotFound {
+                name: format!("{name} delivery {delivery}"),
+            })
+        };
+        if herald_automations::webhooks::find_request(&*self.store, tenant, name, delivery)
+            .await?
+            .is_none()
+        {
+            return Err(not_found());
+        }
+        // Its latest outcome must be a dead letter.
+        let stream = engine::automation_stream(name);
+        let mut last = None;
+        let mut from = StreamVersion(1);
+        loop {
+            let events = self.store.read_stream(tenant, &stream, from, 1000).await?;
+            let Some(tail) = events.last() else { break };
+            from = StreamVersion(tail.stream_version.get() + 1);
+            for e in &events {
+                let about = e.payload.get("delivery_id").and_then(Value::as_str)
+                    == Some(&delivery.to_string());
+                if about && e.event_type.name() != WebhookRequested::NAME {
+                    last = Some(e.event_type.name().to_owned());
+                }
+            }
+            if events.len() < 1000 {
+                break;
+            }
+        }
+        if last.as_deref() != Some(WebhookDeadLettered::NAME) {
+            return Err(AutomationError::NotDeadLettered {
+                automation: name.to_owned(),
+                delivery,
+            });
+        }
+        let event = WebhookRetryRequested {
+            automation: name.to_owned(),
+            delivery_id: delivery,
+        }
+        .to_new_event();
+        let outcome = self
+            .store
+            .append(tenant, &stream, ExpectedVersion::Any, vec![event])
+            .await?;
+        Ok(outcome.last_position())
     }
 }
 

@@ -128,6 +128,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Internal networks webhooks may reach all the same, e.g. `10.1.0.0/16,127.0.0.1` [default: none]
+    #[arg(long, env = "HERALD_WEBHOOK_ALLOW", value_name = "NETWORKS")]
+    pub webhook_allow: Option<String>,
+
     /// Most events in one append request [default: 1000]
     #[arg(long, env = "HERALD_MAX_EVENTS_PER_APPEND", value_name = "N")]
     pub max_events_per_append: Option<usize>,
@@ -694,6 +698,7 @@ pub struct FileConfig {
     pub actor_threads: Option<usize>,
     pub outage_recheck: Option<String>,
     pub idempotency_window: Option<String>,
+    pub webhook_allow: Option<String>,
 }
 
 impl FileConfig {
@@ -782,6 +787,8 @@ pub struct ServeConfig {
     pub actors: ActorSettings,
     /// The read side's connections.
     pub read_side: herald_projections::ReadSideSettings,
+    /// Internal networks webhooks may reach.
+    pub webhook_allow: herald_automations::egress::Egress,
 }
 
 impl ServeConfig {
@@ -824,6 +831,13 @@ impl ServeConfig {
             bootstrap_admin_key: bootstrap_admin_key(&args.auth, file)?,
             actors: actor_settings(&args.actors, file)?,
             read_side: read_side_settings(args, file)?,
+            webhook_allow: herald_automations::egress::Egress::parse(
+                args.webhook_allow
+                    .as_deref()
+                    .or(file.webhook_allow.as_deref())
+                    .unwrap_or(""),
+            )
+            .map_err(|e| anyhow::anyhow!("HERALD_WEBHOOK_ALLOW / --webhook-allow: {e}"))?,
         })
     }
 }

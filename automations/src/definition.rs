@@ -121,7 +121,48 @@ pub enum Action {
     ScheduleTimer(ScheduleTimerAction),
     /// A durable timer cancelled.
     CancelTimer(CancelTimerAction),
+    /// An HTTP POST of a JSON body, signed, retried, in order per stream.
+    Webhook(WebhookAction),
 }
+
+/// What a webhook sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAction {
+    /// `http://` or `https://` (a template).
+    pub url: String,
+    /// The JSON body (a template); the triggering event when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Extra headers (templates); `Herald-*`, `Content-Type` and hop
+    /// headers are Herald's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The environment variable (`HERALD_WEBHOOK_…`) holding the HMAC
+    /// secret the body is signed with. The secret itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// How long one attempt may take (default 10 s, at most 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// How long failed attempts are retried before the delivery is
+    /// dead-lettered (default 1 h, at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_for: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// The default and longest attempt of a webhook.
+pub const WEBHOOK_TIMEOUT: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(60));
+/// The default and longest retry window of a webhook.
+pub const WEBHOOK_RETRY_FOR: (Duration, Duration) = (
+    Duration::from_secs(3600),
+    Duration::from_secs(7 * 24 * 3600),
+);
+/// Environment variables a webhook's secret may come from start so.
+pub const SECRET_ENV_PREFIX: &str = "HERALD_WEBHOOK_";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +364,15 @@ pub enum CompiledKind {
     CancelTimer {
         id: Template,
         reason: Option<String>,
+    },
+    Webhook {
+        url: Template,
+        /// `None`: the triggering event as the body.
+        body: Option<Template>,
+        headers: Vec<(String, Template)>,
+        secret_env: Option<String>,
+        timeout: Duration,
+        retry_for: Duration,
     },
 }
 
@@ -629,6 +679,88 @@ fn compile_action(
                     every: every?,
                     deliver: deliver?,
                     label: t.label.clone(),
+                },
+            )
+        }
+        Action::Webhook(w) => {
+            let at = format!("{path}.webhook");
+            let url = keep(Template::compile_text(&w.url, &format!("{at}.url")), errors);
+            if let Template::Literal(Value::String(u)) =
+                url.as_ref().unwrap_or(&Template::Literal(Value::Null))
+            {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    errors.push(CompileError {
+                        at: format!("{at}.url"),
+                        message: "a webhook's URL is http:// or https://".into(),
+                    });
+                }
+            }
+            let body = match &w.body {
+                Some(b) => keep(Template::compile(b, &format!("{at}.body")), errors).map(Some),
+                None => Some(None),
+            };
+            let headers: Option<Vec<(String, Template)>> = w
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let lower = name.to_ascii_lowercase();
+                    let reserved = lower.starts_with("herald-")
+                        || matches!(
+                            lower.as_str(),
+                            "content-type" | "content-length" | "host" | "connection" | "transfer-encoding" | "te" | "upgrade"
+                        );
+                    let token = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    if reserved || !token {
+                        errors.push(CompileError {
+                            at: format!("{at}.headers.{name}"),
+                            message: "not a header an automation may set (Herald-*, Content-Type, Host and hop headers are Herald's)".into(),
+                        });
+                        return None;
+                    }
+                    keep(Template::compile_text(value, &format!("{at}.headers.{name}")), errors)
+                        .map(|t| (name.clone(), t))
+                })
+                .collect();
+            if let Some(env) = &w.secret_env {
+                if !env.starts_with(SECRET_ENV_PREFIX)
+                    || !env
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    errors.push(CompileError {
+                        at: format!("{at}.secret_env"),
+                        message: format!("the secret's variable is named {SECRET_ENV_PREFIX}… (upper case, digits, _)"),
+                    });
+                }
+            }
+            let bounded = |text: &Option<String>,
+                           field: &str,
+                           (default, max): (Duration, Duration),
+                           errors: &mut Vec<CompileError>| {
+                let Some(t) = text else { return Some(default) };
+                let at = format!("{at}.{field}");
+                let d = keep(parse_duration(t, &at), errors)?;
+                if d.is_zero() || d > max {
+                    errors.push(CompileError {
+                        at,
+                        message: format!("between 1 ms and {}", humantime::format_duration(max)),
+                    });
+                    return None;
+                }
+                Some(d)
+            };
+            let timeout = bounded(&w.timeout, "timeout", WEBHOOK_TIMEOUT, errors);
+            let retry_for = bounded(&w.retry_for, "retry_for", WEBHOOK_RETRY_FOR, errors);
+            (
+                cond(&w.when, errors),
+                CompiledKind::Webhook {
+                    url: url?,
+                    body: body?,
+                    headers: headers?,
+                    secret_env: w.secret_env.clone(),
+                    timeout: timeout?,
+                    retry_for: retry_for?,
                 },
             )
         }

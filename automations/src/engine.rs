@@ -43,7 +43,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use herald_actors::{dedupe_id, CommandError, CommandMeta, Domains, RefusalKind};
 use herald_events::automations::{
-    AbsenceElapsed, ActionFailed, DefinitionChange, ScheduleDue, DEFINITIONS_STREAM_ID, DOMAIN,
+    AbsenceElapsed, ActionFailed, DefinitionChange, ScheduleDue, WebhookRequested,
+    DEFINITIONS_STREAM_ID, DOMAIN,
 };
 use herald_events::{
     Backoff, EventEnvelope, EventId, EventRegistry, EventType, NewEvent, Position, SchemaVersion,
@@ -688,6 +689,7 @@ impl Engine {
                     self.command(entry, trigger, "timers", id, "schedule", body, key)
                         .await
                 }
+                Rendered::Webhook { .. } => self.enqueue_webhook(entry, trigger, action, key).await,
                 Rendered::CancelTimer { id, body } => {
                     match self
                         .command(entry, trigger, "timers", id, "cancel", body.clone(), key)
@@ -829,6 +831,69 @@ impl Engine {
         match self
             .store
             .append(&trigger.tenant, &stream, ExpectedVersion::Any, vec![event])
+            .await
+        {
+            Ok(_) => Attempt::Done,
+            Err(e) if e.is_caller_error() => Attempt::Failed(e.to_string()),
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    }
+
+    /// Queues a webhook's delivery: one `automations.webhook_requested`
+    /// event per trigger and action (its id comes from the dedupe key), which
+    /// the dispatcher delivers at least once.
+    async fn enqueue_webhook(
+        &self,
+        entry: &Entry,
+        trigger: &EventEnvelope,
+        action: &Rendered,
+        key: &str,
+    ) -> Attempt {
+        let Rendered::Webhook {
+            url,
+            body,
+            headers,
+            secret_env,
+            timeout_ms,
+            retry_for_secs,
+        } = action
+        else {
+            return Attempt::Failed("not a webhook".into());
+        };
+        if let Err(why) = crate::egress::check_url(url) {
+            return Attempt::Failed(why);
+        }
+        let path = key.rsplit('/').next().unwrap_or_default().to_owned();
+        let request = WebhookRequested {
+            automation: entry.name.clone(),
+            version: entry.version,
+            trigger_event: trigger.id.as_uuid(),
+            action: path,
+            delivery_id: event_id(&format!("{key}/delivery")),
+            url: url.clone(),
+            body: body.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+            secret_env: secret_env.clone(),
+            timeout_ms: *timeout_ms,
+            retry_for_secs: *retry_for_secs,
+            order_key: trigger.stream.to_string(),
+        };
+        let event = request
+            .to_new_event()
+            .with_id(EventId(event_id(key)))
+            .correlation(trigger.correlation_id, trigger.id.as_uuid())
+            .producer(producer(&entry.name));
+        match self
+            .store
+            .append(
+                &trigger.tenant,
+                &automation_stream(&entry.name),
+                ExpectedVersion::Any,
+                vec![event],
+            )
             .await
         {
             Ok(_) => Attempt::Done,

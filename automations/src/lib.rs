@@ -12,15 +12,19 @@
 //! - [`plan`]: what an automation decides for one event, without doing it
 //!   (shared by the engine and the dry run);
 //! - [`engine`]: the log follower that runs them;
-//! - [`dry_run`]: the same decisions over a stretch of history.
+//! - [`dry_run`]: the same decisions over a stretch of history;
+//! - [`webhooks`]: the dispatcher that delivers webhook actions, and
+//!   [`egress`]: where they may go.
 
 pub mod catalog;
 pub mod definition;
 pub mod dry_run;
+pub mod egress;
 pub mod engine;
 pub mod expr;
 pub mod matcher;
 pub mod plan;
+pub mod webhooks;
 
 pub use catalog::{Catalog, Entry};
 pub use definition::{Compiled, Definition, InvalidDefinition};

@@ -4,6 +4,8 @@
 //! condition and renders every action (ids, bodies, payloads), so the dry
 //! run lists exactly what the engine then executes.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -85,6 +87,18 @@ pub enum Rendered {
     ScheduleTimer { id: String, body: Value },
     /// A `cancel` command to the timer `timers/{id}`.
     CancelTimer { id: String, body: Value },
+    /// An HTTP POST, queued for delivery (at least once, with a stable
+    /// delivery id).
+    Webhook {
+        url: String,
+        body: Value,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secret_env: Option<String>,
+        timeout_ms: u64,
+        retry_for_secs: u64,
+    },
 }
 
 /// One action of a decision.
@@ -267,6 +281,29 @@ fn render(action: &CompiledAction, scope: &Scope, recorded: Instant) -> PlannedA
                     body: Value::Object(body),
                 }
             }
+            CompiledKind::Webhook {
+                url,
+                body,
+                headers,
+                secret_env,
+                timeout,
+                retry_for,
+            } => Rendered::Webhook {
+                url: url.render_text(scope, &at("webhook.url"))?,
+                body: match body {
+                    Some(b) => b.render(scope, &at("webhook.body"))?,
+                    None => crate::expr::Expr::compile("event", &at("webhook.body"))
+                        .expect("a constant expression compiles")
+                        .eval(scope, &at("webhook.body"))?,
+                },
+                headers: headers
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), t.render_text(scope, &at("webhook.headers"))?)))
+                    .collect::<Result<_, EvalError>>()?,
+                secret_env: secret_env.clone(),
+                timeout_ms: timeout.as_millis() as u64,
+                retry_for_secs: retry_for.as_secs().max(1),
+            },
             CompiledKind::CancelTimer { id, reason } => {
                 let mut body = Map::new();
                 if let Some(reason) = reason {

@@ -102,6 +102,65 @@ pub struct ActionFailed {
     pub error: String,
 }
 
+/// A webhook action's delivery, queued: the dispatcher POSTs it until it
+/// is delivered or its retry window ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequested {
+    pub automation: String,
+    pub version: u32,
+    pub trigger_event: Uuid,
+    pub action: String,
+    /// The `Herald-Delivery` header: the same on every attempt.
+    pub delivery_id: Uuid,
+    pub url: String,
+    pub body: Value,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub headers: serde_json::Map<String, Value>,
+    /// The variable holding the signing secret (never the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    pub timeout_ms: u64,
+    pub retry_for_secs: u64,
+    /// Deliveries with the same key (the trigger's stream) to the same
+    /// endpoint go one at a time, in order.
+    pub order_key: String,
+}
+
+/// A webhook delivery was answered with a 2xx status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDelivered {
+    pub automation: String,
+    pub delivery_id: Uuid,
+    pub status: u16,
+    pub attempts: u32,
+    /// The successful attempt's time.
+    pub latency_ms: u64,
+}
+
+/// A webhook delivery failed until its retry window ended: its dead
+/// letter, retryable with `POST …/deliveries/{id}/retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDeadLettered {
+    pub automation: String,
+    pub delivery_id: Uuid,
+    pub attempts: u32,
+    /// The last attempt's status, when it got an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    pub error: String,
+}
+
+/// A dead-lettered delivery is to be tried again (a new retry window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRetryRequested {
+    pub automation: String,
+    pub delivery_id: Uuid,
+}
+
 typed_events! {
     AutomationApplied => "automation_applied",
     AutomationEnabled => "automation_enabled",
@@ -110,6 +169,10 @@ typed_events! {
     AbsenceElapsed => "absence_elapsed",
     ScheduleDue => "schedule_due",
     ActionFailed => "action_failed",
+    WebhookRequested => "webhook_requested",
+    WebhookDelivered => "webhook_delivered",
+    WebhookDeadLettered => "webhook_dead_lettered",
+    WebhookRetryRequested => "webhook_retry_requested",
 }
 
 /// One change to a tenant's automations, as stored in its definitions

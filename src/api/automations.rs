@@ -78,6 +78,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource("/{name}/disable")
                     .route(web::post().to(disable))
                     .default_service(web::to(super::method_not_allowed)),
+            )
+            .service(
+                web::resource("/{name}/deliveries")
+                    .route(web::get().to(deliveries))
+                    .default_service(web::to(super::method_not_allowed)),
+            )
+            .service(
+                web::resource("/{name}/deliveries/{delivery}/retry")
+                    .route(web::post().to(retry_delivery))
+                    .default_service(web::to(super::method_not_allowed)),
             ),
     );
 }
@@ -215,6 +225,9 @@ fn refused(e: AutomationError) -> Problem {
         AutomationError::Store(e) => e.into(),
         AutomationError::Contended { .. } => Problem::new(ProblemKind::Contended, detail),
         AutomationError::DryRun(herald_automations::dry_run::DryRunError::Store(e)) => e.into(),
+        AutomationError::NotDeadLettered { .. } => {
+            Problem::new(ProblemKind::NotDeadLettered, detail)
+        }
         AutomationError::DryRun(_) => {
             Problem::new(ProblemKind::StoreUnavailable, detail).retry_after(1)
         }
@@ -736,4 +749,127 @@ pub async fn schema(req: HttpRequest, identity: Identity) -> ApiResult<HttpRespo
     Ok(HttpResponse::Ok()
         .content_type("application/schema+json")
         .body(AUTOMATION_SCHEMA))
+}
+
+/// An automation's latest webhook deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<crate::automations::Delivery>,
+}
+
+/// The answer to a retry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Retried {
+    pub delivery_id: uuid::Uuid,
+    /// The retry's event in the log.
+    pub position: u64,
+}
+
+/// `GET /v1/automations/{name}/deliveries`
+#[utoipa::path(
+    get,
+    path = "/v1/automations/{name}/deliveries",
+    tag = "automations",
+    operation_id = "automation_deliveries",
+    summary = "An automation's webhook deliveries",
+    description = "The latest webhook deliveries of the automation (`limit`, default 50), oldest \
+        first: URL, trigger, `pending`, `delivered` (status code, attempts, latency of the \
+        successful attempt) or `dead_lettered` (attempts, last status, error). Needs \
+        `automations:read`.",
+    params(
+        ("name" = String, Path, description = "The automation's name"),
+        ("limit" = Option<usize>, Query, description = "How many, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "The deliveries", body = DeliveryList),
+        (status = 400, description = "`invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, response = super::openapi::StoreUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn deliveries(
+    req: HttpRequest,
+    identity: Identity,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let params = super::views::Params::parse(req.query_string(), &["limit"])?;
+    identity.require_automations(false)?;
+    let limit = match params.number("limit")? {
+        None => 50,
+        Some(n) if (1..=1000).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(Problem::new(
+                ProblemKind::InvalidQuery,
+                "limit must be a whole number from 1 to 1000",
+            ))
+        }
+    };
+    if !herald_automations::definition::valid_name(&name) {
+        return Ok(HttpResponse::Ok().json(DeliveryList {
+            deliveries: Vec::new(),
+        }));
+    }
+    let deliveries = state
+        .automations
+        .deliveries(&identity.tenant, &name, limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(DeliveryList { deliveries }))
+}
+
+/// `POST /v1/automations/{name}/deliveries/{delivery}/retry`
+#[utoipa::path(
+    post,
+    path = "/v1/automations/{name}/deliveries/{delivery}/retry",
+    tag = "automations",
+    operation_id = "retry_automation_delivery",
+    summary = "Retry a dead-lettered webhook delivery",
+    description = "Queues the dead-lettered delivery again (an \
+        `automations.webhook_retry_requested` event) with a new retry window; it keeps its \
+        delivery id. No body. Needs `automations:write`.",
+    params(
+        ("name" = String, Path, description = "The automation's name"),
+        ("delivery" = uuid::Uuid, Path, description = "The delivery id (`Herald-Delivery`)"),
+    ),
+    responses(
+        (status = 202, description = "Queued again", body = Retried),
+        (status = 400, description = "`invalid-query` (not a delivery id)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such delivery", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-dead-lettered`: it is pending or was delivered", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::InternalError),
+        (status = 503, response = super::openapi::StoreUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn retry_delivery(
+    req: HttpRequest,
+    identity: Identity,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    super::views::Params::parse(req.query_string(), &[])?;
+    identity.require_automations(true)?;
+    let (name, delivery) = path.into_inner();
+    let delivery: uuid::Uuid = delivery
+        .parse()
+        .map_err(|_| Problem::new(ProblemKind::InvalidQuery, "the delivery id is a UUID"))?;
+    if !herald_automations::definition::valid_name(&name) {
+        return Err(not_found(&name));
+    }
+    let position = state
+        .automations
+        .retry_delivery(&identity.tenant, &name, delivery)
+        .await
+        .map_err(refused)?;
+    Ok(HttpResponse::Accepted().json(Retried {
+        delivery_id: delivery,
+        position: position.get(),
+    }))
 }

@@ -126,6 +126,8 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("DELETE", "/v1/automations/{name}"),
     ("POST", "/v1/automations/{name}/enable"),
     ("POST", "/v1/automations/{name}/disable"),
+    ("GET", "/v1/automations/{name}/deliveries"),
+    ("POST", "/v1/automations/{name}/deliveries/{delivery}/retry"),
     ("GET", "/v1/projections"),
     ("GET", "/v1/projections/{name}"),
     ("POST", "/v1/projections/{name}/rebuild"),

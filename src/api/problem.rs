@@ -64,6 +64,7 @@ pub enum ProblemKind {
     InvalidAutomation,
     AutomationVersionConflict,
     AutomationLimitReached,
+    NotDeadLettered,
 }
 
 impl ProblemKind {
@@ -118,6 +119,7 @@ impl ProblemKind {
         ProblemKind::InvalidAutomation,
         ProblemKind::AutomationVersionConflict,
         ProblemKind::AutomationLimitReached,
+        ProblemKind::NotDeadLettered,
     ];
 
     /// (slug, title, status)
@@ -369,6 +371,11 @@ impl ProblemKind {
                 "automation-limit-reached",
                 "The tenant has as many automations as allowed",
                 StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            NotDeadLettered => (
+                "not-dead-lettered",
+                "Only a dead-lettered delivery is retried",
+                StatusCode::CONFLICT,
             ),
         }
     }

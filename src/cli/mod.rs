@@ -1,6 +1,7 @@
 //! The `herald` command line: one module per subcommand.
 
 mod audit;
+mod automations;
 mod keys;
 mod publish;
 pub mod replay;
@@ -42,6 +43,9 @@ pub enum Command {
     /// The schema registry: register, check, list, show and deprecate the
     /// event types producers bring.
     Schemas(schemas::SchemasArgs),
+    /// Automations: apply YAML or JSON files, list, show, enable, disable,
+    /// delete, and test them on the history.
+    Automations(automations::AutomationsArgs),
 }
 
 /// Runs the parsed command.
@@ -54,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(&cli.log, args),
         Command::Replay(args) => replay::run(&cli.log, args),
         Command::Schemas(args) => schemas::run(args),
+        Command::Automations(args) => automations::run(args),
     }
 }

@@ -211,6 +211,12 @@ pub async fn serve(
         herald_automations::engine::EngineConfig::default(),
     )
     .spawn(tasks_stop.clone());
+    let webhooks_task = herald_automations::webhooks::Dispatcher::new(
+        Arc::clone(&store),
+        config.webhook_allow.clone(),
+        herald_automations::webhooks::DispatcherConfig::default(),
+    )
+    .spawn(tasks_stop.clone());
     let ingest = config.broker.ingest.enabled.then(|| {
         tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
         Ingest::new(
@@ -378,6 +384,7 @@ pub async fn serve(
     }
     let _ = schemas_task.await;
     let _ = automations_task.await;
+    let _ = webhooks_task.await;
     // A batch in flight commits or rolls back; either way the runner stops
     // at its next check of the signal.
     if tokio::time::timeout(PROJECTIONS_STOP, projections_task)
