@@ -133,6 +133,12 @@ pub const METRICS: &[MetricDoc] = &[
     metric(crate::relay::PUBLISH_FAILURES_TOTAL, Counter, "kind", "Failed publish attempts of the relay, by broker error kind."),
     metric(crate::relay::ACTIVE, Gauge, "", "1 while this process's relay is the active one, else 0."),
     metric(crate::relay::CHECKPOINT_POSITION, Gauge, "", "The last log position this process's relay published and checkpointed."),
+    metric(herald_automations::engine::ENGINE_ACTIVE, Gauge, "", "1 while this process's automations engine is the active one (one process at a time), else 0."),
+    metric(herald_automations::engine::ENGINE_POSITION, Gauge, "", "The last log position the active automations engine handled."),
+    metric(herald_automations::engine::MATCHED_TOTAL, Counter, "automation", "Triggers of an automation that matched (absences: waits that ended without the awaited event), all tenants; published by the active engine as it saves its checkpoint."),
+    metric(herald_automations::engine::ACTED_TOTAL, Counter, "automation", "Triggers of an automation whose condition held and whose actions ran."),
+    metric(herald_automations::engine::FAILED_TOTAL, Counter, "automation", "Actions of an automation that failed for good (each an automations.action_failed event)."),
+    metric(herald_automations::webhooks::DELIVERIES_TOTAL, Counter, "automation, outcome", "Webhook attempts by outcome: delivered, retried, dead_lettered."),
     metric(herald_brokers::progress::STALLED, Gauge, "component", "1 while a worker (relay, ingest, reaction) has made no progress for 5 s while work waits, else 0."),
     metric(herald_brokers::progress::LAST_PROGRESS_SECONDS, Gauge, "component", "Unix time in seconds of a worker's last progress (0 before the first); alert on time() minus it."),
     metric(herald_brokers::telemetry::PUBLISHED_TOTAL, Counter, "backend", "Messages the broker confirmed."),
@@ -283,6 +289,8 @@ pub fn register_series(running: &Running<'_>) {
         counter!(b::RECONNECTS_TOTAL, "backend" => broker).increment(0);
     }
     counter!(crate::ingest::APPENDED_TOTAL).increment(0);
+    gauge!(herald_automations::engine::ENGINE_ACTIVE).set(0.0);
+    gauge!(herald_automations::engine::ENGINE_POSITION).set(0.0);
     counter!(crate::placement::FORWARD_REQUESTS_TOTAL).increment(0);
     counter!(crate::ingest::DUPLICATES_TOTAL).increment(0);
     for &domain in &running.domains {

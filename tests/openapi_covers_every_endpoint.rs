@@ -325,6 +325,7 @@ async fn openapi_covers_every_endpoint() {
         "commands",
         "search",
         "schemas",
+        "automations",
         "subscriptions",
         "views",
         "projections",
@@ -620,6 +621,22 @@ async fn openapi_covers_every_endpoint() {
         json!({"editor": "ed", "started_at": "2026-11-30T06:00:00Z"}),
     )
     .await;
+    // A dead-lettered webhook delivery of the automation `probe`, to retry.
+    let delivery = "0194f1d2-0000-7000-8000-000000000001";
+    append(
+        "automations/probe",
+        "automations.webhook_requested",
+        json!({"automation": "probe", "version": 1, "trigger_event": delivery, "action": "actions[0]",
+               "delivery_id": delivery, "url": "http://example.com/hook", "body": {}, "timeout_ms": 1000,
+               "retry_for_secs": 60, "order_key": "tickets/T-9"}),
+    )
+    .await;
+    append(
+        "automations/probe",
+        "automations.webhook_dead_lettered",
+        json!({"automation": "probe", "delivery_id": delivery, "attempts": 3, "last_status": 500, "error": "answered 500"}),
+    )
+    .await;
     let poison = append("tickets/T-9", "tickets.note_appended", json!({"note": 5})).await;
     let poison_position = poison.events[0].position.get();
     support::caught_up(&runner, Duration::from_secs(60)).await;
@@ -720,6 +737,65 @@ async fn openapi_covers_every_endpoint() {
             "/v1/projections/{name}/rebuild",
             "/v1/projections/drafts/rebuild".to_owned(),
             Some(json!({})),
+        ),
+        (
+            "POST",
+            "/v1/automations",
+            "/v1/automations".to_owned(),
+            Some(
+                json!({"name": "probe", "trigger": {"event": {"types": ["tickets.*"]}},
+                        "when": "event.payload.kind == 'other'",
+                        "actions": [{"webhook": {"url": "http://example.com/hook"}}]}),
+            ),
+        ),
+        ("GET", "/v1/automations", "/v1/automations".to_owned(), None),
+        (
+            "GET",
+            "/v1/automations/schema",
+            "/v1/automations/schema".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/automations/dry-run",
+            "/v1/automations/dry-run".to_owned(),
+            Some(json!({"name": "probe", "limit": 10})),
+        ),
+        (
+            "GET",
+            "/v1/automations/{name}",
+            "/v1/automations/probe".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/automations/{name}/disable",
+            "/v1/automations/probe/disable".to_owned(),
+            Some(json!({"reason": "a probe"})),
+        ),
+        (
+            "POST",
+            "/v1/automations/{name}/enable",
+            "/v1/automations/probe/enable".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/automations/{name}/deliveries",
+            "/v1/automations/probe/deliveries".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/automations/{name}/deliveries/{delivery}/retry",
+            format!("/v1/automations/probe/deliveries/{delivery}/retry"),
+            None,
+        ),
+        (
+            "DELETE",
+            "/v1/automations/{name}",
+            "/v1/automations/probe".to_owned(),
+            None,
         ),
     ] {
         let got = call(method, &path, body).await;

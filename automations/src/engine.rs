@@ -64,6 +64,17 @@ use crate::plan::{
     self, automation_view, event_view, Decision, PlannedAction, Rendered, TriggerRef,
 };
 
+/// 1 while this process's engine is the active one, else 0.
+pub const ENGINE_ACTIVE: &str = "herald_automations_engine_active";
+/// The last log position the active engine handled.
+pub const ENGINE_POSITION: &str = "herald_automations_position";
+/// Triggers that matched, per automation (all tenants).
+pub const MATCHED_TOTAL: &str = "herald_automation_matched_total";
+/// Triggers whose condition held and whose actions ran.
+pub const ACTED_TOTAL: &str = "herald_automation_acted_total";
+/// Actions that failed for good.
+pub const FAILED_TOTAL: &str = "herald_automation_failed_total";
+
 /// The lease and checkpoint name of the engine.
 pub const ENGINE: &str = "automations";
 
@@ -142,28 +153,52 @@ pub struct AutomationStats {
     pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The counters of every automation, by `tenant/name`; saved with the
+/// The counters of every automation, by tenant and name; saved with the
 /// checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EngineState {
-    pub stats: BTreeMap<String, AutomationStats>,
+    pub stats: BTreeMap<String, BTreeMap<String, AutomationStats>>,
 }
 
 impl EngineState {
-    fn key(tenant: &TenantId, name: &str) -> String {
-        format!("{tenant}/{name}")
-    }
-
     /// The counters of one automation.
     pub fn of(&self, tenant: &TenantId, name: &str) -> AutomationStats {
         self.stats
-            .get(&Self::key(tenant, name))
+            .get(tenant.as_str())
+            .and_then(|t| t.get(name))
             .cloned()
             .unwrap_or_default()
     }
 
+    /// Called for every automation an event triggers: no allocation once
+    /// the automation is counted.
     fn entry(&mut self, tenant: &TenantId, name: &str) -> &mut AutomationStats {
-        self.stats.entry(Self::key(tenant, name)).or_default()
+        if !self.stats.contains_key(tenant.as_str()) {
+            self.stats.insert(tenant.to_string(), BTreeMap::new());
+        }
+        let of_tenant = self.stats.get_mut(tenant.as_str()).expect("inserted above");
+        if !of_tenant.contains_key(name) {
+            of_tenant.insert(name.to_owned(), AutomationStats::default());
+        }
+        of_tenant.get_mut(name).expect("inserted above")
+    }
+
+    /// Publishes the counters on `/metrics` (per automation, all tenants).
+    fn publish(&self) {
+        let mut totals: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+        for of_tenant in self.stats.values() {
+            for (name, s) in of_tenant {
+                let t = totals.entry(name).or_default();
+                t.0 += s.matched;
+                t.1 += s.acted;
+                t.2 += s.failed;
+            }
+        }
+        for (name, (matched, acted, failed)) in totals {
+            metrics::counter!(MATCHED_TOTAL, "automation" => name.to_owned()).absolute(matched);
+            metrics::counter!(ACTED_TOTAL, "automation" => name.to_owned()).absolute(acted);
+            metrics::counter!(FAILED_TOTAL, "automation" => name.to_owned()).absolute(failed);
+        }
     }
 }
 
@@ -263,9 +298,9 @@ impl Engine {
                 }
             }
             tracing::info!(holder = %self.holder, "Automations engine is active.");
-            metrics::gauge!("herald_automations_engine_active").set(1.0);
+            metrics::gauge!(ENGINE_ACTIVE).set(1.0);
             let end = self.lead(&mut shutdown).await;
-            metrics::gauge!("herald_automations_engine_active").set(0.0);
+            metrics::gauge!(ENGINE_ACTIVE).set(0.0);
             match end {
                 TermEnd::Shutdown => {
                     let _ = self.store.release_lease(ENGINE, &self.holder).await;
@@ -346,7 +381,7 @@ impl Engine {
             }
             done = event.position;
             *self.position.lock().expect("position lock") = done;
-            metrics::gauge!("herald_automations_position").set(done.get() as f64);
+            metrics::gauge!(ENGINE_POSITION).set(done.get() as f64);
             unsaved += 1;
             if unsaved >= self.config.checkpoint_every
                 || last_save.elapsed() >= self.config.checkpoint_interval
@@ -374,6 +409,7 @@ impl Engine {
         {
             return Ok(false);
         }
+        state.publish();
         let text = serde_json::to_string(state).expect("engine state serializes");
         self.store
             .save_checkpoint_state(ENGINE, position, &text)
@@ -453,18 +489,16 @@ impl Engine {
         let Some(catalog) = catalogs.get(tenant) else {
             return Ok(());
         };
-        let running: Vec<Entry> = catalog.running().cloned().collect();
-        if running.is_empty() {
-            return Ok(());
-        }
         let event_type = event.event_type.to_string();
         let stream = event.stream.to_string();
-        let mut view: Option<Value> = None;
-        for entry in running {
+        let own = event.producer.strip_prefix("automation:");
+        // One conversion of the event for every automation without lookups.
+        let mut shared: Option<Scope> = None;
+        for entry in catalog.running() {
             let Some(compiled) = &entry.compiled else {
                 continue;
             };
-            if event.producer == producer(&entry.name) {
+            if own == Some(entry.name.as_str()) {
                 // Its own doing never triggers it again (no loops by one
                 // automation on itself).
                 continue;
@@ -472,16 +506,32 @@ impl Engine {
             match &compiled.trigger {
                 CompiledTrigger::Event(m) if m.matches(&event_type, &stream) => {
                     state.entry(tenant, &entry.name).matched += 1;
-                    metrics::counter!("herald_automation_matched_total", "automation" => entry.name.clone()).increment(1);
-                    self.act_on(
-                        state,
-                        &entry,
-                        compiled,
-                        event,
-                        event.position.get(),
-                        shutdown,
-                    )
-                    .await?;
+                    if !compiled.lookups.is_empty() {
+                        self.act_on(
+                            state,
+                            entry,
+                            compiled,
+                            event,
+                            event.position.get(),
+                            shutdown,
+                        )
+                        .await?;
+                        continue;
+                    }
+                    let scope = shared.get_or_insert_with(|| {
+                        Scope::new(&event_view(event), &json!({}), &Value::Null)
+                    });
+                    scope.set_automation(&automation_view(&entry.name, entry.version));
+                    // Most events fail most conditions: decide (and render)
+                    // only when it holds or cannot be evaluated.
+                    if let Some(when) = &compiled.when {
+                        if matches!(when.eval_bool(scope, "when"), Ok(false)) {
+                            continue;
+                        }
+                    }
+                    let decision = compiled.decide(entry.version, TriggerRef::of(event), scope);
+                    self.execute(state, entry, event, &decision, shutdown)
+                        .await?;
                 }
                 CompiledTrigger::Absence {
                     start,
@@ -489,11 +539,8 @@ impl Engine {
                     within,
                     ..
                 } if start.matches(&event_type, &stream) => {
-                    let view = view.get_or_insert_with(|| event_view(event));
-                    self.start_absence(
-                        state, &entry, compiled, event, view, correlate, *within, shutdown,
-                    )
-                    .await?;
+                    self.start_absence(state, entry, compiled, event, correlate, *within, shutdown)
+                        .await?;
                 }
                 _ => {}
             }
@@ -588,8 +635,6 @@ impl Engine {
             return Ok(());
         }
         state.entry(&trigger.tenant, &entry.name).acted += 1;
-        metrics::counter!("herald_automation_acted_total", "automation" => entry.name.clone())
-            .increment(1);
         for planned in &decision.actions {
             self.action(state, entry, trigger, planned, shutdown)
                 .await?;
@@ -913,8 +958,6 @@ impl Engine {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopping> {
         tracing::warn!(automation = %entry.name, action = path, trigger = %trigger.id, error, "An automation's action failed for good.");
-        metrics::counter!("herald_automation_failed_total", "automation" => entry.name.clone())
-            .increment(1);
         let stats = state.entry(&trigger.tenant, &entry.name);
         stats.failed += 1;
         stats.last_error = Some(format!("{path}: {error}"));
@@ -970,7 +1013,6 @@ impl Engine {
         entry: &Entry,
         compiled: &Compiled,
         event: &EventEnvelope,
-        view: &Value,
         correlate: &crate::expr::Expr,
         within: Duration,
         shutdown: &mut watch::Receiver<bool>,
@@ -986,7 +1028,6 @@ impl Engine {
                     .await;
             }
         };
-        let _ = view;
         if let Some(when) = &compiled.when {
             match when.eval_bool(&scope, "when") {
                 Ok(true) => {}
@@ -1133,8 +1174,6 @@ impl Engine {
                 .await;
         };
         state.entry(tenant, &entry.name).matched += 1;
-        metrics::counter!("herald_automation_matched_total", "automation" => entry.name.clone())
-            .increment(1);
         // Lookups as of the end of the wait: the state the actions act on.
         self.act_on(
             state,

@@ -252,6 +252,13 @@ impl Scope {
         Self { context }
     }
 
+    /// Sets `automation` (one scope serves every automation an event
+    /// triggers: the event is converted once).
+    pub fn set_automation(&mut self, automation: &Value) {
+        self.context
+            .add_variable_from_value("automation", to_cel(automation));
+    }
+
     /// The same variables with `state` replaced (after the lookups ran).
     pub fn with_state(mut self, state: &Value) -> Self {
         self.context.add_variable_from_value("state", to_cel(state));

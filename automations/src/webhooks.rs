@@ -47,6 +47,10 @@ use uuid::Uuid;
 use crate::egress::{self, Egress};
 use crate::engine::{automation_stream, event_id};
 
+/// Webhook attempts, per automation and outcome: delivered, retried,
+/// dead_lettered.
+pub const DELIVERIES_TOTAL: &str = "herald_webhook_deliveries_total";
+
 /// The dispatcher's lease and checkpoint.
 pub const DISPATCHER: &str = "automations-webhooks";
 
@@ -407,7 +411,7 @@ impl Dispatcher {
         let now = chrono::Utc::now();
         let record = match &outcome.result {
             Ok(()) => {
-                metrics::counter!("herald_webhook_deliveries_total", "automation" => p.request.automation.clone(), "outcome" => "delivered").increment(1);
+                metrics::counter!(DELIVERIES_TOTAL, "automation" => p.request.automation.clone(), "outcome" => "delivered").increment(1);
                 Some(
                     WebhookDelivered {
                         automation: p.request.automation.clone(),
@@ -431,7 +435,7 @@ impl Dispatcher {
                 let wait = backoff(&self.config, p.attempts);
                 let next = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                 if outcome.permanent || next > window_end {
-                    metrics::counter!("herald_webhook_deliveries_total", "automation" => p.request.automation.clone(), "outcome" => "dead_lettered").increment(1);
+                    metrics::counter!(DELIVERIES_TOTAL, "automation" => p.request.automation.clone(), "outcome" => "dead_lettered").increment(1);
                     tracing::warn!(automation = %p.request.automation, delivery = %p.request.delivery_id, attempts = p.attempts, error = %why, "A webhook delivery is dead-lettered.");
                     Some(
                         WebhookDeadLettered {
@@ -448,7 +452,7 @@ impl Dispatcher {
                         )))),
                     )
                 } else {
-                    metrics::counter!("herald_webhook_deliveries_total", "automation" => p.request.automation.clone(), "outcome" => "retried").increment(1);
+                    metrics::counter!(DELIVERIES_TOTAL, "automation" => p.request.automation.clone(), "outcome" => "retried").increment(1);
                     tracing::info!(automation = %p.request.automation, delivery = %p.request.delivery_id, attempts = p.attempts, error = %why, retry_in_ms = wait.as_millis() as u64, "A webhook delivery failed; retrying.");
                     p.next_at = Some(next);
                     None

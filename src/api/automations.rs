@@ -30,7 +30,18 @@ pub const AUTOMATION_SCHEMA: &str = herald_automations::definition::SCHEMA;
 /// The OpenAPI paths of this module.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(apply, list, show, enable, disable, delete, dry_run, schema),
+    paths(
+        apply,
+        list,
+        show,
+        enable,
+        disable,
+        delete,
+        dry_run,
+        schema,
+        deliveries,
+        retry_delivery
+    ),
     components(schemas(
         Applied,
         AutomationList,
@@ -38,7 +49,10 @@ pub const AUTOMATION_SCHEMA: &str = herald_automations::definition::SCHEMA;
         StatsDoc,
         FailureDoc,
         Switch,
-        DryRunRequest
+        DryRunRequest,
+        DeliveryList,
+        crate::automations::Delivery,
+        Retried
     ))
 )]
 pub struct Api;
@@ -734,7 +748,7 @@ pub async fn dry_run(
     description = "The JSON Schema (2020-12) every automation document must match (editors and \
         CI can validate files with it). Needs `automations:read`.",
     responses(
-        (status = 200, description = "The schema", body = Object),
+        (status = 200, description = "The schema", body = Object, content_type = "application/schema+json"),
         (status = 400, description = "`invalid-query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
