@@ -112,9 +112,13 @@ async fn script(client: &reqwest::Client, base: &str, prefix: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
+/// One trigger: its stream, whether it acted, and its effects as
+/// `(stream, type, fields)`.
+type Decided = (String, bool, Vec<(String, String, Value)>);
+
 /// A dry run's decisions as (trigger stream, condition, [effects]), each
 /// effect `(stream, type, fields)` as the live run would record it.
-fn planned(report: &Value) -> Vec<(String, bool, Vec<(String, String, Value)>)> {
+fn planned(report: &Value) -> Vec<Decided> {
     report["decisions"]
         .as_array()
         .unwrap()
@@ -178,7 +182,7 @@ async fn done(
     client: &reqwest::Client,
     base: &str,
     prefix: &str,
-) -> Vec<(String, bool, Vec<(String, String, Value)>)> {
+) -> Vec<Decided> {
     let mut notes = Vec::new();
     let mut effects = Vec::new();
     for n in 1..=3 {
@@ -222,10 +226,10 @@ async fn done(
 }
 
 fn renamed(
-    plan: &[(String, bool, Vec<(String, String, Value)>)],
+    plan: &[Decided],
     from: &str,
     to: &str,
-) -> Vec<(String, bool, Vec<(String, String, Value)>)> {
+) -> Vec<Decided> {
     let text = serde_json::to_string(plan)
         .unwrap()
         .replace(&format!("{from}-"), &format!("{to}-"));

@@ -134,7 +134,7 @@ async fn scenario(env: &[(&str, &str)]) {
                 if !matches!(opened, Ok((201 | 200 | 409, _))) {
                     return false;
                 }
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     let resolved = post(
                         &client,
                         format!("{base}/v1/tickets/{}/resolve", ticket(i)),
@@ -149,7 +149,7 @@ async fn scenario(env: &[(&str, &str)]) {
             }
         }
     };
-    let mut done = vec![false; TICKETS];
+    let mut done = [false; TICKETS];
     let (kill_tx, mut kill_rx) = tokio::sync::watch::channel(false);
     let workers: Vec<_> = (0..4)
         .map(|w| {

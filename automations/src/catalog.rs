@@ -213,7 +213,7 @@ pub fn decide_apply(
     parsed.compile()?;
     // Stored in its own serialization, so equal documents compare equal.
     let stored = serde_json::to_value(&parsed).expect("a definition serializes");
-    let name = parsed.name.clone();
+    let name = parsed.name;
     let current = catalog.get(&name);
     let current_version = current.map_or(0, |e| e.version);
     if let Some(expected) = expected_version {
