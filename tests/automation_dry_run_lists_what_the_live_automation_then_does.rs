@@ -178,11 +178,7 @@ async fn stream(client: &reqwest::Client, base: &str, stream: &str) -> Vec<Value
 
 /// What the live automation did, in the same shape as [`planned`]: for
 /// each note of the run's tickets in log order, the effects it caused.
-async fn done(
-    client: &reqwest::Client,
-    base: &str,
-    prefix: &str,
-) -> Vec<Decided> {
+async fn done(client: &reqwest::Client, base: &str, prefix: &str) -> Vec<Decided> {
     let mut notes = Vec::new();
     let mut effects = Vec::new();
     for n in 1..=3 {
@@ -225,11 +221,7 @@ async fn done(
         .collect()
 }
 
-fn renamed(
-    plan: &[Decided],
-    from: &str,
-    to: &str,
-) -> Vec<Decided> {
+fn renamed(plan: &[Decided], from: &str, to: &str) -> Vec<Decided> {
     let text = serde_json::to_string(plan)
         .unwrap()
         .replace(&format!("{from}-"), &format!("{to}-"));
