@@ -919,6 +919,18 @@ async fn on_defaults_the_walkthrough_and_the_tools(docs: &mut Docs) {
         run_console(&mut shell, &block, &mut subst);
     }
 
+    // "Automations": the file the README shows, tried on the history it
+    // makes, then saved.
+    let file = docs.claim("README.md", "name: escalate-urgent", "escalate.yaml");
+    assert_eq!(file.lang, "yaml", "{}", file.place());
+    std::fs::write(dir.path().join("escalate.yaml"), &file.text).unwrap();
+    let block = docs.claim(
+        "README.md",
+        "$ herald automations test escalate.yaml",
+        "automations",
+    );
+    run_console(&mut shell, &block, &mut subst);
+
     // herald publish reads the file the README shows; herald tail follows.
     let file = docs.claim("README.md", "{bad json}", "events.jsonl");
     assert_eq!(file.lang, "jsonl", "{}", file.place());

@@ -113,10 +113,14 @@ pub async fn dry_run(
         next_after: None,
     };
     let automation = automation_view(&name, version);
-    let (patterns, schedule) = match &compiled.trigger {
-        CompiledTrigger::Event(m) => (m.type_patterns(), false),
-        CompiledTrigger::Absence { start, .. } => (start.type_patterns(), false),
-        CompiledTrigger::Schedule { .. } => (vec![format!("{DOMAIN}.{}", ScheduleDue::NAME)], true),
+    let (patterns, stream, schedule) = match &compiled.trigger {
+        CompiledTrigger::Event(m) => (m.type_patterns(), m.exact_stream(), false),
+        CompiledTrigger::Absence { start, .. } => {
+            (start.type_patterns(), start.exact_stream(), false)
+        }
+        CompiledTrigger::Schedule { .. } => {
+            (vec![format!("{DOMAIN}.{}", ScheduleDue::NAME)], None, true)
+        }
     };
     let head = match stretch.until {
         Some(u) => u,
@@ -125,6 +129,10 @@ pub async fn dry_run(
     let now = Utc::now();
     let mut query = SearchQuery::new(tenant.clone());
     query.types = patterns;
+    // One stream named exactly: its index narrows the search.
+    if let Some(stream) = stream.and_then(|s| s.parse().ok()) {
+        query.streams = vec![stream];
+    }
     query.after = stretch.after;
     query.recorded_from = stretch.from;
     query.recorded_to = stretch.to;

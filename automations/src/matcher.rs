@@ -75,6 +75,12 @@ impl EventMatcher {
         self.types.iter().map(|p| p.text.clone()).collect()
     }
 
+    /// The stream named, when the pattern has no wildcard (the store's
+    /// stream index can then find candidates).
+    pub fn exact_stream(&self) -> Option<&str> {
+        self.stream.as_ref().and_then(Pattern::exact)
+    }
+
     /// The exact types named, when no type pattern has a wildcard (the
     /// store's type index can then find candidates).
     pub fn exact_types(&self) -> Option<Vec<&str>> {
