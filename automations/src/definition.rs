@@ -97,8 +97,44 @@ pub struct Absence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    /// The interval, e.g. `30s`, `1h`; at least one second.
-    pub every: String,
+    /// The interval, e.g. `30s`, `1h`; at least one second …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// … or a cron expression: five fields (minute, hour, day of month,
+    /// month, day of week) or six with seconds first, e.g. `0 9 * * MON-FRI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The IANA time zone the cron expression reads in (default `UTC`),
+    /// e.g. `Europe/Paris`: 09:00 stays 09:00 across daylight saving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone)]
+pub enum Cadence {
+    Every(Duration),
+    Cron {
+        cron: Box<croner::Cron>,
+        zone: chrono_tz::Tz,
+        source: String,
+    },
+}
+
+impl Cadence {
+    /// The first instant strictly after `after` at which it fires.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Cadence::Every(every) => Some(after + chrono::Duration::from_std(*every).ok()?),
+            Cadence::Cron { cron, zone, .. } => cron
+                .find_next_occurrence(&after.with_timezone(zone), false)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
 }
 
 /// An aggregate's state to read: `domain` and a templated `id`.
@@ -316,9 +352,7 @@ pub enum CompiledTrigger {
         within: Duration,
         correlate: Expr,
     },
-    Schedule {
-        every: Duration,
-    },
+    Schedule(Cadence),
 }
 
 #[derive(Debug, Clone)]
@@ -515,17 +549,70 @@ fn compile_trigger(trigger: &Trigger, errors: &mut Vec<CompileError>) -> Option<
                 correlate: correlate?,
             })
         }
-        Trigger::Schedule(s) => {
-            let every = keep(parse_duration(&s.every, "trigger.schedule.every"), errors)?;
-            if every < MIN_EVERY || every > MAX_TIMER_DELAY || every.subsec_nanos() != 0 {
-                errors.push(CompileError {
-                    at: "trigger.schedule.every".into(),
-                    message: "a whole number of seconds, at least 1 s".into(),
-                });
-                return None;
+        Trigger::Schedule(s) => match (&s.every, &s.cron) {
+            (Some(every), None) => {
+                if s.timezone.is_some() {
+                    errors.push(CompileError {
+                        at: "trigger.schedule.timezone".into(),
+                        message: "a time zone goes with `cron`, not `every`".into(),
+                    });
+                }
+                let every = keep(parse_duration(every, "trigger.schedule.every"), errors)?;
+                if every < MIN_EVERY || every > MAX_TIMER_DELAY || every.subsec_nanos() != 0 {
+                    errors.push(CompileError {
+                        at: "trigger.schedule.every".into(),
+                        message: "a whole number of seconds, at least 1 s".into(),
+                    });
+                    return None;
+                }
+                Some(CompiledTrigger::Schedule(Cadence::Every(every)))
             }
-            Some(CompiledTrigger::Schedule { every })
-        }
+            (None, Some(text)) => {
+                let zone = match &s.timezone {
+                    None => Some(chrono_tz::UTC),
+                    Some(name) => name
+                        .parse::<chrono_tz::Tz>()
+                        .map_err(|_| {
+                            errors.push(CompileError {
+                                at: "trigger.schedule.timezone".into(),
+                                message: format!(
+                                    "{name:?} is not an IANA time zone (e.g. Europe/Paris)"
+                                ),
+                            })
+                        })
+                        .ok(),
+                };
+                let cron = text
+                    .parse::<croner::Cron>()
+                    .map_err(|e| {
+                        errors.push(CompileError {
+                            at: "trigger.schedule.cron".into(),
+                            message: format!("{text:?} is not a cron expression: {e}"),
+                        })
+                    })
+                    .ok();
+                let cadence = Cadence::Cron {
+                    cron: Box::new(cron?),
+                    zone: zone?,
+                    source: text.clone(),
+                };
+                if cadence.next_after(chrono::Utc::now()).is_none() {
+                    errors.push(CompileError {
+                        at: "trigger.schedule.cron".into(),
+                        message: format!("{text:?} never fires"),
+                    });
+                    return None;
+                }
+                Some(CompiledTrigger::Schedule(cadence))
+            }
+            _ => {
+                errors.push(CompileError {
+                    at: "trigger.schedule".into(),
+                    message: "exactly one of `every` and `cron`".into(),
+                });
+                None
+            }
+        },
     }
 }
 
@@ -847,6 +934,92 @@ actions:
             "actions[0].event.type",
         ] {
             assert!(places.contains(&at), "{at} missing from {places:?}");
+        }
+    }
+
+    /// The published schema and the model agree: every document the model
+    /// takes, the schema takes, and shapes the model refuses it refuses.
+    #[test]
+    fn the_published_schema_agrees_with_the_model() {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+        let good = [
+            r#"{"name": "a", "trigger": {"event": {"types": ["tickets.*"], "stream": "tickets/T-*"}}, "when": "true",
+                "with": {"t": {"domain": "tickets", "id": "{{ event.stream_id }}"}},
+                "actions": [{"command": {"domain": "tickets", "id": "x", "name": "assign", "body": {"assignee": "a"},
+                             "when": "true", "on_refused": [{"cancel_timer": {"id": "t", "reason": "r"}}]}},
+                            {"event": {"stream": "orders/1", "type": "orders.seen", "version": 1, "payload": {"a": 1}}},
+                            {"schedule_timer": {"id": "t", "after": "5s", "every": "1m", "deliver": {"kind": "command"}, "label": "l"}},
+                            {"webhook": {"url": "http://example.com/h", "body": {"a": 1}, "headers": {"X-A": "b"},
+                                         "secret_env": "HERALD_WEBHOOK_A", "timeout": "5s", "retry_for": "1h"}}]}"#,
+            r#"{"name": "b", "description": "d", "trigger": {"absence": {"start": {"types": ["a.b"]}, "missing": {"types": ["a.c"]},
+                "within": "5s", "correlate": "event.stream"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+            r#"{"name": "c", "trigger": {"schedule": {"every": "1h"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+            r#"{"name": "d", "trigger": {"schedule": {"cron": "0 9 * * *", "timezone": "Europe/Paris"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+        ];
+        for text in good {
+            let doc: Value = serde_json::from_str(text).unwrap();
+            assert!(validator.is_valid(&doc), "the schema refuses {text}");
+            Definition::from_value(doc).unwrap().compile().unwrap();
+        }
+        let bad = [
+            r#"{"name": "a", "trigger": {"event": {"types": ["*"]}}, "actions": [{"cancel_timer": {"id": "x"}}], "extra": 1}"#,
+            r#"{"name": "a", "trigger": {"event": {"types": ["*"]}, "schedule": {"every": "1s"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+            r#"{"name": "a", "trigger": {"event": {"types": ["*"]}}, "actions": [{"command": {"domain": "t", "id": "x"}}]}"#,
+            r#"{"name": "a", "trigger": {"event": {"types": ["*"]}}, "actions": [{"webhook": {"url": "http://x.example", "verb": "PUT"}}]}"#,
+            r#"{"name": "a", "trigger": {"schedule": {"every": "1s", "cron": "* * * * *"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+            r#"{"trigger": {"event": {"types": ["*"]}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+        ];
+        for text in bad {
+            let doc: Value = serde_json::from_str(text).unwrap();
+            assert!(!validator.is_valid(&doc), "the schema takes {text}");
+            assert!(
+                Definition::from_value(doc)
+                    .and_then(|d| d.compile())
+                    .is_err(),
+                "the model takes {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn cron_schedules_read_in_their_time_zone() {
+        let c = parse(r#"{"name": "daily", "trigger": {"schedule": {"cron": "0 9 * * MON-FRI", "timezone": "Europe/Paris"}},
+            "actions": [{"cancel_timer": {"id": "x"}}]}"#).unwrap();
+        let CompiledTrigger::Schedule(cadence) = &c.trigger else {
+            panic!("a schedule")
+        };
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        // Friday 27 March 2026, 10:00 Paris (CET, UTC+1) → Monday 30 March,
+        // 09:00 Paris, which is summer time (UTC+2) by then.
+        assert_eq!(
+            cadence.next_after(at("2026-03-27T09:00:00Z")),
+            Some(at("2026-03-30T07:00:00Z"))
+        );
+        assert_eq!(
+            cadence.next_after(at("2026-03-26T07:59:59Z")),
+            Some(at("2026-03-26T08:00:00Z"))
+        );
+        for bad in [
+            r#"{"cron": "61 * * * *"}"#,
+            r#"{"cron": "0 9 * * *", "timezone": "Mars/Olympus"}"#,
+            r#"{"every": "1m", "cron": "* * * * *"}"#,
+            r#"{"every": "1m", "timezone": "UTC"}"#,
+        ] {
+            let text = format!(
+                r#"{{"name": "x", "trigger": {{"schedule": {bad}}}, "actions": [{{"cancel_timer": {{"id": "x"}}}}]}}"#
+            );
+            let e = parse(&text).unwrap_err();
+            assert!(
+                e.problems
+                    .iter()
+                    .any(|p| p.at.starts_with("trigger.schedule")),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -58,7 +58,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, Entry, Transition};
-use crate::definition::{Compiled, CompiledTrigger};
+use crate::definition::{Cadence, Compiled, CompiledTrigger};
 use crate::expr::Scope;
 use crate::plan::{
     self, automation_view, event_view, Decision, PlannedAction, Rendered, TriggerRef,
@@ -466,7 +466,11 @@ impl Engine {
                     let entry = catalogs
                         .get(tenant)
                         .and_then(|c| c.get(&due.automation))
-                        .filter(|e| e.runs() && e.version == due.version)
+                        .filter(|e| {
+                            e.runs()
+                                && e.version == due.version
+                                && due.since.is_none_or(|s| s == e.since_event)
+                        })
                         .cloned();
                     if let Some(entry) = entry {
                         if let Some(compiled) = &entry.compiled {
@@ -480,6 +484,26 @@ impl Engine {
                                 shutdown,
                             )
                             .await?;
+                            // A cron schedule's next firing, from this one.
+                            if let (
+                                CompiledTrigger::Schedule(cadence @ Cadence::Cron { .. }),
+                                Some(due_at),
+                            ) = (&compiled.trigger, due.due_at)
+                            {
+                                if let Some(next) = firing(&entry, cadence, due_at) {
+                                    let key = plan::dedupe_key(
+                                        &entry.name,
+                                        entry.version,
+                                        event.id.as_uuid(),
+                                        "schedule.next",
+                                    );
+                                    if let Effect::Refused(why) | Effect::Failed(why) =
+                                        self.effect(&entry, event, &next, &key, shutdown).await?
+                                    {
+                                        tracing::warn!(automation = %entry.name, reason = %why, "A schedule's next firing could not be set.");
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -1199,36 +1223,15 @@ impl Engine {
                 let Some(entry) = catalog.get(name) else {
                     return Ok(());
                 };
-                let Some(CompiledTrigger::Schedule { every }) =
+                let Some(CompiledTrigger::Schedule(cadence)) =
                     entry.compiled.as_ref().map(|c| &c.trigger)
                 else {
                     return Ok(());
                 };
-                let first = event.recorded_at
-                    + chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX);
-                let body = json!({
-                    "at": first.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    "every_secs": every.as_secs(),
-                    "deliver": {
-                        "kind": "event",
-                        "domain": DOMAIN,
-                        "stream_id": entry.name,
-                        "name": ScheduleDue::NAME,
-                        "body": ScheduleDue { automation: entry.name.clone(), version: entry.version },
-                    },
-                    "label": format!("automation {} schedule", entry.name),
-                });
-                let id = schedule_timer_id(&entry.name, entry.since_event);
-                (
-                    entry.clone(),
-                    Rendered::Command {
-                        domain: "timers".into(),
-                        id,
-                        name: "schedule".into(),
-                        body,
-                    },
-                    "schedule",
-                )
+                let Some(action) = firing(entry, cadence, event.recorded_at) else {
+                    return Ok(());
+                };
+                (entry.clone(), action, "schedule")
             }
             Transition::Stopped {
                 name,
@@ -1250,6 +1253,13 @@ impl Engine {
                         applied_position: event.position.get(),
                     },
                 };
+                if matches!(
+                    entry.compiled.as_ref().map(|c| &c.trigger),
+                    Some(CompiledTrigger::Schedule(Cadence::Cron { .. }))
+                ) {
+                    // Its pending firing names the old switch-on: ignored.
+                    return Ok(());
+                }
                 let id = schedule_timer_id(name, *since_event);
                 (
                     entry,
@@ -1271,6 +1281,57 @@ impl Engine {
             }
         }
     }
+}
+
+/// The timer command of a schedule's next firing after `after`: for
+/// `every`, the recurring timer of this switch-on; for `cron`, a one-shot
+/// timer at the next instant the expression names in its time zone.
+fn firing(
+    entry: &Entry,
+    cadence: &Cadence,
+    after: chrono::DateTime<chrono::Utc>,
+) -> Option<Rendered> {
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let next = cadence.next_after(after)?;
+    let due = ScheduleDue {
+        automation: entry.name.clone(),
+        version: entry.version,
+        since: Some(entry.since_event),
+        due_at: Some(next),
+    };
+    let label = format!("automation {} schedule", entry.name);
+    let (id, body) = match cadence {
+        Cadence::Every(every) => (
+            schedule_timer_id(&entry.name, entry.since_event),
+            json!({
+                "at": at(next),
+                "every_secs": every.as_secs(),
+                "deliver": {"kind": "event", "domain": DOMAIN, "stream_id": entry.name, "name": ScheduleDue::NAME,
+                            "body": ScheduleDue { due_at: None, ..due }},
+                "label": label,
+            }),
+        ),
+        Cadence::Cron { .. } => (
+            format!(
+                "automation.{}.{}.{}",
+                entry.name,
+                entry.since_event,
+                next.timestamp()
+            ),
+            json!({
+                "at": at(next),
+                "deliver": {"kind": "event", "domain": DOMAIN, "stream_id": entry.name, "name": ScheduleDue::NAME, "body": due},
+                "label": label,
+            }),
+        ),
+    };
+    Some(Rendered::Command {
+        domain: "timers".into(),
+        id,
+        name: "schedule".into(),
+        body,
+    })
 }
 
 /// What one attempt of an action gave.

@@ -86,6 +86,14 @@ pub struct AbsenceElapsed {
 pub struct ScheduleDue {
     pub automation: String,
     pub version: u32,
+    /// The event that switched this version on: a firing of an earlier
+    /// switch-on is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Uuid>,
+    /// When this firing was due (cron schedules: the next one is computed
+    /// from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An action failed for good (refused, invalid, or its template did not
