@@ -14,7 +14,8 @@ use herald_automations::dry_run::{self, DryRunError, Report, Stretch};
 use herald_automations::engine::{self, AutomationStats, LookupError, States};
 use herald_automations::{Definition, InvalidDefinition};
 use herald_events::automations::{
-    ActionFailed, WebhookDeadLettered, WebhookDelivered, WebhookRequested, WebhookRetryRequested,
+    ActionFailed, DeliveryDeadLettered, DeliveryRetryRequested, DeliverySucceeded, EmailRequested,
+    WebhookRequested,
 };
 use herald_events::{EventEnvelope, Position, StreamVersion, TenantId, TypedEvent};
 use herald_store::{EventStore, ExpectedVersion, StoreError};
@@ -220,7 +221,7 @@ impl Automations {
     }
 }
 
-/// One webhook delivery and where it stands.
+/// One delivery (a webhook, or an email as `mailto:`) and where it stands.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub delivery_id: uuid::Uuid,
@@ -280,8 +281,29 @@ impl Automations {
                         },
                     );
                 }
-            } else if name == WebhookDelivered::NAME {
-                if let Ok(d) = WebhookDelivered::from_payload(e.payload.clone()) {
+            } else if name == EmailRequested::NAME {
+                if let Ok(r) = EmailRequested::from_payload(e.payload.clone()) {
+                    order.push(r.delivery_id);
+                    found.insert(
+                        r.delivery_id,
+                        Delivery {
+                            delivery_id: r.delivery_id,
+                            url: format!("mailto:{}", r.to.join(",")),
+                            trigger_event: r.trigger_event,
+                            action: r.action,
+                            requested_at: e.recorded_at,
+                            requested_position: e.position.get(),
+                            status: "pending",
+                            status_code: None,
+                            attempts: None,
+                            latency_ms: None,
+                            error: None,
+                            finished_at: None,
+                        },
+                    );
+                }
+            } else if name == DeliverySucceeded::NAME {
+                if let Ok(d) = DeliverySucceeded::from_payload(e.payload.clone()) {
                     if let Some(x) = found.get_mut(&d.delivery_id) {
                         x.status = "delivered";
                         x.status_code = Some(d.status);
@@ -291,8 +313,8 @@ impl Automations {
                         x.finished_at = Some(e.recorded_at);
                     }
                 }
-            } else if name == WebhookDeadLettered::NAME {
-                if let Ok(d) = WebhookDeadLettered::from_payload(e.payload.clone()) {
+            } else if name == DeliveryDeadLettered::NAME {
+                if let Ok(d) = DeliveryDeadLettered::from_payload(e.payload.clone()) {
                     if let Some(x) = found.get_mut(&d.delivery_id) {
                         x.status = "dead_lettered";
                         x.status_code = d.last_status;
@@ -301,8 +323,8 @@ impl Automations {
                         x.finished_at = Some(e.recorded_at);
                     }
                 }
-            } else if name == WebhookRetryRequested::NAME {
-                if let Ok(r) = WebhookRetryRequested::from_payload(e.payload.clone()) {
+            } else if name == DeliveryRetryRequested::NAME {
+                if let Ok(r) = DeliveryRetryRequested::from_payload(e.payload.clone()) {
                     if let Some(x) = found.get_mut(&r.delivery_id) {
                         x.status = "pending";
                         x.finished_at = None;
@@ -355,13 +377,13 @@ impl Automations {
                 break;
             }
         }
-        if last.as_deref() != Some(WebhookDeadLettered::NAME) {
+        if last.as_deref() != Some(DeliveryDeadLettered::NAME) {
             return Err(AutomationError::NotDeadLettered {
                 automation: name.to_owned(),
                 delivery,
             });
         }
-        let event = WebhookRetryRequested {
+        let event = DeliveryRetryRequested {
             automation: name.to_owned(),
             delivery_id: delivery,
         }

@@ -132,6 +132,14 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_WEBHOOK_ALLOW", value_name = "NETWORKS")]
     pub webhook_allow: Option<String>,
 
+    /// The SMTP server email actions go through, `smtp://[user:password@]host[:port]` [default: none]
+    #[arg(long, env = "HERALD_SMTP_URL", value_name = "URL")]
+    pub smtp_url: Option<String>,
+
+    /// The sender of email actions that name none [default: herald@localhost]
+    #[arg(long, env = "HERALD_SMTP_FROM", value_name = "ADDRESS")]
+    pub smtp_from: Option<String>,
+
     /// Most events in one append request [default: 1000]
     #[arg(long, env = "HERALD_MAX_EVENTS_PER_APPEND", value_name = "N")]
     pub max_events_per_append: Option<usize>,
@@ -699,6 +707,8 @@ pub struct FileConfig {
     pub outage_recheck: Option<String>,
     pub idempotency_window: Option<String>,
     pub webhook_allow: Option<String>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
 }
 
 impl FileConfig {
@@ -789,6 +799,8 @@ pub struct ServeConfig {
     pub read_side: herald_projections::ReadSideSettings,
     /// Internal networks webhooks may reach.
     pub webhook_allow: herald_automations::egress::Egress,
+    /// The SMTP server of email actions, and the default sender.
+    pub smtp: Option<(String, String)>,
 }
 
 impl ServeConfig {
@@ -838,8 +850,26 @@ impl ServeConfig {
                     .unwrap_or(""),
             )
             .map_err(|e| anyhow::anyhow!("HERALD_WEBHOOK_ALLOW / --webhook-allow: {e}"))?,
+            smtp: smtp_settings(args, file)?,
         })
     }
+}
+
+/// The SMTP server of email actions: checked at start, so a typo stops
+/// `herald serve` instead of dead-lettering every email.
+fn smtp_settings(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<(String, String)>> {
+    let from = args
+        .smtp_from
+        .clone()
+        .or_else(|| file.smtp_from.clone())
+        .unwrap_or_else(|| "herald@localhost".to_owned());
+    let Some(url) = args.smtp_url.clone().or_else(|| file.smtp_url.clone()) else {
+        return Ok(None);
+    };
+    herald_automations::webhooks::Mailer::new(&url, &from).map_err(|e| {
+        anyhow::anyhow!("HERALD_SMTP_URL / --smtp-url, HERALD_SMTP_FROM / --smtp-from: {e}")
+    })?;
+    Ok(Some((url, from)))
 }
 
 /// The read side's pool: at least one connection.

@@ -633,7 +633,7 @@ async fn openapi_covers_every_endpoint() {
     .await;
     append(
         "automations/probe",
-        "automations.webhook_dead_lettered",
+        "automations.delivery_dead_lettered",
         json!({"automation": "probe", "delivery_id": delivery, "attempts": 3, "last_status": 500, "error": "answered 500"}),
     )
     .await;

@@ -159,6 +159,30 @@ pub enum Action {
     CancelTimer(CancelTimerAction),
     /// An HTTP POST of a JSON body, signed, retried, in order per stream.
     Webhook(WebhookAction),
+    /// An email over the process's SMTP server (`HERALD_SMTP_URL`).
+    Email(EmailAction),
+}
+
+/// What an email action sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAction {
+    /// Recipients (templates), `name@domain` or `Name <name@domain>`.
+    pub to: Vec<String>,
+    /// The subject (a template).
+    pub subject: String,
+    /// The plain-text body (a template).
+    pub body: String,
+    /// The sender (a template); the process's `HERALD_SMTP_FROM` when left
+    /// out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// How long refusals are retried before the dead letter (default 1 h,
+    /// at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_for: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// What a webhook sends.
@@ -398,6 +422,13 @@ pub enum CompiledKind {
     CancelTimer {
         id: Template,
         reason: Option<String>,
+    },
+    Email {
+        to: Vec<Template>,
+        subject: Template,
+        body: Template,
+        from: Option<Template>,
+        retry_for: Duration,
     },
     Webhook {
         url: Template,
@@ -851,6 +882,59 @@ fn compile_action(
                 },
             )
         }
+        Action::Email(m) => {
+            let at = format!("{path}.email");
+            if m.to.is_empty() || m.to.len() > 50 {
+                errors.push(CompileError {
+                    at: format!("{at}.to"),
+                    message: "1 to 50 recipients".into(),
+                });
+            }
+            let to: Option<Vec<Template>> =
+                m.to.iter()
+                    .enumerate()
+                    .map(|(i, t)| keep(Template::compile_text(t, &format!("{at}.to[{i}]")), errors))
+                    .collect();
+            let subject = keep(
+                Template::compile_text(&m.subject, &format!("{at}.subject")),
+                errors,
+            );
+            let body = keep(
+                Template::compile_text(&m.body, &format!("{at}.body")),
+                errors,
+            );
+            let from = match &m.from {
+                Some(f) => keep(Template::compile_text(f, &format!("{at}.from")), errors).map(Some),
+                None => Some(None),
+            };
+            let retry_for = match &m.retry_for {
+                None => Some(WEBHOOK_RETRY_FOR.0),
+                Some(t) => {
+                    let d = keep(parse_duration(t, &format!("{at}.retry_for")), errors);
+                    match d {
+                        Some(d) if !d.is_zero() && d <= WEBHOOK_RETRY_FOR.1 => Some(d),
+                        Some(_) => {
+                            errors.push(CompileError {
+                                at: format!("{at}.retry_for"),
+                                message: "between 1 ms and 7 days".into(),
+                            });
+                            None
+                        }
+                        None => None,
+                    }
+                }
+            };
+            (
+                cond(&m.when, errors),
+                CompiledKind::Email {
+                    to: to?,
+                    subject: subject?,
+                    body: body?,
+                    from: from?,
+                    retry_for: retry_for?,
+                },
+            )
+        }
         Action::CancelTimer(t) => {
             let at = format!("{path}.cancel_timer");
             let id = keep(Template::compile_text(&t.id, &format!("{at}.id")), errors);
@@ -951,7 +1035,8 @@ actions:
                             {"event": {"stream": "orders/1", "type": "orders.seen", "version": 1, "payload": {"a": 1}}},
                             {"schedule_timer": {"id": "t", "after": "5s", "every": "1m", "deliver": {"kind": "command"}, "label": "l"}},
                             {"webhook": {"url": "http://example.com/h", "body": {"a": 1}, "headers": {"X-A": "b"},
-                                         "secret_env": "HERALD_WEBHOOK_A", "timeout": "5s", "retry_for": "1h"}}]}"#,
+                                         "secret_env": "HERALD_WEBHOOK_A", "timeout": "5s", "retry_for": "1h"}},
+                            {"email": {"to": ["a@example.com"], "subject": "s", "body": "b", "from": "h@example.com", "retry_for": "1h"}}]}"#,
             r#"{"name": "b", "description": "d", "trigger": {"absence": {"start": {"types": ["a.b"]}, "missing": {"types": ["a.c"]},
                 "within": "5s", "correlate": "event.stream"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
             r#"{"name": "c", "trigger": {"schedule": {"every": "1h"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
@@ -969,6 +1054,7 @@ actions:
             r#"{"name": "a", "trigger": {"event": {"types": ["*"]}}, "actions": [{"webhook": {"url": "http://x.example", "verb": "PUT"}}]}"#,
             r#"{"name": "a", "trigger": {"schedule": {"every": "1s", "cron": "* * * * *"}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
             r#"{"trigger": {"event": {"types": ["*"]}}, "actions": [{"cancel_timer": {"id": "x"}}]}"#,
+            r#"{"name": "a", "trigger": {"event": {"types": ["*"]}}, "actions": [{"email": {"to": ["a@example.com"], "subject": "s"}}]}"#,
         ];
         for text in bad {
             let doc: Value = serde_json::from_str(text).unwrap();

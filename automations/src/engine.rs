@@ -43,7 +43,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use herald_actors::{dedupe_id, CommandError, CommandMeta, Domains, RefusalKind};
 use herald_events::automations::{
-    AbsenceElapsed, ActionFailed, DefinitionChange, ScheduleDue, WebhookRequested,
+    AbsenceElapsed, ActionFailed, DefinitionChange, EmailRequested, ScheduleDue, WebhookRequested,
     DEFINITIONS_STREAM_ID, DOMAIN,
 };
 use herald_events::{
@@ -759,6 +759,7 @@ impl Engine {
                         .await
                 }
                 Rendered::Webhook { .. } => self.enqueue_webhook(entry, trigger, action, key).await,
+                Rendered::Email { .. } => self.enqueue_email(entry, trigger, action, key).await,
                 Rendered::CancelTimer { id, body } => {
                     match self
                         .command(entry, trigger, "timers", id, "cancel", body.clone(), key)
@@ -947,6 +948,67 @@ impl Engine {
                 .collect(),
             secret_env: secret_env.clone(),
             timeout_ms: *timeout_ms,
+            retry_for_secs: *retry_for_secs,
+            order_key: trigger.stream.to_string(),
+        };
+        let event = request
+            .to_new_event()
+            .with_id(EventId(event_id(key)))
+            .correlation(trigger.correlation_id, trigger.id.as_uuid())
+            .producer(producer(&entry.name));
+        match self
+            .store
+            .append(
+                &trigger.tenant,
+                &automation_stream(&entry.name),
+                ExpectedVersion::Any,
+                vec![event],
+            )
+            .await
+        {
+            Ok(_) => Attempt::Done,
+            Err(e) if e.is_caller_error() => Attempt::Failed(e.to_string()),
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    }
+
+    /// Queues an email: one `automations.email_requested` event per trigger
+    /// and action, which the dispatcher sends at least once.
+    async fn enqueue_email(
+        &self,
+        entry: &Entry,
+        trigger: &EventEnvelope,
+        action: &Rendered,
+        key: &str,
+    ) -> Attempt {
+        let Rendered::Email {
+            to,
+            from,
+            subject,
+            body,
+            retry_for_secs,
+        } = action
+        else {
+            return Attempt::Failed("not an email".into());
+        };
+        for address in to.iter().chain(from) {
+            if let Err(e) = address.parse::<lettre::message::Mailbox>() {
+                return Attempt::Failed(format!("{address:?} is not an email address: {e}"));
+            }
+        }
+        if subject.contains(['\r', '\n']) {
+            return Attempt::Failed("the subject holds a line break".into());
+        }
+        let request = EmailRequested {
+            automation: entry.name.clone(),
+            version: entry.version,
+            trigger_event: trigger.id.as_uuid(),
+            action: key.rsplit('/').next().unwrap_or_default().to_owned(),
+            delivery_id: event_id(&format!("{key}/delivery")),
+            to: to.clone(),
+            from: from.clone(),
+            subject: subject.clone(),
+            body: body.clone(),
             retry_for_secs: *retry_for_secs,
             order_key: trigger.stream.to_string(),
         };

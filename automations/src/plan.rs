@@ -87,6 +87,16 @@ pub enum Rendered {
     ScheduleTimer { id: String, body: Value },
     /// A `cancel` command to the timer `timers/{id}`.
     CancelTimer { id: String, body: Value },
+    /// An email, queued for sending (at least once, with a stable
+    /// Message-ID).
+    Email {
+        to: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        subject: String,
+        body: String,
+        retry_for_secs: u64,
+    },
     /// An HTTP POST, queued for delivery (at least once, with a stable
     /// delivery id).
     Webhook {
@@ -281,6 +291,31 @@ fn render(action: &CompiledAction, scope: &Scope, recorded: Instant) -> PlannedA
                     body: Value::Object(body),
                 }
             }
+            CompiledKind::Email {
+                to,
+                subject,
+                body,
+                from,
+                retry_for,
+            } => Rendered::Email {
+                to: to
+                    .iter()
+                    .map(|t| t.render_text(scope, &at("email.to")))
+                    .collect::<Result<_, _>>()?,
+                from: from
+                    .as_ref()
+                    .map(|f| f.render_text(scope, &at("email.from")))
+                    .transpose()?,
+                subject: match subject.render(scope, &at("email.subject"))? {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                },
+                body: match body.render(scope, &at("email.body"))? {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                },
+                retry_for_secs: retry_for.as_secs().max(1),
+            },
             CompiledKind::Webhook {
                 url,
                 body,

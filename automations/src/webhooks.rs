@@ -1,7 +1,7 @@
 //! The webhook dispatcher: delivers the `automations.webhook_requested`
 //! events the engine queues, at least once, and records each outcome as an
-//! event of the automation's stream (`webhook_delivered`, or
-//! `webhook_dead_lettered` when the retry window ended).
+//! event of the automation's stream (`delivery_succeeded`, or
+//! `delivery_dead_lettered` when the retry window ended).
 //!
 //! - **One dispatcher** across the processes sharing the store (a lease);
 //!   it follows the log from its checkpoint, which carries the deliveries
@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_events::automations::{
-    WebhookDeadLettered, WebhookDelivered, WebhookRequested, WebhookRetryRequested, DOMAIN,
+    DeliveryDeadLettered, DeliveryRetryRequested, DeliverySucceeded, EmailRequested,
+    WebhookRequested, DOMAIN,
 };
 use herald_events::{EventEnvelope, EventId, Position, TenantId, TypedEvent};
 use herald_store::{EventStore, ExpectedVersion, SearchQuery, StoreError};
@@ -81,12 +82,84 @@ impl Default for DispatcherConfig {
     }
 }
 
+/// What is delivered: a webhook's POST or an email.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    Webhook(WebhookRequested),
+    Email(EmailRequested),
+}
+
+impl Job {
+    pub fn delivery_id(&self) -> Uuid {
+        match self {
+            Job::Webhook(r) => r.delivery_id,
+            Job::Email(r) => r.delivery_id,
+        }
+    }
+
+    pub fn automation(&self) -> &str {
+        match self {
+            Job::Webhook(r) => &r.automation,
+            Job::Email(r) => &r.automation,
+        }
+    }
+
+    fn trigger_event(&self) -> Uuid {
+        match self {
+            Job::Webhook(r) => r.trigger_event,
+            Job::Email(r) => r.trigger_event,
+        }
+    }
+
+    fn retry_for_secs(&self) -> u64 {
+        match self {
+            Job::Webhook(r) => r.retry_for_secs,
+            Job::Email(r) => r.retry_for_secs,
+        }
+    }
+
+    fn order_key(&self) -> &str {
+        match self {
+            Job::Webhook(r) => &r.order_key,
+            Job::Email(r) => &r.order_key,
+        }
+    }
+
+    /// Where it goes: a webhook's endpoint, or the SMTP server.
+    fn endpoint(&self) -> String {
+        match self {
+            Job::Webhook(r) => endpoint(&r.url),
+            Job::Email(_) => "smtp".to_owned(),
+        }
+    }
+
+    /// The job a stored event queues.
+    pub fn of(event: &EventEnvelope) -> Option<Job> {
+        if event.event_type.domain() != DOMAIN {
+            return None;
+        }
+        let name = event.event_type.name();
+        if name == WebhookRequested::NAME {
+            WebhookRequested::from_payload(event.payload.clone())
+                .ok()
+                .map(Job::Webhook)
+        } else if name == EmailRequested::NAME {
+            EmailRequested::from_payload(event.payload.clone())
+                .ok()
+                .map(Job::Email)
+        } else {
+            None
+        }
+    }
+}
+
 /// A delivery not finished yet, as the checkpoint keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     tenant: String,
     position: u64,
-    request: WebhookRequested,
+    job: Job,
     /// When this window of retries began (the request, or its retry).
     since: chrono::DateTime<chrono::Utc>,
     attempts: u32,
@@ -120,6 +193,7 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     holder: String,
     client: reqwest::Client,
+    mailer: Option<Arc<Mailer>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -158,7 +232,15 @@ impl Dispatcher {
             config,
             holder: format!("webhooks-{}", Uuid::now_v7()),
             client,
+            mailer: None,
         }
+    }
+
+    /// Sends email actions through `mailer` (without one they are
+    /// dead-lettered: no SMTP server is configured).
+    pub fn with_mailer(mut self, mailer: Mailer) -> Self {
+        self.mailer = Some(Arc::new(mailer));
+        self
     }
 
     pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
@@ -212,7 +294,7 @@ impl Dispatcher {
         let mut pending: BTreeMap<Uuid, Pending> = saved
             .pending
             .into_iter()
-            .map(|p| (p.request.delivery_id, p))
+            .map(|p| (p.job.delivery_id(), p))
             .collect();
         let mut in_flight: HashMap<Uuid, String> = HashMap::new();
         let mut per_endpoint: HashMap<String, usize> = HashMap::new();
@@ -282,28 +364,26 @@ impl Dispatcher {
             return;
         }
         let name = event.event_type.name();
-        if name == WebhookRequested::NAME {
-            if let Ok(request) = WebhookRequested::from_payload(event.payload.clone()) {
-                pending.entry(request.delivery_id).or_insert(Pending {
-                    tenant: event.tenant.to_string(),
-                    position: event.position.get(),
-                    request,
-                    since: event.recorded_at,
-                    attempts: 0,
-                    generation: 0,
-                    next_at: None,
-                });
-            }
-        } else if name == WebhookDelivered::NAME {
-            if let Ok(d) = WebhookDelivered::from_payload(event.payload.clone()) {
+        if let Some(job) = Job::of(event) {
+            pending.entry(job.delivery_id()).or_insert(Pending {
+                tenant: event.tenant.to_string(),
+                position: event.position.get(),
+                job,
+                since: event.recorded_at,
+                attempts: 0,
+                generation: 0,
+                next_at: None,
+            });
+        } else if name == DeliverySucceeded::NAME {
+            if let Ok(d) = DeliverySucceeded::from_payload(event.payload.clone()) {
                 pending.remove(&d.delivery_id);
             }
-        } else if name == WebhookDeadLettered::NAME {
-            if let Ok(d) = WebhookDeadLettered::from_payload(event.payload.clone()) {
+        } else if name == DeliveryDeadLettered::NAME {
+            if let Ok(d) = DeliveryDeadLettered::from_payload(event.payload.clone()) {
                 pending.remove(&d.delivery_id);
             }
-        } else if name == WebhookRetryRequested::NAME {
-            if let Ok(retry) = WebhookRetryRequested::from_payload(event.payload.clone()) {
+        } else if name == DeliveryRetryRequested::NAME {
+            if let Ok(retry) = DeliveryRetryRequested::from_payload(event.payload.clone()) {
                 if pending.contains_key(&retry.delivery_id) {
                     return;
                 }
@@ -315,7 +395,7 @@ impl Dispatcher {
                 )
                 .await
                 {
-                    Ok(Some((position, request))) => {
+                    Ok(Some((position, job))) => {
                         let generation = retry_generation(
                             &*self.store,
                             &event.tenant,
@@ -330,7 +410,7 @@ impl Dispatcher {
                             Pending {
                                 tenant: event.tenant.to_string(),
                                 position,
-                                request,
+                                job,
                                 since: event.recorded_at,
                                 attempts: 0,
                                 generation,
@@ -365,15 +445,15 @@ impl Dispatcher {
             queues
                 .entry((
                     p.tenant.clone(),
-                    endpoint(&p.request.url),
-                    p.request.order_key.clone(),
+                    p.job.endpoint(),
+                    p.job.order_key().to_owned(),
                 ))
                 .or_default()
                 .push_back(p);
         }
         for ((_, endpoint, _), queue) in queues {
             let Some(head) = queue.front() else { continue };
-            if in_flight.contains_key(&head.request.delivery_id) {
+            if in_flight.contains_key(&head.job.delivery_id()) {
                 continue;
             }
             if head.next_at.is_some_and(|t| t > now) {
@@ -384,13 +464,17 @@ impl Dispatcher {
                 continue;
             }
             *busy += 1;
-            in_flight.insert(head.request.delivery_id, endpoint);
+            in_flight.insert(head.job.delivery_id(), endpoint);
             let client = self.client.clone();
             let egress = Arc::clone(&self.egress);
-            let request = head.request.clone();
+            let job = head.job.clone();
+            let mailer = self.mailer.clone();
             let done = done.clone();
             tokio::spawn(async move {
-                let outcome = attempt(&client, &egress, &request).await;
+                let outcome = match &job {
+                    Job::Webhook(request) => attempt(&client, &egress, request).await,
+                    Job::Email(request) => send_email(mailer.as_deref(), request).await,
+                };
                 let _ = done.send(outcome).await;
             });
         }
@@ -411,11 +495,11 @@ impl Dispatcher {
         let now = chrono::Utc::now();
         let record = match &outcome.result {
             Ok(()) => {
-                metrics::counter!(DELIVERIES_TOTAL, "automation" => p.request.automation.clone(), "outcome" => "delivered").increment(1);
+                metrics::counter!(DELIVERIES_TOTAL, "automation" => p.job.automation().to_owned(), "outcome" => "delivered").increment(1);
                 Some(
-                    WebhookDelivered {
-                        automation: p.request.automation.clone(),
-                        delivery_id: p.request.delivery_id,
+                    DeliverySucceeded {
+                        automation: p.job.automation().to_owned(),
+                        delivery_id: p.job.delivery_id(),
                         status: outcome.status.unwrap_or(200),
                         attempts: p.attempts,
                         latency_ms: outcome.latency_ms,
@@ -423,24 +507,22 @@ impl Dispatcher {
                     .to_new_event()
                     .with_id(EventId(event_id(&format!(
                         "{}/delivered",
-                        p.request.delivery_id
+                        p.job.delivery_id()
                     )))),
                 )
             }
             Err(why) => {
                 let window_end = p.since
-                    + chrono::Duration::seconds(
-                        p.request.retry_for_secs.min(i64::MAX as u64) as i64
-                    );
+                    + chrono::Duration::seconds(p.job.retry_for_secs().min(i64::MAX as u64) as i64);
                 let wait = backoff(&self.config, p.attempts);
                 let next = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                 if outcome.permanent || next > window_end {
-                    metrics::counter!(DELIVERIES_TOTAL, "automation" => p.request.automation.clone(), "outcome" => "dead_lettered").increment(1);
-                    tracing::warn!(automation = %p.request.automation, delivery = %p.request.delivery_id, attempts = p.attempts, error = %why, "A webhook delivery is dead-lettered.");
+                    metrics::counter!(DELIVERIES_TOTAL, "automation" => p.job.automation().to_owned(), "outcome" => "dead_lettered").increment(1);
+                    tracing::warn!(automation = %p.job.automation(), delivery = %p.job.delivery_id(), attempts = p.attempts, error = %why, "A webhook delivery is dead-lettered.");
                     Some(
-                        WebhookDeadLettered {
-                            automation: p.request.automation.clone(),
-                            delivery_id: p.request.delivery_id,
+                        DeliveryDeadLettered {
+                            automation: p.job.automation().to_owned(),
+                            delivery_id: p.job.delivery_id(),
                             attempts: p.attempts,
                             last_status: outcome.status,
                             error: why.chars().take(4000).collect(),
@@ -448,12 +530,13 @@ impl Dispatcher {
                         .to_new_event()
                         .with_id(EventId(event_id(&format!(
                             "{}/dead/{}",
-                            p.request.delivery_id, p.generation
+                            p.job.delivery_id(),
+                            p.generation
                         )))),
                     )
                 } else {
-                    metrics::counter!(DELIVERIES_TOTAL, "automation" => p.request.automation.clone(), "outcome" => "retried").increment(1);
-                    tracing::info!(automation = %p.request.automation, delivery = %p.request.delivery_id, attempts = p.attempts, error = %why, retry_in_ms = wait.as_millis() as u64, "A webhook delivery failed; retrying.");
+                    metrics::counter!(DELIVERIES_TOTAL, "automation" => p.job.automation().to_owned(), "outcome" => "retried").increment(1);
+                    tracing::info!(automation = %p.job.automation(), delivery = %p.job.delivery_id(), attempts = p.attempts, error = %why, retry_in_ms = wait.as_millis() as u64, "A webhook delivery failed; retrying.");
                     p.next_at = Some(next);
                     None
                 }
@@ -464,10 +547,10 @@ impl Dispatcher {
             pending.remove(&outcome.delivery);
             return false;
         };
-        let stream = automation_stream(&p.request.automation);
+        let stream = automation_stream(p.job.automation());
         let record = record
-            .correlation(p.request.trigger_event, p.request.trigger_event)
-            .producer(crate::engine::producer(&p.request.automation));
+            .correlation(p.job.trigger_event(), p.job.trigger_event())
+            .producer(crate::engine::producer(p.job.automation()));
         let mut failures = 0;
         loop {
             match self
@@ -475,8 +558,12 @@ impl Dispatcher {
                 .append(&tenant, &stream, ExpectedVersion::Any, vec![record.clone()])
                 .await
             {
-                // Removed when the event comes back through the log.
-                Ok(_) => return false,
+                // Settled: not started again while its outcome comes back
+                // through the log (which removes it after a restart too).
+                Ok(_) => {
+                    pending.remove(&outcome.delivery);
+                    return false;
+                }
                 Err(e) if e.is_caller_error() => {
                     tracing::error!(error = %e, "A webhook outcome could not be recorded.");
                     pending.remove(&outcome.delivery);
@@ -644,9 +731,12 @@ pub async fn find_request(
     tenant: &TenantId,
     automation: &str,
     delivery: Uuid,
-) -> Result<Option<(u64, WebhookRequested)>, StoreError> {
+) -> Result<Option<(u64, Job)>, StoreError> {
     let mut query = SearchQuery::new(tenant.clone());
-    query.types = vec![format!("{DOMAIN}.{}", WebhookRequested::NAME)];
+    query.types = vec![
+        format!("{DOMAIN}.{}", WebhookRequested::NAME),
+        format!("{DOMAIN}.{}", EmailRequested::NAME),
+    ];
     query.streams = vec![automation_stream(automation)];
     query.payload_equals = vec![(
         vec!["delivery_id".into()],
@@ -654,11 +744,11 @@ pub async fn find_request(
     )];
     query.limit = 1;
     let page = store.search(&query).await?;
-    Ok(page.events.into_iter().next().and_then(|e| {
-        WebhookRequested::from_payload(e.payload)
-            .ok()
-            .map(|r| (e.position.get(), r))
-    }))
+    Ok(page
+        .events
+        .into_iter()
+        .next()
+        .and_then(|e| Job::of(&e).map(|job| (e.position.get(), job))))
 }
 
 /// How many retries of a delivery were requested up to `upto`.
@@ -670,7 +760,7 @@ async fn retry_generation(
     upto: Position,
 ) -> Result<u32, StoreError> {
     let mut query = SearchQuery::new(tenant.clone());
-    query.types = vec![format!("{DOMAIN}.{}", WebhookRetryRequested::NAME)];
+    query.types = vec![format!("{DOMAIN}.{}", DeliveryRetryRequested::NAME)];
     query.streams = vec![automation_stream(automation)];
     query.payload_equals = vec![(
         vec!["delivery_id".into()],
@@ -730,5 +820,111 @@ mod tests {
             endpoint("https://a.example:8443/y?z"),
             "https://a.example:8443"
         );
+    }
+}
+
+/// The SMTP server email actions go through (`HERALD_SMTP_URL`), and the
+/// default sender (`HERALD_SMTP_FROM`).
+pub struct Mailer {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// `smtp://[user:password@]host[:port]` (plain SMTP; port 25 by
+    /// default) and the default sender.
+    pub fn new(url: &str, from: &str) -> Result<Self, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if parsed.scheme() != "smtp" {
+            return Err(format!(
+                "{url:?}: the SMTP server is smtp://host[:port] (this build speaks plain SMTP)"
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{url:?} names no host"))?;
+        let mut builder =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+                .port(parsed.port().unwrap_or(25))
+                .timeout(Some(Duration::from_secs(30)));
+        if !parsed.username().is_empty() {
+            builder =
+                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    parsed.username().to_owned(),
+                    parsed.password().unwrap_or_default().to_owned(),
+                ));
+        }
+        let from = from
+            .parse()
+            .map_err(|e| format!("HERALD_SMTP_FROM {from:?} is not an email address: {e}"))?;
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
+}
+
+/// One attempt of an email.
+async fn send_email(mailer: Option<&Mailer>, request: &EmailRequested) -> Outcome {
+    use lettre::AsyncTransport;
+    let started = std::time::Instant::now();
+    let fail = |why: String, status: Option<u16>, permanent: bool| Outcome {
+        delivery: request.delivery_id,
+        status,
+        latency_ms: started.elapsed().as_millis() as u64,
+        result: Err(why),
+        permanent,
+    };
+    let Some(mailer) = mailer else {
+        return fail(
+            "no SMTP server is configured (HERALD_SMTP_URL)".into(),
+            None,
+            false,
+        );
+    };
+    let from = match &request.from {
+        Some(f) => match f.parse() {
+            Ok(m) => m,
+            Err(e) => return fail(format!("{f:?} is not an email address: {e}"), None, true),
+        },
+        None => mailer.from.clone(),
+    };
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(request.subject.clone())
+        .message_id(Some(format!("<{}@herald>", request.delivery_id)))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN);
+    for to in &request.to {
+        match to.parse() {
+            Ok(m) => builder = builder.to(m),
+            Err(e) => return fail(format!("{to:?} is not an email address: {e}"), None, true),
+        }
+    }
+    let message = match builder.body(request.body.clone()) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("the message cannot be built: {e}"), None, true),
+    };
+    match mailer.transport.send(message).await {
+        Ok(response) => Outcome {
+            delivery: request.delivery_id,
+            status: Some(u16::from(response.code())),
+            latency_ms: started.elapsed().as_millis() as u64,
+            result: Ok(()),
+            permanent: false,
+        },
+        Err(e) => {
+            let status = e.status().map(u16::from);
+            // A permanent refusal (5xx) will not change by retrying.
+            fail(error_chain(&e), status, e.is_permanent())
+        }
     }
 }

@@ -135,10 +135,33 @@ pub struct WebhookRequested {
     pub order_key: String,
 }
 
-/// A webhook delivery was answered with a 2xx status.
+/// An email action's message, queued: the dispatcher sends it over SMTP
+/// until the server accepts it or its retry window ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequested {
+    pub automation: String,
+    pub version: u32,
+    pub trigger_event: Uuid,
+    pub action: String,
+    /// The message's `Message-ID` is `<delivery_id@herald>`: the same on
+    /// every attempt.
+    pub delivery_id: Uuid,
+    pub to: Vec<String>,
+    /// The sender; the process's `HERALD_SMTP_FROM` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub retry_for_secs: u64,
+    pub order_key: String,
+}
+
+/// A delivery succeeded: a webhook answered 2xx, or an email was accepted
+/// by the SMTP server (`status` is its reply code).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookDelivered {
+pub struct DeliverySucceeded {
     pub automation: String,
     pub delivery_id: Uuid,
     pub status: u16,
@@ -151,7 +174,7 @@ pub struct WebhookDelivered {
 /// letter, retryable with `POST …/deliveries/{id}/retry`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookDeadLettered {
+pub struct DeliveryDeadLettered {
     pub automation: String,
     pub delivery_id: Uuid,
     pub attempts: u32,
@@ -164,7 +187,7 @@ pub struct WebhookDeadLettered {
 /// A dead-lettered delivery is to be tried again (a new retry window).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookRetryRequested {
+pub struct DeliveryRetryRequested {
     pub automation: String,
     pub delivery_id: Uuid,
 }
@@ -178,9 +201,10 @@ typed_events! {
     ScheduleDue => "schedule_due",
     ActionFailed => "action_failed",
     WebhookRequested => "webhook_requested",
-    WebhookDelivered => "webhook_delivered",
-    WebhookDeadLettered => "webhook_dead_lettered",
-    WebhookRetryRequested => "webhook_retry_requested",
+    EmailRequested => "email_requested",
+    DeliverySucceeded => "delivery_succeeded",
+    DeliveryDeadLettered => "delivery_dead_lettered",
+    DeliveryRetryRequested => "delivery_retry_requested",
 }
 
 /// One change to a tenant's automations, as stored in its definitions

@@ -843,7 +843,7 @@ pub async fn deliveries(
     operation_id = "retry_automation_delivery",
     summary = "Retry a dead-lettered webhook delivery",
     description = "Queues the dead-lettered delivery again (an \
-        `automations.webhook_retry_requested` event) with a new retry window; it keeps its \
+        `automations.delivery_retry_requested` event) with a new retry window; it keeps its \
         delivery id. No body. Needs `automations:write`.",
     params(
         ("name" = String, Path, description = "The automation's name"),

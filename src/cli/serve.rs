@@ -211,12 +211,17 @@ pub async fn serve(
         herald_automations::engine::EngineConfig::default(),
     )
     .spawn(tasks_stop.clone());
-    let webhooks_task = herald_automations::webhooks::Dispatcher::new(
+    let mut dispatcher = herald_automations::webhooks::Dispatcher::new(
         Arc::clone(&store),
         config.webhook_allow.clone(),
         herald_automations::webhooks::DispatcherConfig::default(),
-    )
-    .spawn(tasks_stop.clone());
+    );
+    if let Some((url, from)) = &config.smtp {
+        let mailer = herald_automations::webhooks::Mailer::new(url, from)
+            .map_err(|e| anyhow::anyhow!("HERALD_SMTP_URL: {e}"))?;
+        dispatcher = dispatcher.with_mailer(mailer);
+    }
+    let webhooks_task = dispatcher.spawn(tasks_stop.clone());
     let ingest = config.broker.ingest.enabled.then(|| {
         tracing::info!(topic = %config.broker.ingest.topic, "Starting the broker ingest.");
         Ingest::new(
