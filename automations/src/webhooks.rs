@@ -781,48 +781,6 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_signature_is_the_hmac_of_timestamp_dot_body() {
-        let sig = signature(b"Jefe", 1_700_000_000, b"{}");
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
-        mac.update(b"1700000000.{}");
-        assert_eq!(
-            sig,
-            format!("v1={}", hex::encode(mac.finalize().into_bytes()))
-        );
-        assert_eq!(sig.len(), 3 + 64);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let c = DispatcherConfig::default();
-        for n in 1..20 {
-            let d = backoff(&c, n);
-            let step = c
-                .first_backoff
-                .saturating_mul(1 << (n - 1).min(30))
-                .min(c.max_backoff);
-            assert!(
-                d >= step / 2 && d <= step,
-                "retry {n}: {d:?} not within half of {step:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn endpoints_are_scheme_host_and_port() {
-        assert_eq!(endpoint("http://a.example/x"), "http://a.example:80");
-        assert_eq!(
-            endpoint("https://a.example:8443/y?z"),
-            "https://a.example:8443"
-        );
-    }
-}
-
 /// The SMTP server email actions go through (`HERALD_SMTP_URL`), and the
 /// default sender (`HERALD_SMTP_FROM`).
 pub struct Mailer {
@@ -926,5 +884,47 @@ async fn send_email(mailer: Option<&Mailer>, request: &EmailRequested) -> Outcom
             // A permanent refusal (5xx) will not change by retrying.
             fail(error_chain(&e), status, e.is_permanent())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hmac_of_timestamp_dot_body() {
+        let sig = signature(b"Jefe", 1_700_000_000, b"{}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"1700000000.{}");
+        assert_eq!(
+            sig,
+            format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+        );
+        assert_eq!(sig.len(), 3 + 64);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let c = DispatcherConfig::default();
+        for n in 1..20 {
+            let d = backoff(&c, n);
+            let step = c
+                .first_backoff
+                .saturating_mul(1 << (n - 1).min(30))
+                .min(c.max_backoff);
+            assert!(
+                d >= step / 2 && d <= step,
+                "retry {n}: {d:?} not within half of {step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_are_scheme_host_and_port() {
+        assert_eq!(endpoint("http://a.example/x"), "http://a.example:80");
+        assert_eq!(
+            endpoint("https://a.example:8443/y?z"),
+            "https://a.example:8443"
+        );
     }
 }
