@@ -11,31 +11,9 @@ use std::time::Duration;
 
 use herald_testkit::eventually;
 use serde_json::{json, Value};
-use support::{free_port, Herald};
+use support::{free_port, get_json as get, post_json as post, Herald};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let resp = client
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("herald answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("herald answers")
-        .json()
-        .await
-        .expect("JSON")
-}
 
 async fn events(client: &reqwest::Client, base: &str, stream: &str) -> Vec<Value> {
     get(
@@ -184,6 +162,89 @@ async fn schedules_fire_once_per_instant_and_stop_when_disabled() {
                 .starts_with("timers/automation.every-clock.")),
         "{timers}"
     );
+    let status = herald.terminate(PATIENCE);
+    assert!(status.success());
+}
+
+/// Timer actions: an opened ticket schedules a reminder (a durable timer
+/// delivering a note a second later); resolving it first cancels the
+/// reminder, which then never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_actions_schedule_and_cancel_durable_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut herald = Herald::start(dir.path(), &["serve", "--listen", &listen], &[]);
+    herald.wait_healthy(PATIENCE).await;
+    let base = herald.base.clone();
+    let client = reqwest::Client::new();
+    for definition in [
+        json!({
+            "name": "remind",
+            "trigger": {"event": {"types": ["tickets.ticket_opened"]}},
+            "actions": [{"schedule_timer": {
+                "id": "remind.{{ event.stream_id }}",
+                "after": "1s",
+                "label": "reminder",
+                "deliver": {"kind": "command", "domain": "tickets", "stream_id": "{{ event.stream_id }}",
+                            "name": "append_note", "body": {"note": "reminder", "author": "timer"}}
+            }}]
+        }),
+        json!({
+            "name": "forget",
+            "trigger": {"event": {"types": ["tickets.ticket_resolved"]}},
+            "actions": [{"cancel_timer": {"id": "remind.{{ event.stream_id }}", "reason": "resolved"}}]
+        }),
+    ] {
+        let (status, body) = post(&client, format!("{base}/v1/automations"), definition).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let open = json!({"kind": "other", "customer": "acme", "description": "d", "opened_by": "me"});
+    for id in ["T-10", "T-11"] {
+        let (status, body) = post(
+            &client,
+            format!("{base}/v1/tickets/{id}/open"),
+            open.clone(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = post(
+        &client,
+        format!("{base}/v1/tickets/T-11/resolve"),
+        json!({"resolution": "done"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // T-11's reminder is cancelled; T-10's fires and notes the ticket once.
+    let settled = eventually(PATIENCE, || {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let cancelled = events(&client, &base, "timers/remind.T-11").await;
+            let t10 = events(&client, &base, "tickets/T-10").await;
+            cancelled
+                .iter()
+                .any(|e| e["type"] == "timers.timer_cancelled")
+                && notes(&t10, "timer").len() == 1
+        }
+    })
+    .await;
+    assert!(
+        settled,
+        "the reminder did not fire, or the other was not cancelled"
+    );
+    let fired = events(&client, &base, "timers/remind.T-10").await;
+    assert!(
+        fired.iter().any(|e| e["type"] == "timers.timer_fired"),
+        "{fired:?}"
+    );
+    // The cancelled one never fires.
+    let t11_timer = events(&client, &base, "timers/remind.T-11").await;
+    assert!(
+        t11_timer.iter().all(|e| e["type"] != "timers.timer_fired"),
+        "{t11_timer:?}"
+    );
+    assert!(notes(&events(&client, &base, "tickets/T-11").await, "timer").is_empty());
     let status = herald.terminate(PATIENCE);
     assert!(status.success());
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herald_testkit::eventually;
 use serde_json::{json, Value};
-use support::{free_port, Herald};
+use support::{free_port, get_json as get, post_json as post, Herald};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -98,28 +98,6 @@ async fn smtp_server(listener: tokio::net::TcpListener, state: Arc<Mutex<Smtp>>)
             }
         });
     }
-}
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let resp = client
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("herald answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("herald answers")
-        .json()
-        .await
-        .expect("JSON")
 }
 
 fn automation() -> Value {

@@ -19,7 +19,7 @@ use herald_testkit::eventually;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::{free_port, Herald};
+use support::{free_port, get_json as get, post_json as post, Herald};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 const SECRET: &str = "s3cret-for-tests";
@@ -107,28 +107,6 @@ fn verify(r: &Received) -> bool {
     let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
     // A test may compare plainly; receivers compare in constant time.
     *sig == expected
-}
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let resp = client
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("herald answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("herald answers")
-        .json()
-        .await
-        .expect("JSON")
 }
 
 #[actix_web::test]

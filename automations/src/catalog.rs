@@ -4,7 +4,8 @@
 //! position P runs on the events after P — the same rule a dry run over
 //! history follows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use herald_events::automations::{
@@ -35,6 +36,9 @@ pub struct Entry {
     /// When the current version was applied.
     pub applied_at: chrono::DateTime<chrono::Utc>,
     pub applied_position: u64,
+    /// Triggers matched since the engine last saved its counters: counted
+    /// here, without a lookup, for every automation every event matches.
+    pub pending_matched: Arc<AtomicU64>,
 }
 
 impl Entry {
@@ -50,6 +54,78 @@ pub struct Catalog {
     entries: BTreeMap<String, Entry>,
     /// The definitions stream's version this fold is at.
     pub stream_version: u64,
+    /// The running automations by the equality their condition requires.
+    index: Index,
+}
+
+/// Which running automations an event can trigger, found without
+/// evaluating every condition: an automation whose condition requires
+/// `event.<path> == 'text'` is a candidate only for events whose string at
+/// that path is that text (or that have no string there, where the
+/// condition decides). Rules engines call this a discrimination index.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// Running automations without such an equality.
+    always: Vec<String>,
+    /// Per path: the automations by the text they require, and all of them.
+    by_path: Vec<(Vec<String>, HashMap<String, Vec<String>>, Vec<String>)>,
+}
+
+impl Index {
+    fn of(entries: &BTreeMap<String, Entry>) -> Self {
+        let mut index = Index::default();
+        for entry in entries.values().filter(|e| e.runs()) {
+            let required = entry
+                .compiled
+                .as_ref()
+                .and_then(|c| c.when.as_ref())
+                .and_then(|w| w.required_equality());
+            match required {
+                None => index.always.push(entry.name.clone()),
+                Some((path, text)) => {
+                    let slot = match index.by_path.iter().position(|(p, ..)| *p == path) {
+                        Some(i) => i,
+                        None => {
+                            index.by_path.push((path, HashMap::new(), Vec::new()));
+                            index.by_path.len() - 1
+                        }
+                    };
+                    let (_, by_text, all) = &mut index.by_path[slot];
+                    by_text.entry(text).or_default().push(entry.name.clone());
+                    all.push(entry.name.clone());
+                }
+            }
+        }
+        index
+    }
+}
+
+/// The string an event has at `path`, as expressions see it (`None`: not a
+/// string there, or a field the index does not read).
+fn text_at<'a>(
+    event: &'a herald_events::EventEnvelope,
+    path: &[String],
+) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    let (first, rest) = path.split_first()?;
+    let whole = |text: Cow<'a, str>| rest.is_empty().then_some(text);
+    match first.as_str() {
+        "payload" => {
+            let mut value = &event.payload;
+            for key in rest {
+                value = value.get(key)?;
+            }
+            value.as_str().map(Cow::Borrowed)
+        }
+        "type" => whole(Cow::Owned(event.event_type.to_string())),
+        "domain" => whole(Cow::Borrowed(event.event_type.domain())),
+        "name" => whole(Cow::Borrowed(event.event_type.name())),
+        "stream" => whole(Cow::Owned(event.stream.to_string())),
+        "stream_id" => whole(Cow::Borrowed(event.stream.id())),
+        "tenant" => whole(Cow::Borrowed(event.tenant.as_str())),
+        "producer" => whole(Cow::Borrowed(event.producer.as_str())),
+        _ => None,
+    }
 }
 
 /// What a fold step did to an automation, for the engine's side effects
@@ -82,6 +158,39 @@ impl Catalog {
     /// The automations that run.
     pub fn running(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values().filter(|e| e.runs())
+    }
+
+    /// The running automations whose condition can hold for `event`, in
+    /// name order (the order [`Catalog::running`] gives): the others'
+    /// conditions require a text the event does not have.
+    pub fn candidates(&self, event: &herald_events::EventEnvelope) -> Vec<&Entry> {
+        match self.candidate_names(event) {
+            None => self.running().collect(),
+            Some(names) => names
+                .into_iter()
+                .filter_map(|n| self.entries.get(n))
+                .collect(),
+        }
+    }
+
+    /// The names of [`Catalog::candidates`]; `None` when every running
+    /// automation is one (no condition is indexed).
+    pub fn candidate_names(&self, event: &herald_events::EventEnvelope) -> Option<BTreeSet<&str>> {
+        if self.index.by_path.is_empty() {
+            return None;
+        }
+        let mut names: BTreeSet<&str> = self.index.always.iter().map(String::as_str).collect();
+        for (path, by_text, all) in &self.index.by_path {
+            match text_at(event, path) {
+                Some(text) => {
+                    if let Some(found) = by_text.get(text.as_ref()) {
+                        names.extend(found.iter().map(String::as_str));
+                    }
+                }
+                None => names.extend(all.iter().map(String::as_str)),
+            }
+        }
+        Some(names)
     }
 
     pub fn len(&self) -> usize {
@@ -128,6 +237,12 @@ impl Catalog {
                     since_event: event_id,
                     applied_at: at,
                     applied_position: position,
+                    // Counts not saved yet carry over to the new version.
+                    pending_matched: self
+                        .entries
+                        .get(&a.name)
+                        .map(|e| Arc::clone(&e.pending_matched))
+                        .unwrap_or_default(),
                 };
                 if entry.runs() {
                     transitions.push(Transition::Started {
@@ -165,6 +280,7 @@ impl Catalog {
                 }
             }
         }
+        self.index = Index::of(&self.entries);
         transitions
     }
 }
@@ -411,6 +527,62 @@ mod tests {
             decide_delete(&c, "n1"),
             Err(Refused::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn candidates_skip_conditions_that_require_another_text() {
+        let mut c = Catalog::default();
+        for (name, when) in [
+            (
+                "by-alice",
+                "event.payload.author == 'alice' && event.payload.n > 1",
+            ),
+            ("by-bob", "'bob' == event.payload.author"),
+            ("any", "event.payload.n > 1"),
+            ("on-type", "event.type == 'tickets.note_appended'"),
+        ] {
+            let mut d = def(when);
+            d["name"] = json!(name);
+            let a = decide_apply(&c, &d, true, None).unwrap();
+            fold(&mut c, &a);
+        }
+        let event = |payload: Value| {
+            let new = herald_events::NewEvent::new(
+                "tickets.note_appended".parse().unwrap(),
+                herald_events::SchemaVersion::V1,
+                payload,
+            );
+            herald_events::EventEnvelope {
+                id: new.id,
+                tenant: herald_events::TenantId::default_tenant(),
+                stream: "tickets/T-1".parse().unwrap(),
+                stream_version: herald_events::StreamVersion(1),
+                position: herald_events::Position(1),
+                event_type: new.event_type,
+                version: new.version,
+                occurred_at: new.occurred_at,
+                recorded_at: new.occurred_at,
+                correlation_id: new.correlation_id,
+                causation_id: new.causation_id,
+                producer: new.producer,
+                payload: new.payload,
+                hash: herald_events::ChainHash::GENESIS,
+            }
+        };
+        let names = |e: &herald_events::EventEnvelope| -> Vec<String> {
+            c.candidates(e)
+                .into_iter()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        let alice = event(json!({"author": "alice", "n": 2}));
+        assert_eq!(names(&alice), ["any", "by-alice", "on-type"]);
+        // No string at the path: the conditions decide.
+        let none = event(json!({"n": 2}));
+        assert!(
+            names(&none).contains(&"by-alice".to_owned())
+                && names(&none).contains(&"by-bob".to_owned())
+        );
     }
 
     #[test]

@@ -338,7 +338,7 @@ impl Engine {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
-                    let _ = self.save(done, &state).await;
+                    let _ = self.save(done, &mut state, &catalogs).await;
                     return TermEnd::Shutdown;
                 }
                 _ = renew.tick() => {
@@ -348,7 +348,7 @@ impl Engine {
                         Err(e) => tracing::warn!(error = %e, "Automations engine could not renew its lease."),
                     }
                     if unsaved > 0 && last_save.elapsed() >= self.config.checkpoint_interval {
-                        match self.save(done, &state).await {
+                        match self.save(done, &mut state, &catalogs).await {
                             Ok(true) => { unsaved = 0; last_save = tokio::time::Instant::now(); }
                             Ok(false) => return TermEnd::LeaseLost,
                             Err(_) => {}
@@ -376,7 +376,7 @@ impl Engine {
                 .is_err()
             {
                 // Stopping in the middle of an event: it is met again.
-                let _ = self.save(done, &state).await;
+                let _ = self.save(done, &mut state, &catalogs).await;
                 return TermEnd::Shutdown;
             }
             done = event.position;
@@ -386,7 +386,7 @@ impl Engine {
             if unsaved >= self.config.checkpoint_every
                 || last_save.elapsed() >= self.config.checkpoint_interval
             {
-                match self.save(done, &state).await {
+                match self.save(done, &mut state, &catalogs).await {
                     Ok(true) => {
                         unsaved = 0;
                         last_save = tokio::time::Instant::now();
@@ -400,8 +400,24 @@ impl Engine {
         }
     }
 
-    /// Saves the position and counters while holding the lease.
-    async fn save(&self, position: Position, state: &EngineState) -> Result<bool, StoreError> {
+    /// Saves the position and counters while holding the lease (the
+    /// counts kept in the catalogs' entries first folded in).
+    async fn save(
+        &self,
+        position: Position,
+        state: &mut EngineState,
+        catalogs: &HashMap<TenantId, Catalog>,
+    ) -> Result<bool, StoreError> {
+        for (tenant, catalog) in catalogs {
+            for entry in catalog.entries() {
+                let n = entry
+                    .pending_matched
+                    .swap(0, std::sync::atomic::Ordering::Relaxed);
+                if n > 0 {
+                    state.entry(tenant, &entry.name).matched += n;
+                }
+            }
+        }
         if !self
             .store
             .acquire_lease(ENGINE, &self.holder, self.config.lease_ttl)
@@ -518,6 +534,9 @@ impl Engine {
         let own = event.producer.strip_prefix("automation:");
         // One conversion of the event for every automation without lookups.
         let mut shared: Option<Scope> = None;
+        // The automations whose condition cannot hold (it requires a text
+        // the event does not have) are counted as matched, not evaluated.
+        let candidates = catalog.candidate_names(event);
         for entry in catalog.running() {
             let Some(compiled) = &entry.compiled else {
                 continue;
@@ -527,9 +546,17 @@ impl Engine {
                 // automation on itself).
                 continue;
             }
+            let candidate = candidates
+                .as_ref()
+                .is_none_or(|c| c.contains(entry.name.as_str()));
             match &compiled.trigger {
                 CompiledTrigger::Event(m) if m.matches(&event_type, &stream) => {
-                    state.entry(tenant, &entry.name).matched += 1;
+                    entry
+                        .pending_matched
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !candidate {
+                        continue;
+                    }
                     if !compiled.lookups.is_empty() {
                         self.act_on(
                             state,
@@ -545,14 +572,18 @@ impl Engine {
                     let scope = shared.get_or_insert_with(|| {
                         Scope::new(&event_view(event), &json!({}), &Value::Null)
                     });
-                    scope.set_automation(&automation_view(&entry.name, entry.version));
                     // Most events fail most conditions: decide (and render)
-                    // only when it holds or cannot be evaluated.
+                    // only when it holds or cannot be evaluated, and set
+                    // `automation` for the condition only if it reads it.
                     if let Some(when) = &compiled.when {
+                        if when.reads("automation") {
+                            scope.set_automation(&automation_view(&entry.name, entry.version));
+                        }
                         if matches!(when.eval_bool(scope, "when"), Ok(false)) {
                             continue;
                         }
                     }
+                    scope.set_automation(&automation_view(&entry.name, entry.version));
                     let decision = compiled.decide(entry.version, TriggerRef::of(event), scope);
                     self.execute(state, entry, event, &decision, shutdown)
                         .await?;
@@ -562,7 +593,7 @@ impl Engine {
                     correlate,
                     within,
                     ..
-                } if start.matches(&event_type, &stream) => {
+                } if candidate && start.matches(&event_type, &stream) => {
                     self.start_absence(state, entry, compiled, event, correlate, *within, shutdown)
                         .await?;
                 }
@@ -1313,6 +1344,7 @@ impl Engine {
                         since_event: *since_event,
                         applied_at: event.recorded_at,
                         applied_position: event.position.get(),
+                        pending_matched: Default::default(),
                     },
                 };
                 if matches!(

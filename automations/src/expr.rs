@@ -56,6 +56,8 @@ static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| {
 pub struct Expr {
     source: String,
     program: Arc<cel::Program>,
+    /// The variables it reads.
+    reads: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -96,11 +98,80 @@ impl Expr {
         Ok(Self {
             source: source.to_owned(),
             program: Arc::new(program),
+            reads: VARIABLES
+                .iter()
+                .copied()
+                .filter(|v| free.contains(*v))
+                .collect(),
         })
+    }
+
+    /// Whether it reads the variable `name` (`event`, `state`,
+    /// `automation`): the engine sets only what a condition reads.
+    pub fn reads(&self, name: &str) -> bool {
+        self.reads.contains(&name)
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// An equality the expression requires of the event: one of its
+    /// top-level `&&` conjuncts is `event.<path> == '<text>'` (either way
+    /// round). The engine indexes automations by it, so an event is only
+    /// evaluated against conditions that can hold: when the event has a
+    /// string at that path and it differs, the conjunct is false and so is
+    /// the whole condition (CEL's `&&` is false when any side is, errors
+    /// aside).
+    pub fn required_equality(&self) -> Option<(Vec<String>, String)> {
+        use cel::common::ast::operators::{EQUALS, LOGICAL_AND};
+        use cel::common::ast::{Expr as Node, LiteralValue};
+        fn conjuncts<'a>(
+            e: &'a cel::parser::Expression,
+            out: &mut Vec<&'a cel::parser::Expression>,
+        ) {
+            match &e.expr {
+                Node::Call(call) if call.func_name == LOGICAL_AND && call.target.is_none() => {
+                    for arg in &call.args {
+                        conjuncts(arg, out);
+                    }
+                }
+                _ => out.push(e),
+            }
+        }
+        fn event_path(e: &cel::parser::Expression) -> Option<Vec<String>> {
+            match &e.expr {
+                Node::Select(select) if !select.test => {
+                    let mut path = event_path(&select.operand)?;
+                    path.push(select.field.clone());
+                    Some(path)
+                }
+                Node::Ident(name) if name == "event" => Some(Vec::new()),
+                _ => None,
+            }
+        }
+        let mut all = Vec::new();
+        conjuncts(self.program.expression(), &mut all);
+        all.into_iter().find_map(|c| match &c.expr {
+            Node::Call(call)
+                if call.func_name == EQUALS && call.target.is_none() && call.args.len() == 2 =>
+            {
+                let (a, b) = (&call.args[0], &call.args[1]);
+                let literal = |e: &cel::parser::Expression| match &e.expr {
+                    Node::Literal(LiteralValue::String(s)) => Some(s.inner().to_owned()),
+                    _ => None,
+                };
+                match (event_path(a), literal(b), event_path(b), literal(a)) {
+                    (Some(path), Some(text), _, _) | (_, _, Some(path), Some(text))
+                        if !path.is_empty() =>
+                    {
+                        Some((path, text))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
     }
 
     /// The expression's value in `scope`, as JSON.
@@ -431,6 +502,22 @@ mod tests {
             t.render(&s, "body").unwrap(),
             json!({"n": 4, "id": "outage.E-1", "c": "acme", "lit": 5, "list": [["a"]]})
         );
+    }
+
+    #[test]
+    fn required_equalities_are_found_among_the_conjuncts() {
+        let eq = |src: &str| Expr::compile(src, "when").unwrap().required_equality();
+        assert_eq!(
+            eq("event.payload.author == 'a' && event.payload.n > 1"),
+            Some((vec!["payload".into(), "author".into()], "a".into()))
+        );
+        assert_eq!(
+            eq("'x' == event.type"),
+            Some((vec!["type".into()], "x".into()))
+        );
+        assert_eq!(eq("event.payload.author == 'a' || true"), None);
+        assert_eq!(eq("event.payload.n == 1"), None);
+        assert_eq!(eq("state.x == 'a'"), None);
     }
 
     #[test]

@@ -201,6 +201,35 @@ impl Output {
     }
 }
 
+/// `POST url` with a JSON body: the status and the JSON answer (`null`
+/// when there is none).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("herald answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// `GET url`: the JSON answer.
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("herald answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// A running `herald` process, killed when dropped.
 pub struct Herald {
     pub child: Child,
