@@ -68,8 +68,12 @@ struct Index {
     /// Running automations without such an equality.
     always: Vec<String>,
     /// Per path: the automations by the text they require, and all of them.
-    by_path: Vec<(Vec<String>, HashMap<String, Vec<String>>, Vec<String>)>,
+    by_path: Vec<PathIndex>,
 }
+
+/// An event path, the automations by the text they require there, and all
+/// of them.
+type PathIndex = (Vec<String>, HashMap<String, Vec<String>>, Vec<String>);
 
 impl Index {
     fn of(entries: &BTreeMap<String, Entry>) -> Self {
