@@ -77,9 +77,8 @@ async fn hook(
             _ => (404, None),
         }
     };
-    if let Some(delay) = delay {
-        actix_web::rt::time::sleep(delay).await;
-    }
+    // Recorded as it arrives (in arrival order); one that outlasts the
+    // client's timeout is never answered for it (0).
     state.lock().unwrap().got.push(Received {
         path: path.clone(),
         delivery: header("herald-delivery").unwrap_or_default(),
@@ -88,6 +87,9 @@ async fn hook(
         body: body.to_vec(),
         answered: if delay.is_some() { 0 } else { status },
     });
+    if let Some(delay) = delay {
+        actix_web::rt::time::sleep(delay).await;
+    }
     let mut answer = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
     if status == 307 {
         let port = req.app_config().local_addr().port();
