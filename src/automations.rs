@@ -240,6 +240,32 @@ pub struct Delivery {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl Delivery {
+    /// A delivery as its request event queued it: pending.
+    fn requested(
+        delivery_id: uuid::Uuid,
+        url: String,
+        trigger_event: uuid::Uuid,
+        action: String,
+        event: &EventEnvelope,
+    ) -> Self {
+        Self {
+            delivery_id,
+            url,
+            trigger_event,
+            action,
+            requested_at: event.recorded_at,
+            requested_position: event.position.get(),
+            status: "pending",
+            status_code: None,
+            attempts: None,
+            latency_ms: None,
+            error: None,
+            finished_at: None,
+        }
+    }
+}
+
 impl Automations {
     /// The latest webhook deliveries of one automation, oldest first.
     pub async fn deliveries(
@@ -265,20 +291,7 @@ impl Automations {
                     order.push(r.delivery_id);
                     found.insert(
                         r.delivery_id,
-                        Delivery {
-                            delivery_id: r.delivery_id,
-                            url: r.url,
-                            trigger_event: r.trigger_event,
-                            action: r.action,
-                            requested_at: e.recorded_at,
-                            requested_position: e.position.get(),
-                            status: "pending",
-                            status_code: None,
-                            attempts: None,
-                            latency_ms: None,
-                            error: None,
-                            finished_at: None,
-                        },
+                        Delivery::requested(r.delivery_id, r.url, r.trigger_event, r.action, e),
                     );
                 }
             } else if name == EmailRequested::NAME {
@@ -286,20 +299,13 @@ impl Automations {
                     order.push(r.delivery_id);
                     found.insert(
                         r.delivery_id,
-                        Delivery {
-                            delivery_id: r.delivery_id,
-                            url: format!("mailto:{}", r.to.join(",")),
-                            trigger_event: r.trigger_event,
-                            action: r.action,
-                            requested_at: e.recorded_at,
-                            requested_position: e.position.get(),
-                            status: "pending",
-                            status_code: None,
-                            attempts: None,
-                            latency_ms: None,
-                            error: None,
-                            finished_at: None,
-                        },
+                        Delivery::requested(
+                            r.delivery_id,
+                            format!("mailto:{}", r.to.join(",")),
+                            r.trigger_event,
+                            r.action,
+                            e,
+                        ),
                     );
                 }
             } else if name == DeliverySucceeded::NAME {

@@ -982,25 +982,8 @@ impl Engine {
             retry_for_secs: *retry_for_secs,
             order_key: trigger.stream.to_string(),
         };
-        let event = request
-            .to_new_event()
-            .with_id(EventId(event_id(key)))
-            .correlation(trigger.correlation_id, trigger.id.as_uuid())
-            .producer(producer(&entry.name));
-        match self
-            .store
-            .append(
-                &trigger.tenant,
-                &automation_stream(&entry.name),
-                ExpectedVersion::Any,
-                vec![event],
-            )
+        self.queue(entry, trigger, request.to_new_event(), key)
             .await
-        {
-            Ok(_) => Attempt::Done,
-            Err(e) if e.is_caller_error() => Attempt::Failed(e.to_string()),
-            Err(e) => Attempt::Retry(e.to_string()),
-        }
     }
 
     /// Queues an email: one `automations.email_requested` event per trigger
@@ -1043,8 +1026,20 @@ impl Engine {
             retry_for_secs: *retry_for_secs,
             order_key: trigger.stream.to_string(),
         };
-        let event = request
-            .to_new_event()
+        self.queue(entry, trigger, request.to_new_event(), key)
+            .await
+    }
+
+    /// Appends a queued delivery to the automation's stream, its id the
+    /// action's dedupe key: once however often the trigger is met.
+    async fn queue(
+        &self,
+        entry: &Entry,
+        trigger: &EventEnvelope,
+        event: NewEvent,
+        key: &str,
+    ) -> Attempt {
+        let event = event
             .with_id(EventId(event_id(key)))
             .correlation(trigger.correlation_id, trigger.id.as_uuid())
             .producer(producer(&entry.name));
