@@ -198,6 +198,20 @@ async fn timer_actions_schedule_and_cancel_durable_timers() {
         let (status, body) = post(&client, format!("{base}/v1/automations"), definition).await;
         assert_eq!(status, 201, "{body}");
     }
+    // Nobody schedules a timer into the automations' own domain by hand:
+    // it would end an automation's wait.
+    let (status, body) = post(
+        &client,
+        format!("{base}/v1/timers/forged/schedule"),
+        json!({"after_secs": 1, "deliver": {"kind": "event", "domain": "automations", "stream_id": "remind",
+               "name": "absence_elapsed", "body": {}}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["type"], "urn:herald:problem:reserved-event-type",
+        "{body}"
+    );
     let open = json!({"kind": "other", "customer": "acme", "description": "d", "opened_by": "me"});
     for id in ["T-10", "T-11"] {
         let (status, body) = post(

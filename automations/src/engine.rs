@@ -780,6 +780,16 @@ impl Engine {
                     self.append(entry, trigger, stream, event_type, *version, payload, key)
                         .await
                 }
+                Rendered::ScheduleTimer { id, body }
+                    if matches!(
+                        body.pointer("/deliver/domain").and_then(Value::as_str),
+                        Some(DOMAIN | herald_events::registry::events::DOMAIN)
+                    ) =>
+                {
+                    Attempt::Failed(format!(
+                        "timer {id} would deliver into a domain only Herald appends to"
+                    ))
+                }
                 Rendered::ScheduleTimer { id, body } => {
                     let mut body = body.clone();
                     if let Some(map) = body.as_object_mut() {

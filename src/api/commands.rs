@@ -101,6 +101,7 @@ pub async fn execute(
     let key = super::idempotency::key(&req)?;
     let body: Value = read_json(&req, payload, &state.limits).await?;
     super::text::check_body(&body, ProblemKind::InvalidRequest)?;
+    refuse_reserved_delivery(&domain, &command, &body)?;
     let idempotency = key.map(|key| Idempotency {
         fingerprint: herald_store::idempotency::fingerprint(&[
             "command",
@@ -299,4 +300,31 @@ fn problem(e: CommandError) -> Problem {
             )
         }
     }
+}
+
+/// A timer may not deliver into the domains only Herald appends to
+/// (`registry`, `automations`): a timer delivering `automations.absence_elapsed`
+/// would end an automation's wait by hand. Herald's own timers are
+/// scheduled by the automations engine directly, not over HTTP.
+fn refuse_reserved_delivery(domain: &str, command: &str, body: &Value) -> ApiResult<()> {
+    if domain != herald_events::timers::DOMAIN || command != "schedule" {
+        return Ok(());
+    }
+    let target = body
+        .get("deliver")
+        .and_then(|d| d.get("domain"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if target == herald_events::registry::events::DOMAIN
+        || target == herald_events::automations::DOMAIN
+    {
+        return Err(Problem::new(
+            ProblemKind::ReservedEventType,
+            format!(
+                "a timer cannot deliver into the {target} domain: only Herald appends its events"
+            ),
+        )
+        .with("pointer", "/deliver/domain"));
+    }
+    Ok(())
 }
