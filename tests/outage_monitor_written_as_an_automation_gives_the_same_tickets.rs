@@ -298,7 +298,22 @@ async fn settle(systems: &[&System]) {
 
 /// Runs one sequence on a fresh edge of both systems and compares the
 /// outage ticket's history.
-async fn run(compiled: &System, automated: &System, edge: &str, steps: &[Step]) {
+/// A burst of reports outlasted the recheck (a loaded machine): the two
+/// monitors then race their own timers, and the case says nothing.
+#[derive(Debug)]
+struct Overran;
+
+/// The longest a burst of reports may take: well within the recheck.
+const BURST_BUDGET: Duration = Duration::from_millis(2000);
+
+/// Runs one sequence on a fresh edge of both systems and compares the
+/// outage ticket's history.
+async fn run_once(
+    compiled: &System,
+    automated: &System,
+    edge: &str,
+    steps: &[Step],
+) -> Result<(), Overran> {
     for s in [compiled, automated] {
         s.command(
             "edges",
@@ -309,9 +324,11 @@ async fn run(compiled: &System, automated: &System, edge: &str, steps: &[Step]) 
         .await;
     }
     quiet(&[compiled, automated]).await;
+    let mut burst_started: Option<std::time::Instant> = None;
     for step in steps {
         match step {
             Step::Offline | Step::Online => {
+                let started = *burst_started.get_or_insert_with(std::time::Instant::now);
                 let state = if *step == Step::Offline {
                     "offline"
                 } else {
@@ -327,8 +344,15 @@ async fn run(compiled: &System, automated: &System, edge: &str, steps: &[Step]) 
                     .await;
                 }
                 quiet(&[compiled, automated]).await;
+                if started.elapsed() > BURST_BUDGET {
+                    settle(&[compiled, automated]).await;
+                    return Err(Overran);
+                }
             }
-            Step::Settle => settle(&[compiled, automated]).await,
+            Step::Settle => {
+                burst_started = None;
+                settle(&[compiled, automated]).await
+            }
         }
     }
     settle(&[compiled, automated]).await;
@@ -338,6 +362,21 @@ async fn run(compiled: &System, automated: &System, edge: &str, steps: &[Step]) 
         got, expected,
         "edge {edge}, steps {steps:?}: the automation's ticket history differs from the compiled monitor's"
     );
+    Ok(())
+}
+
+/// [`run_once`], on a new edge when a burst overran, up to five times.
+async fn run(compiled: &System, automated: &System, edge: &str, steps: &[Step]) {
+    for attempt in 1..=5 {
+        let edge = format!("{edge}.{attempt}");
+        if run_once(compiled, automated, &edge, steps).await.is_ok() {
+            return;
+        }
+        eprintln!(
+            "{edge}: a burst outlasted {BURST_BUDGET:?}; trying the case again on a new edge"
+        );
+    }
+    panic!("{edge}: every try of {steps:?} had a burst outlast {BURST_BUDGET:?}: the machine is too busy for this test");
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -392,7 +431,9 @@ async fn the_outage_automations_match_the_compiled_monitor() {
             // resolved and reopened.
             let mut seen = std::collections::BTreeSet::new();
             for n in 1..=case {
-                for edge in [format!("E-told-{n}"), format!("E-random-{n}")] {
+                for edge in
+                    (1..=5).flat_map(|a| [format!("E-told-{n}.{a}"), format!("E-random-{n}.{a}")])
+                {
                     for t in compiled.ticket(&edge).await.0 {
                         seen.insert(t);
                     }
