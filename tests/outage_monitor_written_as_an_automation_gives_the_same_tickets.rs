@@ -142,7 +142,7 @@ async fn start(compiled: bool) -> System {
     )
     .await;
     let domains = running.domains.clone();
-    let handled = Arc::new(Mutex::new(Position::START));
+    let mut handled = Arc::new(Mutex::new(Position::START));
     if compiled {
         let monitor = OutageMonitor { recheck: RECHECK };
         let store = Arc::clone(&store);
@@ -182,17 +182,9 @@ async fn start(compiled: bool) -> System {
             registry.clone(),
             EngineConfig::default(),
         );
-        let position = engine.position();
+        // The monitor has handled what the engine's position says.
+        handled = engine.position();
         engine.spawn(stopped);
-        let handled = Arc::clone(&handled);
-        // Mirror the engine's position into `handled`.
-        tokio::spawn(async move {
-            loop {
-                let p = *position.lock().unwrap();
-                *handled.lock().unwrap() = p;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
     }
     System {
         store,
