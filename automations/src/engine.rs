@@ -438,6 +438,17 @@ impl Engine {
     async fn load(
         &self,
     ) -> Result<(Position, EngineState, HashMap<TenantId, Catalog>), StoreError> {
+        if self.store.checkpoint_state(ENGINE).await?.is_none() {
+            // Never run on this store: when no automation was ever saved,
+            // nothing before the head concerns it, however long the log.
+            // The head is read first, so a definition saved meanwhile is
+            // either found below or after the head.
+            let head = self.store.head().await?.position;
+            let catalogs = load_catalogs(&*self.store, None).await?;
+            if catalogs.is_empty() {
+                return Ok((head, EngineState::default(), catalogs));
+            }
+        }
         let (position, state) = saved_state(&*self.store).await?;
         let catalogs = load_catalogs(&*self.store, Some(position)).await?;
         Ok((position, state, catalogs))

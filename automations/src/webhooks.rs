@@ -282,7 +282,15 @@ impl Dispatcher {
                     break (p, serde_json::from_str::<Saved>(&text).unwrap_or_default())
                 }
                 Ok(Some((p, None))) => break (p, Saved::default()),
-                Ok(None) => break (Position::START, Saved::default()),
+                Ok(None) => match self.first_start().await {
+                    Ok(start) => break (start, Saved::default()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Webhook dispatcher cannot read the log head; retrying.");
+                        if wait(shutdown, self.config.standby_poll).await {
+                            return true;
+                        }
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "Webhook dispatcher cannot read its checkpoint; retrying.");
                     if wait(shutdown, self.config.standby_poll).await {
@@ -356,6 +364,22 @@ impl Dispatcher {
             }
             self.start_due(&pending, &mut in_flight, &mut per_endpoint, &done_tx);
         }
+    }
+
+    /// Where a dispatcher that never ran starts: at the head when nothing
+    /// was ever queued (however long the log), else at the start. The head
+    /// is read first, so a request queued meanwhile is found either way.
+    async fn first_start(&self) -> Result<Position, StoreError> {
+        let head = self.store.head().await?.position;
+        for name in [WebhookRequested::NAME, EmailRequested::NAME] {
+            let queued: herald_events::EventType = format!("{DOMAIN}.{name}")
+                .parse()
+                .expect("a valid event type constant");
+            if !self.store.tenants_with_type(&queued).await?.is_empty() {
+                return Ok(Position::START);
+            }
+        }
+        Ok(head)
     }
 
     /// Applies one log event to the pending deliveries.
