@@ -950,15 +950,10 @@ impl Engine {
             Ok(b) => b,
             Err(why) => return Attempt::Failed(why),
         };
-        match self
-            .store
+        self.store
             .append(&trigger.tenant, &stream, ExpectedVersion::Any, vec![event])
             .await
-        {
-            Ok(_) => Attempt::Done,
-            Err(e) if e.is_caller_error() => Attempt::Failed(e.to_string()),
-            Err(e) => Attempt::Retry(e.to_string()),
-        }
+            .map_or_else(Attempt::of_store_error, |_| Attempt::Done)
     }
 
     /// Queues a webhook's delivery: one `automations.webhook_requested`
@@ -1064,8 +1059,7 @@ impl Engine {
             .with_id(EventId(event_id(key)))
             .correlation(trigger.correlation_id, trigger.id.as_uuid())
             .producer(producer(&entry.name));
-        match self
-            .store
+        self.store
             .append(
                 &trigger.tenant,
                 &automation_stream(&entry.name),
@@ -1073,11 +1067,7 @@ impl Engine {
                 vec![event],
             )
             .await
-        {
-            Ok(_) => Attempt::Done,
-            Err(e) if e.is_caller_error() => Attempt::Failed(e.to_string()),
-            Err(e) => Attempt::Retry(e.to_string()),
-        }
+            .map_or_else(Attempt::of_store_error, |_| Attempt::Done)
     }
 
     /// Records a failure for good: the counter, and the dead letter.
@@ -1450,6 +1440,18 @@ enum Attempt {
     Refused(String),
     Failed(String),
     Retry(String),
+}
+
+impl Attempt {
+    /// An append that failed: for good when the caller is at fault,
+    /// retried when the store is.
+    fn of_store_error(e: StoreError) -> Self {
+        if e.is_caller_error() {
+            Attempt::Failed(e.to_string())
+        } else {
+            Attempt::Retry(e.to_string())
+        }
+    }
 }
 
 /// What an action came to.
