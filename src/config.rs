@@ -136,6 +136,28 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_SMTP_URL", value_name = "URL")]
     pub smtp_url: Option<String>,
 
+    /// The master key wrapping personal data keys, 32 bytes in base64 (`herald personal new-master-key` makes one) [default: one Herald generates and keeps in the store]
+    #[arg(
+        long,
+        env = "HERALD_MASTER_KEY",
+        value_name = "BASE64",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key (base64), instead of HERALD_MASTER_KEY [default: none]
+    #[arg(long, env = "HERALD_MASTER_KEY_FILE", value_name = "PATH")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// Earlier master keys, comma-separated, read during a rotation until every key is re-wrapped [default: none]
+    #[arg(
+        long,
+        env = "HERALD_PREVIOUS_MASTER_KEYS",
+        value_name = "BASE64,...",
+        hide_env_values = true
+    )]
+    pub previous_master_keys: Option<String>,
+
     /// The sender of email actions that name none [default: herald@localhost]
     #[arg(long, env = "HERALD_SMTP_FROM", value_name = "ADDRESS")]
     pub smtp_from: Option<String>,
@@ -801,6 +823,8 @@ pub struct ServeConfig {
     pub webhook_allow: herald_automations::egress::Egress,
     /// The SMTP server of email actions, and the default sender.
     pub smtp: Option<(String, String)>,
+    /// Where the master key of personal data comes from.
+    pub master: herald_privacy::MasterSource,
 }
 
 impl ServeConfig {
@@ -851,7 +875,49 @@ impl ServeConfig {
             )
             .map_err(|e| anyhow::anyhow!("HERALD_WEBHOOK_ALLOW / --webhook-allow: {e}"))?,
             smtp: smtp_settings(args, file)?,
+            master: master_source(args)?,
         })
+    }
+}
+
+/// The master key of personal data: configured (with the keys a rotation
+/// still reads), or kept in the store when none is.
+fn master_source(args: &ServeArgs) -> anyhow::Result<herald_privacy::MasterSource> {
+    use herald_privacy::{MasterKey, MasterKeys, MasterSource};
+    let current = match (&args.master_key, &args.master_key_file) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("HERALD_MASTER_KEY and HERALD_MASTER_KEY_FILE are both set; set one")
+        }
+        (Some(text), None) => {
+            Some(MasterKey::parse(text).map_err(|e| anyhow::anyhow!("HERALD_MASTER_KEY: {e}"))?)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("HERALD_MASTER_KEY_FILE: reading {}", path.display()))?;
+            Some(
+                MasterKey::parse(&text).map_err(|e| {
+                    anyhow::anyhow!("HERALD_MASTER_KEY_FILE {}: {e}", path.display())
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    let previous = args
+        .previous_master_keys
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| {
+            MasterKey::parse(k).map_err(|e| anyhow::anyhow!("HERALD_PREVIOUS_MASTER_KEYS: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match current {
+        Some(current) => Ok(MasterSource::Configured(MasterKeys::new(current, previous))),
+        None if previous.is_empty() => Ok(MasterSource::Stored),
+        None => anyhow::bail!(
+            "HERALD_PREVIOUS_MASTER_KEYS is set without HERALD_MASTER_KEY: a rotation needs the new key"
+        ),
     }
 }
 

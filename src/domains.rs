@@ -71,6 +71,11 @@ pub fn builtin() -> DomainList {
             name: herald_events::automations::DOMAIN,
             events: herald_events::automations::EVENT_TYPES,
         }),
+        // Erasures of personal data (`crate::privacy` appends them).
+        Domain::new(EventsDomain {
+            name: herald_events::subjects::DOMAIN,
+            events: herald_events::subjects::EVENT_TYPES,
+        }),
     ])
 }
 

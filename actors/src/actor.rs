@@ -500,9 +500,15 @@ impl Run {
                 };
                 return (Some(loaded), Ok(executed));
             }
-            let new_events = match self.new_events(&events, &msg.meta, claim) {
+            let mut new_events = match self.new_events(&events, &msg.meta, claim) {
                 Ok(new_events) => new_events,
                 Err(refusal) => return (Some(loaded), Err(CommandError::Refused(refusal))),
+            };
+            // Personal fields are sealed before the append so the state
+            // (and its snapshots) keep what is stored, never plaintext.
+            let events = match self.sealed::<A>(events, &mut new_events).await {
+                Ok(events) => events,
+                Err(e) => return (Some(loaded), Err(e)),
             };
             let expected = ExpectedVersion::Exact(StreamVersion(loaded.version));
             match self
@@ -554,6 +560,46 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Runs the events through the store's sealer and, where it sealed
+    /// personal fields, takes the aggregate's events from what will be
+    /// stored.
+    async fn sealed<A: Aggregate>(
+        &self,
+        events: Vec<A::Event>,
+        new_events: &mut [NewEvent],
+    ) -> Result<Vec<A::Event>, CommandError> {
+        let personal: Vec<bool> = new_events
+            .iter()
+            .map(|n| {
+                !self
+                    .shared
+                    .registry
+                    .personal_fields(&self.tenant, &n.event_type, n.version)
+                    .is_empty()
+            })
+            .collect();
+        if !personal.contains(&true) {
+            return Ok(events);
+        }
+        self.shared
+            .store
+            .seal(&self.tenant, new_events)
+            .await
+            .map_err(CommandError::Store)?;
+        events
+            .into_iter()
+            .zip(new_events.iter())
+            .zip(personal)
+            .map(|((event, new), personal)| {
+                if personal {
+                    A::Event::from_new_event(new).map_err(CommandError::Decode)
+                } else {
+                    Ok(event)
+                }
+            })
+            .collect()
     }
 
     /// The store's events for what `decide` returned, each checked against

@@ -53,6 +53,9 @@ pub trait Aggregate:
 pub trait DomainEvent: Clone + Debug + PartialEq + Send + Sync + 'static {
     fn to_new_event(&self) -> NewEvent;
     fn from_envelope(envelope: &EventEnvelope) -> Result<Self, DecodeError>;
+    /// The event an unstored one holds (after the store sealed its
+    /// personal fields, the actor keeps what is stored).
+    fn from_new_event(new: &NewEvent) -> Result<Self, DecodeError>;
     /// The event's type name within its domain (`ticket_opened`).
     fn name(&self) -> &'static str;
 }
@@ -69,6 +72,17 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
+    /// For an event not stored yet (it has no position: 0).
+    pub fn unstored(domain: &'static str, new: &NewEvent, reason: impl Into<String>) -> Self {
+        Self {
+            domain,
+            event_type: new.event_type.to_string(),
+            version: new.version.get(),
+            position: 0,
+            reason: reason.into(),
+        }
+    }
+
     pub fn new(domain: &'static str, envelope: &EventEnvelope, reason: impl Into<String>) -> Self {
         Self {
             domain,
@@ -112,6 +126,21 @@ macro_rules! domain_events {
                     }
                 )*
                 Err($crate::aggregate::DecodeError::new($domain, envelope, "not an event of this aggregate"))
+            }
+
+            fn from_new_event(
+                new: &herald_events::NewEvent,
+            ) -> Result<Self, $crate::aggregate::DecodeError> {
+                use herald_events::TypedEvent;
+                let name = new.event_type.name();
+                $(
+                    if name == <$ty as TypedEvent>::NAME {
+                        return <$ty as TypedEvent>::from_payload(new.payload.clone())
+                            .map($name::$variant)
+                            .map_err(|e| $crate::aggregate::DecodeError::unstored($domain, new, e.to_string()));
+                    }
+                )*
+                Err($crate::aggregate::DecodeError::unstored($domain, new, "not an event of this aggregate"))
             }
 
             fn name(&self) -> &'static str {

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod registry;
 pub mod schemas;
 pub mod statistics;
+pub mod subjects;
 pub mod tickets;
 pub mod timers;
 pub mod typed;
@@ -34,6 +35,7 @@ pub use ids::{
     Domain, EventId, EventType, Position, SchemaVersion, StreamId, StreamVersion, TenantId,
 };
 pub use registry::events::RegistryChange;
+pub use registry::personal::PersonalField;
 pub use registry::runtime::{RegisteredTypes, RuntimeTypes};
 pub use registry::{EventRegistry, RegistryBuilder, Upcaster};
 pub use typed::TypedEvent;
@@ -49,6 +51,7 @@ pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
         (statistics::DOMAIN, statistics::EVENT_TYPES),
         (registry::events::DOMAIN, registry::events::EVENT_TYPES),
         (automations::DOMAIN, automations::EVENT_TYPES),
+        (subjects::DOMAIN, subjects::EVENT_TYPES),
     ];
     domains
         .iter()

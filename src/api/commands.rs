@@ -317,6 +317,7 @@ fn refuse_reserved_delivery(domain: &str, command: &str, body: &Value) -> ApiRes
         .unwrap_or_default();
     if target == herald_events::registry::events::DOMAIN
         || target == herald_events::automations::DOMAIN
+        || target == herald_events::subjects::DOMAIN
     {
         return Err(Problem::new(
             ProblemKind::ReservedEventType,

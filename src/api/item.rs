@@ -235,6 +235,15 @@ pub fn check_event(
             ),
         ));
     }
+    if event_type.domain() == herald_events::subjects::DOMAIN {
+        return Err(invalid(
+            ProblemKind::ReservedEventType,
+            format!(
+                "{event_type} records an erasure; only Herald appends it \
+                 (erase with POST /v1/subjects/{{subject}}/forget)"
+            ),
+        ));
+    }
     identity.require(Action::Publish, &event_type).map_err(at)?;
     let version = SchemaVersion::new(fields.version)
         .map_err(|e| invalid(ProblemKind::UnknownSchemaVersion, e.to_string()))?;

@@ -13,6 +13,7 @@ mod events;
 pub mod idempotency;
 pub mod item;
 pub mod openapi;
+pub mod personal;
 pub mod problem;
 mod publish;
 pub mod request_log;
@@ -68,6 +69,9 @@ pub struct AppState {
     /// Registers runtime event types and keeps them current.
     pub schemas: Arc<crate::runtime_schemas::RuntimeSchemas>,
     pub automations: Arc<crate::automations::Automations>,
+    /// Seals personal fields on append, reveals them to those allowed,
+    /// forgets subjects.
+    pub privacy: Arc<herald_privacy::Privacy>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     /// The read models and their runner, on the store's backend (`None`
@@ -128,6 +132,9 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("POST", "/v1/automations/{name}/disable"),
     ("GET", "/v1/automations/{name}/deliveries"),
     ("POST", "/v1/automations/{name}/deliveries/{delivery}/retry"),
+    ("POST", "/v1/subjects/{subject}/forget"),
+    ("GET", "/v1/subjects/{subject}/events"),
+    ("POST", "/v1/personal/reveal"),
     ("GET", "/v1/projections"),
     ("GET", "/v1/projections/{name}"),
     ("POST", "/v1/projections/{name}/rebuild"),
@@ -218,7 +225,8 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
                     .default_service(web::to(method_not_allowed)),
             )
             .configure(schemas::routes)
-            .configure(automations::routes);
+            .configure(automations::routes)
+            .configure(personal::routes);
         views::routes(cfg, &domains);
         cfg.configure(audit::routes)
             // Last: the generic domain routes must not shadow the ones above.

@@ -105,6 +105,7 @@ otherwise) and must send its whole body within `body_timeout` (408 \
         (name = "search", description = "Search the tenant's events."),
         (name = "schemas", description = "The schema registry: producers register their own event types and versions, checked for compatibility, kept as events of the tenant's stream `registry/schemas` (README \"Your own events\")."),
         (name = "automations", description = "Automations: rules written as data (a trigger on events, on the absence of an event or on a schedule; a CEL condition; commands, events and timers as actions), kept as events of the tenant's stream `automations/definitions`, run exactly once in effect, tried on history before they go live (README \"Automations\")."),
+        (name = "personal data", description = "Personal fields, sealed per subject: forget a subject (its keys are destroyed; the chain still verifies), gather what is held about one, decrypt sealed values copied out of Herald (README \"Personal data\")."),
         (name = "subscriptions", description = "Live events: the `herald.v1` websocket and server-sent events (docs/websocket.md)."),
         (name = "commands", description = "Commands and aggregate states of each domain (README \"Domains and commands\")."),
         (name = "views", description = "Read models: tickets, edges, timers and countdowns, drafts, statistics and the streams of every domain, projected from the log into Postgres, with filters, sorting and cursor pagination (README \"Read models\")."),
@@ -125,6 +126,7 @@ pub fn document(domains: &DomainList) -> Result<String, String> {
     views.merge(super::audit::Api::openapi());
     views.merge(super::schemas::Api::openapi());
     views.merge(super::automations::Api::openapi());
+    views.merge(super::personal::Api::openapi());
     views.merge(super::state_at::Api::openapi());
     doc.paths.paths.extend(views.paths.paths);
     if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {

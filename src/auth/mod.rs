@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures::future::LocalBoxFuture;
 use herald_events::{EventType, TenantId};
 use herald_store::{EventStore, StoreError};
@@ -116,6 +116,31 @@ impl Identity {
             Err(forbidden(format!(
                 "this key may not {action} events of type {event_type}"
             )))
+        }
+    }
+
+    /// True when personal fields read as plaintext for this caller
+    /// (`personal:read`, or `admin`).
+    pub fn reads_personal(&self) -> bool {
+        self.allows_domain(Action::ReadPersonal, "personal")
+    }
+
+    /// What the caller sees of personal fields.
+    pub fn personal_access(&self) -> herald_privacy::Access {
+        if self.reads_personal() {
+            herald_privacy::Access::Plaintext
+        } else {
+            herald_privacy::Access::Redacted
+        }
+    }
+
+    /// Fails with 403 unless the caller has `action` (one of the personal
+    /// data scopes, or admin).
+    pub fn require_personal(&self, action: Action) -> Result<(), Problem> {
+        if self.allows_domain(action, "personal") {
+            Ok(())
+        } else {
+            Err(forbidden(format!("this needs the {action} scope")))
         }
     }
 
@@ -361,11 +386,15 @@ impl FromRequest for Identity {
         let token = bearer(req)
             .map(str::to_owned)
             .or_else(|| crate::ws::sse::query_token(req));
+        let request = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 Problem::new(ProblemKind::Internal, "the application state is missing")
             })?;
             let identity = state.auth.authenticate(token.as_deref()).await?;
+            // The response's personal fields are revealed for this caller
+            // (`crate::api::personal`).
+            request.extensions_mut().insert(identity.clone());
             if let Err(wait) = state.auth.limit(&identity) {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 return Err(Problem::new(

@@ -28,6 +28,15 @@ pub enum Action {
     /// List and show automations, try them on history
     /// (`automations:read`; `automations:write` includes it).
     ReadAutomations,
+    /// See personal fields in plaintext wherever events and views are read
+    /// (`personal:read`); without it they read as `[personal]`. Also
+    /// needed for a subject's access request.
+    ReadPersonal,
+    /// Forget a subject: destroy its keys (`personal:forget`).
+    ForgetSubjects,
+    /// Decrypt sealed values copied out of Herald, e.g. from broker
+    /// messages, through `POST /v1/personal/reveal` (`personal:decrypt`).
+    DecryptPersonal,
     /// Everything, and the admin endpoints.
     Admin,
 }
@@ -41,6 +50,9 @@ impl Action {
             Action::RegisterSchemas => "schemas:write",
             Action::ManageAutomations => "automations:write",
             Action::ReadAutomations => "automations:read",
+            Action::ReadPersonal => "personal:read",
+            Action::ForgetSubjects => "personal:forget",
+            Action::DecryptPersonal => "personal:decrypt",
             Action::Admin => "admin",
         }
     }
@@ -258,6 +270,22 @@ impl FromStr for Scope {
                     pattern: TypePattern::new(TypePattern::ANY).expect("the any pattern"),
                 })
             }
+            "personal:read" | "personal:forget" | "personal:decrypt" => {
+                return Ok(Self {
+                    action: match s {
+                        "personal:read" => Action::ReadPersonal,
+                        "personal:forget" => Action::ForgetSubjects,
+                        _ => Action::DecryptPersonal,
+                    },
+                    pattern: TypePattern::new(TypePattern::ANY).expect("the any pattern"),
+                })
+            }
+            _ if s.starts_with("personal:") => {
+                return Err(format!(
+                    "unknown scope {s:?}; the personal data scopes are personal:read, \
+                     personal:forget and personal:decrypt (no pattern: a subject's data spans types)"
+                ))
+            }
             _ if s.starts_with("automations:") => {
                 return Err(format!(
                     "unknown scope {s:?}; the automations scopes are automations:read and \
@@ -275,7 +303,8 @@ impl FromStr for Scope {
             other => {
                 return Err(format!(
                     "unknown action {other:?} in scope {s:?}; use publish, subscribe, read, \
-                     schemas:write, automations:read, automations:write or admin"
+                     schemas:write, automations:read, automations:write, personal:read, \
+                     personal:forget, personal:decrypt or admin"
                 ))
             }
         };
@@ -293,7 +322,11 @@ impl fmt::Display for Scope {
         }
         if matches!(
             self.action,
-            Action::ManageAutomations | Action::ReadAutomations
+            Action::ManageAutomations
+                | Action::ReadAutomations
+                | Action::ReadPersonal
+                | Action::ForgetSubjects
+                | Action::DecryptPersonal
         ) {
             return f.write_str(self.action.name());
         }

@@ -7,6 +7,7 @@ mod publish;
 pub mod replay;
 mod schemas;
 pub mod serve;
+mod subjects;
 mod tail;
 mod tool;
 
@@ -46,6 +47,13 @@ pub enum Command {
     /// Automations: apply YAML or JSON files, list, show, enable, disable,
     /// delete, and test them on the history.
     Automations(automations::AutomationsArgs),
+    /// Forget a data subject: destroy its keys (its personal fields then
+    /// read as [forgotten] everywhere; the hash chain still verifies).
+    Forget(subjects::ForgetArgs),
+    /// A data subject's record: `export` everything held about one.
+    Subject(subjects::SubjectArgs),
+    /// Personal data keys: `new-master-key`.
+    Personal(subjects::PersonalArgs),
 }
 
 /// Runs the parsed command.
@@ -59,5 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&cli.log, args),
         Command::Schemas(args) => schemas::run(args),
         Command::Automations(args) => automations::run(args),
+        Command::Forget(args) => subjects::forget(args),
+        Command::Subject(args) => subjects::subject(args),
+        Command::Personal(args) => subjects::personal(args),
     }
 }

@@ -117,6 +117,29 @@ pub async fn serve(
     // Before anything else starts: one process alone on the store with the
     // in-process broker, any number with a shared one.
     let _occupied = occupy(&store, &config).await?;
+    // Before anything appends: personal fields are sealed from the first
+    // event on.
+    let privacy =
+        herald_privacy::Privacy::open(Arc::clone(&store), registry.clone(), config.master.clone())
+            .await
+            .context("opening the personal data keys")?;
+    if matches!(config.master, herald_privacy::MasterSource::Stored) {
+        tracing::warn!("No HERALD_MASTER_KEY: personal data keys are wrapped by a master key kept in the store itself. Erasure works; but a copy of the database alone can then be read. Set HERALD_MASTER_KEY in production.");
+    }
+    let rewrap = Arc::clone(&privacy);
+    tokio::spawn(async move {
+        match rewrap.rewrap_all().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                keys = n,
+                master = rewrap.master_id(),
+                "Personal data keys re-wrapped under the current master key."
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Re-wrapping personal data keys failed; they still read with the previous master keys.")
+            }
+        }
+    });
     let head = store.head().await.context("reading the log head")?;
     tracing::info!(
         store = store.backend(),
@@ -267,6 +290,7 @@ pub async fn serve(
         registry,
         schemas,
         automations,
+        privacy,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_events_per_append: config.max_events_per_append,
@@ -282,6 +306,9 @@ pub async fn serve(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            // Innermost: every JSON answer of a route, problems included,
+            // has its personal fields revealed for its caller.
+            .wrap(from_fn(api::personal::reveal_personal))
             .wrap(from_fn(api::text::refuse_unstorable_url))
             // Outside the URL check, inside the metrics (which count its 429s).
             .wrap(from_fn(api::connections::refuse_over_cap))

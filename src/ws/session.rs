@@ -252,6 +252,7 @@ async fn run(state: Arc<AppState>, mut session: Session, mut stream: MessageStre
     let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Ending>();
     let writer = actix_web::rt::spawn(write(
         session,
+        crate::api::personal::Revealer::new(&state, &identity),
         rx,
         Arc::clone(&slow),
         end_rx,
@@ -474,6 +475,7 @@ impl Sink {
 /// process shuts down.
 async fn write(
     mut session: Session,
+    reveal: crate::api::personal::Revealer,
     mut rx: Queue,
     slow: Arc<Slow>,
     mut end: tokio::sync::oneshot::Receiver<Ending>,
@@ -500,7 +502,17 @@ async fn write(
                     }
                     Outbound::Events { sub, frames } => {
                         let mut last = None;
+                        let mut failed = false;
                         for (position, text) in frames {
+                            let text = match reveal.frame(&text).await {
+                                Ok(Some(revealed)) => ByteString::from(revealed),
+                                Ok(None) => text,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "Personal fields cannot be revealed; closing the subscription.");
+                                    failed = true;
+                                    break;
+                                }
+                            };
                             if session.text(text).await.is_err() {
                                 return;
                             }
@@ -508,6 +520,9 @@ async fn write(
                         }
                         if let Some(position) = last {
                             delivered.insert(sub, position);
+                        }
+                        if failed {
+                            break Ending::new(1011, "server error: resume with the cursors of this frame");
                         }
                         continue;
                     }

@@ -191,6 +191,7 @@ pub async fn stream(
     let hub = state.hub.clone();
     let mut shutdown = hub.shutdown_signal();
     let epoch = hub.epoch().to_owned();
+    let reveal = crate::api::personal::Revealer::new(&state, &identity);
     let body = async_stream(move |yielder| async move {
         let _connected = crate::telemetry::Subscriber::connected("sse");
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -215,6 +216,15 @@ pub async fn stream(
                     Some(Outbound::Events { frames, .. }) => {
                         let mut gone = false;
                         for (position, text) in frames {
+                            let text = match reveal.frame(&text).await {
+                                Ok(Some(revealed)) => revealed,
+                                Ok(None) => text.to_string(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "Personal fields cannot be revealed; ending the stream.");
+                                    gone = true;
+                                    break;
+                                }
+                            };
                             if let Some(chunk) = sse_event(&text) {
                                 if yielder.send(chunk).await.is_err() {
                                     gone = true;

@@ -70,6 +70,13 @@ pub enum StoreError {
     /// conflict with (see [`crate::Coordination::occupy`]).
     #[error("the store is in use by {}", by.join(", "))]
     Occupied { by: Vec<String> },
+    /// The installed [`PayloadSealer`](crate::PayloadSealer) failed on its
+    /// own account (no key to seal with, a cipher error) while sealing an
+    /// append's payloads; nothing was written. A sealer passes on errors of
+    /// the store as they are, and answers [`StoreError::InvalidAppend`] for
+    /// a payload it refuses.
+    #[error("the payloads could not be sealed before they were stored: {0}")]
+    Sealing(String),
 }
 
 impl StoreError {
@@ -87,6 +94,7 @@ impl StoreError {
             StoreError::Migration { .. } => "migration",
             StoreError::Closed => "closed",
             StoreError::Occupied { .. } => "occupied",
+            StoreError::Sealing(_) => "sealing",
         }
     }
 

@@ -5,7 +5,9 @@
 //! and its two backends: [`PostgresStore`]
 //! and [`EmbeddedStore`] (a SQLite file). Both group-commit concurrent
 //! appends, assign global positions in commit order, chain every event's
-//! audit hash, and pass the same conformance suite.
+//! audit hash, and pass the same conformance suite. Both also keep the
+//! subjects' data keys of personal fields ([`SubjectKeys`]) and run every
+//! append through an installed [`PayloadSealer`] first (see [`personal`]).
 
 pub mod audit;
 mod clock;
@@ -16,6 +18,7 @@ pub mod idempotency;
 mod migrate;
 mod model;
 pub mod occupancy;
+pub mod personal;
 mod plan;
 pub mod search;
 pub mod snapshot;
@@ -43,6 +46,7 @@ pub use hooks::AppendHooks;
 pub use idempotency::{Claimed, IdempotencyClaim, IdempotencyKeys, DEFAULT_IDEMPOTENCY_WINDOW};
 pub use model::{AppendOutcome, AppendedEvent, ExpectedVersion, LogHead};
 pub use occupancy::{Occupancy, OccupancyGuard};
+pub use personal::{PayloadSealer, SubjectKey, SubjectKeys};
 pub use plan::MAX_PRODUCER_LEN;
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use search::{SearchPage, SearchQuery};
@@ -58,7 +62,9 @@ pub use subscription::{EventStream, PAGE_SIZE};
 ///   that append's positions and writes nothing;
 /// - it answers only after the events are durably committed;
 /// - positions are gapless and assigned in commit order, so a reader of the
-///   global log that has seen position P never later finds an event below P.
+///   global log that has seen position P never later finds an event below P;
+/// - with a [`PayloadSealer`] installed, what is stored is what the sealer
+///   made of the events, never the events as given.
 #[async_trait]
 pub trait EventStore:
     Coordination
@@ -66,6 +72,7 @@ pub trait EventStore:
     + EventSearch
     + SnapshotStore
     + IdempotencyKeys
+    + SubjectKeys
     + audit::AuditLog
     + Send
     + Sync
@@ -74,7 +81,20 @@ pub trait EventStore:
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
 
-    /// Appends events to a stream of a tenant.
+    /// Installs the sealer every later append runs its events through
+    /// (once; a second call is ignored and answers false).
+    fn install_sealer(&self, sealer: Arc<dyn PayloadSealer>) -> bool;
+
+    /// Runs `events` through the installed sealer (no-op without one).
+    /// `append` and `append_all` call it themselves; callers that must keep
+    /// what is stored (an actor applying its own events) call it first —
+    /// sealing an already sealed payload must change nothing (that is the
+    /// sealer's job).
+    async fn seal(&self, tenant: &TenantId, events: &mut [NewEvent]) -> Result<()>;
+
+    /// Appends events to a stream of a tenant, after running them through
+    /// the installed sealer (a sealer error fails the append, writing
+    /// nothing).
     async fn append(
         &self,
         tenant: &TenantId,
@@ -85,6 +105,7 @@ pub trait EventStore:
 
     /// Appends to several streams of a tenant in one transaction: all of it
     /// or none. The answer is the first refusal, or one outcome per append.
+    /// Every append's events go through the installed sealer first.
     async fn append_all(
         &self,
         tenant: &TenantId,

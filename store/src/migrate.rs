@@ -61,6 +61,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "idempotency_keys",
         sql: include_str!("../migrations/postgres/0008_idempotency_keys.sql"),
     },
+    Migration {
+        version: 9,
+        name: "personal_keys",
+        sql: include_str!("../migrations/postgres/0009_personal_keys.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -98,6 +103,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 7,
         name: "idempotency_keys",
         sql: include_str!("../migrations/embedded/0007_idempotency_keys.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "personal_keys",
+        sql: include_str!("../migrations/embedded/0008_personal_keys.sql"),
     },
 ];
 

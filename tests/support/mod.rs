@@ -2,6 +2,7 @@
 //! a fresh embedded store, and the `herald` binary as a child process.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod kafka;
 pub mod openapi;
 pub mod probe;
@@ -60,7 +61,15 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         Arc::clone(&store),
         herald::domains::shared_builtin(),
     ));
+    let privacy = herald_privacy::Privacy::open(
+        Arc::clone(&store),
+        registry.clone(),
+        herald_privacy::MasterSource::Stored,
+    )
+    .await
+    .expect("open the privacy layer");
     AppState {
+        privacy,
         domains: herald_actors::Domains::default(),
         placement: herald::placement::Placement::alone(),
         auth,

@@ -138,6 +138,8 @@ pub fn register(
     }
     check_bounds(&request.schema, limits)?;
     compile(&request.schema).map_err(|reason| Refused::InvalidSchema { reason })?;
+    super::personal::declared(&request.schema)
+        .map_err(|reason| Refused::InvalidSchema { reason })?;
     if let Some(upcaster) = &request.upcaster {
         upcaster
             .check()

@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod events;
+pub mod personal;
 pub mod runtime;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::envelope::EventEnvelope;
 use crate::error::{RegistryError, SchemaViolation, UpcastError, ValidationError};
 use crate::ids::{EventType, SchemaVersion, TenantId};
 use crate::schemas::embedded_schema_files;
+use personal::PersonalField;
 use runtime::RuntimeTypes;
 
 /// Turns a payload of version N into one of version N+1.
@@ -33,6 +35,7 @@ const MAX_VIOLATIONS: usize = 10;
 struct VersionEntry {
     validator: jsonschema::Validator,
     schema: Value,
+    personal: Arc<[PersonalField]>,
 }
 
 #[derive(Default)]
@@ -126,6 +129,13 @@ impl RegistryBuilder {
                 version,
                 reason: e.to_string(),
             })?;
+        let personal: Arc<[PersonalField]> = personal::declared(&schema)
+            .map_err(|reason| RegistryError::InvalidSchema {
+                event_type: event_type.clone(),
+                version,
+                reason,
+            })?
+            .into();
         let entry = self.types.entry(event_type.clone()).or_default();
         if entry.versions.contains_key(&version) {
             return Err(RegistryError::Duplicate {
@@ -133,9 +143,14 @@ impl RegistryBuilder {
                 version,
             });
         }
-        entry
-            .versions
-            .insert(version, VersionEntry { validator, schema });
+        entry.versions.insert(
+            version,
+            VersionEntry {
+                validator,
+                schema,
+                personal,
+            },
+        );
         Ok(self)
     }
 
@@ -238,6 +253,32 @@ impl EventRegistry {
             .get(event_type)
             .and_then(|e| e.versions.get(&version))
             .map(|v| &v.schema)
+    }
+
+    /// The personal fields of a version, built-in or `tenant`'s runtime
+    /// type (empty for unknown types and for versions that declare none).
+    pub fn personal_fields(
+        &self,
+        tenant: &TenantId,
+        event_type: &EventType,
+        version: SchemaVersion,
+    ) -> Arc<[PersonalField]> {
+        if let Some(entry) = self.types.get(event_type) {
+            return entry
+                .versions
+                .get(&version)
+                .map(|v| Arc::clone(&v.personal))
+                .unwrap_or_else(|| Arc::from(Vec::new()));
+        }
+        self.runtime
+            .tenant(tenant)
+            .and_then(|t| {
+                t.compiled
+                    .get(event_type)
+                    .and_then(|versions| versions.get(&version))
+                    .map(|c| Arc::clone(&c.personal))
+            })
+            .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     /// Checks a payload against its type's schema of `version`.

@@ -102,6 +102,9 @@ pub(super) struct CompiledVersion {
     /// refused with this reason).
     pub validator: Result<jsonschema::Validator, String>,
     pub registered: RegisteredVersion,
+    /// Its personal fields (none when the annotations are wrong: such a
+    /// schema never registers, see `decide`).
+    pub personal: Arc<[super::personal::PersonalField]>,
 }
 
 /// A tenant's runtime types, compiled, and how far its stream is folded.
@@ -196,6 +199,9 @@ fn compile_type(registered: &RegisteredType) -> BTreeMap<SchemaVersion, Arc<Comp
                 version,
                 Arc::new(CompiledVersion {
                     validator: compile(&r.schema),
+                    personal: super::personal::declared(&r.schema)
+                        .unwrap_or_default()
+                        .into(),
                     registered: r.clone(),
                 }),
             ))

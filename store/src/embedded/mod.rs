@@ -5,7 +5,9 @@
 //! follow commit order exactly as on Postgres. Reads use a small pool of
 //! read-only connections, which WAL lets run beside the writer. SQLite opens
 //! a file it may not write read-only without a word, so a server asks
-//! [`check_writable`] before opening.
+//! [`check_writable`] before opening. Writing connections run with
+//! `secure_delete` on, so deleted or overwritten content (a forgotten
+//! subject key) is zeroed in the file, not left in free space.
 
 mod audit;
 mod coordination;
@@ -13,6 +15,7 @@ mod idempotency;
 mod keys;
 pub use occupancy::LOCK_FILE;
 mod occupancy;
+mod personal;
 mod rows;
 mod search;
 mod snapshot;
@@ -37,6 +40,7 @@ use crate::hooks::AppendHooks;
 use crate::idempotency::Keeping;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
+use crate::personal::{PayloadSealer, SealerSlot};
 use crate::plan::{plan_batch, BatchFacts, PendingAppend, StoredId, StreamKey};
 use crate::recent::RecentLog;
 use crate::subscription::{catch_up_then_live, EventStream};
@@ -136,6 +140,13 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
             .map_err(sqlite_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sqlite_error)?;
+        // What is deleted or overwritten is zeroed in the file, not only
+        // unlinked: a subject key forgotten (or re-wrapped) leaves no copy
+        // behind in free space (see `personal`). Read-only connections free
+        // nothing. The cost falls on what deletes or overwrites (expired
+        // idempotency keys, replaced snapshots), not on appends, which only add.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(sqlite_error)?;
     }
     Ok(conn)
 }
@@ -182,6 +193,8 @@ struct Inner {
     recent: Arc<RecentLog>,
     poll_interval: Duration,
     keeping: Keeping,
+    /// What every append runs its events through first, once installed.
+    sealer: SealerSlot,
 }
 
 /// An event store in a SQLite file. Cheap to clone.
@@ -242,6 +255,7 @@ impl EmbeddedStore {
                 recent,
                 poll_interval: config.poll_interval,
                 keeping,
+                sealer: SealerSlot::new(),
             }),
         })
     }
@@ -502,13 +516,22 @@ impl EventStore for EmbeddedStore {
         BACKEND
     }
 
+    fn install_sealer(&self, sealer: Arc<dyn PayloadSealer>) -> bool {
+        crate::personal::install(&self.inner.sealer, sealer)
+    }
+
+    async fn seal(&self, tenant: &TenantId, events: &mut [NewEvent]) -> Result<(), StoreError> {
+        crate::personal::seal(&self.inner.sealer, tenant, events).await
+    }
+
     async fn append(
         &self,
         tenant: &TenantId,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
+        self.seal(tenant, &mut events).await?;
         self.inner
             .committer
             .append(PendingAppend::new(tenant, stream, expected, events))
@@ -518,8 +541,11 @@ impl EventStore for EmbeddedStore {
     async fn append_all(
         &self,
         tenant: &TenantId,
-        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+        mut appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        for (_, _, events) in &mut appends {
+            self.seal(tenant, events).await?;
+        }
         self.inner
             .committer
             .append_all(PendingAppend::all_of(tenant, appends))

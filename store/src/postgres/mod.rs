@@ -14,6 +14,7 @@ mod idempotency;
 mod keys;
 mod listen;
 mod occupancy;
+mod personal;
 mod rows;
 mod search;
 mod snapshot;
@@ -37,6 +38,7 @@ use crate::hooks::AppendHooks;
 use crate::idempotency::Keeping;
 use crate::migrate;
 use crate::model::{AppendOutcome, ExpectedVersion, LogHead};
+use crate::personal::{PayloadSealer, SealerSlot};
 use crate::plan::PendingAppend;
 use crate::recent::RecentLog;
 use crate::subscription::{catch_up_then_live, EventStream};
@@ -116,6 +118,8 @@ struct Inner {
     listener: JoinHandle<()>,
     poll_interval: Duration,
     keeping: Keeping,
+    /// What every append runs its events through first, once installed.
+    sealer: SealerSlot,
 }
 
 /// An event store on Postgres. Cheap to clone.
@@ -200,6 +204,7 @@ impl PostgresStore {
                 listener,
                 poll_interval: config.poll_interval,
                 keeping,
+                sealer: SealerSlot::new(),
             }),
         })
     }
@@ -333,13 +338,22 @@ impl EventStore for PostgresStore {
         BACKEND
     }
 
+    fn install_sealer(&self, sealer: Arc<dyn PayloadSealer>) -> bool {
+        crate::personal::install(&self.inner.sealer, sealer)
+    }
+
+    async fn seal(&self, tenant: &TenantId, events: &mut [NewEvent]) -> Result<(), StoreError> {
+        crate::personal::seal(&self.inner.sealer, tenant, events).await
+    }
+
     async fn append(
         &self,
         tenant: &TenantId,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
+        self.seal(tenant, &mut events).await?;
         self.inner
             .committer
             .append(PendingAppend::new(tenant, stream, expected, events))
@@ -349,8 +363,11 @@ impl EventStore for PostgresStore {
     async fn append_all(
         &self,
         tenant: &TenantId,
-        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+        mut appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        for (_, _, events) in &mut appends {
+            self.seal(tenant, events).await?;
+        }
         self.inner
             .committer
             .append_all(PendingAppend::all_of(tenant, appends))
