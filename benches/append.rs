@@ -19,6 +19,14 @@
 //!   payload, by 8 and 64 appenders, two windows each in the order
 //!   built-in, runtime, runtime, built-in; the runtime type's
 //!   rate over the built-in one's is issue 17's target (≥ 0.9);
+//! - personal fields (issue 19): `tickets.note_appended` events whose two
+//!   fields are both personal (`note` and `author`, 1000 authors), appended
+//!   by 8 and 64 appenders through a store without the privacy layer and
+//!   through one with it (every event sealed: two values encrypted under
+//!   their author's key), two windows each in the order plain, sealed,
+//!   sealed, plain; the sealed rate over the plain one is the target
+//!   (≥ 0.8). Then the log is filled to 1,000,000 events (the smoke run: to
+//!   10,000) and forgetting one author is timed, five times;
 //! - a criterion benchmark, `postgres/append_1_event_64_concurrent`: the time
 //!   for 64 concurrent one-event appends.
 //!
@@ -79,6 +87,13 @@ const TARGET_RUNTIME_OF_BUILTIN: f64 = 0.9;
 /// run time.
 const BUILTIN_TYPE: &str = "bench.order_placed";
 const RUNTIME_TYPE: &str = "orders.order_placed";
+/// Personal fields: appenders, the target of the sealed rate as a fraction
+/// of the plain one, how many subjects (authors) the events belong to, and
+/// how many events the log holds when a subject is forgotten.
+const PERSONAL_LEVELS: [usize; 2] = [8, 64];
+const TARGET_SEALED_OF_PLAIN: f64 = 0.8;
+const PERSONAL_SUBJECTS: usize = 1000;
+const FORGET_AMONG: u64 = 1_000_000;
 
 fn main() {
     let mode = mode();
@@ -106,7 +121,8 @@ fn main() {
             .await
             .expect("open the Postgres store")
     });
-    let report = runtime.block_on(throughput(&db, &store, timing));
+    let mut report = runtime.block_on(throughput(&db, &store, timing));
+    report.personal = Some(runtime.block_on(personal_fields(&db, &store, mode, timing)));
     register(&mut criterion, Some((&runtime, &store)));
     criterion.final_summary();
     runtime.block_on(store.close());
@@ -177,6 +193,27 @@ struct Report {
     levels: Vec<Level>,
     checked: Vec<Checked>,
     runtime_payload_bytes: usize,
+    personal: Option<PersonalReport>,
+}
+
+/// The personal-fields run.
+#[derive(Debug)]
+struct PersonalReport {
+    plain_bytes: usize,
+    sealed_bytes: usize,
+    levels: Vec<Personal>,
+    /// Events in the log when the subjects were forgotten.
+    log_events: u64,
+    /// Each forget's wall time.
+    forgets: Vec<Duration>,
+}
+
+/// Plain and sealed appends/s at one level, each the mean of two windows.
+#[derive(Debug)]
+struct Personal {
+    appenders: usize,
+    plain: f64,
+    sealed: f64,
 }
 
 /// Checked appends at one level: built-in and runtime type rates, each
@@ -319,6 +356,176 @@ async fn throughput(db: &TestDatabase, store: &PostgresStore, timing: Timing) ->
         levels,
         checked,
         runtime_payload_bytes: runtime.1.to_string().len(),
+        personal: None,
+    }
+}
+
+/// A note of `author`, both of its fields personal.
+fn personal_note(author: usize) -> NewEvent {
+    note_event(
+        &NoteAppended {
+            note: raw_postgres::note_text(),
+            author: Some(format!("author-{author:04}@support.example")),
+        }
+        .to_payload(),
+    )
+}
+
+/// The personal-fields run: the same notes through a store without the
+/// privacy layer and through one with it, then forgetting in a big log.
+async fn personal_fields(
+    db: &TestDatabase,
+    plain: &PostgresStore,
+    mode: Mode,
+    timing: Timing,
+) -> PersonalReport {
+    let admin = db.connect().await;
+    let plain: Arc<dyn EventStore> = Arc::new(plain.clone());
+    let mut config = PostgresConfig::new(db.url());
+    config.pool_size = POOL_SIZE;
+    let sealed: Arc<dyn EventStore> = Arc::new(
+        PostgresStore::open(config)
+            .await
+            .expect("open a second store on the database"),
+    );
+    let privacy = herald_privacy::Privacy::open(
+        Arc::clone(&sealed),
+        EventRegistry::builtin().expect("the built-in registry"),
+        herald_privacy::MasterSource::Configured(herald_privacy::MasterKeys::new(
+            herald_privacy::MasterKey::generate(),
+            Vec::new(),
+        )),
+    )
+    .await
+    .expect("open the privacy layer");
+    let tenant = TenantId::default_tenant();
+    // Every author's key exists before the windows, as in a running system.
+    let warm: Vec<NewEvent> = (0..PERSONAL_SUBJECTS).map(personal_note).collect();
+    let stream: StreamId = "tickets/personal-warmup".parse().expect("a stream id");
+    sealed
+        .append(&tenant, &stream, ExpectedVersion::Any, warm)
+        .await
+        .expect("the warm-up append");
+    let mut sample = vec![personal_note(0)];
+    let plain_bytes = sample[0].payload.to_string().len();
+    privacy
+        .seal_events(&tenant, &mut sample)
+        .await
+        .expect("seal a sample");
+    let sealed_bytes = sample[0].payload.to_string().len();
+
+    let mut levels = Vec::new();
+    for appenders in PERSONAL_LEVELS {
+        let mut rates = [0.0f64; 2];
+        for i in [0, 1, 1, 0] {
+            checkpoint(&admin).await;
+            let store = [&plain, &sealed][i];
+            rates[i] += personal_appends(store, appenders, i, timing).await / 2.0;
+        }
+        levels.push(Personal {
+            appenders,
+            plain: rates[0],
+            sealed: rates[1],
+        });
+    }
+
+    // Forgetting does not depend on the log's size; it is timed in a log
+    // of a million events all the same.
+    let among = if mode == Mode::Full {
+        FORGET_AMONG
+    } else {
+        10_000
+    };
+    fill(&sealed, among).await;
+    let log_events = sealed.head().await.expect("the head").position.get();
+    let mut forgets = Vec::new();
+    for k in 0..5 {
+        let author = format!("author-{:04}@support.example", k * 7);
+        let started = Instant::now();
+        let done = privacy
+            .forget(&tenant, &author, "bench", None)
+            .await
+            .expect("forget");
+        forgets.push(started.elapsed());
+        assert_eq!(done.keys_destroyed.len(), 1, "the author had one key");
+    }
+    sealed.close().await;
+    PersonalReport {
+        plain_bytes,
+        sealed_bytes,
+        levels,
+        log_events,
+        forgets,
+    }
+}
+
+/// Appends/s of personal notes through `store` by `appenders` appenders.
+async fn personal_appends(
+    store: &Arc<dyn EventStore>,
+    appenders: usize,
+    run: usize,
+    timing: Timing,
+) -> f64 {
+    let load = Arc::new(Load::default());
+    let workers = (0..appenders)
+        .map(|a| {
+            let store = Arc::clone(store);
+            let load = load.clone();
+            tokio::spawn(async move {
+                let tenant = TenantId::default_tenant();
+                let streams = appender_streams(&format!("personal-{run}-{a}"));
+                let mut n = 0usize;
+                while !load.stopped() {
+                    store
+                        .append(
+                            &tenant,
+                            &streams[n % STREAMS_PER_APPENDER],
+                            ExpectedVersion::Any,
+                            vec![personal_note((a * 131 + n) % PERSONAL_SUBJECTS)],
+                        )
+                        .await
+                        .expect("herald append");
+                    load.add(1);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let store = Arc::clone(store);
+    measure(&load, workers, timing, move || {
+        let store = Arc::clone(&store);
+        async move { store.head().await.expect("read the log head").position }
+    })
+    .await
+    .per_second
+}
+
+/// Appends sealed notes, 1000 per append by 8 appenders, until the log
+/// holds `events`.
+async fn fill(store: &Arc<dyn EventStore>, events: u64) {
+    let tenant = TenantId::default_tenant();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = Arc::clone(store);
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                let stream: StreamId = format!("tickets/fill-{w}").parse().expect("a stream id");
+                let mut n = 0usize;
+                while store.head().await.expect("the head").position.get() < events {
+                    let batch = (0..1000)
+                        .map(|i| personal_note((n + i) % PERSONAL_SUBJECTS))
+                        .collect();
+                    store
+                        .append(&tenant, &stream, ExpectedVersion::Any, batch)
+                        .await
+                        .expect("a fill append");
+                    n += 1000;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a fill worker");
     }
 }
 
@@ -464,6 +671,42 @@ impl Report {
                 level.runtime,
                 level.runtime / level.builtin,
                 if level.runtime >= TARGET_RUNTIME_OF_BUILTIN * level.builtin { "MET" } else { "NOT MET" }
+            );
+        }
+        if let Some(personal) = &self.personal {
+            println!(
+                "personal fields: tickets.note_appended with both fields personal ({} authors), {} bytes plain, {} bytes sealed; a store without the privacy layer vs one with it, mean of 2 windows each, in the order A B B A",
+                PERSONAL_SUBJECTS, personal.plain_bytes, personal.sealed_bytes
+            );
+            for level in &personal.levels {
+                println!(
+                    "  {:>2} appenders: plain {:>8.0}/s  sealed {:>8.0}/s  ratio {:.2} (target >= {TARGET_SEALED_OF_PLAIN:.2}: {})",
+                    level.appenders,
+                    level.plain,
+                    level.sealed,
+                    level.sealed / level.plain,
+                    if level.sealed >= TARGET_SEALED_OF_PLAIN * level.plain { "MET" } else { "NOT MET" }
+                );
+            }
+            let mut ms: Vec<f64> = personal
+                .forgets
+                .iter()
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            println!(
+                "forget one subject among {} events: {} ms (max {:.1} ms; target < 1000 ms: {})",
+                personal.log_events,
+                ms.iter()
+                    .map(|m| format!("{m:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                ms.last().copied().unwrap_or(0.0),
+                if ms.last().copied().unwrap_or(f64::MAX) < 1000.0 {
+                    "MET"
+                } else {
+                    "NOT MET"
+                }
             );
         }
         if let Some(top) = self.levels.iter().find(|l| l.appenders == 64) {

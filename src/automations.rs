@@ -52,6 +52,8 @@ impl From<InvalidDefinition> for AutomationError {
 pub struct Automations {
     store: Arc<dyn EventStore>,
     states: Arc<DomainStates>,
+    /// Dry runs see personal fields in plaintext, as the engine does.
+    privacy: Option<Arc<herald_privacy::Privacy>>,
 }
 
 impl std::fmt::Debug for Automations {
@@ -73,8 +75,26 @@ impl Automations {
         let states = Arc::new(DomainStates {
             store: Arc::clone(&store),
             domains,
+            privacy: None,
         });
-        Self { store, states }
+        Self {
+            store,
+            states,
+            privacy: None,
+        }
+    }
+
+    /// Dry runs and lookups see personal fields in plaintext (the engine
+    /// gets the same layer: [`herald_automations::engine::Engine::with_privacy`]).
+    pub fn with_privacy(mut self, privacy: Arc<herald_privacy::Privacy>) -> Self {
+        let states = DomainStates {
+            store: Arc::clone(&self.states.store),
+            domains: Arc::clone(&self.states.domains),
+            privacy: Some(Arc::clone(&privacy)),
+        };
+        self.states = Arc::new(states);
+        self.privacy = Some(privacy);
+        self
     }
 
     /// The lookups of aggregates' state, for the engine.
@@ -169,6 +189,7 @@ impl Automations {
         let compiled = Arc::new(definition.compile()?);
         Ok(dry_run::dry_run(
             &*self.store,
+            self.privacy.as_deref(),
             &*self.states,
             tenant,
             compiled,
@@ -407,6 +428,7 @@ impl Automations {
 pub struct DomainStates {
     store: Arc<dyn EventStore>,
     domains: Arc<crate::domains::DomainList>,
+    privacy: Option<Arc<herald_privacy::Privacy>>,
 }
 
 impl std::fmt::Debug for DomainStates {
@@ -437,7 +459,16 @@ impl States for DomainStates {
             )
             .await
         {
-            Ok(at) => Ok(Some(at.state)),
+            Ok(at) => {
+                let mut state = at.state;
+                if let Some(privacy) = &self.privacy {
+                    privacy
+                        .reveal_value(tenant, &mut state, herald_privacy::Access::Plaintext)
+                        .await
+                        .map_err(|e| LookupError::Transient(e.to_string()))?;
+                }
+                Ok(Some(state))
+            }
             Err(StateAtError::NoStream { .. } | StateAtError::NotYet { .. }) => Ok(None),
             Err(StateAtError::Store(e)) if !e.is_caller_error() => {
                 Err(LookupError::Transient(e.to_string()))

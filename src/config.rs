@@ -136,27 +136,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_SMTP_URL", value_name = "URL")]
     pub smtp_url: Option<String>,
 
-    /// The master key wrapping personal data keys, 32 bytes in base64 (`herald personal new-master-key` makes one) [default: one Herald generates and keeps in the store]
-    #[arg(
-        long,
-        env = "HERALD_MASTER_KEY",
-        value_name = "BASE64",
-        hide_env_values = true
-    )]
-    pub master_key: Option<String>,
-
-    /// A file holding the master key (base64), instead of HERALD_MASTER_KEY [default: none]
-    #[arg(long, env = "HERALD_MASTER_KEY_FILE", value_name = "PATH")]
-    pub master_key_file: Option<PathBuf>,
-
-    /// Earlier master keys, comma-separated, read during a rotation until every key is re-wrapped [default: none]
-    #[arg(
-        long,
-        env = "HERALD_PREVIOUS_MASTER_KEYS",
-        value_name = "BASE64,...",
-        hide_env_values = true
-    )]
-    pub previous_master_keys: Option<String>,
+    #[command(flatten)]
+    pub master: MasterKeyArgs,
 
     /// The sender of email actions that name none [default: herald@localhost]
     #[arg(long, env = "HERALD_SMTP_FROM", value_name = "ADDRESS")]
@@ -875,14 +856,41 @@ impl ServeConfig {
             )
             .map_err(|e| anyhow::anyhow!("HERALD_WEBHOOK_ALLOW / --webhook-allow: {e}"))?,
             smtp: smtp_settings(args, file)?,
-            master: master_source(args)?,
+            master: master_source(&args.master)?,
         })
     }
 }
 
+/// The master key of personal data, as `serve` and `personal rewrap` take
+/// it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MasterKeyArgs {
+    /// The master key wrapping personal data keys, 32 bytes in base64 (`herald personal new-master-key` makes one) [default: one Herald generates and keeps in the store]
+    #[arg(
+        long,
+        env = "HERALD_MASTER_KEY",
+        value_name = "BASE64",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key (base64), instead of HERALD_MASTER_KEY [default: none]
+    #[arg(long, env = "HERALD_MASTER_KEY_FILE", value_name = "PATH")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// Earlier master keys, comma-separated, read during a rotation until every key is re-wrapped [default: none]
+    #[arg(
+        long,
+        env = "HERALD_PREVIOUS_MASTER_KEYS",
+        value_name = "BASE64,...",
+        hide_env_values = true
+    )]
+    pub previous_master_keys: Option<String>,
+}
+
 /// The master key of personal data: configured (with the keys a rotation
 /// still reads), or kept in the store when none is.
-fn master_source(args: &ServeArgs) -> anyhow::Result<herald_privacy::MasterSource> {
+pub fn master_source(args: &MasterKeyArgs) -> anyhow::Result<herald_privacy::MasterSource> {
     use herald_privacy::{MasterKey, MasterKeys, MasterSource};
     let current = match (&args.master_key, &args.master_key_file) {
         (Some(_), Some(_)) => {

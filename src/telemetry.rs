@@ -138,6 +138,9 @@ pub const METRICS: &[MetricDoc] = &[
     metric(herald_automations::engine::MATCHED_TOTAL, Counter, "automation", "Triggers of an automation that matched (absences: waits that ended without the awaited event), all tenants; published by the active engine as it saves its checkpoint."),
     metric(herald_automations::engine::ACTED_TOTAL, Counter, "automation", "Triggers of an automation whose condition held and whose actions ran."),
     metric(herald_automations::engine::FAILED_TOTAL, Counter, "automation", "Actions of an automation that failed for good (each an automations.action_failed event)."),
+    metric(herald_privacy::FIELDS_SEALED_TOTAL, Counter, "", "Personal values sealed (encrypted under their subject's key) on append by this process."),
+    metric(herald_privacy::UNATTRIBUTED_TOTAL, Counter, "", "Personal fields stored as they were because their event names no subject (a note without an author)."),
+    metric(herald_privacy::SUBJECTS_FORGOTTEN_TOTAL, Counter, "", "Subjects forgotten (their keys destroyed) through this process."),
     metric(herald_automations::webhooks::DELIVERIES_TOTAL, Counter, "automation, outcome", "Webhook attempts by outcome: delivered, retried, dead_lettered."),
     metric(herald_brokers::progress::STALLED, Gauge, "component", "1 while a worker (relay, ingest, reaction) has made no progress for 5 s while work waits, else 0."),
     metric(herald_brokers::progress::LAST_PROGRESS_SECONDS, Gauge, "component", "Unix time in seconds of a worker's last progress (0 before the first); alert on time() minus it."),
@@ -257,6 +260,13 @@ pub fn register_series(running: &Running<'_>) {
             .increment(0);
     }
     counter!(store_metrics::EVENTS_WRITTEN_TOTAL, "backend" => store.clone()).increment(0);
+    for name in [
+        herald_privacy::FIELDS_SEALED_TOTAL,
+        herald_privacy::UNATTRIBUTED_TOTAL,
+        herald_privacy::SUBJECTS_FORGOTTEN_TOTAL,
+    ] {
+        counter!(name).increment(0);
+    }
     for kind in ["unavailable", "backend", "closed"] {
         counter!(store_metrics::ERRORS_TOTAL, "backend" => store.clone(), "kind" => kind)
             .increment(0);

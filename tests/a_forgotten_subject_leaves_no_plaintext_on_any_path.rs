@@ -119,6 +119,17 @@ impl Api {
         text
     }
 
+    /// How many events a search with `query` finds.
+    async fn found(&self, key: &str, query: &str) -> usize {
+        let page: Value = serde_json::from_str(
+            &self
+                .get_text(key, &format!("/v1/events/search?{query}&limit=1000"))
+                .await,
+        )
+        .unwrap();
+        page["events"].as_array().unwrap().len()
+    }
+
     /// Every event frame of a websocket subscription from the start, until
     /// it is live.
     async fn websocket_history(&self, key: &str) -> String {
@@ -178,7 +189,8 @@ impl Api {
                     .await;
                 all += &self.get_text(key, &format!("/v1/{stream}")).await;
                 if admin {
-                    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    let at =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                     all += &self
                         .get_text(key, &format!("/v1/streams/{stream}?at={at}"))
                         .await;
@@ -202,6 +214,11 @@ impl Api {
         all += &self.sse_history(key).await;
         all
     }
+}
+
+/// A search for the notes of `author`.
+fn notes_by(author: &str) -> String {
+    format!("type=tickets.note_appended&payload.author={author}")
 }
 
 fn assert_holds_none(what: &str, text: &str, secrets: &[&str]) {
@@ -359,6 +376,30 @@ async fn forget_one_of_two(setup: Setup<'_>, broker_capture: Option<Capture>) {
         "no marker for a reader"
     );
 
+    // Search by a personal value: sealed as it would be stored.
+    assert_eq!(api.found(&admin, &notes_by(A.contact)).await, 3);
+    assert_eq!(api.found(&admin, &notes_by(B.contact)).await, 3);
+    let by_description = format!(
+        "type=tickets.ticket_opened&payload.customer={}&payload.description={}",
+        A.id, A.secrets[1]
+    );
+    assert_eq!(api.found(&admin, &by_description).await, 1);
+    let resp = api
+        .http
+        .get(format!(
+            "{}/v1/events/search?type=tickets.ticket_opened&payload.description={}",
+            api.base, A.secrets[1]
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        400,
+        "a personal field searched without its subject"
+    );
+
     // Forget A: the customer through the API, the contact with the CLI.
     let forgotten = api
         .post(
@@ -380,6 +421,9 @@ async fn forget_one_of_two(setup: Setup<'_>, broker_capture: Option<Capture>) {
     assert_holds_none("the admin's reads after forgetting A", &after, &A_SECRETS);
     assert_holds_all("the admin's reads after forgetting A", &after, &B_SECRETS);
     assert!(after.contains("[forgotten]"), "no forgotten marker");
+    assert_eq!(api.found(&admin, &notes_by(A.contact)).await, 0);
+    assert_eq!(api.found(&admin, &by_description).await, 0);
+    assert_eq!(api.found(&admin, &notes_by(B.contact)).await, 3);
     let reader_after = api.every_read(&reader, false).await;
     assert_holds_none("a reader's reads", &reader_after, &A_SECRETS);
     assert_holds_none("a reader's reads", &reader_after, &B_SECRETS);

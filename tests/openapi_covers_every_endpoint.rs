@@ -326,6 +326,7 @@ async fn openapi_covers_every_endpoint() {
         "search",
         "schemas",
         "automations",
+        "personal data",
         "subscriptions",
         "views",
         "projections",
@@ -796,6 +797,24 @@ async fn openapi_covers_every_endpoint() {
             "/v1/automations/{name}",
             "/v1/automations/probe".to_owned(),
             None,
+        ),
+        (
+            "GET",
+            "/v1/subjects/{subject}/events",
+            "/v1/subjects/cust-probe/events".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/personal/reveal",
+            "/v1/personal/reveal".to_owned(),
+            Some(json!({"note": "plain"})),
+        ),
+        (
+            "POST",
+            "/v1/subjects/{subject}/forget",
+            "/v1/subjects/cust-probe/forget".to_owned(),
+            Some(json!({"reason": "a probe"})),
         ),
     ] {
         let got = call(method, &path, body).await;

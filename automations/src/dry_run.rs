@@ -98,6 +98,7 @@ pub enum DryRunError {
 /// `stretch`.
 pub async fn dry_run(
     store: &dyn EventStore,
+    privacy: Option<&herald_privacy::Privacy>,
     states: &dyn States,
     tenant: &TenantId,
     compiled: Arc<Compiled>,
@@ -139,7 +140,15 @@ pub async fn dry_run(
     query.limit = MAX_SEARCH_LIMIT;
     'pages: loop {
         let page = store.search(&query).await?;
-        for event in &page.events {
+        for sealed in &page.events {
+            // Conditions see personal fields in plaintext, as live.
+            let revealed = match privacy {
+                Some(privacy) => crate::engine::revealed(privacy, sealed)
+                    .await
+                    .map_err(|e| DryRunError::Lookup(e.to_string()))?,
+                None => None,
+            };
+            let event = revealed.as_ref().unwrap_or(sealed);
             if event.position > head {
                 break 'pages;
             }

@@ -78,6 +78,27 @@ pub const FAILED_TOTAL: &str = "herald_automation_failed_total";
 /// The lease and checkpoint name of the engine.
 pub const ENGINE: &str = "automations";
 
+/// `event` with its personal fields in plaintext, when it has any sealed.
+pub async fn revealed(
+    privacy: &herald_privacy::Privacy,
+    event: &EventEnvelope,
+) -> Result<Option<EventEnvelope>, herald_privacy::PrivacyError> {
+    let mut payload = event.payload.clone();
+    privacy
+        .reveal_value(
+            &event.tenant,
+            &mut payload,
+            herald_privacy::Access::Plaintext,
+        )
+        .await?;
+    if payload == event.payload {
+        return Ok(None);
+    }
+    let mut event = event.clone();
+    event.payload = payload;
+    Ok(Some(event))
+}
+
 /// The producer of what automations cause: `automation:<name>`.
 pub fn producer(name: &str) -> String {
     format!("automation:{name}")
@@ -221,6 +242,9 @@ pub struct Engine {
     holder: String,
     /// Where the leader is, for `/metrics` and tests.
     position: Arc<Mutex<Position>>,
+    /// Reveals personal fields before an event is matched and evaluated:
+    /// automations are Herald's own and work on plaintext.
+    privacy: Option<Arc<herald_privacy::Privacy>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -258,6 +282,39 @@ impl Engine {
             config,
             holder: format!("automations-{}", Uuid::now_v7()),
             position: Arc::new(Mutex::new(Position::START)),
+            privacy: None,
+        }
+    }
+
+    /// Conditions and templates see personal fields in plaintext (what
+    /// an action copies into a field that is not personal is stored so).
+    pub fn with_privacy(mut self, privacy: Arc<herald_privacy::Privacy>) -> Self {
+        self.privacy = Some(privacy);
+        self
+    }
+
+    /// The event with its personal fields revealed, when it has any;
+    /// retried while the keys cannot be read.
+    async fn revealed(
+        &self,
+        event: &EventEnvelope,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<EventEnvelope>, Stopping> {
+        let Some(privacy) = &self.privacy else {
+            return Ok(None);
+        };
+        let mut failures = 0;
+        loop {
+            match revealed(privacy, event).await {
+                Ok(revealed) => return Ok(revealed),
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(position = event.position.get(), error = %e, "Personal fields cannot be revealed for the automations; retrying.");
+                    if wait(shutdown, self.config.backoff.delay(failures)).await {
+                        return Err(Stopping);
+                    }
+                }
+            }
         }
     }
 
@@ -462,6 +519,8 @@ impl Engine {
         event: &EventEnvelope,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopping> {
+        let revealed = self.revealed(event, shutdown).await?;
+        let event = revealed.as_ref().unwrap_or(event);
         let tenant = &event.tenant;
         if event.event_type.domain() == DOMAIN {
             if event.stream.id() == DEFINITIONS_STREAM_ID {

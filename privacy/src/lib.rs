@@ -48,6 +48,13 @@ pub const FORGOTTEN: &str = "[forgotten]";
 /// erasure in another process it may still reveal or seal with it.
 pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// Personal values sealed on append.
+pub const FIELDS_SEALED_TOTAL: &str = "herald_personal_fields_sealed_total";
+/// Personal fields left as they were because their event names no subject.
+pub const UNATTRIBUTED_TOTAL: &str = "herald_personal_unattributed_total";
+/// Erasures done by this process.
+pub const SUBJECTS_FORGOTTEN_TOTAL: &str = "herald_personal_subjects_forgotten_total";
+
 /// The name of the stored secret the subjects' references are keyed with.
 const INDEX_SECRET: &str = "subject-index";
 /// The name of the stored master key, when none is configured.
@@ -175,6 +182,19 @@ impl Privacy {
         registry: EventRegistry,
         master: MasterSource,
     ) -> Result<Arc<Self>, PrivacyError> {
+        let privacy = Self::open_without_sealing(Arc::clone(&store), registry, master).await?;
+        store.install_sealer(Arc::new(Sealer(Arc::downgrade(&privacy))));
+        Ok(privacy)
+    }
+
+    /// Opens the layer to reveal, forget and re-wrap, leaving the store's
+    /// appends as they are (for tools, and for in-process tests of what
+    /// they do not concern).
+    pub async fn open_without_sealing(
+        store: Arc<dyn EventStore>,
+        registry: EventRegistry,
+        master: MasterSource,
+    ) -> Result<Arc<Self>, PrivacyError> {
         let masters = match master {
             MasterSource::Configured(keys) => keys,
             MasterSource::Stored => {
@@ -190,7 +210,7 @@ impl Privacy {
         };
         let index_key = Self::index_key(&*store, &masters).await?;
         let privacy = Arc::new(Self {
-            store: Arc::clone(&store),
+            store,
             registry,
             masters,
             index_key,
@@ -198,7 +218,6 @@ impl Privacy {
             by_subject: Mutex::default(),
             by_id: Mutex::default(),
         });
-        store.install_sealer(Arc::new(Sealer(Arc::downgrade(&privacy))));
         Ok(privacy)
     }
 
@@ -278,22 +297,37 @@ impl Privacy {
                     _ => {}
                 }
                 let Some(subject) = subject else {
-                    metrics::counter!("herald_personal_unattributed_total").increment(1);
+                    metrics::counter!(UNATTRIBUTED_TOTAL).increment(1);
                     continue;
                 };
                 let (key_id, key) = self.key_for_subject(tenant, &subject).await?;
                 let plain = serde_json::to_vec(value).expect("a JSON value serializes");
-                *value = Value::String(token::seal(
-                    &key,
-                    key_id,
-                    event.id.as_uuid(),
-                    &field.pointer,
-                    &plain,
-                ));
-                metrics::counter!("herald_personal_fields_sealed_total").increment(1);
+                *value = Value::String(token::seal(&key, key_id, &field.pointer, &plain));
+                metrics::counter!(FIELDS_SEALED_TOTAL).increment(1);
             }
         }
         Ok(())
+    }
+
+    /// `value` of the field `pointer` as it is stored when it belongs to
+    /// `subject`: what a search compares stored payloads with. `None` when
+    /// the subject has no live key (nothing of it can match). Makes no key.
+    pub async fn sealed_for_search(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        pointer: &str,
+        value: &Value,
+    ) -> Result<Option<String>, PrivacyError> {
+        let subject_ref = self.subject_ref(tenant, subject);
+        let Some(stored) = self.store.live_subject_key(tenant, &subject_ref).await? else {
+            return Ok(None);
+        };
+        let Some(key) = self.unwrap(&stored)? else {
+            return Ok(None);
+        };
+        let plain = serde_json::to_vec(value).expect("a JSON value serializes");
+        Ok(Some(token::seal(&key, stored.key_id, pointer, &plain)))
     }
 
     /// The subject's live data key, made on first use.
@@ -508,7 +542,7 @@ impl Privacy {
                 by_id.insert(*id, KnownKey::Forgotten);
             }
         }
-        metrics::counter!("herald_personal_subjects_forgotten_total").increment(1);
+        metrics::counter!(SUBJECTS_FORGOTTEN_TOTAL).increment(1);
         let event = SubjectForgotten {
             subject_ref: subject_ref.clone(),
             keys_destroyed: destroyed.iter().map(Uuid::to_string).collect(),

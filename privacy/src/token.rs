@@ -4,11 +4,13 @@
 //!
 //! The ciphertext is XChaCha20-Poly1305 of the value's JSON text, with the
 //! key id as associated data. The nonce is derived from the data key, the
-//! event id, the field and the value (a synthetic nonce), so sealing the
-//! same event again gives the same bytes: a retried append stays an
-//! identical one and the store's idempotency on event ids holds. A string
-//! is a token only in full; nothing else Herald stores starts with
-//! `hpd1.` followed by this shape.
+//! field and the value (a synthetic nonce, as in SIV modes): the same value
+//! of the same field of one subject seals to the same bytes. So a retried
+//! append stays an identical one (the store's idempotency on event ids
+//! holds), and a search can look for a value by sealing it as it would be
+//! stored — a blind index keyed by the subject's own key, gone with it.
+//! Different values never share a nonce. A string is a token only in full;
+//! nothing else Herald stores starts with `hpd1.` followed by this shape.
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -38,18 +40,10 @@ fn aad(key_id: Uuid) -> [u8; 20] {
     out
 }
 
-/// Seals `plaintext` (a value's JSON text) of the field `pointer` of event
-/// `event_id`.
-pub fn seal(
-    key: &[u8; KEY_BYTES],
-    key_id: Uuid,
-    event_id: Uuid,
-    pointer: &str,
-    plaintext: &[u8],
-) -> String {
+/// Seals `plaintext` (a value's JSON text) of the field `pointer`.
+pub fn seal(key: &[u8; KEY_BYTES], key_id: Uuid, pointer: &str, plaintext: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(b"hpd1 nonce\0");
-    mac.update(event_id.as_bytes());
     mac.update(pointer.as_bytes());
     mac.update(b"\0");
     mac.update(plaintext);
@@ -155,11 +149,12 @@ mod tests {
         fn a_sealed_value_opens_with_its_key_only(text in ".{0,200}", other in any::<[u8; 32]>()) {
             let key = [9u8; KEY_BYTES];
             let key_id = Uuid::now_v7();
-            let event = Uuid::now_v7();
             let plain = serde_json::to_vec(&text).unwrap();
-            let token = seal(&key, key_id, event, "/note", &plain);
-            // Deterministic: the same event sealed again is the same bytes.
-            prop_assert_eq!(&token, &seal(&key, key_id, event, "/note", &plain));
+            let token = seal(&key, key_id, "/note", &plain);
+            // Deterministic: the same value sealed again is the same bytes;
+            // another field's is not.
+            prop_assert_eq!(&token, &seal(&key, key_id, "/note", &plain));
+            prop_assert_ne!(&token, &seal(&key, key_id, "/author", &plain));
             let parsed = Token::parse(&token).unwrap();
             prop_assert_eq!(parsed.key_id, key_id);
             prop_assert_eq!(parsed.open(&key), Some(plain.clone()));

@@ -67,7 +67,8 @@ impl From<PrivacyError> for Problem {
 
 /// Reveals the personal fields of every JSON answer for its caller:
 /// plaintext with `personal:read` (or `admin`), `[personal]` otherwise,
-/// `[forgotten]` for everyone once the subject is forgotten. An answer
+/// `[forgotten]` for everyone once the subject is forgotten; with
+/// `as_stored=true`, sealed as stored (ciphertext, for every caller). An answer
 /// without a sealed value passes with one substring search. Event streams
 /// (server-sent events, websockets, exports) reveal frame by frame where
 /// they are written.
@@ -75,7 +76,13 @@ pub async fn reveal_personal(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // `as_stored=true` asks for the events exactly as stored: sealed, as
+    // the hash chain covers them (a verifier recomputes it from these).
+    let as_stored = req.query_string().split('&').any(|p| p == "as_stored=true");
     let res = next.call(req).await?;
+    if as_stored {
+        return Ok(res.map_into_boxed_body());
+    }
     let json = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -332,7 +339,7 @@ pub async fn subject_events(
         tenant replaced by its value, `[forgotten]` once its subject is forgotten, \
         `[personal]` for a value of another tenant or one that does not open. Needs \
         `personal:decrypt`.",
-    request_body(content = Object, description = "Any JSON document, e.g. a broker message"),
+    request_body(content = Object, description = "A JSON object, e.g. a broker message"),
     responses(
         (status = 200, description = "The document, revealed", body = Object),
         (status = 400, description = "`invalid-json`", body = Problem, content_type = "application/problem+json"),
@@ -340,6 +347,7 @@ pub async fn subject_events(
         (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`body-too-large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request` (not a JSON object)", body = Problem, content_type = "application/problem+json"),
         (status = 429, response = super::openapi::RateLimited),
         (status = 500, response = super::openapi::InternalError),
         (status = 503, response = super::openapi::StoreUnavailable),
@@ -354,6 +362,12 @@ pub async fn reveal(
 ) -> ApiResult<HttpResponse> {
     identity.require_personal(Action::DecryptPersonal)?;
     let mut document: Value = read_json(&req, payload, &state.limits).await?;
+    if !document.is_object() {
+        return Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            "send a JSON object (a broker message, an event, or any object holding sealed values)",
+        ));
+    }
     state
         .privacy
         .reveal_value(&identity.tenant, &mut document, Access::Plaintext)

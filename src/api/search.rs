@@ -21,7 +21,10 @@
 //! ```
 //!
 //! Different parameters are AND-ed. Payload filters match the payload as
-//! stored (at the version it was written), not as upcast.
+//! stored (at the version it was written), not as upcast. A filter on a
+//! personal field is sealed as the value would be stored (the types named
+//! exactly, and the subject's field too unless the field is its own
+//! subject): see `seal_personal_filters`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -221,8 +224,11 @@ fn readable(identity: &Identity) -> Option<Vec<String>> {
         filtered by the parameters below (repeated ones OR-ed, different ones AND-ed) and by \
         payload fields: `payload.<key>[.<key>…]=<value>` matches events whose payload (as \
         stored) holds the value at that path of object keys; the value is JSON when it parses as \
-        JSON (`true`, `42`, `null`, `\"42\"`), else a string; repeatable, AND-ed. A malformed \
-        or unknown parameter is a 400 `invalid-query` naming it.",
+        JSON (`true`, `42`, `null`, `\"42\"`), else a string; repeatable, AND-ed. A field \
+        marked personal is stored sealed: to search by its value, name the event types \
+        exactly (no `*`) and, unless the field is its own subject, the subject's field too \
+        (`payload.customer=…`); Herald then compares with the value as it would be sealed. \
+        A malformed or unknown parameter is a 400 `invalid-query` naming it.",
     params(
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern, `*` any run of characters (`tickets.ticket_*`); repeatable, OR-ed"),
         ("domain" = Option<Vec<crate::api::openapi::DomainName>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
@@ -257,6 +263,7 @@ pub async fn search(
     } = parse(req.query_string())?;
     identity.require_tenant(tenant.as_deref())?;
     query.tenant = identity.tenant.clone();
+    seal_personal_filters(&state, &mut query).await?;
     let readable = readable(&identity);
     if readable.as_ref().is_some_and(Vec::is_empty) {
         return Err(Problem::new(
@@ -289,6 +296,68 @@ pub async fn search(
         events,
         next_cursor: page.last_scanned.map(encode_cursor),
     }))
+}
+
+/// A JSON pointer to a payload path of object keys.
+fn pointer_of(path: &[String]) -> String {
+    path.iter()
+        .map(|key| format!("/{}", key.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// Payload filters on personal fields compare with the value as it is
+/// stored: sealed under its subject's key, which is why the search must
+/// name the event types exactly (no `*`: the fields are declared per type)
+/// and, unless the field is its own subject, the subject's field too
+/// (`payload.customer=cust-a`). A subject that has no key matches nothing.
+async fn seal_personal_filters(state: &AppState, query: &mut SearchQuery) -> ApiResult<()> {
+    if query.payload_equals.is_empty()
+        || query.types.is_empty()
+        || query.types.iter().any(|t| t.contains('*'))
+    {
+        return Ok(());
+    }
+    let types: Vec<herald_events::EventType> =
+        query.types.iter().filter_map(|t| t.parse().ok()).collect();
+    let plain = query.payload_equals.clone();
+    for (index, (path, value)) in plain.iter().enumerate() {
+        let pointer = pointer_of(path);
+        let Some(field) = types
+            .iter()
+            .find_map(|t| state.registry.personal_field_at(&query.tenant, t, &pointer))
+        else {
+            continue;
+        };
+        let subject = if field.subject == pointer {
+            Some(value)
+        } else {
+            plain
+                .iter()
+                .find(|(p, _)| pointer_of(p) == field.subject)
+                .map(|(_, v)| v)
+        };
+        let subject = match subject {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(invalid(format!(
+                    "payload.{} is personal (sealed under its subject's key): name the subject \
+                     too, payload.{}=<its id>",
+                    path.join("."),
+                    field.subject.trim_start_matches('/').replace('/', ".")
+                )))
+            }
+        };
+        let sealed = state
+            .privacy
+            .sealed_for_search(&query.tenant, &subject, &pointer, value)
+            .await?;
+        // No key: nothing of the subject is stored, so no event matches a
+        // string no sealed value can be.
+        query.payload_equals[index].1 =
+            Value::String(sealed.unwrap_or_else(|| "hpd1.none".to_owned()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub enum Command {
     Forget(subjects::ForgetArgs),
     /// A data subject's record: `export` everything held about one.
     Subject(subjects::SubjectArgs),
-    /// Personal data keys: `new-master-key`.
+    /// Personal data keys: `new-master-key`, `rewrap` after a rotation.
     Personal(subjects::PersonalArgs),
 }
 
@@ -69,6 +69,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Automations(args) => automations::run(args),
         Command::Forget(args) => subjects::forget(args),
         Command::Subject(args) => subjects::subject(args),
-        Command::Personal(args) => subjects::personal(args),
+        Command::Personal(args) => subjects::personal(&cli.log, args),
     }
 }

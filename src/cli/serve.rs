@@ -222,10 +222,10 @@ pub async fn serve(
         .context("loading the tenants' schema registries")?;
     // Automations: one engine across the processes sharing the store (a
     // lease); the others stand by.
-    let automations = Arc::new(crate::automations::Automations::new(
-        Arc::clone(&store),
-        Arc::clone(&domains),
-    ));
+    let automations = Arc::new(
+        crate::automations::Automations::new(Arc::clone(&store), Arc::clone(&domains))
+            .with_privacy(Arc::clone(&privacy)),
+    );
     let automations_task = herald_automations::engine::Engine::new(
         Arc::clone(&store),
         running.domains.clone(),
@@ -233,6 +233,7 @@ pub async fn serve(
         registry.clone(),
         herald_automations::engine::EngineConfig::default(),
     )
+    .with_privacy(Arc::clone(&privacy))
     .spawn(tasks_stop.clone());
     let mut dispatcher = herald_automations::webhooks::Dispatcher::new(
         Arc::clone(&store),

@@ -70,6 +70,18 @@ pub struct PersonalArgs {
 pub enum PersonalCommand {
     /// Print a new random master key (base64), for HERALD_MASTER_KEY
     NewMasterKey,
+    /// Re-wrap every subject's key under HERALD_MASTER_KEY (a rotation: the
+    /// old key in HERALD_PREVIOUS_MASTER_KEYS); events are not rewritten
+    Rewrap(Box<RewrapArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    #[command(flatten)]
+    pub store: crate::config::StoreArgs,
+
+    #[command(flatten)]
+    pub master: crate::config::MasterKeyArgs,
 }
 
 fn encode(segment: &str) -> String {
@@ -212,11 +224,36 @@ pub fn subject(args: SubjectArgs) -> anyhow::Result<()> {
     }
 }
 
-pub fn personal(args: PersonalArgs) -> anyhow::Result<()> {
+pub fn personal(log: &crate::config::LogArgs, args: PersonalArgs) -> anyhow::Result<()> {
     match args.command {
         PersonalCommand::NewMasterKey => {
             println!("{}", herald_privacy::MasterKey::generate().to_base64());
             Ok(())
+        }
+        PersonalCommand::Rewrap(args) => {
+            let config = args.store.config.clone();
+            super::tool::run(log, config.as_deref(), |file| async move {
+                let master = crate::config::master_source(&args.master)
+                    .map_err(|e| super::tool::usage(format!("{e:#}")))?;
+                if matches!(master, herald_privacy::MasterSource::Stored) {
+                    return Err(super::tool::usage(
+                        "set HERALD_MASTER_KEY (the new key) and HERALD_PREVIOUS_MASTER_KEYS (the old ones)",
+                    ));
+                }
+                let store = super::audit::open_store(&args.store, &file).await?;
+                let registry = herald_events::EventRegistry::builtin()?;
+                let privacy =
+                    herald_privacy::Privacy::open(std::sync::Arc::clone(&store), registry, master)
+                        .await?;
+                let done = privacy.rewrap_all().await?;
+                println!(
+                    "re-wrapped {done} subject key{} under master key {}",
+                    if done == 1 { "" } else { "s" },
+                    privacy.master_id()
+                );
+                store.close().await;
+                Ok(())
+            })
         }
     }
 }

@@ -57,17 +57,22 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         Arc::clone(&store),
         registry.clone(),
     ));
-    let automations = Arc::new(herald::automations::Automations::new(
-        Arc::clone(&store),
-        herald::domains::shared_builtin(),
-    ));
-    let privacy = herald_privacy::Privacy::open(
+    // The in-process app has no reveal middleware (`herald serve` wraps
+    // it): its appends stay as sent. Sealing is tested through the binary.
+    let privacy = herald_privacy::Privacy::open_without_sealing(
         Arc::clone(&store),
         registry.clone(),
         herald_privacy::MasterSource::Stored,
     )
     .await
     .expect("open the privacy layer");
+    let automations = Arc::new(
+        herald::automations::Automations::new(
+            Arc::clone(&store),
+            herald::domains::shared_builtin(),
+        )
+        .with_privacy(Arc::clone(&privacy)),
+    );
     AppState {
         privacy,
         domains: herald_actors::Domains::default(),

@@ -281,6 +281,27 @@ impl EventRegistry {
             .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
+    /// The personal field at `pointer` as any version of the type declares
+    /// it (the newest version's declaration first), built-in or `tenant`'s.
+    pub fn personal_field_at(
+        &self,
+        tenant: &TenantId,
+        event_type: &EventType,
+        pointer: &str,
+    ) -> Option<PersonalField> {
+        let find = |fields: &[PersonalField]| fields.iter().find(|f| f.pointer == pointer).cloned();
+        if let Some(entry) = self.types.get(event_type) {
+            return entry
+                .versions
+                .values()
+                .rev()
+                .find_map(|v| find(&v.personal));
+        }
+        let tenant_types = self.runtime.tenant(tenant)?;
+        let versions = tenant_types.compiled.get(event_type)?;
+        versions.values().rev().find_map(|c| find(&c.personal))
+    }
+
     /// Checks a payload against its type's schema of `version`.
     pub fn validate(
         &self,
