@@ -121,6 +121,14 @@ fn main() {
             .await
             .expect("open the Postgres store")
     });
+    // `HERALD_BENCH_ONLY=personal` runs the personal-fields part alone
+    // (its target compares two rates of the same run, not the raw ones).
+    if std::env::var("HERALD_BENCH_ONLY").is_ok_and(|v| v == "personal") {
+        let personal = runtime.block_on(personal_fields(&db, &store, mode, timing));
+        runtime.block_on(store.close());
+        personal.print();
+        return;
+    }
     let mut report = runtime.block_on(throughput(&db, &store, timing));
     report.personal = Some(runtime.block_on(personal_fields(&db, &store, mode, timing)));
     register(&mut criterion, Some((&runtime, &store)));
@@ -674,40 +682,7 @@ impl Report {
             );
         }
         if let Some(personal) = &self.personal {
-            println!(
-                "personal fields: tickets.note_appended with both fields personal ({} authors), {} bytes plain, {} bytes sealed; a store without the privacy layer vs one with it, mean of 2 windows each, in the order A B B A",
-                PERSONAL_SUBJECTS, personal.plain_bytes, personal.sealed_bytes
-            );
-            for level in &personal.levels {
-                println!(
-                    "  {:>2} appenders: plain {:>8.0}/s  sealed {:>8.0}/s  ratio {:.2} (target >= {TARGET_SEALED_OF_PLAIN:.2}: {})",
-                    level.appenders,
-                    level.plain,
-                    level.sealed,
-                    level.sealed / level.plain,
-                    if level.sealed >= TARGET_SEALED_OF_PLAIN * level.plain { "MET" } else { "NOT MET" }
-                );
-            }
-            let mut ms: Vec<f64> = personal
-                .forgets
-                .iter()
-                .map(|d| d.as_secs_f64() * 1000.0)
-                .collect();
-            ms.sort_by(f64::total_cmp);
-            println!(
-                "forget one subject among {} events: {} ms (max {:.1} ms; target < 1000 ms: {})",
-                personal.log_events,
-                ms.iter()
-                    .map(|m| format!("{m:.1}"))
-                    .collect::<Vec<_>>()
-                    .join(" / "),
-                ms.last().copied().unwrap_or(0.0),
-                if ms.last().copied().unwrap_or(f64::MAX) < 1000.0 {
-                    "MET"
-                } else {
-                    "NOT MET"
-                }
-            );
+            personal.print();
         }
         if let Some(top) = self.levels.iter().find(|l| l.appenders == 64) {
             let met = top.per_second >= TARGET_OF_BATCH * self.raw.batch()
@@ -717,5 +692,44 @@ impl Report {
                 if met { "MET" } else { "NOT MET" }
             );
         }
+    }
+}
+
+impl PersonalReport {
+    fn print(&self) {
+        println!(
+            "personal fields: tickets.note_appended with both fields personal ({} authors), {} bytes plain, {} bytes sealed; a store without the privacy layer vs one with it, mean of 2 windows each, in the order A B B A",
+            PERSONAL_SUBJECTS, self.plain_bytes, self.sealed_bytes
+        );
+        for level in &self.levels {
+            println!(
+                "  {:>2} appenders: plain {:>8.0}/s  sealed {:>8.0}/s  ratio {:.2} (target >= {TARGET_SEALED_OF_PLAIN:.2}: {})",
+                level.appenders,
+                level.plain,
+                level.sealed,
+                level.sealed / level.plain,
+                if level.sealed >= TARGET_SEALED_OF_PLAIN * level.plain { "MET" } else { "NOT MET" }
+            );
+        }
+        let mut ms: Vec<f64> = self
+            .forgets
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "forget one subject among {} events: {} ms (max {:.1} ms; target < 1000 ms: {})",
+            self.log_events,
+            ms.iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            ms.last().copied().unwrap_or(0.0),
+            if ms.last().copied().unwrap_or(f64::MAX) < 1000.0 {
+                "MET"
+            } else {
+                "NOT MET"
+            }
+        );
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! - A schema marks fields personal with the subject they belong to
 //!   (`x-personal`, see [`herald_events::registry::personal`]).
-//! - On append, each such value becomes a [`token`]: XChaCha20-Poly1305
-//!   under the subject's own data key. The data key is stored wrapped by
+//! - On append, each such value becomes a [`token`]: AES-256-GCM under
+//!   the subject's own data key. The data key is stored wrapped by
 //!   the [`master`] key; the subject's id is stored only as a keyed hash
 //!   (its *reference*). The log, its hash chain, snapshots, read models,
 //!   broker messages, exports and backups hold tokens, never plaintext.
@@ -137,6 +137,7 @@ pub struct Privacy {
     masters: MasterKeys,
     index_key: [u8; KEY_BYTES],
     ttl: Duration,
+    /// Live keys by (tenant, subject id), for sealing.
     by_subject: Mutex<HashMap<(TenantId, String), SubjectEntry>>,
     by_id: Mutex<HashMap<Uuid, KnownKey>>,
 }
@@ -336,13 +337,15 @@ impl Privacy {
         tenant: &TenantId,
         subject: &str,
     ) -> Result<(Uuid, [u8; KEY_BYTES]), PrivacyError> {
-        let subject_ref = self.subject_ref(tenant, subject);
-        let cache_key = (tenant.clone(), subject_ref.clone());
+        // Keyed by the id itself, so a hit costs no HMAC: this is the
+        // path every sealed value takes.
+        let cache_key = (tenant.clone(), subject.to_owned());
         if let Some(entry) = self.by_subject.lock().expect("cache lock").get(&cache_key) {
             if entry.read_at.elapsed() < self.ttl {
                 return Ok((entry.key_id, entry.key));
             }
         }
+        let subject_ref = self.subject_ref(tenant, subject);
         let stored = match self.store.live_subject_key(tenant, &subject_ref).await? {
             Some(stored) => stored,
             None => {
@@ -535,7 +538,7 @@ impl Privacy {
         self.by_subject
             .lock()
             .expect("cache lock")
-            .remove(&(tenant.clone(), subject_ref.clone()));
+            .remove(&(tenant.clone(), subject.to_owned()));
         {
             let mut by_id = self.by_id.lock().expect("cache lock");
             for id in &destroyed {

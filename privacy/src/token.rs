@@ -1,20 +1,22 @@
 //! The sealed form of one personal value, as it is stored, hashed, sent to
 //! brokers and exported: a JSON string
-//! `hpd1.<data key id, 32 hex>.<base64url(nonce ‖ ciphertext)>`.
+//! `hpd1.<data key id, base64url of its 16 bytes>.<base64url(nonce ‖
+//! ciphertext ‖ tag)>`.
 //!
-//! The ciphertext is XChaCha20-Poly1305 of the value's JSON text, with the
-//! key id as associated data. The nonce is derived from the data key, the
+//! The ciphertext is AES-256-GCM of the value's JSON text, with the key id
+//! as associated data. The nonce is derived from the data key, the
 //! field and the value (a synthetic nonce, as in SIV modes): the same value
 //! of the same field of one subject seals to the same bytes. So a retried
 //! append stays an identical one (the store's idempotency on event ids
 //! holds), and a search can look for a value by sealing it as it would be
 //! stored — a blind index keyed by the subject's own key, gone with it.
-//! Different values never share a nonce. A string is a token only in full;
+//! Different values share a 96-bit nonce only by an HMAC collision
+//! (for a million values of one subject, about 10^-17). A string is a token only in full;
 //! nothing else Herald stores starts with `hpd1.` followed by this shape.
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -23,7 +25,9 @@ use crate::master::KEY_BYTES;
 
 /// What every token starts with.
 pub const PREFIX: &str = "hpd1.";
-const NONCE_BYTES: usize = 24;
+const NONCE_BYTES: usize = 12;
+/// Base64url characters of a key id's 16 bytes.
+const KEY_ID_CHARS: usize = 22;
 const TAG_BYTES: usize = 16;
 
 /// A token taken apart.
@@ -49,24 +53,26 @@ pub fn seal(key: &[u8; KEY_BYTES], key_id: Uuid, pointer: &str, plaintext: &[u8]
     mac.update(plaintext);
     let digest = mac.finalize().into_bytes();
     let nonce = &digest[..NONCE_BYTES];
-    let cipher = XChaCha20Poly1305::new(key.into());
+    let cipher = Aes256Gcm::new(key.into());
     let sealed = cipher
         .encrypt(
-            XNonce::from_slice(nonce),
+            Nonce::from_slice(nonce),
             Payload {
                 msg: plaintext,
                 aad: &aad(key_id),
             },
         )
-        .expect("XChaCha20-Poly1305 encrypts any length Herald stores");
+        .expect("AES-256-GCM encrypts any length Herald stores");
     let mut body = Vec::with_capacity(NONCE_BYTES + sealed.len());
     body.extend_from_slice(nonce);
     body.extend_from_slice(&sealed);
-    format!(
-        "{PREFIX}{}.{}",
-        key_id.simple(),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
-    )
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut token = String::with_capacity(PREFIX.len() + KEY_ID_CHARS + 1 + body.len() * 4 / 3 + 4);
+    token.push_str(PREFIX);
+    b64.encode_string(key_id.as_bytes(), &mut token);
+    token.push('.');
+    b64.encode_string(&body, &mut token);
+    token
 }
 
 impl Token {
@@ -74,13 +80,12 @@ impl Token {
     pub fn parse(text: &str) -> Option<Self> {
         let rest = text.strip_prefix(PREFIX)?;
         let (id, body) = rest.split_once('.')?;
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        if id.len() != KEY_ID_CHARS {
             return None;
         }
-        let key_id = Uuid::parse_str(id).ok()?;
-        let nonce_and_ciphertext = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .ok()?;
+        let key_id = Uuid::from_slice(&b64.decode(id).ok()?).ok()?;
+        let nonce_and_ciphertext = b64.decode(body).ok()?;
         if nonce_and_ciphertext.len() < NONCE_BYTES + TAG_BYTES {
             return None;
         }
@@ -94,9 +99,9 @@ impl Token {
     /// changed.
     pub fn open(&self, key: &[u8; KEY_BYTES]) -> Option<Vec<u8>> {
         let (nonce, sealed) = self.nonce_and_ciphertext.split_at(NONCE_BYTES);
-        XChaCha20Poly1305::new(key.into())
+        Aes256Gcm::new(key.into())
             .decrypt(
-                XNonce::from_slice(nonce),
+                Nonce::from_slice(nonce),
                 Payload {
                     msg: sealed,
                     aad: &aad(self.key_id),
@@ -172,9 +177,10 @@ mod tests {
         for text in [
             "hpd1.",
             "hpd1.xyz.abc",
-            "hpd1.0123456789abcdef0123456789abcdef.",
-            "hpd1.0123456789abcdef0123456789abcdef.!!",
-            "a hpd1.0123456789abcdef0123456789abcdef.AAAA",
+            "hpd1.AAAAAAAAAAAAAAAAAAAAAA.",
+            "hpd1.AAAAAAAAAAAAAAAAAAAAAA.!!",
+            "hpd1.0123456789abcdef0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "a hpd1.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert!(!is_token(text), "{text}");
         }
