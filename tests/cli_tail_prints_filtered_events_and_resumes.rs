@@ -277,9 +277,39 @@ async fn tail_prints_filtered_events_and_resumes() {
         stderr.contains("reconnecting"),
         "it said it reconnects: {stderr}"
     );
+    // The cursor named is the last event printed, or the `live` frame's
+    // that followed it (the head when the history ended: past events the
+    // filter left out, never past one it printed or would print).
     let last_cursor = rows.last().unwrap()[3];
+    let named = stderr
+        .split("interrupted; resume with --from ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cursor named: {stderr}"));
+    let (last_position, named_position) = (position_of(last_cursor), position_of(named));
     assert!(
-        stderr.contains(&format!("interrupted; resume with --from {last_cursor}")),
-        "{stderr}"
+        named_position >= last_position,
+        "{named} is before {last_cursor}"
     );
+    assert!(
+        want.iter().all(|(p, _, _)| *p <= last_position),
+        "an event followed lies past the last printed"
+    );
+    let head = positions.iter().max().copied().unwrap();
+    assert!(named_position <= head, "{named} is past the head {head}");
+}
+
+/// The log position a cursor stands for (`h1.<epoch>.<position>`, in
+/// base64url: read here only to compare, as a test may).
+fn position_of(cursor: &str) -> u64 {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .expect("a base64url cursor");
+    let text = String::from_utf8(text).expect("a text cursor");
+    text.rsplit('.')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a position")
 }

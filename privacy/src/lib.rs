@@ -585,7 +585,7 @@ impl Privacy {
         let keys = self.store.subject_keys(tenant, &subject_ref).await?;
         let needles: Vec<String> = keys
             .iter()
-            .map(|k| format!("{}{}.", token::PREFIX, k.key_id.simple()))
+            .map(|k| format!("{}{}.", token::PREFIX, token::key_id_text(k.key_id)))
             .collect();
         let mut events = Vec::new();
         if !needles.is_empty() {

@@ -69,10 +69,15 @@ pub fn seal(key: &[u8; KEY_BYTES], key_id: Uuid, pointer: &str, plaintext: &[u8]
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut token = String::with_capacity(PREFIX.len() + KEY_ID_CHARS + 1 + body.len() * 4 / 3 + 4);
     token.push_str(PREFIX);
-    b64.encode_string(key_id.as_bytes(), &mut token);
+    token.push_str(&key_id_text(key_id));
     token.push('.');
     b64.encode_string(&body, &mut token);
     token
+}
+
+/// How a key id is written in its tokens (`hpd1.<this>.`).
+pub fn key_id_text(key_id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key_id.as_bytes())
 }
 
 impl Token {

@@ -489,27 +489,8 @@ async fn switch(
 ) -> ApiResult<HttpResponse> {
     super::views::Params::parse(req.query_string(), &[])?;
     identity.require_automations(true)?;
-    let has_body = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v != "0")
-        || req
-            .headers()
-            .contains_key(actix_web::http::header::TRANSFER_ENCODING);
-    let request: Switch = if has_body {
-        read_json(&req, payload, &state.limits).await?
-    } else {
-        Switch::default()
-    };
-    if let Some(reason) = &request.reason {
-        super::text::check_body(&json!(reason), ProblemKind::InvalidRequest)?;
-        if reason.is_empty() || reason.chars().count() > 1000 {
-            return Err(Problem::new(
-                ProblemKind::InvalidRequest,
-                "reason is 1 to 1000 characters",
-            ));
-        }
-    }
+    let request: Switch = super::body::read_optional_json(&req, payload, &state.limits).await?;
+    super::text::check_reason(request.reason.as_deref())?;
     let changed = state
         .automations
         .switch(&identity.tenant, &name, enabled, request.reason)

@@ -69,6 +69,25 @@ pub fn require_json(req: &HttpRequest) -> ApiResult<()> {
     Ok(())
 }
 
+/// A JSON body a route takes optionally: a request without one (no
+/// length or a zero length, and no chunked encoding) reads as the default.
+pub async fn read_optional_json<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limits: &Limits,
+) -> ApiResult<T> {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if has_body {
+        read_json(req, payload, limits).await
+    } else {
+        Ok(T::default())
+    }
+}
+
 /// Reads and decodes a JSON body of at most `limits.max_body_bytes` bytes,
 /// all of it within `limits.body_timeout`.
 pub async fn read_json<T: DeserializeOwned>(

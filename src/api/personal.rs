@@ -203,25 +203,9 @@ pub async fn forget(
 ) -> ApiResult<HttpResponse> {
     identity.require_personal(Action::ForgetSubjects)?;
     let subject = subject_of(&subject)?;
-    let has_body = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v != "0")
-        || req.headers().contains_key(header::TRANSFER_ENCODING);
-    let request: ForgetRequest = if has_body {
-        read_json(&req, payload, &state.limits).await?
-    } else {
-        ForgetRequest::default()
-    };
-    if let Some(reason) = &request.reason {
-        super::text::check_body(&json!(reason), ProblemKind::InvalidRequest)?;
-        if reason.is_empty() || reason.chars().count() > 1000 {
-            return Err(Problem::new(
-                ProblemKind::InvalidRequest,
-                "reason is 1 to 1000 characters",
-            ));
-        }
-    }
+    let request: ForgetRequest =
+        super::body::read_optional_json(&req, payload, &state.limits).await?;
+    super::text::check_reason(request.reason.as_deref())?;
     let done = state
         .privacy
         .forget(

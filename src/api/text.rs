@@ -96,6 +96,25 @@ pub fn check_body(body: &Value, kind: ProblemKind) -> ApiResult<()> {
     }
 }
 
+/// A free-text reason, as switches and erasures record it: storable text
+/// of 1 to 1000 characters.
+pub fn check_reason(reason: Option<&str>) -> ApiResult<()> {
+    let Some(reason) = reason else {
+        return Ok(());
+    };
+    check_body(
+        &Value::String(reason.to_owned()),
+        ProblemKind::InvalidRequest,
+    )?;
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            "reason is 1 to 1000 characters",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
