@@ -167,7 +167,7 @@ mod tests {
             prop_assert_ne!(&token, &seal(&key, key_id, "/author", &plain));
             let parsed = Token::parse(&token).unwrap();
             prop_assert_eq!(parsed.key_id, key_id);
-            prop_assert_eq!(parsed.open(&key), Some(plain.clone()));
+            prop_assert_eq!(parsed.open(&key), Some(plain));
             if other != key {
                 prop_assert_eq!(parsed.open(&other), None);
             }
