@@ -16,7 +16,11 @@ use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::http::{path_segment, Answer, Client};
 use super::publish::ServerArgs;
+
+/// A dry run over a long history takes a while.
+const DRY_RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Args)]
 #[command(
@@ -184,81 +188,9 @@ pub fn run(args: AutomationsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One request's answer: status and JSON body.
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    server: ServerArgs,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Client {
-    fn new(server: &ServerArgs) -> Result<Self, String> {
-        let base = server.base()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // A dry run over a long history takes a while.
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the runtime: {e}"))?;
-        Ok(Self {
-            http,
-            base,
-            server: server.clone(),
-            runtime,
-        })
-    }
-
-    fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Answer, String> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url);
-        if let Some(key) = self.server.key() {
-            request = request.bearer_auth(key.expose());
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        self.runtime.block_on(async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("could not reach {url}: {e}"))?;
-            let status = response.status().as_u16();
-            let text = response
-                .text()
-                .await
-                .map_err(|e| format!("reading the answer of {url}: {e}"))?;
-            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            Ok(Answer { status, body })
-        })
-    }
-}
-
 /// `/v1/automations/{name}[/suffix]`, the name percent-encoded.
 fn automation_path(name: &str, suffix: &str) -> String {
-    let mut encoded = String::new();
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    format!("/v1/automations/{encoded}{suffix}")
+    format!("/v1/automations/{}{suffix}", path_segment(name))
 }
 
 /// The file's document as JSON, or why it is not one: `Err(Ok(problems))`
@@ -383,7 +315,7 @@ fn execute(args: AutomationsArgs) -> Result<Ended, String> {
                 Ok(document) => document,
                 Err(ended) => return Ok(ended),
             };
-            let client = Client::new(&args.common.server)?;
+            let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
             // The saved version, to tell a new version from a switch in
             // words; the answer alone says neither.
             let before = document["name"]
@@ -431,7 +363,7 @@ fn execute(args: AutomationsArgs) -> Result<Ended, String> {
             Ok(Ended::Done)
         }
         AutomationsCommand::List(args) => {
-            let client = Client::new(&args.common.server)?;
+            let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
             let answer = client.send(Method::GET, "/v1/automations", None)?;
             if answer.status != 200 {
                 return failed(answer, args.common.json, is_refusal);
@@ -462,7 +394,7 @@ fn execute(args: AutomationsArgs) -> Result<Ended, String> {
             Ok(Ended::Done)
         }
         AutomationsCommand::Show(args) => {
-            let client = Client::new(&args.common.server)?;
+            let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
             let mut path = automation_path(&args.name, "");
             if let Some(n) = args.failures {
                 path.push_str(&format!("?limit={n}"));
@@ -479,20 +411,20 @@ fn execute(args: AutomationsArgs) -> Result<Ended, String> {
             Ok(Ended::Done)
         }
         AutomationsCommand::Enable(args) => {
-            let client = Client::new(&args.common.server)?;
+            let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
             let path = automation_path(&args.name, "/enable");
             let answer = client.send(Method::POST, &path, None)?;
             switched(answer, args.common.json, "enabled")
         }
         AutomationsCommand::Disable(args) => {
-            let client = Client::new(&args.common.server)?;
+            let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
             let path = automation_path(&args.name, "/disable");
             let body = args.reason.as_ref().map(|r| json!({"reason": r}));
             let answer = client.send(Method::POST, &path, body)?;
             switched(answer, args.common.json, "disabled")
         }
         AutomationsCommand::Delete(args) => {
-            let client = Client::new(&args.common.server)?;
+            let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
             let answer = client.send(Method::DELETE, &automation_path(&args.name, ""), None)?;
             if answer.status != 200 {
                 return failed(answer, args.common.json, is_refusal);
@@ -731,7 +663,7 @@ fn test(args: TestArgs) -> Result<Ended, String> {
     if let Some(limit) = args.limit {
         body.insert("limit".into(), json!(limit));
     }
-    let client = Client::new(&args.common.server)?;
+    let client = Client::new(&args.common.server, DRY_RUN_TIMEOUT)?;
     let answer = client.send(
         reqwest::Method::POST,
         "/v1/automations/dry-run",

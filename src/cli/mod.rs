@@ -2,6 +2,7 @@
 
 mod audit;
 mod automations;
+mod http;
 mod keys;
 mod publish;
 pub mod replay;

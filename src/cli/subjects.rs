@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::http::{path_segment, Client};
 use super::publish::ServerArgs;
 
 #[derive(Debug, Args)]
@@ -84,18 +85,6 @@ pub struct RewrapArgs {
     pub master: crate::config::MasterKeyArgs,
 }
 
-fn encode(segment: &str) -> String {
-    let mut encoded = String::new();
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
 /// Sends one request; answers the status and the JSON body.
 fn send(
     server: &ServerArgs,
@@ -103,40 +92,9 @@ fn send(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), String> {
-    let base = server.base()?;
-    let url = format!("{base}{path}");
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        // An access request reads the tenant's whole log.
-        .timeout(Duration::from_secs(600))
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let mut request = http.request(method, &url);
-    if let Some(key) = server.key() {
-        request = request.bearer_auth(key.expose());
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    runtime.block_on(async {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("could not reach {url}: {e}"))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("reading the answer of {url}: {e}"))?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
-    })
+    // An access request reads the tenant's whole log.
+    let answer = Client::new(server, Duration::from_secs(600))?.send(method, path, body)?;
+    Ok((answer.status, answer.body))
 }
 
 fn finish(outcome: Result<bool, String>) -> anyhow::Result<()> {
@@ -171,7 +129,7 @@ pub fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         let (status, answer) = send(
             &args.server,
             reqwest::Method::POST,
-            &format!("/v1/subjects/{}/forget", encode(&args.subject)),
+            &format!("/v1/subjects/{}/forget", path_segment(&args.subject)),
             body,
         )?;
         if status != 200 {
@@ -201,7 +159,7 @@ pub fn subject(args: SubjectArgs) -> anyhow::Result<()> {
             let (status, answer) = send(
                 &args.server,
                 reqwest::Method::GET,
-                &format!("/v1/subjects/{}/events", encode(&args.subject)),
+                &format!("/v1/subjects/{}/events", path_segment(&args.subject)),
                 None,
             )?;
             if status != 200 {
