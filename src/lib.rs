@@ -11,6 +11,7 @@ pub mod auth;
 pub mod automations;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domains;
 pub mod ingest;
 pub mod placement;

@@ -29,15 +29,31 @@ pub fn init_logging(args: &LogArgs, file: &FileConfig) -> anyhow::Result<()> {
         .unwrap_or_else(|| "info".to_owned());
     let filter =
         EnvFilter::try_new(&filter).with_context(|| format!("invalid log filter {filter:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        // The console's overview shows the last warnings and errors.
+        .with(crate::console::recent_errors::RecentErrors);
     let result = match args.log_format.or(file.log_format).unwrap_or_default() {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false),
+            )
+            .try_init(),
     };
-    // `try_init` also forwards the `log` crate (which actix logs through).
     result.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
 }
 

@@ -148,10 +148,28 @@ pub async fn verify(
         req.query_string(),
         &["from", "anchor_position", "anchor_hash"],
     )?;
-    let invalid = |reason: String| Problem::new(ProblemKind::InvalidQuery, reason);
+    let options = verify_options(
+        |name| params.get(name).map(str::to_owned),
+        ProblemKind::InvalidQuery,
+    )?;
+    let report = herald_store::audit::verify(
+        state.store.clone(),
+        options,
+        Box::new(|_| {}),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// The options of a verification from its named values (query parameters
+/// or a JSON body's fields, as text); a malformed one is a `kind` problem.
+pub(crate) fn verify_options(
+    get: impl Fn(&str) -> Option<String>,
+    kind: ProblemKind,
+) -> ApiResult<VerifyOptions> {
+    let invalid = |reason: String| Problem::new(kind, reason);
     let number = |name: &str| {
-        params
-            .get(name)
+        get(name)
             .map(|text| {
                 // No store holds a position past Position::MAX.
                 text.parse::<u64>()
@@ -168,10 +186,9 @@ pub async fn verify(
     };
     let from = number("from")?.unwrap_or(1);
     let anchor_position = number("anchor_position")?;
-    let anchor_hash = params
-        .get("anchor_hash")
+    let anchor_hash = get("anchor_hash")
         .map(|text| {
-            hex::decode(text)
+            hex::decode(&text)
                 .ok()
                 .and_then(|b| ChainHash::from_slice(&b))
                 .ok_or_else(|| invalid("anchor_hash must be 64 hex digits".to_owned()))
@@ -191,15 +208,9 @@ pub async fn verify(
         }
         (None, None) => None,
     };
-    let report = herald_store::audit::verify(
-        state.store.clone(),
-        VerifyOptions {
-            from: Position(from),
-            anchor,
-            ..VerifyOptions::default()
-        },
-        Box::new(|_| {}),
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(report))
+    Ok(VerifyOptions {
+        from: Position(from),
+        anchor,
+        ..VerifyOptions::default()
+    })
 }

@@ -3,7 +3,10 @@
 //! global log), `admin` (health, readiness, metrics); `openapi` serves the
 //! OpenAPI document of them all at `/openapi.json`.
 
-mod admin;
+pub(crate) mod admin;
+mod audit_runs;
+mod event_page;
+mod keys;
 pub mod audit;
 pub mod automations;
 pub mod body;
@@ -114,6 +117,8 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("GET", "/v1/events/stream"),
     ("GET", "/v1/subscribe"),
     ("GET", "/v1/events/search"),
+    ("GET", "/v1/events/export"),
+    ("GET", "/v1/events/{event_id}"),
     ("GET", "/v1/events"),
     ("POST", "/v1/events"),
     ("POST", "/v1/schemas"),
@@ -135,6 +140,16 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("POST", "/v1/subjects/{subject}/forget"),
     ("GET", "/v1/subjects/{subject}/events"),
     ("POST", "/v1/personal/reveal"),
+    ("POST", "/v1/console/session"),
+    ("GET", "/v1/console/session"),
+    ("DELETE", "/v1/console/session"),
+    ("GET", "/v1/console/overview"),
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("POST", "/v1/keys/{key_id}/revoke"),
+    ("POST", "/v1/audit/verify/runs"),
+    ("GET", "/v1/audit/verify/runs/{run}"),
+    ("GET", "/v1/audit/anchor"),
     ("GET", "/v1/projections"),
     ("GET", "/v1/projections/{name}"),
     ("POST", "/v1/projections/{name}/rebuild"),
@@ -218,6 +233,8 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
                     .route(web::get().to(search::search))
                     .default_service(web::to(method_not_allowed)),
             )
+            .configure(event_page::routes)
+            .configure(event_page::show_route)
             .service(
                 web::resource("/v1/events")
                     .route(web::get().to(events::read_all))
@@ -226,7 +243,10 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
             )
             .configure(schemas::routes)
             .configure(automations::routes)
-            .configure(personal::routes);
+            .configure(personal::routes)
+            .configure(crate::console::api_routes)
+            .configure(keys::routes)
+            .configure(audit_runs::routes);
         views::routes(cfg, &domains);
         cfg.configure(audit::routes)
             // Last: the generic domain routes must not shadow the ones above.

@@ -112,6 +112,8 @@ otherwise) and must send its whole body within `body_timeout` (408 \
         (name = "projections", description = "The projection runner: lag, parked events, retries and blue-green rebuilds; admin scope."),
         (name = "audit", description = "Tamper evidence and history: the hash chain's verification and an aggregate's state at a moment; admin scope."),
         (name = "admin", description = "Liveness, readiness, metrics and this document; no credentials."),
+        (name = "keys", description = "API keys: list, create with scopes, revoke; admin scope."),
+        (name = "console", description = "The browser console's session (sign-in into an HttpOnly cookie, CSRF token) and its overview (README \"Console\")."),
     ),
 )]
 #[derive(Clone, Copy)]
@@ -128,6 +130,10 @@ pub fn document(domains: &DomainList) -> Result<String, String> {
     views.merge(super::automations::Api::openapi());
     views.merge(super::personal::Api::openapi());
     views.merge(super::state_at::Api::openapi());
+    views.merge(super::event_page::Api::openapi());
+    views.merge(super::keys::Api::openapi());
+    views.merge(super::audit_runs::Api::openapi());
+    views.merge(crate::console::Api::openapi());
     doc.paths.paths.extend(views.paths.paths);
     if let (Some(components), Some(more)) = (doc.components.as_mut(), views.components) {
         components.schemas.extend(more.schemas);

@@ -65,6 +65,7 @@ pub enum ProblemKind {
     AutomationVersionConflict,
     AutomationLimitReached,
     NotDeadLettered,
+    CsrfTokenInvalid,
 }
 
 impl ProblemKind {
@@ -120,6 +121,7 @@ impl ProblemKind {
         ProblemKind::AutomationVersionConflict,
         ProblemKind::AutomationLimitReached,
         ProblemKind::NotDeadLettered,
+        ProblemKind::CsrfTokenInvalid,
     ];
 
     /// (slug, title, status)
@@ -376,6 +378,11 @@ impl ProblemKind {
                 "not-dead-lettered",
                 "Only a dead-lettered delivery is retried",
                 StatusCode::CONFLICT,
+            ),
+            CsrfTokenInvalid => (
+                "csrf-token-invalid",
+                "The console request lacks its session's CSRF token",
+                StatusCode::FORBIDDEN,
             ),
         }
     }

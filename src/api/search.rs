@@ -10,6 +10,7 @@
 //! stream=tickets/T-1      repeatable, OR-ed
 //! from=<RFC 3339>         recorded at or after (inclusive)
 //! to=<RFC 3339>           recorded before (exclusive)
+//! correlation=<uuid>      the events one command, publish or automation caused
 //! payload.<key>[.<key>…]=<value>
 //!                         the payload holds value at that path of object keys;
 //!                         value is JSON when it parses as JSON (`true`, `42`,
@@ -46,8 +47,8 @@ const DEFAULT_LIMIT: usize = 100;
 /// cursors being misread.
 const CURSOR_PREFIX: &str = "s1:";
 const PAYLOAD_PREFIX: &str = "payload.";
-const KNOWN: &str =
-    "type, domain, stream, from, to, payload.<path>, cursor, limit, tenant, as_stored";
+const KNOWN: &str = "type, domain, stream, from, to, correlation, payload.<path>, cursor, \
+     limit, tenant, as_stored";
 
 /// A page of a search.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -60,11 +61,13 @@ struct SearchAnswer {
 
 /// The query string, parsed.
 #[derive(Debug)]
-struct SearchParams {
+pub(crate) struct SearchParams {
     /// The query with the caller's tenant still to be filled in.
-    query: SearchQuery,
-    tenant: Option<String>,
-    as_stored: bool,
+    pub query: SearchQuery,
+    pub tenant: Option<String>,
+    pub as_stored: bool,
+    /// `format=` (only where `parse` was told to take it).
+    pub format: Option<String>,
 }
 
 fn invalid(detail: impl Into<String>) -> Problem {
@@ -107,7 +110,7 @@ fn literal(value: &str) -> Value {
 
 /// Parses the raw query string. Repeated keys are why this does not go
 /// through a struct: serde's URL-encoded structs take each key once.
-fn parse(raw: &str) -> ApiResult<SearchParams> {
+pub(crate) fn parse(raw: &str, takes_format: bool) -> ApiResult<SearchParams> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(raw)
         .map_err(|e| invalid(e.to_string()))?
         .into_inner();
@@ -120,6 +123,8 @@ fn parse(raw: &str) -> ApiResult<SearchParams> {
     let mut to = None;
     let mut cursor = None;
     let mut limit = None;
+    let mut correlation = None;
+    let mut format = None;
     let mut unknown = Vec::new();
     for (key, value) in pairs {
         let once = |slot: &mut Option<String>| {
@@ -145,6 +150,8 @@ fn parse(raw: &str) -> ApiResult<SearchParams> {
             "to" => once(&mut to)?,
             "cursor" => once(&mut cursor)?,
             "limit" => once(&mut limit)?,
+            "correlation" => once(&mut correlation)?,
+            "format" if takes_format => once(&mut format)?,
             _ => match key.strip_prefix(PAYLOAD_PREFIX) {
                 Some(path) => {
                     let path: Vec<String> = path.split('.').map(str::to_owned).collect();
@@ -168,6 +175,13 @@ fn parse(raw: &str) -> ApiResult<SearchParams> {
         .with("unknown_parameters", unknown));
     }
     query.recorded_from = from.as_deref().map(|v| time("from", v)).transpose()?;
+    query.correlation = correlation
+        .as_deref()
+        .map(|v| {
+            v.parse::<uuid::Uuid>()
+                .map_err(|_| invalid(format!("correlation: {v:?} is not a UUID")))
+        })
+        .transpose()?;
     query.recorded_to = to.as_deref().map(|v| time("to", v)).transpose()?;
     if let Some(cursor) = cursor {
         query.after = decode_cursor(&cursor)?;
@@ -192,6 +206,7 @@ fn parse(raw: &str) -> ApiResult<SearchParams> {
         query,
         tenant,
         as_stored,
+        format,
     })
 }
 
@@ -235,6 +250,7 @@ fn readable(identity: &Identity) -> Option<Vec<String>> {
         ("stream" = Option<Vec<crate::api::openapi::StreamName>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
         ("from" = Option<String>, Query, format = DateTime, description = "Recorded at or after (RFC 3339, inclusive)"),
         ("to" = Option<String>, Query, format = DateTime, description = "Recorded before (RFC 3339, exclusive)"),
+        ("correlation" = Option<uuid::Uuid>, Query, description = "Only the events of this correlation id: what one command, publish or automation caused"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, unchanged"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Events to scan, 1 to 1000 (default 100)"),
         ("tenant" = Option<String>, Query, description = "Optional; any tenant but the caller's own is refused (403)"),
@@ -257,14 +273,31 @@ pub async fn search(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let SearchParams {
-        mut query,
+        query,
         tenant,
         as_stored,
-    } = parse(req.query_string())?;
+        ..
+    } = parse(req.query_string(), false)?;
     identity.require_tenant(tenant.as_deref())?;
+    let (events, last_scanned) = search_page(&identity, &state, query, as_stored).await?;
+    Ok(HttpResponse::Ok().json(SearchAnswer {
+        events,
+        next_cursor: last_scanned.map(encode_cursor),
+    }))
+}
+
+/// One page of a parsed search for `identity`: its tenant's events of the
+/// types it may read, upcast unless `as_stored`, and the last position
+/// scanned (`None` at the end).
+pub(crate) async fn search_page(
+    identity: &Identity,
+    state: &AppState,
+    mut query: SearchQuery,
+    as_stored: bool,
+) -> ApiResult<(Vec<EventEnvelope>, Option<Position>)> {
     query.tenant = identity.tenant.clone();
-    seal_personal_filters(&state, &mut query).await?;
-    let readable = readable(&identity);
+    seal_personal_filters(state, &mut query).await?;
+    let readable = readable(identity);
     if readable.as_ref().is_some_and(Vec::is_empty) {
         return Err(Problem::new(
             ProblemKind::Forbidden,
@@ -291,11 +324,8 @@ pub async fn search(
         .into_iter()
         .filter(|e| e.tenant == identity.tenant && identity.allows(Action::Read, &e.event_type))
         .collect();
-    let events = upcast_all(&state, events, as_stored)?;
-    Ok(HttpResponse::Ok().json(SearchAnswer {
-        events,
-        next_cursor: page.last_scanned.map(encode_cursor),
-    }))
+    let events = upcast_all(state, events, as_stored)?;
+    Ok((events, page.last_scanned))
 }
 
 /// A JSON pointer to a payload path of object keys.
@@ -389,6 +419,7 @@ mod tests {
             "type=tickets.ticket_*&type=edges.*&domain=tickets&stream=tickets%2FT-1\
              &payload.customer=acme&payload.links.wan.up=true&payload.code=%2242%22\
              &payload.n=42&from=2025-01-01T00:00:00%2B02:00&to=2025-01-02T00:00:00+02:00",
+            false,
         )
         .unwrap();
         let q = params.query;
@@ -423,7 +454,7 @@ mod tests {
             ("foo=1&limit=5&bar=2", "foo, bar"),
             ("payload=1", "payload"),
         ] {
-            let problem = parse(raw).unwrap_err();
+            let problem = parse(raw, false).unwrap_err();
             assert_eq!(problem.kind, ProblemKind::InvalidQuery);
             assert!(problem.detail.contains(names), "{}", problem.detail);
         }
@@ -441,7 +472,7 @@ mod tests {
             "as_stored=yes",
         ] {
             assert_eq!(
-                parse(raw).unwrap_err().kind,
+                parse(raw, false).unwrap_err().kind,
                 ProblemKind::InvalidQuery,
                 "{raw}"
             );

@@ -14,6 +14,7 @@ pub mod key;
 mod key_cache;
 pub mod rate;
 pub mod scope;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +234,8 @@ pub struct Authenticator {
     rates: rate::RateLimits,
     anonymous: AtomicBool,
     keys: key_cache::KeyCache,
+    /// The console's signed-in browsers.
+    pub sessions: session::Sessions,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -273,6 +276,7 @@ impl Authenticator {
             rates: rate::RateLimits::new(settings.default_rate_per_sec),
             anonymous: AtomicBool::new(anonymous),
             keys: key_cache::KeyCache::default(),
+            sessions: session::Sessions::default(),
         });
         if anonymous {
             tracing::warn!(
@@ -296,6 +300,14 @@ impl Authenticator {
             });
         }
         Ok(auth)
+    }
+
+    /// Ends anonymous access at once: a key was just created here (other
+    /// processes notice within [`ANONYMOUS_RECHECK`]).
+    pub fn end_anonymous(&self) {
+        if self.anonymous.swap(false, Ordering::SeqCst) {
+            tracing::info!("An API key exists now: anonymous access has ended.");
+        }
     }
 
     pub fn anonymous_allowed(&self) -> bool {
@@ -386,12 +398,21 @@ impl FromRequest for Identity {
         let token = bearer(req)
             .map(str::to_owned)
             .or_else(|| crate::ws::sse::query_token(req));
+        // A console session only when no credentials came with the request.
+        let session_id = token
+            .is_none()
+            .then(|| req.cookie(session::COOKIE).map(|c| c.value().to_owned()))
+            .flatten();
         let request = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 Problem::new(ProblemKind::Internal, "the application state is missing")
             })?;
-            let identity = state.auth.authenticate(token.as_deref()).await?;
+            let identity = match (token, session_id) {
+                (Some(token), _) => state.auth.authenticate(Some(&token)).await?,
+                (None, Some(id)) => session_identity(&state, &request, &id).await?,
+                (None, None) => state.auth.authenticate(None).await?,
+            };
             // The response's personal fields are revealed for this caller
             // (`crate::api::personal`).
             request.extensions_mut().insert(identity.clone());
@@ -408,5 +429,46 @@ impl FromRequest for Identity {
             }
             Ok(identity)
         })
+    }
+}
+
+/// The identity of a console session's cookie: its credential, authenticated
+/// again now (a revoked key ends the session), and for a request that can
+/// change something, the session's CSRF token in its header.
+async fn session_identity(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+) -> Result<Identity, Problem> {
+    let Some(session) = state.auth.sessions.get(id) else {
+        if state.auth.anonymous_allowed() {
+            return Ok(Identity::anonymous());
+        }
+        return Err(Problem::new(
+            ProblemKind::Unauthorized,
+            "the console session has ended (signed out, expired, or the process restarted): \
+             sign in again",
+        )
+        .challenge());
+    };
+    let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let presented = req
+        .headers()
+        .get(session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !safe && !session.csrf_matches(presented) {
+        return Err(Problem::new(
+            ProblemKind::CsrfTokenInvalid,
+            "a console request that changes something must carry the session's token in \
+             X-CSRF-Token",
+        ));
+    }
+    match state.auth.authenticate(Some(&session.credential)).await {
+        Ok(identity) => Ok(identity),
+        Err(e @ (AuthError::Revoked | AuthError::Invalid(_) | AuthError::Token(_))) => {
+            state.auth.sessions.end(id);
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
     }
 }

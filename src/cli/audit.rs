@@ -13,7 +13,7 @@
 //! 2 anything else (bad input, a store that cannot be reached), so a script
 //! can tell "tampered" from "could not check".
 
-mod export;
+pub(crate) mod export;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The `herald` command line: one module per subcommand.
 
-mod audit;
+pub(crate) mod audit;
 mod automations;
 mod http;
 mod keys;

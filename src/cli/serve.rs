@@ -49,6 +49,7 @@ pub fn run(log: &LogArgs, args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_logging(log, &file)?;
     let config = ServeConfig::resolve(&args, &file)?;
     let metrics = telemetry::install_metrics()?;
+    crate::console::overview::mark_start();
     actix_web::rt::System::new().block_on(serve(
         config,
         metrics,
@@ -319,6 +320,8 @@ pub async fn serve(
             // outside this answers: the request log only observes).
             .wrap(from_fn(api::body::hold_request_body))
             .wrap(from_fn(api::request_log::trace_requests))
+            // The browser console's pages (its API is among the routes).
+            .configure(crate::console::page_routes)
             .configure(api::routes_for(Arc::clone(&domains)))
     })
     .on_connect(move |io, extensions| {

@@ -66,6 +66,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "personal_keys",
         sql: include_str!("../migrations/postgres/0009_personal_keys.sql"),
     },
+    Migration {
+        version: 10,
+        name: "correlation",
+        sql: include_str!("../migrations/postgres/0010_correlation.sql"),
+    },
 ];
 
 pub(crate) const EMBEDDED: &[Migration] = &[
@@ -108,6 +113,11 @@ pub(crate) const EMBEDDED: &[Migration] = &[
         version: 8,
         name: "personal_keys",
         sql: include_str!("../migrations/embedded/0008_personal_keys.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "correlation",
+        sql: include_str!("../migrations/embedded/0009_correlation.sql"),
     },
 ];
 

@@ -50,6 +50,11 @@ pub struct SearchQuery {
     pub recorded_to: Option<DateTime<Utc>>,
     /// AND-ed: the payload holds this scalar at this path of object keys.
     pub payload_equals: Vec<(Vec<String>, Value)>,
+    /// Only the events of this correlation (what one command, publish or
+    /// automation caused).
+    pub correlation: Option<uuid::Uuid>,
+    /// Only the event with this id.
+    pub event_id: Option<uuid::Uuid>,
     /// Only events after this position (a cursor; `Position::START` for all).
     pub after: Position,
     /// Most events to return, 1 to [`MAX_SEARCH_LIMIT`].
@@ -67,6 +72,8 @@ impl SearchQuery {
             recorded_from: None,
             recorded_to: None,
             payload_equals: Vec::new(),
+            correlation: None,
+            event_id: None,
             after: Position::START,
             limit: 100,
         }

@@ -87,6 +87,20 @@ fn statement(query: &SearchQuery) -> (String, Params) {
     if let Some(to) = &to {
         filters.push(format!("recorded_at < {to}"));
     }
+    // An event id or a correlation names few events: their positions come
+    // from those columns' indexes, as streams' come from the stream index.
+    if let Some(id) = query.event_id {
+        let id = p.bind(id.hyphenated().to_string());
+        filters.push(format!(
+            "position IN (SELECT position FROM herald_events WHERE event_id = {id})"
+        ));
+    }
+    if let Some(correlation) = query.correlation {
+        let correlation = p.bind(correlation.hyphenated().to_string());
+        filters.push(format!(
+            "position IN (SELECT position FROM herald_events WHERE correlation_id = {correlation})"
+        ));
+    }
     if !query.streams.is_empty() {
         filters.push(format!("position > {after}"));
         // The streams' positions from the stream index; SQLite walks the

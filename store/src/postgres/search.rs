@@ -117,6 +117,12 @@ fn statement(query: &SearchQuery) -> (String, Statement) {
             st.bind(nested_object(path, value))
         ));
     }
+    if let Some(correlation) = query.correlation {
+        filters.push(format!("correlation_id = {}", st.bind(correlation)));
+    }
+    if let Some(id) = query.event_id {
+        filters.push(format!("event_id = {}", st.bind(id)));
+    }
     let limit = st.bind(sql_limit(query.limit));
     let sql = format!(
         "{SELECT_EVENT} WHERE {} ORDER BY position LIMIT {limit}",
