@@ -494,7 +494,14 @@ fn judge(doc: &Value, case: &Case, status: u16, content_type: &str, body: &[u8])
         else {
             return Some(format!("{what}: media type {media:?} not documented"));
         };
-        if media.ends_with("json") {
+        // JSON lines: each line one value of the documented schema.
+        if media == "application/x-ndjson" {
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                if serde_json::from_slice::<Value>(line).is_err() {
+                    return Some(format!("{what}: a line is not JSON"));
+                }
+            }
+        } else if media.ends_with("json") {
             let Ok(value) = serde_json::from_slice::<Value>(body) else {
                 return Some(format!("{what}: the body is not JSON"));
             };
@@ -600,6 +607,11 @@ async fn property(env: &[(&str, &str)]) {
     for ((method, template), operation) in &operations {
         // Rebuilds are slow by design; they are tested on their own.
         if template.ends_with("/rebuild") {
+            continue;
+        }
+        // A key, once created, ends the anonymous access every other case
+        // here relies on; keys are tested in the OpenAPI test and their own.
+        if method == "POST" && template == "/v1/keys" {
             continue;
         }
         for i in 0..CASES {

@@ -142,7 +142,13 @@ fn check(doc: &Value, method: &str, template: &str, answer: &Answer) {
         .iter()
         .find(|(k, _)| k.split(';').next().unwrap_or("").trim() == media)
         .unwrap_or_else(|| panic!("{what}: {media:?} is not documented ({content:?})"));
-    if media.ends_with("json") {
+    if media == "application/x-ndjson" {
+        // JSON lines: every line a JSON value.
+        for line in answer.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            serde_json::from_slice::<Value>(line)
+                .unwrap_or_else(|e| panic!("{what}: a line is not JSON: {e}"));
+        }
+    } else if media.ends_with("json") {
         let body: Value = serde_json::from_slice(&answer.body)
             .unwrap_or_else(|e| panic!("{what}: the body is not JSON: {e}"));
         let schema = documented
@@ -332,6 +338,8 @@ async fn openapi_covers_every_endpoint() {
         "projections",
         "audit",
         "admin",
+        "keys",
+        "console",
     ];
     let mut ids = BTreeSet::new();
     for ((method, path), operation) in &operations {
@@ -402,9 +410,12 @@ async fn openapi_covers_every_endpoint() {
         let bearer = operation["security"]
             .as_array()
             .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+        // The console's sign-in takes its credential in the body, and
+        // answers 401 when it is refused.
+        let credential_in_body = what == "POST /v1/console/session";
         assert_eq!(
             bearer,
-            statuses.contains(&401),
+            statuses.contains(&401) && !credential_in_body,
             "{what}: bearer security exactly when it answers 401"
         );
     }
@@ -477,6 +488,11 @@ async fn openapi_covers_every_endpoint() {
         .to_request();
     let upgraded = answer(test::call_service(&app, upgrade).await).await;
     let mut successes: Vec<(&str, &str, Answer)> = vec![("GET", "/v1/subscribe", upgraded)];
+    let first = call("GET", "/v1/events/search?limit=1", None).await;
+    let first_id = first.json()["events"][0]["id"]
+        .as_str()
+        .expect("an event to show")
+        .to_owned();
     for (method, template, path, body) in [
         ("GET", "/healthz", "/healthz".to_owned(), None),
         ("GET", "/readyz", "/readyz".to_owned(), None),
@@ -816,10 +832,53 @@ async fn openapi_covers_every_endpoint() {
             "/v1/subjects/cust-probe/forget".to_owned(),
             Some(json!({"reason": "a probe"})),
         ),
+        (
+            "GET",
+            "/v1/events/{event_id}",
+            format!("/v1/events/{first_id}"),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/events/export",
+            "/v1/events/export?format=csv&domain=tickets".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/console/overview",
+            "/v1/console/overview".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/console/session",
+            "/v1/console/session".to_owned(),
+            None,
+        ),
+        (
+            "DELETE",
+            "/v1/console/session",
+            "/v1/console/session".to_owned(),
+            None,
+        ),
+        ("GET", "/v1/keys", "/v1/keys".to_owned(), None),
+        (
+            "GET",
+            "/v1/audit/anchor",
+            "/v1/audit/anchor".to_owned(),
+            None,
+        ),
     ] {
         let got = call(method, &path, body).await;
         successes.push((method, template, got));
     }
+    // A verification run, then its progress.
+    let run = call("POST", "/v1/audit/verify/runs", Some(json!({"from": 1}))).await;
+    let run_id = run.json()["id"].as_str().expect("a run id").to_owned();
+    successes.push(("POST", "/v1/audit/verify/runs", run));
+    let shown = call("GET", &format!("/v1/audit/verify/runs/{run_id}"), None).await;
+    successes.push(("GET", "/v1/audit/verify/runs/{run}", shown));
     // The parked event is listed, and a retry that fails again (the payload
     // stays wrong) answers its documented 422: the one route with no success
     // to show here.
@@ -840,6 +899,15 @@ async fn openapi_covers_every_endpoint() {
     check(&doc, "POST", retry_template, &retried);
     let mut listed = listed.clone();
     listed.remove(&("POST".to_owned(), retry_template.to_owned()));
+    // Creating a key ends anonymous access: those routes are shown last.
+    const WITH_A_KEY: [(&str, &str); 3] = [
+        ("POST", "/v1/keys"),
+        ("POST", "/v1/console/session"),
+        ("POST", "/v1/keys/{key_id}/revoke"),
+    ];
+    for (method, template) in WITH_A_KEY {
+        listed.remove(&(method.to_owned(), template.to_owned()));
+    }
     let mut succeeded = BTreeSet::new();
     for (method, template, got) in &successes {
         check(&doc, method, template, got);
@@ -948,6 +1016,44 @@ async fn openapi_covers_every_endpoint() {
         check(&doc, method, template, &got);
         check_problem(&doc, &got);
     }
+
+    // Keys and the console's sign-in, last: a key ends anonymous access.
+    let created = call(
+        "POST",
+        "/v1/keys",
+        Some(json!({"scopes": ["admin"], "label": "probe"})),
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    check(&doc, "POST", "/v1/keys", &created);
+    let key = created.json()["key"].as_str().unwrap().to_owned();
+    let key_id = created.json()["record"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anonymous = call("GET", "/v1/keys", None).await;
+    assert_eq!(anonymous.status, 401, "a key ends anonymous access at once");
+    let signed_in = call(
+        "POST",
+        "/v1/console/session",
+        Some(json!({"credential": key})),
+    )
+    .await;
+    assert_eq!(signed_in.status, 200);
+    check(&doc, "POST", "/v1/console/session", &signed_in);
+    let revoke = test::TestRequest::post()
+        .uri(&format!("/v1/keys/{key_id}/revoke"))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .to_request();
+    let revoked = answer(test::call_service(&app, revoke).await).await;
+    assert_eq!(revoked.status, 200);
+    check(&doc, "POST", "/v1/keys/{key_id}/revoke", &revoked);
+    assert!(revoked.json()["revoked_at"].is_string());
 
     let _ = stop.send(true);
     running.stop().await;

@@ -152,12 +152,8 @@ pub async fn verify(
         |name| params.get(name).map(str::to_owned),
         ProblemKind::InvalidQuery,
     )?;
-    let report = herald_store::audit::verify(
-        state.store.clone(),
-        options,
-        Box::new(|_| {}),
-    )
-    .await?;
+    let report =
+        herald_store::audit::verify(state.store.clone(), options, Box::new(|_| {})).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 

@@ -243,7 +243,10 @@ pub async fn start(
     let view = run.view();
     tracing::info!(run = %view.id, by = %identity.subject, "Verification run started.");
     Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/v1/audit/verify/runs/{}", view.id)))
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/audit/verify/runs/{}", view.id),
+        ))
         .json(view))
 }
 

@@ -24,7 +24,10 @@ const MAX_CAUSES: usize = 50;
 
 /// The endpoints' OpenAPI paths.
 #[derive(Debug, OpenApi)]
-#[openapi(paths(show, export), components(schemas(EventPage, ChainLink)))]
+#[openapi(
+    paths(show, export),
+    components(schemas(EventPage, ChainLink, ExportFormat))
+)]
 pub struct Api;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -50,6 +53,16 @@ pub struct ChainLink {
     pub position: u64,
     /// Its chain hash (64 hex digits).
     pub hash: String,
+}
+
+/// The form of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// One event per line, as stored, with its hash.
+    Jsonl,
+    /// A header, then one row per event (the columns of `herald audit export`).
+    Csv,
 }
 
 /// One event and what surrounds it.
@@ -132,7 +145,10 @@ pub async fn show(
     let not_found = || {
         Problem::new(
             ProblemKind::NotFound,
-            format!("no event {:?} that these credentials may read", event_id.as_str()),
+            format!(
+                "no event {:?} that these credentials may read",
+                event_id.as_str()
+            ),
         )
     };
     let id: uuid::Uuid = event_id.parse().map_err(|_| not_found())?;
@@ -186,7 +202,7 @@ pub async fn show(
         hash) or `format=csv` (the columns of `herald audit export`). Needs `read` on the types \
         exported.",
     params(
-        ("format" = Option<String>, Query, description = "`jsonl` (default) or `csv`"),
+        ("format" = Option<ExportFormat>, Query, description = "`jsonl` (default) or `csv`"),
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern; repeatable, OR-ed"),
         ("domain" = Option<Vec<crate::api::openapi::DomainName>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),
         ("stream" = Option<Vec<crate::api::openapi::StreamName>>, Query, style = Form, explode, description = "Stream, `domain/id`; repeatable, OR-ed"),
@@ -195,7 +211,7 @@ pub async fn show(
         ("correlation" = Option<uuid::Uuid>, Query, description = "Only the events of this correlation id"),
     ),
     responses(
-        (status = 200, description = "The events, streamed", body = String, content_type = "application/x-ndjson"),
+        (status = 200, description = "The events, streamed", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "`invalid-query`: a malformed or unknown parameter, named", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: credentials that may read no event type", body = Problem, content_type = "application/problem+json"),
@@ -266,10 +282,16 @@ pub async fn export(
             let Some(last) = last else {
                 // The end: nothing more to read after this page.
                 query.after = Position::START;
-                return Ok(Some((web::Bytes::from(bytes), (None, query, identity, state))));
+                return Ok(Some((
+                    web::Bytes::from(bytes),
+                    (None, query, identity, state),
+                )));
             };
             query.after = last;
-            Ok::<_, Problem>(Some((web::Bytes::from(bytes), (None, query, identity, state))))
+            Ok::<_, Problem>(Some((
+                web::Bytes::from(bytes),
+                (None, query, identity, state),
+            )))
         },
     );
     // A failure after the answer began can only cut the download short

@@ -175,7 +175,8 @@ pub async fn create(
         None | Some("") => identity.tenant.clone(),
         Some(t) => TenantId::new(t).map_err(|e| invalid(format!("tenant: {e}")))?,
     };
-    let scopes = parse_scopes(&body.scopes.join(",")).map_err(|e| invalid(format!("scopes: {e}")))?;
+    let scopes =
+        parse_scopes(&body.scopes.join(",")).map_err(|e| invalid(format!("scopes: {e}")))?;
     if scopes.is_empty() {
         return Err(invalid("a key needs at least one scope".into()));
     }
@@ -228,6 +229,7 @@ pub async fn create(
     params(("key_id" = String, Path, description = "The key's id (16 hex digits)")),
     responses(
         (status = 200, description = "The key, revoked", body = KeyView),
+        (status = 400, description = "`invalid-query`: the key id holds a character no store can keep", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = crate::api::openapi::Unauthorized),
         (status = 403, description = "`forbidden`: not an admin key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no such key", body = Problem, content_type = "application/problem+json"),

@@ -4,17 +4,17 @@
 //! OpenAPI document of them all at `/openapi.json`.
 
 pub(crate) mod admin;
-mod audit_runs;
-mod event_page;
-mod keys;
 pub mod audit;
+mod audit_runs;
 pub mod automations;
 pub mod body;
 pub(crate) mod commands;
 pub mod connections;
+mod event_page;
 mod events;
 pub mod idempotency;
 pub mod item;
+mod keys;
 pub mod openapi;
 pub mod personal;
 pub mod problem;

@@ -252,7 +252,10 @@ pub async fn sign_in(
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         return Err(Problem::new(
             ProblemKind::RateLimited,
-            format!("too many requests from {}; retry in {secs} s", identity.subject),
+            format!(
+                "too many requests from {}; retry in {secs} s",
+                identity.subject
+            ),
         )
         .retry_after(secs));
     }

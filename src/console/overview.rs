@@ -138,24 +138,24 @@ pub async fn overview(
     Params::parse(req.query_string(), &[])?;
     let admin = identity.is_admin();
     let mut problems = Vec::new();
-    let head = match tokio::time::timeout(crate::api::admin::CHECK_TIMEOUT, state.store.head()).await
-    {
-        Ok(Ok(head)) => Some(head),
-        Ok(Err(e)) => {
-            problems.push(NotReady {
-                component: "store".into(),
-                reason: e.to_string(),
-            });
-            None
-        }
-        Err(_) => {
-            problems.push(NotReady {
-                component: "store".into(),
-                reason: "no answer within 800 ms".into(),
-            });
-            None
-        }
-    };
+    let head =
+        match tokio::time::timeout(crate::api::admin::CHECK_TIMEOUT, state.store.head()).await {
+            Ok(Ok(head)) => Some(head),
+            Ok(Err(e)) => {
+                problems.push(NotReady {
+                    component: "store".into(),
+                    reason: e.to_string(),
+                });
+                None
+            }
+            Err(_) => {
+                problems.push(NotReady {
+                    component: "store".into(),
+                    reason: "no answer within 800 ms".into(),
+                });
+                None
+            }
+        };
     match tokio::time::timeout(crate::api::admin::CHECK_TIMEOUT, state.broker.check()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => problems.push(NotReady {

@@ -752,3 +752,72 @@ async fn malformed_queries_are_refused(backend: &Backend) {
     assert_eq!(store.search(&edge).await.unwrap().events.len(), 1);
 }
 conformance!(malformed_queries_are_refused);
+
+/// A correlation selects what one command caused, within the tenant only;
+/// an event id selects that one event, and nothing in another tenant.
+async fn a_correlation_or_an_event_id_selects_its_events(backend: &Backend) {
+    let store = backend.open().await;
+    let acme = tenant("acme");
+    let chain = uuid::Uuid::now_v7();
+    let caused = |event_type: &str, label: &str, cause: Option<uuid::Uuid>| {
+        let e = event(event_type, json!({"label": label}));
+        let cause = cause.unwrap_or(e.id.as_uuid());
+        e.correlation(chain, cause)
+    };
+    let first = caused("tickets.note_appended", "c1", None);
+    let first_id = first.id.as_uuid();
+    append(&store, "acme", "tickets/T-1", vec![first]).await;
+    append(
+        &store,
+        "acme",
+        "tickets/T-9",
+        vec![event("tickets.note_appended", json!({"label": "x1"}))],
+    )
+    .await;
+    append(
+        &store,
+        "globex",
+        "tickets/T-1",
+        vec![caused("tickets.note_appended", "g1", Some(first_id))],
+    )
+    .await;
+    append(
+        &store,
+        "acme",
+        "edges/E-1",
+        vec![caused("edges.link_changed", "c2", Some(first_id))],
+    )
+    .await;
+
+    let by_correlation = SearchQuery {
+        correlation: Some(chain),
+        ..SearchQuery::new(acme.clone())
+    };
+    assert_eq!(
+        labels(&store, by_correlation.clone()).await,
+        ["c1", "c2"],
+        "{}",
+        backend.name()
+    );
+    let narrowed = SearchQuery {
+        domains: vec![Domain::new("edges").unwrap()],
+        ..by_correlation
+    };
+    assert_eq!(labels(&store, narrowed).await, ["c2"]);
+    let by_id = SearchQuery {
+        event_id: Some(first_id),
+        ..SearchQuery::new(acme.clone())
+    };
+    assert_eq!(labels(&store, by_id.clone()).await, ["c1"]);
+    let elsewhere = SearchQuery {
+        tenant: tenant("globex"),
+        ..by_id
+    };
+    assert!(labels(&store, elsewhere).await.is_empty());
+    let unknown = SearchQuery {
+        correlation: Some(uuid::Uuid::now_v7()),
+        ..SearchQuery::new(acme)
+    };
+    assert!(labels(&store, unknown).await.is_empty());
+}
+conformance!(a_correlation_or_an_event_id_selects_its_events);
