@@ -105,3 +105,29 @@ impl Visit for MessageText {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn warnings_and_errors_are_kept_newest_first_and_info_is_not() {
+        let subscriber = tracing_subscriber::registry().with(RecentErrors);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("not kept");
+            tracing::warn!(store = "postgres", "Recent-errors test: the first.");
+            tracing::error!("Recent-errors test: the second.");
+        });
+        let kept: Vec<LoggedError> = recent()
+            .into_iter()
+            .filter(|e| e.message.contains("Recent-errors test"))
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0].level, "ERROR");
+        assert_eq!(kept[1].level, "WARN");
+        assert_eq!(kept[1].message, "Recent-errors test: the first. store=postgres");
+        assert!(recent().iter().all(|e| e.message != "not kept"));
+    }
+}
