@@ -233,9 +233,9 @@ pub async fn export(
         ..
     } = parse(req.query_string(), true)?;
     identity.require_tenant(tenant.as_deref())?;
-    let csv = match format.as_deref() {
-        None | Some("jsonl") => false,
-        Some("csv") => true,
+    let format = match format.as_deref() {
+        None | Some("jsonl") => ExportFormat::Jsonl,
+        Some("csv") => ExportFormat::Csv,
         Some(other) => {
             return Err(Problem::new(
                 ProblemKind::InvalidQuery,
@@ -243,6 +243,7 @@ pub async fn export(
             ))
         }
     };
+    let csv = format == ExportFormat::Csv;
     if query.after != Position::START {
         return Err(Problem::new(
             ProblemKind::InvalidQuery,

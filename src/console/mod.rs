@@ -294,10 +294,23 @@ pub async fn sign_in(
     security((), ("bearer" = [])),
 )]
 pub async fn current_session(
-    identity: Identity,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
+    use actix_web::FromRequest;
+    let bare = req.cookie(COOKIE).is_none() && crate::auth::bearer(&req).is_none();
+    let identity = match Identity::extract(&req).await {
+        Ok(identity) => identity,
+        // A browser with no session is told what to do about it.
+        Err(problem) if bare && problem.kind == ProblemKind::Unauthorized => {
+            return Err(Problem::new(
+                ProblemKind::Unauthorized,
+                "no console session: sign in with an API key or a token",
+            )
+            .challenge())
+        }
+        Err(problem) => return Err(problem),
+    };
     let csrf = req
         .cookie(COOKIE)
         .and_then(|c| state.auth.sessions.get(c.value()))

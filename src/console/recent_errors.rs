@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[0].level, "ERROR");
         assert_eq!(kept[1].level, "WARN");
-        assert_eq!(kept[1].message, "Recent-errors test: the first. store=postgres");
+        assert_eq!(
+            kept[1].message,
+            "Recent-errors test: the first. store=postgres"
+        );
         assert!(recent().iter().all(|e| e.message != "not kept"));
     }
 }
