@@ -53,7 +53,23 @@ fn statement(query: &SearchQuery) -> (String, Params) {
     // Validation keeps positions within i64.
     let after = p.bind(query.after.get() as i64);
     let mut filters = vec![format!("tenant = {tenant}")];
-    if !query.types.is_empty() {
+    // One exact type (as searches by a payload field usually name, and
+    // searches by a personal field must): the type index holds its events in
+    // position order, so the scan visits only them, still without sorting.
+    let one_type = match query.types.as_slice() {
+        [only]
+            if !only.contains('*')
+                && query.streams.is_empty()
+                && query.event_id.is_none()
+                && query.correlation.is_none() =>
+        {
+            Some(only)
+        }
+        _ => None,
+    };
+    if let Some(only) = one_type {
+        filters.push(format!("event_type = {}", p.bind(only.clone())));
+    } else if !query.types.is_empty() {
         let any: Vec<String> = query
             .types
             .iter()
@@ -149,8 +165,13 @@ fn statement(query: &SearchQuery) -> (String, Params) {
         ));
     }
     let limit = p.bind(sql_limit(query.limit));
+    let scan = if one_type.is_some() {
+        "INDEXED BY herald_events_type"
+    } else {
+        "NOT INDEXED"
+    };
     let sql = format!(
-        "{} NOT INDEXED WHERE {} ORDER BY position LIMIT {limit}",
+        "{} {scan} WHERE {} ORDER BY position LIMIT {limit}",
         rows::SELECT,
         filters.join(" AND ")
     );
@@ -237,6 +258,35 @@ mod tests {
             assert!(
                 plan[0].contains("INTEGER PRIMARY KEY"),
                 "{query:?} does not read the log by position: {plan:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_exact_type_is_read_from_the_type_index_without_sorting() {
+        let base = SearchQuery::new(TenantId::new("acme").unwrap());
+        let now = Utc::now();
+        for query in [
+            SearchQuery {
+                types: vec!["tickets.ticket_opened".into()],
+                payload_equals: vec![(vec!["customer".into()], json!("acme"))],
+                ..base.clone()
+            },
+            SearchQuery {
+                types: vec!["tickets.ticket_opened".into()],
+                recorded_from: Some(now),
+                recorded_to: Some(now + chrono::Duration::hours(1)),
+                ..base.clone()
+            },
+        ] {
+            let plan = plan(&query);
+            assert!(
+                plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                "{query:?} sorts: {plan:#?}"
+            );
+            assert!(
+                plan[0].contains("herald_events_type"),
+                "{query:?} does not read the type index: {plan:#?}"
             );
         }
     }
