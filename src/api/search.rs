@@ -243,7 +243,9 @@ fn readable(identity: &Identity) -> Option<Vec<String>> {
         marked personal is stored sealed: to search by its value, name the event types \
         exactly (no `*`) and, unless the field is its own subject, the subject's field too \
         (`payload.customer=…`); Herald then compares with the value as it would be sealed. \
-        A malformed or unknown parameter is a 400 `invalid-query` naming it.",
+        A malformed or unknown parameter is a 400 `invalid-query` naming it. A page reads at \
+        most 100,000 positions of the log on the embedded store: it may hold fewer events \
+        than `limit`, or none, with a `next_cursor` all the same; follow it until it is `null`.",
     params(
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event-type pattern, `*` any run of characters (`tickets.ticket_*`); repeatable, OR-ed"),
         ("domain" = Option<Vec<crate::api::openapi::DomainName>>, Query, style = Form, explode, description = "Domain; repeatable, OR-ed"),

@@ -150,8 +150,9 @@ pub struct SearchPage {
     /// Matching events in position order.
     pub events: Vec<EventEnvelope>,
     /// Where the next page starts (its `after`): `Some` when this page is
-    /// full and more may match, `None` when the search reached the end of
-    /// the log as it was when read.
+    /// full and more may match, or when the embedded store's page stopped
+    /// at the end of its scan window (fuller or not, even empty); `None`
+    /// when the search reached the end of the log as it was when read.
     pub last_scanned: Option<Position>,
 }
 

@@ -821,3 +821,76 @@ async fn a_correlation_or_an_event_id_selects_its_events(backend: &Backend) {
     assert!(labels(&store, unknown).await.is_empty());
 }
 conformance!(a_correlation_or_an_event_id_selects_its_events);
+
+/// The embedded store reads at most its search window of log positions a
+/// page: a page past it ends early (even empty) with a cursor to go on
+/// from, and paging still finds every match once.
+#[tokio::test]
+async fn an_embedded_search_page_reads_at_most_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        herald_store::embedded::EmbeddedStore::open(herald_store::embedded::EmbeddedConfig {
+            search_window: 5,
+            ..herald_store::embedded::EmbeddedConfig::in_dir(dir.path())
+        })
+        .await
+        .unwrap(),
+    );
+    for i in 1..=20 {
+        let customer = if i == 3 || i == 17 { "rare" } else { "common" };
+        append(
+            &store,
+            "acme",
+            &format!("tickets/T-{i}"),
+            vec![event(
+                "tickets.ticket_opened",
+                json!({"label": format!("e{i}"), "customer": customer}),
+            )],
+        )
+        .await;
+    }
+    let mut query = SearchQuery {
+        payload_equals: vec![(path(&["customer"]), json!("rare"))],
+        limit: 10,
+        ..SearchQuery::new(tenant("acme"))
+    };
+    let mut pages = Vec::new();
+    loop {
+        let page = store.search(&query).await.unwrap();
+        let labels: Vec<String> = page
+            .events
+            .iter()
+            .map(|e| e.payload["label"].as_str().unwrap().to_owned())
+            .collect();
+        pages.push((labels, page.last_scanned.map(|p| p.get())));
+        match page.last_scanned {
+            Some(after) => query.after = after,
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![
+            (vec!["e3".to_owned()], Some(5)),
+            (vec![], Some(10)),
+            (vec![], Some(15)),
+            (vec!["e17".to_owned()], None),
+        ]
+    );
+    // Looked up by index, a correlation is not windowed.
+    let all = store
+        .search(&SearchQuery::new(tenant("acme")))
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 5);
+    let chain = all.events[0].correlation_id;
+    let by_correlation = SearchQuery {
+        correlation: Some(chain),
+        after: Position(0),
+        ..SearchQuery::new(tenant("acme"))
+    };
+    assert_eq!(
+        store.search(&by_correlation).await.unwrap().last_scanned,
+        None
+    );
+}

@@ -70,6 +70,9 @@ pub struct EmbeddedConfig {
     pub clock: Option<Arc<dyn Clock>>,
     /// How long an idempotency key is kept from its first use.
     pub idempotency_window: Duration,
+    /// Most log positions one page of a search reads when it scans the log
+    /// ([`search::SCAN_WINDOW`] by default).
+    pub search_window: u64,
 }
 
 impl EmbeddedConfig {
@@ -83,6 +86,7 @@ impl EmbeddedConfig {
             hooks: None,
             clock: None,
             idempotency_window: crate::idempotency::DEFAULT_IDEMPOTENCY_WINDOW,
+            search_window: search::SCAN_WINDOW,
         }
     }
 }
@@ -195,6 +199,7 @@ struct Inner {
     keeping: Keeping,
     /// What every append runs its events through first, once installed.
     sealer: SealerSlot,
+    search_window: u64,
 }
 
 /// An event store in a SQLite file. Cheap to clone.
@@ -256,6 +261,7 @@ impl EmbeddedStore {
                 poll_interval: config.poll_interval,
                 keeping,
                 sealer: SealerSlot::new(),
+                search_window: config.search_window.max(1),
             }),
         })
     }
