@@ -299,7 +299,7 @@ mod tests {
                 types: vec!["tickets.ticket_opened".into()],
                 recorded_from: Some(now),
                 recorded_to: Some(now + chrono::Duration::hours(1)),
-                ..base.clone()
+                ..base
             },
         ] {
             let plan = plan(&query);
