@@ -877,6 +877,85 @@ async fn an_embedded_search_page_reads_at_most_its_window() {
             (vec!["e17".to_owned()], None),
         ]
     );
+    // A time range's window starts where the range does, not at the start
+    // of the log.
+    let all = store
+        .search(&SearchQuery::new(tenant("acme")))
+        .await
+        .unwrap();
+    let twelfth = all.events.iter().find(|e| e.position.get() == 12);
+    let from = match twelfth {
+        Some(e) => e.recorded_at,
+        None => {
+            let page = store
+                .search(&SearchQuery {
+                    after: Position(11),
+                    limit: 1,
+                    ..SearchQuery::new(tenant("acme"))
+                })
+                .await
+                .unwrap();
+            page.events[0].recorded_at
+        }
+    };
+    let in_range = SearchQuery {
+        payload_equals: vec![(path(&["customer"]), json!("rare"))],
+        recorded_from: Some(from),
+        limit: 10,
+        ..SearchQuery::new(tenant("acme"))
+    };
+    let first = store.search(&in_range).await.unwrap();
+    assert!(first.events.is_empty(), "{:?}", first.events);
+    let window_end = first.last_scanned.expect("the window ended").get();
+    assert!((15..=16).contains(&window_end), "{window_end}");
+    let second = store
+        .search(&SearchQuery {
+            after: Position(window_end),
+            ..in_range
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.events.len(), 1);
+    assert_eq!(second.events[0].payload["label"], "e17");
+    assert_eq!(second.last_scanned, None);
+
+    // One exact type counts its own entries, not the log's positions: ten
+    // notes after the twenty openings, the eighth of them a match.
+    for i in 1..=10 {
+        let author = if i == 8 { "rare" } else { "common" };
+        append(
+            &store,
+            "acme",
+            &format!("tickets/T-{i}"),
+            vec![event(
+                "tickets.note_appended",
+                json!({"label": format!("n{i}"), "author": author}),
+            )],
+        )
+        .await;
+    }
+    let notes = SearchQuery {
+        types: vec!["tickets.note_appended".into()],
+        payload_equals: vec![(path(&["author"]), json!("rare"))],
+        limit: 10,
+        ..SearchQuery::new(tenant("acme"))
+    };
+    let first = store.search(&notes).await.unwrap();
+    assert!(first.events.is_empty());
+    assert_eq!(
+        first.last_scanned,
+        Some(Position(25)),
+        "five notes: 21 to 25"
+    );
+    let second = store
+        .search(&SearchQuery {
+            after: Position(25),
+            ..notes
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.events[0].payload["label"], "n8");
+
     // Looked up by index, a correlation is not windowed.
     let all = store
         .search(&SearchQuery::new(tenant("acme")))

@@ -40,6 +40,70 @@ fn first_at_or_after(tenant: &str, time: &str) -> String {
     )
 }
 
+/// The one type a query names exactly, when the scan can walk its index:
+/// no stream, event or correlation is looked up instead.
+fn one_exact_type(query: &SearchQuery) -> Option<&String> {
+    match query.types.as_slice() {
+        [only]
+            if !only.contains('*')
+                && query.streams.is_empty()
+                && query.event_id.is_none()
+                && query.correlation.is_none() =>
+        {
+            Some(only)
+        }
+        _ => None,
+    }
+}
+
+/// The last position a page of a search that scans may read: `window`
+/// positions of the log from where the scan starts (the cursor, or the
+/// first event of the time range when that is later), or `window` entries
+/// of the type index when the search walks it; `None` when the scan may go
+/// to the end (fewer than that remain, or it looks up by index anyway).
+fn scan_window_end(
+    conn: &rusqlite::Connection,
+    query: &SearchQuery,
+    window: u64,
+) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    if !(query.streams.is_empty() && query.event_id.is_none() && query.correlation.is_none()) {
+        return Ok(None);
+    }
+    let mut start = query.after.get() as i64;
+    if let Some(from) = query.recorded_from {
+        let first: Option<i64> = conn
+            .query_row(
+                &first_at_or_after("?1", "?2"),
+                rusqlite::params![query.tenant.as_str(), canonical_time(&stored_bound(from))],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlite_error)?;
+        match first {
+            Some(first) => start = start.max(first - 1),
+            // Nothing was recorded since `from`: nothing to scan.
+            None => return Ok(None),
+        }
+    }
+    let window = window.max(1) as i64;
+    match one_exact_type(query) {
+        Some(event_type) => conn
+            .query_row(
+                "SELECT position FROM herald_events INDEXED BY herald_events_type \
+                 WHERE event_type = ?1 AND position > ?2 ORDER BY position LIMIT 1 OFFSET ?3",
+                rusqlite::params![event_type, start, window - 1],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlite_error),
+        None => {
+            let head = super::read_head(conn)?.position.get() as i64;
+            Ok((start.saturating_add(window) < head).then_some(start + window))
+        }
+    }
+}
+
 /// Most log positions one page of a search reads when it scans the log
 /// (about 70 ms of JSON matching on a 2-core machine): past it the page
 /// ends, fuller or not, and its cursor continues from there.
@@ -62,17 +126,7 @@ fn statement(query: &SearchQuery, window_end: Option<i64>) -> (String, Params) {
     // One exact type (as searches by a payload field usually name, and
     // searches by a personal field must): the type index holds its events in
     // position order, so the scan visits only them, still without sorting.
-    let one_type = match query.types.as_slice() {
-        [only]
-            if !only.contains('*')
-                && query.streams.is_empty()
-                && query.event_id.is_none()
-                && query.correlation.is_none() =>
-        {
-            Some(only)
-        }
-        _ => None,
-    };
+    let one_type = one_exact_type(query);
     if let Some(only) = one_type {
         filters.push(format!("event_type = {}", p.bind(only.clone())));
     } else if !query.types.is_empty() {
@@ -195,16 +249,10 @@ impl EventSearch for EmbeddedStore {
         let query = query.clone();
         let window = self.inner.search_window;
         self.read(move |conn| {
-            // A search that reads the log itself (no stream, event or
-            // correlation to look up by index) reads at most `window`
-            // positions a page, so that a page answers in bounded time
-            // however rare its matches; the cursor then continues after
-            // the window.
-            let windowed =
-                query.streams.is_empty() && query.event_id.is_none() && query.correlation.is_none();
-            let head = super::read_head(conn)?.position.get();
-            let window_end = (windowed && query.after.get().saturating_add(window) < head)
-                .then(|| (query.after.get() + window) as i64);
+            // A search that scans reads at most `window` positions a page,
+            // so that a page answers in bounded time however rare its
+            // matches; the cursor then continues after the window.
+            let window_end = scan_window_end(conn, &query, window)?;
             let (sql, params) = statement(&query, window_end);
             let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
             let events = stmt
