@@ -27,10 +27,11 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -61,14 +62,20 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
+    let found = RefCell::new(None);
+    let arrived = herald_testkit::eventually(PATIENCE, || {
+        let next = probe();
+        let found = &found;
+        async move {
+            let value = next.await;
+            let arrived = value.is_some();
+            *found.borrow_mut() = value;
+            arrived
         }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(arrived, "gave up waiting for {what}");
+    found.into_inner().expect("the value that arrived")
 }
 
 /// chromedriver on a free port, killed when dropped.
@@ -171,31 +178,25 @@ impl Browser {
     /// The text of the first element matching `css` once it contains
     /// `wanted`.
     async fn text_with(&self, css: &str, wanted: &str) -> String {
-        let mut last = String::new();
-        let found = {
-            let last = &mut last;
-            tokio::time::timeout(PATIENCE, async {
-                loop {
-                    if let Ok(el) = self.client.find(Locator::Css(css)).await {
-                        if let Ok(text) = el.text().await {
-                            if text.contains(wanted) {
-                                return text;
-                            }
-                            *last = text;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-            .await
-        };
-        match found {
-            Ok(text) => text,
-            Err(_) => {
-                self.shot("failure").await;
-                panic!("{css} never showed {wanted:?}; it showed {last:?}")
-            }
+        let last = RefCell::new(String::new());
+        let shown = herald_testkit::eventually(PATIENCE, || async {
+            let Ok(el) = self.client.find(Locator::Css(css)).await else {
+                return false;
+            };
+            let Ok(text) = el.text().await else {
+                return false;
+            };
+            let shown = text.contains(wanted);
+            *last.borrow_mut() = text;
+            shown
+        })
+        .await;
+        let last = last.into_inner();
+        if !shown {
+            self.shot("failure").await;
+            panic!("{css} never showed {wanted:?}; it showed {last:?}")
         }
+        last
     }
 
     /// The first element matching `css`, once there is one.
@@ -235,13 +236,11 @@ impl Browser {
 
     /// Waits until `script` returns true.
     async fn until_js(&self, what: &str, script: &str) {
-        let outcome = tokio::time::timeout(PATIENCE, async {
-            while self.js(script).await != Value::Bool(true) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let held = herald_testkit::eventually(PATIENCE, || async {
+            self.js(script).await == Value::Bool(true)
         })
         .await;
-        if outcome.is_err() {
+        if !held {
             self.shot("failure").await;
             panic!("gave up waiting for {what} ({script})");
         }

@@ -138,12 +138,7 @@ pub async fn verify(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    if !identity.is_admin() {
-        return Err(Problem::new(
-            ProblemKind::Forbidden,
-            "the log spans every tenant: verifying it needs the admin scope (admin:*)",
-        ));
-    }
+    identity.require_admin(super::audit_runs::SPANS_EVERY_TENANT)?;
     let params = Params::parse(
         req.query_string(),
         &["from", "anchor_position", "anchor_hash"],

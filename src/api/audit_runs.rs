@@ -27,6 +27,10 @@ use super::views::Params;
 use super::AppState;
 use crate::auth::Identity;
 
+/// Why a caller without the `admin` scope is refused.
+pub(super) const SPANS_EVERY_TENANT: &str =
+    "the log spans every tenant: verifying it needs the admin scope (admin:*)";
+
 /// Runs kept (finished or not); the oldest finished one makes room.
 const KEPT_RUNS: usize = 20;
 /// Runs under way at once in a process: each reads the whole log.
@@ -129,17 +133,6 @@ impl Run {
 
 static RUNS: LazyLock<Mutex<VecDeque<Arc<Run>>>> = LazyLock::new(Default::default);
 
-fn require_admin(identity: &Identity) -> ApiResult<()> {
-    if identity.is_admin() {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            ProblemKind::Forbidden,
-            "the log spans every tenant: verifying it needs the admin scope (admin:*)",
-        ))
-    }
-}
-
 /// `POST /v1/audit/verify/runs`
 #[utoipa::path(
     post,
@@ -172,7 +165,7 @@ pub async fn start(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let body: StartRun = read_optional_json(&req, payload, &state.limits).await?;
     let options = verify_options(
         |name| match name {
@@ -278,7 +271,7 @@ pub async fn show(
     run: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let found = RUNS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -342,7 +335,7 @@ pub async fn anchor(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let head = state.store.head().await?;
     if head.position.get() > 0 {
         // The head record is a copy; the anchor is the hash stored with the

@@ -17,6 +17,9 @@ use super::views::Params;
 use super::AppState;
 use crate::auth::{parse_scopes, ApiKey, Identity};
 
+/// Why a caller without the `admin` scope is refused.
+const MANAGING_KEYS: &str = "managing API keys needs the admin scope (admin:*)";
+
 /// Most characters of a key's label.
 const MAX_LABEL: usize = 200;
 
@@ -94,17 +97,6 @@ pub struct CreatedKey {
     pub record: KeyView,
 }
 
-fn require_admin(identity: &Identity) -> ApiResult<()> {
-    if identity.is_admin() {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            ProblemKind::Forbidden,
-            "managing API keys needs the admin scope (admin:*)",
-        ))
-    }
-}
-
 /// `GET /v1/keys`
 #[utoipa::path(
     get,
@@ -131,7 +123,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
-    require_admin(&identity)?;
+    identity.require_admin(MANAGING_KEYS)?;
     let keys = state.store.list_api_keys().await?;
     Ok(HttpResponse::Ok().json(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
@@ -168,7 +160,7 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&identity)?;
+    identity.require_admin(MANAGING_KEYS)?;
     let body: CreateKey = read_json(&req, payload, &state.limits).await?;
     let invalid = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
     let tenant = match body.tenant.as_deref().map(str::trim) {
@@ -244,7 +236,7 @@ pub async fn revoke(
     key_id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&identity)?;
+    identity.require_admin(MANAGING_KEYS)?;
     let key_id = key_id.into_inner();
     let not_found = || Problem::new(ProblemKind::NotFound, format!("no API key {key_id:?}"));
     if key_id.len() != 16 || !key_id.chars().all(|c| c.is_ascii_hexdigit()) {

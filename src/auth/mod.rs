@@ -109,6 +109,16 @@ impl Identity {
         }
     }
 
+    /// Fails with 403 `forbidden`, saying `why`, unless the caller has the
+    /// `admin` scope on every type.
+    pub fn require_admin(&self, why: &'static str) -> Result<(), Problem> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(forbidden(why.to_owned()))
+        }
+    }
+
     /// Fails with 403 unless `action` is allowed on `event_type`.
     pub fn require(&self, action: Action, event_type: &EventType) -> Result<(), Problem> {
         if self.allows(action, event_type) {
@@ -367,6 +377,22 @@ impl Authenticator {
         })
     }
 
+    /// Takes one request from the identity's rate; past it, 429
+    /// `rate-limited` saying when to retry.
+    pub fn limit_problem(&self, identity: &Identity) -> Result<(), Problem> {
+        self.limit(identity).map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            Problem::new(
+                ProblemKind::RateLimited,
+                format!(
+                    "too many requests from {}; retry in {secs} s",
+                    identity.subject
+                ),
+            )
+            .retry_after(secs)
+        })
+    }
+
     /// Takes one request from the identity's rate; `Err` says how long to wait.
     pub fn limit(&self, identity: &Identity) -> Result<(), Duration> {
         if identity.subject == "anonymous" {
@@ -416,17 +442,7 @@ impl FromRequest for Identity {
             // The response's personal fields are revealed for this caller
             // (`crate::api::personal`).
             request.extensions_mut().insert(identity.clone());
-            if let Err(wait) = state.auth.limit(&identity) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return Err(Problem::new(
-                    ProblemKind::RateLimited,
-                    format!(
-                        "too many requests from {}; retry in {secs} s",
-                        identity.subject
-                    ),
-                )
-                .retry_after(secs));
-            }
+            state.auth.limit_problem(&identity)?;
             Ok(identity)
         })
     }

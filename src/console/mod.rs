@@ -248,17 +248,7 @@ pub async fn sign_in(
         .challenge());
     }
     let identity = state.auth.authenticate(Some(&credential)).await?;
-    if let Err(wait) = state.auth.limit(&identity) {
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        return Err(Problem::new(
-            ProblemKind::RateLimited,
-            format!(
-                "too many requests from {}; retry in {secs} s",
-                identity.subject
-            ),
-        )
-        .retry_after(secs));
-    }
+    state.auth.limit_problem(&identity)?;
     // A browser that signs in again drops its former session.
     if let Some(old) = req.cookie(COOKIE) {
         state.auth.sessions.end(old.value());

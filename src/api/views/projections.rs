@@ -14,6 +14,10 @@ use crate::api::problem::{ApiResult, Problem, ProblemKind};
 use crate::api::AppState;
 use crate::auth::Identity;
 
+/// Why a caller without the `admin` scope is refused.
+const SPANS_EVERY_TENANT: &str =
+    "projections span every tenant: this needs the admin scope (admin:*)";
+
 /// The OpenAPI paths of this module.
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -62,17 +66,6 @@ fn runner(state: &AppState) -> ApiResult<&ReadSide> {
             "this Herald runs no projections",
         )
     })
-}
-
-fn require_admin(identity: &Identity) -> ApiResult<()> {
-    if identity.is_admin() {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            ProblemKind::Forbidden,
-            "projections span every tenant: this needs the admin scope (admin:*)",
-        ))
-    }
 }
 
 /// Every projection's status.
@@ -208,7 +201,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let runner = runner(&state)?;
     let statuses = runner.statuses().await.map_err(problem)?;
     Ok(HttpResponse::Ok().json(ProjectionList {
@@ -246,7 +239,7 @@ pub async fn show(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     Params::parse(req.query_string(), &[])?;
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let runner = runner(&state)?;
     let status = runner.status(&name).await.map_err(problem)?;
     let parked = runner.parked(&name).await.map_err(problem)?;
@@ -285,7 +278,7 @@ pub async fn rebuild(
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let runner = runner(&state)?;
     let generation = runner.rebuild(&name).await.map_err(problem)?;
     Ok(HttpResponse::Accepted().json(RebuildStarted {
@@ -327,7 +320,7 @@ pub async fn retry(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&identity)?;
+    identity.require_admin(SPANS_EVERY_TENANT)?;
     let (name, position) = path.into_inner();
     let position: u64 = position.parse().map_err(|_| {
         Problem::new(
