@@ -173,6 +173,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
     pub max_connections_per_client: Option<usize>,
 
+    /// Frames (seconds) in a countdown image, 1 to 600 [default: 60]
+    #[arg(long, env = "HERALD_COUNTDOWN_FRAMES", value_name = "N")]
+    pub countdown_frames: Option<u32>,
+
     #[command(flatten)]
     pub broker: BrokerArgs,
 
@@ -685,6 +689,7 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub body_timeout: Option<String>,
     pub max_connections_per_client: Option<usize>,
+    pub countdown_frames: Option<u32>,
     pub log_format: Option<LogFormat>,
     pub log: Option<String>,
     pub broker: Option<String>,
@@ -793,6 +798,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Most connections open at once from one client address (`None`: no cap).
     pub max_connections_per_client: Option<std::num::NonZeroUsize>,
+    /// Frames (one per second) in a countdown image.
+    pub countdown_frames: u32,
     pub broker: BrokerSettings,
     pub auth: crate::auth::AuthSettings,
     /// The admin key to store at start when the store holds none.
@@ -843,6 +850,7 @@ impl ServeConfig {
                     .or(file.max_connections_per_client)
                     .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
             ),
+            countdown_frames: countdown_frames(args, file)?,
             broker: broker_settings(&args.broker, file)?,
             auth: auth_settings(&args.auth, file)?,
             bootstrap_admin_key: bootstrap_admin_key(&args.auth, file)?,
@@ -962,6 +970,20 @@ fn read_side_settings(
 }
 
 /// How long idempotency keys are kept: at least a second.
+/// Most frames in a countdown image: ten minutes of seconds.
+pub const MAX_COUNTDOWN_FRAMES: u32 = 600;
+
+fn countdown_frames(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<u32> {
+    let frames = args
+        .countdown_frames
+        .or(file.countdown_frames)
+        .unwrap_or(60);
+    if !(1..=MAX_COUNTDOWN_FRAMES).contains(&frames) {
+        bail!("countdown_frames is 1 to {MAX_COUNTDOWN_FRAMES}, not {frames}");
+    }
+    Ok(frames)
+}
+
 fn idempotency_window(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Duration> {
     let Some(text) = args
         .idempotency_window

@@ -135,16 +135,26 @@ async fn timer_and_draft_views_answer_queries() {
         let mut events = vec![CountdownCreated {
             deadline: far,
             label: id.into(),
+            style: herald_events::timers::CountdownStyle::v2_default(),
         }
         .to_new_event()];
         for n in 1..=views {
-            events.push(
+            // The first view as Herald stored it before version 2: the read
+            // model reads it through the upcaster.
+            events.push(if n == 1 {
+                herald_events::NewEvent::new(
+                    CountdownViewed::event_type(),
+                    herald_events::SchemaVersion::new(1).unwrap(),
+                    serde_json::json!({"views": 1, "viewed_at": t(1)}),
+                )
+            } else {
                 CountdownViewed {
                     views: n,
                     viewed_at: t(n as i64),
+                    client: herald_events::timers::ViewerClient::Other,
                 }
-                .to_new_event(),
-            );
+                .to_new_event()
+            });
         }
         append("acme", &format!("timers/{id}"), events).await;
     }
@@ -152,11 +162,12 @@ async fn timer_and_draft_views_answer_queries() {
         "acme",
         "timers/c-old",
         vec![
-            CountdownCreated {
-                deadline: t(100),
-                label: "old".into(),
-            }
-            .to_new_event(),
+            // Created before countdowns had a style (version 1).
+            herald_events::NewEvent::new(
+                CountdownCreated::event_type(),
+                herald_events::SchemaVersion::new(1).unwrap(),
+                serde_json::json!({"deadline": t(100), "label": "old"}),
+            ),
             CountdownExpired {
                 deadline: t(100),
                 views: 0,

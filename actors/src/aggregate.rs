@@ -120,7 +120,8 @@ macro_rules! domain_events {
                 let name = envelope.event_type.name();
                 $(
                     if name == <$ty as TypedEvent>::NAME {
-                        return <$ty as TypedEvent>::from_payload(envelope.payload.clone())
+                        // Older versions are read through the built-in upcasters.
+                        return <$ty as TypedEvent>::from_stored(envelope.version.get(), &envelope.payload)
                             .map($name::$variant)
                             .map_err(|e| $crate::aggregate::DecodeError::new($domain, envelope, e.to_string()));
                     }

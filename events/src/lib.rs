@@ -38,7 +38,7 @@ pub use registry::events::RegistryChange;
 pub use registry::personal::PersonalField;
 pub use registry::runtime::{RegisteredTypes, RuntimeTypes};
 pub use registry::{EventRegistry, RegistryBuilder, Upcaster};
-pub use typed::TypedEvent;
+pub use typed::{StoredPayloadError, TypedEvent};
 
 /// Every event type and version that domain code declares; each must have a
 /// schema file.
@@ -70,8 +70,58 @@ pub fn declared_event_types() -> Vec<(EventType, SchemaVersion)> {
 /// Registers every domain's upcasters. Each released vN → vN+1 change adds
 /// one here.
 pub(crate) fn register_upcasters(
-    builder: RegistryBuilder,
+    mut builder: RegistryBuilder,
 ) -> Result<RegistryBuilder, RegistryError> {
-    // No domain has a second version yet.
+    for (event_type, from, spec) in builtin_upcasters().iter().cloned() {
+        builder = builder.upcaster(event_type, from, move |payload| spec.apply(payload))?;
+    }
     Ok(builder)
+}
+
+/// Every built-in domain's released vN → vN+1 upcasters, as declarative
+/// specs: (event type, from version, spec).
+pub fn builtin_upcasters() -> &'static [(EventType, SchemaVersion, UpcasterSpec)] {
+    static UPCASTERS: std::sync::LazyLock<Vec<(EventType, SchemaVersion, UpcasterSpec)>> =
+        std::sync::LazyLock::new(|| {
+            let domain = Domain::new(timers::DOMAIN).expect("a valid domain constant");
+            timers::upcasts()
+                .into_iter()
+                .map(|(name, from, spec)| {
+                    (
+                        EventType::new(&domain, name).expect("a valid event name constant"),
+                        SchemaVersion::new(from).expect("a valid version constant"),
+                        spec,
+                    )
+                })
+                .collect()
+        });
+    &UPCASTERS
+}
+
+/// `payload` of the built-in type `domain.name` at `version`, upcast
+/// through each later version's upcaster to the latest.
+pub(crate) fn upcast_builtin(
+    domain: &str,
+    name: &str,
+    version: u32,
+    mut payload: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let mut at = version;
+    loop {
+        let next = builtin_upcasters()
+            .iter()
+            .find(|(t, from, _)| t.domain() == domain && t.name() == name && from.get() == at);
+        match next {
+            Some((_, _, spec)) => {
+                payload = spec.apply(payload)?;
+                at += 1;
+            }
+            None if at == version => {
+                return Err(format!(
+                    "{domain}.{name} has no upcaster from version {version}"
+                ))
+            }
+            None => return Ok(payload),
+        }
+    }
 }

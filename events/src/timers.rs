@@ -1,5 +1,7 @@
-//! Events of the `timers` domain (durable timers and email countdowns),
-//! version 1. Their schemas are `schemas/timers/*.v1.json`.
+//! Events of the `timers` domain (durable timers and email countdowns).
+//! Their schemas are `schemas/timers/*.v{N}.json`; `countdown_created` and
+//! `countdown_viewed` are at version 2, read from version 1 through the
+//! upcasters in [`upcasts`].
 //!
 //! A timer is scheduled for an instant, optionally recurring every so many
 //! seconds, and carries what to deliver when it fires: a command to an
@@ -85,19 +87,156 @@ pub struct TimerCancelled {
     pub reason: Option<String>,
 }
 
+/// A unit of time a countdown image can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountdownUnit {
+    Days,
+    Hours,
+    Minutes,
+    Seconds,
+}
+
+/// A font embedded in Herald (DejaVu, Bitstream Vera licence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountdownFont {
+    /// DejaVu Sans.
+    Sans,
+    /// DejaVu Sans Bold.
+    SansBold,
+    /// DejaVu Sans Mono Bold.
+    MonoBold,
+}
+
+/// The words under each unit's number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountdownLabels {
+    pub days: String,
+    pub hours: String,
+    pub minutes: String,
+    pub seconds: String,
+}
+
+/// How a countdown's image looks: fixed in its events, so an image renders
+/// the same whatever the defaults of a later Herald are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountdownStyle {
+    /// Pixels, 60 to 1200.
+    pub width: u32,
+    /// Pixels, 20 to 400.
+    pub height: u32,
+    /// `#rrggbb`, lower case.
+    pub background: String,
+    /// The numbers and separators, `#rrggbb`.
+    pub foreground: String,
+    /// The labels under the numbers, `#rrggbb`.
+    pub label_colour: String,
+    pub font: CountdownFont,
+    /// The units shown, largest first, at least one; the largest shown
+    /// absorbs the larger hidden ones (no days: hours go past 23).
+    pub units: Vec<CountdownUnit>,
+    /// The words under the numbers; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<CountdownLabels>,
+    /// Shown once the deadline has passed; may be empty.
+    pub expired_text: String,
+}
+
+impl CountdownStyle {
+    /// The style of version 2 of `countdown_created` when none is given,
+    /// and the one its upcaster gives countdowns created at version 1. It
+    /// never changes: later defaults belong to later versions.
+    pub fn v2_default() -> Self {
+        Self {
+            width: 480,
+            height: 120,
+            background: "#ffffff".into(),
+            foreground: "#1f2933".into(),
+            label_colour: "#616e7c".into(),
+            font: CountdownFont::SansBold,
+            units: vec![
+                CountdownUnit::Days,
+                CountdownUnit::Hours,
+                CountdownUnit::Minutes,
+                CountdownUnit::Seconds,
+            ],
+            labels: Some(CountdownLabels {
+                days: "days".into(),
+                hours: "hours".into(),
+                minutes: "minutes".into(),
+                seconds: "seconds".into(),
+            }),
+            expired_text: "Expired".into(),
+        }
+    }
+}
+
+/// Version 2: the image's style joined the deadline and label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountdownCreated {
     pub deadline: DateTime<Utc>,
     pub label: String,
+    pub style: CountdownStyle,
 }
 
+/// A countdown's image changed style (any time, also after the deadline:
+/// the expired image keeps being shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountdownRestyled {
+    pub style: CountdownStyle,
+}
+
+/// The kind of mail client or agent that fetched a countdown image, from
+/// its `User-Agent`: the coarse, non-personal data the statistics keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewerClient {
+    /// Gmail's image proxy (fetches on the reader's behalf).
+    GmailProxy,
+    /// Apple Mail (including its privacy proxy's fetches).
+    AppleMail,
+    Outlook,
+    /// Yahoo Mail's image proxy.
+    YahooProxy,
+    Thunderbird,
+    /// A web browser opening the image directly.
+    Browser,
+    /// Anything else that sent a `User-Agent`.
+    Other,
+    /// No `User-Agent`, or a view recorded before version 2.
+    Unknown,
+}
+
+/// Version 2: the kind of client joined the count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountdownViewed {
     /// The number of views including this one, from 1.
     pub views: u64,
     pub viewed_at: DateTime<Utc>,
+    pub client: ViewerClient,
+}
+
+/// A new image URL was issued for a countdown; it replaces (revokes) any
+/// earlier one. Only the SHA-256 of the URL's secret is stored, so the log
+/// (exports, subscriptions) never holds a working URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountdownImageUrlIssued {
+    /// Lower-case hex SHA-256 of the URL's secret.
+    pub key_sha256: String,
+}
+
+/// A countdown's image URL was revoked: it answers 404 from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountdownImageUrlRevoked {
+    pub key_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,9 +251,39 @@ typed_events! {
     TimerScheduled => "timer_scheduled",
     TimerFired => "timer_fired",
     TimerCancelled => "timer_cancelled",
-    CountdownCreated => "countdown_created",
-    CountdownViewed => "countdown_viewed",
+    CountdownCreated => "countdown_created" @ 2,
+    CountdownViewed => "countdown_viewed" @ 2,
     CountdownExpired => "countdown_expired",
+    CountdownRestyled => "countdown_restyled",
+    CountdownImageUrlIssued => "countdown_image_url_issued",
+    CountdownImageUrlRevoked => "countdown_image_url_revoked",
+}
+
+/// The domain's released vN → vN+1 changes: (event name, from version, the
+/// declarative upcaster). Version 1 of `countdown_created` had no style: it
+/// gets [`CountdownStyle::v2_default`]; version 1 of `countdown_viewed` had
+/// no client: it gets `unknown`.
+pub fn upcasts() -> Vec<(&'static str, u32, crate::UpcasterSpec)> {
+    let style =
+        serde_json::to_value(CountdownStyle::v2_default()).expect("a style serializes to JSON");
+    vec![
+        (
+            "countdown_created",
+            1,
+            crate::UpcasterSpec {
+                defaults: [("style".to_owned(), style)].into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "countdown_viewed",
+            1,
+            crate::UpcasterSpec {
+                defaults: [("client".to_owned(), Value::from("unknown"))].into(),
+                ..Default::default()
+            },
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -156,7 +325,25 @@ mod tests {
         let mut declared: Vec<&str> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
         declared.sort_unstable();
         assert_eq!(domain_schema_names(DOMAIN), declared);
-        assert!(EVENT_TYPES.iter().all(|(_, v)| *v == 1));
+        let versions: Vec<(&str, u32)> = EVENT_TYPES
+            .iter()
+            .filter(|(_, v)| *v != 1)
+            .copied()
+            .collect();
+        assert_eq!(
+            versions,
+            [("countdown_created", 2), ("countdown_viewed", 2)]
+        );
+        let r = registry();
+        for (name, version) in EVENT_TYPES {
+            let t = crate::EventType::new(&crate::Domain::new(DOMAIN).unwrap(), name).unwrap();
+            for v in 1..=*version {
+                assert!(
+                    r.contains(&t, crate::SchemaVersion::new(v).unwrap()),
+                    "{name} v{v}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -217,6 +404,21 @@ mod tests {
             &CountdownCreated {
                 deadline: at("2025-12-24T18:00:00Z"),
                 label: "Offer ends".into(),
+                style: CountdownStyle::v2_default(),
+            },
+        );
+        assert_valid_and_round_trips(
+            &r,
+            &CountdownCreated {
+                deadline: at("2025-12-24T18:00:00Z"),
+                label: "Offer ends".into(),
+                style: CountdownStyle {
+                    units: vec![CountdownUnit::Hours, CountdownUnit::Minutes],
+                    labels: None,
+                    expired_text: String::new(),
+                    font: CountdownFont::MonoBold,
+                    ..CountdownStyle::v2_default()
+                },
             },
         );
         assert_valid_and_round_trips(
@@ -224,8 +426,23 @@ mod tests {
             &CountdownViewed {
                 views: 1,
                 viewed_at: at("2025-12-01T08:00:00Z"),
+                client: ViewerClient::GmailProxy,
             },
         );
+        assert_valid_and_round_trips(
+            &r,
+            &CountdownRestyled {
+                style: CountdownStyle::v2_default(),
+            },
+        );
+        let key = "ab".repeat(32);
+        assert_valid_and_round_trips(
+            &r,
+            &CountdownImageUrlIssued {
+                key_sha256: key.clone(),
+            },
+        );
+        assert_valid_and_round_trips(&r, &CountdownImageUrlRevoked { key_sha256: key });
         for views in [0, 42] {
             assert_valid_and_round_trips(
                 &r,
@@ -331,20 +548,81 @@ mod tests {
         assert_refused::<TimerFired>(&r, fraction);
 
         assert_refused::<TimerCancelled>(&r, json!({"reason": "x", "by": "me"}));
+        let style = serde_json::to_value(CountdownStyle::v2_default()).unwrap();
         assert_refused::<CountdownCreated>(&r, json!({"deadline": "2025-12-24T18:00:00Z"}));
+        assert_refused::<CountdownCreated>(
+            &r,
+            json!({"deadline": "2025-12-24T18:00:00Z", "label": "x"}),
+        );
         assert_schema_refuses::<CountdownCreated>(
             &r,
-            &json!({"deadline": "2025-12-24T18:00:00Z", "label": ""}),
+            &json!({"deadline": "2025-12-24T18:00:00Z", "label": "", "style": style}),
         );
+        for (field, bad) in [
+            ("width", json!(59)),
+            ("height", json!(401)),
+            ("background", json!("#FFF")),
+            ("foreground", json!("red")),
+            ("units", json!([])),
+            ("units", json!(["days", "days"])),
+            ("expired_text", json!("x".repeat(65))),
+        ] {
+            let mut style = style.clone();
+            style[field] = bad;
+            assert_schema_refuses::<CountdownRestyled>(&r, &json!({ "style": style }));
+        }
+        let mut font = style.clone();
+        font["font"] = json!("comic_sans");
+        assert_refused::<CountdownRestyled>(&r, json!({ "style": font }));
         assert_schema_refuses::<CountdownViewed>(
             &r,
-            &json!({"views": 0, "viewed_at": "2025-12-24T18:00:00Z"}),
+            &json!({"views": 0, "viewed_at": "2025-12-24T18:00:00Z", "client": "other"}),
         );
         assert_refused::<CountdownViewed>(
             &r,
-            json!({"views": -1, "viewed_at": "2025-12-24T18:00:00Z"}),
+            json!({"views": -1, "viewed_at": "2025-12-24T18:00:00Z", "client": "other"}),
         );
+        assert_refused::<CountdownViewed>(
+            &r,
+            json!({"views": 1, "viewed_at": "2025-12-24T18:00:00Z", "client": "curl/8.1"}),
+        );
+        assert_schema_refuses::<CountdownImageUrlIssued>(&r, &json!({"key_sha256": "AB"}));
         assert_refused::<CountdownExpired>(&r, json!({"deadline": "2025-12-24T18:00:00Z"}));
+    }
+
+    /// Events stored at version 1 read as version 2: through the registry
+    /// (what subscribers and the API see) and through `from_stored` (what
+    /// the aggregate and the read models fold), the same way.
+    #[test]
+    fn version_1_countdowns_read_as_version_2() {
+        let r = registry();
+        let created = json!({"deadline": "2025-12-24T18:00:00Z", "label": "Offer ends"});
+        let viewed = json!({"views": 3, "viewed_at": "2025-12-01T08:00:00Z"});
+        let one = crate::SchemaVersion::new(1).unwrap();
+        let (version, upcast) = r
+            .upcast_payload(&CountdownCreated::event_type(), one, created.clone())
+            .unwrap();
+        assert_eq!(version.get(), 2);
+        r.validate(&CountdownCreated::event_type(), version, &upcast)
+            .unwrap();
+        let typed = CountdownCreated::from_stored(1, &created).unwrap();
+        assert_eq!(typed.style, CountdownStyle::v2_default());
+        assert_eq!(CountdownCreated::from_payload(upcast).unwrap(), typed);
+        let typed = CountdownViewed::from_stored(1, &viewed).unwrap();
+        assert_eq!(typed.client, ViewerClient::Unknown);
+        assert_eq!(typed.views, 3);
+        let (_, upcast) = r
+            .upcast_payload(&CountdownViewed::event_type(), one, viewed)
+            .unwrap();
+        assert_eq!(upcast["client"], "unknown");
+        // A version the code does not know yet is refused, not guessed.
+        assert!(matches!(
+            CountdownViewed::from_stored(3, &json!({})),
+            Err(crate::StoredPayloadError::UnknownVersion {
+                version: 3,
+                known: 2
+            })
+        ));
     }
 
     fn snake(max: usize) -> impl Strategy<Value = String> {
@@ -403,8 +681,8 @@ mod tests {
             })?;
             check(&r, &TimerFired { occurrence: n, due_at: t1, fired_at: t2, late, next_due_at: next })?;
             check(&r, &TimerCancelled { reason: opt_label })?;
-            check(&r, &CountdownCreated { deadline: t1, label })?;
-            check(&r, &CountdownViewed { views: n, viewed_at: t2 })?;
+            check(&r, &CountdownCreated { deadline: t1, label, style: CountdownStyle::v2_default() })?;
+            check(&r, &CountdownViewed { views: n, viewed_at: t2, client: ViewerClient::Other })?;
             check(&r, &CountdownExpired { deadline: t1, views })?;
         }
     }

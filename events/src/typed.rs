@@ -8,6 +8,17 @@ use serde_json::Value;
 use crate::envelope::NewEvent;
 use crate::ids::{Domain, EventType, SchemaVersion};
 
+/// Why a stored payload cannot be read as its typed event.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredPayloadError {
+    #[error("version {version} is not known here (the latest known is {known})")]
+    UnknownVersion { version: u32, known: u32 },
+    #[error("the upcaster from an older version failed: {0}")]
+    Upcast(String),
+    #[error(transparent)]
+    Payload(serde_json::Error),
+}
+
 /// A payload type bound to one event type and schema version.
 pub trait TypedEvent: Serialize + DeserializeOwned {
     const DOMAIN: &'static str;
@@ -32,6 +43,24 @@ pub trait TypedEvent: Serialize + DeserializeOwned {
         serde_json::from_value(payload)
     }
 
+    /// Reads a stored payload written at `version`: as is at
+    /// [`TypedEvent::VERSION`], through the built-in upcasters from an
+    /// older one. A newer version than the code knows is refused.
+    fn from_stored(version: u32, payload: &Value) -> Result<Self, StoredPayloadError> {
+        if version == Self::VERSION {
+            return Self::deserialize(payload).map_err(StoredPayloadError::Payload);
+        }
+        if version > Self::VERSION || version == 0 {
+            return Err(StoredPayloadError::UnknownVersion {
+                version,
+                known: Self::VERSION,
+            });
+        }
+        let upcast = crate::upcast_builtin(Self::DOMAIN, Self::NAME, version, payload.clone())
+            .map_err(StoredPayloadError::Upcast)?;
+        Self::deserialize(&upcast).map_err(StoredPayloadError::Payload)
+    }
+
     /// A new event carrying this payload.
     fn to_new_event(&self) -> NewEvent {
         NewEvent::new(
@@ -42,21 +71,24 @@ pub trait TypedEvent: Serialize + DeserializeOwned {
     }
 }
 
-/// Implements [`TypedEvent`] at version 1 for each payload type of a domain
-/// module, and defines the module's `EVENT_TYPES` (every event type of the
-/// domain with its current version). The calling module must define
-/// `DOMAIN`.
+/// Implements [`TypedEvent`] for each payload type of a domain module, at
+/// version 1 or the one given (`Type => "name" @ 2`), and defines the
+/// module's `EVENT_TYPES` (every event type of the domain with its current
+/// version). The calling module must define `DOMAIN`.
 macro_rules! typed_events {
-    ($($ty:ident => $name:literal),* $(,)?) => {
+    ($($ty:ident => $name:literal $(@ $version:literal)?),* $(,)?) => {
         $(impl $crate::typed::TypedEvent for $ty {
             const DOMAIN: &'static str = DOMAIN;
             const NAME: &'static str = $name;
-            const VERSION: u32 = 1;
+            const VERSION: u32 = $crate::typed::typed_events!(@version $($version)?);
         })*
 
         /// Every event type of the domain with its current version.
-        pub const EVENT_TYPES: &[(&str, u32)] = &[$(($name, 1)),*];
+        pub const EVENT_TYPES: &[(&str, u32)] =
+            &[$(($name, $crate::typed::typed_events!(@version $($version)?))),*];
     };
+    (@version) => { 1 };
+    (@version $version:literal) => { $version };
 }
 pub(crate) use typed_events;
 

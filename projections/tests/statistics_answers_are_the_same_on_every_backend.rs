@@ -155,6 +155,7 @@ impl Log {
         let viewed = CountdownViewed {
             views: 1,
             viewed_at: self.now,
+            client: herald_events::timers::ViewerClient::Other,
         };
         self.push(t, format!("timers/{countdown}"), viewed.to_new_event());
         self

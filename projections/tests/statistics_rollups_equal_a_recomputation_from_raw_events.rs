@@ -315,6 +315,7 @@ impl History {
                 let viewed = CountdownViewed {
                     views: *views,
                     viewed_at: now,
+                    client: herald_events::timers::ViewerClient::Other,
                 };
                 self.push(t, format!("timers/C-{n}"), viewed.to_new_event(), Raw::View);
             }

@@ -555,6 +555,7 @@ fn countdown(deadline: DateTime<Utc>, label: &str) -> NewEvent {
     CountdownCreated {
         deadline,
         label: label.into(),
+        style: herald_events::timers::CountdownStyle::v2_default(),
     }
     .to_new_event()
     .occurred_at(t(0))
@@ -564,6 +565,7 @@ fn viewed(views: u64, at: i64) -> NewEvent {
     CountdownViewed {
         views,
         viewed_at: t(at),
+        client: herald_events::timers::ViewerClient::Other,
     }
     .to_new_event()
     .occurred_at(t(at))

@@ -239,17 +239,20 @@ async fn timers_and_countdowns_follow_the_events_of_each_tenant() {
             CountdownCreated {
                 deadline: t(1000),
                 label: "Offer ends".into(),
+                style: herald_events::timers::CountdownStyle::v2_default(),
             }
             .to_new_event()
             .occurred_at(t(0)),
             CountdownViewed {
                 views: 1,
                 viewed_at: t(10),
+                client: herald_events::timers::ViewerClient::Other,
             }
             .to_new_event(),
             CountdownViewed {
                 views: 2,
                 viewed_at: t(20),
+                client: herald_events::timers::ViewerClient::Other,
             }
             .to_new_event(),
             CountdownExpired {
@@ -267,6 +270,7 @@ async fn timers_and_countdowns_follow_the_events_of_each_tenant() {
         vec![CountdownCreated {
             deadline: "2999-01-01T00:00:00Z".parse().unwrap(),
             label: "Sale".into(),
+            style: herald_events::timers::CountdownStyle::v2_default(),
         }
         .to_new_event()],
     )
@@ -284,6 +288,7 @@ async fn timers_and_countdowns_follow_the_events_of_each_tenant() {
         vec![CountdownCreated {
             deadline: t(50),
             label: "Globex offer".into(),
+            style: herald_events::timers::CountdownStyle::v2_default(),
         }
         .to_new_event()],
     )

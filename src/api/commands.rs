@@ -120,22 +120,16 @@ pub async fn execute(
         // Set by the placement when this process owns the aggregate.
         decided_by_owner: false,
     };
-    let executed = match state
-        .placement
-        .execute(
-            &**group,
-            &domain,
-            &identity.tenant,
-            &id,
-            &command,
-            body,
-            meta,
-        )
-        .await
-    {
-        Outcome::Here(executed) => executed.map_err(problem)?,
-        Outcome::There(executed) => executed.map_err(from_failure)?,
-    };
+    let executed = place(
+        &state,
+        &**group,
+        &identity.tenant,
+        &id,
+        &command,
+        body,
+        meta,
+    )
+    .await?;
     let status = if executed.events.is_empty() || executed.duplicate {
         actix_web::http::StatusCode::OK
     } else {
@@ -202,6 +196,27 @@ pub async fn state(
     }
 }
 
+/// Runs a command where its aggregate lives (here, or at the process that
+/// owns it), with the answer or problem the owner gave.
+pub(super) async fn place(
+    state: &AppState,
+    group: &dyn herald_actors::CommandTarget,
+    tenant: &herald_events::TenantId,
+    id: &str,
+    command: &str,
+    body: Value,
+    meta: CommandMeta,
+) -> ApiResult<herald_actors::Executed> {
+    match state
+        .placement
+        .execute(group, group.domain(), tenant, id, command, body, meta)
+        .await
+    {
+        Outcome::Here(executed) => executed.map_err(problem),
+        Outcome::There(executed) => executed.map_err(from_failure),
+    }
+}
+
 fn unknown_domain(domain: &str) -> Problem {
     Problem::new(
         ProblemKind::NotFound,
@@ -257,7 +272,7 @@ fn from_failure(failure: Failure) -> Problem {
 }
 
 /// The HTTP face of a command's failure.
-fn problem(e: CommandError) -> Problem {
+pub(super) fn problem(e: CommandError) -> Problem {
     match e {
         CommandError::Refused(refusal) => {
             let kind = match refusal.kind {

@@ -10,6 +10,7 @@ pub mod automations;
 pub mod body;
 pub(crate) mod commands;
 pub mod connections;
+pub mod countdowns;
 mod event_page;
 mod events;
 pub mod idempotency;
@@ -81,6 +82,8 @@ pub struct AppState {
     /// when this Herald runs no read models: views and projection routes
     /// answer 503).
     pub read_side: Option<herald_projections::ReadSide>,
+    /// Countdown GIFs, rendered once per countdown per second.
+    pub countdown_images: Arc<herald_countdown::ImageCache>,
     /// Whether the process's workers (relay, ingest, reactions) move;
     /// readiness reports those stalled.
     pub progress: herald_brokers::progress::Progress,
@@ -147,6 +150,9 @@ const BEFORE_VIEWS: &[(&str, &str)] = &[
     ("GET", "/v1/keys"),
     ("POST", "/v1/keys"),
     ("POST", "/v1/keys/{key_id}/revoke"),
+    ("GET", "/v1/countdowns/{image}.gif"),
+    ("POST", "/v1/countdowns/{id}/image_url"),
+    ("DELETE", "/v1/countdowns/{id}/image_url"),
     ("POST", "/v1/audit/verify/runs"),
     ("GET", "/v1/audit/verify/runs/{run}"),
     ("GET", "/v1/audit/anchor"),
@@ -246,6 +252,7 @@ pub fn routes_for(domains: Arc<DomainList>) -> impl Fn(&mut web::ServiceConfig) 
             .configure(personal::routes)
             .configure(crate::console::api_routes)
             .configure(keys::routes)
+            .configure(countdowns::routes)
             .configure(audit_runs::routes);
         views::routes(cfg, &domains);
         cfg.configure(audit::routes)

@@ -113,6 +113,7 @@ otherwise) and must send its whole body within `body_timeout` (408 \
         (name = "audit", description = "Tamper evidence and history: the hash chain's verification and an aggregate's state at a moment; admin scope."),
         (name = "admin", description = "Liveness, readiness, metrics and this document; no credentials."),
         (name = "keys", description = "API keys: list, create with scopes, revoke; admin scope."),
+        (name = "countdowns", description = "Countdown images for emails: a public, unguessable, revocable GIF URL per countdown; each fetch counts a view (README \"Countdown images\")."),
         (name = "console", description = "The browser console's session (sign-in into an HttpOnly cookie, CSRF token) and its overview (README \"Console\")."),
     ),
 )]
@@ -132,6 +133,7 @@ pub fn document(domains: &DomainList) -> Result<String, String> {
     views.merge(super::state_at::Api::openapi());
     views.merge(super::event_page::Api::openapi());
     views.merge(super::keys::Api::openapi());
+    views.merge(super::countdowns::Api::openapi());
     views.merge(super::audit_runs::Api::openapi());
     views.merge(crate::console::Api::openapi());
     doc.paths.paths.extend(views.paths.paths);

@@ -300,6 +300,7 @@ pub async fn serve(
         },
         metrics,
         read_side: Some(read_side),
+        countdown_images: api::countdowns::image_cache(config.countdown_frames),
         progress,
     };
     let connections = Arc::new(OpenConnections::default());

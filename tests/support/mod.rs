@@ -87,6 +87,7 @@ pub async fn state(store: Arc<dyn EventStore>, limits: Limits) -> AppState {
         limits,
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         read_side: None,
+        countdown_images: herald::api::countdowns::image_cache(60),
         progress: Default::default(),
     }
 }

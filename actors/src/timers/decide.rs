@@ -7,15 +7,16 @@ use crate::aggregate::{Aggregate, CommandContext, Refusal};
 
 use super::commands::{TimerCommand, NAMES};
 use super::events::{
-    CountdownCreated, CountdownExpired, CountdownViewed, Delivery, TimerCancelled, TimerEvent,
-    TimerFired, TimerScheduled,
+    CountdownCreated, CountdownExpired, CountdownImageUrlIssued, CountdownImageUrlRevoked,
+    CountdownRestyled, CountdownStyle, CountdownViewed, Delivery, TimerCancelled, TimerEvent,
+    TimerFired, TimerScheduled, ViewerClient,
 };
 use super::state::{Timer, TimerKind, TimerStatus};
 use super::{LATE_AFTER, MAX_SECS};
 
 impl Aggregate for Timer {
     const DOMAIN: &'static str = herald_events::timers::DOMAIN;
-    const STATE_VERSION: u32 = 1;
+    const STATE_VERSION: u32 = 2;
     const COMMANDS: &'static [&'static str] = NAMES;
     type Command = TimerCommand;
     type Event = TimerEvent;
@@ -65,13 +66,66 @@ impl Aggregate for Timer {
             }
             TimerCommand::Fire { occurrence, due_at } => self.fire(id, occurrence, due_at, ctx.now),
             TimerCommand::Cancel { reason } => self.cancel(id, reason),
-            TimerCommand::CreateCountdown { deadline, label } => {
+            TimerCommand::CreateCountdown {
+                deadline,
+                label,
+                style,
+            } => {
                 if label.trim().is_empty() {
                     return Err(Refusal::invalid("a countdown has a label"));
                 }
-                self.create_countdown(id, CountdownCreated { deadline, label })
+                let style = super::style::resolve(
+                    &CountdownStyle::v2_default(),
+                    style.unwrap_or_default(),
+                )?;
+                self.create_countdown(
+                    id,
+                    CountdownCreated {
+                        deadline,
+                        label,
+                        style,
+                    },
+                )
             }
-            TimerCommand::RecordView {} => self.record_view(id, ctx.now),
+            TimerCommand::RestyleCountdown { style } => {
+                let current = self.countdown_style(id)?;
+                let style = super::style::resolve(current, style)?;
+                if style == *current {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![CountdownRestyled { style }.into()])
+            }
+            TimerCommand::RecordView { client, key_sha256 } => self.record_view(
+                id,
+                ctx.now,
+                client.unwrap_or(ViewerClient::Unknown),
+                key_sha256.as_deref(),
+            ),
+            TimerCommand::IssueImageUrl { key_sha256 } => {
+                self.countdown_style(id)?;
+                if key_sha256.len() != 64
+                    || !key_sha256
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                {
+                    return Err(Refusal::invalid(
+                        "key_sha256 is a SHA-256 in 64 lower-case hex digits",
+                    ));
+                }
+                if self.image_key_sha256.as_deref() == Some(key_sha256.as_str()) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![CountdownImageUrlIssued { key_sha256 }.into()])
+            }
+            TimerCommand::RevokeImageUrl {} => {
+                self.countdown_style(id)?;
+                Ok(self
+                    .image_key_sha256
+                    .clone()
+                    .map(|key_sha256| CountdownImageUrlRevoked { key_sha256 }.into())
+                    .into_iter()
+                    .collect())
+            }
         }
     }
 }
@@ -194,7 +248,27 @@ impl Timer {
         }
     }
 
-    fn record_view(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<TimerEvent>, Refusal> {
+    /// The countdown's style: NotFound before it exists, Forbidden on a
+    /// timer.
+    fn countdown_style(&self, id: &str) -> Result<&CountdownStyle, Refusal> {
+        match (self.kind(), self.current_style()) {
+            (None, _) => Err(Refusal::not_found(format!(
+                "countdown {id} has not been created"
+            ))),
+            (Some(TimerKind::Countdown), Some(style)) => Ok(style),
+            _ => Err(Refusal::forbidden(format!(
+                "timers/{id} is a timer, not a countdown"
+            ))),
+        }
+    }
+
+    fn record_view(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        client: ViewerClient,
+        key_sha256: Option<&str>,
+    ) -> Result<Vec<TimerEvent>, Refusal> {
         let Some(kind) = self.kind() else {
             return Err(Refusal::not_found(format!(
                 "countdown {id} has not been created"
@@ -209,6 +283,13 @@ impl Timer {
                 "timers/{id} is a timer, not a countdown"
             )));
         };
+        // A revoked image URL counts nothing, and says no more than an
+        // unknown countdown would.
+        if key_sha256.is_some_and(|key| self.image_key_sha256.as_deref() != Some(key)) {
+            return Err(Refusal::not_found(format!(
+                "countdown {id} has no such image URL"
+            )));
+        }
         if self.status == Some(TimerStatus::Expired) || now >= countdown.deadline {
             return Err(Refusal::forbidden(format!(
                 "countdown {id} expired at {}",
@@ -218,6 +299,7 @@ impl Timer {
         Ok(vec![CountdownViewed {
             views: self.views + 1,
             viewed_at: now,
+            client,
         }
         .into()])
     }
@@ -267,13 +349,14 @@ fn status_name(status: Option<TimerStatus>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
-    use herald_events::timers::DeliveryKind;
+    use herald_events::timers::{CountdownUnit, DeliveryKind};
     use serde_json::json;
     use uuid::Uuid;
 
     use super::*;
     use crate::aggregate::RefusalKind;
     use crate::testing::given;
+    use crate::timers::commands::StyleSettings;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -354,6 +437,7 @@ mod tests {
         TimerCommand::CreateCountdown {
             deadline,
             label: "Offer ends".into(),
+            style: None,
         }
     }
 
@@ -361,16 +445,188 @@ mod tests {
         CountdownCreated {
             deadline,
             label: "Offer ends".into(),
+            style: CountdownStyle::v2_default(),
         }
         .into()
+    }
+
+    fn view() -> TimerCommand {
+        TimerCommand::RecordView {
+            client: None,
+            key_sha256: None,
+        }
     }
 
     fn viewed(views: u64, at: DateTime<Utc>) -> TimerEvent {
         CountdownViewed {
             views,
             viewed_at: at,
+            client: ViewerClient::Unknown,
         }
         .into()
+    }
+
+    fn settings(body: serde_json::Value) -> StyleSettings {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn a_countdown_is_created_in_a_style_and_restyled() {
+        let deadline = t("2025-12-24T18:00:00Z");
+        let create = |style: serde_json::Value| TimerCommand::CreateCountdown {
+            deadline,
+            label: "Offer ends".into(),
+            style: Some(settings(style)),
+        };
+        let styled = CountdownStyle {
+            width: 600,
+            background: "#0a0b0c".into(),
+            units: vec![CountdownUnit::Hours, CountdownUnit::Minutes],
+            labels: None,
+            ..CountdownStyle::v2_default()
+        };
+        let created: TimerEvent = CountdownCreated {
+            deadline,
+            label: "Offer ends".into(),
+            style: styled.clone(),
+        }
+        .into();
+        let body = json!({"width": 600, "background": "#0A0B0C",
+                          "units": ["minutes", "hours"], "labels": null});
+        given::<Timer>([])
+            .when(create(body.clone()))
+            .then([created.clone()]);
+        // A repeat changes nothing; another style is another countdown.
+        given::<Timer>([created.clone()])
+            .when(create(body))
+            .then_nothing();
+        given::<Timer>([created.clone()])
+            .when(create(json!({"width": 601})))
+            .then_refused(RefusalKind::Forbidden);
+        for bad in [
+            json!({"width": 59}),
+            json!({"height": 401}),
+            json!({"background": "red"}),
+            json!({"foreground": "#12345"}),
+            json!({"units": []}),
+            json!({"units": ["days", "days"]}),
+            json!({"expired_text": "x".repeat(65)}),
+            json!({"labels": {"days": "d".repeat(33), "hours": "h", "minutes": "m", "seconds": "s"}}),
+        ] {
+            given::<Timer>([])
+                .when(create(bad.clone()))
+                .then_refused(RefusalKind::Invalid);
+        }
+        assert!(serde_json::from_value::<StyleSettings>(json!({"font": "comic"})).is_err());
+        assert!(serde_json::from_value::<StyleSettings>(json!({"size": 3})).is_err());
+
+        let restyled = CountdownStyle {
+            expired_text: "Offer over".into(),
+            ..styled.clone()
+        };
+        let state = given::<Timer>([created.clone()])
+            .when(TimerCommand::RestyleCountdown {
+                style: settings(json!({"expired_text": "Offer over"})),
+            })
+            .then([CountdownRestyled {
+                style: restyled.clone(),
+            }
+            .into()]);
+        assert_eq!(state.current_style(), Some(&restyled));
+        assert_eq!(state.style_revision, 1);
+        // After the deadline too: the expired image is still shown.
+        given::<Timer>([
+            created.clone(),
+            CountdownExpired { deadline, views: 0 }.into(),
+        ])
+        .when(TimerCommand::RestyleCountdown {
+            style: settings(json!({"expired_text": "Offer over"})),
+        })
+        .then([CountdownRestyled { style: restyled }.into()]);
+        given::<Timer>([created])
+            .when(TimerCommand::RestyleCountdown {
+                style: settings(json!({"width": 600})),
+            })
+            .then_nothing();
+        given::<Timer>([])
+            .when(TimerCommand::RestyleCountdown {
+                style: StyleSettings::default(),
+            })
+            .then_refused(RefusalKind::NotFound);
+        given::<Timer>([scheduled(deadline, None)])
+            .when(TimerCommand::RestyleCountdown {
+                style: StyleSettings::default(),
+            })
+            .then_refused(RefusalKind::Forbidden);
+    }
+
+    #[test]
+    fn an_image_url_key_counts_views_until_it_is_revoked_or_replaced() {
+        let deadline = t("2025-12-24T18:00:00Z");
+        let at = deadline - secs(60);
+        let (k1, k2) = ("1".repeat(64), "2".repeat(64));
+        let issued = |key: &str| -> TimerEvent {
+            CountdownImageUrlIssued {
+                key_sha256: key.to_owned(),
+            }
+            .into()
+        };
+        let keyed = |key: &str| TimerCommand::RecordView {
+            client: Some(ViewerClient::GmailProxy),
+            key_sha256: Some(key.to_owned()),
+        };
+        given::<Timer>([countdown_created(deadline)])
+            .when(TimerCommand::IssueImageUrl {
+                key_sha256: k1.clone(),
+            })
+            .then([issued(&k1)]);
+        given::<Timer>([countdown_created(deadline), issued(&k1)])
+            .when(TimerCommand::IssueImageUrl {
+                key_sha256: k1.clone(),
+            })
+            .then_nothing();
+        given::<Timer>([countdown_created(deadline)])
+            .when(TimerCommand::IssueImageUrl {
+                key_sha256: "A".repeat(64),
+            })
+            .then_refused(RefusalKind::Invalid);
+        given::<Timer>([])
+            .when(TimerCommand::IssueImageUrl {
+                key_sha256: k1.clone(),
+            })
+            .then_refused(RefusalKind::NotFound);
+        given::<Timer>([countdown_created(deadline), issued(&k1)])
+            .at(at)
+            .when(keyed(&k1))
+            .then([CountdownViewed {
+                views: 1,
+                viewed_at: at,
+                client: ViewerClient::GmailProxy,
+            }
+            .into()]);
+        // The replaced key and no key at all count nothing.
+        given::<Timer>([countdown_created(deadline), issued(&k1), issued(&k2)])
+            .at(at)
+            .when(keyed(&k1))
+            .then_refused(RefusalKind::NotFound);
+        given::<Timer>([countdown_created(deadline)])
+            .at(at)
+            .when(keyed(&k1))
+            .then_refused(RefusalKind::NotFound);
+        let revoked: TimerEvent = CountdownImageUrlRevoked {
+            key_sha256: k1.clone(),
+        }
+        .into();
+        given::<Timer>([countdown_created(deadline), issued(&k1)])
+            .when(TimerCommand::RevokeImageUrl {})
+            .then([revoked.clone()]);
+        given::<Timer>([countdown_created(deadline), issued(&k1), revoked.clone()])
+            .when(TimerCommand::RevokeImageUrl {})
+            .then_nothing();
+        given::<Timer>([countdown_created(deadline), issued(&k1), revoked])
+            .at(at)
+            .when(keyed(&k1))
+            .then_refused(RefusalKind::NotFound);
     }
 
     #[test]
@@ -698,6 +954,7 @@ mod tests {
             .when(TimerCommand::CreateCountdown {
                 deadline,
                 label: " ".into(),
+                style: None,
             })
             .then_refused(RefusalKind::Invalid);
     }
@@ -709,30 +966,30 @@ mod tests {
         let v2 = deadline - secs(50);
         given::<Timer>([countdown_created(deadline)])
             .at(v1)
-            .when(TimerCommand::RecordView {})
+            .when(view())
             .then([viewed(1, v1)]);
         let state = given::<Timer>([countdown_created(deadline), viewed(1, v1)])
             .at(v2)
-            .when(TimerCommand::RecordView {})
+            .when(view())
             .then([viewed(2, v2)]);
         assert_eq!(state.views, 2);
         // At or past the deadline, even before the expiry is recorded.
         given::<Timer>([countdown_created(deadline), viewed(1, v1)])
             .at(deadline)
-            .when(TimerCommand::RecordView {})
+            .when(view())
             .then_refused(RefusalKind::Forbidden);
         given::<Timer>([
             countdown_created(deadline),
             CountdownExpired { deadline, views: 0 }.into(),
         ])
         .at(v1)
-        .when(TimerCommand::RecordView {})
+        .when(view())
         .then_refused(RefusalKind::Forbidden);
         given::<Timer>([])
-            .when(TimerCommand::RecordView {})
+            .when(view())
             .then_refused(RefusalKind::NotFound);
         given::<Timer>([scheduled(deadline, None)])
-            .when(TimerCommand::RecordView {})
+            .when(view())
             .then_refused(RefusalKind::Forbidden);
     }
 
@@ -791,7 +1048,14 @@ mod tests {
             ),
             countdown(t(DUE))
         );
-        assert_eq!(body("record_view", json!({})), TimerCommand::RecordView {});
+        assert_eq!(body("record_view", json!({})), view());
+        assert_eq!(
+            body("record_view", json!({"client": "apple_mail"})),
+            TimerCommand::RecordView {
+                client: Some(ViewerClient::AppleMail),
+                key_sha256: None
+            }
+        );
         assert!(
             serde_json::from_value::<TimerCommand>(json!({"record_view": {"views": 3}})).is_err()
         );

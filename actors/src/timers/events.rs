@@ -1,8 +1,9 @@
 //! The timer aggregate's events: one variant per `timers.*` event type.
 
 pub use herald_events::timers::{
-    CountdownCreated, CountdownExpired, CountdownViewed, Delivery, DeliveryKind, TimerCancelled,
-    TimerFired, TimerScheduled,
+    CountdownCreated, CountdownExpired, CountdownImageUrlIssued, CountdownImageUrlRevoked,
+    CountdownRestyled, CountdownStyle, CountdownViewed, Delivery, DeliveryKind, TimerCancelled,
+    TimerFired, TimerScheduled, ViewerClient,
 };
 
 crate::domain_events! {
@@ -14,5 +15,8 @@ crate::domain_events! {
         CountdownCreated(CountdownCreated),
         CountdownViewed(CountdownViewed),
         CountdownExpired(CountdownExpired),
+        CountdownRestyled(CountdownRestyled),
+        ImageUrlIssued(CountdownImageUrlIssued),
+        ImageUrlRevoked(CountdownImageUrlRevoked),
     }
 }

@@ -38,12 +38,21 @@
 //!   cancelled timer again changes nothing; a fired one-shot timer is
 //!   Forbidden (nothing to cancel), as is a countdown (it runs to its
 //!   deadline). An unknown id is NotFound.
-//! - `create_countdown {deadline, label}` creates a countdown once (a
-//!   repeat changes nothing; another deadline or label is Forbidden).
-//! - `record_view {}` counts a view (`countdown_viewed`, views one more
-//!   than before) until the deadline: at or after it — expired or not yet
-//!   marked — Forbidden, so `countdown_expired.views` counts exactly the
-//!   views before the deadline.
+//! - `create_countdown {deadline, label, style?}` creates a countdown once
+//!   (a repeat changes nothing; another deadline, label or style is
+//!   Forbidden). Its image's style is the given settings over the defaults
+//!   ([`style::resolve`]); a bad one is Invalid.
+//! - `restyle_countdown {style}` changes the image's style, also after the
+//!   deadline (the expired image is still shown); the same style again
+//!   changes nothing.
+//! - `issue_image_url {key_sha256}` sets the countdown's image URL key (it
+//!   replaces the previous one, which stops working); `revoke_image_url {}`
+//!   removes it. Only the key's SHA-256 is in the events.
+//! - `record_view {client?, key_sha256?}` counts a view (`countdown_viewed`,
+//!   views one more than before, with the kind of client) until the
+//!   deadline: at or after it — expired or not yet marked — Forbidden, so
+//!   `countdown_expired.views` counts exactly the views before the deadline.
+//!   With a `key_sha256` that is not the current image URL key: NotFound.
 //!
 //! Delivery is the scheduler's, not the aggregate's: see [`scheduler`].
 
@@ -52,6 +61,7 @@ pub mod decide;
 pub mod events;
 pub mod scheduler;
 pub mod state;
+pub mod style;
 
 use chrono::TimeDelta;
 

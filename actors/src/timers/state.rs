@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::events::{CountdownCreated, TimerEvent, TimerScheduled};
+use super::events::{CountdownCreated, CountdownStyle, TimerEvent, TimerScheduled};
 
 /// What a `timers/{id}` stream holds: decided by its first event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,17 @@ pub struct Timer {
     pub late_firings: u64,
     /// A countdown's views so far.
     pub views: u64,
+    /// A countdown's image style as last set (`countdown.style` until it
+    /// is restyled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<CountdownStyle>,
+    /// How many times the style was changed since creation: names a
+    /// rendering of the image.
+    #[serde(default)]
+    pub style_revision: u64,
+    /// SHA-256 (hex) of the current image URL's secret, if one is issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_key_sha256: Option<String>,
 }
 
 impl Timer {
@@ -67,6 +78,13 @@ impl Timer {
             (Some(TimerStatus::Active), Some(due)) => Some((self.fired + 1, due)),
             _ => None,
         }
+    }
+
+    /// A countdown's image style now.
+    pub fn current_style(&self) -> Option<&CountdownStyle> {
+        self.style
+            .as_ref()
+            .or(self.countdown.as_ref().map(|c| &c.style))
     }
 
     pub fn apply_event(&mut self, event: &TimerEvent) {
@@ -95,7 +113,14 @@ impl Timer {
                 self.status = Some(TimerStatus::Active);
                 self.next_due_at = Some(e.deadline);
                 self.countdown = Some(e.clone());
+                self.style = Some(e.style.clone());
             }
+            TimerEvent::CountdownRestyled(e) => {
+                self.style = Some(e.style.clone());
+                self.style_revision += 1;
+            }
+            TimerEvent::ImageUrlIssued(e) => self.image_key_sha256 = Some(e.key_sha256.clone()),
+            TimerEvent::ImageUrlRevoked(_) => self.image_key_sha256 = None,
             TimerEvent::CountdownViewed(e) => self.views = e.views,
             TimerEvent::CountdownExpired(e) => {
                 self.status = Some(TimerStatus::Expired);

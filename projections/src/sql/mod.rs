@@ -350,23 +350,25 @@ impl RowReader for rusqlite::Row<'_> {
     }
 }
 
-/// The typed payload of `event`, or the rejection that parks it: a schema
-/// version this read model does not know (the event's type is only known
-/// at [`TypedEvent::VERSION`]), or a payload its type does not describe.
-/// Every read model reads its events through here.
+/// The typed payload of `event` (read through the built-in upcasters when
+/// stored at an older version), or the rejection that parks it: a newer
+/// schema version than this read model knows, or a payload its type does
+/// not describe. Every read model reads its events through here.
 pub(crate) fn decode<T: TypedEvent>(event: &EventEnvelope) -> Result<T, ProjectionError> {
-    if event.version.get() != T::VERSION {
-        return Err(ProjectionError::event(
-            event,
-            EventFault::UnknownVersion {
-                version: event.version.get(),
-                known: T::VERSION,
-            },
-        ));
-    }
-    // From a borrow: the payload stays in the envelope, uncloned.
-    T::deserialize(&event.payload)
-        .map_err(|e| ProjectionError::event(event, EventFault::Payload(e)))
+    // From a borrow: the payload stays in the envelope, uncloned (older
+    // versions are upcast from a copy).
+    T::from_stored(event.version.get(), &event.payload).map_err(|e| {
+        let fault = match e {
+            herald_events::StoredPayloadError::UnknownVersion { version, known } => {
+                EventFault::UnknownVersion { version, known }
+            }
+            herald_events::StoredPayloadError::Payload(e) => EventFault::Payload(e),
+            herald_events::StoredPayloadError::Upcast(reason) => {
+                EventFault::Payload(<serde_json::Error as serde::de::Error>::custom(reason))
+            }
+        };
+        ProjectionError::event(event, fault)
+    })
 }
 
 /// The rejection of an event on a stream that was never created as `what`.
