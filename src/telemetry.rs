@@ -183,6 +183,9 @@ pub const METRICS: &[MetricDoc] = &[
     metric(actor_metrics::TIMERS_PENDING, Gauge, "", "Active timers and countdowns the scheduler knows of."),
     metric(actor_metrics::TIMER_DELIVERIES_TOTAL, Counter, "kind, outcome", "Timer deliveries that ended, by kind (command or event) and outcome: delivered, duplicate, refused or invalid."),
     metric(actor_metrics::TIMER_DELIVERY_RETRIES_TOTAL, Counter, "", "Timer delivery attempts that failed for the time being and are tried again."),
+    metric(crate::api::countdowns::IMAGES_TOTAL, Counter, "answer", "Countdown images answered, by answer: running, expired or not_modified (a 304 revalidation)."),
+    metric(crate::api::countdowns::RENDERS_TOTAL, Counter, "", "Countdown GIFs rendered (once per countdown, style and second; the other requests share them)."),
+    metric(crate::api::countdowns::VIEWS_UNRECORDED_TOTAL, Counter, "", "Countdown image fetches whose view could not be recorded (the image was served all the same)."),
     metric(herald_projections::telemetry::POSITION, Gauge, "projection", "The last log position the projection's serving generation applied."),
     metric(herald_projections::telemetry::LAG_EVENTS, Gauge, "projection", "Events committed to the log and not yet projected."),
     metric(herald_projections::telemetry::LAST_PROGRESS_SECONDS, Gauge, "projection", "Unix time in seconds of the projection's last applied batch; alert on time() minus it while lag is above 0."),
@@ -283,6 +286,11 @@ pub fn register_series(running: &Running<'_>) {
     ] {
         counter!(name).increment(0);
     }
+    for answer in ["running", "expired", "not_modified"] {
+        counter!(crate::api::countdowns::IMAGES_TOTAL, "answer" => answer).increment(0);
+    }
+    counter!(crate::api::countdowns::RENDERS_TOTAL).increment(0);
+    counter!(crate::api::countdowns::VIEWS_UNRECORDED_TOTAL).increment(0);
     for kind in ["unavailable", "backend", "closed"] {
         counter!(store_metrics::ERRORS_TOTAL, "backend" => store.clone(), "kind" => kind)
             .increment(0);

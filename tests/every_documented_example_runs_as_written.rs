@@ -915,6 +915,14 @@ async fn on_defaults_the_walkthrough_and_the_tools(docs: &mut Docs) {
     run_sh(&mut shell, &keyed, &subst);
     let search = docs.claim("README.md", "/v1/events/search?type=tickets.*", "search");
     run_console(&mut shell, &search, &mut subst);
+    // "Countdown images": a countdown created in a style, its image URL
+    // issued, the image fetched as Gmail's proxy would, and the view.
+    let countdown = docs.claim(
+        "README.md",
+        "/v1/timers/spring-sale/create_countdown",
+        "countdown images",
+    );
+    run_console(&mut shell, &countdown, &mut subst);
     // "Your own events": a type registered, published, a breaking version
     // refused, bridged by an upcaster, read back upcast, listed.
     for marker in [

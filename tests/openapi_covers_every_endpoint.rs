@@ -340,6 +340,7 @@ async fn openapi_covers_every_endpoint() {
         "admin",
         "keys",
         "console",
+        "countdowns",
     ];
     let mut ids = BTreeSet::new();
     for ((method, path), operation) in &operations {
@@ -360,7 +361,8 @@ async fn openapi_covers_every_endpoint() {
         );
         let in_path: BTreeSet<&str> = path
             .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            // A parameter may be followed by a suffix (`{image}.gif`).
+            .filter_map(|s| Some(s.strip_prefix('{')?.split_once('}')?.0))
             .collect();
         let params: BTreeSet<&str> = operation["parameters"]
             .as_array()
@@ -873,6 +875,19 @@ async fn openapi_covers_every_endpoint() {
         let got = call(method, &path, body).await;
         successes.push((method, template, got));
     }
+    // A countdown's image URL (created at version 1: read upcast), its
+    // image, and its revocation.
+    let issued = call("POST", "/v1/countdowns/CD-1/image_url", Some(json!({}))).await;
+    let image_path = issued.json()["image_path"]
+        .as_str()
+        .expect("an image path")
+        .to_owned();
+    successes.push(("POST", "/v1/countdowns/{id}/image_url", issued));
+    let image = call("GET", &image_path, None).await;
+    assert!(image.body.starts_with(b"GIF89a"), "{}", image.status);
+    successes.push(("GET", "/v1/countdowns/{image}.gif", image));
+    let revoked = call("DELETE", "/v1/countdowns/CD-1/image_url", None).await;
+    successes.push(("DELETE", "/v1/countdowns/{id}/image_url", revoked));
     // A verification run, then its progress.
     let run = call("POST", "/v1/audit/verify/runs", Some(json!({"from": 1}))).await;
     let run_id = run.json()["id"].as_str().expect("a run id").to_owned();
