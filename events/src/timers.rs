@@ -571,7 +571,7 @@ mod tests {
             style[field] = bad;
             assert_schema_refuses::<CountdownRestyled>(&r, &json!({ "style": style }));
         }
-        let mut font = style.clone();
+        let mut font = style;
         font["font"] = json!("comic_sans");
         assert_refused::<CountdownRestyled>(&r, json!({ "style": font }));
         assert_schema_refuses::<CountdownViewed>(

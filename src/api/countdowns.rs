@@ -508,7 +508,8 @@ mod tests {
     #[test]
     fn image_names_split_into_tenant_id_and_secret() {
         let secret = "A".repeat(SECRET_CHARS);
-        let (tenant, id, s) = parse_image_name(&format!("acme.offer.2026.{secret}")).unwrap();
+        let name = format!("acme.offer.2026.{secret}");
+        let (tenant, id, s) = parse_image_name(&name).unwrap();
         assert_eq!(
             (tenant.as_str(), id, s),
             ("acme", "offer.2026", secret.as_str())

@@ -522,7 +522,7 @@ mod tests {
 
         let restyled = CountdownStyle {
             expired_text: "Offer over".into(),
-            ..styled.clone()
+            ..styled
         };
         let state = given::<Timer>([created.clone()])
             .when(TimerCommand::RestyleCountdown {
