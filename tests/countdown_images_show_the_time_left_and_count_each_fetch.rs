@@ -173,6 +173,25 @@ impl Api {
         state["state"]["views"].as_u64().unwrap()
     }
 
+    /// `herald_countdown_renders_total` now.
+    async fn renders(&self) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("herald_countdown_renders_total "))
+            .expect("the renders counter")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// The payloads of the stream's `countdown_viewed` events.
     async fn viewed_events(&self, id: &str) -> Vec<Value> {
         let page: Value = self
@@ -271,11 +290,20 @@ async fn a_running_countdown_is_drawn_second_by_second_and_each_fetch_is_one_vie
 
     // Forty concurrent fetches: forty views, each counted once, and the
     // renders shared (at most a couple of seconds' worth were drawn).
+    let renders_before = api.renders().await;
+    let began = std::time::Instant::now();
     let fetches: Vec<_> = (0..40).map(|_| api.fetch(&path, APPLE_MAIL)).collect();
     for r in futures::future::join_all(fetches).await {
         assert_eq!(r.status(), 200);
         assert!(!r.bytes().await.unwrap().is_empty());
     }
+    // One render per second the fetches spanned, at most.
+    let renders = api.renders().await - renders_before;
+    let seconds = began.elapsed().as_secs() + 2;
+    assert!(
+        renders <= seconds,
+        "{renders} renders in {seconds} seconds' span"
+    );
     assert_eq!(api.views("offer-1").await, 41);
     let viewed = api.viewed_events("offer-1").await;
     assert_eq!(viewed.len(), 41);
@@ -369,12 +397,27 @@ async fn a_running_countdown_is_drawn_second_by_second_and_each_fetch_is_one_vie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_deadline_the_image_shows_the_expired_text_and_counts_nothing() {
-    let (_dirs, processes) = start_serves(1, &[], &[], PATIENCE).await;
+    let (dirs, mut processes) = start_serves(1, &[], &[], PATIENCE).await;
     let api = Api {
         http: reqwest::Client::new(),
         base: processes[0].base.clone(),
     };
     let style = test_style();
+
+    // A view answered is a view kept: killed with SIGKILL and started again
+    // on the same directory, the URL still works and the count goes on.
+    let far = Utc::now() + TimeDelta::days(3);
+    let kept = api.create("kept", far, style_body()).await;
+    assert_eq!(api.fetch(&kept, GMAIL).await.status(), 200);
+    processes[0].kill9();
+    let listen = api.base.trim_start_matches("http://").to_owned();
+    let mut restarted =
+        support::Herald::start(dirs[0].path(), &["serve", "--listen", &listen], &[]);
+    restarted.wait_healthy(PATIENCE).await;
+    assert_eq!(api.fetch(&kept, GMAIL).await.status(), 200);
+    assert_eq!(api.views("kept").await, 2);
+    assert_eq!(api.viewed_events("kept").await.len(), 2);
+
     // A deadline a few seconds away: the GIF ends on the expired frame.
     let deadline =
         Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::seconds(4);

@@ -2,7 +2,7 @@
 //! actors: given these past events, when this command arrives (at this
 //! time), then exactly these events happen — or the command is refused.
 //!
-//! ```ignore
+//! ```text
 //! given::<Ticket>([opened()]).when(Resolve { .. }).then([resolved()]);
 //! given::<Ticket>([opened(), closed()]).when(AppendNote { .. }).then_refused(RefusalKind::Forbidden);
 //! ```

@@ -68,7 +68,7 @@
 //! every group a timer may deliver to, `timers` included, before it is
 //! handed over):
 //!
-//! ```ignore
+//! ```text
 //! let timers = AggregateGroup::<Timer>::new(store.clone(), registry.clone(), runtime.clone(), config);
 //! let domains = Domains::default().with(Arc::new(tickets)).with(Arc::new(timers.clone()));
 //! let mut scheduler = TimerScheduler::new(store.clone(), timers, domains.clone(), registry.clone())
