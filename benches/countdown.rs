@@ -1,6 +1,6 @@
 //! Countdown images as mail clients fetch them: `herald serve` started as
-//! users start it (embedded defaults: SQLite in the working directory, no
-//! credentials from 127.0.0.1; `HERALD_MAX_CONNECTIONS_PER_CLIENT=0` so the
+//! users start it (embedded defaults: SQLite in the working directory; an
+//! admin key for the commands, the images public; `HERALD_MAX_CONNECTIONS_PER_CLIENT=0` so the
 //! bench's thousand connections from one address are not capped), 100
 //! countdowns (deadline 2 days away, a 480×120 style with the four units and
 //! their labels), an image URL issued for each, and their GIFs fetched over
@@ -226,7 +226,8 @@ async fn run(settings: Settings) -> Report {
     let dir = tempfile::tempdir().expect("a working directory");
     // The store is made (by creating a key, which serve does not need) so
     // that the raw table can copy the event table before herald starts.
-    create_key(dir.path(), &[]);
+    // Once a key exists the API asks for one (the images stay public).
+    let key = create_key(dir.path(), &[]);
     let store = dir.path().join("data").join("herald.db");
     let raw_file = dir.path().join("raw.db");
     copy_event_table(&store, &raw_file);
@@ -255,6 +256,7 @@ async fn run(settings: Settings) -> Report {
     let api = Api {
         http: http.clone(),
         base: base.clone(),
+        key,
     };
     let pid = herald.child.id();
 
@@ -323,6 +325,7 @@ async fn run(settings: Settings) -> Report {
 struct Api {
     http: reqwest::Client,
     base: String,
+    key: String,
 }
 
 /// Countdowns made: their image URLs and the latest deadline.
@@ -336,6 +339,7 @@ impl Api {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
             .json(&body)
             .send()
             .await
@@ -381,6 +385,7 @@ impl Api {
             let r = self
                 .http
                 .get(format!("{}/v1/timers/{id}", self.base))
+                .bearer_auth(&self.key)
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("GET /v1/timers/{id}: {e}"));

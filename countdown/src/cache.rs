@@ -119,12 +119,74 @@ impl ImageCache {
         now: DateTime<Utc>,
     ) -> Arc<Image> {
         let start = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-        let style = Arc::clone(style);
         let frames = self.frames;
+        self.render_next_second_ahead(key, style, deadline, start);
+        let style = Arc::clone(style);
         self.get_or_render(key, deadline, start, move || {
             render(&style, deadline, start, frames)
         })
         .await
+    }
+
+    /// A countdown asked for in this second and the one before is being
+    /// watched: its next second is rendered now, in the background, so the
+    /// requests of that second find it ready instead of all waiting at the
+    /// turn of the second for a hundred renders at once. A countdown asked
+    /// for now and then is not rendered ahead (that would only double its
+    /// renders).
+    fn render_next_second_ahead(
+        &self,
+        key: &str,
+        style: &Arc<Style>,
+        deadline: DateTime<Utc>,
+        start: DateTime<Utc>,
+    ) {
+        let second = start.timestamp();
+        let Some(next) = start.checked_add_signed(chrono::TimeDelta::seconds(1)) else {
+            return;
+        };
+        if next >= deadline || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let cell = {
+            let mut entries = self.lock();
+            let Some(this) = entries.keys.get_mut(key) else {
+                return;
+            };
+            let watched = this
+                .running
+                .iter()
+                .any(|slot| slot.second == second - 1 && slot.deadline == deadline);
+            let ahead = this
+                .running
+                .iter()
+                .any(|slot| slot.second == second + 1 && slot.deadline == deadline);
+            if !watched || ahead {
+                return;
+            }
+            let cell = Cell::default();
+            this.running.push(Slot {
+                second: second + 1,
+                deadline,
+                cell: Arc::clone(&cell),
+            });
+            cell
+        };
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        let style = Arc::clone(style);
+        let frames = self.frames;
+        tokio::spawn(async move {
+            cell.get_or_init(|| async move {
+                let rendered =
+                    tokio::task::spawn_blocking(move || render(&style, deadline, next, frames));
+                match rendered.await {
+                    Ok(image) => Arc::new(image),
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(error) => panic!("countdown render cancelled: {error}"),
+                }
+            })
+            .await;
+        });
     }
 
     /// [`ImageCache::image`] with the render given, so tests can make it

@@ -72,7 +72,14 @@ async fn a_new_second_renders_a_new_image() {
     assert!(!Arc::ptr_eq(&first, &second));
     assert_eq!(second.start, whole_second() + TimeDelta::seconds(1));
     assert_ne!(first.etag, second.etag);
-    assert_eq!(cache.stats().renders, 2);
+    // Asked for two seconds running, the countdown is watched: the second
+    // after is rendered ahead, and its request takes that render.
+    assert_eq!(cache.stats().renders, 3);
+    let after = now() + TimeDelta::seconds(2);
+    let third = cache.image("acme/launch@1", &style, deadline, after).await;
+    assert_eq!(third.start, whole_second() + TimeDelta::seconds(2));
+    let stats = cache.stats();
+    assert_eq!((stats.renders, stats.shared), (4, 1), "{stats:?}");
 }
 
 #[tokio::test]

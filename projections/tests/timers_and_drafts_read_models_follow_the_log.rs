@@ -267,12 +267,31 @@ async fn timers_and_countdowns_follow_the_events_of_each_tenant() {
     f.append(
         "acme",
         "timers/sale",
-        vec![CountdownCreated {
-            deadline: "2999-01-01T00:00:00Z".parse().unwrap(),
-            label: "Sale".into(),
-            style: herald_events::timers::CountdownStyle::v2_default(),
-        }
-        .to_new_event()],
+        vec![
+            CountdownCreated {
+                deadline: "2999-01-01T00:00:00Z".parse().unwrap(),
+                label: "Sale".into(),
+                style: herald_events::timers::CountdownStyle::v2_default(),
+            }
+            .to_new_event(),
+            // The image's style and URL change nothing the view shows, and
+            // park nothing.
+            herald_events::timers::CountdownRestyled {
+                style: herald_events::timers::CountdownStyle {
+                    width: 600,
+                    ..herald_events::timers::CountdownStyle::v2_default()
+                },
+            }
+            .to_new_event(),
+            herald_events::timers::CountdownImageUrlIssued {
+                key_sha256: "a".repeat(64),
+            }
+            .to_new_event(),
+            herald_events::timers::CountdownImageUrlRevoked {
+                key_sha256: "a".repeat(64),
+            }
+            .to_new_event(),
+        ],
     )
     .await;
     // globex: the same ids, other facts.

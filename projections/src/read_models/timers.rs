@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use herald_events::timers::{
-    CountdownCreated, CountdownExpired, CountdownViewed, TimerCancelled, TimerFired,
-    TimerScheduled, DOMAIN,
+    CountdownCreated, CountdownExpired, CountdownImageUrlIssued, CountdownImageUrlRevoked,
+    CountdownRestyled, CountdownViewed, TimerCancelled, TimerFired, TimerScheduled, DOMAIN,
 };
 use herald_events::{EventEnvelope, TypedEvent};
 use serde::Serialize;
@@ -316,6 +316,22 @@ struct Batch {
 }
 
 impl Batch {
+    /// The countdown row's version follows an event that changes nothing
+    /// else of it.
+    fn follow(
+        &mut self,
+        event: &EventEnvelope,
+        key: &RowKey,
+        version: i64,
+    ) -> Result<(), ProjectionError> {
+        let row = self
+            .countdowns
+            .get_mut(key)
+            .ok_or_else(|| orphan(event, "countdown"))?;
+        row.version = version;
+        Ok(())
+    }
+
     fn fold(&mut self, event: &EventEnvelope) -> Result<(), ProjectionError> {
         let key = (
             event.tenant.as_str().to_owned(),
@@ -401,6 +417,20 @@ impl Batch {
                 row.expired = true;
                 row.expired_at = Some(at);
                 row.version = version;
+            }
+            // The image's style and URL: nothing the countdown view shows,
+            // but its version follows the stream's.
+            CountdownRestyled::NAME => {
+                let _: CountdownRestyled = decode(event)?;
+                self.follow(event, &key, version)?;
+            }
+            CountdownImageUrlIssued::NAME => {
+                let _: CountdownImageUrlIssued = decode(event)?;
+                self.follow(event, &key, version)?;
+            }
+            CountdownImageUrlRevoked::NAME => {
+                let _: CountdownImageUrlRevoked = decode(event)?;
+                self.follow(event, &key, version)?;
             }
             _ => {
                 return Err(ProjectionError::event(
