@@ -398,6 +398,29 @@ impl Api {
         sum
     }
 
+    /// Waits until every read model has applied every view of the phase
+    /// before (tens of thousands after a closed loop): each phase is
+    /// measured from a caught-up Herald, not while it works off a backlog.
+    async fn settled(&self) {
+        let url = format!("{}/v1/projections", self.base);
+        let started = std::time::Instant::now();
+        let caught_up = herald_testkit::eventually(Duration::from_secs(300), || async {
+            let Ok(r) = self.http.get(&url).bearer_auth(&self.key).send().await else {
+                return false;
+            };
+            let list: Value = r.json().await.unwrap_or(Value::Null);
+            list["projections"]
+                .as_array()
+                .is_some_and(|all| !all.is_empty() && all.iter().all(|p| p["lag_events"] == 0))
+        })
+        .await;
+        assert!(caught_up, "the read models caught up before the phase");
+        eprintln!(
+            "read models caught up in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
     /// Runs one loop over `ids`' URLs; checks that the views recorded meanwhile
     /// are the 200 answers (`counted`) or none.
     async fn phase<F: std::future::Future<Output = Figures>>(
@@ -406,6 +429,7 @@ impl Api {
         counted: bool,
         run: impl FnOnce() -> F,
     ) -> Figures {
+        self.settled().await;
         let before = self.views(ids).await;
         let mut figures = run().await;
         let after = self.views(ids).await;
