@@ -68,6 +68,10 @@ mod raw_postgres;
 #[path = "support/serve_process.rs"]
 mod serve_process;
 
+#[path = "support/raw_sqlite.rs"]
+mod raw_sqlite;
+use raw_sqlite::{copy_event_table, raw_sqlite_inserts};
+
 use raw_postgres::{mode, Mode};
 use serve_process::{cpu_ticks, create_key, free_port, herald_command, Herald, TICKS_PER_SECOND};
 
@@ -145,6 +149,17 @@ const PHASES: [&str; 6] = [
     "closed_loop_expired",
     "open_loop_expired",
 ];
+
+/// The raw insert beside Herald's: a `countdown_viewed` as a fetch writes.
+const COUNTDOWN_VIEWED: raw_sqlite::RawEvent = raw_sqlite::RawEvent {
+    domain: "timers",
+    event_type: "timers.countdown_viewed",
+    producer: "http:countdown-image",
+    payload: |n| {
+        let at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        json!({"client": "gmail_proxy", "viewed_at": at, "views": n / 100 + 1}).to_string()
+    },
+};
 
 fn main() {
     let mode = mode();
@@ -736,105 +751,19 @@ async fn raw_rates(raw: &Path, levels: &[usize], settings: Settings) -> Vec<f64>
     tokio::task::spawn_blocking(move || {
         levels
             .iter()
-            .map(|&c| raw_sqlite_inserts(&raw, c, settings))
+            .map(|&c| {
+                raw_sqlite_inserts(
+                    &raw,
+                    c,
+                    COUNTDOWN_VIEWED,
+                    settings.raw_warmup,
+                    settings.raw_window,
+                )
+            })
             .collect()
     })
     .await
     .expect("the raw rates")
-}
-
-/// Creates `raw` with a copy of the embedded store's event table (columns,
-/// constraints and indexes, from the store's own schema) as `raw_events`.
-fn copy_event_table(store: &Path, raw: &Path) {
-    let source = rusqlite::Connection::open(store).expect("open the embedded store");
-    let mut statement = source
-        .prepare(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'herald_events' AND sql IS NOT NULL",
-        )
-        .expect("read the event table's schema");
-    let ddl: Vec<String> = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .expect("the event table's schema")
-        .collect::<Result<_, _>>()
-        .expect("the event table's schema");
-    assert!(!ddl.is_empty(), "the store has an event table");
-    let target = open_raw_sqlite(raw);
-    for sql in ddl {
-        target
-            .execute_batch(&sql.replace("herald_events", "raw_events"))
-            .expect("copy the event table's schema");
-    }
-}
-
-/// A connection set up as the embedded store sets up its writer.
-fn open_raw_sqlite(path: &Path) -> rusqlite::Connection {
-    let connection = rusqlite::Connection::open(path).expect("open the raw SQLite file");
-    connection
-        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-        .expect("WAL and synchronous=FULL");
-    connection
-        .busy_timeout(Duration::from_secs(30))
-        .expect("a busy timeout");
-    connection
-}
-
-/// Single-row inserts of a `countdown_viewed`-sized event, one per
-/// transaction, from `connections` threads each with its own connection,
-/// into an emptied `raw_events`; rows/s of all.
-fn raw_sqlite_inserts(path: &Path, connections: usize, settings: Settings) -> f64 {
-    open_raw_sqlite(path)
-        .execute_batch("DELETE FROM raw_events; PRAGMA wal_checkpoint(TRUNCATE);")
-        .expect("empty raw_events");
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..connections as u64)
-        .map(|worker| {
-            let (done, stop, path) = (done.clone(), stop.clone(), path.to_path_buf());
-            std::thread::spawn(move || {
-                let connection = open_raw_sqlite(&path);
-                let mut insert = connection
-                    .prepare(
-                        "INSERT INTO raw_events (position, event_id, tenant, domain, stream_id, \
-                         stream_version, event_type, schema_version, occurred_at, recorded_at, \
-                         correlation_id, causation_id, producer, payload, hash) \
-                         VALUES (?1, ?2, 'default', 'timers', ?3, ?4, 'timers.countdown_viewed', \
-                         1, ?5, ?5, ?2, ?2, 'http:countdown-image', ?6, ?7)",
-                    )
-                    .expect("prepare the raw insert");
-                let mut n = worker;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = uuid::Uuid::now_v7();
-                    let at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-                    let payload =
-                        json!({"client": "gmail_proxy", "viewed_at": at, "views": n / 100 + 1})
-                            .to_string();
-                    let hash = [id.as_bytes().as_slice(), id.as_bytes().as_slice()].concat();
-                    insert
-                        .execute(rusqlite::params![
-                            n as i64 + 1,
-                            id.to_string(),
-                            format!("bench-raw-{}", n % 100),
-                            (n / 100) as i64 + 1,
-                            at,
-                            payload,
-                            hash,
-                        ])
-                        .expect("raw SQLite insert");
-                    n += connections as u64;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(settings.raw_warmup);
-    let (t0, n0) = (Instant::now(), done.load(Ordering::Relaxed));
-    std::thread::sleep(settings.raw_window);
-    let (t1, n1) = (Instant::now(), done.load(Ordering::Relaxed));
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.join().expect("a raw SQLite worker");
-    }
-    (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
 }
 
 // ---------------------------------------------------------------------------

@@ -39,7 +39,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +52,10 @@ mod raw_postgres;
 
 #[path = "support/serve_process.rs"]
 mod serve_process;
+
+#[path = "support/raw_sqlite.rs"]
+mod raw_sqlite;
+use raw_sqlite::{copy_event_table, raw_sqlite_inserts};
 
 use raw_postgres::{
     checkpoint, measure, mode, note_payload, raw_event_rates, Load, Mode, Timing, BATCH_ROWS,
@@ -115,6 +118,14 @@ impl Setup {
         selected_setups(&Self::ALL, Self::name)
     }
 }
+
+/// The raw insert beside Herald's: a `note_appended` as the workload's.
+const NOTE_APPENDED: raw_sqlite::RawEvent = raw_sqlite::RawEvent {
+    domain: "tickets",
+    event_type: "tickets.note_appended",
+    producer: "herald",
+    payload: |_| note_payload().to_string(),
+};
 
 fn main() {
     let mode = mode();
@@ -289,12 +300,16 @@ async fn run_setup(setup: Setup, timing: Timing) -> SetupReport {
             copy_event_table(&data_dir.join("herald.db"), &raw_file);
             let before: Vec<f64> = levels
                 .iter()
-                .map(|&c| raw_sqlite_inserts(&raw_file, c, timing))
+                .map(|&c| {
+                    raw_sqlite_inserts(&raw_file, c, NOTE_APPENDED, timing.warmup, timing.window)
+                })
                 .collect();
             let measured = herald_levels(setup, dir.path(), &store_args, &key, None, timing).await;
             let after: Vec<f64> = levels
                 .iter()
-                .map(|&c| raw_sqlite_inserts(&raw_file, c, timing))
+                .map(|&c| {
+                    raw_sqlite_inserts(&raw_file, c, NOTE_APPENDED, timing.warmup, timing.window)
+                })
                 .collect();
             SetupReport {
                 setup,
@@ -457,97 +472,4 @@ async fn cpu_sample(herald_pid: u32, postgres: Option<(&str, &Client)>) -> CpuSa
         herald: cpu_ticks(herald_pid).expect("herald's /proc entry"),
         backends,
     }
-}
-
-/// Creates `raw` with a copy of the embedded store's event table (columns,
-/// constraints and indexes, from the store's own schema) as `raw_events`.
-fn copy_event_table(store: &Path, raw: &Path) {
-    let source = rusqlite::Connection::open(store).expect("open the embedded store");
-    let mut statement = source
-        .prepare(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'herald_events' AND sql IS NOT NULL",
-        )
-        .expect("read the event table's schema");
-    let ddl: Vec<String> = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .expect("the event table's schema")
-        .collect::<Result<_, _>>()
-        .expect("the event table's schema");
-    let target = open_raw_sqlite(raw);
-    for sql in ddl {
-        target
-            .execute_batch(&sql.replace("herald_events", "raw_events"))
-            .expect("copy the event table's schema");
-    }
-}
-
-/// A connection set up as the embedded store sets up its writer.
-fn open_raw_sqlite(path: &Path) -> rusqlite::Connection {
-    let connection = rusqlite::Connection::open(path).expect("open the raw SQLite file");
-    connection
-        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-        .expect("WAL and synchronous=FULL");
-    connection
-        .busy_timeout(Duration::from_secs(10))
-        .expect("a busy timeout");
-    connection
-}
-
-/// Single-row inserts, one per transaction, from `connections` threads each
-/// with its own connection, into an emptied `raw_events`; rows/s of all.
-fn raw_sqlite_inserts(path: &Path, connections: usize, timing: Timing) -> f64 {
-    open_raw_sqlite(path)
-        .execute_batch("DELETE FROM raw_events; PRAGMA wal_checkpoint(TRUNCATE);")
-        .expect("empty raw_events");
-    let payload = note_payload().to_string();
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..connections as u64)
-        .map(|worker| {
-            let (done, stop, payload) = (done.clone(), stop.clone(), payload.clone());
-            let path = path.to_owned();
-            std::thread::spawn(move || {
-                let connection = open_raw_sqlite(&path);
-                let mut insert = connection
-                    .prepare(
-                        "INSERT INTO raw_events (position, event_id, tenant, domain, stream_id, \
-                         stream_version, event_type, schema_version, occurred_at, recorded_at, \
-                         correlation_id, causation_id, producer, payload, hash) \
-                         VALUES (?1, ?2, 'default', 'tickets', ?3, ?4, 'tickets.note_appended', 1, \
-                         ?5, ?5, ?2, ?2, 'herald', ?6, ?7)",
-                    )
-                    .expect("prepare the raw insert");
-                let mut n = worker;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = uuid::Uuid::now_v7();
-                    let at = chrono::Utc::now()
-                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                        .to_string();
-                    let hash = [id.as_bytes().as_slice(), id.as_bytes().as_slice()].concat();
-                    insert
-                        .execute(rusqlite::params![
-                            n as i64 + 1,
-                            id.to_string(),
-                            format!("bench-raw-{}", n % 100),
-                            (n / 100) as i64 + 1,
-                            at,
-                            payload,
-                            hash,
-                        ])
-                        .expect("raw SQLite insert");
-                    n += connections as u64;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(timing.warmup);
-    let (t0, n0) = (Instant::now(), done.load(Ordering::Relaxed));
-    std::thread::sleep(timing.window);
-    let (t1, n1) = (Instant::now(), done.load(Ordering::Relaxed));
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.join().expect("a raw SQLite worker");
-    }
-    (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
 }
