@@ -236,7 +236,7 @@ pub async fn revoke_image_url(
         still counts the view); an expired one may be cached 5 minutes. An unknown countdown, \
         a revoked or wrong secret, or a malformed name: 404 `not-found`, the same for all.",
     params(
-        ("image" = String, Path, description = "`{tenant}.{countdown id}.{secret}` as issued"),
+        ("image" = String, Path, description = "`{tenant}.{countdown id}.{secret}` as issued", pattern = "^[A-Za-z0-9_-]{1,64}\\.[A-Za-z0-9._:@~-]{1,128}\\.[A-Za-z0-9_-]{22}$"),
         ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer"),
     ),
     responses(
@@ -250,6 +250,7 @@ pub async fn revoke_image_url(
             ),
         ),
         (status = 304, description = "Not modified: the `If-None-Match` names this second's image"),
+        (status = 400, description = "`invalid-request`: the path holds a character no name can (U+0000)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no countdown image at this name", body = Problem, content_type = "application/problem+json"),
         (status = 500, response = super::openapi::InternalError),
         (status = 503, description = "`store-unavailable` or `shutting-down`: the countdown could not be read (`Retry-After` given)", body = Problem, content_type = "application/problem+json"),

@@ -42,7 +42,8 @@ pub fn url_problem(path: &str, pattern: Option<&str>, query: &str) -> Option<Pro
         let name = index
             .zip(pattern)
             .and_then(|(i, pattern)| pattern.split('/').nth(i))
-            .and_then(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            // A parameter may carry a suffix (`{image}.gif`).
+            .and_then(|s| Some(s.strip_prefix('{')?.split_once('}')?.0))
             .map(|s| s.split(':').next().unwrap_or(s).to_owned());
         let detail = match &name {
             Some(name) => format!("the path parameter {name} holds the character U+0000{REFUSED}"),
