@@ -18,7 +18,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use herald_countdown::{display_at, draw, palette, Display, Font, Labels, Rgb, Style, Units};
 use herald_testkit::eventually;
 use serde_json::{json, Value};
-use support::start_serves;
+use support::{get_json, start_serves};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -161,15 +161,7 @@ impl Api {
     }
 
     async fn views(&self, id: &str) -> u64 {
-        let state: Value = self
-            .http
-            .get(format!("{}/v1/timers/{id}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let state = get_json(&self.http, format!("{}/v1/timers/{id}", self.base)).await;
         state["state"]["views"].as_u64().unwrap()
     }
 
@@ -194,18 +186,8 @@ impl Api {
 
     /// The payloads of the stream's `countdown_viewed` events.
     async fn viewed_events(&self, id: &str) -> Vec<Value> {
-        let page: Value = self
-            .http
-            .get(format!(
-                "{}/v1/streams/timers/{id}/events?limit=1000",
-                self.base
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{}/v1/streams/timers/{id}/events?limit=1000", self.base);
+        let page = get_json(&self.http, url).await;
         page["events"]
             .as_array()
             .unwrap()
@@ -399,39 +381,19 @@ async fn a_running_countdown_is_drawn_second_by_second_and_each_fetch_is_one_vie
     // counts the views, and nothing was parked.
     let url = format!("{}/v1/projections/timers", api.base);
     let followed = eventually(PATIENCE, || async {
-        let detail: Value = api
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let detail = get_json(&api.http, url.clone()).await;
         detail["status"]["lag_events"] == 0
     })
     .await;
     assert!(followed, "the timers read model catches up");
-    let detail: Value = api
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = get_json(&api.http, url).await;
     assert_eq!(detail["parked_events"], json!([]), "{detail}");
     assert_eq!(detail["status"]["parked"], 0, "{detail}");
-    let view: Value = api
-        .http
-        .get(format!("{}/v1/views/countdowns/offer-1", api.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = get_json(
+        &api.http,
+        format!("{}/v1/views/countdowns/offer-1", api.base),
+    )
+    .await;
     assert_eq!(view["views"], views + 1, "{view}");
 }
 

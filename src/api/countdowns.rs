@@ -144,7 +144,7 @@ pub async fn issue_image_url(
         &id,
         "issue_image_url",
         json!({ "key_sha256": key_sha256(&secret) }),
-        meta(&identity),
+        meta(format!("http:{}", identity.subject)),
     )
     .await?;
     let image_path = format!(
@@ -205,7 +205,7 @@ pub async fn revoke_image_url(
         &id,
         "revoke_image_url",
         json!({}),
-        meta(&identity),
+        meta(format!("http:{}", identity.subject)),
     )
     .await?;
     Ok(HttpResponse::Ok().json(ImageUrlRevoked {
@@ -330,14 +330,7 @@ async fn record_view(
     key: String,
 ) -> ViewOutcome {
     let body = json!({ "client": client, "key_sha256": key });
-    let meta = CommandMeta {
-        correlation_id: None,
-        causation_id: None,
-        dedupe_key: None,
-        producer: Some("http:countdown-image".to_owned()),
-        idempotency: None,
-        decided_by_owner: false,
-    };
+    let meta = meta("http:countdown-image".to_owned());
     match super::commands::place(state, group, tenant, id, "record_view", body, meta).await {
         Ok(_) => ViewOutcome::Recorded,
         Err(p) if p.kind == ProblemKind::CommandRefused => ViewOutcome::Expired,
@@ -390,12 +383,13 @@ fn timers(state: &AppState) -> ApiResult<&Arc<dyn herald_actors::CommandTarget>>
     })
 }
 
-fn meta(identity: &Identity) -> CommandMeta {
+/// A command of this module's, recorded as sent by `producer`.
+fn meta(producer: String) -> CommandMeta {
     CommandMeta {
         correlation_id: None,
         causation_id: None,
         dedupe_key: None,
-        producer: Some(format!("http:{}", identity.subject)),
+        producer: Some(producer),
         idempotency: None,
         decided_by_owner: false,
     }
